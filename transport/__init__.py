@@ -1,0 +1,65 @@
+"""Durable streams, consumers and key-value buckets for Trio programs.
+
+One interface (:class:`Transport`), two implementations chosen by URL: an
+in-process broker (``memory://``) and NATS JetStream (``nats://``, ``tls://``).
+"""
+
+from ._errors import ConflictError as ConflictError
+from ._errors import ConnectionLostError as ConnectionLostError
+from ._errors import InvalidSpecError as InvalidSpecError
+from ._errors import NotFoundError as NotFoundError
+from ._errors import StorageFullError as StorageFullError
+from ._errors import TooLargeError as TooLargeError
+from ._errors import TransportClosedError as TransportClosedError
+from ._errors import TransportError as TransportError
+from ._errors import TransportTimeoutError as TransportTimeoutError
+from ._interface import Delivery as Delivery
+from ._interface import KeyValue as KeyValue
+from ._interface import Settlement as Settlement
+from ._interface import Transport as Transport
+from ._open import open_transport as open_transport
+from ._options import ConnectOptions as ConnectOptions
+from ._specs import ConnectionEvent as ConnectionEvent
+from ._specs import ConnectionState as ConnectionState
+from ._specs import ConsumerSpec as ConsumerSpec
+from ._specs import Discard as Discard
+from ._specs import KVChange as KVChange
+from ._specs import KVEntry as KVEntry
+from ._specs import KVOp as KVOp
+from ._specs import KVSpec as KVSpec
+from ._specs import OutMessage as OutMessage
+from ._specs import PubAck as PubAck
+from ._specs import Retention as Retention
+from ._specs import Storage as Storage
+from ._specs import StreamSpec as StreamSpec
+
+__all__ = [
+    "ConflictError",
+    "ConnectOptions",
+    "ConnectionEvent",
+    "ConnectionLostError",
+    "ConnectionState",
+    "ConsumerSpec",
+    "Delivery",
+    "Discard",
+    "InvalidSpecError",
+    "KVChange",
+    "KVEntry",
+    "KVOp",
+    "KVSpec",
+    "KeyValue",
+    "NotFoundError",
+    "OutMessage",
+    "PubAck",
+    "Retention",
+    "Settlement",
+    "StorageFullError",
+    "Storage",
+    "StreamSpec",
+    "TooLargeError",
+    "Transport",
+    "TransportClosedError",
+    "TransportError",
+    "TransportTimeoutError",
+    "open_transport",
+]

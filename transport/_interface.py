@@ -1,0 +1,216 @@
+"""The one interface every transport implements.
+
+A transport adapts a broker's durable streams and key-value buckets to Trio:
+consumers deliver into bounded Trio receive channels (an actor's mailbox), and
+every operation is an ``async`` call that raises only :class:`TransportError`
+subclasses (or Trio's own cancellation).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import trio
+
+from ._specs import (
+    ConnectionEvent,
+    ConnectionState,
+    ConsumerSpec,
+    KVChange,
+    KVEntry,
+    KVSpec,
+    OutMessage,
+    PubAck,
+    StreamSpec,
+)
+
+
+class Settlement(enum.Enum):
+    """How a delivery was finished."""
+
+    ACK = "ack"
+    NAK = "nak"
+    TERM = "term"
+
+
+class Delivery(abc.ABC):
+    """One delivery of a stream message to a consumer.
+
+    Finish it with exactly one of :meth:`ack`, :meth:`nak` or :meth:`term`; the
+    first one counts and later ones do nothing. A delivery left unfinished is
+    redelivered after the consumer's ack wait, or at once (nak) when the consume
+    context it came from exits.
+    """
+
+    __slots__ = ("data", "headers", "num_delivered", "settled", "stream_seq", "subject")
+
+    def __init__(
+        self,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str],
+        num_delivered: int,
+        stream_seq: int,
+    ) -> None:
+        self.subject = subject
+        self.data = data
+        self.headers = headers
+        #: 1 on the first delivery, 2 on the first redelivery, and so on.
+        self.num_delivered = num_delivered
+        self.stream_seq = stream_seq
+        #: How the delivery was finished, or ``None`` while it is in hand.
+        self.settled: Settlement | None = None
+
+    async def ack(self) -> None:
+        """Done with it: the broker forgets the message (on a work-queue stream)."""
+        if self.settled is None:
+            self.settled = Settlement.ACK
+            await self._settle(Settlement.ACK, None)
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Hand it back, to be redelivered at once or after ``delay`` seconds."""
+        if self.settled is None:
+            self.settled = Settlement.NAK
+            await self._settle(Settlement.NAK, delay)
+
+    async def term(self) -> None:
+        """Give up on it: it is never delivered again to this consumer."""
+        if self.settled is None:
+            self.settled = Settlement.TERM
+            await self._settle(Settlement.TERM, None)
+
+    async def in_progress(self) -> None:
+        """Still working on it: restart the ack-wait clock (a heartbeat)."""
+        if self.settled is None:
+            await self._touch()
+
+    @abc.abstractmethod
+    async def _settle(self, how: Settlement, delay: float | None) -> None: ...
+
+    @abc.abstractmethod
+    async def _touch(self) -> None: ...
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.subject} seq={self.stream_seq} "
+            f"delivered={self.num_delivered} settled={self.settled}>"
+        )
+
+
+class KeyValue(Protocol):
+    """A key-value bucket with a revision per write (compare-and-set)."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    async def get(self, key: str) -> KVEntry | None:
+        """The key's current entry, or ``None`` if it is absent or deleted."""
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write ``key`` only if it is absent (or deleted); return the new revision.
+
+        Raises :class:`ConflictError` if it exists.
+        """
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Write ``key`` only if its last revision is ``revision``; return the new one.
+
+        Raises :class:`ConflictError` otherwise.
+        """
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write ``key`` unconditionally; return the new revision."""
+
+    async def delete(self, key: str, *, revision: int | None = None) -> None:
+        """Delete ``key`` (a no-op if absent); with ``revision``, only at that revision."""
+
+    async def keys(self, pattern: str = ">") -> list[str]:
+        """The keys currently present that match ``pattern`` (``*``/``>`` wildcards)."""
+
+    def watch(
+        self, pattern: str = ">", *, since: int | None = None
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[KVChange]]:
+        """Watch keys matching ``pattern``.
+
+        With ``since=None`` the channel first yields the current entry of every
+        matching key, then every later change. With ``since=r`` it yields every
+        change after revision ``r`` that the bucket's history still holds, then
+        every later change. Changes come in revision order, each once, and the
+        watch resumes by itself after the broker restarts or the connection
+        returns.
+        """
+
+
+class Transport(Protocol):
+    """Durable streams, consumers and key-value buckets behind one face."""
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's current state."""
+
+    def now(self) -> float:
+        """The current time on the clock ``deliver_at`` is measured on (seconds)."""
+
+    async def ensure_stream(self, spec: StreamSpec) -> None:
+        """Create the stream, or bring an existing one to ``spec``; idempotent.
+
+        Raises :class:`InvalidSpecError` if the broker refuses the change.
+        """
+
+    async def ensure_kv(self, spec: KVSpec) -> KeyValue:
+        """Create the bucket if missing (idempotent) and return a handle to it."""
+
+    async def kv(self, bucket: str) -> KeyValue:
+        """A handle to an existing bucket. Raises :class:`NotFoundError`."""
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        deliver_at: float | None = None,
+    ) -> PubAck:
+        """Store one message in the stream that owns ``subject``; return its receipt.
+
+        Returns only once the broker has stored the message (or recognised it
+        as a duplicate of ``msg_id``). Raises :class:`NotFoundError` if no stream
+        takes the subject, :class:`TooLargeError` if the stream refuses the size.
+        """
+
+    async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
+        """Publish every message, pipelined; return the receipts in order.
+
+        All are attempted; if any failed, the first error is raised after the
+        others finished (publishing again with the same ids is safe).
+        """
+
+    def consume(
+        self, stream: str, spec: ConsumerSpec, *, buffer: int = 64
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Delivery]]:
+        """Create (or update) the durable consumer and deliver into a channel.
+
+        At most ``buffer`` deliveries wait in the channel: the broker is asked
+        for more only when there is room. When the context exits, deliveries
+        still in the channel or received but unfinished are handed back (nak)
+        at once. Raises :class:`NotFoundError` if the stream does not exist.
+        """
+
+    def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
+        """A channel of connection state changes from now on, for the owner.
+
+        If the owner falls more than a few events behind, older events are
+        dropped; :attr:`state` is always current.
+        """
+
+    async def aclose(self) -> None:
+        """Close everything; idempotent. Pending operations raise TransportClosedError."""
+
+    async def __aenter__(self) -> Transport: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...

@@ -1,0 +1,82 @@
+"""Connection options and the transport URL.
+
+A transport is chosen by URL: ``memory://`` for the in-process broker, or one
+or more ``nats://``/``tls://`` server URLs (comma-separated for a cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ._errors import InvalidSpecError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectOptions:
+    """How to reach and authenticate to a NATS cluster. Built once, passed down.
+
+    Credentials embedded in a URL (``nats://user:pass@host``) work too.
+    """
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    #: A file holding an NKey seed (``SU...``).
+    nkey_seed_file: str | None = None
+    #: A ``.creds`` file (JWT and NKey seed).
+    credentials_file: str | None = None
+    #: TLS: the CA bundle to trust, and a client certificate and key if the server asks.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: The name the connection shows in the server's monitoring.
+    name: str = "actors"
+    connect_timeout: float = 5.0
+    #: Reconnect forever, waiting this long between attempts at first ...
+    reconnect_wait: float = 0.25
+    #: ... doubling up to this long.
+    max_reconnect_wait: float = 5.0
+    #: Deadline of one broker request (publish acknowledgement, KV write, API call).
+    request_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.user is not None and self.token is not None:
+            raise InvalidSpecError("give either user/password or token, not both")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise InvalidSpecError(
+                "a TLS client certificate needs its key, and a key its certificate"
+            )
+        for kind in ("connect_timeout", "reconnect_wait", "max_reconnect_wait", "request_timeout"):
+            if getattr(self, kind) <= 0:
+                raise InvalidSpecError(f"{kind} must be positive")
+
+
+MEMORY_SCHEME = "memory"
+NATS_SCHEMES = ("nats", "tls")
+
+
+def parse_url(url: str) -> tuple[str, list[str]]:
+    """Split a transport URL into its kind (``"memory"`` or ``"nats"``) and servers.
+
+    Raises :class:`InvalidSpecError` for an unknown scheme or a malformed server.
+    """
+    url = url.strip()
+    if urlsplit(url).scheme == MEMORY_SCHEME:
+        return MEMORY_SCHEME, []
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise InvalidSpecError("empty transport URL")
+    for server in servers:
+        parts = urlsplit(server)
+        if parts.scheme not in NATS_SCHEMES:
+            raise InvalidSpecError(
+                f"unknown transport URL {server!r}: use memory://, nats://host:port or tls://host:port"
+            )
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            raise InvalidSpecError(f"bad port in {server!r}") from exc
+        if not parts.hostname:
+            raise InvalidSpecError(f"no host in {server!r}")
+    return "nats", servers
