@@ -1,0 +1,784 @@
+"""Tests for actors._codec: round trips, limits, and hostile bytes.
+
+The hostile-input tests insist on one outcome: a valid Envelope or CodecError,
+never another exception (and never a crash or a hang).
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import math
+import struct
+from typing import Any
+
+import cbor2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actors._codec import (
+    DEFAULT_LIMITS,
+    MAX_DEPTH_CEILING,
+    SCHEMA_VERSION,
+    CodecError,
+    CodecLimits,
+    Envelope,
+    PayloadTooLargeError,
+    decode,
+    encode,
+)
+
+# --- helpers -----------------------------------------------------------------
+
+KIND = "activity.task"
+INT_MIN = -(2**64)
+INT_MAX = 2**64 - 1
+
+kinds = st.from_regex(r"[a-z0-9_.-]{1,64}", fullmatch=True)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=INT_MIN, max_value=INT_MAX)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+)
+# The data model, kept within the default depth limit (each extend() adds a level).
+bodies = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=40,
+)
+
+
+def assert_identical(left: object, right: object) -> None:
+    """Equal and of exactly the same types all the way down (1 == 1.0 == True)."""
+    assert type(left) is type(right), (left, right)
+    if isinstance(left, list):
+        assert isinstance(right, list)
+        assert len(left) == len(right)
+        for a, b in zip(left, right, strict=True):
+            assert_identical(a, b)
+    elif isinstance(left, dict):
+        assert isinstance(right, dict)
+        assert list(left) == list(right)
+        for key in left:
+            assert_identical(left[key], right[key])
+    elif isinstance(left, float):
+        assert isinstance(right, float)
+        assert left == right or (math.isnan(left) and math.isnan(right))
+        assert math.copysign(1.0, left) == math.copysign(1.0, right)
+    else:
+        assert left == right
+
+
+def raw_envelope(body: bytes, *, version: bytes = b"\x01", kind: str = KIND) -> bytes:
+    """An envelope whose body (and optionally version) is given as raw CBOR."""
+    return (
+        b"\xa3"
+        + cbor2.dumps("version")
+        + version
+        + cbor2.dumps("kind")
+        + cbor2.dumps(kind)
+        + cbor2.dumps("body")
+        + body
+    )
+
+
+def nested_lists(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def nested_dicts(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+def decode_or_codec_error(data: bytes) -> None:
+    """Decode hostile bytes; only an Envelope or a CodecError is acceptable."""
+    try:
+        envelope = decode(data)
+    except CodecError:
+        return
+    assert isinstance(envelope, Envelope)
+
+
+# --- round trips -------------------------------------------------------------
+
+
+@given(kind=kinds, body=bodies)
+def test_round_trip_preserves_kind_body_and_exact_types(kind: str, body: object) -> None:
+    envelope = decode(encode(kind, body))
+    assert envelope.kind == kind
+    assert envelope.version == SCHEMA_VERSION
+    assert_identical(envelope.body, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        INT_MAX,
+        INT_MIN,
+        0.0,
+        -0.0,
+        1.5,
+        1e300,
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+        "",
+        "ünïcødé ✓ 𝄞",
+        b"",
+        b"\x00\xff" * 100,
+        [],
+        {},
+        {"nested": {"list": [1, "two", b"3", 4.0, None, [True]]}},
+        "x" * 70_000,
+    ],
+    ids=repr,
+)
+def test_round_trip_of_edge_case_values(body: object) -> None:
+    assert_identical(decode(encode(KIND, body)).body, body)
+
+
+def test_round_trip_keeps_dict_key_order() -> None:
+    body = {"zeta": 1, "alpha": 2, "mid": 3}
+    assert list(decode(encode(KIND, body)).body) == ["zeta", "alpha", "mid"]
+
+
+def test_encoding_of_a_small_envelope_is_stable_on_the_wire() -> None:
+    # A golden encoding: if this changes, every stored history changes with it.
+    assert encode("workflow.start", {"a": 1}) == (
+        bytes.fromhex("a3") + b"\x67version\x01\x64kind\x6eworkflow.start\x64body\xa1\x61a\x01"
+    )
+
+
+def test_decode_accepts_bytearray_and_memoryview() -> None:
+    data = encode(KIND, {"a": [1, 2]})
+    assert decode(bytearray(data)) == decode(data)
+    assert decode(memoryview(data)) == decode(data)
+
+
+def test_decode_rejects_non_bytes_with_type_error() -> None:
+    with pytest.raises(TypeError):
+        decode("not bytes")  # type: ignore[arg-type]
+
+
+# --- what encode refuses -----------------------------------------------------
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class MyStr(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {1, 2},
+        frozenset({1}),
+        (1, 2),
+        bytearray(b"ab"),
+        object(),
+        Color.RED,
+        MyStr("x"),
+        decimal.Decimal("1.5"),
+        datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+        complex(1, 2),
+        INT_MAX + 1,
+        INT_MIN - 1,
+        2**1000,
+        # Too long for str(): neither the error message nor the test id may try.
+        pytest.param(10**5000, id="10**5000"),
+        "\ud800",
+        {1: "int key"},
+        {b"k": "bytes key"},
+        {("t",): "tuple key"},
+        {None: "none key"},
+        [1, [2, {"ok": {3}}]],
+    ],
+    ids=repr,
+)
+def test_encode_rejects_values_outside_the_data_model(body: object) -> None:
+    with pytest.raises(CodecError):
+        encode(KIND, body)
+
+
+@pytest.mark.parametrize(
+    "kind", ["", "Activity", "a b", "ü", "a/b", "x" * 65, "tab\t", "new\nline"]
+)
+def test_encode_rejects_invalid_kinds(kind: str) -> None:
+    with pytest.raises(CodecError, match="kind"):
+        encode(kind, None)
+
+
+def test_encode_rejects_non_str_kind() -> None:
+    with pytest.raises(CodecError, match="kind"):
+        encode(b"activity.task", None)  # type: ignore[arg-type]
+
+
+def test_encode_accepts_longest_valid_kind() -> None:
+    kind = "a" * 64
+    assert decode(encode(kind, None)).kind == kind
+
+
+def test_encode_rejects_cyclic_list_without_recursing() -> None:
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    with pytest.raises(CodecError, match="max_depth"):
+        encode(KIND, cyclic)
+
+
+def test_encode_rejects_10000_nested_lists_as_codec_error_not_recursion() -> None:
+    with pytest.raises(CodecError, match="max_depth"):
+        encode(KIND, nested_lists(10_000))
+
+
+def test_encode_rejects_10000_nested_dicts_as_codec_error_not_recursion() -> None:
+    with pytest.raises(CodecError, match="max_depth"):
+        encode(KIND, nested_dicts(10_000))
+
+
+def test_encode_rejects_exponential_shared_structure_by_item_count() -> None:
+    # 30 levels of a list holding the same list twice: 2**30 elements if expanded.
+    shared: list[Any] = []
+    for _ in range(30):
+        shared = [shared, shared]
+    with pytest.raises(CodecError, match="max_items"):
+        encode(KIND, shared)
+
+
+def test_encode_translates_unexpected_cbor2_errors_with_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(obj: object) -> bytes:
+        raise OverflowError("boom")
+
+    monkeypatch.setattr(cbor2, "dumps", broken)
+    with pytest.raises(CodecError) as info:
+        encode(KIND, 1)
+    assert isinstance(info.value.__cause__, OverflowError)
+
+
+def test_encode_lets_memory_error_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(obj: object) -> bytes:
+        raise MemoryError
+
+    monkeypatch.setattr(cbor2, "dumps", exhausted)
+    with pytest.raises(MemoryError):
+        encode(KIND, 1)
+
+
+# --- limits ------------------------------------------------------------------
+
+
+def test_default_limits_values() -> None:
+    expected = CodecLimits(max_bytes=1_048_576, max_depth=32, max_items=100_000)
+    assert expected == DEFAULT_LIMITS
+
+
+@pytest.mark.parametrize("field", ["max_bytes", "max_depth", "max_items"])
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "3", None])
+def test_codec_limits_reject_non_positive_or_non_int_values(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        CodecLimits(**{field: value})  # type: ignore[arg-type]
+
+
+def test_codec_limits_reject_depth_above_ceiling() -> None:
+    with pytest.raises(ValueError, match="max_depth"):
+        CodecLimits(max_depth=MAX_DEPTH_CEILING + 1)
+
+
+def test_depth_at_ceiling_round_trips() -> None:
+    limits = CodecLimits(max_depth=MAX_DEPTH_CEILING)
+    body = nested_lists(MAX_DEPTH_CEILING)
+    assert decode(encode(KIND, body, limits=limits), limits=limits).body == body
+
+
+def test_envelope_exactly_at_default_max_bytes_round_trips_and_one_more_is_rejected() -> None:
+    overhead = len(encode(KIND, b"x" * 100_000)) - 100_000  # bytes header is 5 bytes here
+    body = b"x" * (DEFAULT_LIMITS.max_bytes - overhead)
+    data = encode(KIND, body)
+    assert len(data) == DEFAULT_LIMITS.max_bytes
+    assert decode(data).body == body
+
+    with pytest.raises(PayloadTooLargeError):
+        encode(KIND, body + b"x")
+    with pytest.raises(PayloadTooLargeError):
+        decode(data + b"\x00")
+
+
+@pytest.mark.parametrize("body", [{"a": [1, 2, 3]}, "short", 7])
+def test_max_bytes_boundary_with_custom_limits(body: object) -> None:
+    size = len(encode(KIND, body))
+    exact = CodecLimits(max_bytes=size)
+    short = CodecLimits(max_bytes=size - 1)
+    data = encode(KIND, body, limits=exact)
+    assert decode(data, limits=exact).body == body
+    with pytest.raises(PayloadTooLargeError):
+        encode(KIND, body, limits=short)
+    with pytest.raises(PayloadTooLargeError):
+        decode(data, limits=short)
+
+
+def test_decode_checks_size_before_parsing() -> None:
+    # Garbage that would fail parsing must still report its size first.
+    with pytest.raises(PayloadTooLargeError):
+        decode(b"\xff" * 11, limits=CodecLimits(max_bytes=10))
+
+
+def test_encode_rejects_huge_string_before_encoding() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        encode(KIND, {"blob": "x" * 11}, limits=CodecLimits(max_bytes=10))
+
+
+@pytest.mark.parametrize("make", [nested_lists, nested_dicts], ids=["lists", "dicts"])
+def test_depth_exactly_at_max_depth_is_accepted_and_one_more_is_rejected(make: Any) -> None:
+    limits = CodecLimits(max_depth=5)
+    at_limit = make(5)
+    assert decode(encode(KIND, at_limit, limits=limits), limits=limits).body == at_limit
+
+    too_deep = make(6)
+    with pytest.raises(CodecError, match="max_depth"):
+        encode(KIND, too_deep, limits=limits)
+    with pytest.raises(CodecError, match="max_depth"):
+        decode(raw_envelope(cbor2.dumps(too_deep)), limits=limits)
+
+
+def test_empty_container_counts_as_a_level_for_depth() -> None:
+    limits = CodecLimits(max_depth=2)
+    assert decode(encode(KIND, [[]], limits=limits), limits=limits).body == [[]]
+    with pytest.raises(CodecError, match="max_depth"):
+        encode(KIND, [[[]]], limits=limits)
+    with pytest.raises(CodecError, match="max_depth"):
+        decode(raw_envelope(cbor2.dumps([[[]]])), limits=limits)
+
+
+def test_scalar_body_has_depth_zero() -> None:
+    limits = CodecLimits(max_depth=1)
+    assert decode(encode(KIND, "flat", limits=limits), limits=limits).body == "flat"
+
+
+@pytest.mark.parametrize(
+    ("body", "items"),
+    [([1, 2, 3, 4], 4), ({"a": 1, "b": 2}, 2), ([[1, 2], {"x": [3]}], 6)],
+)
+def test_items_exactly_at_max_items_is_accepted_and_one_fewer_allowed_is_rejected(
+    body: object, items: int
+) -> None:
+    exact = CodecLimits(max_items=items)
+    assert decode(encode(KIND, body, limits=exact), limits=exact).body == body
+
+    short = CodecLimits(max_items=items - 1)
+    with pytest.raises(CodecError, match="max_items"):
+        encode(KIND, body, limits=short)
+    with pytest.raises(CodecError, match="max_items"):
+        decode(raw_envelope(cbor2.dumps(body)), limits=short)
+
+
+# --- hostile bytes: structure ------------------------------------------------
+
+
+def test_decode_rejects_empty_input() -> None:
+    with pytest.raises(CodecError):
+        decode(b"")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1, 2, 3], 1, "version", b"x", None, 1.5],
+    ids=["array", "int", "text", "bytes", "null", "float"],
+)
+def test_decode_rejects_wrong_top_level_type(value: object) -> None:
+    with pytest.raises(CodecError, match="map of 3"):
+        decode(cbor2.dumps(value))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"version": 1, "kind": KIND},
+        {"version": 1, "kind": KIND, "body": 1, "extra": 2},
+        {"version": 1, "kind": KIND, "bodyx": 1},
+        {"version": 1, "kind": KIND, "body": 1, "a": 1, "b": 2, "c": 3},
+        {},
+    ],
+    ids=["missing", "extra", "misnamed", "many", "empty"],
+)
+def test_decode_rejects_missing_extra_or_misnamed_fields(fields: dict[str, object]) -> None:
+    with pytest.raises(CodecError):
+        decode(cbor2.dumps(fields))
+
+
+def test_decode_accepts_fields_in_any_order() -> None:
+    data = cbor2.dumps({"body": [1], "kind": KIND, "version": 1})
+    assert decode(data) == Envelope(KIND, [1])
+
+
+def test_decode_rejects_duplicate_envelope_field() -> None:
+    data = b"\xa3" + cbor2.dumps("kind") + cbor2.dumps(KIND)
+    data += cbor2.dumps("kind") + cbor2.dumps(KIND) + cbor2.dumps("body") + b"\x01"
+    with pytest.raises(CodecError):
+        decode(data)
+
+
+def test_decode_rejects_duplicate_keys_in_body() -> None:
+    body = b"\xa2" + cbor2.dumps("a") + b"\x01" + cbor2.dumps("a") + b"\x02"
+    with pytest.raises(CodecError):
+        decode(raw_envelope(body))
+
+
+def test_decode_rejects_newer_schema_version_saying_so() -> None:
+    with pytest.raises(CodecError, match="newer than supported"):
+        decode(raw_envelope(b"\x01", version=cbor2.dumps(SCHEMA_VERSION + 1)))
+
+
+@pytest.mark.parametrize(
+    "version",
+    [0, -1, "1", 1.0, True, None, [1], 2**64 - 1],
+    ids=repr,
+)
+def test_decode_rejects_invalid_schema_version(version: object) -> None:
+    with pytest.raises(CodecError, match="version"):
+        decode(raw_envelope(b"\x01", version=cbor2.dumps(version)))
+
+
+@pytest.mark.parametrize("kind", ["", "UPPER", "x" * 65, "sp ace"])
+def test_decode_rejects_invalid_kind(kind: str) -> None:
+    with pytest.raises(CodecError, match="kind"):
+        decode(raw_envelope(b"\x01", kind=kind))
+
+
+def test_decode_rejects_trailing_bytes() -> None:
+    with pytest.raises(CodecError, match="trailing"):
+        decode(encode(KIND, {"a": 1}) + b"\x00")
+
+
+def test_decode_rejects_second_envelope_appended() -> None:
+    data = encode(KIND, 1)
+    with pytest.raises(CodecError, match="trailing"):
+        decode(data + data)
+
+
+def test_decode_rejects_every_truncation_of_a_valid_envelope() -> None:
+    data = encode(KIND, {"s": "text" * 10, "b": b"\x01" * 300, "l": [1, 2.5, None], "n": -(2**40)})
+    for cut in range(len(data)):
+        with pytest.raises(CodecError):
+            decode(data[:cut])
+
+
+# --- hostile bytes: nesting and lengths --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x81" * 10_000 + b"\x00", (b"\xa1\x61k") * 10_000 + b"\x00"],
+    ids=["arrays", "maps"],
+)
+def test_decode_rejects_10000_nested_levels_as_codec_error_not_recursion(body: bytes) -> None:
+    with pytest.raises(CodecError, match="max_depth"):
+        decode(raw_envelope(body))
+
+
+def test_decode_rejects_deep_nesting_in_version_field() -> None:
+    with pytest.raises(CodecError, match="max_depth"):
+        decode(raw_envelope(b"\x01", version=b"\x81" * 10_000 + b"\x01"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"\x5b" + struct.pack(">Q", 2**60),  # byte string
+        b"\x7b" + struct.pack(">Q", 2**60),  # text string
+        b"\x9b" + struct.pack(">Q", 2**60),  # array
+        b"\xbb" + struct.pack(">Q", 2**60),  # map
+        b"\x5b" + b"\xff" * 8,  # byte string of 2**64 - 1
+        b"\x9a" + b"\xff" * 4,  # array of 2**32 - 1
+        b"\x79\xff\xff",  # text string of 65535
+    ],
+    ids=["bytes-2^60", "text-2^60", "array-2^60", "map-2^60", "bytes-max", "array-2^32", "text"],
+)
+def test_decode_rejects_declared_lengths_beyond_the_input(header: bytes) -> None:
+    # Nothing is allocated for the declared length: this would be MemoryError
+    # (or a very long wait) otherwise.
+    with pytest.raises(CodecError):
+        decode(raw_envelope(header + b"\x00" * 16))
+
+
+def test_decode_rejects_huge_declared_length_of_envelope_key() -> None:
+    with pytest.raises(CodecError):
+        decode(b"\xa3\x7b" + struct.pack(">Q", 2**60))
+
+
+def test_decode_rejects_item_count_bomb_under_byte_limit() -> None:
+    # 200_000 one-byte items fit in the size limit but exceed max_items.
+    body = b"\x9a" + struct.pack(">I", 200_000) + b"\x00" * 200_000
+    with pytest.raises(CodecError, match="max_items"):
+        decode(raw_envelope(body))
+
+
+# --- hostile bytes: CBOR features the envelope does not use ------------------
+
+
+@pytest.mark.parametrize(
+    "tagged",
+    [
+        b"\xc1\x01",  # epoch datetime
+        b"\xc0\x74" + b"2024-01-01T00:00:00Z",  # string datetime
+        b"\xc2\x41\x01",  # bignum
+        b"\xc4\x82\x21\x19\x6a\xb3",  # decimal fraction
+        b"\xd8\x23\x62.*",  # regex
+        b"\xd9\x01\x02\x81\x01",  # set
+        b"\xd8\x1c\x81\x01",  # shareable
+        b"\xd8\x1d\x00",  # shared reference
+        b"\xd9\x01\x00\x01",  # stringref namespace
+        b"\xd9\xd9\xf7\x01",  # self-described CBOR
+        b"\xdb" + b"\xff" * 8 + b"\x01",  # largest tag number
+    ],
+    ids=[
+        "datetime",
+        "datestring",
+        "bignum",
+        "decimal",
+        "regex",
+        "set",
+        "shareable",
+        "sharedref",
+        "stringref",
+        "selfdescribe",
+        "maxtag",
+    ],
+)
+def test_decode_rejects_tags_in_body(tagged: bytes) -> None:
+    with pytest.raises(CodecError, match="tags"):
+        decode(raw_envelope(tagged))
+
+
+def test_decode_rejects_tag_around_whole_envelope() -> None:
+    with pytest.raises(CodecError):
+        decode(b"\xd9\xd9\xf7" + encode(KIND, 1))
+
+
+def test_decode_rejects_tag_nested_deep_in_body() -> None:
+    with pytest.raises(CodecError, match="tags"):
+        decode(raw_envelope(b"\xa1\x61a\x82\x01\xc1\x01"))
+
+
+def test_decode_rejects_tag_as_version() -> None:
+    with pytest.raises(CodecError, match="tags"):
+        decode(raw_envelope(b"\x01", version=b"\xc2\x41\x01"))
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        b"\x9f\x01\xff",  # indefinite array
+        b"\xbf\x61a\x01\xff",  # indefinite map
+        b"\x5f\x41a\xff",  # indefinite byte string
+        b"\x7f\x61a\xff",  # indefinite text string
+    ],
+    ids=["array", "map", "bytes", "text"],
+)
+def test_decode_rejects_indefinite_length_items(item: bytes) -> None:
+    with pytest.raises(CodecError, match="indefinite"):
+        decode(raw_envelope(item))
+
+
+@pytest.mark.parametrize(
+    "item",
+    [b"\xf7", b"\xf0", b"\xe0", b"\xf8\x20", b"\xf8\xff", b"\xff", b"\xfc", b"\xfe"],
+    ids=["undefined", "simple16", "simple0", "simple32", "simple255", "break", "fc", "fe"],
+)
+def test_decode_rejects_simple_values_other_than_bool_and_null(item: bytes) -> None:
+    with pytest.raises(CodecError):
+        decode(raw_envelope(item))
+
+
+@pytest.mark.parametrize("head", [0x1C, 0x1D, 0x1E, 0x3C, 0x5C, 0x7D, 0x9E, 0xBC])
+def test_decode_rejects_reserved_additional_info(head: int) -> None:
+    with pytest.raises(CodecError, match="reserved"):
+        decode(raw_envelope(bytes([head]) + b"\x00" * 8))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [b"\x01", b"\x41k", b"\x80", b"\xa0", b"\xf6", b"\xf5", b"\xfb" + b"\x00" * 8, b"\xc1\x01"],
+    ids=["int", "bytes", "array", "map", "null", "true", "float", "tag"],
+)
+def test_decode_rejects_non_text_map_keys_in_body(key: bytes) -> None:
+    with pytest.raises(CodecError, match="keys"):
+        decode(raw_envelope(b"\xa1" + key + b"\x01"))
+
+
+def test_decode_rejects_non_text_envelope_key() -> None:
+    data = b"\xa3\x01\x01" + cbor2.dumps("kind") + cbor2.dumps(KIND) + b"\x64body\x01"
+    with pytest.raises(CodecError, match="keys"):
+        decode(data)
+
+
+def test_decode_accepts_long_text_keys() -> None:
+    key = "k" * 300  # length in a 2-byte argument, not in the header byte
+    assert decode(raw_envelope(cbor2.dumps({key: 1}))).body == {key: 1}
+
+
+def test_decode_rejects_invalid_utf8_with_chained_cause() -> None:
+    with pytest.raises(CodecError) as info:
+        decode(raw_envelope(b"\x62\xff\xfe"))
+    assert isinstance(info.value.__cause__, cbor2.CBORDecodeError)
+
+
+def test_decode_accepts_half_single_and_double_floats() -> None:
+    body = b"\x83\xf9\x3c\x00\xfa\x3f\xc0\x00\x00\xfb" + struct.pack(">d", 0.1)
+    assert decode(raw_envelope(body)).body == [1.0, 1.5, 0.1]
+
+
+def test_decode_accepts_64_bit_integer_extremes() -> None:
+    body = b"\x82\x1b" + b"\xff" * 8 + b"\x3b" + b"\xff" * 8
+    assert decode(raw_envelope(body)).body == [INT_MAX, INT_MIN]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("v"), OverflowError("o"), RecursionError("r"), TypeError("t"), KeyError("k")],
+    ids=repr,
+)
+def test_decode_translates_any_cbor2_exception_with_cause(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def broken(data: bytes, **kwargs: object) -> object:
+        raise error
+
+    monkeypatch.setattr(cbor2, "loads", broken)
+    with pytest.raises(CodecError) as info:
+        decode(encode(KIND, 1))
+    assert info.value.__cause__ is error
+
+
+def test_decode_lets_memory_error_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(data: bytes, **kwargs: object) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr(cbor2, "loads", exhausted)
+    with pytest.raises(MemoryError):
+        decode(encode(KIND, 1))
+
+
+# --- hostile bytes: fuzzing --------------------------------------------------
+
+fuzz = settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+
+
+@fuzz
+@given(st.binary(max_size=200))
+def test_fuzz_random_bytes_give_envelope_or_codec_error(data: bytes) -> None:
+    decode_or_codec_error(data)
+
+
+@fuzz
+@given(st.binary(max_size=120))
+def test_fuzz_random_bytes_after_envelope_header_give_envelope_or_codec_error(
+    data: bytes,
+) -> None:
+    decode_or_codec_error(b"\xa3" + data)
+
+
+@fuzz
+@given(st.binary(max_size=60))
+def test_fuzz_random_body_bytes_give_envelope_or_codec_error(body: bytes) -> None:
+    decode_or_codec_error(raw_envelope(body))
+
+
+@fuzz
+@given(body=bodies, data=st.data())
+def test_fuzz_truncations_of_valid_envelopes_give_codec_error(body: object, data: Any) -> None:
+    encoded = encode(KIND, body)
+    cut = data.draw(st.integers(min_value=0, max_value=len(encoded) - 1))
+    with pytest.raises(CodecError):
+        decode(encoded[:cut])
+
+
+@fuzz
+@given(body=bodies, data=st.data())
+def test_fuzz_mutations_of_valid_envelopes_give_envelope_or_codec_error(
+    body: object, data: Any
+) -> None:
+    mutated = bytearray(encode(KIND, body))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        op = data.draw(st.sampled_from(["replace", "insert", "delete", "flip"]))
+        at = data.draw(st.integers(min_value=0, max_value=max(len(mutated) - 1, 0)))
+        if op == "insert" or not mutated:
+            mutated.insert(at, data.draw(st.integers(min_value=0, max_value=255)))
+        elif op == "replace":
+            mutated[at] = data.draw(st.integers(min_value=0, max_value=255))
+        elif op == "delete":
+            del mutated[at]
+        else:
+            mutated[at] ^= 1 << data.draw(st.integers(min_value=0, max_value=7))
+    decode_or_codec_error(bytes(mutated))
+
+
+# Values cbor2 can write (tags included) but an envelope body must not hold.
+foreign_values = st.recursive(
+    st.datetimes(timezones=st.just(datetime.UTC))
+    | st.decimals(allow_nan=False, allow_infinity=False)  # Infinity is written as a float
+    | st.integers(min_value=2**64, max_value=2**80)
+    | st.frozensets(st.integers(), max_size=3)
+    | st.uuids()
+    | st.builds(cbor2.CBORTag, st.integers(min_value=0, max_value=2**32), st.integers()),
+    lambda children: st.lists(children, min_size=1, max_size=3),
+    max_leaves=5,
+)
+
+
+@fuzz
+@given(foreign_values)
+def test_fuzz_cbor2_tagged_values_in_body_give_codec_error(value: object) -> None:
+    with pytest.raises(CodecError):
+        decode(raw_envelope(cbor2.dumps(value)))
+
+
+@fuzz
+@given(kind=kinds, body=bodies)
+def test_fuzz_valid_envelope_built_by_plain_cbor2_decodes(kind: str, body: object) -> None:
+    # The decoder reads any conforming writer, not just encode().
+    data = cbor2.dumps({"kind": kind, "body": body, "version": SCHEMA_VERSION})
+    assert_identical(decode(data).body, body)
+
+
+# --- Envelope ----------------------------------------------------------------
+
+
+def test_envelope_defaults_to_current_schema_version() -> None:
+    assert Envelope(KIND, None).version == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(
+    ("kind", "version"),
+    [("Bad", 1), (KIND, 0), (KIND, SCHEMA_VERSION + 1), (KIND, True)],
+)
+def test_envelope_validates_kind_and_version_on_construction(kind: str, version: int) -> None:
+    with pytest.raises(CodecError):
+        Envelope(kind, None, version)
+
+
+def test_envelope_is_frozen() -> None:
+    envelope = Envelope(KIND, None)
+    with pytest.raises(AttributeError):
+        envelope.kind = "other"  # type: ignore[misc]
