@@ -59,6 +59,7 @@ from ._errors import (
     TransportTimeoutError,
 )
 from ._interface import Delivery, KeyValue, Settlement
+from ._nursery import background_nursery
 from ._options import ConnectOptions
 from ._specs import (
     DELIVER_AT_HEADER,
@@ -91,23 +92,32 @@ _HEARTBEAT = 1.0
 #: Lifetime of one pull request.
 _PULL_EXPIRES = 10.0
 _API = "$JS.API"
+#: Bytes a KV bucket's messages may carry beyond the value: subject and headers.
+_KV_HEADROOM = 1024
 
 # JetStream API error codes (nats-server's errors.json) that map to our types.
 _CONFLICT_CODES = {10071, 10164}
 _TOO_LARGE_CODES = {10054}
 _NOT_FOUND_CODES = {10059, 10014, 10037}
 _FULL_CODES = {10023, 10047, 10077, 10028}
-_SPEC_CODES = {10058, 10065, 10052, 10099, 10100, 10105, 10012, 10013, 10025, 10148}
+_STREAM_EXISTS = 10058
+_SPEC_CODES = {10065, 10052, 10099, 10100, 10105, 10012, 10013, 10025, 10148}
 
 
 # --------------------------------------------------------------------------
 # Error translation: nothing from nats-py or asyncio leaves this module.
 
 
+class _StreamExistsError(InvalidSpecError):
+    """A stream of that name exists with another configuration."""
+
+
 def _api_error(err: Mapping[str, Any]) -> TransportError:
     code = int(err.get("code", 0))
     err_code = int(err.get("err_code", 0))
     text = f"{err.get('description', 'JetStream error')} (code {code}/{err_code})"
+    if err_code == _STREAM_EXISTS:
+        return _StreamExistsError(text)
     if err_code in _CONFLICT_CODES:
         return ConflictError(text)
     if err_code in _TOO_LARGE_CODES or code == 413:
@@ -380,6 +390,10 @@ class JetStreamTransport:
         self._reconnected = trio.Event()
         self._closing = False
         self._closed = trio.Event()
+        # Background tasks run under this scope, not the nursery's: the
+        # nursery wraps the owner's block, which aclose must not cancel.
+        self._background = trio.CancelScope()
+        self._wakers: set[Callable[[], None]] = set()
         self._streams: dict[str, StreamSpec] = {}
         self._delayed_streams: dict[str, str] = {}
         self._supports_schedules = False
@@ -433,7 +447,13 @@ class JetStreamTransport:
         self._state = ConnectionState.CONNECTED
         version = self._nc.connected_server_version
         self._supports_schedules = (version.major, version.minor) >= (2, 12)
-        await self._nursery.start(self._bridge.pump)
+        await self._nursery.start(self._run_background)
+
+    async def _run_background(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with self._background:
+            await self._bridge.pump(task_status)
 
     async def _abandon_connect(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -474,6 +494,8 @@ class JetStreamTransport:
         self._emit(ConnectionEvent(ConnectionState.CONNECTED, url.netloc if url else ""))
         self._reconnected.set()
         self._reconnected = trio.Event()
+        for wake in list(self._wakers):
+            wake()  # pull requests and watches are re-made at once
 
     async def _on_closed(self) -> None:
         if not self._closing:
@@ -514,7 +536,9 @@ class JetStreamTransport:
         for channel in self._listeners:
             channel.close()
         self._listeners.clear()
-        self._nursery.cancel_scope.cancel()
+        for wake in list(self._wakers):
+            wake()  # consumers and watches see _closing and end their channels
+        self._background.cancel()
 
     async def __aenter__(self) -> JetStreamTransport:
         return self
@@ -574,7 +598,7 @@ class JetStreamTransport:
         name = config["name"]
         try:
             await self._api(f"STREAM.CREATE.{name}", config)
-        except InvalidSpecError:
+        except _StreamExistsError:
             # It exists with another configuration: bring it to this one.
             await self._api(f"STREAM.UPDATE.{name}", config)
 
@@ -694,7 +718,8 @@ class JetStreamTransport:
             "storage": spec.storage.value,
             "num_replicas": spec.replicas,
             "max_msgs_per_subject": spec.history,
-            "max_msg_size": spec.max_value_size or -1,
+            # The server counts headers too; the value limit is checked here.
+            "max_msg_size": spec.max_value_size + _KV_HEADROOM if spec.max_value_size else -1,
             "max_bytes": spec.max_bytes or -1,
             "max_age": _dur(spec.ttl),
             "discard": Discard.NEW.value,
@@ -704,11 +729,17 @@ class JetStreamTransport:
             "duplicate_window": _dur(min(spec.ttl or 120.0, 120.0)),
         }
         await self._ensure_stream_config(config)
-        return _JetStreamKV(self, spec.bucket, direct=True)
+        return _JetStreamKV(self, spec.bucket, direct=True, max_value_size=spec.max_value_size)
 
     async def kv(self, bucket: str) -> KeyValue:
-        info = await self._api(f"STREAM.INFO.KV_{bucket}")
-        return _JetStreamKV(self, bucket, direct=bool(info["config"].get("allow_direct")))
+        config = (await self._api(f"STREAM.INFO.KV_{bucket}"))["config"]
+        limit = config.get("max_msg_size", -1)
+        return _JetStreamKV(
+            self,
+            bucket,
+            direct=bool(config.get("allow_direct")),
+            max_value_size=limit - _KV_HEADROOM if limit > _KV_HEADROOM else None,
+        )
 
 
 def trio_wall_clock() -> float:
@@ -834,7 +865,18 @@ class _Puller:
         task_status.started()
         heard = trio.current_time()
         reconnected = self._t._reconnected
-        while True:
+        self._t._wakers.add(self.wake)
+        try:
+            await self._loop(heard, reconnected)
+        finally:
+            self._t._wakers.discard(self.wake)
+            self.send.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self, heard: float, reconnected: trio.Event) -> None:
+        while not self._t._closing:
             if self._outstanding <= 0:
                 try:
                     await self._pull()
@@ -926,8 +968,16 @@ class _Puller:
 class _JetStreamKV:
     """A KV bucket stored as stream ``KV_<bucket>``, one subject per key."""
 
-    def __init__(self, transport: JetStreamTransport, bucket: str, *, direct: bool) -> None:
+    def __init__(
+        self,
+        transport: JetStreamTransport,
+        bucket: str,
+        *,
+        direct: bool,
+        max_value_size: int | None,
+    ) -> None:
         self._t = transport
+        self._max_value_size = max_value_size
         self._bucket = bucket
         self._stream = f"KV_{bucket}"
         self._prefix = f"$KV.{bucket}."
@@ -961,6 +1011,8 @@ class _JetStreamKV:
         return KVEntry(key, base64.b64decode(message.get("data") or b""), int(message["seq"]))
 
     async def _write(self, key: str, value: bytes, headers: dict[str, str]) -> int:
+        if self._max_value_size is not None and len(value) > self._max_value_size:
+            raise TooLargeError(f"value of {len(value)} bytes exceeds {self._max_value_size}")
         msg = await self._t._request(self._prefix + check_key(key), value, headers)
         return _parse_ack(msg, key).seq
 
@@ -1042,6 +1094,8 @@ class _Watcher:
         self._kv = kv
         self._filter = kv._prefix + pattern
         self._last_rev = since
+        # Replaying current values: deleted keys are not "current", skip them.
+        self._replaying = since is None
         self._headers_only = headers_only
         self.send, self.receive = trio.open_memory_channel[KVChange](buffer)
         self._arrived: deque[Msg] = deque()
@@ -1093,7 +1147,10 @@ class _Watcher:
             {"stream_name": self._kv._stream, "config": config},
         )
         self._consumer = resp["name"]
-        return int(resp.get("num_pending", 0))
+        pending = int(resp.get("num_pending", 0))
+        if pending == 0:
+            self._replaying = False
+        return pending
 
     async def stop(self) -> None:
         """Delete the consumer and its subscription (best effort)."""
@@ -1129,14 +1186,18 @@ class _Watcher:
                 continue
             if status is not None:
                 return False
-            _d, stream_seq, cseq, _p = _reply_meta(msg.reply)
+            _d, stream_seq, cseq, pending = _reply_meta(msg.reply)
             if cseq != self._cseq + 1:
                 return False
             self._cseq = cseq
             if self._last_rev is not None and stream_seq <= self._last_rev:
                 continue
-            await self.send.send(self._change(msg))
+            change = self._change(msg)
+            if not (self._replaying and change.op is not KVOp.PUT):
+                await self.send.send(change)
             self._last_rev = stream_seq
+            if pending == 0:
+                self._replaying = False
         if self._flow_reply is not None and self.send.statistics().current_buffer_used < 64:
             reply, self._flow_reply = self._flow_reply, None
             await self._t._publish_raw(reply)
@@ -1147,8 +1208,9 @@ class _Watcher:
         task_status.started()
         heard = trio.current_time()
         reconnected = self._t._reconnected
+        self._t._wakers.add(self.wake)
         try:
-            while True:
+            while not self._t._closing:
                 with trio.move_on_after(_HEARTBEAT):
                     await self._wake.wait()
                 self._wake = trio.Event()
@@ -1168,7 +1230,11 @@ class _Watcher:
         except TransportClosedError:
             pass
         finally:
+            self._t._wakers.discard(self.wake)
             self.send.close()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     async def snapshot_keys(self) -> list[str]:
         """The live keys matching the filter, read once."""
@@ -1211,10 +1277,10 @@ async def open_jetstream(
     Raises :class:`ConnectionLostError` if no server answers within the
     connect timeout.
     """
-    async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+    async with background_nursery() as nursery, trio_asyncio.open_loop():
         transport = JetStreamTransport(options, nursery)
-        await transport._connect(servers)
         try:
+            await transport._connect(servers)
             yield transport
         finally:
             await transport.aclose()

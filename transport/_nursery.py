@@ -1,0 +1,39 @@
+"""A nursery for a resource's background tasks that wraps its owner's block."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside nested single-member groups, else None."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+@asynccontextmanager
+async def background_nursery() -> AsyncIterator[trio.Nursery]:
+    """Open a nursery around the caller's block, for background tasks.
+
+    Trio wraps whatever leaves a nursery in an exception group, and nested
+    nurseries (trio-asyncio's loop has one) nest the groups. When a single
+    exception is all there is, it is raised bare, so that the owner of
+    ``async with open_transport(...)`` sees its own errors, and ours (say a
+    :class:`ConnectionLostError` while connecting), unchanged. Several
+    concurrent failures still arrive as a group.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        sole = _sole_exception(group)
+        if sole is None:
+            raise
+        raise sole from sole.__cause__
