@@ -31,6 +31,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import random
 import ssl
 from collections import deque
@@ -195,8 +196,14 @@ class _Bridge:
     (administration calls) are queued with ``spawn=True`` and get a task.
     """
 
-    def __init__(self, is_connected: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        is_connected: Callable[[], bool],
+        publish: Callable[[str, bytes, str], Awaitable[None]],
+    ) -> None:
         self._queue: list[_Op] = []
+        self._posts: list[tuple[str, bytes, str]] = []
+        self._publish = publish
         self._wake = trio.Event()
         self._closed = False
         self._is_connected = is_connected
@@ -217,6 +224,16 @@ class _Bridge:
             raise op.error
         return op.result
 
+    def post(self, subject: str, payload: bytes, reply: str = "") -> None:
+        """Queue a plain publish that nobody waits for (acks and the like).
+
+        Raises :class:`TransportClosedError` once closed.
+        """
+        if self._closed:
+            raise TransportClosedError("transport is closed")
+        self._posts.append((subject, payload, reply))
+        self._wake.set()
+
     async def pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hand queued operations to asyncio until cancelled."""
         task_status.started()
@@ -224,10 +241,23 @@ class _Bridge:
             await self._wake.wait()
             self._wake = trio.Event()
             batch, self._queue = self._queue, []
-            if batch:
-                await trio_asyncio.aio_as_trio(self._run_batch)(batch)
+            posts, self._posts = self._posts, []
+            if batch or posts:
+                await trio_asyncio.aio_as_trio(self._run_batch)(batch, posts)
 
-    async def _run_batch(self, batch: list[_Op]) -> None:
+    async def flush_posts(self) -> None:
+        """Write out the posts still queued (at close, so acks are not lost)."""
+        posts, self._posts = self._posts, []
+        if posts:
+            await trio_asyncio.aio_as_trio(self._run_batch)([], posts)
+
+    async def _run_batch(self, batch: list[_Op], posts: list[tuple[str, bytes, str]]) -> None:
+        for subject, payload, reply in posts:
+            try:
+                await self._publish(subject, payload, reply)
+            except Exception as exc:
+                # An ack that is lost makes the server redeliver: harmless.
+                log.debug("post to %s failed: %r", subject, exc)
         for op in batch:
             if op.spawn:
                 task = asyncio.ensure_future(op.fn())
@@ -383,7 +413,7 @@ class JetStreamTransport:
         self._options = options
         self._nursery = nursery
         self._nc: NatsClient = NatsClient()
-        self._bridge = _Bridge(lambda: self._nc.is_connected)
+        self._bridge = _Bridge(lambda: self._nc.is_connected, self._post_now)
         self._replies: _Replies | None = None
         self._state = ConnectionState.DISCONNECTED
         self._listeners: list[trio.MemorySendChannel[ConnectionEvent]] = []
@@ -523,6 +553,8 @@ class JetStreamTransport:
             await self._closed.wait()
             return
         self._closing = True
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await self._bridge.flush_posts()
         self._bridge.close()
         if self._replies is not None:
             self._replies.fail_all(nats.errors.ConnectionClosedError())
@@ -565,10 +597,17 @@ class JetStreamTransport:
         payload = json.dumps(body).encode() if body is not None else b""
         return _api_reply(await self._request(f"{_API}.{subject}", payload))
 
-    async def _publish_raw(self, subject: str, payload: bytes = b"") -> None:
+    async def _post_now(self, subject: str, payload: bytes, reply: str) -> None:
+        await self._nc.publish(subject, payload, reply=reply)
+
+    def _publish_raw(self, subject: str, payload: bytes = b"") -> None:
+        """Publish without waiting for the crossing (acks, flow control replies).
+
+        Deliberately not a checkpoint: an ack per message is the hot path, and
+        a Trio schedule point per ack halves the consume rate.
+        """
         self._check_open()
-        nc = self._nc
-        await self._bridge.call(lambda: nc.publish(subject, payload))
+        self._bridge.post(subject, payload)
 
     # -- streams -----------------------------------------------------------
 
@@ -582,7 +621,8 @@ class JetStreamTransport:
             "retention": spec.retention.value,
             "storage": spec.storage.value,
             "num_replicas": spec.replicas,
-            "duplicate_window": _dur(spec.duplicate_window),
+            # JetStream refuses a duplicate window longer than the max age.
+            "duplicate_window": _dur(min(spec.duplicate_window, spec.max_age or math.inf)),
             "max_msg_size": spec.max_msg_size or -1,
             "max_age": _dur(spec.max_age),
             "max_bytes": spec.max_bytes or -1,
@@ -752,14 +792,20 @@ def trio_wall_clock() -> float:
 
 
 class _JetStreamDelivery(Delivery):
-    __slots__ = ("_reply", "_transport")
+    __slots__ = ("_puller", "_reply", "_transport")
 
     def __init__(
-        self, transport: JetStreamTransport, msg: Msg, delivered: int, stream_seq: int
+        self,
+        transport: JetStreamTransport,
+        msg: Msg,
+        delivered: int,
+        stream_seq: int,
+        puller: _Puller | None = None,
     ) -> None:
         super().__init__(msg.subject, msg.data, msg.headers or {}, delivered, stream_seq)
         self._transport = transport
         self._reply = msg.reply
+        self._puller = puller
 
     async def _settle(self, how: Settlement, delay: float | None) -> None:
         if how is Settlement.ACK:
@@ -770,24 +816,30 @@ class _JetStreamDelivery(Delivery):
             payload = b"-NAK " + json.dumps({"delay": _dur(delay)}).encode()
         else:
             payload = b"-NAK"
+        if self._puller is not None:
+            self._puller.settled(self)
         await self._settle_raw(payload)
 
     async def _settle_raw(self, payload: bytes) -> None:
         # After close, unsettled deliveries return by themselves after ack_wait.
         with suppress(TransportClosedError):
-            await self._transport._publish_raw(self._reply, payload)
+            self._transport._publish_raw(self._reply, payload)
 
     async def _touch(self) -> None:
         await self._settle_raw(b"+WPI")
 
 
 class _Puller:
-    """Keeps one pull request open for a durable consumer and feeds a channel.
+    """Keeps pull requests open for a durable consumer and feeds a channel.
 
-    At most ``buffer`` messages are requested beyond those already in hand, so
-    nothing buffers without bound. Requests carry idle heartbeats; a request
-    silent for two heartbeats (the server restarted, the connection moved) is
-    presumed lost and replaced.
+    Credit-based: messages requested but not yet arrived plus those arrived
+    but not yet taken add up to at most ``buffer``. The channel itself has no
+    buffer: handing each delivery over is a rendezvous with the owner, which is
+    what tells this task that credit came free (a buffered Trio channel gives
+    no signal when its owner receives). A new request is made once half the
+    credit is free. Requests carry idle heartbeats; silence for two
+    heartbeats, or a reconnect, means the server may have forgotten them,
+    and they are made again (after re-creating the consumer if need be).
     """
 
     def __init__(
@@ -797,14 +849,18 @@ class _Puller:
         self._stream = stream
         self._spec = spec
         self._buffer = buffer
-        self.send, self.receive = trio.open_memory_channel[Delivery](buffer)
+        self.send, self.receive = trio.open_memory_channel[Delivery](0)
         self._inbox = transport._nc.new_inbox()
+        self._next_subject = f"{_API}.CONSUMER.MSG.NEXT.{stream}.{spec.durable}"
         self._sub: Subscription | None = None
         self._arrived: deque[Msg] = deque()
         self._wake = trio.Event()
-        self._request_id = 0
+        # Requests made before a reset belong to an older epoch: their status
+        # replies are ignored (their messages, if any still come, are real).
+        self._epoch = 0
+        self._requests = 0
         self._outstanding = 0
-        self._handed: dict[int, _JetStreamDelivery] = {}
+        self._unsettled: set[_JetStreamDelivery] = set()
 
     def _config(self) -> dict[str, Any]:
         spec = self._spec
@@ -835,7 +891,7 @@ class _Puller:
         nc = self._t._nc
 
         async def sub() -> Subscription:
-            return await nc.subscribe(self._inbox + ".*", cb=self._on_msg)
+            return await nc.subscribe(self._inbox + ".>", cb=self._on_msg)
 
         self._sub = await self._t._bridge.call(sub)
 
@@ -844,65 +900,62 @@ class _Puller:
         self._arrived.append(msg)
         self._wake.set()
 
-    async def _pull(self) -> None:
-        room = self._buffer - self.send.statistics().current_buffer_used - len(self._arrived)
-        if room <= 0:
+    def wake(self) -> None:
+        self._wake.set()
+
+    def settled(self, delivery: _JetStreamDelivery) -> None:
+        self._unsettled.discard(delivery)
+
+    def _room(self) -> int:
+        return self._buffer - len(self._arrived) - self._outstanding
+
+    def _request(self) -> None:
+        room = self._room()
+        if room <= 0 or (self._outstanding and room < max(1, self._buffer // 2)):
             return
-        self._request_id += 1
-        self._outstanding = room
+        self._requests += 1
+        self._outstanding += room
         request = {
             "batch": room,
             "expires": _dur(_PULL_EXPIRES),
             "idle_heartbeat": _dur(_HEARTBEAT),
         }
-        subject = f"{_API}.CONSUMER.MSG.NEXT.{self._stream}.{self._spec.durable}"
-        nc = self._t._nc
-        reply = f"{self._inbox}.{self._request_id}"
-        payload = json.dumps(request).encode()
-        await self._t._bridge.call(lambda: nc.publish(subject, payload, reply=reply))
+        reply = f"{self._inbox}.{self._epoch}.{self._requests}"
+        self._t._bridge.post(self._next_subject, json.dumps(request).encode(), reply)
+
+    def _reset(self) -> None:
+        self._epoch += 1
+        self._outstanding = 0
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        heard = trio.current_time()
-        reconnected = self._t._reconnected
         self._t._wakers.add(self.wake)
         try:
-            await self._loop(heard, reconnected)
+            await self._loop()
+        except TransportClosedError:
+            pass
         finally:
             self._t._wakers.discard(self.wake)
             self.send.close()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _loop(self, heard: float, reconnected: trio.Event) -> None:
+    async def _loop(self) -> None:
+        heard = trio.current_time()
+        reconnected = self._t._reconnected
         while not self._t._closing:
-            if self._outstanding <= 0:
-                try:
-                    await self._pull()
-                except TransportClosedError:
-                    return
-                except TransportError as exc:
-                    log.debug("pull request failed: %r", exc)
-                    await trio.sleep(_HEARTBEAT)
-                    continue
-                heard = trio.current_time()
+            if self._outstanding == 0:
+                heard = trio.current_time()  # the silence clock starts now
+            self._request()
             with trio.move_on_after(_HEARTBEAT):
                 await self._wake.wait()
             self._wake = trio.Event()
             while self._arrived:
-                msg = self._arrived.popleft()
-                if not msg.subject.endswith(f".{self._request_id}") and _status(msg) is not None:
-                    continue  # a status for an older request
+                await self._handle(self._arrived.popleft())
+                self._request()
                 heard = trio.current_time()
-                await self._handle(msg)
-            if reconnected.is_set():
-                # The server may have restarted and forgotten the request.
+            if reconnected.is_set() or trio.current_time() - heard > 2 * _HEARTBEAT + 0.5:
+                # The server may have restarted and forgotten the requests.
                 reconnected = self._t._reconnected
-                self._outstanding = 0
-                await self._ensure_quietly()
-            elif trio.current_time() - heard > 2 * _HEARTBEAT + 0.5:
-                self._outstanding = 0
+                self._reset()
                 await self._ensure_quietly()
 
     async def _ensure_quietly(self) -> None:
@@ -916,25 +969,29 @@ class _Puller:
     async def _handle(self, msg: Msg) -> None:
         status = _status(msg)
         if status is not None:
-            if status in ("404", "408", "409"):
-                self._outstanding = 0  # this request is over
-                if status == "409" and "Consumer Deleted" in (msg.headers or {}).get(
-                    "Description", ""
-                ):
+            if not msg.subject.startswith(f"{self._inbox}.{self._epoch}."):
+                return  # about a request from before a reset
+            headers = msg.headers or {}
+            if status in ("408", "409"):
+                # The request ended; what it still owed will not come.
+                owed = int(headers.get("Nats-Pending-Messages", "0"))
+                self._outstanding = max(0, self._outstanding - owed)
+                if "Consumer Deleted" in headers.get("Description", ""):
+                    self._reset()
                     await self._ensure_quietly()
             return  # 100: an idle heartbeat
-        self._outstanding -= 1
+        self._outstanding = max(0, self._outstanding - 1)
         delivered, stream_seq, _cseq, _pending = _reply_meta(msg.reply)
-        delivery = _JetStreamDelivery(self._t, msg, delivered, stream_seq)
         due = (msg.headers or {}).get(DELIVER_AT_HEADER)
         if due is not None:
             wait = float(due) - self._t.now()
             if wait > 0.001:
-                await delivery.nak(wait)  # not yet due (no server schedules)
+                # Not yet due (a server without schedules): hand it back.
+                early = _JetStreamDelivery(self._t, msg, delivered, stream_seq)
+                await early.nak(wait)
                 return
-        self._handed[stream_seq] = delivery
-        if len(self._handed) > 4 * self._buffer:
-            self._handed = {s: d for s, d in self._handed.items() if d.settled is None}
+        delivery = _JetStreamDelivery(self._t, msg, delivered, stream_seq, self)
+        self._unsettled.add(delivery)
         await self.send.send(delivery)
 
     async def hand_back(self) -> None:
@@ -944,13 +1001,7 @@ class _Puller:
             sub = self._sub
             with suppress(TransportError):
                 await self._t._bridge.call(sub.unsubscribe)
-        pending = [d for d in self._handed.values() if d.settled is None]
-        while True:
-            try:
-                delivery = self.receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
-            pending.append(delivery)  # type: ignore[arg-type]
+        pending: list[_JetStreamDelivery] = list(self._unsettled)
         for msg in self._arrived:
             if _status(msg) is None:
                 delivered, seq, _c, _p = _reply_meta(msg.reply)
@@ -1200,7 +1251,7 @@ class _Watcher:
                 self._replaying = False
         if self._flow_reply is not None and self.send.statistics().current_buffer_used < 64:
             reply, self._flow_reply = self._flow_reply, None
-            await self._t._publish_raw(reply)
+            self._t._publish_raw(reply)
         return True
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -1249,7 +1300,7 @@ class _Watcher:
                         msg = self._arrived.popleft()
                         if _status(msg) is not None:
                             if msg.reply:
-                                await self._t._publish_raw(msg.reply)
+                                self._t._publish_raw(msg.reply)
                             continue
                         change = self._change(msg)
                         keys[change.key] = change.op is KVOp.PUT
