@@ -336,9 +336,16 @@ class _Replies:
         if not self._expiring:
             asyncio.get_running_loop().call_later(self._timeout, self._expire, self._expiring)
         self._expiring.append(token)
-        await self._nc.publish(
-            subject, payload, reply=f"{self._prefix}.{token}", headers=dict(headers or {}) or None
-        )
+        try:
+            await self._nc.publish(
+                subject,
+                payload,
+                reply=f"{self._prefix}.{token}",
+                headers=dict(headers or {}) or None,
+            )
+        except BaseException:
+            self._futures.pop(token, None)  # nobody will wait for this reply
+            raise
         return fut
 
     def _expire(self, tokens: list[str]) -> None:
@@ -689,7 +696,14 @@ class JetStreamTransport:
         assert replies is not None
 
         async def start_all() -> asyncio.Future[list[Msg | BaseException]]:
-            futures = [await replies.start(s, d, h) for s, d, h in prepared]
+            futures: list[asyncio.Future[Msg]] = []
+            for subject, data, headers in prepared:
+                try:
+                    futures.append(await replies.start(subject, data, headers))
+                except Exception as exc:  # this one failed; the others go on
+                    failed = asyncio.get_running_loop().create_future()
+                    failed.set_exception(exc)
+                    futures.append(failed)
             return asyncio.gather(*futures, return_exceptions=True)
 
         outcomes: list[Msg | BaseException] = await self._bridge.call(start_all)
@@ -1087,6 +1101,9 @@ class _JetStreamKV:
         return int(headers["Nats-Sequence"]), headers.get("KV-Operation")
 
     async def update(self, key: str, value: bytes, revision: int) -> int:
+        if revision < 1:
+            # The server reads "expected revision 0" as "absent": that is create.
+            raise ConflictError(f"no revision {revision} of key {key!r}")
         return await self._write(key, value, {"Nats-Expected-Last-Subject-Sequence": str(revision)})
 
     async def put(self, key: str, value: bytes) -> int:
