@@ -1,0 +1,127 @@
+"""Suite-wide fixtures: NATS servers and the transport parametrization.
+
+``tests/`` has no ``__init__.py``, so pytest (default "prepend" import mode) puts this
+folder on ``sys.path`` when it loads this root conftest: test modules can
+``import natsserver``.
+
+Fixtures:
+
+* ``nats_server`` (session): the shared server, an object with ``.url`` and
+  ``.source`` ("env" for ``NATS_URL``, "container" for testcontainers, "binary" for a
+  :class:`natsserver.NatsServer`). Never kill or restart it.
+* ``nats_url`` (session): its URL.
+* ``fresh_nats_server`` (function): a :class:`natsserver.NatsServer` of the test's own
+  on a new store in ``tmp_path``; kill/restart/pause it freely. Skipped when
+  ``NATS_URL`` is set.
+* ``transport_url`` (function): ``"memory://"`` or the session ``nats_url``, ids
+  ``memory`` and ``jetstream`` (the latter marked ``jetstream``).
+
+Tests using ``nats_server``, ``nats_url`` or ``fresh_nats_server`` get the
+``jetstream`` mark automatically. Option ``--transport memory|jetstream|all``
+(default all) deselects the other ``transport_url`` parameter; ``memory`` also
+deselects every other test marked ``jetstream`` (they need a real nats-server).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import natsserver
+import pytest
+
+MEMORY_URL = "memory://"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--transport",
+        choices=("memory", "jetstream", "all"),
+        default="all",
+        help=(
+            "run transport_url tests for this transport only (default: all). "
+            "'memory' also deselects every test marked jetstream."
+        ),
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    transport = config.getoption("--transport")
+    if os.environ.get("NATS_URL"):
+        nats = f"NATS_URL={os.environ['NATS_URL']}"
+    else:
+        backend = os.environ.get("NATS_TEST_BACKEND", "auto")
+        try:
+            binary = natsserver.find_nats_server()
+        except natsserver.NatsServerError:
+            binary = "none found"
+        nats = f"backend={backend}, binary={binary}"
+    return f"transport: {transport}; nats: {nats}"
+
+
+#: Fixtures that need a real nats-server: tests using them get the ``jetstream`` mark.
+SERVER_FIXTURES = frozenset({"nats_server", "nats_url", "fresh_nats_server"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selection sees the marks added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixturenames = getattr(item, "fixturenames", ())
+        if SERVER_FIXTURES.intersection(fixturenames) and not item.get_closest_marker("jetstream"):
+            item.add_marker(pytest.mark.jetstream)
+    transport = config.getoption("--transport")
+    if transport == "all":
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        param = callspec.params.get("transport_url") if callspec is not None else None
+        if param is not None:
+            wanted = param == transport
+        else:
+            wanted = transport != "memory" or item.get_closest_marker("jetstream") is None
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def nats_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[natsserver.NatsEndpoint]:
+    """The session's NATS server (``NATS_URL``, a container, or the binary)."""
+    directory: Path = tmp_path_factory.mktemp("nats-session")
+    with natsserver.nats_url_from_env_or_container(directory) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: natsserver.NatsEndpoint) -> str:
+    """Client URL of the session's NATS server."""
+    return nats_server.url
+
+
+@pytest.fixture
+def fresh_nats_server(tmp_path: Path) -> Iterator[natsserver.NatsServer]:
+    """A started nats-server of this test's own (new store in tmp_path); stopped after."""
+    if os.environ.get("NATS_URL"):
+        pytest.skip("NATS_URL is set: tests that kill or restart a server need their own")
+    with natsserver.NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory"),
+        pytest.param("jetstream", id="jetstream", marks=pytest.mark.jetstream),
+    ]
+)
+def transport_url(request: pytest.FixtureRequest) -> str:
+    """``memory://`` or the session's NATS URL, one test run per transport."""
+    if request.param == "memory":
+        return MEMORY_URL
+    url: str = request.getfixturevalue("nats_url")
+    return url
