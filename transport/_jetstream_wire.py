@@ -1,0 +1,366 @@
+"""The JetStream transport's plumbing: the Trio -> asyncio bridge, pipelined
+requests on one reply inbox, error translation and JetStream wire helpers.
+
+Part of the JetStream transport (see ``_jetstream.py``); like the rest of it,
+the only place where asyncio and nats-py are spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import itertools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import trio
+import trio_asyncio
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from ._errors import (
+    ConflictError,
+    ConnectionLostError,
+    InvalidSpecError,
+    NotFoundError,
+    StorageFullError,
+    TooLargeError,
+    TransportClosedError,
+    TransportError,
+    TransportTimeoutError,
+)
+from ._specs import (
+    PubAck,
+)
+
+log = logging.getLogger("transport.jetstream")
+
+
+_NS = 1_000_000_000
+#: Idle heartbeat of pull requests and watches; twice this without a word and
+#: the request or watch is presumed lost and re-issued.
+_HEARTBEAT = 1.0
+#: Lifetime of one pull request.
+_PULL_EXPIRES = 10.0
+_API = "$JS.API"
+#: Bytes a KV bucket's messages may carry beyond the value: subject and headers.
+_KV_HEADROOM = 1024
+
+# JetStream API error codes (nats-server's errors.json) that map to our types.
+_CONFLICT_CODES = {10071, 10164}
+_TOO_LARGE_CODES = {10054}
+_NOT_FOUND_CODES = {10059, 10014, 10037}
+_FULL_CODES = {10023, 10047, 10077, 10028}
+_STREAM_EXISTS = 10058
+_SPEC_CODES = {10065, 10052, 10099, 10100, 10105, 10012, 10013, 10025, 10148}
+
+
+# --------------------------------------------------------------------------
+# Error translation: nothing from nats-py or asyncio leaves this module.
+
+
+class _StreamExistsError(InvalidSpecError):
+    """A stream of that name exists with another configuration."""
+
+
+def _api_error(err: Mapping[str, Any]) -> TransportError:
+    code = int(err.get("code", 0))
+    err_code = int(err.get("err_code", 0))
+    text = f"{err.get('description', 'JetStream error')} (code {code}/{err_code})"
+    if err_code == _STREAM_EXISTS:
+        return _StreamExistsError(text)
+    if err_code in _CONFLICT_CODES:
+        return ConflictError(text)
+    if err_code in _TOO_LARGE_CODES or code == 413:
+        return TooLargeError(text)
+    if err_code in _FULL_CODES or ("maximum" in text and "exceeded" in text):
+        return StorageFullError(text)
+    if err_code in _NOT_FOUND_CODES or code == 404:
+        return NotFoundError(text)
+    if err_code in _SPEC_CODES or code == 400:
+        return InvalidSpecError(text)
+    if code == 503:
+        return ConnectionLostError(text)
+    return TransportError(text)
+
+
+def _translate(exc: BaseException, *, connected: bool) -> TransportError:
+    """Map any exception raised on the asyncio side to our hierarchy."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, nats.js.errors.APIError):
+        return _api_error(
+            {"code": exc.code or 0, "err_code": exc.err_code or 0, "description": exc.description}
+        )
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        return TooLargeError("payload exceeds the server's max_payload")
+    if isinstance(exc, nats.errors.ConnectionClosedError):
+        return TransportClosedError("connection closed")
+    if isinstance(exc, (nats.errors.TimeoutError, asyncio.TimeoutError, TimeoutError)):
+        if connected:
+            return TransportTimeoutError("the server did not answer in time")
+        return ConnectionLostError("disconnected: the outcome is unknown")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return ConnectionLostError("JetStream is not available on this server")
+    if isinstance(exc, asyncio.CancelledError):
+        return TransportClosedError("operation abandoned at close")
+    if isinstance(
+        exc,
+        (
+            OSError,
+            nats.errors.NoServersError,
+            nats.errors.StaleConnectionError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.OutboundBufferLimitError,
+        ),
+    ):
+        return ConnectionLostError(f"connection lost: {exc!r}")
+    if isinstance(exc, nats.errors.Error):
+        return TransportError(f"nats: {exc!r}")
+    return TransportError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------
+# The Trio -> asyncio bridge.
+
+
+class _Op:
+    """One queued asyncio operation and, once done, its outcome."""
+
+    __slots__ = ("done", "error", "fn", "result", "spawn")
+
+    def __init__(self, fn: Callable[[], Awaitable[Any]], spawn: bool) -> None:
+        self.fn = fn
+        self.spawn = spawn
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _Bridge:
+    """Runs asyncio work for Trio callers, crossing once per batch.
+
+    An operation's coroutine is awaited inline inside the batch, so it must not
+    block: it may return an ``asyncio.Future`` whose outcome becomes the
+    operation's outcome (a request waiting for its reply). Slow operations
+    (administration calls) are queued with ``spawn=True`` and get a task.
+    """
+
+    def __init__(
+        self,
+        is_connected: Callable[[], bool],
+        publish: Callable[[str, bytes, str], Awaitable[None]],
+    ) -> None:
+        self._queue: list[_Op] = []
+        self._posts: list[tuple[str, bytes, str]] = []
+        self._publish = publish
+        self._wake = trio.Event()
+        self._closed = False
+        self._is_connected = is_connected
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    async def call(self, fn: Callable[[], Awaitable[Any]], *, spawn: bool = False) -> Any:
+        """Run ``fn`` on the asyncio side; return its (or its future's) result.
+
+        Raises :class:`TransportError`; :class:`TransportClosedError` once closed.
+        """
+        if self._closed:
+            raise TransportClosedError("transport is closed")
+        op = _Op(fn, spawn)
+        self._queue.append(op)
+        self._wake.set()
+        await op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def post(self, subject: str, payload: bytes, reply: str = "") -> None:
+        """Queue a plain publish that nobody waits for (acks and the like).
+
+        Raises :class:`TransportClosedError` once closed.
+        """
+        if self._closed:
+            raise TransportClosedError("transport is closed")
+        self._posts.append((subject, payload, reply))
+        self._wake.set()
+
+    async def pump(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hand queued operations to asyncio until cancelled."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            batch, self._queue = self._queue, []
+            posts, self._posts = self._posts, []
+            if batch or posts:
+                await trio_asyncio.aio_as_trio(self._run_batch)(batch, posts)
+
+    async def flush_posts(self) -> None:
+        """Write out the posts still queued (at close, so acks are not lost)."""
+        posts, self._posts = self._posts, []
+        if posts:
+            await trio_asyncio.aio_as_trio(self._run_batch)([], posts)
+
+    async def _run_batch(self, batch: list[_Op], posts: list[tuple[str, bytes, str]]) -> None:
+        for subject, payload, reply in posts:
+            try:
+                await self._publish(subject, payload, reply)
+            except Exception as exc:
+                # An ack that is lost makes the server redeliver: harmless.
+                log.debug("post to %s failed: %r", subject, exc)
+        for op in batch:
+            if op.spawn:
+                task = asyncio.ensure_future(op.fn())
+                self._tasks.add(task)
+                task.add_done_callback(functools.partial(self._finish, op))
+                continue
+            try:
+                result = await op.fn()
+            except BaseException as exc:
+                self._fail(op, exc)
+                continue
+            if isinstance(result, asyncio.Future):
+                result.add_done_callback(functools.partial(self._finish, op))
+            else:
+                op.result = result
+                op.done.set()
+
+    def _finish(self, op: _Op, fut: asyncio.Future[Any]) -> None:
+        self._tasks.discard(fut)
+        if fut.cancelled():
+            self._fail(op, asyncio.CancelledError())
+        elif (exc := fut.exception()) is not None:
+            self._fail(op, exc)
+        else:
+            op.result = fut.result()
+            op.done.set()
+
+    def _fail(self, op: _Op, exc: BaseException) -> None:
+        if self._closed and isinstance(exc, (asyncio.CancelledError, nats.errors.Error)):
+            op.error = TransportClosedError("transport closed during the operation")
+        else:
+            op.error = _translate(exc, connected=self._is_connected())
+        op.done.set()
+
+    def close(self) -> None:
+        """Fail every queued and in-flight operation with TransportClosedError."""
+        self._closed = True
+        for op in self._queue:
+            op.error = TransportClosedError("transport closed")
+            op.done.set()
+        self._queue.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class _Replies:
+    """A shared reply inbox for pipelined requests (asyncio side).
+
+    ``start`` writes a request and returns a future for its reply; futures are
+    failed with a timeout by a per-batch timer rather than one timer each.
+    """
+
+    def __init__(self, nc: NatsClient, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._prefix = nc.new_inbox()
+        self._futures: dict[str, asyncio.Future[Msg]] = {}
+        self._ids = itertools.count()
+        self._sub: Subscription | None = None
+        self._expiring: list[str] = []
+
+    async def open(self) -> None:
+        self._sub = await self._nc.subscribe(self._prefix + ".*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._futures.pop(msg.subject[len(self._prefix) + 1 :], None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    async def start(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> asyncio.Future[Msg]:
+        token = str(next(self._ids))
+        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._futures[token] = fut
+        if not self._expiring:
+            asyncio.get_running_loop().call_later(self._timeout, self._expire, self._expiring)
+        self._expiring.append(token)
+        try:
+            await self._nc.publish(
+                subject,
+                payload,
+                reply=f"{self._prefix}.{token}",
+                headers=dict(headers or {}) or None,
+            )
+        except BaseException:
+            self._futures.pop(token, None)  # nobody will wait for this reply
+            raise
+        return fut
+
+    def _expire(self, tokens: list[str]) -> None:
+        if tokens is self._expiring:
+            self._expiring = []
+        for token in tokens:
+            fut = self._futures.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(TimeoutError())
+
+    def fail_all(self, exc: BaseException) -> None:
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._futures.clear()
+
+
+def _status(msg: Msg) -> str | None:
+    headers = msg.headers
+    if headers and not msg.data:
+        return headers.get("Status")
+    return None
+
+
+def _parse_ack(msg: Msg, subject: str) -> PubAck:
+    status = _status(msg)
+    if status == "503":
+        raise NotFoundError(f"no stream stores subject {subject!r}")
+    if status is not None:
+        raise TransportError(f"unexpected status {status} in reply")
+    resp = json.loads(msg.data)
+    if "error" in resp:
+        raise _api_error(resp["error"])
+    return PubAck(resp["stream"], int(resp["seq"]), bool(resp.get("duplicate", False)))
+
+
+def _api_reply(msg: Msg) -> dict[str, Any]:
+    status = _status(msg)
+    if status == "503":
+        raise ConnectionLostError("JetStream is not available")
+    resp: dict[str, Any] = json.loads(msg.data)
+    if "error" in resp:
+        raise _api_error(resp["error"])
+    return resp
+
+
+def _reply_meta(reply: str) -> tuple[int, int, int, int]:
+    """(num_delivered, stream_seq, consumer_seq, pending) from a ``$JS.ACK`` subject."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[4]), int(tokens[5]), int(tokens[6]), int(tokens[8])
+    return int(tokens[6]), int(tokens[7]), int(tokens[8]), int(tokens[10])
+
+
+def _rfc3339(epoch: float) -> str:
+    when = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dur(seconds: float | None) -> int:
+    return 0 if seconds is None else int(seconds * _NS)
