@@ -32,7 +32,7 @@ import json
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -228,7 +228,7 @@ class JetStreamTransport:
         return receive
 
     def now(self) -> float:
-        return trio_wall_clock()
+        return _wall_clock()
 
     async def aclose(self) -> None:
         if self._closing:
@@ -426,16 +426,37 @@ class JetStreamTransport:
         puller = _Puller(self, stream, spec, buffer)
         await puller.ensure_consumer()
         await puller.subscribe()
+        async with self._serve(puller.run, puller.hand_back, deadline=5.0):
+            yield puller.receive
+
+    @asynccontextmanager
+    async def _serve(
+        self,
+        run: Callable[[trio.TaskStatus[None]], Awaitable[None]],
+        cleanup: Callable[[], Awaitable[None]],
+        *,
+        deadline: float,
+    ) -> AsyncIterator[None]:
+        """Run ``run`` in the background for the owner's block, then ``cleanup``.
+
+        The task lives in the transport's nursery rather than in one opened
+        around the block, so an exception raised by the owner's block leaves
+        it unwrapped (no exception group). ``cleanup`` runs shielded, within
+        ``deadline`` seconds, however the block ends.
+        """
+        scope = trio.CancelScope()
+
+        async def guarded(task_status: trio.TaskStatus[None]) -> None:
+            with scope:
+                await run(task_status)
+
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(puller.run)
-                try:
-                    yield puller.receive
-                finally:
-                    nursery.cancel_scope.cancel()
+            await self._nursery.start(guarded)
+            yield
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await puller.hand_back()
+            scope.cancel()
+            with trio.CancelScope(shield=True), trio.move_on_after(deadline):
+                await cleanup()
 
     # -- key-value ---------------------------------------------------------
 
@@ -471,7 +492,7 @@ class JetStreamTransport:
         )
 
 
-def trio_wall_clock() -> float:
+def _wall_clock() -> float:
     """Seconds since the epoch: JetStream schedules run on the servers' wall clocks."""
     return datetime.datetime.now(tz=datetime.UTC).timestamp()
 

@@ -143,14 +143,8 @@ class _JetStreamKV:
     ) -> AsyncIterator[trio.MemoryReceiveChannel[KVChange]]:
         self._t._check_open()
         watcher = _Watcher(self._t, self, pattern, since=since)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(watcher.run)
-            try:
-                yield watcher.receive
-            finally:
-                nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await watcher.stop()
+        async with self._t._serve(watcher.run, watcher.stop, deadline=2.0):
+            yield watcher.receive
 
 
 class _Watcher:

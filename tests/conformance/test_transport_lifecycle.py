@@ -168,3 +168,24 @@ async def test_memory_transports_do_not_share_a_broker():
         await two.ensure_stream(spec)
         await one.publish("s.a", b"")
         assert (await two.publish("s.a", b"")).seq == 1
+
+
+class OwnersOwnError(Exception):
+    """Raised inside a block to see whether it leaves the block unchanged."""
+
+
+async def test_an_error_in_the_owners_block_leaves_consume_and_watch_unwrapped(transport, names):
+    stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
+    await transport.ensure_stream(stream)
+    kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
+    with pytest.raises(OwnersOwnError):
+        async with transport.consume(stream.name, ConsumerSpec(durable=names.durable())):
+            raise OwnersOwnError
+    with pytest.raises(OwnersOwnError):
+        async with kv.watch():
+            raise OwnersOwnError
+    with pytest.raises(OwnersOwnError):
+        async with open_transport("memory://"):
+            raise OwnersOwnError
+    # The transport is still usable after both blocks failed.
+    assert (await transport.publish(f"{names.space()}.a", b"")).seq == 1
