@@ -198,11 +198,10 @@ async def run_plain(url: str, sz: Sizes) -> dict[str, float]:
 
 
 def plain_in_subprocess(url: str, scale: float) -> dict[str, float]:
-    """Run the ceiling in a fresh interpreter.
+    """Run the ceiling in a fresh interpreter, as a plain nats-py program runs.
 
-    trio-asyncio installs its own asyncio event loop policy once imported, which
-    would slow any later ``asyncio.run`` here: the ceiling must run on stock
-    asyncio, as a plain nats-py program would.
+    Nothing the transports left behind in this process (threads, imports,
+    event loop policies of other libraries) can then touch its figures.
     """
     out = subprocess.run(
         [sys.executable, __file__, "--plain-only", "--url", url, "--scale", str(scale)],

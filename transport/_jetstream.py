@@ -2,10 +2,12 @@
 
 This module and its siblings ``_jetstream_wire.py`` (the bridge and wire
 helpers), ``_jetstream_consume.py`` and ``_jetstream_kv.py`` are the only ones
-that import asyncio, nats or trio_asyncio. The rest of the program sees Trio
-calls that raise :class:`TransportError` subclasses.
+that import asyncio or nats. The rest of the program sees Trio calls that
+raise :class:`TransportError` subclasses.
 
-How the two worlds meet (each crossing from Trio into asyncio costs ~45 us):
+nats-py runs on a stock asyncio loop in a thread of its own
+(:class:`_LoopThread`), and every crossing between the two threads is paid
+once per batch:
 
 * Outgoing work (publishes, KV writes and reads, acks, pull requests) is queued
   by Trio tasks into :class:`_Bridge`, whose pump hands everything queued in
@@ -13,9 +15,8 @@ How the two worlds meet (each crossing from Trio into asyncio costs ~45 us):
   outgoing buffer and, for requests, registers a future on a shared reply
   inbox (:class:`_Replies`); no asyncio task is created per operation.
 * Incoming messages (replies, pulled messages, watch updates) arrive in nats-py
-  subscription callbacks, which run inside the Trio run (trio-asyncio executes
-  asyncio callbacks in Trio context) and set Trio events directly: receiving
-  needs no crossing at all.
+  subscription callbacks on the loop thread, which queue them and wake Trio
+  once for everything queued since its last wake-up.
 
 Robustness beyond nats-py: reconnection forever with exponential backoff;
 pull requests carry idle heartbeats and are re-issued when they go silent (a
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import json
 import math
 import random
@@ -40,7 +42,6 @@ import nats
 import nats.errors
 import nats.js.errors
 import trio
-import trio_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -59,6 +60,8 @@ from ._jetstream_wire import (
     _api_reply,
     _Bridge,
     _dur,
+    _LoopThread,
+    _new_inbox,
     _parse_ack,
     _Replies,
     _rfc3339,
@@ -91,11 +94,12 @@ from ._specs import (
 class JetStreamTransport:
     """:class:`Transport` over NATS JetStream. Built by :func:`open_jetstream`."""
 
-    def __init__(self, options: ConnectOptions, nursery: trio.Nursery) -> None:
+    def __init__(self, options: ConnectOptions, nursery: trio.Nursery, thread: _LoopThread) -> None:
         self._options = options
         self._nursery = nursery
+        self._thread = thread
         self._nc: NatsClient = NatsClient()
-        self._bridge = _Bridge(lambda: self._nc.is_connected, self._post_now)
+        self._bridge = _Bridge(thread, lambda: self._nc.is_connected, self._post_now)
         self._replies: _Replies | None = None
         self._state = ConnectionState.DISCONNECTED
         self._listeners: list[trio.MemorySendChannel[ConnectionEvent]] = []
@@ -107,7 +111,6 @@ class JetStreamTransport:
         self._background = trio.CancelScope()
         self._wakers: set[Callable[[], None]] = set()
         self._streams: dict[str, StreamSpec] = {}
-        self._delayed_streams: dict[str, str] = {}
         self._supports_schedules = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -149,7 +152,7 @@ class JetStreamTransport:
 
         try:
             with trio.fail_after(opts.connect_timeout * max(2, len(servers)) + 1):
-                await trio_asyncio.aio_as_trio(connect)()
+                await self._thread.run(connect())
         except trio.TooSlowError:
             await self._abandon_connect()
             raise ConnectionLostError(f"no server of {servers} answered in time") from None
@@ -169,7 +172,7 @@ class JetStreamTransport:
 
     async def _abandon_connect(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await trio_asyncio.aio_as_trio(self._nc.close)()
+            await self._thread.run(self._nc.close())
 
     def _tls_context(self, servers: list[str]) -> ssl.SSLContext | None:
         opts = self._options
@@ -197,19 +200,30 @@ class JetStreamTransport:
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 self._listeners.remove(channel)
 
+    # nats-py calls these on the loop thread; the work is done in Trio's.
+
     async def _on_disconnected(self) -> None:
-        if not self._closing:
-            self._emit(ConnectionEvent(ConnectionState.DISCONNECTED, "connection lost"))
+        self._thread.to_trio(self._disconnected)
 
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url
-        self._emit(ConnectionEvent(ConnectionState.CONNECTED, url.netloc if url else ""))
+        self._thread.to_trio(functools.partial(self._reconnected_to, url.netloc if url else ""))
+
+    async def _on_closed(self) -> None:
+        self._thread.to_trio(self._client_closed)
+
+    def _disconnected(self) -> None:
+        if not self._closing:
+            self._emit(ConnectionEvent(ConnectionState.DISCONNECTED, "connection lost"))
+
+    def _reconnected_to(self, server: str) -> None:
+        self._emit(ConnectionEvent(ConnectionState.CONNECTED, server))
         self._reconnected.set()
         self._reconnected = trio.Event()
         for wake in list(self._wakers):
             wake()  # pull requests and watches are re-made at once
 
-    async def _on_closed(self) -> None:
+    def _client_closed(self) -> None:
         if not self._closing:
             # nats-py gave up (for example, an authorization failure): say so.
             self._emit(ConnectionEvent(ConnectionState.CLOSED, "connection closed by the client"))
@@ -239,10 +253,11 @@ class JetStreamTransport:
             await self._bridge.flush_posts()
         self._bridge.close()
         if self._replies is not None:
-            self._replies.fail_all(nats.errors.ConnectionClosedError())
+            replies = self._replies
+            self._thread.call_soon(lambda: replies.fail_all(nats.errors.ConnectionClosedError()))
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             try:
-                await trio_asyncio.aio_as_trio(self._nc.close)()
+                await self._thread.run(self._nc.close())
             except Exception as exc:
                 log.debug("error while closing: %r", exc)
         self._closed.set()
@@ -405,7 +420,7 @@ class JetStreamTransport:
             spec = await self._stream_for_delayed(subject)
             headers[DELIVER_AT_HEADER] = repr(message.deliver_at)
             if self._supports_schedules:
-                token = (message.msg_id or self._nc.new_inbox()).replace(".", "_")
+                token = (message.msg_id or _new_inbox()).replace(".", "_")
                 token = "".join(c if c.isalnum() or c in "-_" else "_" for c in token)
                 headers["Nats-Schedule"] = "@at " + _rfc3339(max(message.deliver_at, self.now()))
                 headers["Nats-Schedule-Target"] = subject
@@ -510,13 +525,22 @@ async def open_jetstream(
     Raises :class:`ConnectionLostError` if no server answers within the
     connect timeout.
     """
-    async with background_nursery() as nursery, trio_asyncio.open_loop():
-        transport = JetStreamTransport(options, nursery)
+    async with background_nursery() as nursery:
+        thread = _LoopThread(trio.lowlevel.current_trio_token())
+        # The loop's thread is a task of this nursery: the block cannot end
+        # before the thread has.
+        nursery.start_soon(
+            functools.partial(trio.to_thread.run_sync, thread.run_forever, thread_name="nats-py")
+        )
+        transport = JetStreamTransport(options, nursery, thread)
         try:
             await transport._connect(servers)
             yield transport
         finally:
-            await transport.aclose()
+            try:
+                await transport.aclose()
+            finally:
+                thread.stop()
 
 
 __all__ = ["JetStreamTransport", "open_jetstream"]

@@ -21,6 +21,7 @@ from ._jetstream_wire import (
     _HEARTBEAT,
     _PULL_EXPIRES,
     _dur,
+    _new_inbox,
     _reply_meta,
     _status,
     log,
@@ -97,7 +98,7 @@ class _Puller:
         self._spec = spec
         self._buffer = buffer
         self.send, self.receive = trio.open_memory_channel[Delivery](0)
-        self._inbox = transport._nc.new_inbox()
+        self._inbox = _new_inbox()
         self._next_subject = f"{_API}.CONSUMER.MSG.NEXT.{stream}.{spec.durable}"
         self._sub: Subscription | None = None
         self._arrived: deque[Msg] = deque()
@@ -143,9 +144,10 @@ class _Puller:
         self._sub = await self._t._bridge.call(sub)
 
     async def _on_msg(self, msg: Msg) -> None:
-        # Runs in an asyncio callback, inside the Trio run: no crossing needed.
+        # On the loop thread: deque appends are thread-safe, and one Trio
+        # wake-up covers a whole burst of messages.
         self._arrived.append(msg)
-        self._wake.set()
+        self._t._thread.to_trio(self.wake)
 
     def wake(self) -> None:
         self._wake.set()
@@ -249,11 +251,11 @@ class _Puller:
             with suppress(TransportError):
                 await self._t._bridge.call(sub.unsubscribe)
         pending: list[_JetStreamDelivery] = list(self._unsettled)
-        for msg in self._arrived:
+        while self._arrived:  # popleft, not iteration: the loop thread may append
+            msg = self._arrived.popleft()
             if _status(msg) is None:
                 delivered, seq, _c, _p = _reply_meta(msg.reply)
                 pending.append(_JetStreamDelivery(self._t, msg, delivered, seq))
-        self._arrived.clear()
         for delivery in pending:
             await delivery.nak()
         self.receive.close()

@@ -25,6 +25,7 @@ from ._jetstream_wire import (
     _HEARTBEAT,
     _api_error,
     _dur,
+    _new_inbox,
     _parse_ack,
     _reply_meta,
     _status,
@@ -189,7 +190,7 @@ class _Watcher:
         await self.stop()
         self._generation += 1
         self._cseq = 0
-        inbox = self._t._nc.new_inbox()
+        inbox = _new_inbox()
         generation = self._generation
         config: dict[str, Any] = {
             "deliver_subject": inbox,
@@ -210,9 +211,9 @@ class _Watcher:
             config["opt_start_seq"] = self._last_rev + 1
 
         async def on_msg(msg: Msg) -> None:
-            if generation == self._generation:
+            if generation == self._generation:  # read across threads; only a hint
                 self._arrived.append(msg)
-                self._wake.set()
+                self._t._thread.to_trio(self.wake)
 
         nc = self._t._nc
 

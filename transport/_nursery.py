@@ -23,7 +23,7 @@ async def background_nursery() -> AsyncIterator[trio.Nursery]:
     """Open a nursery around the caller's block, for background tasks.
 
     Trio wraps whatever leaves a nursery in an exception group, and nested
-    nurseries (trio-asyncio's loop has one) nest the groups. When a single
+    nurseries nest the groups. When a single
     exception is all there is, it is raised bare, so that the owner of
     ``async with open_transport(...)`` sees its own errors, and ours (say a
     :class:`ConnectionLostError` while connecting), unchanged. Several
