@@ -195,10 +195,12 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Delivery]]:
         """Create (or update) the durable consumer and deliver into a channel.
 
-        At most ``buffer`` deliveries wait in the channel: the broker is asked
-        for more only when there is room. When the context exits, deliveries
-        still in the channel or received but unfinished are handed back (nak)
-        at once. Raises :class:`NotFoundError` if the stream does not exist.
+        At most ``buffer`` (at least 1) deliveries are fetched ahead of the
+        owner: the broker is asked for more only when there is room. When the
+        context exits, deliveries still in the channel or received but
+        unfinished are handed back (nak) at once. Raises :class:`NotFoundError`
+        if the stream does not exist, :class:`InvalidSpecError` for a buffer
+        below 1 or a consumer the broker refuses.
         """
 
     def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:

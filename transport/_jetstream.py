@@ -439,6 +439,7 @@ class JetStreamTransport:
         if buffer < 1:
             raise InvalidSpecError("buffer must be at least 1")
         puller = _Puller(self, stream, spec, buffer)
+        await puller.check_filters()
         await puller.ensure_consumer()
         await puller.subscribe()
         async with self._serve(puller.run, puller.hand_back, deadline=5.0):

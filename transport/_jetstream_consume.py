@@ -30,6 +30,7 @@ from ._specs import (
     DELIVER_AT_HEADER,
     ConsumerSpec,
 )
+from ._subjects import check_consumer_filters
 
 if TYPE_CHECKING:
     from ._jetstream import JetStreamTransport
@@ -130,6 +131,19 @@ class _Puller:
         elif filters:
             config["filter_subjects"] = filters
         return config
+
+    async def check_filters(self) -> None:
+        """Refuse filters the server would accept but that can never match."""
+        filters = self._spec.filter_subjects
+        if not filters:
+            return
+        known = self._t._streams.get(self._stream)
+        if known is not None:
+            subjects = known.subjects
+        else:
+            info = await self._t._api(f"STREAM.INFO.{self._stream}")
+            subjects = tuple(info["config"].get("subjects") or ())
+        check_consumer_filters(self._spec.durable, filters, self._stream, subjects)
 
     async def ensure_consumer(self) -> None:
         body = {"stream_name": self._stream, "config": self._config()}

@@ -38,7 +38,6 @@ from ._errors import (
 from ._interface import Delivery, KeyValue
 from ._memory_kv import Bucket, Watcher, run_watch
 from ._memory_stream import EMPTY_HEADERS, Session, Stream, run_session
-from ._memory_subjects import SubjectFilter, any_collide, check_key_pattern
 from ._specs import (
     DELIVER_AT_HEADER,
     ConnectionEvent,
@@ -55,6 +54,7 @@ from ._specs import (
     check_subject,
     subject_matches,
 )
+from ._subjects import SubjectFilter, any_collide, check_key_pattern
 
 if TYPE_CHECKING:
     from ._interface import Transport
@@ -323,8 +323,8 @@ class MemoryTransport:
         unknown stream and :class:`InvalidSpecError` for a refused consumer.
         """
         await self._enter_op()
-        if buffer < 0:
-            raise InvalidSpecError(f"buffer must be 0 or more, got {buffer}")
+        if buffer < 1:
+            raise InvalidSpecError(f"buffer must be at least 1, got {buffer}")
         owner = self._streams.get(stream)
         if owner is None:
             raise NotFoundError(f"no stream {stream!r}")

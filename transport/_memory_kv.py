@@ -12,8 +12,8 @@ from collections import OrderedDict, deque
 import trio
 
 from ._errors import InvalidSpecError, StorageFullError, TooLargeError
-from ._memory_subjects import SubjectFilter
 from ._specs import KVChange, KVEntry, KVOp, KVSpec
+from ._subjects import SubjectFilter
 
 
 class Record:

@@ -21,8 +21,8 @@ import trio
 
 from ._errors import InvalidSpecError, StorageFullError, TooLargeError
 from ._interface import Delivery, Settlement
-from ._memory_subjects import SubjectFilter, any_collide, subject_is_subset, subjects_collide
 from ._specs import ConsumerSpec, Discard, PubAck, Retention, StreamSpec
+from ._subjects import SubjectFilter, any_collide, check_consumer_filters
 
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -197,16 +197,7 @@ class Stream:
         consumer's.
         """
         filters = spec.filter_subjects
-        for i, a in enumerate(filters):
-            for b in filters[i + 1 :]:
-                if subject_is_subset(a, b) or subject_is_subset(b, a):
-                    raise InvalidSpecError(
-                        f"consumer {spec.durable}: filters {a!r} and {b!r} overlap"
-                    )
-            if not any(subjects_collide(a, s) for s in self.spec.subjects):
-                raise InvalidSpecError(
-                    f"consumer {spec.durable}: filter {a!r} is outside stream {self.name}"
-                )
+        check_consumer_filters(spec.durable, filters, self.name, self.spec.subjects)
         if self.spec.retention is Retention.WORK_QUEUE:
             mine = filters or self.spec.subjects
             for other in self.consumers.values():

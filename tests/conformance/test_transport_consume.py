@@ -370,8 +370,27 @@ async def test_ack_on_a_limits_stream_keeps_the_message_for_other_durables(
     assert (again.stream_seq, again.data, again.num_delivered) == (1, b"shared", 1)
 
 
-async def test_consume_with_a_negative_buffer_raises_invalid_spec(transport, make_stream, names):
+@pytest.mark.parametrize("buffer", [-1, 0])
+async def test_consume_with_a_buffer_below_one_raises_invalid_spec(
+    transport, make_stream, names, buffer
+):
     spec = await make_stream()
     with trio.fail_after(10), pytest.raises(InvalidSpecError):
-        async with transport.consume(spec.name, ConsumerSpec(durable=names.durable()), buffer=-1):
-            pytest.fail("consumed into a channel of negative size")
+        async with transport.consume(
+            spec.name, ConsumerSpec(durable=names.durable()), buffer=buffer
+        ):
+            pytest.fail(f"consumed with a buffer of {buffer}")
+
+
+@pytest.mark.parametrize("filters", [("elsewhere.>",), ("{space}.a", "{space}.*")])
+async def test_consume_refuses_filters_outside_the_stream_or_overlapping(
+    transport, make_stream, names, filters
+):
+    spec = await make_stream()
+    consumer = ConsumerSpec(
+        durable=names.durable(),
+        filter_subjects=tuple(f.format(space=names.space()) for f in filters),
+    )
+    with trio.fail_after(10), pytest.raises(InvalidSpecError):
+        async with transport.consume(spec.name, consumer):
+            pytest.fail(f"consumed with filters {consumer.filter_subjects}")

@@ -1,4 +1,4 @@
-"""Subject-filter algebra for the in-memory broker.
+"""Subject-filter algebra, shared by the transports.
 
 NATS refuses configurations whose filters could claim the same message twice
 (two streams, two work-queue consumers) or that repeat themselves (one
@@ -47,6 +47,23 @@ def subject_is_subset(a: str, b: str) -> bool:
         if x != y:
             return False
     return len(ta) == len(tb)
+
+
+def check_consumer_filters(
+    durable: str, filters: tuple[str, ...], stream: str, stream_subjects: tuple[str, ...]
+) -> None:
+    """Raise :class:`InvalidSpecError` if a consumer's filters repeat themselves
+    or one of them takes no subject of its stream.
+
+    nats-server accepts a filter outside the stream silently (a consumer that
+    never receives anything); both transports refuse it instead.
+    """
+    for i, a in enumerate(filters):
+        for b in filters[i + 1 :]:
+            if subject_is_subset(a, b) or subject_is_subset(b, a):
+                raise InvalidSpecError(f"consumer {durable}: filters {a!r} and {b!r} overlap")
+        if not any(subjects_collide(a, s) for s in stream_subjects):
+            raise InvalidSpecError(f"consumer {durable}: filter {a!r} is outside stream {stream}")
 
 
 def any_collide(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
