@@ -4,6 +4,7 @@ One interface (:class:`Transport`), two implementations chosen by URL: an
 in-process broker (``memory://``) and NATS JetStream (``nats://``, ``tls://``).
 """
 
+from ._errors import AuthorizationError as AuthorizationError
 from ._errors import ConflictError as ConflictError
 from ._errors import ConnectionLostError as ConnectionLostError
 from ._errors import InvalidSpecError as InvalidSpecError
@@ -34,6 +35,7 @@ from ._specs import Storage as Storage
 from ._specs import StreamSpec as StreamSpec
 
 __all__ = [
+    "AuthorizationError",
     "ConflictError",
     "ConnectOptions",
     "ConnectionEvent",

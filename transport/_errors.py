@@ -20,6 +20,13 @@ class ConnectionLostError(TransportError):
     """
 
 
+class AuthorizationError(ConnectionLostError):
+    """The server refused the credentials (user/password, token, NKey, creds).
+
+    Retrying with the same credentials does not help.
+    """
+
+
 class TransportClosedError(TransportError):
     """The transport was closed by its owner (``aclose``) before or during the call."""
 

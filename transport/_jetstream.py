@@ -28,6 +28,7 @@ a reconnect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import json
@@ -46,6 +47,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from ._errors import (
+    AuthorizationError,
     ConnectionLostError,
     InvalidSpecError,
     TransportClosedError,
@@ -91,6 +93,14 @@ from ._specs import (
 # The transport.
 
 
+def _is_auth_refusal(exc: BaseException | None) -> bool:
+    """True for the server's "Authorization Violation", however nats-py wraps it
+    (it raises AuthorizationError in some paths and a plain Error in others)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+    )
+
+
 class JetStreamTransport:
     """:class:`Transport` over NATS JetStream. Built by :func:`open_jetstream`."""
 
@@ -112,6 +122,9 @@ class JetStreamTransport:
         self._wakers: set[Callable[[], None]] = set()
         self._streams: dict[str, StreamSpec] = {}
         self._supports_schedules = False
+        # Written on the loop thread while connecting, read after by Trio.
+        self._connect_task: asyncio.Task[None] | None = None
+        self._last_error: Exception | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -146,18 +159,25 @@ class JetStreamTransport:
             kwargs["tls"] = tls
 
         async def connect() -> None:
-            await self._nc.connect(**kwargs)
+            self._connect_task = asyncio.current_task()
+            try:
+                await self._nc.connect(**kwargs)
+            finally:
+                self._connect_task = None
             self._replies = _Replies(self._nc, opts.request_timeout)
             await self._replies.open()
 
         try:
             with trio.fail_after(opts.connect_timeout * max(2, len(servers)) + 1):
                 await self._thread.run(connect())
-        except trio.TooSlowError:
+        except (trio.TooSlowError, Exception) as exc:
             await self._abandon_connect()
-            raise ConnectionLostError(f"no server of {servers} answered in time") from None
-        except Exception as exc:
-            await self._abandon_connect()
+            refusal = self._last_error
+            if _is_auth_refusal(refusal):
+                raise AuthorizationError(f"{servers} refused the credentials") from None
+            if isinstance(exc, trio.TooSlowError):
+                why = f"; last error: {refusal!r}" if refusal is not None else ""
+                raise ConnectionLostError(f"no server of {servers} answered in time{why}") from None
             raise _translate(exc, connected=False) from None
         self._state = ConnectionState.CONNECTED
         version = self._nc.connected_server_version
@@ -171,8 +191,20 @@ class JetStreamTransport:
             await self._bridge.pump(task_status)
 
     async def _abandon_connect(self) -> None:
+        nc = self._nc
+
+        async def close_fully() -> None:
+            await nc.close()
+            # A connect cut short (wrong credentials) can leave nats-py closed
+            # in name with its socket still open: close that socket too.
+            leftover = getattr(nc, "_transport", None)
+            if leftover is not None:
+                leftover.close()
+                with contextlib.suppress(Exception):
+                    await leftover.wait_closed()
+
         with trio.CancelScope(shield=True), trio.move_on_after(2):
-            await self._thread.run(self._nc.close())
+            await self._thread.run(close_fully())
 
     def _tls_context(self, servers: list[str]) -> ssl.SSLContext | None:
         opts = self._options
@@ -231,6 +263,10 @@ class JetStreamTransport:
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("nats client error: %r", exc)
+        self._last_error = exc
+        if _is_auth_refusal(exc) and self._connect_task is not None:
+            # nats-py would retry forever; wrong credentials do not get better.
+            self._connect_task.cancel()
 
     @property
     def state(self) -> ConnectionState:
