@@ -52,6 +52,7 @@ from ._errors import (
     InvalidSpecError,
     TransportClosedError,
     TransportError,
+    TransportTimeoutError,
 )
 from ._interface import Delivery, KeyValue
 from ._jetstream_consume import _Puller
@@ -476,7 +477,13 @@ class JetStreamTransport:
             raise InvalidSpecError("buffer must be at least 1")
         puller = _Puller(self, stream, spec, buffer)
         await puller.check_filters()
-        await puller.ensure_consumer()
+        try:
+            await puller.ensure_consumer()
+        except (TransportTimeoutError, ConnectionLostError) as exc:
+            # A failover or an outage: pulling will create it once it can.
+            # Refusals (no such stream, a bad spec) still raise here.
+            log.debug("consumer %s not created yet: %r", spec.durable, exc)
+            puller.needs_consumer = True
         await puller.subscribe()
         async with self._serve(puller.run, puller.hand_back, deadline=5.0):
             yield puller.receive

@@ -110,6 +110,8 @@ class _Puller:
         self._requests = 0
         self._outstanding = 0
         self._unsettled: set[_JetStreamDelivery] = set()
+        #: The consumer must be (re)created before pulling makes sense.
+        self.needs_consumer = False
 
     def _config(self) -> dict[str, Any]:
         spec = self._spec
@@ -215,19 +217,26 @@ class _Puller:
                 await self._handle(self._arrived.popleft())
                 self._request()
                 heard = trio.current_time()
-            if reconnected.is_set() or trio.current_time() - heard > 2 * _HEARTBEAT + 0.5:
-                # The server may have restarted and forgotten the requests.
+            silent = trio.current_time() - heard > 2 * _HEARTBEAT + 0.5
+            if reconnected.is_set() or silent or self.needs_consumer:
+                # The server may have restarted, failed over or lost the
+                # consumer: it forgot the requests, and maybe the consumer.
                 reconnected = self._t._reconnected
                 self._reset()
-                await self._ensure_quietly()
+                self.needs_consumer = not await self._ensure_quietly()
+                if self.needs_consumer:
+                    await trio.sleep(_HEARTBEAT)  # back off before the next try
 
-    async def _ensure_quietly(self) -> None:
+    async def _ensure_quietly(self) -> bool:
+        """Create or update the consumer; False (logged) if the broker failed."""
         try:
             await self.ensure_consumer()
         except TransportClosedError:
             raise
         except TransportError as exc:
             log.debug("re-creating consumer %s failed: %r", self._spec.durable, exc)
+            return False
+        return True
 
     async def _handle(self, msg: Msg) -> None:
         status = _status(msg)
@@ -235,14 +244,23 @@ class _Puller:
             if not msg.subject.startswith(f"{self._inbox}.{self._epoch}."):
                 return  # about a request from before a reset
             headers = msg.headers or {}
+            if status == "100":
+                return  # an idle heartbeat
             if status in ("408", "409"):
                 # The request ended; what it still owed will not come.
                 owed = int(headers.get("Nats-Pending-Messages", "0"))
                 self._outstanding = max(0, self._outstanding - owed)
                 if "Consumer Deleted" in headers.get("Description", ""):
-                    self._reset()
-                    await self._ensure_quietly()
-            return  # 100: an idle heartbeat
+                    self.needs_consumer = True
+            else:
+                # 503 (no responders) and the like: the consumer is not there.
+                self.needs_consumer = True
+        if not msg.reply.startswith("$JS.ACK."):
+            # Not a delivery (an API error reply during a failover, say):
+            # note it and make sure the consumer is there.
+            log.debug("unexpected message on pull inbox: %r", msg.data[:200])
+            self.needs_consumer = True
+            return
         self._outstanding = max(0, self._outstanding - 1)
         delivered, stream_seq, _cseq, _pending = _reply_meta(msg.reply)
         due = (msg.headers or {}).get(DELIVER_AT_HEADER)

@@ -402,10 +402,13 @@ class _Replies:
 
 
 def _status(msg: Msg) -> str | None:
+    """The status code of a control message (heartbeat, timeout...), else None.
+
+    Stored messages never carry a ``Status`` header of their own: the server's
+    ``NATS/1.0 <code>`` line is what nats-py turns into it.
+    """
     headers = msg.headers
-    if headers and not msg.data:
-        return headers.get("Status")
-    return None
+    return headers.get("Status") if headers else None
 
 
 def _parse_ack(msg: Msg, subject: str) -> PubAck:
