@@ -255,14 +255,15 @@ class _Puller:
             else:
                 # 503 (no responders) and the like: the consumer is not there.
                 self.needs_consumer = True
-        if not msg.reply.startswith("$JS.ACK."):
-            # Not a delivery (an API error reply during a failover, say):
+        meta = _reply_meta(msg.reply)
+        if meta is None:
+            # Not a delivery (seen: empty replies during a cluster failover):
             # note it and make sure the consumer is there.
             log.debug("unexpected message on pull inbox: %r", msg.data[:200])
             self.needs_consumer = True
             return
         self._outstanding = max(0, self._outstanding - 1)
-        delivered, stream_seq, _cseq, _pending = _reply_meta(msg.reply)
+        delivered, stream_seq, _cseq, _pending = meta
         due = (msg.headers or {}).get(DELIVER_AT_HEADER)
         if due is not None:
             wait = float(due) - self._t.now()
@@ -285,9 +286,9 @@ class _Puller:
         pending: list[_JetStreamDelivery] = list(self._unsettled)
         while self._arrived:  # popleft, not iteration: the loop thread may append
             msg = self._arrived.popleft()
-            if _status(msg) is None:
-                delivered, seq, _c, _p = _reply_meta(msg.reply)
-                pending.append(_JetStreamDelivery(self._t, msg, delivered, seq))
+            meta = _reply_meta(msg.reply)
+            if _status(msg) is None and meta is not None:
+                pending.append(_JetStreamDelivery(self._t, msg, meta[0], meta[1]))
         for delivery in pending:
             await delivery.nak()
         self.receive.close()

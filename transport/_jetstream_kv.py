@@ -244,11 +244,10 @@ class _Watcher:
         except TransportError as exc:
             log.debug("watch cleanup: %r", exc)
 
-    def _change(self, msg: Msg) -> KVChange:
+    def _change(self, msg: Msg, stream_seq: int) -> KVChange:
         headers = msg.headers or {}
         op = headers.get("KV-Operation")
         kind = KVOp.DELETE if op == "DEL" else KVOp.PURGE if op == "PURGE" else KVOp.PUT
-        _d, stream_seq, _c, _p = _reply_meta(msg.reply)
         return KVChange(msg.subject[len(self._kv._prefix) :], msg.data, stream_seq, kind)
 
     async def _drain(self) -> bool:
@@ -263,15 +262,16 @@ class _Watcher:
                 elif int(headers.get("Nats-Last-Consumer", "0")) > self._cseq:
                     return False  # a heartbeat says we missed something
                 continue
-            if status is not None:
+            meta = _reply_meta(msg.reply)
+            if status is not None or meta is None:
                 return False
-            _d, stream_seq, cseq, pending = _reply_meta(msg.reply)
+            _d, stream_seq, cseq, pending = meta
             if cseq != self._cseq + 1:
                 return False
             self._cseq = cseq
             if self._last_rev is not None and stream_seq <= self._last_rev:
                 continue
-            change = self._change(msg)
+            change = self._change(msg, stream_seq)
             if not (self._replaying and change.op is not KVOp.PUT):
                 await self.send.send(change)
             self._last_rev = stream_seq
@@ -326,13 +326,14 @@ class _Watcher:
                     self._wake = trio.Event()
                     while self._arrived:
                         msg = self._arrived.popleft()
-                        if _status(msg) is not None:
-                            if msg.reply:
-                                self._t._publish_raw(msg.reply)
+                        meta = _reply_meta(msg.reply)
+                        if _status(msg) is not None or meta is None:
+                            if msg.reply and meta is None:
+                                self._t._publish_raw(msg.reply)  # flow control
                             continue
-                        change = self._change(msg)
+                        change = self._change(msg, meta[1])
                         keys[change.key] = change.op is KVOp.PUT
-                        pending = _reply_meta(msg.reply)[3]
+                        pending = meta[3]
                         if pending == 0:
                             break
         except trio.TooSlowError:

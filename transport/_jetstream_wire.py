@@ -433,12 +433,19 @@ def _api_reply(msg: Msg) -> dict[str, Any]:
     return resp
 
 
-def _reply_meta(reply: str) -> tuple[int, int, int, int]:
-    """(num_delivered, stream_seq, consumer_seq, pending) from a ``$JS.ACK`` subject."""
-    tokens = reply.split(".")
-    if len(tokens) == 9:
-        return int(tokens[4]), int(tokens[5]), int(tokens[6]), int(tokens[8])
-    return int(tokens[6]), int(tokens[7]), int(tokens[8]), int(tokens[10])
+def _reply_meta(reply: str | None) -> tuple[int, int, int, int] | None:
+    """(num_delivered, stream_seq, consumer_seq, pending) from a ``$JS.ACK``
+    reply subject, or None if the message is not a JetStream delivery."""
+    tokens = (reply or "").split(".")
+    try:
+        if tokens[:2] == ["$JS", "ACK"]:
+            if len(tokens) == 9:
+                return int(tokens[4]), int(tokens[5]), int(tokens[6]), int(tokens[8])
+            if len(tokens) >= 11:
+                return int(tokens[6]), int(tokens[7]), int(tokens[8]), int(tokens[10])
+    except ValueError:
+        pass
+    return None
 
 
 def _rfc3339(epoch: float) -> str:
