@@ -1,15 +1,88 @@
 """A durable workflow engine on Trio and NATS JetStream.
 
-The engine itself (definitions, the sans-io core, the orchestrator, workers
-and the client) is being built on top of the :mod:`transport` package; today
-this package holds the wire codec and the local ``nats-server`` launcher.
+Definitions (:func:`load_definition`, :class:`WorkflowBuilder`) are
+registered and started through a :class:`Client`; an :class:`Orchestrator`
+runs them, and :class:`Worker` s run their activities (functions marked with
+:func:`activity`). Everything talks through a :mod:`transport`: NATS
+JetStream, or an in-process broker for tests.
 """
 
+from ._activity import ActivityError as ActivityError
+from ._activity import ActivityInfo as ActivityInfo
+from ._activity import ActivitySpec as ActivitySpec
+from ._activity import activity as activity
+from ._activity import activity_info as activity_info
+from ._activity import collect_activities as collect_activities
+from ._activity import heartbeat as heartbeat
+from ._builder import WorkflowBuilder as WorkflowBuilder
+from ._client import Client as Client
+from ._client import InstanceInfo as InstanceInfo
+from ._client import UnknownWorkflowTypeError as UnknownWorkflowTypeError
+from ._client import WorkflowCancelledError as WorkflowCancelledError
+from ._client import WorkflowError as WorkflowError
+from ._client import WorkflowFailedError as WorkflowFailedError
 from ._codec import CodecError as CodecError
 from ._codec import CodecLimits as CodecLimits
 from ._codec import Envelope as Envelope
 from ._codec import PayloadTooLargeError as PayloadTooLargeError
 from ._codec import decode as decode
 from ._codec import encode as encode
+from ._core import ErrorInfo as ErrorInfo
+from ._core import InstanceStatus as InstanceStatus
+from ._definition import ActivityStep as ActivityStep
+from ._definition import Definition as Definition
+from ._definition import DefinitionError as DefinitionError
+from ._definition import FieldError as FieldError
+from ._definition import RetryPolicy as RetryPolicy
+from ._definition import Timeouts as Timeouts
+from ._definition import load_definition as load_definition
+from ._definition import parse_definition as parse_definition
+from ._expressions import ExpressionError as ExpressionError
+from ._orchestrator import Orchestrator as Orchestrator
+from ._orchestrator import OrchestratorConfig as OrchestratorConfig
+from ._registry import VersionConflictError as VersionConflictError
+from ._wire import InvalidNameError as InvalidNameError
+from ._wire import Layout as Layout
+from ._worker import Worker as Worker
+from ._worker import WorkerConfig as WorkerConfig
 
-__all__ = ["CodecError", "CodecLimits", "Envelope", "PayloadTooLargeError", "decode", "encode"]
+__all__ = [
+    "ActivityError",
+    "ActivityInfo",
+    "ActivitySpec",
+    "ActivityStep",
+    "Client",
+    "CodecError",
+    "CodecLimits",
+    "Definition",
+    "DefinitionError",
+    "Envelope",
+    "ErrorInfo",
+    "ExpressionError",
+    "FieldError",
+    "InstanceInfo",
+    "InstanceStatus",
+    "InvalidNameError",
+    "Layout",
+    "Orchestrator",
+    "OrchestratorConfig",
+    "PayloadTooLargeError",
+    "RetryPolicy",
+    "Timeouts",
+    "UnknownWorkflowTypeError",
+    "VersionConflictError",
+    "Worker",
+    "WorkerConfig",
+    "WorkflowBuilder",
+    "WorkflowCancelledError",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "activity",
+    "activity_info",
+    "collect_activities",
+    "decode",
+    "encode",
+    "heartbeat",
+    "load_definition",
+    "parse_definition",
+]

@@ -1,0 +1,182 @@
+"""Activities: the ``@activity`` decorator, the error to raise, and heartbeats.
+
+An activity is an ordinary function of one argument (the step's input) that
+returns the step's output; ``async def`` functions run in the worker's Trio
+loop, plain functions in worker threads. Inside one, :func:`heartbeat` says
+"still alive" and :func:`activity_info` tells which instance, step and
+attempt it is running for.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar, overload
+
+from ._wire import check_name
+
+__all__ = [
+    "ActivityError",
+    "ActivityInfo",
+    "ActivitySpec",
+    "activity",
+    "activity_info",
+    "collect_activities",
+    "heartbeat",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ATTR = "__actors_activity__"
+
+
+class ActivityError(Exception):
+    """Raise to fail an activity with a chosen error type and retry behaviour.
+
+    ``type`` defaults to the class name (``ActivityError``); a definition's
+    ``non_retryable`` list matches against it. ``non_retryable=True`` fails
+    the step at once whatever the retry policy says.
+    """
+
+    def __init__(self, message: str, *, type: str | None = None, non_retryable: bool = False):
+        super().__init__(message)
+        self.type = type or self.__class__.__name__
+        self.non_retryable = non_retryable
+
+
+@dataclass(frozen=True, slots=True)
+class ActivitySpec:
+    """A registered activity: its name, function and how it runs."""
+
+    name: str
+    fn: Callable[[Any], Any]
+    is_async: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityInfo:
+    """What an activity is running for."""
+
+    instance_id: str
+    workflow_type: str
+    step: str
+    attempt: int
+    activity: str
+    #: 1 on the first delivery of this attempt's task; more after a worker died.
+    delivery: int
+
+
+@overload
+def activity(fn: F, /) -> F: ...
+@overload
+def activity(*, name: str | None = None) -> Callable[[F], F]: ...
+def activity(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark ``fn`` as an activity named ``name`` (default: the function's name).
+
+    The function is returned unchanged, so it can still be called directly.
+    Raises ``TypeError`` / ``ValueError`` at decoration time for something that
+    cannot be an activity (not callable, a bad name, more than one required
+    argument).
+    """
+
+    def mark(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"@activity needs a function, not {fn!r}")
+        activity_name = check_name("activity name", name or getattr(fn, "__name__", ""))
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            signature = None
+        if signature is not None:
+            required = [
+                p
+                for p in signature.parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+            if len(required) > 1:
+                raise TypeError(
+                    f"activity {activity_name!r} must take one argument (its input), "
+                    f"not {len(required)}"
+                )
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004
+        )
+        setattr(fn, _ATTR, ActivitySpec(activity_name, fn, is_async))
+        return fn
+
+    return mark(fn) if fn is not None else mark
+
+
+def collect_activities(sources: Iterable[ModuleType | Callable[..., Any]]) -> list[ActivitySpec]:
+    """Every activity in ``sources`` (modules are searched, functions taken as marked).
+
+    Raises ``ValueError`` for two activities with one name or a function
+    that is not marked.
+    """
+    found: dict[str, ActivitySpec] = {}
+    for source in sources:
+        if isinstance(source, ModuleType):
+            specs = [
+                spec
+                for value in vars(source).values()
+                if isinstance(spec := getattr(value, _ATTR, None), ActivitySpec)
+            ]
+        else:
+            spec = getattr(source, _ATTR, None)
+            if not isinstance(spec, ActivitySpec):
+                raise ValueError(f"{source!r} is not marked with @activity")
+            specs = [spec]
+        for spec in specs:
+            other = found.get(spec.name)
+            if other is not None and other.fn is not spec.fn:
+                raise ValueError(f"two activities are named {spec.name!r}")
+            found[spec.name] = spec
+    return list(found.values())
+
+
+class _Context:
+    """The running activity's info and its last heartbeat (monotonic seconds)."""
+
+    __slots__ = ("info", "last_beat")
+
+    def __init__(self, info: ActivityInfo) -> None:
+        self.info = info
+        self.last_beat = time.monotonic()
+
+
+_current: contextvars.ContextVar[_Context] = contextvars.ContextVar("actors_activity")
+
+
+def heartbeat() -> None:
+    """Tell the worker this activity is alive; call it more often than its
+    heartbeat timeout. Safe from threads (sync activities) and from Trio.
+
+    Raises ``RuntimeError`` outside an activity.
+    """
+    _context().last_beat = time.monotonic()
+
+
+def activity_info() -> ActivityInfo:
+    """What the calling activity is running for. Raises ``RuntimeError`` outside one."""
+    return _context().info
+
+
+def _context() -> _Context:
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("not inside an activity") from None
+
+
+def _run_with_context(context: _Context, fn: Callable[[Any], Any], value: Any) -> Any:
+    _current.set(context)
+    return fn(value)
+
+
+def bind(context: _Context, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` to be called with ``context`` current (in a thread, say)."""
+    return functools.partial(_run_with_context, context, fn)

@@ -1,0 +1,348 @@
+"""The Python client: register, start, inspect, wait for and cancel workflows.
+
+Waiting is event-driven: one watch over the states bucket per client, shared
+by every waiter, wakes each when its instance reaches a terminal state. The
+watch starts at a watermark the client writes, so it never replays the
+bucket's past (which may hold millions of instances).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+
+from transport import ConnectOptions, KeyValue, KVOp, Transport, open_transport
+
+from ._core import ErrorInfo, InstanceStatus
+from ._definition import Definition, load_definition, parse_definition
+from ._messages import (
+    MessageError,
+    StartMessage,
+    decode_state,
+    encode_cancel,
+    encode_start,
+    state_to_data,
+)
+from ._registry import DefinitionStore
+from ._wire import (
+    DEFINITIONS_BUCKET,
+    STATES_BUCKET,
+    Layout,
+    cancel_subject,
+    check_instance_id,
+    check_name,
+    start_msg_id,
+    start_subject,
+)
+
+__all__ = [
+    "Client",
+    "InstanceInfo",
+    "UnknownWorkflowTypeError",
+    "WorkflowCancelledError",
+    "WorkflowError",
+    "WorkflowFailedError",
+]
+
+#: A key no instance can have (ids have no dots); the waiters' watch starts after it.
+_WATERMARK_KEY: Final = "_client.watermark"
+
+
+class WorkflowError(Exception):
+    """Base of the errors a client raises about a workflow instance."""
+
+
+class UnknownWorkflowTypeError(WorkflowError):
+    """No definition of that type (at that version) is registered."""
+
+
+class WorkflowFailedError(WorkflowError):
+    """The instance failed; ``error`` holds the type, message and traceback."""
+
+    def __init__(self, instance_id: str, error: ErrorInfo) -> None:
+        super().__init__(f"workflow {instance_id} failed: {error.type}: {error.message}")
+        self.instance_id = instance_id
+        self.error = error
+
+
+class WorkflowCancelledError(WorkflowError):
+    """The instance was cancelled before it finished."""
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """A snapshot of one instance, as stored."""
+
+    id: str
+    type: str
+    version: int
+    status: InstanceStatus
+    input: Any
+    output: Any
+    error: ErrorInfo | None
+    created_at: float
+    updated_at: float
+    #: Per step: status, attempt, output, error, scheduled_at, finished_at.
+    steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+class Client:
+    """Talks to the engine through a transport. Use as an async context manager::
+
+        async with Client.connect("nats://localhost:4222") as client:
+            instance_id = await client.start("order", {"order_id": "o-1"})
+            print(await client.result(instance_id))
+
+    or ``async with Client(transport) as client`` on a transport you own.
+    """
+
+    def __init__(self, transport: Transport, *, layout: Layout | None = None) -> None:
+        self._transport = transport
+        self._layout = layout or Layout()
+        self._states: KeyValue | None = None
+        self._definitions: DefinitionStore | None = None
+        self._nursery: trio.Nursery | None = None
+        self._waiters: dict[str, list[trio.MemorySendChannel[InstanceInfo]]] = {}
+        self._watch_ready: trio.Event | None = None
+        self._watch_error: BaseException | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str, options: ConnectOptions | None = None, *, layout: Layout | None = None
+    ) -> AsyncIterator[Client]:
+        """Open a transport to ``url`` and a client on it; close both on exit."""
+        async with open_transport(url, options) as transport, cls(transport, layout=layout) as c:
+            yield c
+
+    async def __aenter__(self) -> Client:
+        await self._layout.provision(self._transport)
+        self._states = await self._transport.kv(STATES_BUCKET)
+        self._definitions = DefinitionStore(await self._transport.kv(DEFINITIONS_BUCKET))
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        await self._nursery_cm.__aexit__(None, None, None)
+
+    # -- definitions ------------------------------------------------------------
+
+    async def register(self, definition: Definition | Mapping[str, Any] | str) -> Definition:
+        """Validate and store a definition (a ``Definition``, plain data, or YAML/JSON text).
+
+        Idempotent for identical content. Raises ``DefinitionError`` (with
+        field paths) for an invalid one, ``VersionConflictError`` for a
+        version already registered with other content.
+        """
+        if isinstance(definition, str):
+            definition = load_definition(definition)
+        elif not isinstance(definition, Definition):
+            definition = parse_definition(definition)
+        return await self._store().register(definition)
+
+    async def definition(self, workflow_type: str, version: int = 0) -> Definition:
+        """A registered definition (``version=0``: the newest).
+
+        Raises :class:`UnknownWorkflowTypeError`.
+        """
+        found = await self._store().get(workflow_type, version)
+        if found is None:
+            raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
+        return found
+
+    async def definitions(self) -> dict[str, list[int]]:
+        """Every registered workflow type with its versions, ascending."""
+        return await self._store().types()
+
+    # -- instances --------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow_type: str,
+        input: Any = None,
+        *,
+        id: str | None = None,
+        version: int = 0,
+    ) -> str:
+        """Start an instance and return its id, without waiting for it to run.
+
+        ``id`` is the idempotency key: starting an id that exists (or is
+        being started) does nothing more, and returns the id. ``version=0``
+        runs the newest version. Raises :class:`UnknownWorkflowTypeError` if
+        the type (or the version) is not registered, ``InvalidNameError`` for
+        a bad id.
+        """
+        check_name("workflow type", workflow_type)
+        instance_id = check_instance_id(id) if id is not None else secrets.token_hex(12)
+        if await self._store().get(workflow_type, version) is None:
+            raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
+        await self._transport.publish(
+            start_subject(workflow_type),
+            encode_start(StartMessage(instance_id, input, version)),
+            msg_id=start_msg_id(instance_id),
+        )
+        return instance_id
+
+    async def status(self, instance_id: str) -> InstanceInfo | None:
+        """The instance's stored state; ``None`` if it does not exist (yet)."""
+        entry = await self._kv().get(check_instance_id(instance_id))
+        return None if entry is None else _info(entry.value)
+
+    async def wait(self, instance_id: str) -> InstanceInfo:
+        """Wait until the instance is terminal; return its final state.
+
+        Waits as long as it takes: bound it with ``trio.fail_after``.
+        """
+        check_instance_id(instance_id)
+        await self._ensure_watch()
+        send, receive = trio.open_memory_channel[InstanceInfo](1)
+        self._waiters.setdefault(instance_id, []).append(send)
+        try:
+            # Registered first, read second: a terminal write after this
+            # read reaches the watch, one before it is in the read.
+            info = await self.status(instance_id)
+            if info is not None and info.status.terminal:
+                return info
+            if self._watch_error is not None:
+                raise self._watch_error
+            try:
+                return await receive.receive()
+            except trio.EndOfChannel:
+                assert self._watch_error is not None
+                raise self._watch_error from None
+        finally:
+            waiters = self._waiters.get(instance_id, [])
+            if send in waiters:
+                waiters.remove(send)
+            if not waiters:
+                self._waiters.pop(instance_id, None)
+
+    async def result(self, instance_id: str) -> Any:
+        """Wait for the instance to finish and return its output.
+
+        Raises :class:`WorkflowFailedError` (with the error) or
+        :class:`WorkflowCancelledError`. Bound the wait with ``trio.fail_after``.
+        """
+        info = await self.wait(instance_id)
+        if info.status is InstanceStatus.COMPLETED:
+            return info.output
+        if info.status is InstanceStatus.CANCELLED:
+            raise WorkflowCancelledError(f"workflow {instance_id} was cancelled")
+        raise WorkflowFailedError(
+            instance_id, info.error or ErrorInfo("Unknown", "failed without an error")
+        )
+
+    async def cancel(self, instance_id: str, reason: str = "") -> None:
+        """Ask for the instance to be cancelled (a no-op once it is terminal)."""
+        await self._transport.publish(
+            cancel_subject(check_instance_id(instance_id)), encode_cancel(reason)
+        )
+
+    async def list(
+        self,
+        *,
+        workflow_type: str | None = None,
+        status: InstanceStatus | str | None = None,
+    ) -> list[InstanceInfo]:
+        """Instances, filtered by type and status, oldest first.
+
+        This reads every stored instance: fine for thousands, not millions.
+        """
+        wanted = None if status is None else InstanceStatus(status)
+        found: list[InstanceInfo] = []
+        kv = self._kv()
+        for key in await kv.keys():
+            if "." in key:
+                continue
+            entry = await kv.get(key)
+            if entry is None:
+                continue
+            try:
+                info = _info(entry.value)
+            except MessageError:
+                continue
+            if workflow_type is not None and info.type != workflow_type:
+                continue
+            if wanted is not None and info.status is not wanted:
+                continue
+            found.append(info)
+        return sorted(found, key=lambda info: (info.created_at, info.id))
+
+    # -- internals ----------------------------------------------------------------
+
+    def _store(self) -> DefinitionStore:
+        if self._definitions is None:
+            raise RuntimeError("use the client inside 'async with'")
+        return self._definitions
+
+    def _kv(self) -> KeyValue:
+        if self._states is None:
+            raise RuntimeError("use the client inside 'async with'")
+        return self._states
+
+    async def _ensure_watch(self) -> None:
+        if self._watch_ready is None:
+            if self._nursery is None:
+                raise RuntimeError("use the client inside 'async with'")
+            self._watch_ready = trio.Event()
+            self._nursery.start_soon(self._watch)
+        await self._watch_ready.wait()
+
+    async def _watch(self) -> None:
+        assert self._watch_ready is not None
+        kv = self._kv()
+        try:
+            mark = await kv.put(_WATERMARK_KEY, b"")
+            async with kv.watch(">", since=mark) as changes:
+                self._watch_ready.set()
+                async for change in changes:
+                    waiters = self._waiters.get(change.key)
+                    if not waiters or change.op is not KVOp.PUT:
+                        continue
+                    try:
+                        info = _info(change.value)
+                    except MessageError:
+                        continue
+                    if info.status.terminal:
+                        for send in waiters:
+                            with contextlib.suppress(trio.WouldBlock):
+                                send.send_nowait(info)
+        except Exception as exc:
+            # Waiters must not hang on a dead watch: they see its error.
+            self._watch_error = exc
+            self._watch_ready.set()
+            for waiters in self._waiters.values():
+                for send in waiters:
+                    send.close()
+
+
+def _info(data: bytes) -> InstanceInfo:
+    state = decode_state(data)
+    plain = state_to_data(state)
+    return InstanceInfo(
+        id=state.id,
+        type=state.type,
+        version=state.version,
+        status=state.status,
+        input=state.input,
+        output=state.output,
+        error=state.error,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        steps=plain["steps"],
+    )
+
+
+def _unknown(workflow_type: str, version: int) -> str:
+    if version:
+        return f"workflow type {workflow_type!r} has no version {version} registered"
+    return f"workflow type {workflow_type!r} is not registered"

@@ -1,0 +1,455 @@
+"""Workflow definitions: the declarative format, its validation and its model.
+
+A definition is plain data (a mapping, from YAML, JSON or the builder in
+``_builder.py``) that :func:`parse_definition` turns into a frozen
+:class:`Definition` with every expression compiled. Validation collects every
+problem it finds and reports each with the path of the field at fault, e.g.
+``steps[1].retry.initial_interval: "1x" is not a duration``.
+
+The canonical plain form (``Definition.to_data()``) is what the
+``WORKFLOW_DEFINITIONS`` bucket stores; parsing it again gives an equal
+definition, so what runs is exactly what was registered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import yaml
+
+from ._expressions import Expression, ExpressionError
+from ._wire import InvalidNameError, check_name
+
+__all__ = [
+    "ActivityStep",
+    "Definition",
+    "DefinitionError",
+    "FieldError",
+    "RetryPolicy",
+    "Timeouts",
+    "load_definition",
+    "parse_definition",
+    "parse_duration",
+]
+
+MAX_STEPS: Final = 1000
+MAX_VERSION: Final = 1_000_000
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with a definition: where (``steps[0].retry``) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class DefinitionError(ValueError):
+    """A definition that cannot be registered; ``errors`` lists every problem."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = tuple(errors)
+        lines = "\n".join(f"  {error}" for error in self.errors)
+        super().__init__(f"invalid workflow definition ({len(self.errors)} problems):\n{lines}")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed activity is retried.
+
+    Attempt ``n`` (counting from 1) that fails is followed, after
+    ``delay(n)`` seconds, by attempt ``n + 1``, as long as ``n <
+    max_attempts`` and the error's type is not in ``non_retryable``.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 60.0
+    non_retryable: tuple[str, ...] = ()
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` before the next one."""
+        try:
+            raw = self.initial_interval * self.backoff ** (attempt - 1)
+        except OverflowError:
+            # A float power overflows (raises) only far beyond max_interval.
+            return self.max_interval
+        return min(raw, self.max_interval)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "initial_interval": self.initial_interval,
+            "backoff": self.backoff,
+            "max_interval": self.max_interval,
+            "non_retryable": list(self.non_retryable),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Limits on one activity attempt, in seconds (``None``: no limit).
+
+    ``schedule_to_start``: longest wait in the queue before a worker starts it.
+    ``start_to_close``: longest run once started. ``heartbeat``: longest gap
+    between two heartbeats of a running activity.
+    """
+
+    schedule_to_start: float | None = None
+    start_to_close: float = 300.0
+    heartbeat: float | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "schedule_to_start": self.schedule_to_start,
+            "start_to_close": self.start_to_close,
+            "heartbeat": self.heartbeat,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityStep:
+    """Run activity ``activity`` with the value of ``input`` (a mapping).
+
+    ``input=None`` passes the previous step's output (the workflow's input
+    for the first step).
+    """
+
+    id: str
+    activity: str
+    input: Expression | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: Timeouts = field(default_factory=Timeouts)
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "activity": self.activity}
+        if self.input is not None:
+            data["input"] = self.input.source
+        data["retry"] = self.retry.to_data()
+        data["timeout"] = self.timeout.to_data()
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """A validated, compiled workflow type at one version."""
+
+    type: str
+    version: int
+    steps: tuple[ActivityStep, ...]
+    output: Expression | None = None
+    description: str = ""
+
+    def step(self, step_id: str) -> ActivityStep | None:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        return None
+
+    def index(self, step_id: str) -> int:
+        """The position of ``step_id``; ``-1`` if there is no such step."""
+        for i, step in enumerate(self.steps):
+            if step.id == step_id:
+                return i
+        return -1
+
+    def to_data(self) -> dict[str, Any]:
+        """The canonical plain form: every default spelled out."""
+        data: dict[str, Any] = {
+            "type": self.type,
+            "version": self.version,
+            "steps": [step.to_data() for step in self.steps],
+        }
+        if self.output is not None:
+            data["output"] = self.output.source
+        if self.description:
+            data["description"] = self.description
+        return data
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``1.5``, ``"500ms"``, ``"30s"``, ``"1m30s"``, ``"2h"``, ``"1d"``.
+
+    Raises ``ValueError`` for anything else, negative numbers included.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float (and maybe for repr)
+            raise ValueError("the number is too large to be a duration") from None
+        if seconds < 0 or seconds != seconds or seconds == float("inf"):
+            raise ValueError(f"{value!r} is not a duration (a finite number >= 0 is needed)")
+        return seconds
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError(f"{value!r} is not a duration")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"{value!r} is not a duration (examples: 500ms, 30s, 1m30s, 2h, 1d)")
+    return total
+
+
+def load_definition(text: str | bytes, *, format: str = "yaml") -> Definition:
+    """Parse a definition from YAML (a superset of JSON) or strict JSON text.
+
+    Raises :class:`DefinitionError` for text that does not parse, as for a
+    definition that is not valid.
+    """
+    if format not in ("json", "yaml"):
+        raise ValueError(f"unknown definition format {format!r}: use yaml or json")
+    try:
+        data = json.loads(text) if format == "json" else yaml.safe_load(text)
+    # ValueError: JSONDecodeError, and an integer literal of more than 4300
+    # digits (Python's int/str conversion limit) in either format.
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise DefinitionError([FieldError("", f"not valid {format}: {exc}")]) from None
+    return parse_definition(data)
+
+
+def parse_definition(data: object) -> Definition:
+    """Validate plain data and build the :class:`Definition`.
+
+    Raises :class:`DefinitionError` listing every problem found, each with
+    its field path.
+    """
+    checker = _Checker()
+    definition = checker.definition(data)
+    if checker.errors or definition is None:
+        raise DefinitionError(checker.errors or [FieldError("", "invalid definition")])
+    return definition
+
+
+_TOP_KEYS: Final = frozenset({"type", "version", "steps", "output", "description"})
+_STEP_KEYS: Final = frozenset({"id", "activity", "input", "retry", "timeout"})
+_RETRY_KEYS: Final = frozenset(RetryPolicy.__dataclass_fields__)
+_TIMEOUT_KEYS: Final = frozenset(Timeouts.__dataclass_fields__)
+
+
+class _Checker:
+    """Walks plain data, collecting :class:`FieldError` s with their paths."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+        self._path: list[str] = []
+
+    @contextmanager
+    def _at(self, part: str) -> Iterator[None]:
+        self._path.append(part)
+        try:
+            yield
+        finally:
+            self._path.pop()
+
+    def _error(self, message: str) -> None:
+        path = "".join(
+            part if part.startswith("[") or i == 0 else f".{part}"
+            for i, part in enumerate(self._path)
+        )
+        self.errors.append(FieldError(path, message))
+
+    def _mapping(self, data: object, allowed: frozenset[str], what: str) -> dict[str, Any] | None:
+        if not isinstance(data, Mapping):
+            self._error(f"{what} must be a mapping, not {_kind(data)}")
+            return None
+        for key in data:
+            if not isinstance(key, str) or key not in allowed:
+                with self._at(str(key)):
+                    self._error(f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+        return {k: v for k, v in data.items() if isinstance(k, str) and k in allowed}
+
+    def _name(self, data: Mapping[str, Any], key: str, what: str) -> str | None:
+        with self._at(key):
+            if key not in data:
+                self._error("required")
+                return None
+            try:
+                return check_name(what, data[key])
+            except InvalidNameError as exc:
+                self._error(str(exc))
+                return None
+
+    def _expression(self, data: Mapping[str, Any], key: str) -> Expression | None:
+        if data.get(key) is None:
+            return None
+        with self._at(key):
+            try:
+                return Expression(data[key])
+            except ExpressionError as exc:
+                self._error(str(exc))
+                return None
+
+    def _duration(self, data: Mapping[str, Any], key: str, *, positive: bool) -> float | None:
+        if data.get(key) is None:
+            return None
+        with self._at(key):
+            try:
+                seconds = parse_duration(data[key])
+            except ValueError as exc:
+                self._error(str(exc))
+                return None
+            if positive and seconds <= 0:
+                self._error("must be more than zero")
+                return None
+            return seconds
+
+    def definition(self, data: object) -> Definition | None:
+        top = self._mapping(data, _TOP_KEYS, "a definition")
+        if top is None:
+            return None
+        workflow_type = self._name(top, "type", "workflow type")
+        version = top.get("version", 1)
+        with self._at("version"):
+            if isinstance(version, bool) or not isinstance(version, int):
+                self._error(f"must be an integer, not {_kind(version)}")
+            elif not 1 <= version <= MAX_VERSION:
+                self._error(f"must be from 1 to {MAX_VERSION}")
+        description = top.get("description", "")
+        if not isinstance(description, str):
+            with self._at("description"):
+                self._error("must be a string")
+        steps = self._steps(top.get("steps"))
+        output = self._expression(top, "output")
+        if self.errors or workflow_type is None:
+            return None
+        return Definition(
+            type=workflow_type,
+            version=version,
+            steps=tuple(steps),
+            output=output,
+            description=description,
+        )
+
+    def _steps(self, data: object) -> list[ActivityStep]:
+        with self._at("steps"):
+            if data is None:
+                self._error("required: a list of at least one step")
+                return []
+            if not isinstance(data, list) or not data:
+                self._error("must be a list of at least one step")
+                return []
+            if len(data) > MAX_STEPS:
+                self._error(f"{len(data)} steps; the limit is {MAX_STEPS}")
+                return []
+        steps: list[ActivityStep] = []
+        seen: set[str] = set()
+        for i, item in enumerate(data):
+            with self._at("steps"), self._at(f"[{i}]"):
+                step = self._step(item)
+                # Duplicates are found among valid ids even when their step has
+                # other problems, so that every problem is reported at once.
+                step_id = item.get("id") if isinstance(item, Mapping) else None
+                if isinstance(step_id, str) and _valid_name(step_id):
+                    if step_id in seen:
+                        with self._at("id"):
+                            self._error(f"duplicate step id {step_id!r}")
+                    seen.add(step_id)
+                if step is not None:
+                    steps.append(step)
+        return steps
+
+    def _step(self, data: object) -> ActivityStep | None:
+        step = self._mapping(data, _STEP_KEYS, "a step")
+        if step is None:
+            return None
+        step_id = self._name(step, "id", "step id")
+        activity = self._name(step, "activity", "activity name")
+        expression = self._expression(step, "input")
+        retry = self._retry(step.get("retry"))
+        timeout = self._timeouts(step.get("timeout"))
+        if step_id is None or activity is None or retry is None or timeout is None:
+            return None
+        return ActivityStep(step_id, activity, expression, retry, timeout)
+
+    def _retry(self, data: object) -> RetryPolicy | None:
+        if data is None:
+            return RetryPolicy()
+        with self._at("retry"):
+            retry = self._mapping(data, _RETRY_KEYS, "retry")
+            if retry is None:
+                return None
+            before = len(self.errors)
+            default = RetryPolicy()
+            attempts = retry.get("max_attempts", default.max_attempts)
+            with self._at("max_attempts"):
+                if isinstance(attempts, bool) or not isinstance(attempts, int):
+                    self._error(f"must be an integer, not {_kind(attempts)}")
+                elif not 1 <= attempts <= 10_000:
+                    self._error("must be from 1 to 10000")
+            initial = self._duration(retry, "initial_interval", positive=True)
+            maximum = self._duration(retry, "max_interval", positive=True)
+            backoff = retry.get("backoff", default.backoff)
+            with self._at("backoff"):
+                if isinstance(backoff, bool) or not isinstance(backoff, int | float):
+                    self._error(f"must be a number, not {_kind(backoff)}")
+                elif not 1.0 <= backoff <= 100.0:
+                    self._error("must be from 1.0 to 100.0")
+            initial = default.initial_interval if initial is None else initial
+            maximum = max(default.max_interval, initial) if maximum is None else maximum
+            if maximum < initial:
+                with self._at("max_interval"):
+                    self._error("must not be less than initial_interval")
+            names = retry.get("non_retryable", [])
+            with self._at("non_retryable"):
+                if not isinstance(names, list) or not all(
+                    isinstance(name, str) and name.strip() and len(name) <= 200 for name in names
+                ):
+                    self._error("must be a list of error type names")
+                    names = []
+            if len(self.errors) != before:
+                return None
+            return RetryPolicy(attempts, initial, float(backoff), maximum, tuple(names))
+
+    def _timeouts(self, data: object) -> Timeouts | None:
+        if data is None:
+            return Timeouts()
+        with self._at("timeout"):
+            timeout = self._mapping(data, _TIMEOUT_KEYS, "timeout")
+            if timeout is None:
+                return None
+            before = len(self.errors)
+            to_start = self._duration(timeout, "schedule_to_start", positive=True)
+            to_close = self._duration(timeout, "start_to_close", positive=True)
+            heartbeat = self._duration(timeout, "heartbeat", positive=True)
+            if len(self.errors) != before:
+                return None
+            return Timeouts(
+                to_start, Timeouts().start_to_close if to_close is None else to_close, heartbeat
+            )
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_name("name", name)
+    except InvalidNameError:
+        return False
+    return True
+
+
+def _kind(value: object) -> str:
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)

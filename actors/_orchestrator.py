@@ -1,0 +1,450 @@
+"""The orchestrator: event pump, router and one actor per active instance.
+
+Events arrive through the one durable consumer on ``WORKFLOW_EVENTS`` that
+every orchestrator process shares. The pump decodes just enough of each to
+know its instance and hands it to that instance's actor (spawning one if
+needed); an actor handles its events one at a time:
+
+    load (once) -> decide -> persist by compare-and-set -> publish -> ack
+
+which is durability rules 1 to 5 in order. On a compare-and-set conflict
+another process advanced the instance first: the actor reloads and decides
+again, so two orchestrators never both advance one instance. An actor with
+nothing to do for ``passivate_after`` seconds exits; its state lives in KV.
+
+What cannot be processed (a malformed message, an event for an instance that
+does not exist) goes to the dead-letter stream with its reason and is acked.
+A bug or an oversized state inside one instance fails that instance with the
+error recorded; the service goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+
+from transport import (
+    ConflictError,
+    Delivery,
+    KeyValue,
+    OutMessage,
+    TooLargeError,
+    Transport,
+    TransportClosedError,
+    TransportError,
+)
+
+from ._codec import CodecError, PayloadTooLargeError
+from ._core import (
+    ActivityCompleted,
+    CancelRequested,
+    Command,
+    ErrorInfo,
+    Event,
+    InstanceState,
+    RecordHistory,
+    ScheduleActivity,
+    StartRequested,
+    decide,
+    fail_instance,
+)
+from ._messages import (
+    MessageError,
+    decode_cancel,
+    decode_result,
+    decode_start,
+    decode_state,
+    decode_timer,
+    encode_deadletter,
+    encode_history,
+    encode_state,
+    encode_task,
+    encode_timer,
+)
+from ._registry import DefinitionStore
+from ._wire import (
+    CANCEL_PREFIX,
+    COMPLETED_PREFIX,
+    DEFINITIONS_BUCKET,
+    EVENTS_STREAM,
+    FAILED_PREFIX,
+    START_PREFIX,
+    STATES_BUCKET,
+    TIMER_PREFIX,
+    InvalidNameError,
+    Layout,
+    check_instance_id,
+    check_name,
+    deadletter_subject,
+    history_msg_id,
+    history_subject,
+    task_msg_id,
+    task_subject,
+    timer_msg_id,
+    timer_subject,
+)
+
+__all__ = ["Orchestrator", "OrchestratorConfig"]
+
+log = logging.getLogger("actors.orchestrator")
+
+#: Bytes of a dead message kept in its dead letter (enough to diagnose it).
+_DEADLETTER_SAMPLE: Final = 64 * 1024
+#: Wait before an event that met a broker failure is handed back.
+_RETRY_DELAY: Final = 1.0
+#: Deliveries of an event that keeps failing before it goes to dead letters.
+_POISON_DELIVERIES: Final = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrchestratorConfig:
+    """How an orchestrator runs. Durations in seconds."""
+
+    layout: Layout = field(default_factory=Layout)
+    #: An actor idle this long exits (its instance stays in KV).
+    passivate_after: float = 30.0
+    #: Deliveries fetched ahead of the actors.
+    prefetch: int = 512
+    #: On shutdown, how long actors may take to finish the events they hold.
+    drain_timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class _Routed:
+    delivery: Delivery
+    event: Event
+
+
+class Orchestrator:
+    """One orchestrator process's share of the work.
+
+    Use :meth:`run` in a nursery (``await nursery.start(orch.run)``); it
+    returns after :meth:`shutdown` once the events in hand are finished or
+    the drain deadline passed, and raises only for a broken transport.
+    """
+
+    def __init__(self, transport: Transport, config: OrchestratorConfig | None = None) -> None:
+        self._transport = transport
+        self._config = config or OrchestratorConfig()
+        self._mailboxes: dict[str, trio.MemorySendChannel[_Routed]] = {}
+        self._stop = trio.Event()
+        self._pump_scope = trio.CancelScope()
+        self._states: KeyValue | None = None
+        self._definitions: DefinitionStore | None = None
+        #: Counters for tests and operators.
+        self.stats: dict[str, int] = {
+            "events": 0,
+            "conflicts": 0,
+            "deadletters": 0,
+            "instance_failures": 0,
+        }
+
+    @property
+    def active_actors(self) -> int:
+        return len(self._mailboxes)
+
+    def shutdown(self) -> None:
+        """Stop taking events; finish those in hand (see ``drain_timeout``)."""
+        self._stop.set()
+        self._pump_scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Provision the assets, then serve events until :meth:`shutdown`."""
+        layout = self._config.layout
+        await layout.provision(self._transport)
+        self._states = await self._transport.kv(STATES_BUCKET)
+        self._definitions = DefinitionStore(await self._transport.kv(DEFINITIONS_BUCKET))
+        async with (
+            self._transport.consume(
+                EVENTS_STREAM, layout.orchestrator_consumer(), buffer=self._config.prefetch
+            ) as deliveries,
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(self._definitions.follow)
+            actors_nursery: trio.Nursery
+            async with trio.open_nursery() as actors_nursery:
+                task_status.started()
+                with self._pump_scope:
+                    async for delivery in deliveries:
+                        await self._route(delivery, actors_nursery)
+                # Drain: actors finish what their mailboxes hold, then stop.
+                for mailbox in list(self._mailboxes.values()):
+                    mailbox.close()
+                actors_nursery.cancel_scope.deadline = (
+                    trio.current_time() + self._config.drain_timeout
+                )
+            nursery.cancel_scope.cancel()
+        # Leaving the consume context hands back whatever is still unsettled.
+
+    async def _route(self, delivery: Delivery, nursery: trio.Nursery) -> None:
+        self.stats["events"] += 1
+        try:
+            instance_id, event = self._parse(delivery)
+        except (MessageError, CodecError, InvalidNameError) as exc:
+            await self._deadletter(delivery, f"malformed: {exc}")
+            return
+        mailbox = self._mailboxes.get(instance_id)
+        if mailbox is None:
+            send, receive = trio.open_memory_channel[_Routed](math.inf)
+            self._mailboxes[instance_id] = mailbox = send
+            nursery.start_soon(self._actor, instance_id, receive, name=f"instance {instance_id}")
+        mailbox.send_nowait(_Routed(delivery, event))
+
+    def _parse(self, delivery: Delivery) -> tuple[str, Event]:
+        subject = delivery.subject
+        rest = subject.rpartition(".")[2]
+        tokens = subject.split(".")
+        if subject.startswith(START_PREFIX + ".") and len(tokens) == 3:
+            workflow_type = check_name("workflow type", tokens[2])
+            start = decode_start(delivery.data)
+            # A start without an id gets one derived from the message itself,
+            # so that its redelivery cannot make a second instance.
+            instance_id = start.instance_id or f"{workflow_type}-{delivery.stream_seq}"
+            return instance_id, StartRequested(
+                instance_id, workflow_type, start.version, start.input
+            )
+        if subject.startswith(CANCEL_PREFIX + ".") and len(tokens) == 3:
+            return check_instance_id(rest), CancelRequested(decode_cancel(delivery.data))
+        if subject.startswith((COMPLETED_PREFIX + ".", FAILED_PREFIX + ".")) and len(tokens) == 5:
+            instance_id, result = decode_result(delivery.data)
+            if instance_id != tokens[3] or result.step != tokens[4]:
+                raise MessageError("result body names another instance or step than its subject")
+            if (tokens[2] == "completed") != isinstance(result, ActivityCompleted):
+                raise MessageError("result outcome disagrees with its subject")
+            return check_instance_id(instance_id), result
+        if subject.startswith(TIMER_PREFIX + ".") and len(tokens) == 3:
+            instance_id, timer = decode_timer(delivery.data)
+            if instance_id != rest:
+                raise MessageError("timer body names another instance than its subject")
+            return check_instance_id(instance_id), timer
+        raise MessageError(f"no event is published on {subject!r}")
+
+    async def _deadletter(self, delivery: Delivery, reason: str) -> None:
+        """Record ``delivery`` in the dead-letter stream, then ack it (rule 7)."""
+        self.stats["deadletters"] += 1
+        log.warning("dead letter from %s: %s", delivery.subject, reason)
+        data = encode_deadletter(
+            delivery.subject,
+            reason[:2000],
+            delivery.data[:_DEADLETTER_SAMPLE],
+            delivery.num_delivered,
+        )
+        try:
+            await self._transport.publish(
+                deadletter_subject("events"),
+                data,
+                msg_id=f"deadletter.events.{delivery.stream_seq}",
+            )
+        except TransportError as exc:
+            log.warning("could not record a dead letter (%s); handing the event back", exc)
+            await delivery.nak(_RETRY_DELAY)
+            return
+        await delivery.ack()
+
+    # -- the instance actor -------------------------------------------------------
+
+    async def _actor(self, instance_id: str, mailbox: trio.MemoryReceiveChannel[_Routed]) -> None:
+        actor = _InstanceActor(self, instance_id)
+        try:
+            while True:
+                routed: _Routed | None = None
+                with trio.move_on_after(self._config.passivate_after):
+                    try:
+                        routed = await mailbox.receive()
+                    except trio.EndOfChannel:
+                        return
+                if routed is None:
+                    # Idle. The router only sends without waiting, so no event
+                    # can slip in between this check and the unregistering.
+                    if mailbox.statistics().current_buffer_used == 0:
+                        return
+                    continue
+                await actor.handle(routed)
+                if actor.terminal and mailbox.statistics().current_buffer_used == 0:
+                    # Nothing more will happen to it; do not keep it in RAM.
+                    return
+        finally:
+            if self._mailboxes.get(instance_id) is not None:
+                del self._mailboxes[instance_id]
+            # Anything left (drain deadline, cancellation) is handed back by
+            # the consume context; nothing here is acked unprocessed.
+
+
+class _InstanceActor:
+    """The per-instance half of the orchestrator: owns the cached state."""
+
+    def __init__(self, owner: Orchestrator, instance_id: str) -> None:
+        self._owner = owner
+        self._transport = owner._transport
+        self._id = instance_id
+        self._loaded = False
+        self._state: InstanceState | None = None
+        self._revision = 0
+        self.terminal = False
+
+    async def handle(self, routed: _Routed) -> None:
+        delivery = routed.delivery
+        try:
+            await self._handle(routed)
+        except TransportClosedError:
+            raise
+        except TransportError as exc:
+            # The broker failed us mid-way: forget the cache (it may be stale)
+            # and let the event come back; rules 2 and 4 make the retry safe.
+            log.warning("instance %s: broker error (%s); event handed back", self._id, exc)
+            self._loaded = False
+            await delivery.nak(_RETRY_DELAY)
+        except Exception as exc:
+            # A bug outside decide (which has its own net). Retry a few times
+            # in case it was transient, then give the event up to dead letters
+            # so that one instance cannot wedge the service.
+            log.exception("instance %s: failed handling %s", self._id, delivery.subject)
+            self._loaded = False
+            if delivery.num_delivered >= _POISON_DELIVERIES:
+                await self._owner._deadletter(delivery, f"instance {self._id}: {exc!r}")
+            else:
+                await delivery.nak(_RETRY_DELAY)
+
+    async def _load(self) -> None:
+        states = self._owner._states
+        assert states is not None
+        entry = await states.get(self._id)
+        if entry is None:
+            self._state, self._revision = None, 0
+        else:
+            try:
+                self._state = decode_state(entry.value)
+            except MessageError as exc:
+                raise _DamagedStateError(str(exc)) from None
+            self._revision = entry.revision
+            # Rule 5: the last decision's commands may not have gone out
+            # before a crash; publishing them again is deduplicated (rule 2).
+            await self._publish(self._state.outbox)
+        self._loaded = True
+        self.terminal = self._state is not None and self._state.status.terminal
+
+    async def _handle(self, routed: _Routed) -> None:
+        delivery, event = routed.delivery, routed.event
+        store = self._owner._definitions
+        assert store is not None
+        while True:
+            if not self._loaded:
+                try:
+                    await self._load()
+                except _DamagedStateError as exc:
+                    await self._owner._deadletter(delivery, f"instance {self._id}: {exc}")
+                    return
+            state = self._state
+            if state is None and not isinstance(event, StartRequested):
+                await self._owner._deadletter(delivery, f"no instance {self._id!r}")
+                return
+            definition = await self._definition_for(state, event)
+            now = self._transport.now()
+            try:
+                new, commands = decide(definition, state, event, now)
+            except Exception as exc:
+                log.exception("instance %s: the engine failed deciding %r", self._id, event)
+                new, commands = self._fail(state, event, "EngineError", exc, now)
+            if new is None or new is state:
+                await delivery.ack()
+                return
+            try:
+                if not await self._persist(new):
+                    continue
+            except (PayloadTooLargeError, TooLargeError) as exc:
+                new, commands = self._fail(state, event, "StateTooLarge", exc, now)
+                if not await self._persist(new):
+                    continue
+            try:
+                await self._publish(commands)
+            except (PayloadTooLargeError, TooLargeError) as exc:
+                # A task or timer over the size limit: the state says it went
+                # out, so fail the instance rather than wait forever.
+                new, commands = self._fail(self._state, event, "PayloadTooLarge", exc, now)
+                if new is not self._state and await self._persist(new):
+                    await self._publish(commands)
+            await delivery.ack()
+            return
+
+    def _fail(
+        self, state: InstanceState | None, event: Event, kind: str, exc: BaseException, now: float
+    ) -> tuple[InstanceState, list[Command]]:
+        self._owner.stats["instance_failures"] += 1
+        error = ErrorInfo(
+            kind, f"{type(exc).__name__}: {exc}", traceback.format_exc(), non_retryable=True
+        )
+        start = event if isinstance(event, StartRequested) else None
+        if state is None and start is None:
+            raise RuntimeError("nothing to fail") from exc
+        return fail_instance(state, start, error, now)
+
+    async def _definition_for(self, state: InstanceState | None, event: Event) -> Any:
+        store = self._owner._definitions
+        assert store is not None
+        if state is not None:
+            return await store.get(state.type, state.version)
+        assert isinstance(event, StartRequested)
+        return await store.get(event.workflow_type, event.version)
+
+    async def _persist(self, new: InstanceState) -> bool:
+        """Write ``new`` by compare-and-set; ``False`` (and reload) on conflict."""
+        states = self._owner._states
+        assert states is not None
+        data = encode_state(new)
+        try:
+            if self._revision == 0:
+                self._revision = await states.create(self._id, data)
+            else:
+                self._revision = await states.update(self._id, data, self._revision)
+        except ConflictError:
+            self._owner.stats["conflicts"] += 1
+            self._loaded = False
+            return False
+        self._state = new
+        self.terminal = new.status.terminal
+        return True
+
+    async def _publish(self, commands: tuple[Command, ...] | list[Command]) -> None:
+        if not commands:
+            return
+        state = self._state
+        assert state is not None
+        messages: list[OutMessage] = []
+        now = self._transport.now()
+        for command in commands:
+            if isinstance(command, ScheduleActivity):
+                messages.append(
+                    OutMessage(
+                        task_subject(command.activity),
+                        encode_task(self._id, state.type, command),
+                        msg_id=task_msg_id(self._id, command.step, command.attempt),
+                    )
+                )
+            elif isinstance(command, RecordHistory):
+                messages.append(
+                    OutMessage(
+                        history_subject(self._id),
+                        encode_history(self._id, command),
+                        msg_id=history_msg_id(self._id, command.seq),
+                    )
+                )
+            else:
+                key = f"{command.kind}.{command.step}.{command.attempt}"
+                messages.append(
+                    OutMessage(
+                        timer_subject(self._id),
+                        encode_timer(self._id, command),
+                        msg_id=timer_msg_id(self._id, key),
+                        deliver_at=command.fire_at if command.fire_at > now else None,
+                    )
+                )
+        await self._transport.publish_many(messages)
+
+
+class _DamagedStateError(Exception):
+    pass

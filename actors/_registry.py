@@ -1,0 +1,120 @@
+"""The ``WORKFLOW_DEFINITIONS`` bucket: every version of every workflow type.
+
+A version, once registered, never changes: registering the same content
+again is a no-op, and different content under an existing version is refused
+(:class:`VersionConflictError`). That immutability is what lets every process
+cache compiled definitions forever, and what lets an instance run the version
+it started with however many versions come after.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from transport import ConflictError, KeyValue, KVOp
+
+from ._codec import CodecError
+from ._definition import Definition, DefinitionError, parse_definition
+from ._messages import MessageError, decode_definition, encode_definition
+from ._wire import definition_key
+
+__all__ = ["DefinitionStore", "VersionConflictError"]
+
+
+class VersionConflictError(ValueError):
+    """That version of the type is already registered with different content."""
+
+
+class DefinitionStore:
+    """Registers definitions and looks them up, caching what it has compiled."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+        self._compiled: dict[tuple[str, int], Definition] = {}
+        self._newest: dict[str, int] = {}
+
+    async def register(self, definition: Definition) -> Definition:
+        """Store ``definition``; idempotent for identical content.
+
+        Raises :class:`VersionConflictError` if the version holds other content.
+        """
+        key = definition_key(definition.type, definition.version)
+        data = encode_definition(definition.to_data())
+        try:
+            await self._kv.create(key, data)
+        except ConflictError:
+            entry = await self._kv.get(key)
+            if entry is None or entry.value != data:
+                raise VersionConflictError(
+                    f"{definition.type} version {definition.version} is already registered "
+                    "with different content; register it as a new version"
+                ) from None
+        self._remember(definition)
+        return definition
+
+    def _remember(self, definition: Definition) -> None:
+        self._compiled[(definition.type, definition.version)] = definition
+        if definition.version > self._newest.get(definition.type, 0):
+            self._newest[definition.type] = definition.version
+
+    async def get(self, workflow_type: str, version: int = 0) -> Definition | None:
+        """The definition of ``workflow_type`` at ``version`` (0: the newest known).
+
+        ``None`` if there is none. A stored definition that no longer parses
+        (written by a newer engine, say) counts as missing.
+        """
+        if not version:
+            version = self._newest.get(workflow_type, 0)
+            if not version:
+                versions = await self.versions(workflow_type)
+                if not versions:
+                    return None
+                version = versions[-1]
+        cached = self._compiled.get((workflow_type, version))
+        if cached is not None:
+            return cached
+        entry = await self._kv.get(definition_key(workflow_type, version))
+        if entry is None:
+            return None
+        try:
+            definition = parse_definition(decode_definition(entry.value))
+        except (DefinitionError, MessageError, CodecError):
+            return None
+        self._remember(definition)
+        return definition
+
+    async def versions(self, workflow_type: str) -> list[int]:
+        """Every registered version of ``workflow_type``, ascending."""
+        found: list[int] = []
+        for key in await self._kv.keys(f"{workflow_type}.*"):
+            suffix = key.rsplit(".", 1)[-1]
+            if suffix.isdigit():
+                found.append(int(suffix))
+        return sorted(found)
+
+    async def types(self) -> dict[str, list[int]]:
+        """Every registered type with its versions."""
+        found: dict[str, list[int]] = {}
+        for key in await self._kv.keys():
+            workflow_type, _, suffix = key.rpartition(".")
+            if workflow_type and suffix.isdigit():
+                found.setdefault(workflow_type, []).append(int(suffix))
+        return {name: sorted(versions) for name, versions in sorted(found.items())}
+
+    async def follow(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep the newest-version cache current by watching the bucket; runs until cancelled.
+
+        A start that names no version runs the newest version this process
+        has seen; following the bucket keeps that within a watch hop of the
+        latest registration.
+        """
+        async with self._kv.watch() as changes:
+            task_status.started()
+            async for change in changes:
+                if change.op is not KVOp.PUT:
+                    continue
+                workflow_type, _, suffix = change.key.rpartition(".")
+                if suffix.isdigit() and int(suffix) > self._newest.get(workflow_type, 0):
+                    self._newest[workflow_type] = int(suffix)

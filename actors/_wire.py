@@ -1,0 +1,220 @@
+"""The wire contract: every stream, bucket, subject, consumer and message id.
+
+This is the one place that names the engine's assets on the broker, so that
+the layout can be read (and documented in ``docs/wire.md``) in one sitting.
+Subject spaces of different streams never overlap: JetStream refuses it, and
+work-queue streams refuse overlapping consumer filters.
+
+=====================  =========  ===========================================
+asset                  kind       holds
+=====================  =========  ===========================================
+WORKFLOW_EVENTS        stream WQ  ``workflow.>``: start, cancel, activity
+                                  results, timers
+ACTIVITY_TASKS         stream WQ  ``activity.tasks.{activity}``
+WORKFLOW_HISTORY       stream     ``history.{instance}``: every state change
+WORKFLOW_DEADLETTERS   stream     ``deadletter.{source}``: what was refused
+WORKFLOW_DEFINITIONS   KV         ``{type}.{version}`` -> definition
+WORKFLOW_STATES        KV         ``{instance}`` -> state (compare-and-set)
+=====================  =========  ===========================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from transport import ConsumerSpec, KVSpec, Retention, StreamSpec, Transport
+
+__all__ = [
+    "EVENTS_STREAM",
+    "InvalidNameError",
+    "Layout",
+    "check_instance_id",
+    "check_name",
+]
+
+EVENTS_STREAM: Final = "WORKFLOW_EVENTS"
+TASKS_STREAM: Final = "ACTIVITY_TASKS"
+HISTORY_STREAM: Final = "WORKFLOW_HISTORY"
+DEADLETTER_STREAM: Final = "WORKFLOW_DEADLETTERS"
+DEFINITIONS_BUCKET: Final = "WORKFLOW_DEFINITIONS"
+STATES_BUCKET: Final = "WORKFLOW_STATES"
+ORCHESTRATOR_CONSUMER: Final = "orchestrator"
+
+# Subject prefixes of the events stream. The third token of an activity
+# result names the outcome; the instance id always sits at a fixed position
+# so the router can find it without decoding (except for starts, whose
+# third token is the workflow type).
+START_PREFIX: Final = "workflow.start"
+CANCEL_PREFIX: Final = "workflow.cancel"
+COMPLETED_PREFIX: Final = "workflow.activity.completed"
+FAILED_PREFIX: Final = "workflow.activity.failed"
+TIMER_PREFIX: Final = "workflow.timer"
+TASK_PREFIX: Final = "activity.tasks"
+HISTORY_PREFIX: Final = "history"
+DEADLETTER_PREFIX: Final = "deadletter"
+
+# Names become subject tokens and KV key parts, so they are kept to a
+# conservative alphabet: no dots, wildcards or whitespace.
+_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class InvalidNameError(ValueError):
+    """A type, step, activity or instance name that cannot be a subject token."""
+
+
+def check_name(what: str, name: object) -> str:
+    """Return ``name`` if it is a valid type, step or activity name; else raise.
+
+    Valid: a letter, then up to 63 letters, digits, ``_`` or ``-``.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidNameError(
+            f"{what} {name!r} is not a valid name: use a letter, then up to 63 "
+            "letters, digits, '_' or '-'"
+        )
+    return name
+
+
+def check_instance_id(instance_id: object) -> str:
+    """Return ``instance_id`` if valid (1-128 of ``A-Za-z0-9_-``); else raise."""
+    if not isinstance(instance_id, str) or not _ID_RE.fullmatch(instance_id):
+        raise InvalidNameError(
+            f"instance id {instance_id!r} is not valid: use 1 to 128 letters, digits, '_' or '-'"
+        )
+    return instance_id
+
+
+def start_subject(workflow_type: str) -> str:
+    return f"{START_PREFIX}.{workflow_type}"
+
+
+def cancel_subject(instance_id: str) -> str:
+    return f"{CANCEL_PREFIX}.{instance_id}"
+
+
+def result_subject(instance_id: str, step: str, *, ok: bool) -> str:
+    return f"{COMPLETED_PREFIX if ok else FAILED_PREFIX}.{instance_id}.{step}"
+
+
+def timer_subject(instance_id: str) -> str:
+    return f"{TIMER_PREFIX}.{instance_id}"
+
+
+def task_subject(activity: str) -> str:
+    return f"{TASK_PREFIX}.{activity}"
+
+
+def history_subject(instance_id: str) -> str:
+    return f"{HISTORY_PREFIX}.{instance_id}"
+
+
+def deadletter_subject(source: str) -> str:
+    return f"{DEADLETTER_PREFIX}.{source}"
+
+
+def definition_key(workflow_type: str, version: int) -> str:
+    return f"{workflow_type}.{version}"
+
+
+def activity_consumer(activity: str) -> str:
+    """The durable consumer every worker serving ``activity`` shares."""
+    return f"activity-{activity}"
+
+
+# Deterministic message ids (rule 2): a retry after a crash republishes the
+# same ids, and the broker drops the copies within its duplicate window.
+def start_msg_id(instance_id: str) -> str:
+    return f"start.{instance_id}"
+
+
+def task_msg_id(instance_id: str, step: str, attempt: int) -> str:
+    return f"task.{instance_id}.{step}.{attempt}"
+
+
+def result_msg_id(instance_id: str, step: str, attempt: int) -> str:
+    return f"result.{instance_id}.{step}.{attempt}"
+
+
+def timer_msg_id(instance_id: str, key: str) -> str:
+    return f"timer.{instance_id}.{key}"
+
+
+def history_msg_id(instance_id: str, seq: int) -> str:
+    return f"history.{instance_id}.{seq}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """How the engine's assets are provisioned.
+
+    ``replicas`` applies to every stream and bucket (3 on a cluster).
+    ``ack_wait`` is the orchestrator consumer's redelivery delay: an event
+    held by a process that died comes back after it.
+    """
+
+    replicas: int = 1
+    ack_wait: float = 30.0
+    duplicate_window: float = 120.0
+    history_max_age: float | None = None
+    max_payload: int = 1024 * 1024
+
+    def streams(self) -> tuple[StreamSpec, ...]:
+        common = {"replicas": self.replicas, "duplicate_window": self.duplicate_window}
+        return (
+            StreamSpec(
+                name=EVENTS_STREAM,
+                subjects=("workflow.>",),
+                retention=Retention.WORK_QUEUE,
+                allow_delayed=True,
+                max_msg_size=self.max_payload,
+                **common,  # type: ignore[arg-type]
+            ),
+            StreamSpec(
+                name=TASKS_STREAM,
+                subjects=(f"{TASK_PREFIX}.>",),
+                retention=Retention.WORK_QUEUE,
+                max_msg_size=self.max_payload,
+                **common,  # type: ignore[arg-type]
+            ),
+            StreamSpec(
+                name=HISTORY_STREAM,
+                subjects=(f"{HISTORY_PREFIX}.>",),
+                max_age=self.history_max_age,
+                **common,  # type: ignore[arg-type]
+            ),
+            StreamSpec(
+                name=DEADLETTER_STREAM,
+                subjects=(f"{DEADLETTER_PREFIX}.>",),
+                **common,  # type: ignore[arg-type]
+            ),
+        )
+
+    def buckets(self) -> tuple[KVSpec, ...]:
+        return (
+            KVSpec(bucket=DEFINITIONS_BUCKET, replicas=self.replicas),
+            KVSpec(
+                bucket=STATES_BUCKET,
+                replicas=self.replicas,
+                max_value_size=self.max_payload,
+            ),
+        )
+
+    def orchestrator_consumer(self) -> ConsumerSpec:
+        return ConsumerSpec(durable=ORCHESTRATOR_CONSUMER, ack_wait=self.ack_wait)
+
+    def activity_consumer(self, activity: str, ack_wait: float) -> ConsumerSpec:
+        return ConsumerSpec(
+            durable=activity_consumer(activity),
+            filter_subjects=(task_subject(activity),),
+            ack_wait=ack_wait,
+        )
+
+    async def provision(self, transport: Transport) -> None:
+        """Create every stream and bucket (idempotent)."""
+        for stream in self.streams():
+            await transport.ensure_stream(stream)
+        for bucket in self.buckets():
+            await transport.ensure_kv(bucket)

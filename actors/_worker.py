@@ -1,0 +1,314 @@
+"""Activity workers: one consumer per activity type, N worker actors on each.
+
+Every worker process serving an activity type shares that type's durable
+consumer, so tasks spread over all of them, and a task held by a process
+that dies comes back to another after the consumer's ack wait. For each
+task a worker actor:
+
+1. refuses it if it waited longer than ``schedule_to_start``;
+2. runs the activity (async in Trio, sync in a thread under a limiter),
+   telling the broker it is in progress every third of the ack wait, and
+   cancelling it when ``start_to_close`` passes or a ``heartbeat`` is missed;
+3. publishes the result (or the error, with type, message and traceback) on
+   the result subject, with a message id unique to the attempt;
+4. and only then acks the task.
+
+On shutdown the actors stop taking tasks, finish the ones in hand within
+``drain_timeout``, and hand back (nak) whatever is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import trio
+
+from transport import Delivery, TooLargeError, Transport, TransportClosedError, TransportError
+
+from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
+from ._codec import CodecError, PayloadTooLargeError
+from ._core import ErrorInfo
+from ._messages import MessageError, Task, decode_task, encode_deadletter, encode_result
+from ._wire import TASKS_STREAM, Layout, deadletter_subject, result_msg_id, result_subject
+
+__all__ = ["Worker", "WorkerConfig"]
+
+log = logging.getLogger("actors.worker")
+
+_PUBLISH_RETRY: Final = 0.5
+_TRACEBACK_LIMIT: Final = 16 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """How a worker process runs. Durations in seconds."""
+
+    layout: Layout = field(default_factory=Layout)
+    #: Activities of one type running at once in this process.
+    concurrency: int = 16
+    #: Threads for sync activities, shared by every type in this process.
+    threads: int = 16
+    #: A task held by a process that stopped answering comes back after this.
+    ack_wait: float = 30.0
+    drain_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.threads < 1:
+            raise ValueError("concurrency and threads must be at least 1")
+        if self.ack_wait <= 0 or self.drain_timeout < 0:
+            raise ValueError("ack_wait must be positive and drain_timeout not negative")
+
+
+class _Timeout(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Worker:
+    """Serves ``activities`` until :meth:`shutdown`; run it with ``nursery.start``."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        activities: Iterable[ActivitySpec],
+        config: WorkerConfig | None = None,
+    ) -> None:
+        self._transport = transport
+        self._activities = {spec.name: spec for spec in activities}
+        if not self._activities:
+            raise ValueError("a worker needs at least one activity")
+        self._config = config or WorkerConfig()
+        self._limiter = trio.CapacityLimiter(self._config.threads)
+        self._fetch_scopes: set[trio.CancelScope] = set()
+        self._stopping = False
+        self._stopped = trio.Event()
+        #: Counters for tests and operators.
+        self.stats: dict[str, int] = {"completed": 0, "failed": 0, "handed_back": 0}
+
+    @property
+    def activity_names(self) -> list[str]:
+        return sorted(self._activities)
+
+    def shutdown(self) -> None:
+        """Stop taking tasks; finish those in hand within ``drain_timeout``."""
+        self._stopping = True
+        self._stopped.set()
+        for scope in list(self._fetch_scopes):
+            scope.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Provision, serve every activity type, return after shutdown and drain."""
+        await self._config.layout.provision(self._transport)
+        async with trio.open_nursery() as nursery:
+            for spec in self._activities.values():
+                await nursery.start(self._serve, spec)
+            task_status.started()
+
+    async def _serve(
+        self, spec: ActivitySpec, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = self._config
+        consumer = config.layout.activity_consumer(spec.name, config.ack_wait)
+        async with (
+            self._transport.consume(
+                TASKS_STREAM, consumer, buffer=config.concurrency
+            ) as deliveries,
+            trio.open_nursery() as actors,
+        ):
+            for _ in range(config.concurrency):
+                actors.start_soon(self._actor, spec, deliveries)
+            task_status.started()
+            await self._stopped.wait()
+            # The actors stop fetching and finish what they hold; past
+            # the deadline they are cancelled and hand their tasks back.
+            actors.cancel_scope.deadline = trio.current_time() + config.drain_timeout
+
+    async def _actor(
+        self, spec: ActivitySpec, deliveries: trio.MemoryReceiveChannel[Delivery]
+    ) -> None:
+        while not self._stopping:
+            delivery: Delivery | None = None
+            with trio.CancelScope() as fetch:
+                self._fetch_scopes.add(fetch)
+                try:
+                    if self._stopping:
+                        break
+                    delivery = await deliveries.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                finally:
+                    self._fetch_scopes.discard(fetch)
+            if delivery is None:
+                return
+            try:
+                await self._handle(spec, delivery)
+            finally:
+                if delivery.settled is None:
+                    # Cancelled mid-task (drain deadline): hand it back now
+                    # rather than after the ack wait.
+                    self.stats["handed_back"] += 1
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await delivery.nak()
+
+    async def _handle(self, spec: ActivitySpec, delivery: Delivery) -> None:
+        try:
+            task = decode_task(delivery.data)
+        except (MessageError, CodecError) as exc:
+            await self._deadletter(delivery, f"malformed task: {exc}")
+            return
+        if task.activity != spec.name:
+            await self._deadletter(delivery, f"task for {task.activity!r} on {spec.name!r}")
+            return
+        now = self._transport.now()
+        if task.schedule_to_start is not None and now > task.scheduled_at + task.schedule_to_start:
+            late = ErrorInfo(
+                "ScheduleToStartTimeout",
+                f"task waited {now - task.scheduled_at:.3f}s; the limit is "
+                f"{task.schedule_to_start}s",
+            )
+            await self._report(delivery, task, None, late)
+            return
+        output, error = await self._run(spec, task, delivery)
+        await self._report(delivery, task, output, error)
+
+    async def _run(
+        self, spec: ActivitySpec, task: Task, delivery: Delivery
+    ) -> tuple[Any, ErrorInfo | None]:
+        info = ActivityInfo(
+            task.instance_id,
+            task.workflow_type,
+            task.step,
+            task.attempt,
+            task.activity,
+            delivery.num_delivered,
+        )
+        context = _Context(info)
+        timed_out: list[_Timeout] = []
+        outcome: tuple[Any, ErrorInfo | None] = (None, None)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_alive, delivery)
+            run_scope = trio.CancelScope(deadline=trio.current_time() + task.start_to_close)
+            if task.heartbeat is not None:
+                nursery.start_soon(
+                    self._watch_heartbeat, context, task.heartbeat, run_scope, timed_out
+                )
+            with run_scope:
+                # Caught in here, not around the nursery, so that the error
+                # is the activity's own and not wrapped in an exception group.
+                outcome = await self._call(spec, context, task.input)
+            nursery.cancel_scope.cancel()
+        if run_scope.cancelled_caught:
+            if timed_out:
+                return None, ErrorInfo(timed_out[0].kind, str(timed_out[0]))
+            return None, ErrorInfo(
+                "StartToCloseTimeout", f"no result within {task.start_to_close}s"
+            )
+        return outcome
+
+    async def _call(
+        self, spec: ActivitySpec, context: _Context, value: Any
+    ) -> tuple[Any, ErrorInfo | None]:
+        try:
+            if spec.is_async:
+                token = _current.set(context)
+                try:
+                    return await spec.fn(value), None
+                finally:
+                    _current.reset(token)
+            output = await trio.to_thread.run_sync(
+                bind(context, spec.fn), value, limiter=self._limiter, abandon_on_cancel=True
+            )
+            return output, None
+        except Exception as exc:
+            return None, _error_info(_leaf(exc))
+
+    async def _keep_alive(self, delivery: Delivery) -> None:
+        while True:
+            await trio.sleep(self._config.ack_wait / 3)
+            await delivery.in_progress()
+
+    @staticmethod
+    async def _watch_heartbeat(
+        context: _Context, interval: float, scope: trio.CancelScope, timed_out: list[_Timeout]
+    ) -> None:
+        while True:
+            due = context.last_beat + interval
+            now = time.monotonic()
+            if now >= due:
+                timed_out.append(_Timeout("HeartbeatTimeout", f"no heartbeat for {interval}s"))
+                scope.cancel()
+                return
+            await trio.sleep(due - now)
+
+    async def _report(
+        self, delivery: Delivery, task: Task, output: Any, error: ErrorInfo | None
+    ) -> None:
+        try:
+            data = encode_result(
+                task.instance_id, task.step, task.attempt, output=output, error=error
+            )
+        except (CodecError, PayloadTooLargeError) as exc:
+            # The output itself cannot travel; running again would not help.
+            error = ErrorInfo(
+                type(exc).__name__, f"the activity's output: {exc}", non_retryable=True
+            )
+            data = encode_result(task.instance_id, task.step, task.attempt, error=error)
+        subject = result_subject(task.instance_id, task.step, ok=error is None)
+        msg_id = result_msg_id(task.instance_id, task.step, task.attempt)
+        while True:
+            try:
+                await self._transport.publish(subject, data, msg_id=msg_id)
+                break
+            except TooLargeError as exc:
+                error = ErrorInfo(
+                    "PayloadTooLarge", f"the activity's output: {exc}", non_retryable=True
+                )
+                data = encode_result(task.instance_id, task.step, task.attempt, error=error)
+                subject = result_subject(task.instance_id, task.step, ok=False)
+            except TransportClosedError:
+                raise
+            except TransportError as exc:
+                # Keep the result: the task stays in hand (and alive) until
+                # the broker takes it, or the drain deadline hands it back.
+                log.warning("could not publish a result (%s); retrying", exc)
+                await delivery.in_progress()
+                await trio.sleep(_PUBLISH_RETRY)
+        self.stats["completed" if error is None else "failed"] += 1
+        await delivery.ack()
+
+    async def _deadletter(self, delivery: Delivery, reason: str) -> None:
+        log.warning("dead letter from %s: %s", delivery.subject, reason)
+        try:
+            await self._transport.publish(
+                deadletter_subject("tasks"),
+                encode_deadletter(
+                    delivery.subject, reason, delivery.data[:65536], delivery.num_delivered
+                ),
+                msg_id=f"deadletter.tasks.{delivery.stream_seq}",
+            )
+        except TransportError:
+            await delivery.nak(_PUBLISH_RETRY)
+            return
+        await delivery.ack()
+
+
+def _leaf(exc: Exception) -> Exception:
+    """The one exception inside nested single-exception groups, else ``exc``."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _error_info(exc: Exception) -> ErrorInfo:
+    if isinstance(exc, ActivityError):
+        kind, non_retryable = exc.type, exc.non_retryable
+    else:
+        kind, non_retryable = type(exc).__name__, False
+    text = "".join(traceback.format_exception(exc))
+    return ErrorInfo(kind, str(exc) or kind, text[-_TRACEBACK_LIMIT:], non_retryable)

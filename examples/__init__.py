@@ -1,0 +1,1 @@
+"""Example workflows and the activities they use (served by the demo's worker)."""

@@ -1,0 +1,62 @@
+"""Activities for the example workflows.
+
+Serve them with ``python -m actors.worker --activities examples.activities``.
+
+They stand in for calls to real services; each is deterministic so the
+examples print the same results on every run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+import actors
+
+_PRICES = {"apple": 0.5, "pear": 0.75, "melon": 3.0}
+_STOCK = {"apple": 100, "pear": 40, "melon": 5}
+
+
+class OutOfStock(actors.ActivityError):
+    """Not enough of an item; retrying will not help."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, non_retryable=True)
+
+
+@actors.activity
+async def reserve_stock(request: dict[str, Any]) -> dict[str, Any]:
+    """Reserve every item of an order; the total price comes back."""
+    total = 0.0
+    for line in request["items"]:
+        sku, quantity = line["sku"], int(line["quantity"])
+        if quantity > _STOCK.get(sku, 0):
+            raise OutOfStock(f"only {_STOCK.get(sku, 0)} {sku} left, {quantity} wanted")
+        total += _PRICES[sku] * quantity
+    await trio.sleep(0.01)
+    return {"order": request["order"], "total": round(total, 2)}
+
+
+@actors.activity
+def charge_card(request: dict[str, Any]) -> dict[str, Any]:
+    """Charge the order's total (a sync activity: it runs in a worker thread)."""
+    actors.heartbeat()
+    return {
+        "order": request["order"],
+        "charged": request["amount"],
+        "receipt": f"r-{request['order']}",
+    }
+
+
+@actors.activity
+async def ship(request: dict[str, Any]) -> dict[str, Any]:
+    """Hand the order to the carrier."""
+    await trio.sleep(0.01)
+    return {"order": request["order"], "tracking": f"TRK-{request['order'].upper()}"}
+
+
+@actors.activity
+async def increment(value: dict[str, Any]) -> dict[str, Any]:
+    """Return the input with its counter incremented (the benchmark's activity)."""
+    return {**value, "count": value.get("count", 0) + 1}
