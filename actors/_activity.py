@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar, overload
+
+import trio
 
 from ._wire import check_name
 
@@ -139,13 +140,17 @@ def collect_activities(sources: Iterable[ModuleType | Callable[..., Any]]) -> li
 
 
 class _Context:
-    """The running activity's info and its last heartbeat (monotonic seconds)."""
+    """The running activity's info and its last heartbeat (Trio's clock).
+
+    Trio's clock, not the wall's, so that heartbeat timeouts follow a fake
+    clock in tests as every other timeout does.
+    """
 
     __slots__ = ("info", "last_beat")
 
     def __init__(self, info: ActivityInfo) -> None:
         self.info = info
-        self.last_beat = time.monotonic()
+        self.last_beat = trio.current_time()
 
 
 _current: contextvars.ContextVar[_Context] = contextvars.ContextVar("actors_activity")
@@ -157,7 +162,13 @@ def heartbeat() -> None:
 
     Raises ``RuntimeError`` outside an activity.
     """
-    _context().last_beat = time.monotonic()
+    context = _context()
+    try:
+        now = trio.current_time()
+    except RuntimeError:
+        # A sync activity's worker thread: ask the Trio loop for its clock.
+        now = trio.from_thread.run_sync(trio.current_time)
+    context.last_beat = now
 
 
 def activity_info() -> ActivityInfo:

@@ -20,7 +20,6 @@ On shutdown the actors stop taking tasks, finish the ones in hand within
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -239,7 +238,7 @@ class Worker:
     ) -> None:
         while True:
             due = context.last_beat + interval
-            now = time.monotonic()
+            now = trio.current_time()
             if now >= due:
                 timed_out.append(_Timeout("HeartbeatTimeout", f"no heartbeat for {interval}s"))
                 scope.cancel()

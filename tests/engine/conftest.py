@@ -1,0 +1,113 @@
+"""Fixtures of the engine tests: an engine (orchestrator, worker, client) per test.
+
+``engine_url`` runs each test on the memory transport and on a NATS server of
+its own: the engine's stream and bucket names are fixed, so tests must not
+share a broker. On memory, tests that request ``clock`` run on Trio's
+autojump clock, so retries, backoff and timeouts cost no real time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import natsserver
+import pytest
+import trio
+import trio.testing
+
+import actors
+from actors._messages import decode_deadletter, decode_history
+from actors._wire import DEADLETTER_STREAM, HISTORY_STREAM
+from transport import ConsumerSpec, Transport, open_transport
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory"),
+        pytest.param("jetstream", id="jetstream", marks=pytest.mark.jetstream),
+    ]
+)
+def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """``memory://``, or the URL of a nats-server started for this test alone."""
+    if request.param == "memory":
+        yield "memory://"
+        return
+    if os.environ.get("NATS_URL"):
+        pytest.skip("engine tests need a NATS server of their own")
+    with natsserver.NatsServer(tmp_path / "nats") as server:
+        yield server.url
+
+
+@pytest.fixture
+def clock(engine_url: str) -> trio.testing.MockClock | None:
+    """Trio's autojump clock on memory; real time on NATS (request it by name)."""
+    if engine_url.startswith("memory:"):
+        return trio.testing.MockClock(autojump_threshold=0)
+    return None
+
+
+@dataclass
+class Engine:
+    """An orchestrator and a worker in this process, and a client."""
+
+    transport: Transport
+    client: actors.Client
+    orchestrator: actors.Orchestrator
+    worker: actors.Worker
+    nursery: trio.Nursery
+
+    async def history(self, instance_id: str) -> list[dict[str, Any]]:
+        """The instance's history records, in order, up to its terminal one."""
+        records: list[dict[str, Any]] = []
+        spec = ConsumerSpec(
+            durable=f"history-{instance_id}"[:64], filter_subjects=(f"history.{instance_id}",)
+        )
+        with trio.fail_after(30):
+            async with self.transport.consume(HISTORY_STREAM, spec) as deliveries:
+                async for delivery in deliveries:
+                    await delivery.ack()
+                    records.append(decode_history(delivery.data))
+                    if (
+                        records[-1]["kind"].startswith("workflow.")
+                        and records[-1]["kind"] != "workflow.started"
+                    ):
+                        break
+        return records
+
+    async def deadletters(self, count: int) -> list[dict[str, Any]]:
+        """The first ``count`` dead letters (waits for them)."""
+        letters: list[dict[str, Any]] = []
+        spec = ConsumerSpec(durable="deadletter-reader")
+        with trio.fail_after(30):
+            async with self.transport.consume(DEADLETTER_STREAM, spec) as deliveries:
+                async for delivery in deliveries:
+                    await delivery.ack()
+                    letters.append(dict(decode_deadletter(delivery.data)))
+                    if len(letters) == count:
+                        break
+        return letters
+
+
+def worker_config(**options: Any) -> actors.WorkerConfig:
+    return actors.WorkerConfig(**{"ack_wait": 5.0, "concurrency": 8, **options})
+
+
+@pytest.fixture
+async def engine(engine_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    """A running engine serving the activities of the test's module (``ACTIVITIES``)."""
+    specs = actors.collect_activities([request.module])
+    async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
+        orchestrator = actors.Orchestrator(
+            transport, actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0)
+        )
+        await nursery.start(orchestrator.run)
+        worker = actors.Worker(transport, specs, worker_config(drain_timeout=2.0))
+        await nursery.start(worker.run)
+        async with actors.Client(transport) as client:
+            yield Engine(transport, client, orchestrator, worker, nursery)
+        orchestrator.shutdown()
+        worker.shutdown()

@@ -1,0 +1,425 @@
+"""The engine end to end, in one process, on the memory transport and on NATS.
+
+Each test's orchestrator, worker and client share one transport; the
+process-level tests (killed workers and orchestrators) are in
+``test_processes.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import Counter
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from conftest import Engine
+
+import actors
+from actors import InstanceStatus
+
+# -- activities served by this module's engine ----------------------------------
+
+#: Attempts seen per instance id, for activities that behave by attempt.
+_calls: Counter[str] = Counter()
+
+
+@actors.activity
+async def add_one(value: dict[str, Any]) -> dict[str, Any]:
+    return {**value, "count": value.get("count", 0) + 1}
+
+
+@actors.activity
+def add_one_sync(value: dict[str, Any]) -> dict[str, Any]:
+    actors.heartbeat()
+    return {**value, "count": value.get("count", 0) + 1}
+
+
+class Flaky(Exception):
+    pass
+
+
+@actors.activity
+async def fails_twice(value: dict[str, Any]) -> dict[str, Any]:
+    info = actors.activity_info()
+    _calls[info.instance_id] += 1
+    if info.attempt <= 2:
+        raise Flaky(f"attempt {info.attempt} fails")
+    return {"attempt": info.attempt}
+
+
+class OutOfStock(Exception):
+    pass
+
+
+@actors.activity
+async def out_of_stock(value: Any) -> None:
+    raise OutOfStock("nothing left")
+
+
+@actors.activity
+async def refuses(value: Any) -> None:
+    raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
+
+
+@actors.activity
+async def slow_first_attempt(value: Any) -> str:
+    if actors.activity_info().attempt == 1:
+        await trio.sleep(60)
+    return "fast enough"
+
+
+@actors.activity
+async def silent_first_attempt(value: Any) -> str:
+    if actors.activity_info().attempt == 1:
+        await trio.sleep(60)  # never heartbeats
+    for _ in range(3):
+        actors.heartbeat()
+        await trio.sleep(0.1)
+    return "kept beating"
+
+
+@actors.activity
+async def unencodable(value: Any) -> object:
+    return {1, 2, 3}
+
+
+@actors.activity
+async def gated(value: dict[str, Any]) -> str:
+    await trio.sleep(float(value.get("sleep", 0)))
+    return "done"
+
+
+THREE = """
+type: three
+version: 1
+steps:
+  - {id: a, activity: add_one}
+  - {id: b, activity: add_one_sync}
+  - {id: c, activity: add_one, input: "{count: steps.b.output.count, tag: input.tag}"}
+output: "{count: steps.c.output.count, tag: steps.c.output.tag}"
+"""
+
+
+def one_step(
+    workflow_type: str,
+    activity: str,
+    *,
+    retry: dict[str, Any] | None = None,
+    timeout: dict[str, Any] | None = None,
+    version: int = 1,
+) -> dict[str, Any]:
+    step: dict[str, Any] = {"id": "only", "activity": activity}
+    if retry is not None:
+        step["retry"] = retry
+    if timeout is not None:
+        step["timeout"] = timeout
+    return {"type": workflow_type, "version": version, "steps": [step]}
+
+
+def new_id() -> str:
+    return f"t{secrets.token_hex(6)}"
+
+
+async def result_of(engine: Engine, instance_id: str, limit: float = 60) -> Any:
+    with trio.fail_after(limit):
+        return await engine.client.result(instance_id)
+
+
+# -- the happy path -------------------------------------------------------------
+
+
+async def test_three_steps_through_the_client(engine: Engine) -> None:
+    await engine.client.register(THREE)
+    instance_id = await engine.client.start("three", {"count": 10, "tag": "x"})
+    assert await result_of(engine, instance_id) == {"count": 13, "tag": "x"}
+    info = await engine.client.status(instance_id)
+    assert info is not None
+    assert info.status is InstanceStatus.COMPLETED
+    assert {step: data["status"] for step, data in info.steps.items()} == {
+        "a": "completed",
+        "b": "completed",
+        "c": "completed",
+    }
+    history = await engine.history(instance_id)
+    kinds = [record["kind"] for record in history]
+    assert kinds[0] == "workflow.started"
+    assert kinds[-1] == "workflow.completed"
+    assert kinds.count("activity.completed") == 3
+    assert [record["seq"] for record in history] == list(range(1, len(history) + 1))
+
+
+async def test_many_instances_and_listing(engine: Engine) -> None:
+    await engine.client.register(THREE)
+    ids = [await engine.client.start("three", {"count": i}) for i in range(20)]
+    results: dict[str, Any] = {}
+
+    async def collect(instance_id: str) -> None:
+        results[instance_id] = await engine.client.result(instance_id)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for instance_id in ids:
+                nursery.start_soon(collect, instance_id)
+    assert [results[i]["count"] for i in ids] == [i + 3 for i in range(20)]
+    listed = await engine.client.list(workflow_type="three", status="completed")
+    assert {info.id for info in listed} == set(ids)
+    assert await engine.client.list(workflow_type="three", status="failed") == []
+
+
+@pytest.mark.parametrize("encoding", ["cbor", "json"])
+async def test_raw_start_message(engine: Engine, encoding: str) -> None:
+    await engine.client.register(THREE)
+    instance_id = new_id()
+    body = {"id": instance_id, "input": {"count": 1, "tag": encoding}}
+    if encoding == "json":
+        data = json.dumps(body).encode()
+    else:
+        data = actors.encode("workflow.start", body)
+    await engine.transport.publish("workflow.start.three", data)
+    assert await result_of(engine, instance_id) == {"count": 4, "tag": encoding}
+
+
+async def test_the_same_id_started_twice_is_one_instance(engine: Engine) -> None:
+    await engine.client.register(THREE)
+    instance_id = new_id()
+    first = await engine.client.start("three", {"count": 0}, id=instance_id)
+    second = await engine.client.start("three", {"count": 100}, id=instance_id)
+    assert first == second == instance_id
+    assert await result_of(engine, instance_id) == {"count": 3, "tag": None}
+    # Once finished, starting it again still changes nothing.
+    await engine.client.start("three", {"count": 100}, id=instance_id)
+    history = await engine.history(instance_id)
+    assert [r["kind"] for r in history].count("workflow.started") == 1
+    assert await engine.client.result(instance_id) == {"count": 3, "tag": None}
+
+
+# -- retries and timeouts ---------------------------------------------------------
+
+
+async def test_retries_with_the_specified_backoff(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    # Real seconds on NATS, virtual ones on memory: same numbers either way.
+    retry = {"max_attempts": 3, "initial_interval": 0.5, "backoff": 3.0, "max_interval": 1.2}
+    await engine.client.register(one_step("flaky", "fails_twice", retry=retry))
+    instance_id = await engine.client.start("flaky", {})
+    assert await result_of(engine, instance_id) == {"attempt": 3}
+    assert _calls[instance_id] == 3
+    history = await engine.history(instance_id)
+    failed = [r for r in history if r["kind"] == "activity.failed"]
+    scheduled = [r for r in history if r["kind"] == "activity.scheduled"]
+    assert [r["detail"]["attempt"] for r in scheduled] == [1, 2, 3]
+    assert [r["detail"]["error"]["type"] for r in failed] == ["Flaky", "Flaky"]
+    # Attempt n+1 starts delay(n) after attempt n failed: 0.5 s, then 1.5
+    # capped at 1.2 s. Timers never fire early; late by at most a little.
+    for failure, next_try, delay in zip(failed, scheduled[1:], [0.5, 1.2], strict=True):
+        waited = next_try["at"] - failure["at"]
+        assert delay <= waited < delay + 0.5, (delay, waited)
+
+
+async def test_retries_exhausted_fail_the_workflow(engine: Engine) -> None:
+    retry = {"max_attempts": 2, "initial_interval": 0.05}
+    await engine.client.register(one_step("flaky2", "fails_twice", retry=retry))
+    instance_id = await engine.client.start("flaky2", {})
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert caught.value.error.type == "Flaky"
+    assert "after 2 attempt(s)" in caught.value.error.message
+    assert "attempt 2 fails" in caught.value.error.message
+    assert "Traceback" in caught.value.error.traceback
+    assert _calls[instance_id] == 2
+
+
+async def test_non_retryable_by_type_name_fails_at_once(engine: Engine) -> None:
+    retry = {"max_attempts": 5, "non_retryable": ["OutOfStock"]}
+    await engine.client.register(one_step("stock", "out_of_stock", retry=retry))
+    instance_id = await engine.client.start("stock", None)
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert caught.value.error.type == "OutOfStock"
+    assert "after 1 attempt(s)" in caught.value.error.message
+
+
+async def test_non_retryable_activity_error_fails_at_once(engine: Engine) -> None:
+    await engine.client.register(one_step("declined", "refuses", retry={"max_attempts": 5}))
+    instance_id = await engine.client.start("declined", None)
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert caught.value.error.type == "Declined"
+    history = await engine.history(instance_id)
+    assert [r["kind"] for r in history].count("activity.scheduled") == 1
+
+
+async def test_start_to_close_timeout_retries(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    definition = one_step(
+        "slow",
+        "slow_first_attempt",
+        retry={"max_attempts": 2, "initial_interval": 0.1},
+        timeout={"start_to_close": 1.0},
+    )
+    await engine.client.register(definition)
+    instance_id = await engine.client.start("slow", None)
+    assert await result_of(engine, instance_id) == "fast enough"
+    history = await engine.history(instance_id)
+    failed = [r for r in history if r["kind"] == "activity.failed"]
+    assert [r["detail"]["error"]["type"] for r in failed] == ["StartToCloseTimeout"]
+
+
+async def test_missed_heartbeat_retries(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    definition = one_step(
+        "beats",
+        "silent_first_attempt",
+        retry={"max_attempts": 2, "initial_interval": 0.1},
+        timeout={"start_to_close": 30, "heartbeat": 1.0},
+    )
+    await engine.client.register(definition)
+    instance_id = await engine.client.start("beats", None)
+    assert await result_of(engine, instance_id) == "kept beating"
+    history = await engine.history(instance_id)
+    failed = [r for r in history if r["kind"] == "activity.failed"]
+    assert [r["detail"]["error"]["type"] for r in failed] == ["HeartbeatTimeout"]
+
+
+async def test_schedule_to_start_timeout_when_no_worker_serves(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    definition = one_step(
+        "orphan",
+        "nobody_serves_this",
+        retry={"max_attempts": 2, "initial_interval": 0.1},
+        timeout={"schedule_to_start": 0.5, "start_to_close": 0.5},
+    )
+    await engine.client.register(definition)
+    instance_id = await engine.client.start("orphan", None)
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert caught.value.error.type == "ActivityTimeout"
+    assert "after 2 attempt(s)" in caught.value.error.message
+
+
+async def test_output_that_cannot_travel_fails_the_step(engine: Engine) -> None:
+    await engine.client.register(one_step("sets", "unencodable", retry={"max_attempts": 3}))
+    instance_id = await engine.client.start("sets", None)
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert "after 1 attempt(s)" in caught.value.error.message
+
+
+# -- bad input ----------------------------------------------------------------------
+
+
+async def test_invalid_definitions_are_refused_with_field_paths(engine: Engine) -> None:
+    bad = {
+        "type": "bad",
+        "steps": [
+            {"id": "a", "activity": "add_one", "retry": {"initial_interval": "soon"}},
+            {"id": "a", "activity": "add_one", "input": "{broken"},
+        ],
+        "surprise": 1,
+    }
+    with pytest.raises(actors.DefinitionError) as caught:
+        await engine.client.register(bad)
+    paths = {error.path for error in caught.value.errors}
+    assert {"steps[0].retry.initial_interval", "steps[1].id", "steps[1].input", "surprise"} <= (
+        paths
+    )
+    assert await engine.client.definitions() == {}
+
+
+async def test_a_version_cannot_be_changed(engine: Engine) -> None:
+    await engine.client.register(one_step("fixed", "add_one"))
+    await engine.client.register(one_step("fixed", "add_one"))  # the same: fine
+    with pytest.raises(actors.VersionConflictError):
+        await engine.client.register(one_step("fixed", "add_one_sync"))
+    assert await engine.client.definitions() == {"fixed": [1]}
+
+
+async def test_unknown_type_on_a_raw_start_fails_that_instance(engine: Engine) -> None:
+    with pytest.raises(actors.UnknownWorkflowTypeError):
+        await engine.client.start("nonesuch", {})
+    instance_id = new_id()
+    await engine.transport.publish(
+        "workflow.start.nonesuch", json.dumps({"id": instance_id}).encode()
+    )
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert caught.value.error.type == "UnknownWorkflowType"
+    # The service goes on.
+    await engine.client.register(THREE)
+    assert await result_of(engine, await engine.client.start("three", {})) == {
+        "count": 3,
+        "tag": None,
+    }
+
+
+async def test_malformed_events_go_to_dead_letters(engine: Engine) -> None:
+    bad = [
+        ("workflow.start.three", b"\xa3garbage"),
+        ("workflow.start.three", b'{"id": "has.dots"}'),
+        ("workflow.activity.completed.x1.a", actors.encode("activity.result", [1, 2])),
+        ("workflow.timer.x2", actors.encode("workflow.timer", {"kind": "nope"})),
+        ("workflow.unknown.thing", b""),
+        ("workflow.activity.completed.ghost.a", _result("ghost", "a")),
+    ]
+    for subject, data in bad:
+        await engine.transport.publish(subject, data)
+    letters = await engine.deadletters(len(bad))
+    assert sorted(letter["subject"] for letter in letters) == sorted(s for s, _ in bad)
+    assert all(letter["reason"] for letter in letters)
+    ghost = next(letter for letter in letters if "ghost" in letter["subject"])
+    assert "no instance" in ghost["reason"]
+    await engine.client.register(THREE)
+    assert await result_of(engine, await engine.client.start("three", {})) == {
+        "count": 3,
+        "tag": None,
+    }
+    assert engine.orchestrator.stats["deadletters"] == len(bad)
+
+
+def _result(instance_id: str, step: str) -> bytes:
+    from actors._messages import encode_result
+
+    return encode_result(instance_id, step, 1, output=1)
+
+
+# -- cancel and versions ------------------------------------------------------------------
+
+
+async def test_cancel_a_running_instance(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    await engine.client.register(one_step("long", "gated"))
+    instance_id = await engine.client.start("long", {"sleep": 5})
+    await engine.client.cancel(instance_id, "changed my mind")
+    with pytest.raises(actors.WorkflowCancelledError):
+        await result_of(engine, instance_id)
+    history = await engine.history(instance_id)
+    assert history[-1]["kind"] == "workflow.cancelled"
+    assert history[-1]["detail"] == {"reason": "changed my mind"}
+
+
+async def test_an_instance_runs_the_version_it_started_with(engine: Engine) -> None:
+    await engine.client.register(one_step("versioned", "add_one", version=1))
+    await engine.client.register(
+        {
+            "type": "versioned",
+            "version": 2,
+            "steps": [{"id": "x", "activity": "add_one"}, {"id": "y", "activity": "add_one"}],
+        }
+    )
+    newest = await engine.client.start("versioned", {"count": 0})
+    pinned = await engine.client.start("versioned", {"count": 0}, version=1)
+    assert await result_of(engine, newest) == {"count": 2}
+    assert await result_of(engine, pinned) == {"count": 1}
+    info = await engine.client.status(pinned)
+    assert info is not None
+    assert info.version == 1
+    with pytest.raises(actors.UnknownWorkflowTypeError):
+        await engine.client.start("versioned", {}, version=3)
