@@ -73,8 +73,8 @@ def _services(url: str, data: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for log in logs:
-            log.close()
+        for opened in logs:
+            opened.close()
 
 
 @contextlib.asynccontextmanager

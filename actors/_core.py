@@ -224,6 +224,11 @@ class InstanceState:
     seq: int = 0
     #: The commands of the latest decision (published, or to be re-published).
     outbox: tuple[Command, ...] = ()
+    #: Which event made that decision (the transport's sequence number of the
+    #: delivery; 0 if unknown). Set by the orchestrator, not by ``decide``:
+    #: if that same event comes back, its ack may have been lost with the
+    #: outbox unpublished, so the outbox is published again.
+    cause: int = 0
 
 
 class _Builder:
@@ -260,7 +265,7 @@ def decide(
 
     ``definition`` is the one the instance runs (for a start: the one it
     asked for), or ``None`` if no such type or version is registered, which
-    fails a start and is otherwise ignored. ``state`` is ``None`` for an
+    fails the instance. ``state`` is ``None`` for an
     instance that does not exist yet; only a start creates one. An event
     that changes nothing returns ``state`` itself and no commands.
     """
@@ -275,8 +280,15 @@ def decide(
         build.state = replace(state, status=InstanceStatus.CANCELLED)
         build.history("workflow.cancelled", reason=event.reason)
         return build.finish()
-    if definition is None or definition.version != state.version:
-        return state, []
+    if definition is None or (definition.type, definition.version) != (state.type, state.version):
+        # The definition an instance started with is gone (deleted from the
+        # bucket, or unreadable by this engine): it cannot go on.
+        error = ErrorInfo(
+            "DefinitionMissing",
+            f"workflow type {state.type!r} version {state.version} is no longer registered",
+            non_retryable=True,
+        )
+        return fail_instance(state, None, error, now)
     step_def = definition.step(event.step)
     current = state.steps.get(event.step)
     if step_def is None or current is None:

@@ -353,6 +353,7 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "error": None if state.error is None else state.error.to_data(),
         "seq": state.seq,
         "outbox": [_command_data(command) for command in state.outbox],
+        "cause": state.cause,
     }
 
 
@@ -390,6 +391,7 @@ def decode_state(data: bytes) -> InstanceState:
             error=None if error is None else ErrorInfo.from_data(error),
             seq=body["seq"],
             outbox=tuple(_command_from(command) for command in body.get("outbox", ())),
+            cause=int(body.get("cause", 0)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MessageError(f"damaged instance state: {exc!r}") from None

@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 import math
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass, field, replace
+from typing import Final
 
 import trio
 
@@ -53,6 +53,7 @@ from ._core import (
     decide,
     fail_instance,
 )
+from ._definition import Definition
 from ._messages import (
     MessageError,
     decode_cancel,
@@ -322,9 +323,6 @@ class _InstanceActor:
             except MessageError as exc:
                 raise _DamagedStateError(str(exc)) from None
             self._revision = entry.revision
-            # Rule 5: the last decision's commands may not have gone out
-            # before a crash; publishing them again is deduplicated (rule 2).
-            await self._publish(self._state.outbox)
         self._loaded = True
         self.terminal = self._state is not None and self._state.status.terminal
 
@@ -351,22 +349,29 @@ class _InstanceActor:
                 log.exception("instance %s: the engine failed deciding %r", self._id, event)
                 new, commands = self._fail(state, event, "EngineError", exc, now)
             if new is None or new is state:
+                if state is not None and state.outbox and state.cause == delivery.stream_seq:
+                    # Rule 5: this event made the last decision and is back,
+                    # so its ack (and maybe the publish before it) was lost.
+                    # Publishing again is deduplicated by message id (rule 2).
+                    await self._publish(state.outbox)
                 await delivery.ack()
                 return
+            cause = delivery.stream_seq
             try:
-                if not await self._persist(new):
+                if not await self._persist(new, cause):
                     continue
             except (PayloadTooLargeError, TooLargeError) as exc:
-                new, commands = self._fail(state, event, "StateTooLarge", exc, now)
-                if not await self._persist(new):
+                # Keep the failed state small: the payloads are what overflowed.
+                new, commands = self._fail(_slim(state), event, "StateTooLarge", exc, now)
+                if not await self._persist(new, cause):
                     continue
             try:
                 await self._publish(commands)
             except (PayloadTooLargeError, TooLargeError) as exc:
-                # A task or timer over the size limit: the state says it went
-                # out, so fail the instance rather than wait forever.
+                # A task over the size limit: the state says it went out, so
+                # fail the instance rather than leave it waiting forever.
                 new, commands = self._fail(self._state, event, "PayloadTooLarge", exc, now)
-                if new is not self._state and await self._persist(new):
+                if new is not self._state and await self._persist(new, cause):
                     await self._publish(commands)
             await delivery.ack()
             return
@@ -383,7 +388,7 @@ class _InstanceActor:
             raise RuntimeError("nothing to fail") from exc
         return fail_instance(state, start, error, now)
 
-    async def _definition_for(self, state: InstanceState | None, event: Event) -> Any:
+    async def _definition_for(self, state: InstanceState | None, event: Event) -> Definition | None:
         store = self._owner._definitions
         assert store is not None
         if state is not None:
@@ -391,10 +396,15 @@ class _InstanceActor:
         assert isinstance(event, StartRequested)
         return await store.get(event.workflow_type, event.version)
 
-    async def _persist(self, new: InstanceState) -> bool:
-        """Write ``new`` by compare-and-set; ``False`` (and reload) on conflict."""
+    async def _persist(self, new: InstanceState, cause: int) -> bool:
+        """Write ``new`` (made by event ``cause``) by compare-and-set.
+
+        ``False`` on a conflict: another process advanced the instance, and
+        the cache is dropped so the next attempt reloads.
+        """
         states = self._owner._states
         assert states is not None
+        new = replace(new, cause=cause)
         data = encode_state(new)
         try:
             if self._revision == 0:
@@ -447,4 +457,12 @@ class _InstanceActor:
 
 
 class _DamagedStateError(Exception):
-    pass
+    """The stored state of an instance does not decode."""
+
+
+def _slim(state: InstanceState | None) -> InstanceState | None:
+    """``state`` without its payloads (input, outputs), for recording a failure."""
+    if state is None:
+        return None
+    steps = {key: replace(step, output=None) for key, step in state.steps.items()}
+    return replace(state, input=None, output=None, steps=steps)

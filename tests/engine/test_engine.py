@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -423,3 +424,42 @@ async def test_an_instance_runs_the_version_it_started_with(engine: Engine) -> N
     assert info.version == 1
     with pytest.raises(actors.UnknownWorkflowTypeError):
         await engine.client.start("versioned", {}, version=3)
+
+
+# -- crash recovery ------------------------------------------------------------------
+
+
+async def test_an_unpublished_outbox_goes_out_when_its_event_returns(engine_url: str) -> None:
+    """A crash after the state write and before the publish (and the ack)."""
+    from actors._core import StartRequested, decide
+    from actors._messages import StartMessage, encode_start, encode_state
+    from actors._wire import STATES_BUCKET
+    from transport import open_transport
+
+    definition = actors.load_definition(THREE)
+    instance_id = new_id()
+    async with open_transport(engine_url) as transport:
+        await actors.Layout().provision(transport)
+        ack = await transport.publish(
+            "workflow.start.three", encode_start(StartMessage(instance_id, {"count": 0}))
+        )
+        # What a crashed orchestrator left: the decision persisted, with its
+        # outbox (the first task) never published and the start never acked.
+        start = StartRequested(instance_id, "three", 1, {"count": 0})
+        state, commands = decide(definition, None, start, transport.now())
+        assert state is not None
+        assert commands
+        states = await transport.kv(STATES_BUCKET)
+        await states.create(instance_id, encode_state(replace(state, cause=ack.seq)))
+
+        specs = actors.collect_activities([add_one, add_one_sync])
+        async with trio.open_nursery() as nursery, actors.Client(transport) as client:
+            await client.register(definition)
+            orchestrator = actors.Orchestrator(transport)
+            worker = actors.Worker(transport, specs)
+            await nursery.start(orchestrator.run)
+            await nursery.start(worker.run)
+            with trio.fail_after(30):
+                assert await client.result(instance_id) == {"count": 3, "tag": None}
+            orchestrator.shutdown()
+            worker.shutdown()
