@@ -55,6 +55,10 @@ class WorkerConfig:
     #: A task held by a process that stopped answering comes back after this.
     ack_wait: float = 30.0
     drain_timeout: float = 10.0
+    #: A task delivered this many times (its workers died running it) fails
+    #: its attempt with ``WorkerLost`` instead of running again, so that a
+    #: task that kills its worker cannot do so forever.
+    max_deliveries: int = 5
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.threads < 1:
@@ -163,6 +167,14 @@ class Worker:
             return
         if task.activity != spec.name:
             await self._deadletter(delivery, f"task for {task.activity!r} on {spec.name!r}")
+            return
+        if delivery.num_delivered > self._config.max_deliveries:
+            lost = ErrorInfo(
+                "WorkerLost",
+                f"the task was delivered {delivery.num_delivered - 1} times and no "
+                "worker finished it",
+            )
+            await self._report(delivery, task, None, lost)
             return
         now = self._transport.now()
         if task.schedule_to_start is not None and now > task.scheduled_at + task.schedule_to_start:

@@ -11,15 +11,18 @@ import json
 import secrets
 from collections import Counter
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
-from conftest import Engine
 
 import actors
 from actors import InstanceStatus
+from transport import open_transport
+
+if TYPE_CHECKING:
+    from conftest import Engine
 
 # -- activities served by this module's engine ----------------------------------
 
@@ -463,3 +466,32 @@ async def test_an_unpublished_outbox_goes_out_when_its_event_returns(engine_url:
                 assert await client.result(instance_id) == {"count": 3, "tag": None}
             orchestrator.shutdown()
             worker.shutdown()
+
+
+async def test_a_task_that_keeps_losing_its_worker_fails_its_attempt(engine_url: str) -> None:
+    from actors._wire import TASKS_STREAM
+
+    @actors.activity(name="fatal")
+    async def fatal(value: Any) -> str:
+        return "never reached"
+
+    layout = actors.Layout()
+    async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
+        orchestrator = actors.Orchestrator(transport)
+        await nursery.start(orchestrator.run)
+        async with actors.Client(transport) as client:
+            await client.register(one_step("doomed", "fatal", retry={"max_attempts": 1}))
+            instance_id = await client.start("doomed", None)
+            # Five workers took the task and died without a word.
+            consumer = layout.activity_consumer("fatal", ack_wait=5.0)
+            with trio.fail_after(30):
+                async with transport.consume(TASKS_STREAM, consumer) as deliveries:
+                    for _ in range(5):
+                        await (await deliveries.receive()).nak()
+            worker = actors.Worker(transport, actors.collect_activities([fatal]))
+            await nursery.start(worker.run)
+            with pytest.raises(actors.WorkflowFailedError) as caught, trio.fail_after(30):
+                await client.result(instance_id)
+            assert caught.value.error.type == "WorkerLost"
+            worker.shutdown()
+        orchestrator.shutdown()
