@@ -331,7 +331,8 @@ class _InstanceActor:
         store = self._owner._definitions
         assert store is not None
         while True:
-            if not self._loaded:
+            fresh = not self._loaded
+            if fresh:
                 try:
                     await self._load()
                 except _DamagedStateError as exc:
@@ -339,6 +340,9 @@ class _InstanceActor:
                     return
             state = self._state
             if state is None and not isinstance(event, StartRequested):
+                if not fresh:
+                    self._loaded = False
+                    continue
                 await self._owner._deadletter(delivery, f"no instance {self._id!r}")
                 return
             definition = await self._definition_for(state, event)
@@ -348,6 +352,14 @@ class _InstanceActor:
             except Exception as exc:
                 log.exception("instance %s: the engine failed deciding %r", self._id, event)
                 new, commands = self._fail(state, event, "EngineError", exc, now)
+            if (new is None or new is state) and not fresh:
+                # The cached state may be stale: another orchestrator may
+                # have advanced the instance, and this event may be for a
+                # step the cache has not seen. A change would meet a
+                # compare-and-set conflict; "nothing to do" would not, so
+                # it is only believed from a state read just now.
+                self._loaded = False
+                continue
             if new is None or new is state:
                 if state is not None and state.outbox and state.cause == delivery.stream_seq:
                     # Rule 5: this event made the last decision and is back,

@@ -111,3 +111,6 @@ async def engine(engine_url: str, request: pytest.FixtureRequest) -> AsyncIterat
             yield Engine(transport, client, orchestrator, worker, nursery)
         orchestrator.shutdown()
         worker.shutdown()
+        # Whatever a test started in this nursery and left running (after a
+        # failure, say) must not hang the teardown.
+        nursery.cancel_scope.deadline = trio.current_time() + 10

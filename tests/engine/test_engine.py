@@ -495,3 +495,28 @@ async def test_a_task_that_keeps_losing_its_worker_fails_its_attempt(engine_url:
             assert caught.value.error.type == "WorkerLost"
             worker.shutdown()
         orchestrator.shutdown()
+
+
+async def test_two_orchestrators_never_lose_an_event_to_a_stale_cache(engine: Engine) -> None:
+    """A second orchestrator on the same broker: instances move between them.
+
+    Each keeps the states it has seen in memory; an event for a step that
+    the other one scheduled must not be dismissed against the old copy.
+    """
+    second = actors.Orchestrator(engine.transport)
+    await engine.nursery.start(second.run)
+    await engine.client.register(THREE)
+    ids = [await engine.client.start("three", {"count": i}) for i in range(60)]
+    outputs: dict[str, Any] = {}
+
+    async def collect(instance_id: str) -> None:
+        outputs[instance_id] = await engine.client.result(instance_id)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for instance_id in ids:
+                nursery.start_soon(collect, instance_id)
+    assert [outputs[i]["count"] for i in ids] == [i + 3 for i in range(60)]
+    both = engine.orchestrator.stats["events"], second.stats["events"]
+    assert min(both) > 0, both
+    second.shutdown()

@@ -1,0 +1,374 @@
+"""The engine as separate processes: services SIGKILLed mid-run, shared and restarted.
+
+Every test runs ``python -m actors.orchestrator`` and ``python -m actors.worker``
+subprocesses (see ``processes.py``) against a nats-server of its own. The workers
+serve ``ledger_activities``, which append every execution to a ledger file, so
+each test can check, beyond the outputs:
+
+* the history stream: exactly one ``activity.completed`` per (instance, step),
+  records numbered 1..seq with no gap, and the final state's ``seq`` equal to the
+  number of distinct records (every step applied once);
+* the ledger: which process ran what, and how often a step ran more than once
+  (allowed: activities run at least once; reported and bounded).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from ledger_activities import duplicate_runs, read_ledger
+from natsserver import NatsServer
+from processes import Services, read_history, read_states
+
+import actors
+from actors import InstanceStatus
+from actors._messages import decode_deadletter
+from transport import ConsumerSpec, Transport, open_transport
+
+pytestmark = pytest.mark.jetstream
+
+COUNT = """
+type: ledger_count
+version: 1
+steps:
+  - {id: first, activity: ledger_increment}
+  - {id: second, activity: ledger_increment}
+  - {id: third, activity: ledger_increment}
+"""
+COUNT_STEPS = ("first", "second", "third")
+
+SLOW = """
+type: ledger_slow_flow
+version: 1
+steps:
+  - id: slow
+    activity: ledger_slow
+    timeout: {start_to_close: 60s, heartbeat: 2s}
+"""
+
+#: Workflows of the many-instance tests.
+MANY = 200
+
+
+def count_output(n: int) -> dict[str, Any]:
+    """What ``ledger_count`` returns for the input ``{"n": n, "count": 0}``."""
+    return {"n": n, "count": 3, "trail": ["first", "second", "third"]}
+
+
+@pytest.fixture
+def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterable[Services]:
+    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
+        yield running
+
+
+async def start_many(client: actors.Client, count: int) -> dict[str, int]:
+    """Start ``count`` ``ledger_count`` instances; id -> n."""
+    ids = {f"wf-{n:04d}": n for n in range(count)}
+    with trio.fail_after(60):
+        for instance_id, n in ids.items():
+            await client.start("ledger_count", {"n": n, "count": 0}, id=instance_id)
+    return ids
+
+
+async def wait_results(
+    client: actors.Client,
+    ids: Iterable[str],
+    results: dict[str, Any],
+    *,
+    stall: float = 20,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Fill ``results`` (id -> output, or the WorkflowError) as instances finish.
+
+    Fails (AssertionError) if nothing finished for ``stall`` seconds: an instance
+    that is stuck for good fails the test fast, not at the caller's deadline.
+    """
+    pending = set(ids)
+    with trio.move_on_after(stall) as progress:
+
+        async def one(instance_id: str) -> None:
+            try:
+                results[instance_id] = await client.result(instance_id)
+            except actors.WorkflowError as exc:
+                results[instance_id] = exc
+            pending.discard(instance_id)
+            progress.deadline = trio.current_time() + stall
+            if on_progress is not None:
+                on_progress(len(results))
+
+        async with trio.open_nursery() as waiters:
+            for instance_id in list(pending):
+                waiters.start_soon(one, instance_id)
+    if progress.cancelled_caught:
+        stuck = sorted(pending)
+        raise AssertionError(
+            f"{len(stuck)} of {len(results) + len(stuck)} instances made no progress for "
+            f"{stall}s, e.g. {stuck[:5]}"
+        )
+
+
+async def check_history_and_ledger(
+    transport: Transport,
+    ids: Iterable[str],
+    steps: tuple[str, ...],
+    ledger: Path,
+    *,
+    max_duplicates: int,
+    others: Iterable[str] = (),
+) -> None:
+    """Every instance of ``ids`` completed, each step applied once; duplicate runs bounded.
+
+    ``others``: the remaining instances of the test, whose history is not checked.
+    """
+    ids = sorted(ids)
+    others = sorted(others)
+    with trio.fail_after(60):
+        states = await read_states(transport, [*ids, *others])
+    assert sorted(states) == sorted([*ids, *others])
+    assert {str(states[i].status) for i in ids} == {"completed"}
+    expected_records = sum(s.seq for s in states.values())
+    with trio.fail_after(120):
+        records = await read_history(transport, expected_records)
+    assert len(records) == expected_records
+
+    by_instance: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        assert record["_subject"] == f"history.{record['instance']}"
+        by_instance.setdefault(record["instance"], []).append(record)
+    assert sorted(by_instance) == sorted([*ids, *others]), "history of unknown instances"
+    problems: list[str] = []
+    for instance_id in ids:
+        mine = by_instance[instance_id]
+        seqs = [r["seq"] for r in mine]
+        if len(seqs) != len(set(seqs)) or set(seqs) != set(range(1, states[instance_id].seq + 1)):
+            problems.append(f"{instance_id}: seqs {seqs}, state seq {states[instance_id].seq}")
+        completed = Counter(r["detail"]["step"] for r in mine if r["kind"] == "activity.completed")
+        if completed != Counter(steps):
+            problems.append(f"{instance_id}: activity.completed per step {dict(completed)}")
+        kinds = Counter(r["kind"] for r in mine)
+        want = {
+            "workflow.started": 1,
+            "activity.scheduled": len(steps),
+            "activity.completed": len(steps),
+            "workflow.completed": 1,
+        }
+        if kinds != want:
+            problems.append(f"{instance_id}: record kinds {dict(kinds)}")
+    assert not problems, "\n".join(problems[:20])
+
+    entries = read_ledger(ledger)
+    ran = {(e.instance, e.step) for e in entries if e.phase == "end"}
+    assert ran >= {(i, s) for i in ids for s in steps}
+    duplicates = duplicate_runs(entries)
+    print(f"ledger: {len(entries)} lines; steps run more than once: {duplicates}")
+    assert sum(duplicates.values()) <= max_duplicates, duplicates
+
+
+# -- a worker killed mid-activity -----------------------------------------------------
+
+
+async def test_worker_sigkilled_mid_activity_task_goes_to_the_other_worker(
+    services: Services,
+) -> None:
+    for name in ("worker-a", "worker-b"):
+        services.worker(name, "--ack-wait", "2")
+    services.orchestrator("orchestrator")
+    await services.wait_ready("worker-a", "worker-b", "orchestrator")
+    pids = {services.services[name].pid: name for name in ("worker-a", "worker-b")}
+
+    async with open_transport(services.url) as transport, actors.Client(transport) as client:
+        await client.register(SLOW)
+        instance_id = await client.start("ledger_slow_flow", {"seconds": 3}, id="slow-1")
+
+        with trio.fail_after(60):
+            # Another process writes the ledger: nothing to wait on but the file.
+            while not (begun := read_ledger(services.ledger)):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        first = begun[0]
+        assert (first.instance, first.step) == ("slow-1", "slow")
+        assert (first.attempt, first.delivery) == (1, 1)
+        killed = pids[first.pid]
+        services.sigkill(killed)
+
+        with trio.fail_after(60):
+            output = await client.result(instance_id)
+        assert output == {"seconds": 3, "count": 1, "trail": ["slow"]}
+
+        entries = read_ledger(services.ledger)
+        print("ledger:", entries)
+        survivor = next(pid for pid in pids if pid != first.pid)
+        by_pid = {pid: [e.phase for e in entries if e.pid == pid] for pid in pids}
+        # The killed worker began and never finished; the other ran it to the end,
+        # as a redelivery (delivery 2, or more) of the same attempt.
+        assert by_pid[first.pid] == ["begin"]
+        assert by_pid[survivor] == ["begin", "end"]
+        redelivered = [e for e in entries if e.pid == survivor]
+        assert {e.attempt for e in redelivered} == {1}
+        assert all(e.delivery >= 2 for e in redelivered), redelivered
+
+        await check_history_and_ledger(
+            transport, [instance_id], ("slow",), services.ledger, max_duplicates=1
+        )
+        info = await client.status(instance_id)
+        assert info is not None
+        assert info.steps["slow"]["attempt"] == 1
+
+    codes = await services.terminate_all()
+    assert codes == {"worker-a" if killed == "worker-b" else "worker-b": 0, "orchestrator": 0}
+
+
+# -- two orchestrators share the work ---------------------------------------------------
+
+
+async def test_two_orchestrators_share_many_workflows(services: Services) -> None:
+    services.orchestrator("orchestrator-1")
+    services.orchestrator("orchestrator-2")
+    services.worker("worker-1")
+    services.worker("worker-2")
+    await services.wait_ready(*services.services)
+
+    async with open_transport(services.url) as transport, actors.Client(transport) as client:
+        await client.register(COUNT)
+        ids = await start_many(client, MANY)
+        results: dict[str, Any] = {}
+        with trio.fail_after(120):
+            await wait_results(client, ids, results)
+        assert results == {instance_id: count_output(n) for instance_id, n in ids.items()}
+        await check_history_and_ledger(
+            transport, ids, COUNT_STEPS, services.ledger, max_duplicates=MANY // 100
+        )
+
+    # Neither orchestrator logged a traceback; both drain and exit 0 on SIGTERM.
+    for name in ("orchestrator-1", "orchestrator-2"):
+        assert "Traceback" not in services.services[name].log()
+    assert await services.terminate_all() == dict.fromkeys(services.services, 0)
+
+
+# -- an orchestrator killed mid-run and restarted --------------------------------------
+
+
+async def test_orchestrator_sigkilled_mid_run_and_restarted(services: Services) -> None:
+    # A short ack wait: the events the dead orchestrator held come back fast.
+    services.orchestrator("orchestrator", "--ack-wait", "2")
+    services.worker("worker-1")
+    services.worker("worker-2")
+    await services.wait_ready(*services.services)
+
+    async with open_transport(services.url) as transport, actors.Client(transport) as client:
+        await client.register(COUNT)
+        results: dict[str, Any] = {}
+        kill_now = trio.Event()
+        done_at_kill: list[int] = []
+
+        def progress(done: int) -> None:
+            if done >= MANY // 3:
+                kill_now.set()
+
+        async def kill_and_restart() -> None:
+            await kill_now.wait()
+            services.sigkill("orchestrator")
+            done_at_kill.append(len(results))
+            services.orchestrator("orchestrator", "--ack-wait", "2")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_and_restart)
+            ids = await start_many(client, MANY)
+            with trio.fail_after(120):
+                await wait_results(client, ids, results, on_progress=progress)
+
+        print(f"completed when the orchestrator was killed: {done_at_kill}")
+        assert done_at_kill, "the orchestrator was never killed"
+        assert done_at_kill[0] < MANY, "the kill came after the run"
+        assert results == {instance_id: count_output(n) for instance_id, n in ids.items()}
+        await check_history_and_ledger(
+            transport, ids, COUNT_STEPS, services.ledger, max_duplicates=MANY // 100
+        )
+
+    log = services.services["orchestrator"].log()
+    assert log.count("]: ready") == 2, "the orchestrator did not serve twice"
+    assert await services.terminate_all() == dict.fromkeys(services.services, 0)
+
+
+# -- starts published straight to the subject ---------------------------------------------
+
+
+async def test_raw_json_starts_and_an_unknown_workflow_type(services: Services) -> None:
+    services.orchestrator("orchestrator")
+    services.worker("worker")
+    await services.wait_ready("orchestrator", "worker")
+
+    async with open_transport(services.url) as transport, actors.Client(transport) as client:
+        await client.register(COUNT)
+
+        def body(data: dict[str, Any]) -> bytes:
+            return json.dumps(data).encode()
+
+        # A JSON start with an id, published twice without a message id: one instance.
+        raw = body({"id": "raw-1", "input": {"n": 1, "count": 0}})
+        for _ in range(2):
+            await transport.publish("workflow.start.ledger_count", raw)
+        # Without an id, the instance is named after the start's stream sequence.
+        ack = await transport.publish(
+            "workflow.start.ledger_count", body({"input": {"n": 2, "count": 0}})
+        )
+        anonymous = f"ledger_count-{ack.seq}"
+        # An unknown type fails its instance; a malformed start goes to dead letters.
+        await transport.publish(
+            "workflow.start.no_such_type", body({"id": "raw-unknown", "input": {"n": 3}})
+        )
+        await transport.publish("workflow.start.ledger_count", b'{"id": "raw-broken", "input"')
+
+        with trio.fail_after(60):
+            assert await client.result("raw-1") == count_output(1)
+            assert await client.result(anonymous) == count_output(2)
+            unknown = await client.wait("raw-unknown")
+        assert unknown.status is InstanceStatus.FAILED
+        assert unknown.error is not None
+        assert unknown.error.type == "UnknownWorkflowType"
+        assert "no_such_type" in unknown.error.message
+        assert unknown.type == "no_such_type"
+        with pytest.raises(actors.WorkflowFailedError) as failed:
+            await client.result("raw-unknown")
+        assert failed.value.error.type == "UnknownWorkflowType"
+
+        # The service goes on: a workflow started after those completes.
+        after = await client.start("ledger_count", {"n": 4, "count": 0}, id="after-unknown")
+        with trio.fail_after(60):
+            assert await client.result(after) == count_output(4)
+
+        assert await client.status("raw-broken") is None
+        with trio.fail_after(30):
+            async with transport.consume(
+                "WORKFLOW_DEADLETTERS", ConsumerSpec(durable="test-deadletters")
+            ) as deliveries:
+                dead = await deliveries.receive()
+                await dead.ack()
+        letter = decode_deadletter(dead.data)
+        assert letter["subject"] == "workflow.start.ledger_count"
+        assert "malformed" in letter["reason"]
+        assert letter["data"] == b'{"id": "raw-broken", "input"'
+
+        entries = read_ledger(services.ledger)
+        runs = Counter((e.instance, e.step) for e in entries if e.phase == "begin")
+        assert runs == Counter(
+            (instance_id, step)
+            for instance_id in ("raw-1", anonymous, "after-unknown")
+            for step in COUNT_STEPS
+        )
+        await check_history_and_ledger(
+            transport,
+            ["raw-1", anonymous, "after-unknown"],
+            COUNT_STEPS,
+            services.ledger,
+            max_duplicates=0,
+            others=["raw-unknown"],
+        )
+
+    # SIGTERM drains both services, which exit 0.
+    assert await services.terminate_all() == {"orchestrator": 0, "worker": 0}
