@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import trio
 
+from transport import ConnectOptions, StreamSpec, TransportTimeoutError, open_transport
 from transport._jetstream_wire import _reply_meta
 
 
@@ -21,3 +23,30 @@ def test_reply_meta_reads_both_ack_subject_forms():
 )
 def test_reply_meta_refuses_what_is_not_a_delivery(reply):
     assert _reply_meta(reply) is None
+
+
+@pytest.mark.jetstream
+async def test_every_request_gets_its_full_timeout(fresh_nats_server) -> None:
+    """A request made late in another's timeout window is not failed with it."""
+    options = ConnectOptions(request_timeout=1.0)
+    async with open_transport(fresh_nats_server.url, options) as transport:
+        await transport.ensure_stream(StreamSpec(name="TIMEOUTS", subjects=("timeouts.>",)))
+        fresh_nats_server.pause()
+        failed_after: dict[str, float] = {}
+
+        async def publish(name: str, delay: float) -> None:
+            await trio.sleep(delay)
+            started = trio.current_time()
+            with pytest.raises(TransportTimeoutError):
+                await transport.publish(f"timeouts.{name}", b"x")
+            failed_after[name] = trio.current_time() - started
+
+        try:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(publish, "first", 0.0)
+                    nursery.start_soon(publish, "second", 0.6)
+        finally:
+            fresh_nats_server.resume()
+    assert 0.95 <= failed_after["first"] < 2.0, failed_after
+    assert 0.95 <= failed_after["second"] < 2.0, failed_after

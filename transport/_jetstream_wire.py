@@ -8,6 +8,7 @@ the only place where asyncio and nats-py are spoken.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import functools
@@ -344,8 +345,10 @@ class _Bridge:
 class _Replies:
     """A shared reply inbox for pipelined requests (asyncio side).
 
-    ``start`` writes a request and returns a future for its reply; futures are
-    failed with a timeout by a per-batch timer rather than one timer each.
+    ``start`` writes a request and returns a future for its reply. Each
+    request gets the full timeout: deadlines queue up in the order requests
+    are made, and a single timer is armed for the oldest, so a request never
+    inherits an earlier one's deadline and no request needs a timer of its own.
     """
 
     def __init__(self, nc: NatsClient, timeout: float) -> None:
@@ -355,7 +358,8 @@ class _Replies:
         self._futures: dict[str, asyncio.Future[Msg]] = {}
         self._ids = itertools.count()
         self._sub: Subscription | None = None
-        self._expiring: list[str] = []
+        self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         self._sub = await self._nc.subscribe(self._prefix + ".*", cb=self._on_reply)
@@ -369,11 +373,13 @@ class _Replies:
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
     ) -> asyncio.Future[Msg]:
         token = str(next(self._ids))
-        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Msg] = loop.create_future()
         self._futures[token] = fut
-        if not self._expiring:
-            asyncio.get_running_loop().call_later(self._timeout, self._expire, self._expiring)
-        self._expiring.append(token)
+        deadline = loop.time() + self._timeout
+        self._deadlines.append((deadline, token))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
         try:
             await self._nc.publish(
                 subject,
@@ -386,13 +392,17 @@ class _Replies:
             raise
         return fut
 
-    def _expire(self, tokens: list[str]) -> None:
-        if tokens is self._expiring:
-            self._expiring = []
-        for token in tokens:
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = None
+        now = loop.time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, token = self._deadlines.popleft()
             fut = self._futures.pop(token, None)
             if fut is not None and not fut.done():
                 fut.set_exception(TimeoutError())
+        if self._deadlines:
+            self._timer = loop.call_at(self._deadlines[0][0], self._expire)
 
     def fail_all(self, exc: BaseException) -> None:
         for fut in self._futures.values():
