@@ -430,7 +430,9 @@ def _completed(
     build = _Builder(state, now)
     build.set_step(
         step_def.id,
-        replace(current, status=StepStatus.COMPLETED, output=event.output, finished_at=now),
+        replace(
+            current, status=StepStatus.COMPLETED, output=event.output, error=None, finished_at=now
+        ),
     )
     build.history("activity.completed", step=step_def.id, attempt=event.attempt)
     index = definition.index(step_def.id) + 1

@@ -271,7 +271,7 @@ class _Checker:
             return None
         for key in data:
             if not isinstance(key, str) or key not in allowed:
-                with self._at(str(key)):
+                with self._at(_key_text(key)):
                     self._error(f"unknown field (expected one of: {', '.join(sorted(allowed))})")
         return {k: v for k, v in data.items() if isinstance(k, str) and k in allowed}
 
@@ -441,6 +441,14 @@ def _valid_name(name: str) -> bool:
     except InvalidNameError:
         return False
     return True
+
+
+def _key_text(key: object) -> str:
+    """A mapping key as a path part; never fails, never long."""
+    try:
+        return str(key)[:64]
+    except ValueError:  # an int too large to print
+        return f"<{type(key).__name__} key>"
 
 
 def _kind(value: object) -> str:

@@ -70,9 +70,11 @@ def check_name(what: str, name: object) -> str:
 
     Valid: a letter, then up to 63 letters, digits, ``_`` or ``-``.
     """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{what} must be a string, not {type(name).__name__}")
+    if not _NAME_RE.fullmatch(name):
         raise InvalidNameError(
-            f"{what} {name!r} is not a valid name: use a letter, then up to 63 "
+            f"{what} {name[:80]!r} is not a valid name: use a letter, then up to 63 "
             "letters, digits, '_' or '-'"
         )
     return name
@@ -80,9 +82,12 @@ def check_name(what: str, name: object) -> str:
 
 def check_instance_id(instance_id: object) -> str:
     """Return ``instance_id`` if valid (1-128 of ``A-Za-z0-9_-``); else raise."""
-    if not isinstance(instance_id, str) or not _ID_RE.fullmatch(instance_id):
+    if not isinstance(instance_id, str):
+        raise InvalidNameError(f"instance id must be a string, not {type(instance_id).__name__}")
+    if not _ID_RE.fullmatch(instance_id):
         raise InvalidNameError(
-            f"instance id {instance_id!r} is not valid: use 1 to 128 letters, digits, '_' or '-'"
+            f"instance id {instance_id[:140]!r} is not valid: "
+            "use 1 to 128 letters, digits, '_' or '-'"
         )
     return instance_id
 
