@@ -520,3 +520,98 @@ async def test_two_orchestrators_never_lose_an_event_to_a_stale_cache(engine: En
     both = engine.orchestrator.stats["events"], second.stats["events"]
     assert min(both) > 0, both
     second.shutdown()
+
+
+# -- failures inside one instance, and shutdowns -----------------------------------------
+
+
+@actors.activity
+async def big_output(value: Any) -> str:
+    return "x" * 700_000
+
+
+async def test_a_state_over_the_size_limit_fails_only_that_instance(engine: Engine) -> None:
+    await engine.client.register(one_step("bloat", "big_output"))
+    instance_id = await engine.client.start("bloat", "y" * 400_000)
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert caught.value.error.type == "StateTooLarge"
+    info = await engine.client.status(instance_id)
+    assert info is not None
+    assert info.input is None  # recorded without the payloads that overflowed
+    with pytest.raises(actors.PayloadTooLargeError):
+        await engine.client.start("bloat", "z" * 2_000_000)
+    await engine.client.register(THREE)
+    assert (await result_of(engine, await engine.client.start("three", {})))["count"] == 3
+
+
+async def test_a_bug_in_the_engine_fails_only_that_instance(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors import _orchestrator
+
+    real_decide = _orchestrator.decide
+
+    def buggy_decide(definition: Any, state: Any, event: Any, now: float) -> Any:
+        if state is not None and state.input == {"poison": True}:
+            raise ZeroDivisionError("a bug")
+        return real_decide(definition, state, event, now)
+
+    monkeypatch.setattr(_orchestrator, "decide", buggy_decide)
+    await engine.client.register(THREE)
+    poisoned = await engine.client.start("three", {"poison": True})
+    healthy = await engine.client.start("three", {"count": 1})
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, poisoned)
+    assert caught.value.error.type == "EngineError"
+    assert "ZeroDivisionError: a bug" in caught.value.error.message
+    assert "Traceback" in caught.value.error.traceback
+    assert await result_of(engine, healthy) == {"count": 4, "tag": None}
+
+
+async def test_an_expression_failing_at_run_time_fails_the_instance(engine: Engine) -> None:
+    await engine.client.register(
+        {
+            "type": "typo",
+            "steps": [{"id": "a", "activity": "add_one", "input": "{count: abs(input.name)}"}],
+        }
+    )
+    instance_id = await engine.client.start("typo", {"name": "not a number"})
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance_id)
+    assert caught.value.error.type == "ExpressionError"
+    assert "step 'a' input" in caught.value.error.message
+
+
+async def test_services_stopped_mid_run_hand_their_work_to_others(
+    engine_url: str, clock: trio.testing.MockClock | None
+) -> None:
+    specs = actors.collect_activities([gated])
+    fast_drain = actors.WorkerConfig(ack_wait=30.0, drain_timeout=0.2)
+    async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
+        first_orchestrator = actors.Orchestrator(transport)
+        first_worker = actors.Worker(transport, specs, fast_drain)
+        await nursery.start(first_orchestrator.run)
+        await nursery.start(first_worker.run)
+        async with actors.Client(transport) as client:
+            await client.register(one_step("handover", "gated"))
+            instance_id = await client.start("handover", {"sleep": 3})
+            with trio.fail_after(30):
+                while first_worker.stats["handed_back"] == 0:
+                    # Stop both once the activity is running.
+                    info = await client.status(instance_id)
+                    if info is not None and info.steps.get("only"):
+                        await trio.sleep(0.5)
+                        first_worker.shutdown()
+                        first_orchestrator.shutdown()
+                    await trio.sleep(0.05)
+            # Neither waited for the 30 s ack wait: the task was handed back.
+            second_orchestrator = actors.Orchestrator(transport)
+            second_worker = actors.Worker(transport, specs)
+            await nursery.start(second_orchestrator.run)
+            await nursery.start(second_worker.run)
+            with trio.fail_after(20):
+                assert await client.result(instance_id) == "done"
+            assert second_worker.stats["completed"] == 1
+            second_worker.shutdown()
+            second_orchestrator.shutdown()
