@@ -19,7 +19,7 @@ import trio
 
 from transport import ConnectOptions, KeyValue, KVOp, Transport, open_transport
 
-from ._core import ErrorInfo, InstanceStatus
+from ._core import ErrorInfo, InstanceState, InstanceStatus
 from ._definition import Definition, load_definition, parse_definition
 from ._messages import (
     MessageError,
@@ -309,10 +309,11 @@ class Client:
                     if not waiters or change.op is not KVOp.PUT:
                         continue
                     try:
-                        info = _info(change.value)
+                        state = decode_state(change.value)
                     except MessageError:
                         continue
-                    if info.status.terminal:
+                    if state.status.terminal:
+                        info = _info_of(state)
                         for send in waiters:
                             with contextlib.suppress(trio.WouldBlock):
                                 send.send_nowait(info)
@@ -326,7 +327,10 @@ class Client:
 
 
 def _info(data: bytes) -> InstanceInfo:
-    state = decode_state(data)
+    return _info_of(decode_state(data))
+
+
+def _info_of(state: InstanceState) -> InstanceInfo:
     plain = state_to_data(state)
     return InstanceInfo(
         id=state.id,
