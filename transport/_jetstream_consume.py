@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import deque
 from contextlib import suppress
@@ -112,6 +113,8 @@ class _Puller:
         self._unsettled: set[_JetStreamDelivery] = set()
         #: The consumer must be (re)created before pulling makes sense.
         self.needs_consumer = False
+        #: Set (on the loop thread) once the owner has left.
+        self._retired = False
 
     def _config(self) -> dict[str, Any]:
         spec = self._spec
@@ -160,10 +163,24 @@ class _Puller:
         self._sub = await self._t._bridge.call(sub)
 
     async def _on_msg(self, msg: Msg) -> None:
+        if self._retired:
+            # The owner has left: hand back at once what the server sent
+            # before it learnt so (see hand_back).
+            if _status(msg) is None and _reply_meta(msg.reply) is not None:
+                await self._t._nc.publish(msg.reply, b"-NAK")
+            return
         # On the loop thread: deque appends are thread-safe, and one Trio
         # wake-up covers a whole burst of messages.
         self._arrived.append(msg)
         self._t._thread.to_trio(self.wake)
+
+    async def _retire(self, sub: Subscription) -> None:
+        # On the loop thread, so no _on_msg is halfway through an append:
+        # from here on arrivals are handed back, not queued. Draining tells
+        # the server to stop (which also ends the pull requests still open
+        # there) and waits for everything it sent before that.
+        self._retired = True
+        await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it untyped
 
     def wake(self) -> None:
         self._wake.set()
@@ -255,6 +272,7 @@ class _Puller:
             else:
                 # 503 (no responders) and the like: the consumer is not there.
                 self.needs_consumer = True
+            return
         meta = _reply_meta(msg.reply)
         if meta is None:
             # Not a delivery (seen: empty replies during a cluster failover):
@@ -280,9 +298,12 @@ class _Puller:
         """Nak what is buffered or in hand, and stop receiving."""
         self.send.close()
         if self._sub is not None:
-            sub = self._sub
+            # Unsubscribing outright would drop a message already on its way
+            # (a delivery the owner just handed back, redelivered to this
+            # very inbox): it would wait out the whole ack wait.
+            retire = functools.partial(self._retire, self._sub)
             with suppress(TransportError):
-                await self._t._bridge.call(sub.unsubscribe)
+                await self._t._bridge.call(retire)
         pending: list[_JetStreamDelivery] = list(self._unsettled)
         while self._arrived:  # popleft, not iteration: the loop thread may append
             msg = self._arrived.popleft()

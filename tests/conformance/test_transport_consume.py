@@ -394,3 +394,22 @@ async def test_consume_refuses_filters_outside_the_stream_or_overlapping(
     with trio.fail_after(10), pytest.raises(InvalidSpecError):
         async with transport.consume(spec.name, consumer):
             pytest.fail(f"consumed with filters {consumer.filter_subjects}")
+
+
+async def test_a_delivery_handed_back_on_leaving_reaches_the_next_consumer_at_once(
+    transport, make_stream, names
+):
+    spec = await make_stream(retention=Retention.WORK_QUEUE)
+    consumer = ConsumerSpec(durable=names.durable(), ack_wait=30.0)
+    await transport.publish(f"{names.space()}.a", b"task")
+    with trio.fail_after(10):
+        for pause in (0.0, 0.0005, 0.001, 0.002, 0.005) * 3:
+            # Nak it and leave at once: the redelivery may already be on its
+            # way to this consumer's own inbox as it closes.
+            async with transport.consume(spec.name, consumer) as inbox:
+                await (await inbox.receive()).nak()
+                await trio.sleep(pause)
+        async with transport.consume(spec.name, consumer) as inbox:
+            last = await inbox.receive()
+            await last.ack()
+    assert last.data == b"task"
