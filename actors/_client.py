@@ -26,6 +26,7 @@ from ._messages import (
     StartMessage,
     decode_state,
     encode_cancel,
+    encode_signal,
     encode_start,
     state_to_data,
 )
@@ -37,8 +38,10 @@ from ._wire import (
     cancel_subject,
     check_instance_id,
     check_name,
+    signal_subject,
     start_msg_id,
     start_subject,
+    terminate_subject,
 )
 
 __all__ = [
@@ -90,6 +93,8 @@ class InstanceInfo:
     updated_at: float
     #: Per step: status, attempt, output, error, scheduled_at, finished_at.
     steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: ``"completed"`` or ``"failed"`` if compensations ran, else ``None``.
+    compensation: str | None = None
 
 
 class Client:
@@ -235,16 +240,42 @@ class Client:
         info = await self.wait(instance_id)
         if info.status is InstanceStatus.COMPLETED:
             return info.output
-        if info.status is InstanceStatus.CANCELLED:
-            raise WorkflowCancelledError(f"workflow {instance_id} was cancelled")
+        if info.status in (InstanceStatus.CANCELLED, InstanceStatus.TERMINATED):
+            raise WorkflowCancelledError(f"workflow {instance_id} was {info.status}")
         raise WorkflowFailedError(
             instance_id, info.error or ErrorInfo("Unknown", "failed without an error")
         )
 
     async def cancel(self, instance_id: str, reason: str = "") -> None:
-        """Ask for the instance to be cancelled (a no-op once it is terminal)."""
+        """Ask for the instance to be cancelled (a no-op once it is terminal).
+
+        The compensations of its completed steps run before it ends as
+        ``cancelled``.
+        """
         await self._transport.publish(
             cancel_subject(check_instance_id(instance_id)), encode_cancel(reason)
+        )
+
+    async def terminate(self, instance_id: str, reason: str = "") -> None:
+        """Stop the instance at once, without compensation (a no-op once terminal)."""
+        await self._transport.publish(
+            terminate_subject(check_instance_id(instance_id)),
+            encode_cancel(reason, terminate=True),
+        )
+
+    async def signal(
+        self, instance_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> None:
+        """Send signal ``name`` with ``payload`` to the instance.
+
+        A signal that arrives before the instance waits for it is kept until
+        it does. ``signal_id`` makes a retried send count once (within the
+        broker's duplicate window).
+        """
+        await self._transport.publish(
+            signal_subject(check_instance_id(instance_id), check_name("signal name", name)),
+            encode_signal(payload),
+            msg_id=None if signal_id is None else f"signal.{instance_id}.{signal_id}",
         )
 
     async def list(
@@ -343,6 +374,7 @@ def _info_of(state: InstanceState) -> InstanceInfo:
         created_at=state.created_at,
         updated_at=state.updated_at,
         steps=plain["steps"],
+        compensation=state.compensation,
     )
 
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import yaml
 
@@ -27,10 +27,14 @@ from ._wire import InvalidNameError, check_name
 
 __all__ = [
     "ActivityStep",
+    "Compensation",
     "Definition",
     "DefinitionError",
     "FieldError",
     "RetryPolicy",
+    "SignalStep",
+    "SleepStep",
+    "Step",
     "Timeouts",
     "load_definition",
     "parse_definition",
@@ -119,6 +123,23 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class Compensation:
+    """The activity that undoes a completed step, should the workflow not finish.
+
+    ``input=None`` passes the step's own output.
+    """
+
+    activity: str
+    input: Expression | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"activity": self.activity}
+        if self.input is not None:
+            data["input"] = self.input.source
+        return data
+
+
+@dataclass(frozen=True, slots=True)
 class ActivityStep:
     """Run activity ``activity`` with the value of ``input`` (a mapping).
 
@@ -131,6 +152,7 @@ class ActivityStep:
     input: Expression | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: Timeouts = field(default_factory=Timeouts)
+    compensate: Compensation | None = None
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "activity": self.activity}
@@ -138,7 +160,49 @@ class ActivityStep:
             data["input"] = self.input.source
         data["retry"] = self.retry.to_data()
         data["timeout"] = self.timeout.to_data()
+        if self.compensate is not None:
+            data["compensate"] = self.compensate.to_data()
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class SleepStep:
+    """Wait durably: ``seconds`` from when the step starts, or ``until`` a time.
+
+    ``until`` evaluates to seconds since the epoch or an ISO 8601 time (UTC
+    if it names no zone). A time already past ends the step at once.
+    """
+
+    id: str
+    seconds: float | None = None
+    until: Expression | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        if self.until is not None:
+            return {"id": self.id, "sleep_until": self.until.source}
+        return {"id": self.id, "sleep": self.seconds}
+
+
+@dataclass(frozen=True, slots=True)
+class SignalStep:
+    """Wait for signal ``signal``; its payload is the step's output.
+
+    A signal sent before the step starts is kept and taken when it does.
+    With a ``timeout``, the step fails with ``SignalTimeout`` after it.
+    """
+
+    id: str
+    signal: str
+    timeout: float | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "wait_signal": self.signal}
+        if self.timeout is not None:
+            data["timeout"] = self.timeout
+        return data
+
+
+Step: TypeAlias = ActivityStep | SleepStep | SignalStep
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +211,11 @@ class Definition:
 
     type: str
     version: int
-    steps: tuple[ActivityStep, ...]
+    steps: tuple[Step, ...]
     output: Expression | None = None
     description: str = ""
 
-    def step(self, step_id: str) -> ActivityStep | None:
+    def step(self, step_id: str) -> Step | None:
         for step in self.steps:
             if step.id == step_id:
                 return step
@@ -238,9 +302,24 @@ def parse_definition(data: object) -> Definition:
 
 
 _TOP_KEYS: Final = frozenset({"type", "version", "steps", "output", "description"})
-_STEP_KEYS: Final = frozenset({"id", "activity", "input", "retry", "timeout"})
+#: The fields each kind of step allows; a step's kind is the one key it has
+#: of ``activity``, ``sleep``, ``sleep_until`` and ``wait_signal``.
+_STEP_KEYS: Final = {
+    "activity": frozenset({"id", "activity", "input", "retry", "timeout", "compensate"}),
+    "sleep": frozenset({"id", "sleep"}),
+    "sleep_until": frozenset({"id", "sleep_until"}),
+    "wait_signal": frozenset({"id", "wait_signal", "timeout"}),
+}
+_COMPENSATE_KEYS: Final = frozenset({"activity", "input"})
 _RETRY_KEYS: Final = frozenset(RetryPolicy.__dataclass_fields__)
 _TIMEOUT_KEYS: Final = frozenset(Timeouts.__dataclass_fields__)
+
+
+class _Invalid:
+    """Marks a part that was present but invalid (its errors are recorded)."""
+
+
+_INVALID: Final = _Invalid()
 
 
 class _Checker:
@@ -337,7 +416,7 @@ class _Checker:
             description=description,
         )
 
-    def _steps(self, data: object) -> list[ActivityStep]:
+    def _steps(self, data: object) -> list[Step]:
         with self._at("steps"):
             if data is None:
                 self._error("required: a list of at least one step")
@@ -348,7 +427,7 @@ class _Checker:
             if len(data) > MAX_STEPS:
                 self._error(f"{len(data)} steps; the limit is {MAX_STEPS}")
                 return []
-        steps: list[ActivityStep] = []
+        steps: list[Step] = []
         seen: set[str] = set()
         for i, item in enumerate(data):
             with self._at("steps"), self._at(f"[{i}]"):
@@ -365,18 +444,75 @@ class _Checker:
                     steps.append(step)
         return steps
 
-    def _step(self, data: object) -> ActivityStep | None:
-        step = self._mapping(data, _STEP_KEYS, "a step")
+    def _step(self, data: object) -> Step | None:
+        if not isinstance(data, Mapping):
+            self._error(f"a step must be a mapping, not {_kind(data)}")
+            return None
+        kinds = [kind for kind in _STEP_KEYS if kind in data]
+        if len(kinds) != 1:
+            self._error(
+                "a step needs exactly one of: "
+                + ", ".join(_STEP_KEYS)
+                + (f" (it has {', '.join(kinds)})" if kinds else "")
+            )
+            return None
+        kind = kinds[0]
+        before = len(self.errors)
+        step = self._mapping(data, _STEP_KEYS[kind], f"a {kind} step")
         if step is None:
             return None
         step_id = self._name(step, "id", "step id")
+        if kind == "activity":
+            return self._activity_step(step, step_id)
+        if kind == "wait_signal":
+            signal = self._name(step, "wait_signal", "signal name")
+            timeout = self._duration(step, "timeout", positive=True)
+            if step_id is None or signal is None or len(self.errors) != before:
+                return None
+            return SignalStep(step_id, signal, timeout)
+        if kind == "sleep":
+            with self._at("sleep"):
+                if step.get("sleep") is None:
+                    self._error("required: a duration")
+            seconds = self._duration(step, "sleep", positive=False)
+            if step_id is None or seconds is None:
+                return None
+            return SleepStep(step_id, seconds=seconds)
+        until = self._expression(step, "sleep_until")
+        if step_id is None or until is None:
+            if until is None and step.get("sleep_until") is None:
+                with self._at("sleep_until"):
+                    self._error("required: an expression giving a time")
+            return None
+        return SleepStep(step_id, until=until)
+
+    def _activity_step(self, step: Mapping[str, Any], step_id: str | None) -> ActivityStep | None:
         activity = self._name(step, "activity", "activity name")
         expression = self._expression(step, "input")
         retry = self._retry(step.get("retry"))
         timeout = self._timeouts(step.get("timeout"))
+        compensate = self._compensation(step.get("compensate"))
         if step_id is None or activity is None or retry is None or timeout is None:
             return None
-        return ActivityStep(step_id, activity, expression, retry, timeout)
+        if compensate is _INVALID:
+            return None
+        assert not isinstance(compensate, _Invalid)
+        return ActivityStep(step_id, activity, expression, retry, timeout, compensate)
+
+    def _compensation(self, data: object) -> Compensation | _Invalid | None:
+        """The compensation, ``None`` if there is none, ``_INVALID`` if it is invalid."""
+        if data is None:
+            return None
+        with self._at("compensate"):
+            comp = self._mapping(data, _COMPENSATE_KEYS, "compensate")
+            if comp is None:
+                return _INVALID
+            before = len(self.errors)
+            activity = self._name(comp, "activity", "activity name")
+            expression = self._expression(comp, "input")
+            if activity is None or len(self.errors) != before:
+                return _INVALID
+            return Compensation(activity, expression)
 
     def _retry(self, data: object) -> RetryPolicy | None:
         if data is None:

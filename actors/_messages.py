@@ -31,7 +31,7 @@ from ._core import (
     TimerFired,
     TimerKind,
 )
-from ._wire import InvalidNameError, check_instance_id, check_name
+from ._wire import InvalidNameError, check_instance_id, check_name, check_step_key
 
 __all__ = [
     "MessageError",
@@ -41,6 +41,8 @@ __all__ = [
 
 KIND_START: Final = "workflow.start"
 KIND_CANCEL: Final = "workflow.cancel"
+KIND_TERMINATE: Final = "workflow.terminate"
+KIND_SIGNAL: Final = "workflow.signal"
 KIND_RESULT: Final = "activity.result"
 KIND_TIMER: Final = "workflow.timer"
 KIND_TASK: Final = "activity.task"
@@ -133,8 +135,34 @@ def decode_start(data: bytes) -> StartMessage:
     return StartMessage(instance_id, body.get("input"), version)
 
 
-def encode_cancel(reason: str) -> bytes:
-    return encode(KIND_CANCEL, {"reason": reason})
+def encode_cancel(reason: str, *, terminate: bool = False) -> bytes:
+    return encode(KIND_TERMINATE if terminate else KIND_CANCEL, {"reason": reason})
+
+
+def decode_terminate(data: bytes) -> str:
+    body = _body(data, KIND_TERMINATE)
+    reason = body.get("reason", "")
+    return reason if isinstance(reason, str) else ""
+
+
+def encode_signal(payload: Any) -> bytes:
+    return encode(KIND_SIGNAL, {"payload": payload})
+
+
+def decode_signal(data: bytes) -> Any:
+    """A signal's payload: a ``workflow.signal`` envelope, or any JSON value."""
+    if data[:1] in (b"{", b"[", b'"') or data[:1].isdigit() or data in (b"true", b"false", b"null"):
+        if len(data) > DEFAULT_LIMITS.max_bytes:
+            raise MessageError(f"signal of {len(data)} bytes is over the size limit")
+        try:
+            payload = json.loads(data)
+            decode(encode(KIND_SIGNAL, {"payload": payload}))
+        except (ValueError, RecursionError, CodecError) as exc:
+            raise MessageError(f"signal is not valid JSON within limits: {exc}") from None
+        return payload
+    if not data:
+        return None
+    return _body(data, KIND_SIGNAL).get("payload")
 
 
 def decode_cancel(data: bytes) -> str:
@@ -237,7 +265,7 @@ def decode_task(data: bytes) -> Task:
     body = _body(data, KIND_TASK)
     try:
         instance_id = check_instance_id(_field(body, "instance", str))
-        step = check_name("step", _field(body, "step", str))
+        step = check_step_key(_field(body, "step", str))
         activity = check_name("activity", _field(body, "activity", str))
     except InvalidNameError as exc:
         raise MessageError(str(exc)) from None
@@ -354,6 +382,11 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "seq": state.seq,
         "outbox": [_command_data(command) for command in state.outbox],
         "cause": state.cause,
+        "signals": {name: list(payloads) for name, payloads in state.signals.items()},
+        "seen_signals": list(state.seen_signals),
+        "compensations": list(state.compensations),
+        "ending": None if state.ending is None else str(state.ending),
+        "compensation": state.compensation,
     }
 
 
@@ -392,6 +425,13 @@ def decode_state(data: bytes) -> InstanceState:
             seq=body["seq"],
             outbox=tuple(_command_from(command) for command in body.get("outbox", ())),
             cause=int(body.get("cause", 0)),
+            signals={
+                name: tuple(payloads) for name, payloads in (body.get("signals") or {}).items()
+            },
+            seen_signals=tuple(body.get("seen_signals") or ()),
+            compensations=tuple(body.get("compensations") or ()),
+            ending=None if body.get("ending") is None else InstanceStatus(body["ending"]),
+            compensation=body.get("compensation"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MessageError(f"damaged instance state: {exc!r}") from None

@@ -49,7 +49,9 @@ from ._core import (
     InstanceState,
     RecordHistory,
     ScheduleActivity,
+    SignalReceived,
     StartRequested,
+    TerminateRequested,
     decide,
     fail_instance,
 )
@@ -58,8 +60,10 @@ from ._messages import (
     MessageError,
     decode_cancel,
     decode_result,
+    decode_signal,
     decode_start,
     decode_state,
+    decode_terminate,
     decode_timer,
     encode_deadletter,
     encode_history,
@@ -74,8 +78,10 @@ from ._wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
     FAILED_PREFIX,
+    SIGNAL_PREFIX,
     START_PREFIX,
     STATES_BUCKET,
+    TERMINATE_PREFIX,
     TIMER_PREFIX,
     InvalidNameError,
     Layout,
@@ -211,6 +217,12 @@ class Orchestrator:
             )
         if subject.startswith(CANCEL_PREFIX + ".") and len(tokens) == 3:
             return check_instance_id(rest), CancelRequested(decode_cancel(delivery.data))
+        if subject.startswith(TERMINATE_PREFIX + ".") and len(tokens) == 3:
+            return check_instance_id(rest), TerminateRequested(decode_terminate(delivery.data))
+        if subject.startswith(SIGNAL_PREFIX + ".") and len(tokens) == 4:
+            name = check_name("signal name", tokens[3])
+            payload = decode_signal(delivery.data)
+            return check_instance_id(tokens[2]), SignalReceived(name, payload, delivery.stream_seq)
         if subject.startswith((COMPLETED_PREFIX + ".", FAILED_PREFIX + ".")) and len(tokens) == 5:
             instance_id, result = decode_result(delivery.data)
             if instance_id != tokens[3] or result.step != tokens[4]:

@@ -48,6 +48,8 @@ ORCHESTRATOR_CONSUMER: Final = "orchestrator"
 # third token is the workflow type).
 START_PREFIX: Final = "workflow.start"
 CANCEL_PREFIX: Final = "workflow.cancel"
+TERMINATE_PREFIX: Final = "workflow.terminate"
+SIGNAL_PREFIX: Final = "workflow.signal"
 COMPLETED_PREFIX: Final = "workflow.activity.completed"
 FAILED_PREFIX: Final = "workflow.activity.failed"
 TIMER_PREFIX: Final = "workflow.timer"
@@ -80,6 +82,18 @@ def check_name(what: str, name: object) -> str:
     return name
 
 
+#: Suffix of the key under which a step's compensation runs.
+UNDO_SUFFIX: Final = "~undo"
+
+
+def check_step_key(key: object) -> str:
+    """Return ``key`` if it names a step or a step's compensation; else raise."""
+    if isinstance(key, str) and key.endswith(UNDO_SUFFIX):
+        check_name("step", key[: -len(UNDO_SUFFIX)])
+        return key
+    return check_name("step", key)
+
+
 def check_instance_id(instance_id: object) -> str:
     """Return ``instance_id`` if valid (1-128 of ``A-Za-z0-9_-``); else raise."""
     if not isinstance(instance_id, str):
@@ -98,6 +112,14 @@ def start_subject(workflow_type: str) -> str:
 
 def cancel_subject(instance_id: str) -> str:
     return f"{CANCEL_PREFIX}.{instance_id}"
+
+
+def terminate_subject(instance_id: str) -> str:
+    return f"{TERMINATE_PREFIX}.{instance_id}"
+
+
+def signal_subject(instance_id: str, name: str) -> str:
+    return f"{SIGNAL_PREFIX}.{instance_id}.{name}"
 
 
 def result_subject(instance_id: str, step: str, *, ok: bool) -> str:

@@ -619,5 +619,6 @@ def test_error_info_round_trips_through_data() -> None:
     assert ErrorInfo.from_data({}) == ErrorInfo("Error", "", "", False)
 
 
-def test_only_running_is_not_terminal() -> None:
-    assert [status.terminal for status in InstanceStatus] == [False, True, True, True]
+def test_only_running_and_compensating_are_not_terminal() -> None:
+    live = {status for status in InstanceStatus if not status.terminal}
+    assert live == {InstanceStatus.RUNNING, InstanceStatus.COMPENSATING}

@@ -248,6 +248,8 @@ class CoreMachine(RuleBasedStateMachine):
             return "nothing"
         if isinstance(event, TimerFired) and event.kind is TimerKind.RETRY:
             return "next-attempt" if current.status is StepStatus.RETRY_WAIT else "nothing"
+        if isinstance(event, TimerFired) and event.kind is not TimerKind.TIMEOUT:
+            return "nothing"  # sleep and signal timers mean nothing to an activity step
         if current.status is not StepStatus.SCHEDULED:
             return "nothing"
         error = (

@@ -284,7 +284,7 @@ INVALID = [
     ("step-id-not-string", _set("steps.0.id", 3), "steps[0].id", "must be a string, not int"),
     ("missing-step-id", _delete("steps.0.id"), "steps[0].id", "required"),
     ("bad-activity", _set("steps.1.activity", "charge.card"), "steps[1].activity", "valid name"),
-    ("missing-activity", _delete("steps.1.activity"), "steps[1].activity", "required"),
+    ("missing-activity", _delete("steps.1.activity"), "steps[1]", "needs exactly one of"),
     ("version-string", _set("version", "1"), "version", "must be an integer, not a string"),
     ("version-bool", _set("version", True), "version", "must be an integer, not a boolean"),
     ("version-float", _set("version", 1.0), "version", "must be an integer, not a number"),

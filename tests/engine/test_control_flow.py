@@ -1,0 +1,322 @@
+"""Durable sleep, signals, cancel, terminate and compensation, on both transports.
+
+On memory, sleeps and timeouts run on the autojump clock (tests that wait
+request ``clock``); on NATS they are real, and kept short.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trio.testing
+
+import actors
+from actors import InstanceStatus
+
+if TYPE_CHECKING:
+    from conftest import Engine
+
+#: What ran, per instance: (activity, input).
+_ran: defaultdict[str, list[tuple[str, Any]]] = defaultdict(list)
+
+
+def _note(name: str, value: Any) -> None:
+    _ran[actors.activity_info().instance_id].append((name, value))
+
+
+@actors.activity
+async def reserve(value: Any) -> dict[str, Any]:
+    _note("reserve", value)
+    return {"reservation": f"r-{value['order']}"}
+
+
+@actors.activity
+async def release(value: Any) -> str:
+    _note("release", value)
+    return "released"
+
+
+@actors.activity
+async def charge(value: Any) -> str:
+    _note("charge", value)
+    if value.get("decline"):
+        raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
+    return "charged"
+
+
+@actors.activity
+async def refund(value: Any) -> str:
+    _note("refund", value)
+    if value.get("refund_fails"):
+        raise actors.ActivityError("refund refused", non_retryable=True)
+    return "refunded"
+
+
+@actors.activity
+async def pause(value: Any) -> Any:
+    await trio.sleep(float(value.get("pause", 0)))
+    return value
+
+
+ORDER = {
+    "type": "saga",
+    "steps": [
+        {
+            "id": "reserve",
+            "activity": "reserve",
+            "input": "{order: input.order}",
+            "compensate": {"activity": "release"},
+        },
+        {
+            "id": "charge",
+            "activity": "charge",
+            "input": "input",
+            "compensate": {
+                "activity": "refund",
+                "input": "{order: input.order, refund_fails: input.refund_fails}",
+            },
+        },
+        {"id": "approval", "wait_signal": "approve", "timeout": 60},
+    ],
+    "output": "{approved_by: steps.approval.output.by}",
+}
+
+
+def instance_id() -> str:
+    return f"c{trio.current_time():.0f}{id(object()) % 100000}"
+
+
+async def result_of(engine: Engine, instance: str, limit: float = 120) -> Any:
+    with trio.fail_after(limit):
+        return await engine.client.result(instance)
+
+
+async def kinds(engine: Engine, instance: str) -> list[str]:
+    return [record["kind"] for record in await engine.history(instance)]
+
+
+async def wait_for_step(engine: Engine, instance: str, step: str, status: str) -> None:
+    with trio.fail_after(60):
+        while True:
+            info = await engine.client.status(instance)
+            if info is not None and info.steps.get(step, {}).get("status") == status:
+                return
+            await trio.sleep(0.05)
+
+
+# -- durable sleep ---------------------------------------------------------------
+
+
+async def test_sleep_waits_and_passes_its_input_on(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    seconds = 600 if clock is not None else 1.0
+    await engine.client.register(
+        {
+            "type": "nap",
+            "steps": [
+                {"id": "before", "activity": "pause"},
+                {"id": "nap", "sleep": seconds},
+                {"id": "after", "activity": "pause"},
+            ],
+        }
+    )
+    started = trio.current_time()
+    instance = await engine.client.start("nap", {"n": 1})
+    assert await result_of(engine, instance, seconds + 120) == {"n": 1}
+    assert trio.current_time() - started >= seconds
+    history = await engine.history(instance)
+    began = next(r for r in history if r["kind"] == "sleep.started")
+    ended = next(r for r in history if r["kind"] == "sleep.completed")
+    assert began["detail"]["until"] == pytest.approx(began["at"] + seconds)
+    assert ended["at"] >= began["detail"]["until"]
+    assert [r["kind"] for r in history].count("sleep.completed") == 1
+
+
+@pytest.mark.parametrize("form", ["epoch", "iso", "past"])
+async def test_sleep_until_a_time_from_an_expression(
+    engine: Engine, clock: trio.testing.MockClock | None, form: str
+) -> None:
+    await engine.client.register(
+        {"type": "alarm", "steps": [{"id": "wake", "sleep_until": "input.at"}]}
+    )
+    now = engine.transport.now()
+    due = now - 100 if form == "past" else now + 2
+    at: Any = due
+    if form == "iso":
+        at = datetime.datetime.fromtimestamp(due, datetime.UTC).isoformat()
+    instance = await engine.client.start("alarm", {"at": at})
+    await result_of(engine, instance)
+    assert engine.transport.now() >= due - 0.01
+
+
+async def test_sleep_until_something_that_is_not_a_time_fails(engine: Engine) -> None:
+    await engine.client.register(
+        {"type": "badalarm", "steps": [{"id": "wake", "sleep_until": "input.at"}]}
+    )
+    instance = await engine.client.start("badalarm", {"at": "tomorrow-ish"})
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance)
+    assert caught.value.error.type == "ExpressionError"
+
+
+# -- signals -------------------------------------------------------------------
+
+
+async def test_a_signal_resumes_the_instance_with_its_payload(engine: Engine) -> None:
+    await engine.client.register(
+        {
+            "type": "gate",
+            "steps": [{"id": "wait", "wait_signal": "approved"}],
+            "output": "{who: steps.wait.output.by}",
+        }
+    )
+    instance = await engine.client.start("gate", None)
+    await wait_for_step(engine, instance, "wait", "waiting")
+    await engine.client.signal(instance, "approved", {"by": "ann"})
+    assert await result_of(engine, instance) == {"who": "ann"}
+
+
+async def test_a_signal_sent_early_is_kept_until_the_instance_waits(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    await engine.client.register(
+        {
+            "type": "early",
+            "steps": [
+                {"id": "busy", "activity": "pause"},
+                {"id": "wait", "wait_signal": "go"},
+                {"id": "again", "wait_signal": "go"},
+            ],
+            "output": "[steps.wait.output, steps.again.output]",
+        }
+    )
+    instance = await engine.client.start("early", {"pause": 2})
+    await wait_for_step(engine, instance, "busy", "scheduled")
+    await engine.client.signal(instance, "go", 1)
+    await engine.client.signal(instance, "go", 2)
+    assert await result_of(engine, instance) == [1, 2]
+    assert (await kinds(engine, instance)).count("signal.taken") == 2
+
+
+async def test_a_raw_signal_message(engine: Engine) -> None:
+    await engine.client.register({"type": "rawgate", "steps": [{"id": "w", "wait_signal": "ok"}]})
+    instance = await engine.client.start("rawgate", None)
+    await wait_for_step(engine, instance, "w", "waiting")
+    await engine.transport.publish(f"workflow.signal.{instance}.ok", json.dumps([1, 2]).encode())
+    assert await result_of(engine, instance) == [1, 2]
+
+
+async def test_a_signal_that_never_comes_times_out(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    await engine.client.register(
+        {"type": "impatient", "steps": [{"id": "w", "wait_signal": "ok", "timeout": 1.5}]}
+    )
+    instance = await engine.client.start("impatient", None)
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance)
+    assert caught.value.error.type == "SignalTimeout"
+
+
+async def test_a_signal_for_no_instance_goes_to_dead_letters(engine: Engine) -> None:
+    await engine.client.signal("nobody-here", "ok", 1)
+    [letter] = await engine.deadletters(1)
+    assert letter["subject"] == "workflow.signal.nobody-here.ok"
+    assert "no instance" in letter["reason"]
+
+
+# -- compensation, cancel, terminate ----------------------------------------------------
+
+
+async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine) -> None:
+    await engine.client.register(
+        {
+            **ORDER,
+            "type": "saga1",
+            "steps": [
+                *ORDER["steps"][:1],
+                {"id": "pay", "activity": "charge", "input": "input"},
+            ],
+        }
+    )
+    instance = await engine.client.start("saga1", {"order": "o1", "decline": True})
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance)
+    assert caught.value.error.type == "Declined"
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
+    # release got reserve's output (the default compensation input).
+    assert _ran[instance] == [
+        ("reserve", {"order": "o1"}),
+        ("charge", {"order": "o1", "decline": True}),
+        ("release", {"reservation": "r-o1"}),
+    ]
+    history = await kinds(engine, instance)
+    assert history.index("compensation.started") < history.index("compensation.completed")
+    assert history[-1] == "workflow.failed"
+
+
+async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine) -> None:
+    await engine.client.register(ORDER)
+    instance = await engine.client.start("saga", {"order": "o2"})
+    await wait_for_step(engine, instance, "approval", "waiting")
+    await engine.client.cancel(instance, "customer changed their mind")
+    with pytest.raises(actors.WorkflowCancelledError):
+        await result_of(engine, instance)
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert (info.status, info.compensation) == (InstanceStatus.CANCELLED, "completed")
+    assert [name for name, _ in _ran[instance]] == ["reserve", "charge", "refund", "release"]
+    assert _ran[instance][2] == ("refund", {"order": "o2", "refund_fails": None})
+    history = await engine.history(instance)
+    started = next(r for r in history if r["kind"] == "compensation.started")
+    assert started["detail"]["reason"] == "customer changed their mind"
+    assert started["detail"]["steps"] == ["charge~undo", "reserve~undo"]
+
+
+async def test_a_compensation_that_fails_is_reported(engine: Engine) -> None:
+    await engine.client.register(ORDER)
+    instance = await engine.client.start("saga", {"order": "o3", "refund_fails": True})
+    await wait_for_step(engine, instance, "approval", "waiting")
+    await engine.client.cancel(instance)
+    with pytest.raises(actors.WorkflowCancelledError):
+        await result_of(engine, instance)
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert (info.status, info.compensation) == (InstanceStatus.CANCELLED, "failed")
+    assert "compensation.failed" in await kinds(engine, instance)
+
+
+async def test_terminate_stops_at_once_without_compensation(engine: Engine) -> None:
+    await engine.client.register(ORDER)
+    instance = await engine.client.start("saga", {"order": "o4"})
+    await wait_for_step(engine, instance, "approval", "waiting")
+    await engine.client.terminate(instance, "operator")
+    with pytest.raises(actors.WorkflowCancelledError):
+        await result_of(engine, instance)
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert (info.status, info.compensation) == (InstanceStatus.TERMINATED, None)
+    assert [name for name, _ in _ran[instance]] == ["reserve", "charge"]
+    # Signals and cancels after the end change nothing.
+    await engine.client.signal(instance, "approve", {"by": "late"})
+    await engine.client.cancel(instance)
+    assert (await engine.client.status(instance)) == info
+
+
+async def test_the_whole_saga_completes_when_approved(engine: Engine) -> None:
+    await engine.client.register(ORDER)
+    instance = await engine.client.start("saga", {"order": "o5"})
+    await wait_for_step(engine, instance, "approval", "waiting")
+    await engine.client.signal(instance, "approve", {"by": "bo"})
+    assert await result_of(engine, instance) == {"approved_by": "bo"}
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert info.compensation is None
