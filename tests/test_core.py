@@ -24,10 +24,12 @@ from actors._core import (
     InstanceStatus,
     RecordHistory,
     ScheduleActivity,
+    SignalReceived,
     StartRequested,
     StartTimer,
     StepState,
     StepStatus,
+    TerminateRequested,
     TimerFired,
     TimerKind,
     decide,
@@ -622,3 +624,72 @@ def test_error_info_round_trips_through_data() -> None:
 def test_only_running_and_compensating_are_not_terminal() -> None:
     live = {status for status in InstanceStatus if not status.terminal}
     assert live == {InstanceStatus.RUNNING, InstanceStatus.COMPENSATING}
+
+
+# -- signals, compensation, terminate ------------------------------------------------
+
+
+def _signal_run() -> Run:
+    run = Run(define(step("a"), {"id": "w", "wait_signal": "go"}, output="steps.w.output"))
+    return run
+
+
+def test_a_redelivered_signal_is_kept_once() -> None:
+    run = _signal_run()
+    run.send(SignalReceived("go", "first", seq=7), 2.0)
+    kept = run.current
+    assert kept.signals == {"go": ("first",)}
+    new, commands = decide(run.definition, kept, SignalReceived("go", "first", seq=7), 3.0)
+    assert (new, commands) == (kept, [])
+    # Taken when the wait begins: the step ends with it at once.
+    run.send(ActivityCompleted("a", 1, None), 4.0)
+    assert run.current.status is InstanceStatus.COMPLETED
+    assert run.current.output == "first"
+    assert run.current.signals == {}
+
+
+def test_signals_wait_in_order_per_name() -> None:
+    run = _signal_run()
+    for seq, payload in enumerate(["one", "two"], start=1):
+        run.send(SignalReceived("go", payload, seq=seq), 2.0)
+    run.send(SignalReceived("other", "x", seq=3), 2.0)
+    run.send(ActivityCompleted("a", 1, None), 4.0)
+    assert run.current.output == "one"
+    assert run.current.signals == {"go": ("two",), "other": ("x",)}
+
+
+def test_compensation_runs_in_reverse_and_ignores_the_rest() -> None:
+    definition = define(
+        step("a", compensate={"activity": "undo_a"}),
+        step("b", compensate={"activity": "undo_b", "input": "{was: output}"}),
+        step("c"),
+    )
+    run = Run(definition)
+    run.send(ActivityCompleted("a", 1, "A"), 2.0)
+    run.send(ActivityCompleted("b", 1, "B"), 3.0)
+    run.send(ActivityFailed("c", 1, ErrorInfo("Boom", "no", non_retryable=True)), 4.0)
+    assert run.current.status is InstanceStatus.COMPENSATING
+    assert tasks(run.last) == [
+        ScheduleActivity("b~undo", 1, "undo_b", {"was": "B"}, 4.0, None, 300.0, None)
+    ]
+    # A cancel, or a stray result of a step, changes nothing while compensating.
+    for event in (CancelRequested("late"), ActivityCompleted("c", 1, "late")):
+        assert decide(definition, run.current, event, 5.0) == (run.current, [])
+    run.send(ActivityCompleted("b~undo", 1, None), 6.0)
+    assert [task.step for task in tasks(run.last)] == ["a~undo"]
+    assert tasks(run.last)[0].input == "A"
+    run.send(ActivityCompleted("a~undo", 1, None), 7.0)
+    assert (run.current.status, run.current.compensation) == (InstanceStatus.FAILED, "completed")
+    assert run.current.error is not None
+    assert run.current.error.type == "Boom"
+
+
+def test_terminate_skips_compensation_even_while_it_runs() -> None:
+    definition = define(step("a", compensate={"activity": "undo_a"}), step("b"))
+    run = Run(definition)
+    run.send(ActivityCompleted("a", 1, "A"), 2.0)
+    run.send(CancelRequested("stop"), 3.0)
+    assert run.current.status is InstanceStatus.COMPENSATING
+    run.send(TerminateRequested("now"), 4.0)
+    assert run.current.status is InstanceStatus.TERMINATED
+    assert kinds(run.last) == ["workflow.terminated"]
