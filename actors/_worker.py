@@ -27,13 +27,34 @@ from typing import Any, Final
 
 import trio
 
-from transport import Delivery, TooLargeError, Transport, TransportClosedError, TransportError
+from transport import (
+    Delivery,
+    KeyValue,
+    TooLargeError,
+    Transport,
+    TransportClosedError,
+    TransportError,
+)
 
 from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
 from ._codec import CodecError, PayloadTooLargeError
-from ._core import ErrorInfo
-from ._messages import MessageError, Task, decode_task, encode_deadletter, encode_result
-from ._wire import TASKS_STREAM, Layout, deadletter_subject, result_msg_id, result_subject
+from ._core import ErrorInfo, InstanceState, StepStatus
+from ._messages import (
+    MessageError,
+    Task,
+    decode_state,
+    decode_task,
+    encode_deadletter,
+    encode_result,
+)
+from ._wire import (
+    STATES_BUCKET,
+    TASKS_STREAM,
+    Layout,
+    deadletter_subject,
+    result_msg_id,
+    result_subject,
+)
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -55,6 +76,10 @@ class WorkerConfig:
     #: A task held by a process that stopped answering comes back after this.
     ack_wait: float = 30.0
     drain_timeout: float = 10.0
+    #: How often a running activity's instance is checked: an activity whose
+    #: instance was cancelled, terminated or failed meanwhile (or whose attempt
+    #: is no longer the current one) is cancelled cooperatively.
+    cancel_check_interval: float = 5.0
     #: A task delivered this many times (its workers died running it) fails
     #: its attempt with ``WorkerLost`` instead of running again, so that a
     #: task that kills its worker cannot do so forever.
@@ -91,8 +116,14 @@ class Worker:
         self._fetch_scopes: set[trio.CancelScope] = set()
         self._stopping = False
         self._stopped = trio.Event()
+        self._states: KeyValue | None = None
         #: Counters for tests and operators.
-        self.stats: dict[str, int] = {"completed": 0, "failed": 0, "handed_back": 0}
+        self.stats: dict[str, int] = {
+            "completed": 0,
+            "failed": 0,
+            "handed_back": 0,
+            "cancelled": 0,
+        }
 
     @property
     def activity_names(self) -> list[str]:
@@ -108,6 +139,7 @@ class Worker:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Provision, serve every activity type, return after shutdown and drain."""
         await self._config.layout.provision(self._transport)
+        self._states = await self._transport.kv(STATES_BUCKET)
         async with trio.open_nursery() as nursery:
             for spec in self._activities.values():
                 await nursery.start(self._serve, spec)
@@ -205,6 +237,7 @@ class Worker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keep_alive, delivery)
             run_scope = trio.CancelScope(deadline=trio.current_time() + task.start_to_close)
+            nursery.start_soon(self._watch_instance, task, run_scope, timed_out)
             if task.heartbeat is not None:
                 nursery.start_soon(
                     self._watch_heartbeat, context, task.heartbeat, run_scope, timed_out
@@ -243,6 +276,26 @@ class Worker:
         while True:
             await trio.sleep(self._config.ack_wait / 3)
             await delivery.in_progress()
+
+    async def _watch_instance(
+        self, task: Task, scope: trio.CancelScope, stopped: list[_Timeout]
+    ) -> None:
+        """Cancel the activity once its instance no longer wants its result."""
+        states = self._states
+        if states is None:
+            return
+        while True:
+            await trio.sleep(self._config.cancel_check_interval)
+            try:
+                entry = await states.get(task.instance_id)
+                reason = None if entry is None else _unwanted(decode_state(entry.value), task)
+            except (TransportError, MessageError):
+                continue  # the broker will be asked again at the next check
+            if reason is not None:
+                stopped.append(_Timeout("ActivityCancelled", reason))
+                self.stats["cancelled"] += 1
+                scope.cancel()
+                return
 
     @staticmethod
     async def _watch_heartbeat(
@@ -307,6 +360,16 @@ class Worker:
             await delivery.nak(_PUBLISH_RETRY)
             return
         await delivery.ack()
+
+
+def _unwanted(state: InstanceState, task: Task) -> str | None:
+    """Why the instance no longer wants this task's result, or ``None`` if it does."""
+    if state.status.terminal:
+        return f"the instance is {state.status}"
+    step = state.steps.get(task.step)
+    if step is None or step.attempt != task.attempt or step.status is not StepStatus.SCHEDULED:
+        return "the attempt is no longer the current one"
+    return None
 
 
 def _leaf(exc: Exception) -> Exception:

@@ -93,7 +93,8 @@ class Engine:
 
 
 def worker_config(**options: Any) -> actors.WorkerConfig:
-    return actors.WorkerConfig(**{"ack_wait": 5.0, "concurrency": 8, **options})
+    defaults = {"ack_wait": 5.0, "concurrency": 8, "cancel_check_interval": 0.5}
+    return actors.WorkerConfig(**{**defaults, **options})
 
 
 @pytest.fixture

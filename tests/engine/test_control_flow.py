@@ -63,6 +63,26 @@ async def pause(value: Any) -> Any:
     return value
 
 
+#: Per instance: the long activity began, and it was told to stop.
+_hauling: defaultdict[str, trio.Event] = defaultdict(trio.Event)
+_stopped: defaultdict[str, trio.Event] = defaultdict(trio.Event)
+
+
+@actors.activity
+async def long_haul(value: Any) -> str:
+    instance = actors.activity_info().instance_id
+    _note("long_haul", value)
+    _hauling[instance].set()
+    try:
+        for _ in range(600):
+            actors.heartbeat()
+            await trio.sleep(0.1)
+    except trio.Cancelled:
+        _stopped[instance].set()
+        raise
+    return "finished"
+
+
 ORDER = {
     "type": "saga",
     "steps": [
@@ -320,3 +340,30 @@ async def test_the_whole_saga_completes_when_approved(engine: Engine) -> None:
     info = await engine.client.status(instance)
     assert info is not None
     assert info.compensation is None
+
+
+async def test_a_running_activity_learns_of_the_cancel_and_stops(engine: Engine) -> None:
+    await engine.client.register(
+        {
+            "type": "haul",
+            "steps": [
+                {
+                    "id": "first",
+                    "activity": "reserve",
+                    "input": "{order: 'h'}",
+                    "compensate": {"activity": "release"},
+                },
+                {"id": "haul", "activity": "long_haul", "timeout": {"heartbeat": 5}},
+            ],
+        }
+    )
+    instance = await engine.client.start("haul", None)
+    with trio.fail_after(30):
+        await _hauling[instance].wait()
+    await engine.client.cancel(instance)
+    with pytest.raises(actors.WorkflowCancelledError):
+        await result_of(engine, instance, 30)
+    with trio.fail_after(10):
+        await _stopped[instance].wait()
+    assert engine.worker.stats["cancelled"] >= 1
+    assert [name for name, _ in _ran[instance]] == ["reserve", "long_haul", "release"]
