@@ -118,6 +118,7 @@ async def _examples(client: Client, count: int) -> None:
         else:
             outcome = f"{info.error.type}: {info.error.message}" if info.error else ""
         print(f"{instance_id:<22} {info.status:<10} {elapsed * 1000:6.0f} ms  {outcome}")
+    await _refunds(client, tag)
     started = time.perf_counter()
     ids = [await client.start("count", {"count": 0}) for _ in range(count)]
     results: list[Any] = []
@@ -139,11 +140,41 @@ async def _examples(client: Client, count: int) -> None:
     print(f"stored        {sum(statuses.values())} instances over all runs ({summary})")
 
 
+async def _refunds(client: Client, tag: str) -> None:
+    """One refund approved by a signal, one rejected (cancelled, then compensated)."""
+    items = [{"sku": "pear", "quantity": 4}]
+    for name in ("approved", "rejected"):
+        instance_id = f"refund-{tag}-{name}"
+        started = time.perf_counter()
+        await client.start("refund", {"order_id": instance_id, "items": items}, id=instance_id)
+        await _wait_until_waiting(client, instance_id, "approval")
+        if name == "approved":
+            await client.signal(instance_id, "approved", {"by": "manager"})
+        else:
+            await client.cancel(instance_id, "rejected by the manager")
+        info = await client.wait(instance_id)
+        elapsed = time.perf_counter() - started
+        outcome = json.dumps(info.output) if info.output is not None else ""
+        if info.compensation:
+            outcome = f"compensation {info.compensation}"
+        print(f"{instance_id:<22} {info.status:<10} {elapsed * 1000:6.0f} ms  {outcome}")
+
+
+async def _wait_until_waiting(client: Client, instance_id: str, step: str) -> None:
+    # The demo shows a person's decision: it arrives once the instance waits.
+    while True:
+        info = await client.status(instance_id)
+        if info is not None and info.steps.get(step, {}).get("status") == "waiting":
+            return
+        await trio.sleep(0.05)
+
+
 async def _run(url: str, data: Path | None, count: int) -> None:
     async with open_transport(url) as transport, trio.open_nursery() as nursery:
         if data is None:
             async with _in_process(transport), Client(transport) as client:
-                await _examples(client, count)
+                with trio.fail_after(120):
+                    await _examples(client, count)
             return
         with _services(url, data) as processes:
             nursery.start_soon(_watch_processes, processes)

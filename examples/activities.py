@@ -50,6 +50,18 @@ def charge_card(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @actors.activity
+async def release_stock(reservation: dict[str, Any]) -> dict[str, Any]:
+    """Undo a reservation (the compensation of reserve_stock)."""
+    return {"order": reservation["order"], "released": True}
+
+
+@actors.activity
+async def refund_card(payment: dict[str, Any]) -> dict[str, Any]:
+    """Give the money back (the compensation of charge_card)."""
+    return {"order": payment["order"], "refunded": payment["charged"]}
+
+
+@actors.activity
 async def ship(request: dict[str, Any]) -> dict[str, Any]:
     """Hand the order to the carrier."""
     await trio.sleep(0.01)
