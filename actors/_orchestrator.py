@@ -139,7 +139,6 @@ class Orchestrator:
         self._transport = transport
         self._config = config or OrchestratorConfig()
         self._mailboxes: dict[str, trio.MemorySendChannel[_Routed]] = {}
-        self._stop = trio.Event()
         self._pump_scope = trio.CancelScope()
         self._states: KeyValue | None = None
         self._definitions: DefinitionStore | None = None
@@ -157,7 +156,6 @@ class Orchestrator:
 
     def shutdown(self) -> None:
         """Stop taking events; finish those in hand (see ``drain_timeout``)."""
-        self._stop.set()
         self._pump_scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
