@@ -27,7 +27,7 @@ import trio
 from transport import Transport, TransportError, open_transport
 
 from ._activity import collect_activities
-from ._client import Client, WorkflowError
+from ._client import Client, InstanceInfo, WorkflowError
 from ._natsserver import NatsServer, NatsServerError
 from ._orchestrator import Orchestrator
 from ._worker import Worker
@@ -140,6 +140,10 @@ async def _examples(client: Client, count: int) -> None:
     print(f"stored        {sum(statuses.values())} instances over all runs ({summary})")
 
 
+def _waiting_for_approval(info: InstanceInfo) -> bool:
+    return info.steps.get("approval", {}).get("status") == "waiting"
+
+
 async def _refunds(client: Client, tag: str) -> None:
     """One refund approved by a signal, one rejected (cancelled, then compensated)."""
     items = [{"sku": "pear", "quantity": 4}]
@@ -147,7 +151,8 @@ async def _refunds(client: Client, tag: str) -> None:
         instance_id = f"refund-{tag}-{name}"
         started = time.perf_counter()
         await client.start("refund", {"order_id": instance_id, "items": items}, id=instance_id)
-        await _wait_until_waiting(client, instance_id, "approval")
+        # The demo plays a person's decision: it comes once the instance waits.
+        await client.wait_for(instance_id, _waiting_for_approval)
         if name == "approved":
             await client.signal(instance_id, "approved", {"by": "manager"})
         else:
@@ -158,15 +163,6 @@ async def _refunds(client: Client, tag: str) -> None:
         if info.compensation:
             outcome = f"compensation {info.compensation}"
         print(f"{instance_id:<22} {info.status:<10} {elapsed * 1000:6.0f} ms  {outcome}")
-
-
-async def _wait_until_waiting(client: Client, instance_id: str, step: str) -> None:
-    # The demo shows a person's decision: it arrives once the instance waits.
-    while True:
-        info = await client.status(instance_id)
-        if info is not None and info.steps.get(step, {}).get("status") == "waiting":
-            return
-        await trio.sleep(0.05)
 
 
 async def _run(url: str, data: Path | None, count: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -230,6 +230,27 @@ class Client:
                 waiters.remove(send)
             if not waiters:
                 self._waiters.pop(instance_id, None)
+
+    async def wait_for(
+        self, instance_id: str, condition: Callable[[InstanceInfo], bool]
+    ) -> InstanceInfo:
+        """Wait until the instance's stored state meets ``condition``; return it.
+
+        Event-driven: a watch on the instance's key sees its current state,
+        then every change. A state the instance has already moved past is not
+        seen. Waits as long as it takes: bound it with ``trio.fail_after``.
+        """
+        async with self._kv().watch(check_instance_id(instance_id)) as changes:
+            async for change in changes:
+                if change.op is not KVOp.PUT:
+                    continue
+                try:
+                    info = _info(change.value)
+                except MessageError:
+                    continue
+                if condition(info):
+                    return info
+        raise WorkflowError(f"the watch on {instance_id} ended")
 
     async def result(self, instance_id: str) -> Any:
         """Wait for the instance to finish and return its output.

@@ -122,11 +122,9 @@ async def kinds(engine: Engine, instance: str) -> list[str]:
 
 async def wait_for_step(engine: Engine, instance: str, step: str, status: str) -> None:
     with trio.fail_after(60):
-        while True:
-            info = await engine.client.status(instance)
-            if info is not None and info.steps.get(step, {}).get("status") == status:
-                return
-            await trio.sleep(0.05)
+        await engine.client.wait_for(
+            instance, lambda info: info.steps.get(step, {}).get("status") == status
+        )
 
 
 # -- durable sleep ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -90,8 +90,13 @@ async def unencodable(value: Any) -> object:
     return {1, 2, 3}
 
 
+#: Per instance: a ``gated`` activity has begun.
+_gated: defaultdict[str, trio.Event] = defaultdict(trio.Event)
+
+
 @actors.activity
 async def gated(value: dict[str, Any]) -> str:
+    _gated[actors.activity_info().instance_id].set()
     await trio.sleep(float(value.get("sleep", 0)))
     return "done"
 
@@ -591,20 +596,18 @@ async def test_services_stopped_mid_run_hand_their_work_to_others(
     async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
         first_orchestrator = actors.Orchestrator(transport)
         first_worker = actors.Worker(transport, specs, fast_drain)
-        await nursery.start(first_orchestrator.run)
-        await nursery.start(first_worker.run)
         async with actors.Client(transport) as client:
             await client.register(one_step("handover", "gated"))
             instance_id = await client.start("handover", {"sleep": 3})
             with trio.fail_after(30):
-                while first_worker.stats["handed_back"] == 0:
-                    # Stop both once the activity is running.
-                    info = await client.status(instance_id)
-                    if info is not None and info.steps.get("only"):
-                        await trio.sleep(0.5)
-                        first_worker.shutdown()
-                        first_orchestrator.shutdown()
-                    await trio.sleep(0.05)
+                async with trio.open_nursery() as first:
+                    await first.start(first_orchestrator.run)
+                    await first.start(first_worker.run)
+                    # Stop both once the activity runs; they return when drained.
+                    await _gated[instance_id].wait()
+                    first_worker.shutdown()
+                    first_orchestrator.shutdown()
+            assert first_worker.stats["handed_back"] == 1
             # Neither waited for the 30 s ack wait: the task was handed back.
             second_orchestrator = actors.Orchestrator(transport)
             second_worker = actors.Worker(transport, specs)
