@@ -228,18 +228,11 @@ def decode_timer(data: bytes) -> tuple[str, TimerFired]:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One attempt of one activity, as a worker receives it."""
+    """One attempt of one activity, as a worker receives it: what to run, and for whom."""
 
     instance_id: str
     workflow_type: str
-    step: str
-    attempt: int
-    activity: str
-    input: Any
-    scheduled_at: float
-    schedule_to_start: float | None
-    start_to_close: float
-    heartbeat: float | None
+    work: ScheduleActivity
 
 
 def _schedule_data(command: ScheduleActivity) -> dict[str, Any]:
@@ -265,14 +258,20 @@ def decode_task(data: bytes) -> Task:
     body = _body(data, KIND_TASK)
     try:
         instance_id = check_instance_id(_field(body, "instance", str))
+    except InvalidNameError as exc:
+        raise MessageError(str(exc)) from None
+    return Task(instance_id, str(body.get("type", "")), _schedule_from(body))
+
+
+def _schedule_from(body: Mapping[str, Any]) -> ScheduleActivity:
+    """The fields of ``_schedule_data``, checked. Raises :class:`MessageError`."""
+    try:
         step = check_step_key(_field(body, "step", str))
         activity = check_name("activity", _field(body, "activity", str))
     except InvalidNameError as exc:
         raise MessageError(str(exc)) from None
     start_to_close = _opt_float(body, "start_to_close")
-    return Task(
-        instance_id=instance_id,
-        workflow_type=str(body.get("type", "")),
+    return ScheduleActivity(
         step=step,
         attempt=_field(body, "attempt", int),
         activity=activity,
@@ -333,16 +332,7 @@ def _command_data(command: Command) -> dict[str, Any]:
 def _command_from(data: Mapping[str, Any]) -> Command:
     op = data.get("op")
     if op == "schedule":
-        return ScheduleActivity(
-            data["step"],
-            data["attempt"],
-            data["activity"],
-            data.get("input"),
-            data["scheduled_at"],
-            data.get("schedule_to_start"),
-            data["start_to_close"],
-            data.get("heartbeat"),
-        )
+        return _schedule_from(data)
     if op == "timer":
         return StartTimer(TimerKind(data["kind"]), data["step"], data["attempt"], data["fire_at"])
     if op == "history":

@@ -197,8 +197,8 @@ class Worker:
         except (MessageError, CodecError) as exc:
             await self._deadletter(delivery, f"malformed task: {exc}")
             return
-        if task.activity != spec.name:
-            await self._deadletter(delivery, f"task for {task.activity!r} on {spec.name!r}")
+        if task.work.activity != spec.name:
+            await self._deadletter(delivery, f"task for {task.work.activity!r} on {spec.name!r}")
             return
         if delivery.num_delivered > self._config.max_deliveries:
             lost = ErrorInfo(
@@ -209,11 +209,14 @@ class Worker:
             await self._report(delivery, task, None, lost)
             return
         now = self._transport.now()
-        if task.schedule_to_start is not None and now > task.scheduled_at + task.schedule_to_start:
+        if (
+            task.work.schedule_to_start is not None
+            and now > task.work.scheduled_at + task.work.schedule_to_start
+        ):
             late = ErrorInfo(
                 "ScheduleToStartTimeout",
-                f"task waited {now - task.scheduled_at:.3f}s; the limit is "
-                f"{task.schedule_to_start}s",
+                f"task waited {now - task.work.scheduled_at:.3f}s; the limit is "
+                f"{task.work.schedule_to_start}s",
             )
             await self._report(delivery, task, None, late)
             return
@@ -226,9 +229,9 @@ class Worker:
         info = ActivityInfo(
             task.instance_id,
             task.workflow_type,
-            task.step,
-            task.attempt,
-            task.activity,
+            task.work.step,
+            task.work.attempt,
+            task.work.activity,
             delivery.num_delivered,
         )
         context = _Context(info)
@@ -236,22 +239,22 @@ class Worker:
         outcome: tuple[Any, ErrorInfo | None] = (None, None)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keep_alive, delivery)
-            run_scope = trio.CancelScope(deadline=trio.current_time() + task.start_to_close)
+            run_scope = trio.CancelScope(deadline=trio.current_time() + task.work.start_to_close)
             nursery.start_soon(self._watch_instance, task, run_scope, timed_out)
-            if task.heartbeat is not None:
+            if task.work.heartbeat is not None:
                 nursery.start_soon(
-                    self._watch_heartbeat, context, task.heartbeat, run_scope, timed_out
+                    self._watch_heartbeat, context, task.work.heartbeat, run_scope, timed_out
                 )
             with run_scope:
                 # Caught in here, not around the nursery, so that the error
                 # is the activity's own and not wrapped in an exception group.
-                outcome = await self._call(spec, context, task.input)
+                outcome = await self._call(spec, context, task.work.input)
             nursery.cancel_scope.cancel()
         if run_scope.cancelled_caught:
             if timed_out:
                 return None, ErrorInfo(timed_out[0].kind, str(timed_out[0]))
             return None, ErrorInfo(
-                "StartToCloseTimeout", f"no result within {task.start_to_close}s"
+                "StartToCloseTimeout", f"no result within {task.work.start_to_close}s"
             )
         return outcome
 
@@ -315,16 +318,16 @@ class Worker:
     ) -> None:
         try:
             data = encode_result(
-                task.instance_id, task.step, task.attempt, output=output, error=error
+                task.instance_id, task.work.step, task.work.attempt, output=output, error=error
             )
         except (CodecError, PayloadTooLargeError) as exc:
             # The output itself cannot travel; running again would not help.
             error = ErrorInfo(
                 type(exc).__name__, f"the activity's output: {exc}", non_retryable=True
             )
-            data = encode_result(task.instance_id, task.step, task.attempt, error=error)
-        subject = result_subject(task.instance_id, task.step, ok=error is None)
-        msg_id = result_msg_id(task.instance_id, task.step, task.attempt)
+            data = encode_result(task.instance_id, task.work.step, task.work.attempt, error=error)
+        subject = result_subject(task.instance_id, task.work.step, ok=error is None)
+        msg_id = result_msg_id(task.instance_id, task.work.step, task.work.attempt)
         while True:
             try:
                 await self._transport.publish(subject, data, msg_id=msg_id)
@@ -333,8 +336,10 @@ class Worker:
                 error = ErrorInfo(
                     "PayloadTooLarge", f"the activity's output: {exc}", non_retryable=True
                 )
-                data = encode_result(task.instance_id, task.step, task.attempt, error=error)
-                subject = result_subject(task.instance_id, task.step, ok=False)
+                data = encode_result(
+                    task.instance_id, task.work.step, task.work.attempt, error=error
+                )
+                subject = result_subject(task.instance_id, task.work.step, ok=False)
             except TransportClosedError:
                 raise
             except TransportError as exc:
@@ -366,8 +371,8 @@ def _unwanted(state: InstanceState, task: Task) -> str | None:
     """Why the instance no longer wants this task's result, or ``None`` if it does."""
     if state.status.terminal:
         return f"the instance is {state.status}"
-    step = state.steps.get(task.step)
-    if step is None or step.attempt != task.attempt or step.status is not StepStatus.SCHEDULED:
+    step = state.steps.get(task.work.step)
+    if step is None or step.attempt != task.work.attempt or step.status is not StepStatus.SCHEDULED:
         return "the attempt is no longer the current one"
     return None
 
