@@ -95,6 +95,7 @@ async def _in_process(transport: Transport) -> AsyncIterator[None]:
 
 
 async def _watch_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    # A child's exit gives Trio nothing to wait on portably: poll it.
     while True:
         for process in processes:
             if process.poll() is not None:

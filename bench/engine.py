@@ -285,6 +285,7 @@ class ServiceProcess:
         return RuntimeError(f"{self.name} {what}; log tail:\n{tail}")
 
     def wait_ready(self, deadline: float) -> None:
+        # Another process's log is all there is to wait on: poll it.
         while READY_MARK not in self.log():
             code = self.proc.poll()
             if code is not None:

@@ -114,7 +114,8 @@ class Services:
         with trio.fail_after(START_TIMEOUT):
             for name in names:
                 service = self.services[name]
-                # The log keeps earlier runs of the same name: read from the last spawn.
+                # Another process's log is all there is to wait on: poll it. The
+                # log keeps earlier runs of the same name: read from the last spawn.
                 while READY_MARK not in service.log().rpartition("\n=== ")[2]:
                     code = service.proc.poll()
                     if code is not None:
