@@ -38,6 +38,8 @@ from ._definition import Timeouts as Timeouts
 from ._definition import load_definition as load_definition
 from ._definition import parse_definition as parse_definition
 from ._expressions import ExpressionError as ExpressionError
+from ._limits import LimitExceededError as LimitExceededError
+from ._limits import Limits as Limits
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
@@ -64,6 +66,8 @@ __all__ = [
     "InstanceStatus",
     "InvalidNameError",
     "Layout",
+    "LimitExceededError",
+    "Limits",
     "Orchestrator",
     "OrchestratorConfig",
     "PayloadTooLargeError",

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import trio
 
@@ -35,9 +35,15 @@ from ._worker import Worker
 _ROOT = Path(__file__).resolve().parent.parent
 _EXAMPLES = _ROOT / "examples"
 
-_ORDERS: list[tuple[str, dict[str, Any]]] = [
-    ("ok", {"items": [{"sku": "apple", "quantity": 3}, {"sku": "pear", "quantity": 2}]}),
-    ("short", {"items": [{"sku": "melon", "quantity": 50}]}),
+_SMALL: Final = [{"sku": "apple", "quantity": 3}, {"sku": "pear", "quantity": 2}]
+_LARGE: Final = [{"sku": "apple", "quantity": 60}, {"sku": "melon", "quantity": 5}]
+#: The demo's orders: name, input, and what the "manager" does when asked.
+_ORDERS: Final[list[tuple[str, dict[str, Any], str]]] = [
+    ("small", {"items": _SMALL, "card": "visa-1"}, ""),
+    ("large", {"items": _LARGE, "card": "visa-2"}, "approve"),
+    ("rejected", {"items": _LARGE, "card": "visa-3"}, "reject"),
+    ("short", {"items": [{"sku": "melon", "quantity": 50}], "card": "visa-4"}, ""),
+    ("nocard", {"items": _SMALL, "card": ""}, ""),
 ]
 
 
@@ -108,17 +114,19 @@ async def _examples(client: Client, count: int) -> None:
         definition = await client.register(path.read_text())
         print(f"registered    {definition.type} v{definition.version}  ({path.name})")
     tag = time.strftime("%H%M%S")
-    for name, order in _ORDERS:
+    for name, order, decision in _ORDERS:
         instance_id = f"order-{tag}-{name}"
         started = time.perf_counter()
         await client.start("order", {"order_id": instance_id, **order}, id=instance_id)
+        if decision:
+            # The demo plays the manager: the decision comes once asked for.
+            await client.wait_for(instance_id, _waiting_for_approval)
+            if decision == "approve":
+                await client.signal(instance_id, "approved", {"by": "manager"})
+            else:
+                await client.cancel(instance_id, "rejected by the manager")
         info = await client.wait(instance_id)
-        elapsed = time.perf_counter() - started
-        if info.output is not None:
-            outcome = json.dumps(info.output)
-        else:
-            outcome = f"{info.error.type}: {info.error.message}" if info.error else ""
-        print(f"{instance_id:<22} {info.status:<10} {elapsed * 1000:6.0f} ms  {outcome}")
+        _print_outcome(instance_id, info, time.perf_counter() - started)
     await _refunds(client, tag)
     started = time.perf_counter()
     ids = [await client.start("count", {"count": 0}) for _ in range(count)]
@@ -142,7 +150,8 @@ async def _examples(client: Client, count: int) -> None:
 
 
 def _waiting_for_approval(info: InstanceInfo) -> bool:
-    return info.steps.get("approval", {}).get("status") == "waiting"
+    # An instance that ended without asking will never ask.
+    return info.status.terminal or info.steps.get("approval", {}).get("status") == "waiting"
 
 
 async def _refunds(client: Client, tag: str) -> None:
@@ -159,11 +168,19 @@ async def _refunds(client: Client, tag: str) -> None:
         else:
             await client.cancel(instance_id, "rejected by the manager")
         info = await client.wait(instance_id)
-        elapsed = time.perf_counter() - started
-        outcome = json.dumps(info.output) if info.output is not None else ""
-        if info.compensation:
-            outcome = f"compensation {info.compensation}"
-        print(f"{instance_id:<22} {info.status:<10} {elapsed * 1000:6.0f} ms  {outcome}")
+        _print_outcome(instance_id, info, time.perf_counter() - started)
+
+
+def _print_outcome(instance_id: str, info: InstanceInfo, elapsed: float) -> None:
+    if info.output is not None:
+        outcome = json.dumps(info.output)
+    elif info.error is not None:
+        outcome = f"{info.error.type}: {info.error.message}"
+    else:
+        outcome = ""
+    if info.compensation:
+        outcome = f"compensation {info.compensation}; {outcome}".rstrip("; ")
+    print(f"{instance_id:<24} {info.status:<10} {elapsed * 1000:6.0f} ms  {outcome}")
 
 
 async def _run(url: str, data: Path | None, count: int) -> None:
@@ -202,6 +219,15 @@ def main(argv: list[str] | None = None) -> int:
                 trio.run(_run, server.url, args.data, args.count)
     except (TransportError, NatsServerError, WorkflowError, DemoError, trio.TooSlowError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        # Trio's nurseries wrap what failed inside them; report the first leaf.
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        if not isinstance(leaf, Exception):
+            raise
+        print(f"error: {type(leaf).__name__}: {leaf}", file=sys.stderr)
         return 1
     return 0
 

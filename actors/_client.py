@@ -21,6 +21,7 @@ from transport import ConnectOptions, KeyValue, KVOp, Transport, open_transport
 
 from ._core import ErrorInfo, InstanceState, InstanceStatus
 from ._definition import Definition, load_definition, parse_definition
+from ._limits import LimitExceededError, Limits
 from ._messages import (
     MessageError,
     StartMessage,
@@ -107,9 +108,12 @@ class Client:
     or ``async with Client(transport) as client`` on a transport you own.
     """
 
-    def __init__(self, transport: Transport, *, layout: Layout | None = None) -> None:
+    def __init__(
+        self, transport: Transport, *, layout: Layout | None = None, limits: Limits | None = None
+    ) -> None:
         self._transport = transport
         self._layout = layout or Layout()
+        self._limits = limits or Limits()
         self._states: KeyValue | None = None
         self._definitions: DefinitionStore | None = None
         self._nursery: trio.Nursery | None = None
@@ -184,16 +188,20 @@ class Client:
         being started) does nothing more, and returns the id. ``version=0``
         runs the newest version. Raises :class:`UnknownWorkflowTypeError` if
         the type (or the version) is not registered, ``InvalidNameError`` for
-        a bad id.
+        a bad id, :class:`LimitExceededError` for an input over the client's
+        ``limits.max_input`` (nothing is published then).
         """
         check_name("workflow type", workflow_type)
         instance_id = check_instance_id(id) if id is not None else secrets.token_hex(12)
+        data = encode_start(StartMessage(instance_id, input, version))
+        if len(data) > self._limits.max_input:
+            raise LimitExceededError(
+                "the start message", len(data), self._limits.max_input, "InputTooLarge"
+            )
         if await self._store().get(workflow_type, version) is None:
             raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
         await self._transport.publish(
-            start_subject(workflow_type),
-            encode_start(StartMessage(instance_id, input, version)),
-            msg_id=start_msg_id(instance_id),
+            start_subject(workflow_type), data, msg_id=start_msg_id(instance_id)
         )
         return instance_id
 
@@ -291,11 +299,18 @@ class Client:
 
         A signal that arrives before the instance waits for it is kept until
         it does. ``signal_id`` makes a retried send count once (within the
-        broker's duplicate window).
+        broker's duplicate window). Raises :class:`LimitExceededError` for a
+        payload over ``limits.max_input``.
         """
+        subject = signal_subject(check_instance_id(instance_id), check_name("signal name", name))
+        data = encode_signal(payload)
+        if len(data) > self._limits.max_input:
+            raise LimitExceededError(
+                f"signal {name!r}", len(data), self._limits.max_input, "InputTooLarge"
+            )
         await self._transport.publish(
-            signal_subject(check_instance_id(instance_id), check_name("signal name", name)),
-            encode_signal(payload),
+            subject,
+            data,
             msg_id=None if signal_id is None else f"signal.{instance_id}.{signal_id}",
         )
 

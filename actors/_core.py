@@ -17,6 +17,12 @@ Contracts the actors rely on:
 * The returned state's ``outbox`` holds exactly the commands returned, so a
   crash between persisting and publishing loses nothing (rule 5).
 * Every change appends one or more history records, numbered by ``seq``.
+
+Steps form a tree: parallel, map and choice steps hold sequences of steps.
+Each running copy of a step has a *key*: its id (unique in the definition)
+plus ``@i`` for the item of every map around it, outermost first
+(``charge@3``); ``~undo`` appended names its compensation. Events name
+steps by key, and ``InstanceState.steps`` is keyed by it.
 """
 
 from __future__ import annotations
@@ -27,22 +33,37 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 
-from ._definition import ActivityStep, Definition, RetryPolicy, SignalStep, SleepStep, Step
+from ._definition import (
+    ActivityStep,
+    ChildStep,
+    ChoiceStep,
+    Definition,
+    MapStep,
+    ParallelStep,
+    Place,
+    RetryPolicy,
+    SignalStep,
+    SleepStep,
+    Step,
+)
 from ._expressions import ExpressionError
 from ._wire import UNDO_SUFFIX
 
 __all__ = [
     "ActivityCompleted",
     "ActivityFailed",
+    "CancelChild",
     "CancelRequested",
     "Command",
     "ErrorInfo",
     "Event",
     "InstanceState",
     "InstanceStatus",
+    "NotifyParent",
     "RecordHistory",
     "ScheduleActivity",
     "SignalReceived",
+    "StartChild",
     "StartRequested",
     "StartTimer",
     "StepState",
@@ -50,8 +71,10 @@ __all__ = [
     "TerminateRequested",
     "TimerFired",
     "TimerKind",
+    "child_id",
     "decide",
     "fail_instance",
+    "step_key",
 ]
 
 
@@ -77,8 +100,22 @@ class StepStatus(enum.StrEnum):
     RETRY_WAIT = "retry_wait"
     #: Sleeping, or waiting for a signal.
     WAITING = "waiting"
+    #: A parallel, map or choice step whose inner steps are under way.
+    RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    #: Abandoned unfinished because the instance ended (a sibling failed,
+    #: or a cancel); a late result for it is ignored.
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        return self in _ACTIVE
+
+
+_ACTIVE: Final = frozenset(
+    {StepStatus.SCHEDULED, StepStatus.RETRY_WAIT, StepStatus.WAITING, StepStatus.RUNNING}
+)
 
 
 class TimerKind(enum.StrEnum):
@@ -94,28 +131,37 @@ class TimerKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
-    """A failure as data: the error's type name, message and traceback."""
+    """A failure as data: the error's type name, message and traceback.
+
+    ``cause`` is the error behind this one, as data (a child workflow's).
+    """
 
     type: str
     message: str
     traceback: str = ""
     non_retryable: bool = False
+    cause: Mapping[str, Any] | None = None
 
     def to_data(self) -> dict[str, Any]:
-        return {
+        data = {
             "type": self.type,
             "message": self.message,
             "traceback": self.traceback,
             "non_retryable": self.non_retryable,
         }
+        if self.cause is not None:
+            data["cause"] = dict(self.cause)
+        return data
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> ErrorInfo:
+        cause = data.get("cause")
         return cls(
             str(data.get("type", "Error")),
             str(data.get("message", "")),
             str(data.get("traceback", "")),
             bool(data.get("non_retryable", False)),
+            dict(cause) if isinstance(cause, Mapping) else None,
         )
 
 
@@ -124,10 +170,14 @@ class ErrorInfo:
 
 @dataclass(frozen=True, slots=True)
 class StartRequested:
+    """Start an instance; a child names its ``parent`` and the parent's step key."""
+
     instance_id: str
     workflow_type: str
     version: int
     input: Any
+    parent: str | None = None
+    parent_step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +276,39 @@ class RecordHistory:
     detail: Mapping[str, Any]
 
 
-Command: TypeAlias = ScheduleActivity | StartTimer | RecordHistory
+@dataclass(frozen=True, slots=True)
+class StartChild:
+    """Start instance ``child`` of ``workflow`` (``version`` 0: the newest) for step ``step``."""
+
+    child: str
+    workflow: str
+    version: int
+    input: Any
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChild:
+    """Cancel (or, with ``terminate``, terminate) child instance ``child``."""
+
+    child: str
+    terminate: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyParent:
+    """Report this child's end to step ``step`` of instance ``parent`` as its result."""
+
+    parent: str
+    step: str
+    output: Any
+    error: ErrorInfo | None
+
+
+Command: TypeAlias = (
+    ScheduleActivity | StartTimer | RecordHistory | StartChild | CancelChild | NotifyParent
+)
 
 
 # -- state -------------------------------------------------------------------
@@ -234,12 +316,26 @@ Command: TypeAlias = ScheduleActivity | StartTimer | RecordHistory
 
 @dataclass(frozen=True, slots=True)
 class StepState:
+    """One running copy of a step.
+
+    ``done`` orders completions (the instance's ``seq`` when it completed),
+    which is the reverse of the order compensations run in. A choice keeps
+    the ``branch`` it took; a map keeps its ``items``, how many it has
+    started (``next_item``) and finished, and collects the items' outputs
+    in ``output`` while it runs.
+    """
+
     status: StepStatus
     attempt: int
     scheduled_at: float
     output: Any = None
     error: ErrorInfo | None = None
     finished_at: float | None = None
+    done: int = 0
+    branch: int = -1
+    items: tuple[Any, ...] | None = None
+    next_item: int = 0
+    finished_items: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +353,6 @@ class InstanceState:
     status: InstanceStatus
     created_at: float
     updated_at: float
-    #: Index of the step running now; ``len(steps)`` once all are done.
-    cursor: int = 0
     steps: Mapping[str, StepState] = field(default_factory=dict)
     output: Any = None
     error: ErrorInfo | None = None
@@ -281,17 +375,21 @@ class InstanceState:
     #: if that same event comes back, its ack may have been lost with the
     #: outbox unpublished, so the outbox is published again.
     cause: int = 0
+    #: For a child workflow: the parent instance and the key of its step.
+    parent: str | None = None
+    parent_step: str | None = None
 
 
 class _Builder:
     """Accumulates one decision's changes and commands."""
 
-    __slots__ = ("commands", "now", "state")
+    __slots__ = ("commands", "now", "state", "was_terminal")
 
     def __init__(self, state: InstanceState, now: float) -> None:
         self.state = state
         self.now = now
         self.commands: list[Command] = []
+        self.was_terminal = state.status.terminal
 
     def history(self, kind: str, **detail: Any) -> None:
         self.commands.append(RecordHistory(self.state.seq + 1, kind, self.now, detail))
@@ -302,7 +400,16 @@ class _Builder:
         steps[step_id] = step
         self.state = replace(self.state, steps=steps)
 
+    def drop_steps(self, keys: list[str]) -> None:
+        steps = dict(self.state.steps)
+        for key in keys:
+            del steps[key]
+        self.state = replace(self.state, steps=steps)
+
     def finish(self) -> tuple[InstanceState, list[Command]]:
+        state = self.state
+        if state.status.terminal and not self.was_terminal and state.parent is not None:
+            self.commands.append(_notice(state))
         commands = tuple(self.commands)
         return replace(self.state, updated_at=self.now, outbox=commands), list(commands)
 
@@ -329,7 +436,8 @@ def decide(
         return state, []
     if isinstance(event, TerminateRequested):
         build = _Builder(state, now)
-        build.state = replace(state, status=InstanceStatus.TERMINATED, compensations=())
+        _abandon(build, definition, terminate=True, reason=event.reason)
+        build.state = replace(build.state, status=InstanceStatus.TERMINATED, compensations=())
         build.history("workflow.terminated", reason=event.reason)
         return build.finish()
     runnable = definition is not None and (definition.type, definition.version) == (
@@ -375,12 +483,15 @@ def fail_instance(
     start: StartRequested | None,
     error: ErrorInfo,
     now: float,
+    definition: Definition | None = None,
 ) -> tuple[InstanceState, list[Command]]:
     """Fail an instance outright (a bug, an oversized state, an unknown type).
 
     No compensation runs: the engine, not the workflow, is at fault.
     ``state`` is the instance as last persisted, or ``None`` with the
-    ``start`` that would have created it. A terminal instance is returned as is.
+    ``start`` that would have created it. A terminal instance is returned as
+    is. With its ``definition``, the instance's running children are
+    cancelled too.
     """
     if state is None:
         if start is None:
@@ -393,10 +504,13 @@ def fail_instance(
             status=InstanceStatus.RUNNING,
             created_at=now,
             updated_at=now,
+            parent=start.parent,
+            parent_step=start.parent_step,
         )
     if state.status.terminal:
         return state, []
     build = _Builder(state, now)
+    _abandon(build, definition, terminate=False, reason=error.message)
     build.state = replace(build.state, status=InstanceStatus.FAILED, error=error, compensations=())
     build.history("workflow.failed", error=error.to_data())
     return build.finish()
@@ -407,35 +521,104 @@ def fail_instance(
 UNDO: Final = UNDO_SUFFIX
 #: How many signal sequence numbers an instance remembers.
 _SEEN_SIGNALS: Final = 256
+#: The longest instance id (a child's id is its parent's plus its step key).
+_MAX_ID: Final = 128
+
+
+def step_key(step_id: str, path: tuple[int, ...] = ()) -> str:
+    """The key of the copy of ``step_id`` running for map items ``path``."""
+    return step_id + "".join(f"@{i}" for i in path)
+
+
+def _parse_key(key: str) -> tuple[str, tuple[int, ...], bool] | None:
+    """``(step id, map item path, undo)`` from a step key; ``None`` if malformed."""
+    undo = key.endswith(UNDO)
+    if undo:
+        key = key[: -len(UNDO)]
+    step_id, *indices = key.split("@")
+    if not all(index.isdigit() and len(index) < 10 for index in indices):
+        return None
+    return step_id, tuple(int(index) for index in indices), undo
+
+
+def child_id(parent: str, key: str) -> str:
+    """The instance id of the child that step ``key`` of ``parent`` starts.
+
+    Derived, never random, so that a repeated start finds the same child.
+    """
+    return f"{parent}-{key.replace('@', '-')}"
 
 
 @dataclass(frozen=True, slots=True)
 class _Ref:
-    """What a step key names: a step, or (``undo``) that step's compensation."""
+    """What a step key names: a copy of a step, or (``undo``) its compensation."""
 
-    step: Step
-    index: int
-    undo: bool
+    place: Place
+    path: tuple[int, ...]
+    undo: bool = False
+
+    @property
+    def step(self) -> Step:
+        return self.place.step
 
     @property
     def key(self) -> str:
-        return self.step.id + UNDO if self.undo else self.step.id
+        key = step_key(self.place.step.id, self.path)
+        return key + UNDO if self.undo else key
 
     @property
     def retry(self) -> RetryPolicy:
         return self.step.retry if isinstance(self.step, ActivityStep) else RetryPolicy(1)
 
+    def sibling(self, index: int) -> _Ref:
+        return _Ref(_place_at(self.place, index), self.path)
+
+
+def _place_at(place: Place, index: int) -> Place:
+    """The place of the step at ``index`` in the same sequence as ``place``."""
+    return replace(place, step=place.sequence[index], index=index)
+
 
 def _resolve(definition: Definition, key: str) -> _Ref | None:
-    undo = key.endswith(UNDO)
-    step_id = key[: -len(UNDO)] if undo else key
-    index = definition.index(step_id)
-    if index < 0:
+    parsed = _parse_key(key)
+    if parsed is None:
         return None
-    step = definition.steps[index]
+    step_id, path, undo = parsed
+    place = definition.places.get(step_id)
+    if place is None or len(path) != place.maps:
+        return None
+    step = place.step
     if undo and not (isinstance(step, ActivityStep) and step.compensate is not None):
         return None
-    return _Ref(step, index, undo)
+    return _Ref(place, path, undo)
+
+
+def _owner_ref(definition: Definition, ref: _Ref) -> _Ref | None:
+    """The parallel, map or choice step around ``ref`` (``None`` at the top)."""
+    if ref.place.owner is None:
+        return None
+    owner = definition.places[ref.place.owner]
+    return _Ref(owner, ref.path[: owner.maps])
+
+
+def _notice(state: InstanceState) -> NotifyParent:
+    """What a child that just ended tells its parent."""
+    assert state.parent is not None
+    assert state.parent_step is not None
+    if state.status is InstanceStatus.COMPLETED:
+        return NotifyParent(state.parent, state.parent_step, state.output, None)
+    cause = state.error or ErrorInfo(
+        "Cancelled" if state.status is InstanceStatus.CANCELLED else "Terminated",
+        f"the child was {state.status}",
+    )
+    error = ErrorInfo(
+        "ChildWorkflowFailed",
+        f"child workflow {state.id!r} ({state.type} v{state.version}) ended {state.status}: "
+        f"{cause.type}: {cause.message}",
+        non_retryable=True,
+        cause=cause.to_data(),
+    )
+    return NotifyParent(state.parent, state.parent_step, None, error)
 
 
 def _start(
@@ -458,65 +641,206 @@ def _start(
         status=InstanceStatus.RUNNING,
         created_at=now,
         updated_at=now,
+        parent=event.parent,
+        parent_step=event.parent_step,
     )
     build = _Builder(state, now)
-    build.history("workflow.started", type=definition.type, version=definition.version)
-    _begin(build, definition, 0)
+    detail: dict[str, Any] = {"type": definition.type, "version": definition.version}
+    if event.parent is not None:
+        detail["parent"] = event.parent
+    build.history("workflow.started", **detail)
+    _begin(build, definition, _Ref(definition.places[definition.steps[0].id], ()))
     return build.finish()
 
 
-def _context(state: InstanceState) -> dict[str, Any]:
-    return {
+# -- what expressions see ----------------------------------------------------------
+
+
+def _context(build: _Builder, definition: Definition, ref: _Ref) -> dict[str, Any]:
+    """The data expressions of ``ref`` see.
+
+    ``input``; ``steps.<id>.output`` of every completed step visible from
+    ``ref`` (inside a map item: that item's copies); ``workflow``; and,
+    inside a map, the nearest map's ``item`` and ``index``.
+    """
+    state = build.state
+    visible: dict[str, Any] = {}
+    for key, step in state.steps.items():
+        if step.status is not StepStatus.COMPLETED:
+            continue
+        parsed = _parse_key(key)
+        if parsed is None or parsed[2]:
+            continue
+        step_id, path, _ = parsed
+        if path == ref.path[: len(path)]:
+            visible[step_id] = {"output": step.output}
+    context: dict[str, Any] = {
         "input": state.input,
-        "steps": {
-            step_id: {"output": step.output}
-            for step_id, step in state.steps.items()
-            if step.status is StepStatus.COMPLETED and UNDO not in step_id
-        },
+        "steps": visible,
         "workflow": {"id": state.id, "type": state.type, "version": state.version},
     }
+    if ref.path:
+        owner = _owner_ref(definition, ref)
+        while owner is not None and not isinstance(owner.step, MapStep):
+            owner = _owner_ref(definition, owner)
+        if owner is not None:
+            items = state.steps[owner.key].items or ()
+            context["index"] = ref.path[len(owner.path)]
+            context["item"] = items[context["index"]]
+    return context
 
 
-def _chained(state: InstanceState, definition: Definition, index: int) -> Any:
-    """What flows into step ``index`` by default: the previous step's output."""
-    if index == 0:
-        return state.input
-    previous = state.steps.get(definition.steps[index - 1].id)
-    return None if previous is None else previous.output
+def _chained(build: _Builder, definition: Definition, ref: _Ref) -> Any:
+    """What flows into ``ref`` by default: the output of the step before it.
+
+    The first step of a branch receives the input of the parallel or choice
+    step around it; the first step of a map item receives the item; the
+    first step of the workflow receives the workflow's input.
+    """
+    if ref.place.index > 0:
+        previous = build.state.steps.get(ref.sibling(ref.place.index - 1).key)
+        return None if previous is None else previous.output
+    owner = _owner_ref(definition, ref)
+    if owner is None:
+        return build.state.input
+    if isinstance(owner.step, MapStep):
+        items = build.state.steps[owner.key].items or ()
+        return items[ref.path[len(owner.path)]]
+    return _chained(build, definition, owner)
 
 
-def _begin(build: _Builder, definition: Definition, index: int) -> None:
-    """Start step ``index`` (or complete the workflow past the last step)."""
-    if index >= len(definition.steps):
-        _complete_workflow(build, definition)
+def _input_of(build: _Builder, definition: Definition, ref: _Ref, source: Any) -> Any:
+    """The value of a step's ``input`` expression, or the chained value without one."""
+    if source is None:
+        return _chained(build, definition, ref)
+    return source.evaluate(_context(build, definition, ref))
+
+
+def _truthy(value: Any) -> bool:
+    """JMESPath truth: false, null and empty strings, lists and maps are false."""
+    return value is not None and value is not False and value != "" and value != [] and value != {}
+
+
+# -- starting steps ----------------------------------------------------------------
+
+
+def _begin(build: _Builder, definition: Definition, ref: _Ref) -> None:
+    """Start the step ``ref`` names (the instance must still be running)."""
+    if build.state.status is not InstanceStatus.RUNNING:
         return
-    step = definition.steps[index]
-    build.state = replace(build.state, cursor=index)
-    if isinstance(step, ActivityStep):
-        _schedule(build, definition, _Ref(step, index, undo=False), attempt=1)
-    elif isinstance(step, SleepStep):
-        _sleep(build, definition, step, index)
-    else:
-        _wait_signal(build, definition, step, index)
-
-
-def _activity_input(build: _Builder, ref: _Ref) -> Any:
     step = ref.step
-    assert isinstance(step, ActivityStep)
-    state = build.state
-    if ref.undo:
-        assert step.compensate is not None
-        if step.compensate.input is not None:
-            context = _context(state)
-            context["output"] = state.steps[step.id].output
-            return step.compensate.input.evaluate(context)
-        return state.steps[step.id].output
-    if step.input is not None:
-        return step.input.evaluate(_context(state))
-    return _UNSET
+    if isinstance(step, ActivityStep):
+        _schedule(build, definition, ref, attempt=1)
+    elif isinstance(step, SleepStep):
+        _sleep(build, definition, ref, step)
+    elif isinstance(step, SignalStep):
+        _wait_signal(build, definition, ref, step)
+    elif isinstance(step, ChildStep):
+        _start_child(build, definition, ref, step)
+    elif isinstance(step, ParallelStep):
+        build.set_step(ref.key, StepState(StepStatus.RUNNING, 1, build.now))
+        build.history("parallel.started", step=ref.key, branches=[b.id for b in step.branches])
+        for branch in step.branches:
+            first = definition.places[branch.steps[0].id]
+            _begin(build, definition, _Ref(first, ref.path))
+            if build.state.steps[ref.key].status is not StepStatus.RUNNING:
+                return
+    elif isinstance(step, MapStep):
+        _begin_map(build, definition, ref, step)
+    else:
+        _begin_choice(build, definition, ref, step)
 
 
-_UNSET: Final = object()
+def _begin_map(build: _Builder, definition: Definition, ref: _Ref, step: MapStep) -> None:
+    try:
+        items = step.items.evaluate(_context(build, definition, ref))
+    except ExpressionError as exc:
+        _fail_workflow(build, definition, ErrorInfo("ExpressionError", f"step {ref.key!r}: {exc}"))
+        return
+    if not isinstance(items, list):
+        error = ErrorInfo(
+            "ExpressionError", f"step {ref.key!r}: map gave {type(items).__name__}, not a list"
+        )
+        _fail_workflow(build, definition, error)
+        return
+    build.set_step(
+        ref.key,
+        StepState(StepStatus.RUNNING, 1, build.now, output=[None] * len(items), items=tuple(items)),
+    )
+    build.history("map.started", step=ref.key, items=len(items), concurrency=step.concurrency)
+    if not items:
+        _step_done(build, definition, ref, [])
+        return
+    for _ in range(min(step.concurrency, len(items))):
+        if not _next_item(build, definition, ref, step):
+            return
+
+
+def _next_item(build: _Builder, definition: Definition, ref: _Ref, step: MapStep) -> bool:
+    """Start the map's next item; ``False`` once the map is no longer running."""
+    current = build.state.steps[ref.key]
+    item = current.next_item
+    build.set_step(ref.key, replace(current, next_item=item + 1))
+    first = definition.places[step.steps[0].id]
+    _begin(build, definition, _Ref(first, (*ref.path, item)))
+    return build.state.steps[ref.key].status is StepStatus.RUNNING
+
+
+def _begin_choice(build: _Builder, definition: Definition, ref: _Ref, step: ChoiceStep) -> None:
+    context = _context(build, definition, ref)
+    taken = -1
+    for number, branch in enumerate(step.choices):
+        assert branch.when is not None
+        try:
+            if _truthy(branch.when.evaluate(context)):
+                taken = number
+                break
+        except ExpressionError as exc:
+            error = ErrorInfo("ExpressionError", f"step {ref.key!r} choice {number}: {exc}")
+            _fail_workflow(build, definition, error)
+            return
+    if taken < 0 and step.default is None:
+        error = ErrorInfo(
+            "NoChoiceMatched",
+            f"step {ref.key!r}: no condition held and there is no default",
+            non_retryable=True,
+        )
+        _fail_workflow(build, definition, error)
+        return
+    if taken < 0:
+        taken = len(step.choices)
+    build.set_step(ref.key, StepState(StepStatus.RUNNING, 1, build.now, branch=taken))
+    build.history(
+        "choice.taken", step=ref.key, branch="default" if taken == len(step.choices) else taken
+    )
+    steps = step.branches[taken].steps
+    if not steps:
+        _step_done(build, definition, ref, _chained(build, definition, ref))
+        return
+    _begin(build, definition, _Ref(definition.places[steps[0].id], ref.path))
+
+
+def _start_child(build: _Builder, definition: Definition, ref: _Ref, step: ChildStep) -> None:
+    key = ref.key
+    try:
+        value = _input_of(build, definition, ref, step.input)
+    except ExpressionError as exc:
+        error = ErrorInfo("ExpressionError", f"step {key!r} input: {exc}")
+        _fail_workflow(build, definition, error)
+        return
+    child = child_id(build.state.id, key)
+    if len(child) > _MAX_ID:
+        error = ErrorInfo(
+            "ChildIdTooLong",
+            f"step {key!r}: the child's id {child[:60]!r}... would be over {_MAX_ID} "
+            "characters (children nest too deep)",
+            non_retryable=True,
+        )
+        _fail_workflow(build, definition, error)
+        return
+    build.set_step(key, StepState(StepStatus.SCHEDULED, 1, build.now))
+    build.commands.append(StartChild(child, step.workflow, step.version, value, key))
+    build.history("child.started", step=key, child=child, workflow=step.workflow)
 
 
 def _schedule(build: _Builder, definition: Definition, ref: _Ref, *, attempt: int) -> None:
@@ -524,13 +848,21 @@ def _schedule(build: _Builder, definition: Definition, ref: _Ref, *, attempt: in
     step = ref.step
     assert isinstance(step, ActivityStep)
     try:
-        value = _activity_input(build, ref)
+        if ref.undo:
+            assert step.compensate is not None
+            done = build.state.steps[step_key(step.id, ref.path)].output
+            if step.compensate.input is None:
+                value = done
+            else:
+                context = _context(build, definition, ref)
+                context["output"] = done
+                value = step.compensate.input.evaluate(context)
+        else:
+            value = _input_of(build, definition, ref, step.input)
     except ExpressionError as exc:
-        what = f"step {step.id!r} {'compensation ' if ref.undo else ''}input"
+        what = f"step {ref.key!r} {'compensation ' if ref.undo else ''}input"
         _step_failed(build, ref, ErrorInfo("ExpressionError", f"{what}: {exc}"), definition)
         return
-    if value is _UNSET:
-        value = _chained(build.state, definition, ref.index)
     now = build.now
     activity = step.compensate.activity if ref.undo and step.compensate else step.activity
     build.set_step(ref.key, StepState(StepStatus.SCHEDULED, attempt, now))
@@ -555,25 +887,25 @@ def _schedule(build: _Builder, definition: Definition, ref: _Ref, *, attempt: in
         build.commands.append(StartTimer(TimerKind.TIMEOUT, ref.key, attempt, fire_at))
 
 
-def _sleep(build: _Builder, definition: Definition, step: SleepStep, index: int) -> None:
+def _sleep(build: _Builder, definition: Definition, ref: _Ref, step: SleepStep) -> None:
     if step.until is not None:
         try:
-            fire_at = _to_epoch(step.until.evaluate(_context(build.state)))
+            fire_at = _to_epoch(step.until.evaluate(_context(build, definition, ref)))
         except ExpressionError as exc:
             _fail_workflow(
                 build,
                 definition,
-                ErrorInfo("ExpressionError", f"step {step.id!r} sleep_until: {exc}"),
+                ErrorInfo("ExpressionError", f"step {ref.key!r} sleep_until: {exc}"),
             )
             return
     else:
         fire_at = build.now + (step.seconds or 0.0)
-    build.set_step(step.id, StepState(StepStatus.WAITING, 1, build.now))
-    build.history("sleep.started", step=step.id, until=fire_at)
+    build.set_step(ref.key, StepState(StepStatus.WAITING, 1, build.now))
+    build.history("sleep.started", step=ref.key, until=fire_at)
     if fire_at <= build.now:
-        _step_done(build, definition, index, _chained(build.state, definition, index))
+        _step_done(build, definition, ref, _chained(build, definition, ref))
         return
-    build.commands.append(StartTimer(TimerKind.SLEEP, step.id, 1, fire_at))
+    build.commands.append(StartTimer(TimerKind.SLEEP, ref.key, 1, fire_at))
 
 
 def _to_epoch(value: Any) -> float:
@@ -593,8 +925,8 @@ def _to_epoch(value: Any) -> float:
     raise ExpressionError(f"sleep_until gave {type(value).__name__}, not a time")
 
 
-def _wait_signal(build: _Builder, definition: Definition, step: SignalStep, index: int) -> None:
-    build.set_step(step.id, StepState(StepStatus.WAITING, 1, build.now))
+def _wait_signal(build: _Builder, definition: Definition, ref: _Ref, step: SignalStep) -> None:
+    build.set_step(ref.key, StepState(StepStatus.WAITING, 1, build.now))
     waiting = build.state.signals.get(step.signal, ())
     if waiting:
         # It came before the step began: it was kept for this moment.
@@ -604,13 +936,13 @@ def _wait_signal(build: _Builder, definition: Definition, step: SignalStep, inde
         else:
             del signals[step.signal]
         build.state = replace(build.state, signals=signals)
-        build.history("signal.taken", step=step.id, signal=step.signal)
-        _step_done(build, definition, index, waiting[0])
+        build.history("signal.taken", step=ref.key, signal=step.signal)
+        _step_done(build, definition, ref, waiting[0])
         return
-    build.history("signal.waiting", step=step.id, signal=step.signal)
+    build.history("signal.waiting", step=ref.key, signal=step.signal)
     if step.timeout is not None:
         build.commands.append(
-            StartTimer(TimerKind.SIGNAL_TIMEOUT, step.id, 1, build.now + step.timeout)
+            StartTimer(TimerKind.SIGNAL_TIMEOUT, ref.key, 1, build.now + step.timeout)
         )
 
 
@@ -622,40 +954,119 @@ def _signal(
     build = _Builder(state, now)
     seen = (*state.seen_signals, event.seq)[-_SEEN_SIGNALS:]
     build.state = replace(build.state, seen_signals=seen)
-    index = state.cursor
-    step = definition.steps[index] if index < len(definition.steps) else None
-    current = state.steps.get(step.id) if step is not None else None
-    if (
-        isinstance(step, SignalStep)
-        and step.signal == event.name
-        and current is not None
-        and current.status is StepStatus.WAITING
-    ):
-        build.history("signal.received", signal=event.name, step=step.id)
-        _step_done(build, definition, index, event.payload)
-    else:
-        signals = dict(state.signals)
-        signals[event.name] = (*signals.get(event.name, ()), event.payload)
-        build.state = replace(build.state, signals=signals)
-        build.history("signal.received", signal=event.name, kept=True)
+    # The step waiting longest for this signal takes it (steps are kept in
+    # the order they began).
+    for key, current in state.steps.items():
+        if current.status is not StepStatus.WAITING:
+            continue
+        ref = _resolve(definition, key)
+        if ref is None or ref.undo:
+            continue
+        if isinstance(ref.step, SignalStep) and ref.step.signal == event.name:
+            build.history("signal.received", signal=event.name, step=key)
+            _step_done(build, definition, ref, event.payload)
+            return build.finish()
+    signals = dict(state.signals)
+    signals[event.name] = (*signals.get(event.name, ()), event.payload)
+    build.state = replace(build.state, signals=signals)
+    build.history("signal.received", signal=event.name, kept=True)
     return build.finish()
 
 
-def _step_done(build: _Builder, definition: Definition, index: int, output: Any) -> None:
-    """Step ``index`` finished with ``output``: record it and go on."""
-    step = definition.steps[index]
-    current = build.state.steps[step.id]
+# -- finishing steps ---------------------------------------------------------------
+
+
+def _step_done(build: _Builder, definition: Definition, ref: _Ref, output: Any) -> None:
+    """The step ``ref`` finished with ``output``: record it and go on."""
+    current = build.state.steps[ref.key]
     build.set_step(
-        step.id,
+        ref.key,
         replace(
-            current, status=StepStatus.COMPLETED, output=output, error=None, finished_at=build.now
+            current,
+            status=StepStatus.COMPLETED,
+            output=output,
+            error=None,
+            finished_at=build.now,
+            done=build.state.seq,
+            items=None,
         ),
     )
+    step = ref.step
     if isinstance(step, SleepStep):
-        build.history("sleep.completed", step=step.id)
+        build.history("sleep.completed", step=ref.key)
     elif isinstance(step, SignalStep):
-        build.history("signal.completed", step=step.id)
-    _begin(build, definition, index + 1)
+        build.history("signal.completed", step=ref.key)
+    elif isinstance(step, ParallelStep | MapStep | ChoiceStep | ChildStep):
+        build.history(f"{_KIND_NAMES[type(step)]}.completed", step=ref.key)
+    if ref.place.index + 1 < len(ref.place.sequence):
+        _begin(build, definition, ref.sibling(ref.place.index + 1))
+    else:
+        _sequence_done(build, definition, ref, output)
+
+
+_KIND_NAMES: Final[Mapping[type, str]] = {
+    ParallelStep: "parallel",
+    MapStep: "map",
+    ChoiceStep: "choice",
+    ChildStep: "child",
+}
+
+
+def _sequence_done(build: _Builder, definition: Definition, last: _Ref, output: Any) -> None:
+    """The sequence whose last step is ``last`` finished with ``output``."""
+    owner = _owner_ref(definition, last)
+    if owner is None:
+        _complete_workflow(build, definition)
+        return
+    current = build.state.steps.get(owner.key)
+    if current is None or current.status is not StepStatus.RUNNING:
+        return
+    step = owner.step
+    if isinstance(step, ChoiceStep):
+        _step_done(build, definition, owner, output)
+    elif isinstance(step, ParallelStep):
+        outputs: dict[str, Any] = {}
+        for branch in step.branches:
+            done = build.state.steps.get(step_key(branch.steps[-1].id, owner.path))
+            if done is None or done.status is not StepStatus.COMPLETED:
+                return
+            outputs[branch.id] = done.output
+        _step_done(build, definition, owner, outputs)
+    else:
+        assert isinstance(step, MapStep)
+        _item_done(build, definition, owner, step, last.path[len(owner.path)], output)
+
+
+def _item_done(
+    build: _Builder, definition: Definition, ref: _Ref, step: MapStep, item: int, output: Any
+) -> None:
+    """Item ``item`` of map ``ref`` finished: keep its output, forget its steps."""
+    prefix = (*ref.path, item)
+    dropped: list[str] = []
+    for key, state in build.state.steps.items():
+        parsed = _parse_key(key)
+        if parsed is None or parsed[1][: len(prefix)] != prefix:
+            continue
+        inner = definition.step(parsed[0])
+        # A completed step that can be undone is kept for compensation.
+        if not (
+            isinstance(inner, ActivityStep)
+            and inner.compensate is not None
+            and state.status is StepStatus.COMPLETED
+        ):
+            dropped.append(key)
+    build.drop_steps(dropped)
+    current = build.state.steps[ref.key]
+    # A new list: states are never changed in place (the caller's stays as is).
+    results = list(current.output or ())
+    results[item] = output
+    finished = current.finished_items + 1
+    build.set_step(ref.key, replace(current, output=results, finished_items=finished))
+    total = len(current.items or ())
+    if finished == total:
+        _step_done(build, definition, ref, results)
+    elif current.next_item < total:
+        _next_item(build, definition, ref, step)
 
 
 def _completed(
@@ -672,7 +1083,11 @@ def _completed(
     if not 1 <= event.attempt <= current.attempt:
         return state, []
     build = _Builder(state, now)
-    build.history("activity.completed", step=ref.key, attempt=event.attempt)
+    build.history(
+        "child.result" if isinstance(ref.step, ChildStep) else "activity.completed",
+        step=ref.key,
+        attempt=event.attempt,
+    )
     if ref.undo:
         build.set_step(
             ref.key,
@@ -686,7 +1101,7 @@ def _completed(
         )
         _next_compensation(build, definition)
     else:
-        _step_done(build, definition, ref.index, event.output)
+        _step_done(build, definition, ref, event.output)
     return build.finish()
 
 
@@ -701,7 +1116,7 @@ def _failed(
     policy = ref.retry
     build = _Builder(state, now)
     build.history(
-        "activity.failed",
+        "child.failed" if isinstance(ref.step, ChildStep) else "activity.failed",
         step=ref.key,
         attempt=current.attempt,
         error=error.to_data(),
@@ -715,17 +1130,15 @@ def _failed(
         build.set_step(
             ref.key, replace(current, status=StepStatus.FAILED, error=error, finished_at=now)
         )
-        _step_failed(
-            build,
-            ref,
-            ErrorInfo(
+        if not isinstance(ref.step, ChildStep):
+            error = ErrorInfo(
                 error.type,
                 f"step {ref.key!r} failed after {current.attempt} attempt(s): {error.message}",
                 error.traceback,
                 non_retryable=True,
-            ),
-            definition,
-        )
+                cause=error.cause,
+            )
+        _step_failed(build, ref, error, definition)
         return build.finish()
     delay = policy.delay(current.attempt)
     build.set_step(ref.key, replace(current, status=StepStatus.RETRY_WAIT, error=error))
@@ -751,6 +1164,8 @@ def _step_failed(
         build.history("compensation.failed", step=ref.key, error=error.to_data())
         _finish_ending(build)
         return
+    # No step catches a failure: it ends the instance, whose other running
+    # steps (a parallel step's siblings, a map's other items) are abandoned.
     _fail_workflow(build, definition, error)
 
 
@@ -776,7 +1191,7 @@ def _timer(
             return state, []
         build = _Builder(state, now)
         if event.kind is TimerKind.SLEEP:
-            _step_done(build, definition, ref.index, _chained(state, definition, ref.index))
+            _step_done(build, definition, ref, _chained(build, definition, ref))
         else:
             assert isinstance(ref.step, SignalStep)
             error = ErrorInfo(
@@ -798,27 +1213,53 @@ def _timer(
     return _failed(definition, state, ref, current, error, now)
 
 
+# -- ending the instance -----------------------------------------------------------
+
+
 def _complete_workflow(build: _Builder, definition: Definition) -> None:
     try:
         if definition.output is not None:
-            output = definition.output.evaluate(_context(build.state))
+            output = definition.output.evaluate(
+                _context(build, definition, _Ref(definition.places[definition.steps[0].id], ()))
+            )
         else:
             last = build.state.steps.get(definition.steps[-1].id)
             output = None if last is None else last.output
     except ExpressionError as exc:
         _fail_workflow(build, definition, ErrorInfo("ExpressionError", f"workflow output: {exc}"))
         return
-    build.state = replace(
-        build.state,
-        status=InstanceStatus.COMPLETED,
-        output=output,
-        cursor=len(definition.steps),
-    )
+    build.state = replace(build.state, status=InstanceStatus.COMPLETED, output=output)
     build.history("workflow.completed")
 
 
 def _fail_workflow(build: _Builder, definition: Definition | None, error: ErrorInfo) -> None:
     _end(build, definition, InstanceStatus.FAILED, error)
+
+
+def _abandon(
+    build: _Builder, definition: Definition | None, *, terminate: bool, reason: str
+) -> None:
+    """Mark every unfinished step cancelled, and stop the children among them.
+
+    Workers running an abandoned step's activity see it is no longer wanted
+    (at their next check) and cancel it. Without the definition, children
+    cannot be told apart and are left to finish (their result is ignored).
+    """
+    abandoned: list[str] = []
+    steps = dict(build.state.steps)
+    for key, current in build.state.steps.items():
+        if not current.status.active or key.endswith(UNDO):
+            continue
+        steps[key] = replace(current, status=StepStatus.CANCELLED, finished_at=build.now)
+        abandoned.append(key)
+        ref = None if definition is None else _resolve(definition, key)
+        if ref is not None and isinstance(ref.step, ChildStep):
+            build.commands.append(
+                CancelChild(child_id(build.state.id, key), terminate, reason or "parent ended")
+            )
+    if abandoned:
+        build.state = replace(build.state, steps=steps)
+        build.history("steps.cancelled", steps=abandoned)
 
 
 def _end(
@@ -830,31 +1271,35 @@ def _end(
 ) -> None:
     """End the instance as ``ending``, compensating its completed steps first.
 
+    Compensations run one at a time, the latest completed step's first.
     ``reason`` is a cancel's reason, recorded in the history.
     """
     build.state = replace(build.state, error=error)
-    undo: list[str] = []
+    _abandon(build, definition, terminate=False, reason=reason or (error.message if error else ""))
+    undo: list[tuple[int, str]] = []
     if definition is not None:
-        for step in reversed(definition.steps):
-            done = build.state.steps.get(step.id)
+        for key, done in build.state.steps.items():
+            if done.status is not StepStatus.COMPLETED or key.endswith(UNDO):
+                continue
+            ref = _resolve(definition, key)
             if (
-                isinstance(step, ActivityStep)
-                and step.compensate is not None
-                and done is not None
-                and done.status is StepStatus.COMPLETED
+                ref is not None
+                and isinstance(ref.step, ActivityStep)
+                and ref.step.compensate is not None
             ):
-                undo.append(step.id + UNDO)
+                undo.append((done.done, key + UNDO))
     if not undo or definition is None:
         build.state = replace(build.state, status=ending)
         _record_ending(build, reason)
         return
+    keys = [key for _, key in sorted(undo, reverse=True)]
     build.state = replace(
         build.state,
         status=InstanceStatus.COMPENSATING,
         ending=ending,
-        compensations=tuple(undo),
+        compensations=tuple(keys),
     )
-    detail: dict[str, Any] = {"steps": list(undo), "ending": str(ending)}
+    detail: dict[str, Any] = {"steps": keys, "ending": str(ending)}
     if ending is InstanceStatus.CANCELLED:
         detail["reason"] = reason
     build.history("compensation.started", **detail)

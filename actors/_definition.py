@@ -27,10 +27,16 @@ from ._wire import InvalidNameError, check_name
 
 __all__ = [
     "ActivityStep",
+    "Branch",
+    "ChildStep",
+    "ChoiceStep",
     "Compensation",
     "Definition",
     "DefinitionError",
     "FieldError",
+    "MapStep",
+    "ParallelStep",
+    "Place",
     "RetryPolicy",
     "SignalStep",
     "SleepStep",
@@ -42,6 +48,10 @@ __all__ = [
 ]
 
 MAX_STEPS: Final = 1000
+#: How deep parallel, map and choice steps may nest inside one another.
+MAX_NESTING: Final = 8
+#: The most items of a map that may run at once.
+MAX_CONCURRENCY: Final = 1000
 MAX_VERSION: Final = 1_000_000
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -202,31 +212,184 @@ class SignalStep:
         return data
 
 
-Step: TypeAlias = ActivityStep | SleepStep | SignalStep
+@dataclass(frozen=True, slots=True)
+class ChildStep:
+    """Start workflow ``workflow`` as a child and wait for its result.
+
+    ``version`` 0 takes the newest version when the step starts. ``input``
+    ``None`` passes the previous step's output. The child's output is the
+    step's output; its failure, cancellation or termination fails the step.
+    """
+
+    id: str
+    workflow: str
+    version: int = 0
+    input: Expression | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "workflow": self.workflow}
+        if self.version:
+            data["version"] = self.version
+        if self.input is not None:
+            data["input"] = self.input.source
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """A named sequence of steps inside a parallel or choice step.
+
+    In a choice, ``when`` guards the branch (``None`` for the default).
+    """
+
+    id: str
+    steps: tuple[Step, ...]
+    when: Expression | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"steps": [step.to_data() for step in self.steps]}
+        if self.when is not None:
+            return {"when": self.when.source, **data}
+        return {"id": self.id, **data}
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelStep:
+    """Run every branch at once; done when all are.
+
+    The output maps each branch's id to the output of its last step. The
+    first step of every branch receives the parallel step's own input.
+    """
+
+    id: str
+    branches: tuple[Branch, ...]
+
+    def to_data(self) -> dict[str, Any]:
+        return {"id": self.id, "parallel": [branch.to_data() for branch in self.branches]}
+
+
+@dataclass(frozen=True, slots=True)
+class MapStep:
+    """Run ``steps`` once for each item of the list ``items`` evaluates to.
+
+    At most ``concurrency`` items run at once; items start in order. Inside,
+    expressions see ``item`` and ``index``, and the first step receives the
+    item. The output lists each item's last output, in the items' order.
+    """
+
+    id: str
+    items: Expression
+    steps: tuple[Step, ...]
+    concurrency: int = 10
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "map": self.items.source,
+            "concurrency": self.concurrency,
+            "steps": [step.to_data() for step in self.steps],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceStep:
+    """Run the first branch whose ``when`` holds, else ``default``.
+
+    Truth follows JMESPath: ``false``, ``null`` and empty strings, lists and
+    maps are false. With no branch taken and no default the step fails with
+    ``NoChoiceMatched``; an empty default passes the step's input on.
+    """
+
+    id: str
+    choices: tuple[Branch, ...]
+    default: Branch | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "choice": [branch.to_data() for branch in self.choices],
+        }
+        if self.default is not None:
+            data["default"] = [step.to_data() for step in self.default.steps]
+        return data
+
+    @property
+    def branches(self) -> tuple[Branch, ...]:
+        """The guarded branches, then the default if there is one."""
+        return self.choices if self.default is None else (*self.choices, self.default)
+
+
+Step: TypeAlias = (
+    ActivityStep | SleepStep | SignalStep | ChildStep | ParallelStep | MapStep | ChoiceStep
+)
+#: Steps that hold sequences of other steps.
+Container: TypeAlias = ParallelStep | MapStep | ChoiceStep
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a step sits in its definition.
+
+    ``sequence`` is the list of steps it belongs to and ``index`` its
+    position there. ``owner`` is the parallel, map or choice step holding
+    that sequence (``None`` at the top level) and ``branch`` which of its
+    branches it is (0 for a map's body). ``maps`` counts the map steps
+    around it: each running copy of the step is keyed by its id plus one
+    ``@index`` per enclosing map, outermost first.
+    """
+
+    step: Step
+    sequence: tuple[Step, ...]
+    index: int
+    owner: str | None
+    branch: int
+    maps: int
+
+
+def _places(
+    steps: tuple[Step, ...],
+    owner: str | None,
+    branch: int,
+    maps: int,
+    into: dict[str, Place],
+) -> None:
+    for index, step in enumerate(steps):
+        into[step.id] = Place(step, steps, index, owner, branch, maps)
+        if isinstance(step, MapStep):
+            _places(step.steps, step.id, 0, maps + 1, into)
+        elif isinstance(step, ParallelStep | ChoiceStep):
+            for number, inner in enumerate(step.branches):
+                _places(inner.steps, step.id, number, maps, into)
 
 
 @dataclass(frozen=True, slots=True)
 class Definition:
-    """A validated, compiled workflow type at one version."""
+    """A validated, compiled workflow type at one version.
+
+    Step ids are unique across the whole definition, nested steps included,
+    so an id alone finds a step's :class:`Place`.
+    """
 
     type: str
     version: int
     steps: tuple[Step, ...]
     output: Expression | None = None
     description: str = ""
+    places: Mapping[str, Place] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        places: dict[str, Place] = {}
+        _places(self.steps, None, 0, 0, places)
+        object.__setattr__(self, "places", places)
 
     def step(self, step_id: str) -> Step | None:
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        return None
+        place = self.places.get(step_id)
+        return None if place is None else place.step
 
     def index(self, step_id: str) -> int:
-        """The position of ``step_id``; ``-1`` if there is no such step."""
-        for i, step in enumerate(self.steps):
-            if step.id == step_id:
-                return i
-        return -1
+        """The position of top-level ``step_id``; ``-1`` if there is no such step."""
+        place = self.places.get(step_id)
+        return -1 if place is None or place.owner is not None else place.index
 
     def to_data(self) -> dict[str, Any]:
         """The canonical plain form: every default spelled out."""
@@ -303,13 +466,19 @@ def parse_definition(data: object) -> Definition:
 
 _TOP_KEYS: Final = frozenset({"type", "version", "steps", "output", "description"})
 #: The fields each kind of step allows; a step's kind is the one key it has
-#: of ``activity``, ``sleep``, ``sleep_until`` and ``wait_signal``.
+#: of these.
 _STEP_KEYS: Final = {
     "activity": frozenset({"id", "activity", "input", "retry", "timeout", "compensate"}),
     "sleep": frozenset({"id", "sleep"}),
     "sleep_until": frozenset({"id", "sleep_until"}),
     "wait_signal": frozenset({"id", "wait_signal", "timeout"}),
+    "workflow": frozenset({"id", "workflow", "version", "input"}),
+    "parallel": frozenset({"id", "parallel"}),
+    "map": frozenset({"id", "map", "steps", "concurrency"}),
+    "choice": frozenset({"id", "choice", "default"}),
 }
+_BRANCH_KEYS: Final = frozenset({"id", "steps"})
+_CHOICE_KEYS: Final = frozenset({"when", "steps"})
 _COMPENSATE_KEYS: Final = frozenset({"activity", "input"})
 _RETRY_KEYS: Final = frozenset(RetryPolicy.__dataclass_fields__)
 _TIMEOUT_KEYS: Final = frozenset(Timeouts.__dataclass_fields__)
@@ -328,6 +497,9 @@ class _Checker:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
         self._path: list[str] = []
+        #: Valid step ids met so far, anywhere in the definition.
+        self._seen: set[str] = set()
+        self._count = 0
 
     @contextmanager
     def _at(self, part: str) -> Iterator[None]:
@@ -416,35 +588,43 @@ class _Checker:
             description=description,
         )
 
-    def _steps(self, data: object) -> list[Step]:
+    def _steps(self, data: object, depth: int = 0, *, empty: bool = False) -> list[Step]:
+        """A list of steps (at ``steps`` of the current path).
+
+        ``empty`` allows an empty list (a choice's branches).
+        """
         with self._at("steps"):
             if data is None:
                 self._error("required: a list of at least one step")
                 return []
-            if not isinstance(data, list) or not data:
+            if not isinstance(data, list) or (not data and not empty):
                 self._error("must be a list of at least one step")
                 return []
-            if len(data) > MAX_STEPS:
-                self._error(f"{len(data)} steps; the limit is {MAX_STEPS}")
+            self._count += len(data)
+            if self._count > MAX_STEPS:
+                self._error(f"{self._count} steps; the limit is {MAX_STEPS} in all")
                 return []
+        return self._sequence(data, "steps", depth)
+
+    def _sequence(self, data: list[Any], key: str, depth: int) -> list[Step]:
         steps: list[Step] = []
-        seen: set[str] = set()
         for i, item in enumerate(data):
-            with self._at("steps"), self._at(f"[{i}]"):
-                step = self._step(item)
+            with self._at(key), self._at(f"[{i}]"):
+                step = self._step(item, depth)
                 # Duplicates are found among valid ids even when their step has
                 # other problems, so that every problem is reported at once.
                 step_id = item.get("id") if isinstance(item, Mapping) else None
                 if isinstance(step_id, str) and _valid_name(step_id):
-                    if step_id in seen:
+                    if step_id in self._seen:
                         with self._at("id"):
+                            # Unique across the whole definition, nested steps too.
                             self._error(f"duplicate step id {step_id!r}")
-                    seen.add(step_id)
+                    self._seen.add(step_id)
                 if step is not None:
                     steps.append(step)
         return steps
 
-    def _step(self, data: object) -> Step | None:
+    def _step(self, data: object, depth: int) -> Step | None:
         if not isinstance(data, Mapping):
             self._error(f"a step must be a mapping, not {_kind(data)}")
             return None
@@ -462,8 +642,16 @@ class _Checker:
         if step is None:
             return None
         step_id = self._name(step, "id", "step id")
+        if kind in ("parallel", "map", "choice"):
+            if depth >= MAX_NESTING:
+                self._error(f"parallel, map and choice steps nest at most {MAX_NESTING} deep")
+                return None
+            container = self._container(kind, step, step_id, depth + 1)
+            return None if len(self.errors) != before else container
         if kind == "activity":
             return self._activity_step(step, step_id)
+        if kind == "workflow":
+            return self._child_step(step, step_id)
         if kind == "wait_signal":
             signal = self._name(step, "wait_signal", "signal name")
             timeout = self._duration(step, "timeout", positive=True)
@@ -485,6 +673,92 @@ class _Checker:
                     self._error("required: an expression giving a time")
             return None
         return SleepStep(step_id, until=until)
+
+    def _container(
+        self, kind: str, step: Mapping[str, Any], step_id: str | None, depth: int
+    ) -> Step | None:
+        if kind == "map":
+            items = self._expression(step, "map")
+            if step.get("map") is None:
+                with self._at("map"):
+                    self._error("required: an expression giving a list")
+            concurrency = step.get("concurrency", 10)
+            with self._at("concurrency"):
+                if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+                    self._error(f"must be an integer, not {_kind(concurrency)}")
+                elif not 1 <= concurrency <= MAX_CONCURRENCY:
+                    self._error(f"must be from 1 to {MAX_CONCURRENCY}")
+            body = self._steps(step.get("steps"), depth)
+            if step_id is None or items is None:
+                return None
+            return MapStep(step_id, items, tuple(body), concurrency)
+        if kind == "parallel":
+            branches = self._branches(step.get("parallel"), "parallel", depth)
+            if step_id is None:
+                return None
+            return ParallelStep(step_id, tuple(branches))
+        choices = self._branches(step.get("choice"), "choice", depth)
+        default = None
+        if "default" in step:
+            with self._at("default"):
+                if not isinstance(step["default"], list):
+                    self._error("must be a list of steps (it may be empty)")
+                    return None
+            default = Branch("default", tuple(self._sequence(step["default"], "default", depth)))
+        if step_id is None:
+            return None
+        return ChoiceStep(step_id, tuple(choices), default)
+
+    def _branches(self, data: object, key: str, depth: int) -> list[Branch]:
+        choice = key == "choice"
+        with self._at(key):
+            if not isinstance(data, list) or not data:
+                self._error("must be a list of at least one branch")
+                return []
+            if len(data) > MAX_STEPS:
+                self._error(f"{len(data)} branches; the limit is {MAX_STEPS}")
+                return []
+        branches: list[Branch] = []
+        names: set[str] = set()
+        for i, item in enumerate(data):
+            with self._at(key), self._at(f"[{i}]"):
+                what = "a choice branch" if choice else "a parallel branch"
+                branch = self._mapping(item, _CHOICE_KEYS if choice else _BRANCH_KEYS, what)
+                if branch is None:
+                    continue
+                if choice:
+                    when = self._expression(branch, "when")
+                    if branch.get("when") is None:
+                        with self._at("when"):
+                            self._error("required: a condition")
+                    steps = self._steps(branch.get("steps"), depth, empty=True)
+                    if when is not None:
+                        branches.append(Branch(str(i), tuple(steps), when))
+                    continue
+                name = self._name(branch, "id", "branch id")
+                if name is not None and name in names:
+                    with self._at("id"):
+                        self._error(f"duplicate branch id {name!r}")
+                steps = self._steps(branch.get("steps"), depth)
+                if name is not None:
+                    names.add(name)
+                    branches.append(Branch(name, tuple(steps)))
+        return branches
+
+    def _child_step(self, step: Mapping[str, Any], step_id: str | None) -> ChildStep | None:
+        workflow = self._name(step, "workflow", "workflow type")
+        version = step.get("version", 0)
+        with self._at("version"):
+            if isinstance(version, bool) or not isinstance(version, int):
+                self._error(f"must be an integer, not {_kind(version)}")
+                return None
+            if not 0 <= version <= MAX_VERSION:
+                self._error(f"must be from 1 to {MAX_VERSION} (or 0 for the newest)")
+                return None
+        expression = self._expression(step, "input")
+        if step_id is None or workflow is None:
+            return None
+        return ChildStep(step_id, workflow, version, expression)
 
     def _activity_step(self, step: Mapping[str, Any], step_id: str | None) -> ActivityStep | None:
         activity = self._name(step, "activity", "activity name")

@@ -19,12 +19,15 @@ from ._codec import DEFAULT_LIMITS, CodecError, decode, encode
 from ._core import (
     ActivityCompleted,
     ActivityFailed,
+    CancelChild,
     Command,
     ErrorInfo,
     InstanceState,
     InstanceStatus,
+    NotifyParent,
     RecordHistory,
     ScheduleActivity,
+    StartChild,
     StartTimer,
     StepState,
     StepStatus,
@@ -91,11 +94,17 @@ def _opt_float(body: Mapping[str, Any], name: str) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class StartMessage:
-    """A request to start an instance; ``version`` 0 means the newest."""
+    """A request to start an instance; ``version`` 0 means the newest.
+
+    A child workflow's start names its ``parent`` instance and the parent's
+    ``parent_step`` (the step key its result goes to).
+    """
 
     instance_id: str | None
     input: Any
     version: int = 0
+    parent: str | None = None
+    parent_step: str | None = None
 
 
 def encode_start(message: StartMessage) -> bytes:
@@ -104,6 +113,8 @@ def encode_start(message: StartMessage) -> bytes:
         body["id"] = message.instance_id
     if message.version:
         body["version"] = message.version
+    if message.parent is not None:
+        body["parent"] = {"id": message.parent, "step": message.parent_step}
     return encode(KIND_START, body)
 
 
@@ -132,7 +143,17 @@ def decode_start(data: bytes) -> StartMessage:
     version = body.get("version", 0) or 0
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise MessageError("field 'version' must be a positive integer")
-    return StartMessage(instance_id, body.get("input"), version)
+    parent = body.get("parent")
+    if parent is None:
+        return StartMessage(instance_id, body.get("input"), version)
+    if not isinstance(parent, Mapping) or instance_id is None:
+        raise MessageError("field 'parent' must be a map, and a child start needs an id")
+    try:
+        parent_id = check_instance_id(parent.get("id"))
+        parent_step = check_step_key(parent.get("step"))
+    except InvalidNameError as exc:
+        raise MessageError(f"parent: {exc}") from None
+    return StartMessage(instance_id, body.get("input"), version, parent_id, parent_step)
 
 
 def encode_cancel(reason: str, *, terminate: bool = False) -> bytes:
@@ -320,6 +341,30 @@ def _command_data(command: Command) -> dict[str, Any]:
             "attempt": command.attempt,
             "fire_at": command.fire_at,
         }
+    if isinstance(command, StartChild):
+        return {
+            "op": "start_child",
+            "child": command.child,
+            "workflow": command.workflow,
+            "version": command.version,
+            "input": command.input,
+            "step": command.step,
+        }
+    if isinstance(command, CancelChild):
+        return {
+            "op": "cancel_child",
+            "child": command.child,
+            "terminate": command.terminate,
+            "reason": command.reason,
+        }
+    if isinstance(command, NotifyParent):
+        return {
+            "op": "notify_parent",
+            "parent": command.parent,
+            "step": command.step,
+            "output": command.output,
+            "error": None if command.error is None else command.error.to_data(),
+        }
     return {
         "op": "history",
         "seq": command.seq,
@@ -337,6 +382,20 @@ def _command_from(data: Mapping[str, Any]) -> Command:
         return StartTimer(TimerKind(data["kind"]), data["step"], data["attempt"], data["fire_at"])
     if op == "history":
         return RecordHistory(data["seq"], data["kind"], data["at"], data.get("detail") or {})
+    if op == "start_child":
+        return StartChild(
+            data["child"], data["workflow"], data["version"], data.get("input"), data["step"]
+        )
+    if op == "cancel_child":
+        return CancelChild(data["child"], bool(data["terminate"]), str(data.get("reason", "")))
+    if op == "notify_parent":
+        error = data.get("error")
+        return NotifyParent(
+            data["parent"],
+            data["step"],
+            data.get("output"),
+            None if error is None else ErrorInfo.from_data(error),
+        )
     raise MessageError(f"unknown outbox command {op!r}")
 
 
@@ -352,6 +411,14 @@ def _step_data(step: StepState) -> dict[str, Any]:
         data["error"] = step.error.to_data()
     if step.finished_at is not None:
         data["finished_at"] = step.finished_at
+    if step.done:
+        data["done"] = step.done
+    if step.branch >= 0:
+        data["branch"] = step.branch
+    if step.items is not None:
+        data["items"] = list(step.items)
+        data["next_item"] = step.next_item
+        data["finished_items"] = step.finished_items
     return data
 
 
@@ -365,7 +432,6 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "input": state.input,
         "created_at": state.created_at,
         "updated_at": state.updated_at,
-        "cursor": state.cursor,
         "steps": {step_id: _step_data(step) for step_id, step in state.steps.items()},
         "output": state.output,
         "error": None if state.error is None else state.error.to_data(),
@@ -377,6 +443,8 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "compensations": list(state.compensations),
         "ending": None if state.ending is None else str(state.ending),
         "compensation": state.compensation,
+        "parent": state.parent,
+        "parent_step": state.parent_step,
     }
 
 
@@ -396,6 +464,11 @@ def decode_state(data: bytes) -> InstanceState:
                 step.get("output"),
                 None if step.get("error") is None else ErrorInfo.from_data(step["error"]),
                 step.get("finished_at"),
+                step.get("done", 0),
+                step.get("branch", -1),
+                None if step.get("items") is None else tuple(step["items"]),
+                step.get("next_item", 0),
+                step.get("finished_items", 0),
             )
             for step_id, step in body["steps"].items()
         }
@@ -408,7 +481,6 @@ def decode_state(data: bytes) -> InstanceState:
             status=InstanceStatus(body["status"]),
             created_at=body["created_at"],
             updated_at=body["updated_at"],
-            cursor=body["cursor"],
             steps=steps,
             output=body.get("output"),
             error=None if error is None else ErrorInfo.from_data(error),
@@ -422,6 +494,8 @@ def decode_state(data: bytes) -> InstanceState:
             compensations=tuple(body.get("compensations") or ()),
             ending=None if body.get("ending") is None else InstanceStatus(body["ending"]),
             compensation=body.get("compensation"),
+            parent=body.get("parent"),
+            parent_step=body.get("parent_step"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MessageError(f"damaged instance state: {exc!r}") from None

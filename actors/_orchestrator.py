@@ -39,25 +39,32 @@ from transport import (
     TransportError,
 )
 
-from ._codec import CodecError, PayloadTooLargeError
+from ._codec import CodecError, PayloadTooLargeError, encode
 from ._core import (
     ActivityCompleted,
+    ActivityFailed,
+    CancelChild,
     CancelRequested,
     Command,
     ErrorInfo,
     Event,
     InstanceState,
+    InstanceStatus,
+    NotifyParent,
     RecordHistory,
     ScheduleActivity,
     SignalReceived,
+    StartChild,
     StartRequested,
     TerminateRequested,
     decide,
     fail_instance,
 )
 from ._definition import Definition
+from ._limits import LimitExceededError, Limits
 from ._messages import (
     MessageError,
+    StartMessage,
     decode_cancel,
     decode_result,
     decode_signal,
@@ -65,8 +72,11 @@ from ._messages import (
     decode_state,
     decode_terminate,
     decode_timer,
+    encode_cancel,
     encode_deadletter,
     encode_history,
+    encode_result,
+    encode_start,
     encode_state,
     encode_task,
     encode_timer,
@@ -85,13 +95,19 @@ from ._wire import (
     TIMER_PREFIX,
     InvalidNameError,
     Layout,
+    cancel_subject,
     check_instance_id,
     check_name,
     deadletter_subject,
     history_msg_id,
     history_subject,
+    result_msg_id,
+    result_subject,
+    start_msg_id,
+    start_subject,
     task_msg_id,
     task_subject,
+    terminate_subject,
     timer_msg_id,
     timer_subject,
 )
@@ -119,6 +135,8 @@ class OrchestratorConfig:
     prefetch: int = 512
     #: On shutdown, how long actors may take to finish the events they hold.
     drain_timeout: float = 10.0
+    #: Sizes an instance's input, outputs and state may have.
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(slots=True)
@@ -211,7 +229,12 @@ class Orchestrator:
             # so that its redelivery cannot make a second instance.
             instance_id = start.instance_id or f"{workflow_type}-{delivery.stream_seq}"
             return instance_id, StartRequested(
-                instance_id, workflow_type, start.version, start.input
+                instance_id,
+                workflow_type,
+                start.version,
+                start.input,
+                start.parent,
+                start.parent_step,
             )
         if subject.startswith(CANCEL_PREFIX + ".") and len(tokens) == 3:
             return check_instance_id(rest), CancelRequested(decode_cancel(delivery.data))
@@ -358,10 +381,18 @@ class _InstanceActor:
             definition = await self._definition_for(state, event)
             now = self._transport.now()
             try:
-                new, commands = decide(definition, state, event, now)
+                checked = self._within_limits(state, event, delivery)
+            except LimitExceededError as exc:
+                await self._owner._deadletter(delivery, f"instance {self._id}: {exc}")
+                return
+            try:
+                if isinstance(checked, tuple):
+                    new, commands = checked
+                else:
+                    new, commands = decide(definition, state, checked, now)
             except Exception as exc:
                 log.exception("instance %s: the engine failed deciding %r", self._id, event)
-                new, commands = self._fail(state, event, "EngineError", exc, now)
+                new, commands = self._fail(state, event, "EngineError", exc, now, definition)
             if (new is None or new is state) and not fresh:
                 # The cached state may be stale: another orchestrator may
                 # have advanced the instance, and this event may be for a
@@ -375,40 +406,111 @@ class _InstanceActor:
                     # Rule 5: this event made the last decision and is back,
                     # so its ack (and maybe the publish before it) was lost.
                     # Publishing again is deduplicated by message id (rule 2).
-                    await self._publish(state.outbox)
+                    await self._transport.publish_many(self._messages(state, state.outbox))
                 await delivery.ack()
                 return
-            cause = delivery.stream_seq
+            # Everything is encoded and measured before anything is written,
+            # so that an instance over a limit fails whole (never a state
+            # that says a task went out when it could not).
             try:
-                if not await self._persist(new, cause):
+                messages = self._checked(new, commands)
+                data = self._encoded(new, delivery.stream_seq)
+            except LimitExceededError as exc:
+                new, commands = self._fail(_slim(state), event, exc.kind, exc, now, definition)
+                messages = self._messages(new, commands)
+                data = self._encoded(new, delivery.stream_seq)
+            try:
+                if not await self._persist(new, data, delivery.stream_seq):
                     continue
             except (PayloadTooLargeError, TooLargeError) as exc:
-                # Keep the failed state small: the payloads are what overflowed.
+                # The broker's own limit is below ours: fail small instead.
                 new, commands = self._fail(_slim(state), event, "StateTooLarge", exc, now)
-                if not await self._persist(new, cause):
+                messages = self._messages(new, commands)
+                if not await self._persist(
+                    new, self._encoded(new, delivery.stream_seq), delivery.stream_seq
+                ):
                     continue
-            try:
-                await self._publish(commands)
-            except (PayloadTooLargeError, TooLargeError) as exc:
-                # A task over the size limit: the state says it went out, so
-                # fail the instance rather than leave it waiting forever.
-                new, commands = self._fail(self._state, event, "PayloadTooLarge", exc, now)
-                if new is not self._state and await self._persist(new, cause):
-                    await self._publish(commands)
+            await self._transport.publish_many(messages)
             await delivery.ack()
             return
 
+    def _within_limits(
+        self, state: InstanceState | None, event: Event, delivery: Delivery
+    ) -> Event | tuple[InstanceState | None, list[Command]]:
+        """``event``, or what replaces it because its message is over a limit.
+
+        A start over ``max_input`` fails the instance; a result over
+        ``max_output`` fails the step's attempt, without retry. A signal over
+        ``max_input`` raises :class:`LimitExceededError` (it goes to dead
+        letters: the instance never asked for it).
+        """
+        limits = self._owner._config.limits
+        size = len(delivery.data)
+        if isinstance(event, StartRequested) and size > limits.max_input:
+            if state is not None:
+                return state, []
+            exc = LimitExceededError("the start message", size, limits.max_input, "InputTooLarge")
+            error = ErrorInfo("InputTooLarge", str(exc), non_retryable=True)
+            return fail_instance(None, event, error, self._transport.now())
+        if isinstance(event, ActivityCompleted) and size > limits.max_output:
+            exc = LimitExceededError(
+                f"the result of step {event.step!r}", size, limits.max_output, "OutputTooLarge"
+            )
+            error = ErrorInfo("OutputTooLarge", str(exc), non_retryable=True)
+            return ActivityFailed(event.step, event.attempt, error)
+        if isinstance(event, SignalReceived) and size > limits.max_input:
+            raise LimitExceededError(
+                f"signal {event.name!r}", size, limits.max_input, "InputTooLarge"
+            )
+        return event
+
+    def _checked(self, new: InstanceState, commands: list[Command]) -> list[OutMessage]:
+        """The messages for ``commands``; raises if one is over its limit."""
+        limits = self._owner._config.limits
+        messages = self._messages(new, commands)
+        for command, message in zip(commands, messages, strict=True):
+            if (
+                isinstance(command, ScheduleActivity | StartChild)
+                and len(message.data) > limits.max_input
+            ):
+                raise LimitExceededError(
+                    f"the input of step {command.step!r}",
+                    len(message.data),
+                    limits.max_input,
+                    "InputTooLarge",
+                )
+        if new.status is InstanceStatus.COMPLETED and new.output is not None:
+            size = len(encode("output", new.output))
+            if size > limits.max_output:
+                raise LimitExceededError(
+                    "the workflow's output", size, limits.max_output, "OutputTooLarge"
+                )
+        return messages
+
+    def _encoded(self, new: InstanceState, cause: int) -> bytes:
+        """``new`` as stored (made by event ``cause``); raises if over ``max_state``."""
+        data = encode_state(replace(new, cause=cause))
+        limit = self._owner._config.limits.max_state
+        if len(data) > limit and not new.status.terminal:
+            raise LimitExceededError("the instance state", len(data), limit, "StateTooLarge")
+        return data
+
     def _fail(
-        self, state: InstanceState | None, event: Event, kind: str, exc: BaseException, now: float
+        self,
+        state: InstanceState | None,
+        event: Event,
+        kind: str,
+        exc: BaseException,
+        now: float,
+        definition: Definition | None = None,
     ) -> tuple[InstanceState, list[Command]]:
         self._owner.stats["instance_failures"] += 1
-        error = ErrorInfo(
-            kind, f"{type(exc).__name__}: {exc}", traceback.format_exc(), non_retryable=True
-        )
+        trace = "" if isinstance(exc, LimitExceededError) else traceback.format_exc()
+        error = ErrorInfo(kind, f"{type(exc).__name__}: {exc}", trace, non_retryable=True)
         start = event if isinstance(event, StartRequested) else None
         if state is None and start is None:
             raise RuntimeError("nothing to fail") from exc
-        return fail_instance(state, start, error, now)
+        return fail_instance(state, start, error, now, definition)
 
     async def _definition_for(self, state: InstanceState | None, event: Event) -> Definition | None:
         store = self._owner._definitions
@@ -418,16 +520,14 @@ class _InstanceActor:
         assert isinstance(event, StartRequested)
         return await store.get(event.workflow_type, event.version)
 
-    async def _persist(self, new: InstanceState, cause: int) -> bool:
-        """Write ``new`` (made by event ``cause``) by compare-and-set.
+    async def _persist(self, new: InstanceState, data: bytes, cause: int) -> bool:
+        """Write ``new`` (encoded as ``data``, made by event ``cause``) by compare-and-set.
 
         ``False`` on a conflict: another process advanced the instance, and
         the cache is dropped so the next attempt reloads.
         """
         states = self._owner._states
         assert states is not None
-        new = replace(new, cause=cause)
-        data = encode_state(new)
         try:
             if self._revision == 0:
                 self._revision = await states.create(self._id, data)
@@ -437,15 +537,14 @@ class _InstanceActor:
             self._owner.stats["conflicts"] += 1
             self._loaded = False
             return False
-        self._state = new
+        self._state = replace(new, cause=cause)
         self.terminal = new.status.terminal
         return True
 
-    async def _publish(self, commands: tuple[Command, ...] | list[Command]) -> None:
-        if not commands:
-            return
-        state = self._state
-        assert state is not None
+    def _messages(
+        self, state: InstanceState, commands: tuple[Command, ...] | list[Command]
+    ) -> list[OutMessage]:
+        """The messages that carry out ``commands``, each with its deterministic id."""
         messages: list[OutMessage] = []
         now = self._transport.now()
         for command in commands:
@@ -465,6 +564,43 @@ class _InstanceActor:
                         msg_id=history_msg_id(self._id, command.seq),
                     )
                 )
+            elif isinstance(command, StartChild):
+                start = StartMessage(
+                    command.child, command.input, command.version, self._id, command.step
+                )
+                messages.append(
+                    OutMessage(
+                        start_subject(command.workflow),
+                        encode_start(start),
+                        msg_id=start_msg_id(command.child),
+                    )
+                )
+            elif isinstance(command, CancelChild):
+                subject = (terminate_subject if command.terminate else cancel_subject)(
+                    command.child
+                )
+                messages.append(
+                    OutMessage(
+                        subject,
+                        encode_cancel(command.reason, terminate=command.terminate),
+                        msg_id=f"parent.{subject}",
+                    )
+                )
+            elif isinstance(command, NotifyParent):
+                # A child's end reaches its parent as the result of its step.
+                messages.append(
+                    OutMessage(
+                        result_subject(command.parent, command.step, ok=command.error is None),
+                        encode_result(
+                            command.parent,
+                            command.step,
+                            1,
+                            output=command.output,
+                            error=command.error,
+                        ),
+                        msg_id=result_msg_id(command.parent, command.step, 1),
+                    )
+                )
             else:
                 key = f"{command.kind}.{command.step}.{command.attempt}"
                 messages.append(
@@ -475,7 +611,7 @@ class _InstanceActor:
                         deliver_at=command.fire_at if command.fire_at > now else None,
                     )
                 )
-        await self._transport.publish_many(messages)
+        return messages
 
 
 class _DamagedStateError(Exception):

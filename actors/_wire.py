@@ -61,6 +61,7 @@ DEADLETTER_PREFIX: Final = "deadletter"
 # conservative alphabet: no dots, wildcards or whitespace.
 _NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_KEY_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}(?:@[0-9]{1,9}){0,8}(?:~undo)?")
 
 
 class InvalidNameError(ValueError):
@@ -87,11 +88,14 @@ UNDO_SUFFIX: Final = "~undo"
 
 
 def check_step_key(key: object) -> str:
-    """Return ``key`` if it names a step or a step's compensation; else raise."""
-    if isinstance(key, str) and key.endswith(UNDO_SUFFIX):
-        check_name("step", key[: -len(UNDO_SUFFIX)])
-        return key
-    return check_name("step", key)
+    """Return ``key`` if it names a step copy or its compensation; else raise.
+
+    A key is a step id, then ``@i`` for each map item around it, then
+    ``~undo`` for its compensation: ``charge``, ``ship@12``, ``pay@3@0~undo``.
+    """
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        raise InvalidNameError(f"step key {str(key)[:100]!r} is not valid")
+    return key
 
 
 def check_instance_id(instance_id: object) -> str:

@@ -50,6 +50,20 @@ def charge_card(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @actors.activity
+async def authorize_card(request: dict[str, Any]) -> dict[str, Any]:
+    """Put a hold on the customer's card (declined if there is no card)."""
+    if not request.get("card"):
+        raise actors.ActivityError("no card on file", type="CardDeclined", non_retryable=True)
+    return {"order": request["order"], "hold": f"h-{request['order']}"}
+
+
+@actors.activity
+async def void_authorization(hold: dict[str, Any]) -> dict[str, Any]:
+    """Lift the hold (the compensation of authorize_card)."""
+    return {"order": hold["order"], "voided": hold["hold"]}
+
+
+@actors.activity
 async def release_stock(reservation: dict[str, Any]) -> dict[str, Any]:
     """Undo a reservation (the compensation of reserve_stock)."""
     return {"order": reservation["order"], "released": True}
@@ -65,7 +79,8 @@ async def refund_card(payment: dict[str, Any]) -> dict[str, Any]:
 async def ship(request: dict[str, Any]) -> dict[str, Any]:
     """Hand the order to the carrier."""
     await trio.sleep(0.01)
-    return {"order": request["order"], "tracking": f"TRK-{request['order'].upper()}"}
+    parcel = request["order"].upper() + (f"-{request['line']}" if "line" in request else "")
+    return {"order": request["order"], "tracking": f"TRK-{parcel}"}
 
 
 @actors.activity

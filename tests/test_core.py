@@ -131,7 +131,7 @@ def test_happy_path_three_steps() -> None:
     run = Run(definition, {"x": 1}, now=10.0)
     state = run.current
     assert (state.id, state.type, state.version, state.input) == ("inst-1", "order", 1, {"x": 1})
-    assert (state.status, state.cursor, state.created_at) == (RUNNING, 0, 10.0)
+    assert (state.status, state.created_at) == (RUNNING, 10.0)
     # The first step without `input:` gets the workflow's input.
     assert tasks(run.last) == [ScheduleActivity("a", 1, "do_a", {"x": 1}, 10.0, None, 300.0, None)]
     assert timers(run.last) == []  # no schedule_to_start, no TIMEOUT timer
@@ -140,8 +140,8 @@ def test_happy_path_three_steps() -> None:
     run.send(ActivityCompleted("a", 1, {"n": 5}), 11.0)
     # A later step without `input:` gets the previous step's output.
     assert tasks(run.last) == [ScheduleActivity("b", 1, "do_b", {"n": 5}, 11.0, None, 300.0, None)]
-    assert run.step("a") == StepState(StepStatus.COMPLETED, 1, 10.0, {"n": 5}, None, 11.0)
-    assert run.current.cursor == 1
+    assert run.step("a") == StepState(StepStatus.COMPLETED, 1, 10.0, {"n": 5}, None, 11.0, done=3)
+    assert set(run.current.steps) == {"a", "b"}
 
     run.send(ActivityCompleted("b", 1, "b-out"), 12.0)
     (task,) = tasks(run.last)
@@ -151,13 +151,12 @@ def test_happy_path_three_steps() -> None:
         "first": 5,
         "wf": {"id": "inst-1", "type": "order", "version": 1},
     }
-    assert run.current.cursor == 2
+    assert run.step("c").status is StepStatus.SCHEDULED
 
     run.send(ActivityCompleted("c", 1, [1, 2]), 13.0)
     state = run.current
     assert state.status is COMPLETED
     assert state.output == {"a": {"n": 5}, "c": [1, 2], "missing": None}
-    assert state.cursor == 3
     assert (state.created_at, state.updated_at) == (10.0, 13.0)
     assert all(s.status is StepStatus.COMPLETED for s in state.steps.values())
     assert run.last == [
@@ -412,9 +411,13 @@ def test_an_event_without_the_instances_definition_fails_it(definition: Definiti
         "workflow type 'order' version 1 is no longer registered",
         non_retryable=True,
     )
-    assert (new.status, new.error, new.steps) == (FAILED, error, state.steps)
+    assert (new.status, new.error) == (FAILED, error)
+    # The attempt under way is abandoned: its worker learns it is unwanted.
+    abandoned = replace(state.steps["a"], status=StepStatus.CANCELLED, finished_at=3.0)
+    assert new.steps == {"a": abandoned}
     assert commands == [
-        RecordHistory(state.seq + 1, "workflow.failed", 3.0, {"error": error.to_data()})
+        RecordHistory(state.seq + 1, "steps.cancelled", 3.0, {"steps": ["a"]}),
+        RecordHistory(state.seq + 2, "workflow.failed", 3.0, {"error": error.to_data()}),
     ]
     assert new.outbox == tuple(commands)
     # Neither a cancel nor a repeated start needs the definition.
@@ -493,8 +496,11 @@ def test_cancel_stops_the_instance_for_good() -> None:
     state = run.current
     assert state.status is CANCELLED
     assert state.error is None
-    assert run.last == [RecordHistory(3, "workflow.cancelled", 50.0, {"reason": "user asked"})]
-    assert run.step("a").status is StepStatus.SCHEDULED
+    assert run.last == [
+        RecordHistory(3, "steps.cancelled", 50.0, {"steps": ["a"]}),
+        RecordHistory(4, "workflow.cancelled", 50.0, {"reason": "user asked"}),
+    ]
+    assert run.step("a").status is StepStatus.CANCELLED
     late: list[Event] = [
         ActivityCompleted("a", 1, "x"),
         ActivityFailed("a", 1, ErrorInfo("X", "")),
@@ -580,9 +586,11 @@ def test_fail_instance_of_a_running_instance() -> None:
     state = run.current
     error = ErrorInfo("StateTooLarge", "state is 2 MiB")
     new, commands = fail_instance(state, None, error, 9.0)
-    assert (new.status, new.error, new.steps, new.updated_at) == (FAILED, error, state.steps, 9.0)
+    assert (new.status, new.error, new.updated_at) == (FAILED, error, 9.0)
+    assert new.steps["a"].status is StepStatus.CANCELLED
     assert commands == [
-        RecordHistory(state.seq + 1, "workflow.failed", 9.0, {"error": error.to_data()})
+        RecordHistory(state.seq + 1, "steps.cancelled", 9.0, {"steps": ["a"]}),
+        RecordHistory(state.seq + 2, "workflow.failed", 9.0, {"error": error.to_data()}),
     ]
     assert new.outbox == tuple(commands)
     assert fail_instance(new, None, ErrorInfo("Again", ""), 10.0) == (new, [])

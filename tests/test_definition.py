@@ -373,7 +373,7 @@ def test_each_problem_is_reported_at_its_path(
 def test_too_many_steps() -> None:
     steps = [{"id": f"s{i}", "activity": "x"} for i in range(MAX_STEPS + 1)]
     (error,) = errors_of({"type": "t", "steps": steps})
-    assert error == FieldError("steps", f"{MAX_STEPS + 1} steps; the limit is {MAX_STEPS}")
+    assert error == FieldError("steps", f"{MAX_STEPS + 1} steps; the limit is {MAX_STEPS} in all")
     # Exactly the limit is fine.
     assert len(parse_definition({"type": "t", "steps": steps[:MAX_STEPS]}).steps) == MAX_STEPS
 

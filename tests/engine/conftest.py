@@ -59,12 +59,18 @@ class Engine:
     orchestrator: actors.Orchestrator
     worker: actors.Worker
     nursery: trio.Nursery
+    _readers: int = 0
 
     async def history(self, instance_id: str) -> list[dict[str, Any]]:
-        """The instance's history records, in order, up to its terminal one."""
+        """The instance's history records, in order, up to its terminal one.
+
+        Each call reads the history from its start (through a consumer of its own).
+        """
         records: list[dict[str, Any]] = []
+        self._readers += 1
         spec = ConsumerSpec(
-            durable=f"history-{instance_id}"[:64], filter_subjects=(f"history.{instance_id}",)
+            durable=f"h{self._readers}-{instance_id}"[:64],
+            filter_subjects=(f"history.{instance_id}",),
         )
         with trio.fail_after(30):
             async with self.transport.consume(HISTORY_STREAM, spec) as deliveries:
@@ -98,13 +104,23 @@ def worker_config(**options: Any) -> actors.WorkerConfig:
 
 
 @pytest.fixture
-async def engine(engine_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    """A running engine serving the activities of the test's module (``ACTIVITIES``)."""
-    specs = actors.collect_activities([request.module])
+def orchestrator_options() -> dict[str, Any]:
+    """Options for the engine's orchestrator; a module overrides this to change them."""
+    return {}
+
+
+@pytest.fixture
+async def engine(
+    engine_url: str, request: pytest.FixtureRequest, orchestrator_options: dict[str, Any]
+) -> AsyncIterator[Engine]:
+    """A running engine serving the activities of the test's module.
+
+    A module that defines ``ACTIVITY_MODULE`` serves that module's instead.
+    """
+    specs = actors.collect_activities([getattr(request.module, "ACTIVITY_MODULE", request.module)])
+    options = {"passivate_after": 5.0, "drain_timeout": 2.0, **orchestrator_options}
     async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
-        orchestrator = actors.Orchestrator(
-            transport, actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0)
-        )
+        orchestrator = actors.Orchestrator(transport, actors.OrchestratorConfig(**options))
         await nursery.start(orchestrator.run)
         worker = actors.Worker(transport, specs, worker_config(drain_timeout=2.0))
         await nursery.start(worker.run)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
+from flow import kinds, result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
@@ -105,26 +106,6 @@ ORDER = {
     ],
     "output": "{approved_by: steps.approval.output.by}",
 }
-
-
-def instance_id() -> str:
-    return f"c{trio.current_time():.0f}{id(object()) % 100000}"
-
-
-async def result_of(engine: Engine, instance: str, limit: float = 120) -> Any:
-    with trio.fail_after(limit):
-        return await engine.client.result(instance)
-
-
-async def kinds(engine: Engine, instance: str) -> list[str]:
-    return [record["kind"] for record in await engine.history(instance)]
-
-
-async def wait_for_step(engine: Engine, instance: str, step: str, status: str) -> None:
-    with trio.fail_after(60):
-        await engine.client.wait_for(
-            instance, lambda info: info.steps.get(step, {}).get("status") == status
-        )
 
 
 # -- durable sleep ---------------------------------------------------------------

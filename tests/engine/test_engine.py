@@ -530,26 +530,6 @@ async def test_two_orchestrators_never_lose_an_event_to_a_stale_cache(engine: En
 # -- failures inside one instance, and shutdowns -----------------------------------------
 
 
-@actors.activity
-async def big_output(value: Any) -> str:
-    return "x" * 700_000
-
-
-async def test_a_state_over_the_size_limit_fails_only_that_instance(engine: Engine) -> None:
-    await engine.client.register(one_step("bloat", "big_output"))
-    instance_id = await engine.client.start("bloat", "y" * 400_000)
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert caught.value.error.type == "StateTooLarge"
-    info = await engine.client.status(instance_id)
-    assert info is not None
-    assert info.input is None  # recorded without the payloads that overflowed
-    with pytest.raises(actors.PayloadTooLargeError):
-        await engine.client.start("bloat", "z" * 2_000_000)
-    await engine.client.register(THREE)
-    assert (await result_of(engine, await engine.client.start("three", {})))["count"] == 3
-
-
 async def test_a_bug_in_the_engine_fails_only_that_instance(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

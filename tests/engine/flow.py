@@ -1,0 +1,40 @@
+"""Helpers the end-to-end control-flow tests share (waiting, history)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+
+import actors
+
+if TYPE_CHECKING:
+    from conftest import Engine
+
+
+def instance_id() -> str:
+    return f"c{trio.current_time():.0f}{id(object()) % 100000}"
+
+
+async def result_of(engine: Engine, instance: str, limit: float = 120) -> Any:
+    with trio.fail_after(limit):
+        return await engine.client.result(instance)
+
+
+async def kinds(engine: Engine, instance: str) -> list[str]:
+    return [record["kind"] for record in await engine.history(instance)]
+
+
+async def wait_for_step(engine: Engine, instance: str, step: str, status: str) -> None:
+    with trio.fail_after(60):
+        await engine.client.wait_for(
+            instance, lambda info: info.steps.get(step, {}).get("status") == status
+        )
+
+
+async def failure_of(engine: Engine, instance: str) -> actors.ErrorInfo:
+    """The error of an instance that fails (the test fails if it does not)."""
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance)
+    return caught.value.error

@@ -1,0 +1,99 @@
+"""The example order workflow (``examples/order.yaml``), on both transports.
+
+It uses parallel branches, a choice, a signal, a map and compensation; each
+test plays one path through it, as the demo does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+from flow import failure_of, kinds, result_of, wait_for_step
+
+import actors
+import examples.activities
+from actors import InstanceStatus
+
+if TYPE_CHECKING:
+    from conftest import Engine
+
+ACTIVITY_MODULE = examples.activities
+ORDER = (Path(__file__).resolve().parents[2] / "examples" / "order.yaml").read_text()
+SMALL = [{"sku": "apple", "quantity": 3}, {"sku": "pear", "quantity": 2}]
+LARGE = [{"sku": "apple", "quantity": 60}, {"sku": "melon", "quantity": 5}]
+
+
+async def _start(engine: Engine, instance: str, items: list[dict[str, Any]], card: str) -> None:
+    await engine.client.register(ORDER)
+    await engine.client.start(
+        "order", {"order_id": instance, "items": items, "card": card}, id=instance
+    )
+
+
+async def _scheduled(engine: Engine, instance: str) -> list[str]:
+    history = await engine.history(instance)
+    return [r["detail"]["step"] for r in history if r["kind"] == "activity.scheduled"]
+
+
+async def test_a_small_order_needs_no_approval(engine: Engine) -> None:
+    await _start(engine, "o-small", SMALL, "visa")
+    assert await result_of(engine, "o-small") == {
+        "order": "o-small",
+        "charged": 3.0,
+        "approved_by": None,
+        "tracking": ["TRK-O-SMALL-0", "TRK-O-SMALL-1"],
+    }
+    history = await kinds(engine, "o-small")
+    assert history.count("parallel.completed") == 1
+    assert "signal.waiting" not in history
+    assert sorted(await _scheduled(engine, "o-small")) == sorted(
+        ["reserve", "authorize", "charge", "ship_line@0", "ship_line@1"]
+    )
+
+
+async def test_a_large_order_waits_for_approval(engine: Engine) -> None:
+    await _start(engine, "o-large", LARGE, "visa")
+    await wait_for_step(engine, "o-large", "approval", "waiting")
+    await engine.client.signal("o-large", "approved", {"by": "ann"})
+    output = await result_of(engine, "o-large")
+    assert (output["charged"], output["approved_by"]) == (45.0, "ann")
+
+
+async def test_a_rejected_order_is_undone_latest_first(engine: Engine) -> None:
+    await _start(engine, "o-no", LARGE, "visa")
+    await wait_for_step(engine, "o-no", "approval", "waiting")
+    await engine.client.cancel("o-no", "rejected")
+    with pytest.raises(actors.WorkflowCancelledError):
+        await result_of(engine, "o-no")
+    info = await engine.client.status("o-no")
+    assert info is not None
+    assert (info.status, info.compensation) == (InstanceStatus.CANCELLED, "completed")
+    history = await engine.history("o-no")
+    (started,) = [r for r in history if r["kind"] == "compensation.started"]
+    # The two parallel steps completed in some order; they are undone in
+    # the reverse of it.
+    completed = [
+        r["detail"]["step"]
+        for r in history
+        if r["kind"] == "activity.completed" and r["detail"]["step"] in ("reserve", "authorize")
+    ]
+    assert started["detail"]["steps"] == [f"{step}~undo" for step in reversed(completed)]
+    assert info.steps["approval"]["status"] == "cancelled"
+
+
+async def test_an_order_without_stock_fails_and_voids_the_hold(engine: Engine) -> None:
+    await _start(engine, "o-short", [{"sku": "melon", "quantity": 50}], "visa")
+    failure = await failure_of(engine, "o-short")
+    assert failure.type == "OutOfStock"
+    with trio.fail_after(30):
+        info = await engine.client.wait("o-short")
+    # The card hold is voided if it was placed before the failure, and
+    # abandoned (never charged) if it was still under way.
+    authorize = info.steps["authorize"]["status"]
+    assert authorize in ("completed", "cancelled")
+    if authorize == "completed":
+        assert info.steps["authorize~undo"]["status"] == "completed"
+    assert "charge" not in info.steps

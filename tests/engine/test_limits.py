@@ -1,0 +1,147 @@
+"""Size limits on input, output and state, on both transports.
+
+The orchestrator here runs with small limits so that the tests move little
+data. Whatever is over a limit fails the instance whole, before anything of
+it is written or published, with an error that names the limit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+from flow import failure_of, kinds, result_of, wait_for_step
+
+import actors
+from actors import InstanceStatus
+from actors._messages import StartMessage, encode_start
+from actors._wire import start_msg_id, start_subject
+
+if TYPE_CHECKING:
+    from conftest import Engine
+
+LIMITS = actors.Limits(max_input=4096, max_output=4096, max_state=16384)
+
+#: Runs of each activity, by name.
+_calls: dict[str, int] = {}
+
+
+@pytest.fixture
+def orchestrator_options() -> dict[str, Any]:
+    return {"limits": LIMITS}
+
+
+@actors.activity
+async def sized(value: Any) -> str:
+    """Return a string of ``value`` bytes."""
+    _calls["sized"] = _calls.get("sized", 0) + 1
+    return "x" * int(value)
+
+
+@actors.activity
+async def echo(value: Any) -> Any:
+    _calls["echo"] = _calls.get("echo", 0) + 1
+    return value
+
+
+async def test_a_start_over_the_input_limit(engine: Engine) -> None:
+    await engine.client.register({"type": "big-in", "steps": [{"id": "e", "activity": "echo"}]})
+    # A client with the same limit refuses it before sending anything.
+    async with actors.Client(engine.transport, limits=LIMITS) as client:
+        with pytest.raises(actors.LimitExceededError, match="over the 4096-byte limit"):
+            await client.start("big-in", "y" * 5000, id="refused")
+        with pytest.raises(actors.LimitExceededError):
+            await client.signal("refused", "go", "y" * 5000)
+    assert await engine.client.status("refused") is None
+    # A start that comes another way is failed by the orchestrator.
+    data = encode_start(StartMessage("sent-raw", "y" * 5000))
+    await engine.transport.publish(start_subject("big-in"), data, msg_id=start_msg_id("sent-raw"))
+    error = await failure_of(engine, "sent-raw")
+    assert error.type == "InputTooLarge"
+    assert "the start message is" in error.message
+    info = await engine.client.status("sent-raw")
+    assert info is not None
+    assert info.input is None
+    assert _calls.get("echo", 0) == 0
+
+
+async def test_an_output_over_the_limit_fails_the_step_without_retry(engine: Engine) -> None:
+    await engine.client.register(
+        {
+            "type": "big-out",
+            "steps": [{"id": "s", "activity": "sized", "retry": {"max_attempts": 5}}],
+        }
+    )
+    before = _calls.get("sized", 0)
+    instance = await engine.client.start("big-out", 6000)
+    error = await failure_of(engine, instance)
+    assert error.type == "OutputTooLarge"
+    assert "the result of step 's'" in error.message
+    assert _calls["sized"] - before == 1
+    # Just under the limit is fine.
+    small = await engine.client.start("big-out", 3000)
+    assert len(await result_of(engine, small)) == 3000
+
+
+async def test_a_task_over_the_input_limit_is_never_published(engine: Engine) -> None:
+    await engine.client.register(
+        {
+            "type": "big-task",
+            "steps": [
+                {"id": "s", "activity": "sized"},
+                {"id": "both", "activity": "echo", "input": "[steps.s.output, steps.s.output]"},
+            ],
+        }
+    )
+    before = _calls.get("echo", 0)
+    instance = await engine.client.start("big-task", 3000)
+    error = await failure_of(engine, instance)
+    assert error.type == "InputTooLarge"
+    assert "the input of step 'both'" in error.message
+    assert _calls.get("echo", 0) == before
+    history = await engine.history(instance)
+    scheduled = [r["detail"]["step"] for r in history if r["kind"] == "activity.scheduled"]
+    assert scheduled == ["s"]
+
+
+async def test_a_state_over_the_limit_fails_the_instance_small(engine: Engine) -> None:
+    await engine.client.register(
+        {
+            "type": "big-state",
+            "steps": [
+                {
+                    "id": "each",
+                    "map": "input",
+                    "concurrency": 1,
+                    "steps": [{"id": "s", "activity": "sized"}],
+                }
+            ],
+        }
+    )
+    instance = await engine.client.start("big-state", [3000] * 8)
+    error = await failure_of(engine, instance)
+    assert error.type == "StateTooLarge"
+    assert "the instance state is" in error.message
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert info.status is InstanceStatus.FAILED
+    # Recorded without the payloads that overflowed.
+    assert info.input is None
+    assert "workflow.failed" in await kinds(engine, instance)
+
+
+async def test_an_oversized_signal_is_dead_lettered_and_the_instance_waits_on(
+    engine: Engine,
+) -> None:
+    await engine.client.register(
+        {"type": "big-signal", "steps": [{"id": "w", "wait_signal": "go"}]}
+    )
+    instance = await engine.client.start("big-signal", None)
+    await wait_for_step(engine, instance, "w", "waiting")
+    await engine.client.signal(instance, "go", "y" * 5000)
+    (letter,) = await engine.deadletters(1)
+    assert "signal 'go' is" in letter["reason"]
+    await engine.client.signal(instance, "go", "small")
+    with trio.fail_after(60):
+        assert await result_of(engine, instance) == "small"
