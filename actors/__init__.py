@@ -14,6 +14,7 @@ from ._activity import activity as activity
 from ._activity import activity_info as activity_info
 from ._activity import collect_activities as collect_activities
 from ._activity import heartbeat as heartbeat
+from ._builder import Steps as Steps
 from ._builder import WorkflowBuilder as WorkflowBuilder
 from ._client import Client as Client
 from ._client import InstanceInfo as InstanceInfo
@@ -72,6 +73,7 @@ __all__ = [
     "OrchestratorConfig",
     "PayloadTooLargeError",
     "RetryPolicy",
+    "Steps",
     "Timeouts",
     "UnknownWorkflowTypeError",
     "VersionConflictError",
