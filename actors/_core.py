@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import datetime
 import enum
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 
@@ -381,15 +382,22 @@ class InstanceState:
 
 
 class _Builder:
-    """Accumulates one decision's changes and commands."""
+    """Accumulates one decision's changes and commands.
 
-    __slots__ = ("commands", "now", "state", "was_terminal")
+    ``later`` holds what a finished step sets going next (the step after it,
+    or the end of its sequence). Running those from a queue, not by calling
+    down, keeps the stack flat however many steps finish in one decision (a
+    long run of zero sleeps, a map of ten thousand empty choices).
+    """
+
+    __slots__ = ("commands", "later", "now", "state", "was_terminal")
 
     def __init__(self, state: InstanceState, now: float) -> None:
         self.state = state
         self.now = now
         self.commands: list[Command] = []
         self.was_terminal = state.status.terminal
+        self.later: deque[Callable[[], None]] = deque()
 
     def history(self, kind: str, **detail: Any) -> None:
         self.commands.append(RecordHistory(self.state.seq + 1, kind, self.now, detail))
@@ -407,6 +415,8 @@ class _Builder:
         self.state = replace(self.state, steps=steps)
 
     def finish(self) -> tuple[InstanceState, list[Command]]:
+        while self.later:
+            self.later.popleft()()
         state = self.state
         if state.status.terminal and not self.was_terminal and state.parent is not None:
             self.commands.append(_notice(state))
@@ -780,6 +790,8 @@ def _next_item(build: _Builder, definition: Definition, ref: _Ref, step: MapStep
     """Start the map's next item; ``False`` once the map is no longer running."""
     current = build.state.steps[ref.key]
     item = current.next_item
+    if item >= len(current.items or ()):
+        return current.status is StepStatus.RUNNING
     build.set_step(ref.key, replace(current, next_item=item + 1))
     first = definition.places[step.steps[0].id]
     _begin(build, definition, _Ref(first, (*ref.path, item)))
@@ -998,6 +1010,13 @@ def _step_done(build: _Builder, definition: Definition, ref: _Ref, output: Any) 
         build.history("signal.completed", step=ref.key)
     elif isinstance(step, ParallelStep | MapStep | ChoiceStep | ChildStep):
         build.history(f"{_KIND_NAMES[type(step)]}.completed", step=ref.key)
+    build.later.append(lambda: _advance(build, definition, ref, output))
+
+
+def _advance(build: _Builder, definition: Definition, ref: _Ref, output: Any) -> None:
+    """Go on after ``ref`` finished with ``output`` (unless the instance ended meanwhile)."""
+    if build.state.status is not InstanceStatus.RUNNING:
+        return
     if ref.place.index + 1 < len(ref.place.sequence):
         _begin(build, definition, ref.sibling(ref.place.index + 1))
     else:

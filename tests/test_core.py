@@ -701,3 +701,52 @@ def test_terminate_skips_compensation_even_while_it_runs() -> None:
     run.send(TerminateRequested("now"), 4.0)
     assert run.current.status is InstanceStatus.TERMINATED
     assert kinds(run.last) == ["workflow.terminated"]
+
+
+# --- steps that finish within the decision that starts them ---------------------------
+
+
+def test_a_long_run_of_steps_that_finish_at_once_keeps_the_stack_flat() -> None:
+    """999 zero sleeps in one decision: once a RecursionError, now a completed instance."""
+    definition = parse_definition(
+        {"type": "naps", "steps": [{"id": f"s{i}", "sleep": 0} for i in range(999)]}
+    )
+    run = Run(definition, "in")
+    assert (run.current.status, run.current.output) == (COMPLETED, "in")
+    assert kinds(run.last).count("sleep.completed") == 999
+
+
+def test_a_map_whose_items_finish_at_once_never_runs_past_its_items() -> None:
+    definition = parse_definition(
+        {
+            "type": "quick",
+            "steps": [
+                {
+                    "id": "each",
+                    "map": "input",
+                    "concurrency": 5,
+                    "steps": [
+                        {
+                            "id": "pick",
+                            "choice": [{"when": "item.slow", "steps": [step("slow")]}],
+                            "default": [],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    # Items finish at once except the slow ones, which wait for a result.
+    items = [{"slow": i % 3 == 1, "n": i} for i in range(3000)]
+    run = Run(definition, items)
+    pending = [task.step for task in tasks(run.last)]
+    assert pending == ["slow@1", "slow@4", "slow@7", "slow@10", "slow@13"]
+    while pending:
+        key = pending.pop(0)
+        run.send(ActivityCompleted(key, 1, key), 1.0)
+        pending += [task.step for task in tasks(run.last)]
+        running = [k for k, s in run.current.steps.items() if s.status is StepStatus.SCHEDULED]
+        assert len(running) <= 5
+    assert run.current.status is COMPLETED
+    expected = [f"slow@{i}" if i % 3 == 1 else item for i, item in enumerate(items)]
+    assert run.current.output == expected
