@@ -442,6 +442,8 @@ def decide(
         if not isinstance(event, StartRequested):
             return None, []
         return _start(definition, event, now)
+    if isinstance(event, StartRequested) and event.parent is not None:
+        return _child_conflict(state, event, now)
     if state.status.terminal or isinstance(event, StartRequested):
         return state, []
     if isinstance(event, TerminateRequested):
@@ -580,13 +582,9 @@ class _Ref:
     def retry(self) -> RetryPolicy:
         return self.step.retry if isinstance(self.step, ActivityStep) else RetryPolicy(1)
 
-    def sibling(self, index: int) -> _Ref:
-        return _Ref(_place_at(self.place, index), self.path)
-
-
-def _place_at(place: Place, index: int) -> Place:
-    """The place of the step at ``index`` in the same sequence as ``place``."""
-    return replace(place, step=place.sequence[index], index=index)
+    def sibling(self, definition: Definition, index: int) -> _Ref:
+        """The copy of the step at ``index`` in the same sequence."""
+        return _Ref(definition.places[self.place.sequence[index].id], self.path)
 
 
 def _resolve(definition: Definition, key: str) -> _Ref | None:
@@ -631,6 +629,34 @@ def _notice(state: InstanceState) -> NotifyParent:
     return NotifyParent(state.parent, state.parent_step, None, error)
 
 
+def _child_conflict(
+    state: InstanceState, event: StartRequested, now: float
+) -> tuple[InstanceState, list[Command]]:
+    """A child's start for an id that is taken: by this very child, or by another.
+
+    The same child's start again (a redelivery) changes nothing. Another's
+    (an id a user chose, or one that two derivations share) is refused: the
+    parent's step fails rather than wait for a child that is not its own.
+    """
+    assert event.parent is not None
+    assert event.parent_step is not None
+    if (state.parent, state.parent_step) == (event.parent, event.parent_step):
+        return state, []
+    error = ErrorInfo(
+        "ChildIdConflict",
+        f"instance {state.id!r} already exists and is not the child of step "
+        f"{event.parent_step!r} of {event.parent!r}",
+        non_retryable=True,
+    )
+    refusal = NotifyParent(event.parent, event.parent_step, None, error)
+    if refusal in state.outbox:
+        return state, []  # the same start again, already refused
+    build = _Builder(state, now)
+    build.history("child.refused", parent=event.parent, step=event.parent_step)
+    build.commands.append(refusal)
+    return build.finish()
+
+
 def _start(
     definition: Definition | None, event: StartRequested, now: float
 ) -> tuple[InstanceState, list[Command]]:
@@ -666,37 +692,43 @@ def _start(
 # -- what expressions see ----------------------------------------------------------
 
 
-def _context(build: _Builder, definition: Definition, ref: _Ref) -> dict[str, Any]:
-    """The data expressions of ``ref`` see.
+def _context(build: _Builder, definition: Definition, ref: _Ref | None) -> dict[str, Any]:
+    """The data expressions of ``ref`` (``None``: the workflow's output) see.
 
     ``input``; ``steps.<id>.output`` of every completed step visible from
-    ``ref`` (inside a map item: that item's copies); ``workflow``; and,
-    inside a map, the nearest map's ``item`` and ``index``.
+    ``ref`` (see ``Place.visible``; inside a map item, that item's copies);
+    ``workflow``; and, inside a map, the nearest map's ``item`` and ``index``.
     """
     state = build.state
     visible: dict[str, Any] = {}
+    path = () if ref is None else ref.path
     for key, step in state.steps.items():
         if step.status is not StepStatus.COMPLETED:
             continue
         parsed = _parse_key(key)
         if parsed is None or parsed[2]:
             continue
-        step_id, path, _ = parsed
-        if path == ref.path[: len(path)]:
+        step_id, step_path, _ = parsed
+        if ref is not None and step_id not in ref.place.visible:
+            continue
+        if step_path == path[: len(step_path)]:
             visible[step_id] = {"output": step.output}
     context: dict[str, Any] = {
         "input": state.input,
         "steps": visible,
         "workflow": {"id": state.id, "type": state.type, "version": state.version},
     }
-    if ref.path:
+    if ref is not None and ref.path:
         owner = _owner_ref(definition, ref)
         while owner is not None and not isinstance(owner.step, MapStep):
             owner = _owner_ref(definition, owner)
         if owner is not None:
+            index = ref.path[len(owner.path)]
             items = state.steps[owner.key].items or ()
-            context["index"] = ref.path[len(owner.path)]
-            context["item"] = items[context["index"]]
+            context["index"] = index
+            # A completed map keeps its items only if something in it may be
+            # undone (see _step_done); nothing else asks for them then.
+            context["item"] = items[index] if index < len(items) else None
     return context
 
 
@@ -708,7 +740,7 @@ def _chained(build: _Builder, definition: Definition, ref: _Ref) -> Any:
     first step of the workflow receives the workflow's input.
     """
     if ref.place.index > 0:
-        previous = build.state.steps.get(ref.sibling(ref.place.index - 1).key)
+        previous = build.state.steps.get(ref.sibling(definition, ref.place.index - 1).key)
         return None if previous is None else previous.output
     owner = _owner_ref(definition, ref)
     if owner is None:
@@ -1000,7 +1032,8 @@ def _step_done(build: _Builder, definition: Definition, ref: _Ref, output: Any) 
             error=None,
             finished_at=build.now,
             done=build.state.seq,
-            items=None,
+            # The items stay while a compensation inside may still need one.
+            items=current.items if _undoable(ref.step) else None,
         ),
     )
     step = ref.step
@@ -1018,9 +1051,20 @@ def _advance(build: _Builder, definition: Definition, ref: _Ref, output: Any) ->
     if build.state.status is not InstanceStatus.RUNNING:
         return
     if ref.place.index + 1 < len(ref.place.sequence):
-        _begin(build, definition, ref.sibling(ref.place.index + 1))
+        _begin(build, definition, ref.sibling(definition, ref.place.index + 1))
     else:
         _sequence_done(build, definition, ref, output)
+
+
+def _undoable(step: Step) -> bool:
+    """Whether ``step`` is, or holds, an activity step with a compensation."""
+    if isinstance(step, ActivityStep):
+        return step.compensate is not None
+    if isinstance(step, MapStep):
+        return any(_undoable(inner) for inner in step.steps)
+    if isinstance(step, ParallelStep | ChoiceStep):
+        return any(_undoable(inner) for branch in step.branches for inner in branch.steps)
+    return False
 
 
 _KIND_NAMES: Final[Mapping[type, str]] = {
@@ -1066,13 +1110,12 @@ def _item_done(
         parsed = _parse_key(key)
         if parsed is None or parsed[1][: len(prefix)] != prefix:
             continue
-        inner = definition.step(parsed[0])
+        place = definition.places.get(parsed[0])
+        # Another map (in a sibling branch, say) numbers its items alike.
+        if place is None or not _within(definition, place, ref.step.id):
+            continue
         # A completed step that can be undone is kept for compensation.
-        if not (
-            isinstance(inner, ActivityStep)
-            and inner.compensate is not None
-            and state.status is StepStatus.COMPLETED
-        ):
+        if not (_undoable(place.step) and state.status is StepStatus.COMPLETED):
             dropped.append(key)
     build.drop_steps(dropped)
     current = build.state.steps[ref.key]
@@ -1086,6 +1129,16 @@ def _item_done(
         _step_done(build, definition, ref, results)
     elif current.next_item < total:
         _next_item(build, definition, ref, step)
+
+
+def _within(definition: Definition, place: Place, container: str) -> bool:
+    """Whether the step at ``place`` is nested (at any depth) in step ``container``."""
+    owner = place.owner
+    while owner is not None:
+        if owner == container:
+            return True
+        owner = definition.places[owner].owner
+    return False
 
 
 def _completed(
@@ -1238,9 +1291,7 @@ def _timer(
 def _complete_workflow(build: _Builder, definition: Definition) -> None:
     try:
         if definition.output is not None:
-            output = definition.output.evaluate(
-                _context(build, definition, _Ref(definition.places[definition.steps[0].id], ()))
-            )
+            output = definition.output.evaluate(_context(build, definition, None))
         else:
             last = build.state.steps.get(definition.steps[-1].id)
             output = None if last is None else last.output

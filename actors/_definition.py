@@ -336,6 +336,12 @@ class Place:
     branches it is (0 for a map's body). ``maps`` counts the map steps
     around it: each running copy of the step is keyed by its id plus one
     ``@index`` per enclosing map, outermost first.
+
+    ``visible`` holds the ids of the steps whose outputs the step's
+    expressions may read: those that come before it in its sequence and in
+    every sequence around it, with everything nested in them. A step in a
+    parallel branch never sees a sibling branch's steps, whose progress
+    depends on timing.
     """
 
     step: Step
@@ -344,6 +350,24 @@ class Place:
     owner: str | None
     branch: int
     maps: int
+    visible: frozenset[str] = frozenset()
+
+
+def _inner(step: Step) -> tuple[Step, ...]:
+    """The steps directly inside ``step`` (a container), in order."""
+    if isinstance(step, MapStep):
+        return step.steps
+    if isinstance(step, ParallelStep | ChoiceStep):
+        return tuple(inner for branch in step.branches for inner in branch.steps)
+    return ()
+
+
+def _ids(step: Step) -> list[str]:
+    """``step``'s id and those of every step nested in it."""
+    ids = [step.id]
+    for inner in _inner(step):
+        ids.extend(_ids(inner))
+    return ids
 
 
 def _places(
@@ -351,15 +375,19 @@ def _places(
     owner: str | None,
     branch: int,
     maps: int,
+    before: frozenset[str],
     into: dict[str, Place],
 ) -> None:
+    seen = set(before)
     for index, step in enumerate(steps):
-        into[step.id] = Place(step, steps, index, owner, branch, maps)
+        visible = frozenset(seen)
+        into[step.id] = Place(step, steps, index, owner, branch, maps, visible)
         if isinstance(step, MapStep):
-            _places(step.steps, step.id, 0, maps + 1, into)
+            _places(step.steps, step.id, 0, maps + 1, visible, into)
         elif isinstance(step, ParallelStep | ChoiceStep):
             for number, inner in enumerate(step.branches):
-                _places(inner.steps, step.id, number, maps, into)
+                _places(inner.steps, step.id, number, maps, visible, into)
+        seen.update(_ids(step))
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +407,7 @@ class Definition:
 
     def __post_init__(self) -> None:
         places: dict[str, Place] = {}
-        _places(self.steps, None, 0, 0, places)
+        _places(self.steps, None, 0, 0, frozenset(), places)
         object.__setattr__(self, "places", places)
 
     def step(self, step_id: str) -> Step | None:
@@ -704,6 +732,11 @@ class _Checker:
                 if not isinstance(step["default"], list):
                     self._error("must be a list of steps (it may be empty)")
                     return None
+            self._count += len(step["default"])
+            if self._count > MAX_STEPS:
+                with self._at("default"):
+                    self._error(f"{self._count} steps; the limit is {MAX_STEPS} in all")
+                return None
             default = Branch("default", tuple(self._sequence(step["default"], "default", depth)))
         if step_id is None:
             return None

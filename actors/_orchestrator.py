@@ -122,6 +122,12 @@ _DEADLETTER_SAMPLE: Final = 64 * 1024
 _RETRY_DELAY: Final = 1.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
+#: Steps one decision may fail for an input over the limit (each failure is
+#: a further decision, and compensations may be oversized too).
+_MAX_REFUSALS: Final = 100
+#: Room left in a result message for its envelope (ids, step key, attempt),
+#: so that an output of exactly ``max_output`` bytes passes.
+_ENVELOPE_ROOM: Final = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -413,7 +419,7 @@ class _InstanceActor:
             # so that an instance over a limit fails whole (never a state
             # that says a task went out when it could not).
             try:
-                messages = self._checked(new, commands)
+                new, commands, messages = self._checked(definition, new, commands, now)
                 data = self._encoded(new, delivery.stream_seq)
             except LimitExceededError as exc:
                 new, commands = self._fail(_slim(state), event, exc.kind, exc, now, definition)
@@ -424,7 +430,9 @@ class _InstanceActor:
                     continue
             except (PayloadTooLargeError, TooLargeError) as exc:
                 # The broker's own limit is below ours: fail small instead.
-                new, commands = self._fail(_slim(state), event, "StateTooLarge", exc, now)
+                new, commands = self._fail(
+                    _slim(state), event, "StateTooLarge", exc, now, definition
+                )
                 messages = self._messages(new, commands)
                 if not await self._persist(
                     new, self._encoded(new, delivery.stream_seq), delivery.stream_seq
@@ -440,7 +448,8 @@ class _InstanceActor:
         """``event``, or what replaces it because its message is over a limit.
 
         A start over ``max_input`` fails the instance; a result over
-        ``max_output`` fails the step's attempt, without retry. A signal over
+        ``max_output`` (plus room for its envelope) fails the step's
+        attempt, without retry. A signal over
         ``max_input`` raises :class:`LimitExceededError` (it goes to dead
         letters: the instance never asked for it).
         """
@@ -452,7 +461,7 @@ class _InstanceActor:
             exc = LimitExceededError("the start message", size, limits.max_input, "InputTooLarge")
             error = ErrorInfo("InputTooLarge", str(exc), non_retryable=True)
             return fail_instance(None, event, error, self._transport.now())
-        if isinstance(event, ActivityCompleted) and size > limits.max_output:
+        if isinstance(event, ActivityCompleted) and size > limits.max_output + _ENVELOPE_ROOM:
             exc = LimitExceededError(
                 f"the result of step {event.step!r}", size, limits.max_output, "OutputTooLarge"
             )
@@ -464,28 +473,55 @@ class _InstanceActor:
             )
         return event
 
-    def _checked(self, new: InstanceState, commands: list[Command]) -> list[OutMessage]:
-        """The messages for ``commands``; raises if one is over its limit."""
+    def _checked(
+        self,
+        definition: Definition | None,
+        new: InstanceState,
+        commands: list[Command],
+        now: float,
+    ) -> tuple[InstanceState, list[Command], list[OutMessage]]:
+        """The decision, with each step whose input is over the limit failed; and its messages.
+
+        A task or a child's start over ``max_input`` is never published: its
+        step fails (``InputTooLarge``, no retry) in a further decision made
+        on top, which compensates like any failure. Raises
+        :class:`LimitExceededError` for a workflow output over ``max_output``.
+        """
         limits = self._owner._config.limits
-        messages = self._messages(new, commands)
-        for command, message in zip(commands, messages, strict=True):
-            if (
-                isinstance(command, ScheduleActivity | StartChild)
+        for _ in range(_MAX_REFUSALS):
+            messages = self._messages(new, commands)
+            oversized = [
+                (command, len(message.data))
+                for command, message in zip(commands, messages, strict=True)
+                if isinstance(command, ScheduleActivity | StartChild)
                 and len(message.data) > limits.max_input
-            ):
-                raise LimitExceededError(
-                    f"the input of step {command.step!r}",
-                    len(message.data),
-                    limits.max_input,
-                    "InputTooLarge",
-                )
+            ]
+            if not oversized:
+                break
+            command, size = oversized[0]
+            refused = LimitExceededError(
+                f"the input of step {command.step!r}", size, limits.max_input, "InputTooLarge"
+            )
+            attempt = command.attempt if isinstance(command, ScheduleActivity) else 1
+            failure = ActivityFailed(
+                command.step, attempt, ErrorInfo("InputTooLarge", str(refused), non_retryable=True)
+            )
+            after, more = decide(definition, new, failure, now)
+            if after is None or after is new:
+                raise refused
+            commands = [c for c in commands if c is not command] + more
+            new = replace(after, outbox=tuple(commands))
+        else:
+            raise LimitExceededError(
+                "the inputs refused in one decision", _MAX_REFUSALS, _MAX_REFUSALS, "InputTooLarge"
+            )
         if new.status is InstanceStatus.COMPLETED and new.output is not None:
             size = len(encode("output", new.output))
             if size > limits.max_output:
                 raise LimitExceededError(
                     "the workflow's output", size, limits.max_output, "OutputTooLarge"
                 )
-        return messages
+        return new, commands, messages
 
     def _encoded(self, new: InstanceState, cause: int) -> bytes:
         """``new`` as stored (made by event ``cause``); raises if over ``max_state``."""

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._limits import Limits
 from ._orchestrator import Orchestrator, OrchestratorConfig
 from ._service import add_connection_flags, env_default, run_main, setup_logging
 from ._wire import Layout
@@ -36,16 +37,36 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--drain-timeout", type=float, default=float(env_default("DRAIN_TIMEOUT", "10") or 10)
     )
+    defaults = Limits()
+    for name, what in (
+        ("max_input", "a start, a task's or a child's input, a signal"),
+        ("max_output", "an activity's or a child's result, the workflow's output"),
+        ("max_state", "an instance's stored state"),
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            # argparse applies ``type`` to a string default: a bad variable is
+            # reported like a bad flag.
+            default=env_default(name.upper(), str(getattr(defaults, name))),
+            help=f"bytes at most in {what} (default {getattr(defaults, name)})",
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    try:
+        limits = Limits(args.max_input, args.max_output, args.max_state)
+    except ValueError as exc:
+        parser.error(str(exc))
     config = OrchestratorConfig(
         layout=Layout(replicas=args.replicas, ack_wait=args.ack_wait),
         passivate_after=args.passivate_after,
         drain_timeout=args.drain_timeout,
+        limits=limits,
     )
 
     return run_main(

@@ -22,6 +22,7 @@ from actors._core import (
     Event,
     InstanceState,
     InstanceStatus,
+    NotifyParent,
     RecordHistory,
     ScheduleActivity,
     SignalReceived,
@@ -750,3 +751,59 @@ def test_a_map_whose_items_finish_at_once_never_runs_past_its_items() -> None:
     assert run.current.status is COMPLETED
     expected = [f"slow@{i}" if i % 3 == 1 else item for i, item in enumerate(items)]
     assert run.current.output == expected
+
+
+# --- what nested steps see, and children whose id is taken ------------------------------
+
+
+def test_a_step_sees_the_steps_before_it_but_never_a_sibling_branch() -> None:
+    definition = parse_definition(
+        {
+            "type": "scopes",
+            "steps": [
+                step("first"),
+                {
+                    "id": "both",
+                    "parallel": [
+                        {"id": "x", "steps": [step("a")]},
+                        {
+                            "id": "y",
+                            "steps": [
+                                step("b"),
+                                step("c", input="{first: steps.first.output, a: steps.a.output}"),
+                            ],
+                        },
+                    ],
+                },
+                step("after", input="{a: steps.a.output, c: steps.c.output}"),
+            ],
+        }
+    )
+    run = Run(definition)
+    run.send(ActivityCompleted("first", 1, "F"), 1.0)
+    run.send(ActivityCompleted("a", 1, "A"), 2.0)  # done before c starts
+    run.send(ActivityCompleted("b", 1, "B"), 3.0)
+    # Whether a had finished depends on timing, so c never sees it.
+    assert tasks(run.last)[0].input == {"first": "F", "a": None}
+    run.send(ActivityCompleted("c", 1, "C"), 4.0)
+    # After the parallel step everything in it is in sight.
+    assert tasks(run.last)[0].input == {"a": "A", "c": "C"}
+
+
+def test_a_child_start_for_an_id_another_holds_is_refused_to_the_parent() -> None:
+    definition = define(step("a"))
+    run = Run(definition)
+    state = run.current
+    theirs = StartRequested(state.id, "order", 1, None, parent="p-1", parent_step="kid")
+    new, commands = decide(definition, state, theirs, 5.0)
+    assert new is not None
+    (notice,) = [c for c in commands if isinstance(c, NotifyParent)]
+    assert (notice.parent, notice.step, notice.output) == ("p-1", "kid", None)
+    assert notice.error is not None
+    assert notice.error.type == "ChildIdConflict"
+    assert (new.status, new.steps) == (state.status, state.steps)
+    # The same start again (a redelivery) is refused once only.
+    assert decide(definition, new, theirs, 6.0) == (new, [])
+    # A child's own start again changes nothing.
+    child = replace(state, parent="p-1", parent_step="kid")
+    assert decide(definition, child, theirs, 6.0) == (child, [])

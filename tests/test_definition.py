@@ -376,6 +376,12 @@ def test_too_many_steps() -> None:
     assert error == FieldError("steps", f"{MAX_STEPS + 1} steps; the limit is {MAX_STEPS} in all")
     # Exactly the limit is fine.
     assert len(parse_definition({"type": "t", "steps": steps[:MAX_STEPS]}).steps) == MAX_STEPS
+    # Nested steps count, a choice's default too.
+    choice = {"id": "c", "choice": [{"when": "input", "steps": []}], "default": steps}
+    (error,) = errors_of({"type": "t", "steps": [choice]})
+    assert error == FieldError(
+        "steps[0].default", f"{MAX_STEPS + 2} steps; the limit is {MAX_STEPS} in all"
+    )
 
 
 @pytest.mark.parametrize("data", [[1, 2], "order", None, 3, True])

@@ -84,25 +84,46 @@ async def test_an_output_over_the_limit_fails_the_step_without_retry(engine: Eng
     assert len(await result_of(engine, small)) == 3000
 
 
+@actors.activity
+async def undo(value: Any) -> str:
+    _calls["undo"] = _calls.get("undo", 0) + 1
+    return "undone"
+
+
 async def test_a_task_over_the_input_limit_is_never_published(engine: Engine) -> None:
+    """The step fails before its task goes out, and what was done is undone."""
     await engine.client.register(
         {
             "type": "big-task",
             "steps": [
-                {"id": "s", "activity": "sized"},
-                {"id": "both", "activity": "echo", "input": "[steps.s.output, steps.s.output]"},
+                {
+                    "id": "s",
+                    "activity": "sized",
+                    "compensate": {"activity": "undo", "input": "`1`"},
+                },
+                {
+                    "id": "both",
+                    "activity": "echo",
+                    "input": "[steps.s.output, steps.s.output]",
+                    "retry": {"max_attempts": 3},
+                },
             ],
         }
     )
-    before = _calls.get("echo", 0)
+    before = (_calls.get("echo", 0), _calls.get("undo", 0))
     instance = await engine.client.start("big-task", 3000)
     error = await failure_of(engine, instance)
     assert error.type == "InputTooLarge"
-    assert "the input of step 'both'" in error.message
-    assert _calls.get("echo", 0) == before
+    assert "the input of step 'both' is" in error.message
+    assert (_calls.get("echo", 0), _calls.get("undo", 0)) == (before[0], before[1] + 1)
     history = await engine.history(instance)
-    scheduled = [r["detail"]["step"] for r in history if r["kind"] == "activity.scheduled"]
-    assert scheduled == ["s"]
+    failed = [r["detail"] for r in history if r["kind"] == "activity.failed"]
+    assert [(d["step"], d["attempt"], d["error"]["type"]) for d in failed] == [
+        ("both", 1, "InputTooLarge")
+    ]
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert info.compensation == "completed"
 
 
 async def test_a_state_over_the_limit_fails_the_instance_small(engine: Engine) -> None:
