@@ -44,6 +44,7 @@ from ._limits import Limits as Limits
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
+from ._visibility import InstanceSummary as InstanceSummary
 from ._wire import InvalidNameError as InvalidNameError
 from ._wire import Layout as Layout
 from ._worker import Worker as Worker
@@ -65,6 +66,7 @@ __all__ = [
     "FieldError",
     "InstanceInfo",
     "InstanceStatus",
+    "InstanceSummary",
     "InvalidNameError",
     "Layout",
     "LimitExceededError",

@@ -8,6 +8,7 @@ bucket's past (which may hold millions of instances).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -32,6 +33,7 @@ from ._messages import (
     state_to_data,
 )
 from ._registry import DefinitionStore
+from ._visibility import InstanceIndex, InstanceSummary
 from ._wire import (
     DEFINITIONS_BUCKET,
     STATES_BUCKET,
@@ -119,6 +121,7 @@ class Client:
         self._nursery: trio.Nursery | None = None
         self._waiters: dict[str, list[trio.MemorySendChannel[InstanceInfo]]] = {}
         self._watch_ready: trio.Event | None = None
+        self._index: InstanceIndex | None = None
         self._watch_error: BaseException | None = None
 
     @classmethod
@@ -319,30 +322,54 @@ class Client:
         *,
         workflow_type: str | None = None,
         status: InstanceStatus | str | None = None,
-    ) -> list[InstanceInfo]:
-        """Instances, filtered by type and status, oldest first.
+        started_after: float | None = None,
+        started_before: float | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[InstanceSummary]:
+        """Summaries of the instances that match, oldest first (one page of them).
 
-        This reads every stored instance: fine for thousands, not millions.
+        ``started_after``/``started_before`` bound the start time (seconds
+        since the epoch; inclusive, exclusive). The first call reads every
+        stored instance once to build the client's index (see
+        ``actors/_visibility.py``); later calls are answered from it, and it
+        follows every change. Every change stored before the call is
+        reflected (at the cost of one write and the watch's delay). Raises
+        ``ValueError`` for an unknown status or a limit over 10,000.
         """
+        page, _ = await self.count_and_list(
+            workflow_type=workflow_type,
+            status=status,
+            started_after=started_after,
+            started_before=started_before,
+            limit=limit,
+            offset=offset,
+        )
+        return page
+
+    async def count_and_list(
+        self,
+        *,
+        workflow_type: str | None = None,
+        status: InstanceStatus | str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> tuple[builtins.list[InstanceSummary], int]:
+        """As :meth:`list`, with the number of instances that match in all."""
         wanted = None if status is None else InstanceStatus(status)
-        found: list[InstanceInfo] = []
-        kv = self._kv()
-        for key in await kv.keys():
-            if "." in key:
-                continue
-            entry = await kv.get(key)
-            if entry is None:
-                continue
-            try:
-                info = _info(entry.value)
-            except MessageError:
-                continue
-            if workflow_type is not None and info.type != workflow_type:
-                continue
-            if wanted is not None and info.status is not wanted:
-                continue
-            found.append(info)
-        return sorted(found, key=lambda info: (info.created_at, info.id))
+        index = await self._index_ready()
+        # Read-your-writes: whatever was stored before this call is listed.
+        await index.sync()
+        return index.query(
+            workflow_type=workflow_type,
+            status=wanted,
+            started_after=started_after,
+            started_before=started_before,
+            limit=limit,
+            offset=offset,
+        )
 
     # -- internals ----------------------------------------------------------------
 
@@ -355,6 +382,16 @@ class Client:
         if self._states is None:
             raise RuntimeError("use the client inside 'async with'")
         return self._states
+
+    async def _index_ready(self) -> InstanceIndex:
+        """The client's instance index, started (and caught up) on first use."""
+        if self._index is None:
+            if self._nursery is None:
+                raise RuntimeError("use the client inside 'async with'")
+            index = InstanceIndex(self._kv())
+            await self._nursery.start(index.run)
+            self._index = index
+        return self._index
 
     async def _ensure_watch(self) -> None:
         if self._watch_ready is None:
