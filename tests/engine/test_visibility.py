@@ -50,7 +50,7 @@ async def test_list_filters_by_type_status_and_start_time_and_pages(engine: Engi
     page, total = await engine.client.count_and_list(workflow_type="quick", limit=5, offset=10)
     assert ([s.id for s in page], total) == (quick[10:], 12)
     assert await engine.client.list(workflow_type="nope") == []
-    with pytest.raises(ValueError, match="not a valid InstanceStatus|is not a valid"):
+    with pytest.raises(ValueError, match="is not a valid"):
         await engine.client.list(status="sleepy")
 
     # A change is listed as soon as the call after it: a held instance moves
