@@ -26,6 +26,7 @@ from ._limits import LimitExceededError, Limits
 from ._messages import (
     MessageError,
     StartMessage,
+    decode_history,
     decode_state,
     encode_cancel,
     encode_signal,
@@ -36,11 +37,13 @@ from ._registry import DefinitionStore
 from ._visibility import InstanceIndex, InstanceSummary
 from ._wire import (
     DEFINITIONS_BUCKET,
+    HISTORY_STREAM,
     STATES_BUCKET,
     Layout,
     cancel_subject,
     check_instance_id,
     check_name,
+    history_subject,
     signal_subject,
     start_msg_id,
     start_subject,
@@ -58,6 +61,8 @@ __all__ = [
 
 #: A key no instance can have (ids have no dots); the waiters' watch starts after it.
 _WATERMARK_KEY: Final = "_client.watermark"
+#: History records read from the broker per request.
+_HISTORY_PAGE: Final = 1000
 
 
 class WorkflowError(Exception):
@@ -316,6 +321,61 @@ class Client:
             data,
             msg_id=None if signal_id is None else f"signal.{instance_id}.{signal_id}",
         )
+
+    async def history(
+        self, instance_id: str, *, limit: int = 10_000
+    ) -> builtins.list[dict[str, Any]]:
+        """The instance's history records, oldest first: at most ``limit`` of them.
+
+        Each record is a dict with ``instance``, ``seq`` (numbered from 1),
+        ``kind``, ``at`` (seconds since the epoch) and ``detail``, as
+        docs/wire.md describes; each ``seq`` appears once. ``[]`` for an
+        instance that does not exist (or has no record yet).
+
+        The records are read from the history stream in pages, with no
+        consumer: nothing is left behind on the broker, and calling it again
+        reads the same records (and any written since). The orchestrator
+        stores an instance's state before it publishes the history records of
+        that change, so right after :meth:`wait` returns the last records may
+        not be readable yet: a finished instance's history is complete once
+        it holds the ``workflow.completed`` (``failed``, ``cancelled``,
+        ``terminated``) record.
+        Records the stream no longer holds (``history_max_age``) are not
+        there. Raises ``InvalidNameError`` for a bad id, ``ValueError`` for a
+        ``limit`` below 1, and the transport's errors.
+        """
+        subject = history_subject(check_instance_id(instance_id))
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
+        records: builtins.list[dict[str, Any]] = []
+        seen: set[int] = set()
+        start = 1
+        while len(records) < limit:
+            size = min(_HISTORY_PAGE, limit - len(records))
+            page = await self._transport.read(HISTORY_STREAM, subject, start_seq=start, limit=size)
+            for message in page:
+                try:
+                    record = decode_history(message.data)
+                except MessageError:
+                    # Only the orchestrator writes records, from states it
+                    # stored; one that does not decode was put there by
+                    # another publisher (or a newer engine). Nothing depends
+                    # on the history (the state is the truth), so the rest is
+                    # more use to the reader than an error.
+                    continue
+                # A record published again after a crash, later than the
+                # broker's duplicate window, is the same record once more.
+                if record["seq"] in seen:
+                    continue
+                seen.add(record["seq"])
+                record.setdefault("instance", instance_id)
+                records.append(record)
+                if len(records) == limit:
+                    break
+            if len(page) < size:
+                break
+            start = page[-1].stream_seq + 1
+        return records
 
     async def list(
         self,

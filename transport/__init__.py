@@ -32,6 +32,7 @@ from ._specs import OutMessage as OutMessage
 from ._specs import PubAck as PubAck
 from ._specs import Retention as Retention
 from ._specs import Storage as Storage
+from ._specs import StoredMessage as StoredMessage
 from ._specs import StreamSpec as StreamSpec
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Settlement",
     "StorageFullError",
     "Storage",
+    "StoredMessage",
     "StreamSpec",
     "TooLargeError",
     "Transport",

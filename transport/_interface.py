@@ -25,6 +25,7 @@ from ._specs import (
     KVSpec,
     OutMessage,
     PubAck,
+    StoredMessage,
     StreamSpec,
 )
 
@@ -201,6 +202,25 @@ class Transport(Protocol):
         unfinished are handed back (nak) at once. Raises :class:`NotFoundError`
         if the stream does not exist, :class:`InvalidSpecError` for a buffer
         below 1 or a consumer the broker refuses.
+        """
+
+    async def read(
+        self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages of ``stream`` on subjects matching ``subject``.
+
+        Returns the messages stored at sequence ``start_seq`` or later whose
+        subject matches ``subject`` (``*`` and ``>`` wildcards allowed), in
+        stream order; ``[]`` if there are none. Messages already removed (limits,
+        acks on a work queue) are not there, and a delayed message is read only
+        once it is due. A page shorter than ``limit`` means nothing more was
+        stored when it was read; read the next page from the last message's
+        ``stream_seq + 1``.
+
+        Reading creates no consumer and changes nothing: neither the messages
+        nor any consumer's progress. Raises :class:`NotFoundError` if the
+        stream does not exist, :class:`InvalidSpecError` for a bad stream name
+        or subject, a ``start_seq`` or a ``limit`` below 1.
         """
 
     def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:

@@ -356,6 +356,8 @@ class _Replies:
         self._timeout = timeout
         self._prefix = nc.new_inbox()
         self._futures: dict[str, asyncio.Future[Msg]] = {}
+        #: The messages of batched replies so far, by token (see ``start``).
+        self._batches: dict[str, list[Msg]] = {}
         self._ids = itertools.count()
         self._sub: Subscription | None = None
         self._deadlines: collections.deque[tuple[float, str]] = collections.deque()
@@ -365,17 +367,38 @@ class _Replies:
         self._sub = await self._nc.subscribe(self._prefix + ".*", cb=self._on_reply)
 
     async def _on_reply(self, msg: Msg) -> None:
-        fut = self._futures.pop(msg.subject[len(self._prefix) + 1 :], None)
+        token = msg.subject[len(self._prefix) + 1 :]
+        batch = self._batches.get(token)
+        if batch is not None:
+            if _status(msg) is None:
+                batch.append(msg)  # a batch's messages come in order, then its status
+                return
+            del self._batches[token]
+        fut = self._futures.pop(token, None)
         if fut is not None and not fut.done():
             fut.set_result(msg)
 
     async def start(
-        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        collect: list[Msg] | None = None,
     ) -> asyncio.Future[Msg]:
+        """Write a request; return a future for its reply.
+
+        With ``collect`` the reply is a batch (a batched direct get): its
+        messages are appended to ``collect`` as they come, and the future's
+        result is the status message that ends it. The whole batch must arrive
+        within the request's deadline.
+        """
         token = str(next(self._ids))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Msg] = loop.create_future()
         self._futures[token] = fut
+        if collect is not None:
+            self._batches[token] = collect
         deadline = loop.time() + self._timeout
         self._deadlines.append((deadline, token))
         if self._timer is None:
@@ -389,6 +412,7 @@ class _Replies:
             )
         except BaseException:
             self._futures.pop(token, None)  # nobody will wait for this reply
+            self._batches.pop(token, None)
             raise
         return fut
 
@@ -398,6 +422,7 @@ class _Replies:
         now = loop.time()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, token = self._deadlines.popleft()
+            self._batches.pop(token, None)
             fut = self._futures.pop(token, None)
             if fut is not None and not fut.done():
                 fut.set_exception(TimeoutError())
@@ -409,6 +434,7 @@ class _Replies:
             if not fut.done():
                 fut.set_exception(exc)
         self._futures.clear()
+        self._batches.clear()
 
 
 def _status(msg: Msg) -> str | None:

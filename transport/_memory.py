@@ -49,8 +49,10 @@ from ._specs import (
     KVSpec,
     OutMessage,
     PubAck,
+    StoredMessage,
     StreamSpec,
     check_key,
+    check_read,
     check_subject,
     subject_matches,
 )
@@ -340,6 +342,28 @@ class MemoryTransport:
             self._channels.discard(send)
             consumer.end_session(session, receive)
             send.close()
+
+    async def read(
+        self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` stored messages of ``stream`` matching ``subject``, in order.
+
+        See :meth:`Transport.read`. A delayed message is read once it is due,
+        at the sequence it was published with. Raises :class:`NotFoundError`
+        for an unknown stream, :class:`InvalidSpecError` for bad arguments.
+        """
+        await self._enter_op()
+        check_read(stream, subject, start_seq, limit)
+        owner = self._streams.get(stream)
+        if owner is None:
+            raise NotFoundError(f"no stream {stream!r}")
+        now = trio.current_time()
+        owner.expire(now)
+        epoch = self._start_clock()
+        return [
+            StoredMessage(m.subject, m.data, m.seq, m.stored_at + epoch, m.headers)
+            for m in owner.read(SubjectFilter((subject,)), start_seq, limit, now)
+        ]
 
     # -- key-value ---------------------------------------------------------------
 

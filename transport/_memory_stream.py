@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -188,6 +188,31 @@ class Stream:
             # The id may have been recorded again after an earlier expiry.
             if seen is not None and seen[1] == stored_at:
                 del self._ids[msg_id]
+
+    def read(self, matches: SubjectFilter, start_seq: int, limit: int, now: float) -> list[Message]:
+        """Up to ``limit`` stored messages from ``start_seq`` on that ``matches`` takes.
+
+        Delayed messages not yet due are left out, as a consumer leaves them.
+        The cost is the smaller of the sequences from ``start_seq`` on and the
+        messages stored, whichever way is cheaper to walk.
+        """
+        messages = self.messages
+        first = max(start_seq, self.first_seq)
+        candidates: Iterable[Message | None]
+        if self.last_seq - first + 1 < len(messages):
+            candidates = map(messages.get, range(first, self.last_seq + 1))
+        else:
+            candidates = messages.values()
+        found: list[Message] = []
+        for message in candidates:
+            if message is None or message.seq < first or not matches(message.subject):
+                continue
+            if message.due is not None and message.due > now:
+                continue
+            found.append(message)
+            if len(found) == limit:
+                break
+        return found
 
     def ensure_consumer(self, spec: ConsumerSpec) -> Consumer:
         """Create the durable consumer, or update it to ``spec``, and return it.

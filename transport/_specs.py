@@ -215,6 +215,30 @@ class PubAck:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as its stream stores it, returned by ``Transport.read``."""
+
+    subject: str
+    data: bytes
+    #: Its sequence in the stream: the next page starts after the last one's.
+    stream_seq: int
+    #: When the broker stored it, in seconds since the epoch.
+    time: float
+    #: The headers it was stored with (on JetStream, ``Nats-Msg-Id`` among them).
+    headers: Mapping[str, str]
+
+
+def check_read(stream: str, subject: str, start_seq: int, limit: int) -> None:
+    """Raise :class:`InvalidSpecError` unless these are valid arguments of ``read``."""
+    check_name("stream", stream)
+    check_subject(subject, wildcards=True)
+    if start_seq < 1:
+        raise InvalidSpecError(f"start_seq must be at least 1, got {start_seq!r}")
+    if limit < 1:
+        raise InvalidSpecError(f"limit must be at least 1, got {limit!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class KVEntry:
     """A key's current value and the revision it was written at."""
 

@@ -1,0 +1,156 @@
+"""``Client.history``: an instance's history records, read without a consumer."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+from flow import result_of
+
+import actors
+import actors._client
+from actors._wire import HISTORY_STREAM, history_subject
+
+if TYPE_CHECKING:
+    from conftest import Engine
+
+#: Per instance: how many times ``fails_once`` ran.
+_calls: defaultdict[str, int] = defaultdict(int)
+
+
+class Hiccup(Exception):
+    pass
+
+
+@actors.activity
+async def fails_once(value: Any) -> dict[str, Any]:
+    info = actors.activity_info()
+    _calls[info.instance_id] += 1
+    if info.attempt == 1:
+        raise Hiccup(f"attempt {info.attempt} fails")
+    return {"attempt": info.attempt}
+
+
+RETRIED = {
+    "type": "retried",
+    "version": 1,
+    "steps": [
+        {
+            "id": "pay",
+            "activity": "fails_once",
+            "retry": {"max_attempts": 3, "initial_interval": 0.2},
+        }
+    ],
+}
+
+KINDS = [
+    "workflow.started",
+    "activity.scheduled",
+    "activity.failed",
+    "activity.retry_scheduled",
+    "activity.scheduled",
+    "activity.completed",
+    "workflow.completed",
+]
+
+
+async def finished_history(engine: Engine, instance: str) -> list[dict[str, Any]]:
+    """The history once it holds the terminal record (published after the state)."""
+    with trio.fail_after(30):
+        while True:
+            records = await engine.client.history(instance)
+            if records and records[-1]["kind"] == "workflow.completed":
+                return records
+            await trio.sleep(0.05)
+
+
+async def run_retried(engine: Engine, instance: str) -> list[dict[str, Any]]:
+    await engine.client.register(RETRIED)
+    _calls[instance] = 0  # the same ids run on each transport
+    await engine.client.start("retried", {"order": 7}, id=instance)
+    assert await result_of(engine, instance) == {"attempt": 2}
+    return await finished_history(engine, instance)
+
+
+async def consumers_of_history(engine: Engine) -> int:
+    transport: Any = engine.transport
+    if hasattr(transport, "_api"):
+        info = await transport._api(f"STREAM.INFO.{HISTORY_STREAM}")
+        count: int = info["state"]["consumer_count"]
+        return count
+    return len(transport._streams[HISTORY_STREAM].consumers)
+
+
+async def test_history_of_a_retried_activity(engine: Engine) -> None:
+    records = await run_retried(engine, "order-7")
+    assert _calls["order-7"] == 2
+    assert [r["kind"] for r in records] == KINDS
+    assert [r["seq"] for r in records] == list(range(1, len(KINDS) + 1))
+    assert {r["instance"] for r in records} == {"order-7"}
+    assert set(records[0]) >= {"instance", "seq", "kind", "at", "detail"}
+    assert records[0]["detail"]["type"] == "retried"
+    started, scheduled1, failed, retry, scheduled2, completed, done = records
+    assert [r["detail"]["step"] for r in records[1:6]] == ["pay"] * 5
+    assert [r["detail"]["attempt"] for r in records[1:6]] == [1, 1, 2, 2, 2]
+    assert scheduled1["detail"]["activity"] == "fails_once"
+    assert failed["detail"]["error"]["type"] == "Hiccup"
+    assert "attempt 1 fails" in failed["detail"]["error"]["message"]
+    # Records of one decision share its time; each decision comes later.
+    times = [r["at"] for r in records]
+    assert times == sorted(times)
+    assert started["at"] <= scheduled1["at"] < failed["at"] == retry["at"]
+    assert retry["at"] < scheduled2["at"] < completed["at"] <= done["at"]
+    # The retry starts when it said it would, not before.
+    assert failed["at"] + 0.2 <= retry["detail"]["at"] <= scheduled2["at"]
+    # The same records the engine's own consumer-based reader sees.
+    assert await engine.history("order-7") == records
+
+
+async def test_history_of_an_unknown_instance_is_empty(engine: Engine) -> None:
+    assert await engine.client.history("nobody-here") == []
+    await run_retried(engine, "order-1")
+    # A prefix of a known id is another instance.
+    assert await engine.client.history("order") == []
+    assert await engine.client.history("order-") == []
+
+
+async def test_history_refuses_bad_ids_and_limits(engine: Engine) -> None:
+    for bad in ("", "has.dot", "x" * 129, "star*", "gt>"):
+        with pytest.raises(actors.InvalidNameError):
+            await engine.client.history(bad)
+    with pytest.raises(ValueError, match="limit"):
+        await engine.client.history("order-7", limit=0)
+
+
+async def test_history_again_and_again_reads_the_same_and_leaves_nothing(engine: Engine) -> None:
+    records = await run_retried(engine, "order-8")
+    consumers = await consumers_of_history(engine)
+    with trio.fail_after(60):
+        again = [await engine.client.history("order-8") for _ in range(50)]
+    assert all(each == records for each in again)
+    assert await consumers_of_history(engine) == consumers
+
+
+async def test_history_limit_and_pages(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = await run_retried(engine, "order-9")
+    assert await engine.client.history("order-9", limit=3) == records[:3]
+    assert await engine.client.history("order-9", limit=100) == records
+    # Pages of two records: the pages join up, and the limit cuts within one.
+    monkeypatch.setattr(actors._client, "_HISTORY_PAGE", 2)
+    assert await engine.client.history("order-9") == records
+    assert await engine.client.history("order-9", limit=5) == records[:5]
+    assert await engine.client.history("order-9", limit=6) == records[:6]
+
+
+async def test_history_skips_undecodable_and_repeated_records(engine: Engine) -> None:
+    records = await run_retried(engine, "order-10")
+    subject = history_subject("order-10")
+    stored = await engine.transport.read(HISTORY_STREAM, subject, limit=100)
+    # Junk published on the instance's subject, and a record published again
+    # (as after a crash, outside the broker's duplicate window).
+    await engine.transport.publish(subject, b"not a record")
+    await engine.transport.publish(subject, stored[2].data)
+    await engine.transport.publish(subject, b"\xa1\x61x\x01")
+    assert await engine.client.history("order-10") == records

@@ -1,0 +1,200 @@
+"""Reading a JetStream stream's stored messages without a consumer (``read``).
+
+Part of the JetStream transport (see ``_jetstream.py``). One ``read`` call is
+one asyncio task on the loop thread, so it crosses between the threads once
+each way however many requests it makes:
+
+* **Batched direct get** (nats-server 2.11+, streams with ``allow_direct``,
+  which ``ensure_stream`` sets): one request to ``$JS.API.DIRECT.GET.<stream>``
+  with ``seq``, ``next_by_subj`` and ``batch`` returns up to ``batch`` matching
+  messages, then a ``204 EOB`` status carrying how many more match. A page is
+  one round trip; the task asks again only when the server cut the batch short
+  (``max_bytes``) or a message was lost on the way.
+* **Message get** (older servers, and streams without direct get, which answer
+  the direct get with "no responders"): ``$JS.API.STREAM.MSG.GET.<stream>``
+  with ``seq`` and ``next_by_subj`` returns one message, so a page is one round
+  trip per message, made back to back inside the task. The stream leader
+  answers it, and a missing stream is told apart from an empty subject here.
+
+No consumer is created, so nothing is left on the server if the caller goes
+away: an abandoned read stops at its next request.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from ._errors import ConnectionLostError, TransportError
+from ._jetstream_wire import _API, _api_error, _Replies, _status
+from ._specs import SCHEDULE_PREFIX, StoredMessage
+
+#: The most one batch of a direct get may carry, so that a page of large
+#: messages cannot swamp the reply inbox, which every request shares (nats-py
+#: drops a subscription's messages past 128 MiB waiting).
+_BATCH_BYTES = 4 * 1024 * 1024
+#: Headers a direct get adds to each stored message; the rest are the message's own.
+_DIRECT_HEADERS = frozenset(
+    {
+        "Nats-Stream",
+        "Nats-Subject",
+        "Nats-Sequence",
+        "Nats-Time-Stamp",
+        "Nats-Num-Pending",
+        "Nats-Last-Sequence",
+        "Nats-UpTo-Sequence",
+    }
+)
+#: JetStream's "no message found": nothing matches at or after the sequence.
+_NO_MESSAGE = 10037
+_SCHEDULES = SCHEDULE_PREFIX + "."
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+class _Reader:
+    """One ``read`` call, run by :meth:`run` as one task on the loop thread."""
+
+    def __init__(
+        self,
+        replies: _Replies,
+        stream: str,
+        subject: str,
+        start_seq: int,
+        limit: int,
+        *,
+        direct: bool,
+    ) -> None:
+        self._replies = replies
+        self._stream = stream
+        self._subject = subject
+        self._limit = limit
+        self._direct = direct
+        #: The next sequence to ask for.
+        self._seq = start_seq
+        self._found: list[StoredMessage] = []
+        #: Set from the Trio thread when the caller stops waiting (read across
+        #: threads: at worst one more request is made).
+        self.abandoned = False
+
+    async def run(self) -> list[StoredMessage]:
+        if not self._direct or not await self._direct_get():
+            await self._message_get()
+        return self._found
+
+    def _wanted(self) -> bool:
+        return len(self._found) < self._limit and not self.abandoned
+
+    def _keep(
+        self, subject: str, data: bytes, seq: int, stamp: str, headers: Mapping[str, str]
+    ) -> None:
+        # Pending delayed messages (server schedules) are the transport's own
+        # bookkeeping: they are read once due, on their target subject.
+        if not subject.startswith(_SCHEDULES):
+            self._found.append(StoredMessage(subject, data, seq, _epoch(stamp), headers))
+
+    async def _request(
+        self, api: str, body: Mapping[str, Any], collect: list[Msg] | None = None
+    ) -> Msg:
+        payload = json.dumps(body).encode()
+        future = await self._replies.start(f"{_API}.{api}", payload, collect=collect)
+        return await future
+
+    async def _direct_get(self) -> bool:
+        """Read by batched direct gets; False if the stream does not answer them."""
+        while self._wanted():
+            batch: list[Msg] = []
+            end = await self._request(
+                f"DIRECT.GET.{self._stream}",
+                {
+                    "seq": self._seq,
+                    "next_by_subj": self._subject,
+                    "batch": self._limit - len(self._found),
+                    "max_bytes": _BATCH_BYTES,
+                },
+                batch,
+            )
+            status = _status(end)
+            if status == "503":
+                # No responders: no such stream, or one made without direct
+                # gets. The message get below tells which, from where we are.
+                return False
+            if status == "404":
+                return True  # nothing (more) matches
+            if status != "204":
+                description = (end.headers or {}).get("Description", "direct get failed")
+                raise _api_error({"code": int(status or 0), "description": description})
+            # Each message names the one before it in the batch: a gap means
+            # one was lost between the server and us (a slow subscription).
+            previous = 0
+            for msg in batch:
+                headers = msg.headers or {}
+                if int(headers.get("Nats-Last-Sequence", -1)) != previous:
+                    break
+                previous = int(headers["Nats-Sequence"])
+                own = {k: v for k, v in headers.items() if k not in _DIRECT_HEADERS}
+                self._keep(
+                    headers["Nats-Subject"], msg.data, previous, headers["Nats-Time-Stamp"], own
+                )
+                if not self._wanted():
+                    return True
+            end_headers = end.headers or {}
+            if previous == 0:
+                raise TransportError(f"reading {self._stream}: a direct get lost its messages")
+            self._seq = previous + 1
+            whole = previous == int(end_headers.get("Nats-Last-Sequence", -1))
+            if whole and end_headers.get("Nats-Num-Pending") == "0":
+                return True
+        return True
+
+    async def _message_get(self) -> None:
+        """Read one message per request, each from after the one before."""
+        while self._wanted():
+            reply = await self._request(
+                f"STREAM.MSG.GET.{self._stream}",
+                {"seq": self._seq, "next_by_subj": self._subject},
+            )
+            if _status(reply) == "503":
+                raise ConnectionLostError("JetStream is not available")
+            resp = json.loads(reply.data)
+            error = resp.get("error")
+            if error is not None:
+                if int(error.get("err_code", 0)) == _NO_MESSAGE:
+                    return  # nothing (more) matches; a missing stream is 10059
+                raise _api_error(error)
+            message = resp["message"]
+            seq = int(message["seq"])
+            raw = base64.b64decode(message.get("hdrs") or b"")
+            data = base64.b64decode(message.get("data") or b"")
+            self._keep(message["subject"], data, seq, message["time"], _parse_headers(raw))
+            self._seq = seq + 1
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    """The headers of a raw ``NATS/1.0`` header block (the last value of a repeated one)."""
+    headers: dict[str, str] = {}
+    for line in raw.decode(errors="replace").split("\r\n")[1:]:
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            headers[name.strip()] = value.strip()
+    return headers
+
+
+def _epoch(stamp: str) -> float:
+    """Seconds since the epoch of the server's RFC 3339 time stamp.
+
+    The server writes up to nine fractional digits, more than Python 3.11's
+    ``fromisoformat`` takes, so the fraction is added separately.
+    """
+    match = _STAMP.match(stamp)
+    if match is None:
+        raise TransportError(f"unexpected time stamp {stamp!r} from the server")
+    whole, fraction, zone = match.groups()
+    offset = "+00:00" if zone == "Z" else zone
+    seconds = datetime.datetime.fromisoformat(whole + offset).timestamp()
+    return seconds + (float(fraction) if fraction else 0.0)
