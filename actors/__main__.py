@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -34,6 +33,7 @@ from ._activity import collect_activities
 from ._cli import cli
 from ._cli import main as cli_main
 from ._client import Client, InstanceInfo, WorkflowError
+from ._core import InstanceStatus
 from ._natsserver import NatsServer, NatsServerError
 from ._orchestrator import Orchestrator
 from ._worker import Worker
@@ -150,9 +150,11 @@ async def _examples(client: Client, count: int) -> None:
         f"count x{count:<14} {right} of {count} returned {{'count': 3}} in {elapsed:.2f} s "
         f"({count / elapsed:.0f} workflows/s, 3 activities each)"
     )
-    statuses = Counter(str(info.status) for info in await client.list())
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    print(f"stored        {sum(statuses.values())} instances over all runs ({summary})")
+    counts: dict[str, int] = {}
+    for status in InstanceStatus:
+        _, counts[str(status)] = await client.count_and_list(status=status, limit=0)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()) if n)
+    print(f"stored        {sum(counts.values())} instances over all runs ({summary})")
 
 
 def _waiting_for_approval(info: InstanceInfo) -> bool:
