@@ -14,6 +14,8 @@ from ._activity import activity as activity
 from ._activity import activity_info as activity_info
 from ._activity import collect_activities as collect_activities
 from ._activity import heartbeat as heartbeat
+from ._api import create_app as create_app
+from ._api import serve_api as serve_api
 from ._builder import Steps as Steps
 from ._builder import WorkflowBuilder as WorkflowBuilder
 from ._client import Client as Client
@@ -88,9 +90,11 @@ __all__ = [
     "activity",
     "activity_info",
     "collect_activities",
+    "create_app",
     "decode",
     "encode",
     "heartbeat",
     "load_definition",
     "parse_definition",
+    "serve_api",
 ]
