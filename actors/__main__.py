@@ -34,6 +34,7 @@ from ._cli import cli
 from ._cli import main as cli_main
 from ._client import Client, InstanceInfo, WorkflowError
 from ._core import InstanceStatus
+from ._dev import DevOptions, run_dev
 from ._natsserver import NatsServer, NatsServerError
 from ._orchestrator import Orchestrator
 from ._worker import Worker
@@ -259,6 +260,66 @@ def demo(ctx: click.Context, url: str | None, data: Path, count: int) -> int:
         # group's default do not apply: with no URL the demo brings its own server.
         url = parent.params["url"]
     return run_demo(url, data, count)
+
+
+@cli.command()
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    show_default=True,
+    help="The embedded server's data folder (kept between runs).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where to listen.")
+@click.option("--api-port", type=int, default=8080, show_default=True, help="The HTTP API's port.")
+@click.option(
+    "--nats-port", type=int, default=0, help="The NATS server's port (default: a free one)."
+)
+@click.option("--token", envvar="ACTORS_API_TOKEN", help="Require this bearer token on the API.")
+@click.option(
+    "--activities",
+    multiple=True,
+    help="Also serve the activities of this module (repeatable).",
+)
+@click.option("--examples/--no-examples", default=True, help="Run the example workflows once.")
+@click.option("--count", type=int, default=200, show_default=True, help="Count workflows to run.")
+@click.option("--once", is_flag=True, help="Stop once the examples have run.")
+def dev(
+    data: Path,
+    host: str,
+    api_port: int,
+    nats_port: int,
+    token: str | None,
+    activities: tuple[str, ...],
+    examples: bool,
+    count: int,
+    once: bool,
+) -> int:
+    """Run the whole engine here: nats-server, orchestrator, worker and HTTP API.
+
+    Registers the example definitions, runs the example workflows, then
+    serves until Ctrl-C.
+    """
+    options = DevOptions(
+        data=data,
+        host=host,
+        api_port=api_port,
+        nats_port=nats_port,
+        token=token,
+        activities=activities,
+        run_examples=examples,
+        once=once,
+    )
+
+    async def run_examples(client: Client) -> None:
+        with trio.fail_after(120):
+            await _examples(client, count)
+
+    try:
+        return run_dev(options, run_examples)
+    except (TransportError, NatsServerError, WorkflowError, trio.TooSlowError, OSError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

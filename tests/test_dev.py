@@ -1,0 +1,117 @@
+"""``python -m actors dev``: the one-command dev server, and the CLI and API against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.jetstream
+
+
+class Dev:
+    """A running dev server: its process and where it listens."""
+
+    def __init__(self, process: subprocess.Popen[str], lines: list[str]) -> None:
+        self.process = process
+        self.lines = lines
+        text = "\n".join(lines)
+        nats = re.search(r"nats-server\s+(nats://\S+)", text)
+        api = re.search(r"HTTP API\s+(http://\S+)", text)
+        assert nats is not None, text
+        assert api is not None, text
+        self.nats_url, self.api_url = nats.group(1), api.group(1)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "actors", "--url", self.nats_url, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def _start(data: Path, *options: str) -> Dev:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actors", "dev", "--data", str(data), "--api-port", "0", *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if line.startswith(("serving", "stopped")):
+            return Dev(process, lines)
+    process.kill()
+    raise AssertionError("the dev server did not come up:\n" + "\n".join(lines))
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Dev]:
+    server = _start(tmp_path / "data", "--count", "5", "--token", "s3cret")
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+        assert server.process.stdout is not None
+        server.process.stdout.close()
+
+
+def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
+    dev: Dev, tmp_path: Path
+) -> None:
+    text = "\n".join(dev.lines)
+    assert "registered    order v3" in text
+    assert re.search(r"order-\d+-large\s+completed", text), text
+    assert "5 of 5 returned" in text
+
+    started = dev.cli("start", "count", "--input", '{"count": 0}', "--id", "dev-1", "--wait")
+    assert started.returncode == 0, started.stderr
+    assert "dev-1" in started.stdout
+    listed = dev.cli("--json", "list", "--type", "count", "--status", "completed")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)["instances"]) >= 6
+    history = dev.cli("--json", "history", "dev-1")
+    assert history.returncode == 0, history.stderr
+    assert "workflow.completed" in history.stdout
+
+    # The API wants the token; with it, it answers.
+    assert httpx.get(f"{dev.api_url}/health").status_code == 200
+    assert httpx.get(f"{dev.api_url}/workflows").status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    page = httpx.get(f"{dev.api_url}/workflows", params={"type": "order"}, headers=auth)
+    assert page.status_code == 200
+    assert page.json()["total"] == 5
+
+    dev.process.send_signal(signal.SIGINT)
+    out, _ = dev.process.communicate(timeout=60)
+    assert dev.process.returncode == 0, out
+    assert "stopped" in out
+
+    # The data folder survives: a second run finds what the first stored.
+    again = _start(tmp_path / "data", "--no-examples", "--once")
+    rest, _ = again.process.communicate(timeout=60)
+    assert again.process.returncode == 0, rest
+    assert "registered    order v3" in "\n".join(again.lines)
