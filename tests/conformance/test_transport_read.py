@@ -206,14 +206,16 @@ async def test_read_creates_no_consumer_and_moves_none(transport, make_stream, n
         async with transport.consume(spec.name, ConsumerSpec(durable=names.durable())) as inbox:
             first = await inbox.receive()
             await first.ack()
-            # The consumer got the first message, however often it was read;
-            # and on a work queue an acknowledged message is gone for reads too.
+            # The consumer got the first message, however often it was read.
             assert first.data == b"0"
-            remaining = await transport.read(spec.name, subject)
             for _ in range(3):
                 await (await inbox.receive()).ack()
-    assert [m.data for m in remaining] == [b"1", b"2", b"3"]
-    assert await transport.read(spec.name, subject) == []
+    # On a work queue an acknowledged message is gone for reads too. Acks
+    # travel on their own (JetStream batches them), so that may take a moment,
+    # and the broker tells nobody when it happens: poll.
+    with trio.fail_after(10):
+        while await transport.read(spec.name, subject):  # noqa: ASYNC110
+            await trio.sleep(0.05)
 
 
 async def test_read_skips_messages_removed_by_a_limit(transport, make_stream, names):
