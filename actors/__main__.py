@@ -37,6 +37,7 @@ from ._core import InstanceStatus
 from ._dev import DevOptions, run_dev
 from ._natsserver import NatsServer, NatsServerError
 from ._orchestrator import Orchestrator
+from ._service import setup_logging
 from ._worker import Worker
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -284,6 +285,25 @@ def demo(ctx: click.Context, url: str | None, data: Path, count: int) -> int:
 @click.option("--examples/--no-examples", default=True, help="Run the example workflows once.")
 @click.option("--count", type=int, default=200, show_default=True, help="Count workflows to run.")
 @click.option("--once", is_flag=True, help="Stop once the examples have run.")
+@click.option(
+    "--log-level",
+    envvar="ACTORS_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    # WARNING: what Python printed before dev set logging up; INFO adds the services' notes.
+    default="WARNING",
+    show_default=True,
+    help="The engine's log level (its logs go to stderr).",
+)
+@click.option(
+    "--log-format",
+    envvar="ACTORS_LOG_FORMAT",
+    show_envvar=True,
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object each.",
+)
 def dev(
     data: Path,
     host: str,
@@ -294,12 +314,15 @@ def dev(
     examples: bool,
     count: int,
     once: bool,
+    log_level: str,
+    log_format: str,
 ) -> int:
     """Run the whole engine here: nats-server, orchestrator, worker and HTTP API.
 
     Registers the example definitions, runs the example workflows, then
     serves until Ctrl-C.
     """
+    setup_logging(log_level, log_format)
     options = DevOptions(
         data=data,
         host=host,

@@ -48,6 +48,7 @@ from transport import (
 from transport._options import MEMORY_SCHEME, parse_url
 
 from ._client import Client, InstanceInfo, UnknownWorkflowTypeError, WorkflowError
+from ._config import CONFIG_ENV, ConfigError, config_path, load_config
 from ._core import InstanceStatus
 from ._definition import Definition, DefinitionError, load_definition
 from ._limits import LimitExceededError
@@ -309,6 +310,14 @@ def _connection_option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    envvar=CONFIG_ENV,
+    show_envvar=True,
+    metavar="FILE",
+    help="A TOML file of settings: keys are the long options with underscores, at the "
+    "top or in a [cli] table. Options and ACTORS_* variables override it.",
+)
 @_connection_option(
     "--url",
     "NATS_URL",
@@ -344,6 +353,7 @@ def _connection_option(
 @pass_app
 def cli(
     app: App,
+    config: str | None,
     url: str,
     user: str | None,
     password: str | None,
@@ -363,6 +373,7 @@ def cli(
     complete, 2 broker unreachable, 3 not found, 4 invalid command or input,
     5 still running when a wait ran out.
     """
+    del config  # main() read the file before parsing: it is the options' default_map
     app.json = as_json
     app.url = url
     app.replicas = replicas
@@ -1158,6 +1169,35 @@ def _classify(exc: BaseException, url: str) -> CliError | None:
     return None
 
 
+#: The group's options a config file may set (the file's keys are their names).
+_GROUP_KEYS: Final = (
+    "url", "user", "password", "token", "creds", "tls_ca", "tls_cert", "tls_key",
+    "replicas", "connect_timeout",
+)  # fmt: skip
+#: The ``dev`` command's options a config file may set.
+_DEV_KEYS: Final = ("log_level", "log_format")
+
+
+def _config_defaults(args: Sequence[str]) -> dict[str, Any]:
+    """Click's ``default_map`` from the config file ``args`` or ``ACTORS_CONFIG`` name.
+
+    Click ranks an option's sources as we want: the command line, then its
+    ``ACTORS_*`` variable, then the ``default_map``, then the default. The
+    file is found before click parses (its values are those defaults), by
+    looking for ``--config`` among all of ``args`` up to ``--``. Raises
+    :class:`ConfigError` for a file that is missing or wrong.
+    """
+    path = config_path(args)
+    if path is None:
+        return {}
+    values = load_config(path, "cli")
+    defaults: dict[str, Any] = {key: values[key] for key in _GROUP_KEYS if key in values}
+    dev = {key: values[key] for key in _DEV_KEYS if key in values}
+    if dev:
+        defaults["dev"] = dev
+    return defaults
+
+
 def main(argv: Sequence[str] | None = None, *, prog_name: str = PROG) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code.
 
@@ -1171,11 +1211,17 @@ def main(argv: Sequence[str] | None = None, *, prog_name: str = PROG) -> int:
     # unknown command) before that callback runs, and they are JSON too.
     app.json = "--json" in args
     try:
+        defaults = _config_defaults(args)
+    except ConfigError as exc:
+        app.error(str(exc), ExitCode.INVALID)
+        return ExitCode.INVALID
+    try:
         returned = cli.main(
             args=args,
             prog_name=prog_name,
             standalone_mode=False,
             obj=app,
+            default_map=defaults,
         )
     except click.UsageError as exc:
         if app.json:

@@ -144,6 +144,15 @@ class OrchestratorConfig:
     #: Sizes an instance's input, outputs and state may have.
     limits: Limits = field(default_factory=Limits)
 
+    def __post_init__(self) -> None:
+        if self.limits.max_state > self.layout.max_payload:
+            # A state the broker refuses cannot even be failed in place: the
+            # instance would stay running with its event dead-lettered.
+            raise ValueError(
+                f"max_state ({self.limits.max_state}) must not be over the broker's "
+                f"largest message ({self.layout.max_payload} bytes)"
+            )
+
 
 @dataclass(slots=True)
 class _Routed:
@@ -336,14 +345,32 @@ class _InstanceActor:
         except TransportError as exc:
             # The broker failed us mid-way: forget the cache (it may be stale)
             # and let the event come back; rules 2 and 4 make the retry safe.
-            log.warning("instance %s: broker error (%s); event handed back", self._id, exc)
+            log.warning(
+                "instance %s: broker error (%s); event handed back",
+                self._id,
+                exc,
+                extra={
+                    "instance": self._id,
+                    "step": getattr(routed.event, "step", None),
+                    "attempt": getattr(routed.event, "attempt", None),
+                },
+            )
             self._loaded = False
             await delivery.nak(_RETRY_DELAY)
         except Exception as exc:
             # A bug outside decide (which has its own net). Retry a few times
             # in case it was transient, then give the event up to dead letters
             # so that one instance cannot wedge the service.
-            log.exception("instance %s: failed handling %s", self._id, delivery.subject)
+            log.exception(
+                "instance %s: failed handling %s",
+                self._id,
+                delivery.subject,
+                extra={
+                    "instance": self._id,
+                    "step": getattr(routed.event, "step", None),
+                    "attempt": getattr(routed.event, "attempt", None),
+                },
+            )
             self._loaded = False
             if delivery.num_delivered >= _POISON_DELIVERIES:
                 await self._owner._deadletter(delivery, f"instance {self._id}: {exc!r}")
@@ -397,7 +424,16 @@ class _InstanceActor:
                 else:
                     new, commands = decide(definition, state, checked, now)
             except Exception as exc:
-                log.exception("instance %s: the engine failed deciding %r", self._id, event)
+                log.exception(
+                    "instance %s: the engine failed deciding %r",
+                    self._id,
+                    event,
+                    extra={
+                        "instance": self._id,
+                        "step": getattr(event, "step", None),
+                        "attempt": getattr(event, "attempt", None),
+                    },
+                )
                 new, commands = self._fail(state, event, "EngineError", exc, now, definition)
             if (new is None or new is state) and not fresh:
                 # The cached state may be stale: another orchestrator may
@@ -525,8 +561,15 @@ class _InstanceActor:
 
     def _encoded(self, new: InstanceState, cause: int) -> bytes:
         """``new`` as stored (made by event ``cause``); raises if over ``max_state``."""
-        data = encode_state(replace(new, cause=cause))
         limit = self._owner._config.limits.max_state
+        try:
+            data = encode_state(replace(new, cause=cause))
+        except PayloadTooLargeError:
+            # Over the codec's own ceiling (the broker's largest message):
+            # surely over max_state too, so fail the same way, not retry.
+            raise LimitExceededError(
+                "the instance state", limit + 1, limit, "StateTooLarge"
+            ) from None
         if len(data) > limit and not new.status.terminal:
             raise LimitExceededError("the instance state", len(data), limit, "StateTooLarge")
         return data

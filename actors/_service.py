@@ -1,57 +1,121 @@
-"""What the service entry points share: flags, environment, logging, signals.
+"""What the service entry points share: flags, environment, config file, logging, signals.
 
 Every flag has an ``ACTORS_*`` environment variable (``--url`` is
-``ACTORS_NATS_URL``, ``--ack-wait`` is ``ACTORS_ACK_WAIT``); a flag given
-on the command line wins.
+``ACTORS_NATS_URL``, ``--ack-wait`` is ``ACTORS_ACK_WAIT``) and a key of the
+optional TOML file (``--config FILE`` or ``ACTORS_CONFIG``): a flag given on
+the command line wins, then the variable, then the file, then the built-in
+default (see :mod:`actors._config`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
 
 import trio
 
 from transport import ConnectOptions, Transport, TransportError, open_transport
 
-__all__ = ["add_connection_flags", "connect_options", "run_main", "run_service", "setup_logging"]
+from ._config import KEYS, ConfigError, Defaults, EntryPoint, config_path, load_config
+
+__all__ = [
+    "JsonFormatter",
+    "TextFormatter",
+    "add_connection_flags",
+    "connect_options",
+    "parse_service_args",
+    "run_main",
+    "run_service",
+    "setup_logging",
+]
 
 DEFAULT_URL: Final = "nats://127.0.0.1:4222"
+#: The ``extra`` fields of a log record that the formatters show when present.
+LOG_FIELDS: Final = ("instance", "step", "attempt", "activity")
 log = logging.getLogger("actors")
 
 
-def env_default(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"ACTORS_{name}", default)
-
-
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+def add_connection_flags(parser: argparse.ArgumentParser, defaults: Defaults) -> None:
+    """The flags every service has: config file, connection, replicas, logs."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of settings (env ACTORS_CONFIG); flags and ACTORS_* variables "
+        "override it",
+    )
     parser.add_argument(
         "--url",
-        default=env_default("NATS_URL", DEFAULT_URL),
+        default=defaults.get("url", DEFAULT_URL),
         help="broker URL: nats://host:port (comma-separated for a cluster), tls://, "
         "or memory:// (env ACTORS_NATS_URL)",
     )
-    parser.add_argument("--user", default=env_default("NATS_USER"))
-    parser.add_argument("--password", default=env_default("NATS_PASSWORD"))
-    parser.add_argument("--token", default=env_default("NATS_TOKEN"))
-    parser.add_argument("--creds", default=env_default("NATS_CREDS"), help="a .creds file")
-    parser.add_argument("--tls-ca", default=env_default("NATS_TLS_CA"))
-    parser.add_argument("--tls-cert", default=env_default("NATS_TLS_CERT"))
-    parser.add_argument("--tls-key", default=env_default("NATS_TLS_KEY"))
+    parser.add_argument("--user", default=defaults.get("user"))
+    parser.add_argument(
+        "--password", default=defaults.get("password"), help="(env ACTORS_NATS_PASSWORD)"
+    )
+    parser.add_argument("--token", default=defaults.get("token"))
+    parser.add_argument("--creds", default=defaults.get("creds"), help="a .creds file")
+    parser.add_argument("--tls-ca", default=defaults.get("tls_ca"))
+    parser.add_argument("--tls-cert", default=defaults.get("tls_cert"))
+    parser.add_argument("--tls-key", default=defaults.get("tls_key"))
     parser.add_argument(
         "--replicas",
         type=int,
-        default=int(env_default("REPLICAS", "1") or 1),
+        default=defaults.get("replicas", 1),
         help="replicas of every stream and bucket (3 on a cluster)",
     )
     parser.add_argument(
-        "--log-level", default=env_default("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING"
+        "--log-level",
+        default=defaults.get("log_level", "INFO"),
+        help="DEBUG, INFO, WARNING, ERROR",
     )
+    parser.add_argument(
+        "--log-format",
+        default=defaults.get("log_format", "text"),
+        help="text, or json: one JSON object a line (env ACTORS_LOG_FORMAT)",
+    )
+
+
+def parse_service_args(
+    build: Callable[[Defaults], argparse.ArgumentParser],
+    entry: EntryPoint,
+    argv: Sequence[str] | None,
+) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Parse a service's ``argv`` (default ``sys.argv[1:]``) over its variables and file.
+
+    ``build`` makes the parser from the defaults (see
+    :class:`actors._config.Defaults`). A config file that is missing, not
+    TOML or wrong, and a log level or format not known, are usage errors:
+    the parser prints them and exits with code 2.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    values: dict[str, Any] = {}
+    path = config_path(arguments)
+    if path is not None:
+        try:
+            values = load_config(path, entry)
+        except ConfigError as exc:
+            # The file's own values are unusable: report with a parser of built-ins.
+            build(Defaults({})).error(str(exc))
+    parser = build(Defaults(values))
+    args = parser.parse_args(arguments)
+    # argparse checks ``choices`` on flags only, not on defaults from the
+    # variables: check the final values, wherever they came from.
+    for key in ("log_level", "log_format"):
+        value = getattr(args, key)
+        choices = KEYS[key].choices
+        if (value.upper() if key == "log_level" else value) not in choices:
+            parser.error(
+                f"argument --{key.replace('_', '-')}: invalid choice: {value!r} "
+                f"(choose from {', '.join(choices)})"
+            )
+    return parser, args
 
 
 def connect_options(args: argparse.Namespace, name: str) -> ConnectOptions:
@@ -67,12 +131,52 @@ def connect_options(args: argparse.Namespace, name: str) -> ConnectOptions:
     )
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
-    )
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        name: value for name in LOG_FIELDS if (value := getattr(record, name, None)) is not None
+    }
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger[pid]: message key=value ...``: the fields of :data:`LOG_FIELDS`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = " ".join(f"{name}={value}" for name, value in _fields(record).items())
+        return f"{line} {fields}" if fields else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``time`` (ISO 8601, UTC), ``level``, ``logger``,
+    ``message``, ``pid``, the fields of :data:`LOG_FIELDS` that the record has,
+    and ``exception`` (the formatted traceback) when it has one.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        data.update(_fields(record))
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exception"] = record.exc_text
+        # default=str: a field is whatever a caller put in ``extra``; never fail to log it.
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level`` in ``log_format`` (``text`` or ``json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 async def run_service(

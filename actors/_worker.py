@@ -345,7 +345,16 @@ class Worker:
             except TransportError as exc:
                 # Keep the result: the task stays in hand (and alive) until
                 # the broker takes it, or the drain deadline hands it back.
-                log.warning("could not publish a result (%s); retrying", exc)
+                log.warning(
+                    "could not publish a result (%s); retrying",
+                    exc,
+                    extra={
+                        "instance": task.instance_id,
+                        "step": task.work.step,
+                        "attempt": task.work.attempt,
+                        "activity": task.work.activity,
+                    },
+                )
                 await delivery.in_progress()
                 await trio.sleep(_PUBLISH_RETRY)
         self.stats["completed" if error is None else "failed"] += 1

@@ -11,33 +11,32 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._config import Defaults
 from ._limits import Limits
 from ._orchestrator import Orchestrator, OrchestratorConfig
-from ._service import add_connection_flags, env_default, run_main, setup_logging
+from ._service import add_connection_flags, parse_service_args, run_main, setup_logging
 from ._wire import Layout
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(defaults: Defaults) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m actors.orchestrator", description=__doc__)
-    add_connection_flags(parser)
+    add_connection_flags(parser, defaults)
     parser.add_argument(
         "--ack-wait",
         type=float,
-        default=float(env_default("ACK_WAIT", "30") or 30),
+        default=defaults.get("ack_wait", 30.0),
         help="seconds before an event held by a dead orchestrator is redelivered",
     )
     parser.add_argument(
         "--passivate-after",
         type=float,
-        default=float(env_default("PASSIVATE_AFTER", "30") or 30),
+        default=defaults.get("passivate_after", 30.0),
         help="seconds an idle instance actor stays in memory",
     )
-    parser.add_argument(
-        "--drain-timeout", type=float, default=float(env_default("DRAIN_TIMEOUT", "10") or 10)
-    )
-    defaults = Limits()
+    parser.add_argument("--drain-timeout", type=float, default=defaults.get("drain_timeout", 10.0))
+    limits = Limits()
     for name, what in (
         ("max_input", "a start, a task's or a child's input, a signal"),
         ("max_output", "an activity's or a child's result, the workflow's output"),
@@ -48,26 +47,29 @@ def _parser() -> argparse.ArgumentParser:
             type=int,
             # argparse applies ``type`` to a string default: a bad variable is
             # reported like a bad flag.
-            default=env_default(name.upper(), str(getattr(defaults, name))),
-            help=f"bytes at most in {what} (default {getattr(defaults, name)})",
+            default=defaults.get(name, getattr(limits, name)),
+            help=f"bytes at most in {what} (default {getattr(limits, name)})",
         )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    """Run the orchestrator with ``argv`` (default ``sys.argv[1:]``); the exit code.
+
+    Usage errors (flags, variables, config file) exit 2 through argparse; so
+    does a broker that cannot be reached or refuses the credentials.
+    """
+    parser, args = parse_service_args(_parser, "orchestrator", argv)
+    setup_logging(args.log_level, args.log_format)
     try:
-        limits = Limits(args.max_input, args.max_output, args.max_state)
+        config = OrchestratorConfig(
+            layout=Layout(replicas=args.replicas, ack_wait=args.ack_wait),
+            passivate_after=args.passivate_after,
+            drain_timeout=args.drain_timeout,
+            limits=Limits(args.max_input, args.max_output, args.max_state),
+        )
     except ValueError as exc:
         parser.error(str(exc))
-    config = OrchestratorConfig(
-        layout=Layout(replicas=args.replicas, ack_wait=args.ack_wait),
-        passivate_after=args.passivate_after,
-        drain_timeout=args.drain_timeout,
-        limits=limits,
-    )
 
     return run_main(
         args,

@@ -15,48 +15,54 @@ import sys
 from collections.abc import Sequence
 
 from ._activity import collect_activities
-from ._service import add_connection_flags, env_default, run_main, setup_logging
+from ._config import Defaults
+from ._service import add_connection_flags, parse_service_args, run_main, setup_logging
 from ._wire import Layout
 from ._worker import Worker, WorkerConfig
 
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(defaults: Defaults) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m actors.worker", description=__doc__)
-    add_connection_flags(parser)
-    modules = env_default("ACTIVITIES")
+    add_connection_flags(parser, defaults)
+    modules = defaults.get_list("activities")
     parser.add_argument(
         "--activities",
         nargs="+",
-        default=modules.split(",") if modules else None,
+        default=modules,
         required=not modules,
         metavar="MODULE",
         help="modules whose @activity functions to serve (env ACTORS_ACTIVITIES, comma-separated)",
     )
     parser.add_argument(
-        "--only", nargs="+", metavar="ACTIVITY", help="serve only these activity names"
+        "--only",
+        nargs="+",
+        default=defaults.get_list("only"),
+        metavar="ACTIVITY",
+        help="serve only these activity names (env ACTORS_ONLY, comma-separated)",
     )
-    parser.add_argument(
-        "--concurrency", type=int, default=int(env_default("CONCURRENCY", "16") or 16)
-    )
-    parser.add_argument("--threads", type=int, default=int(env_default("THREADS", "16") or 16))
+    parser.add_argument("--concurrency", type=int, default=defaults.get("concurrency", 16))
+    parser.add_argument("--threads", type=int, default=defaults.get("threads", 16))
     parser.add_argument(
         "--ack-wait",
         type=float,
-        default=float(env_default("ACK_WAIT", "30") or 30),
+        default=defaults.get("ack_wait", 30.0),
         help="seconds before a task held by a dead worker is redelivered",
     )
-    parser.add_argument(
-        "--drain-timeout", type=float, default=float(env_default("DRAIN_TIMEOUT", "10") or 10)
-    )
+    parser.add_argument("--drain-timeout", type=float, default=defaults.get("drain_timeout", 10.0))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    """Run a worker with ``argv`` (default ``sys.argv[1:]``); the exit code.
+
+    Usage errors (flags, variables, config file, modules without
+    activities) exit 2 through argparse; so does a broker that cannot be
+    reached or refuses the credentials.
+    """
+    parser, args = parse_service_args(_parser, "worker", argv)
+    setup_logging(args.log_level, args.log_format)
     try:
         specs = collect_activities(importlib.import_module(name) for name in args.activities)
     except (ImportError, ValueError) as exc:

@@ -11,6 +11,7 @@ from actors import orchestrator
     ("argv", "env", "message"),
     [
         (["--max-state", "10"], {}, "max_state must be at least 1024 bytes"),
+        (["--max-state", "3000000"], {}, "must not be over the broker's largest message"),
         ([], {"ACTORS_MAX_INPUT": "lots"}, "argument --max-input: invalid int value: 'lots'"),
     ],
 )

@@ -166,3 +166,10 @@ async def test_an_oversized_signal_is_dead_lettered_and_the_instance_waits_on(
     await engine.client.signal(instance, "go", "small")
     with trio.fail_after(60):
         assert await result_of(engine, instance) == "small"
+
+
+def test_a_state_limit_over_the_brokers_largest_message_is_refused() -> None:
+    """Such a state could not even be failed in place: refuse the setting up front."""
+    too_big = actors.Limits(max_state=2 * 1024 * 1024)
+    with pytest.raises(ValueError, match="must not be over the broker's largest message"):
+        actors.OrchestratorConfig(limits=too_big)
