@@ -118,6 +118,22 @@ def assert_refused_promptly(argv: list[str], env: dict[str, str]) -> str:
     return lines[0]
 
 
+# -- a token ----------------------------------------------------------------------------
+
+TOKEN = "t0ken-for-the-engine"
+
+
+async def test_a_workflow_completes_with_a_token(tmp_path: Path) -> None:
+    _no_shared_server()
+    config = {"authorization": {"token": TOKEN}}
+    with natsserver.NatsServer(tmp_path / "nats", config=config) as server:
+        await run_engine(
+            tmp_path,
+            {"url": server.url, "token": TOKEN},
+            {"ACTORS_NATS_URL": server.url, "ACTORS_NATS_TOKEN": TOKEN},
+        )
+
+
 # -- user and password ----------------------------------------------------------------
 
 
