@@ -20,6 +20,7 @@ from pathlib import Path
 import natsserver
 import pytest
 import trio
+from certificates import make_certificates
 from processes import REPO_ROOT, Services
 
 pytestmark = pytest.mark.jetstream
@@ -188,38 +189,6 @@ def test_a_wrong_password_ends_every_entry_point_with_code_2(
 
 
 # -- TLS with a client certificate -----------------------------------------------------
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(folder: Path) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate.
-
-    A copy of tests/test_jetstream_auth.py's (test modules are not importable
-    from one another's folders).
-    """
-    folder.mkdir()
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=actors test CA",
-        cwd=folder,
-    )  # fmt: skip
-    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name in ("server", "client"):
-        openssl(
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", "-subj", f"/CN={name}",
-            cwd=folder,
-        )  # fmt: skip
-        openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
-            cwd=folder,
-        )  # fmt: skip
-    return folder
 
 
 @pytest.fixture
