@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats_jwt
 import natsserver
 import pytest
 import trio
@@ -133,6 +134,26 @@ async def test_a_workflow_completes_with_a_token(tmp_path: Path) -> None:
             {"url": server.url, "token": TOKEN},
             {"ACTORS_NATS_URL": server.url, "ACTORS_NATS_TOKEN": TOKEN},
         )
+
+
+# -- a credentials file (operator mode: JWTs and NKeys) ----------------------------------
+
+
+async def test_a_workflow_completes_with_a_credentials_file(tmp_path: Path) -> None:
+    _no_shared_server()
+    trust = nats_jwt.operator()
+    creds = str(trust.creds(tmp_path / "engine.creds"))
+    with natsserver.NatsServer(tmp_path / "nats", config_text=trust.config_text) as server:
+        await run_engine(
+            tmp_path,
+            {"url": server.url, "creds": creds},
+            {"ACTORS_NATS_URL": server.url, "ACTORS_NATS_CREDS": creds},
+        )
+        # A user of another operator is refused: exit 2, one line.
+        stranger = str(nats_jwt.operator().creds(tmp_path / "stranger.creds"))
+        env = {**base_env(), "ACTORS_NATS_URL": server.url, "ACTORS_NATS_CREDS": stranger}
+        line = assert_refused_promptly(["-m", "actors.orchestrator"], env)
+        assert line.startswith("orchestrator:"), line
 
 
 # -- user and password ----------------------------------------------------------------
