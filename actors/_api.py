@@ -470,22 +470,6 @@ class _BearerAuth:
 # -- the endpoints ---------------------------------------------------------------
 
 
-def _instance(info: InstanceInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "type": info.type,
-        "version": info.version,
-        "status": str(info.status),
-        "input": info.input,
-        "output": info.output,
-        "error": None if info.error is None else info.error.to_data(),
-        "created_at": info.created_at,
-        "updated_at": info.updated_at,
-        "steps": info.steps,
-        "compensation": info.compensation,
-    }
-
-
 def _outcome(info: InstanceInfo) -> Response:
     """``GET /workflows/{id}/result``'s answer for the instance as it is."""
     if info.status is InstanceStatus.COMPLETED:
@@ -663,7 +647,8 @@ class _Api:
         return info
 
     async def get_workflow(self, request: Request) -> Response:
-        return _json(_instance(await self._existing(request.path_params["type_or_id"])))
+        info = await self._existing(request.path_params["type_or_id"])
+        return _json(info.to_data())
 
     async def result(self, request: Request) -> Response:
         instance_id = request.path_params["id"]

@@ -871,22 +871,6 @@ async def _existing(client: Client, instance_id: str) -> InstanceInfo:
     return info
 
 
-def _info_data(info: InstanceInfo) -> dict[str, Any]:
-    return {
-        "id": info.id,
-        "type": info.type,
-        "version": info.version,
-        "status": str(info.status),
-        "input": info.input,
-        "output": info.output,
-        "error": None if info.error is None else info.error.to_data(),
-        "compensation": info.compensation,
-        "created_at": info.created_at,
-        "updated_at": info.updated_at,
-        "steps": {key: dict(step) for key, step in info.steps.items()},
-    }
-
-
 @cli.command()
 @click.argument("instance_id", metavar="ID", callback=_id_argument)
 @pass_app
@@ -896,7 +880,7 @@ def status(app: App, instance_id: str) -> ExitCode:
     async def run(client: Client) -> ExitCode:
         info = await _existing(client, instance_id)
         if app.json:
-            app.document(_info_data(info))
+            app.document(info.to_data())
             return ExitCode.OK
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")

@@ -104,6 +104,22 @@ class InstanceInfo:
     #: ``"completed"`` or ``"failed"`` if compensations ran, else ``None``.
     compensation: str | None = None
 
+    def to_data(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-able data (what the CLI and the API show)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "version": self.version,
+            "status": str(self.status),
+            "input": self.input,
+            "output": self.output,
+            "error": None if self.error is None else self.error.to_data(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "steps": {key: dict(step) for key, step in self.steps.items()},
+            "compensation": self.compensation,
+        }
+
 
 class Client:
     """Talks to the engine through a transport. Use as an async context manager::
