@@ -125,3 +125,24 @@ def transport_url(request: pytest.FixtureRequest) -> str:
         return MEMORY_URL
     url: str = request.getfixturevalue("nats_url")
     return url
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory"),
+        pytest.param("jetstream", id="jetstream", marks=pytest.mark.jetstream),
+    ]
+)
+def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """``memory://``, or the URL of a nats-server started for this test alone.
+
+    For the engine and the API: their stream and bucket names are fixed, so
+    tests must not share a broker.
+    """
+    if request.param == "memory":
+        yield "memory://"
+        return
+    if os.environ.get("NATS_URL"):
+        pytest.skip("engine tests need a NATS server of their own")
+    with natsserver.NatsServer(tmp_path / "nats") as server:
+        yield server.url

@@ -11,15 +11,12 @@ API is served by :func:`actors.serve_api` on a free port, and called with
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-import natsserver
 import pytest
 import schemathesis
 import trio
@@ -76,23 +73,6 @@ async def refuse(value: Any) -> None:
 async def odd_values(value: Any) -> dict[str, Any]:
     """Values of the engine's data model that JSON does not have."""
     return {"bytes": b"\x00\xff", "nan": math.nan, "inf": -math.inf}
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("memory", id="memory"),
-        pytest.param("jetstream", id="jetstream", marks=pytest.mark.jetstream),
-    ]
-)
-def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """``memory://``, or the URL of a nats-server started for this test alone."""
-    if request.param == "memory":
-        yield "memory://"
-        return
-    if os.environ.get("NATS_URL"):
-        pytest.skip("API tests need a NATS server of their own")
-    with natsserver.NatsServer(tmp_path / "nats") as server:
-        yield server.url
 
 
 #: The test definitions, by type.

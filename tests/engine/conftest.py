@@ -8,13 +8,10 @@ autojump clock, so retries, backoff and timeouts cost no real time.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import natsserver
 import pytest
 import trio
 import trio.testing
@@ -23,23 +20,6 @@ import actors
 from actors._messages import decode_deadletter, decode_history
 from actors._wire import DEADLETTER_STREAM, HISTORY_STREAM
 from transport import ConsumerSpec, Transport, open_transport
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("memory", id="memory"),
-        pytest.param("jetstream", id="jetstream", marks=pytest.mark.jetstream),
-    ]
-)
-def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """``memory://``, or the URL of a nats-server started for this test alone."""
-    if request.param == "memory":
-        yield "memory://"
-        return
-    if os.environ.get("NATS_URL"):
-        pytest.skip("engine tests need a NATS server of their own")
-    with natsserver.NatsServer(tmp_path / "nats") as server:
-        yield server.url
 
 
 @pytest.fixture

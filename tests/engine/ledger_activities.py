@@ -8,7 +8,7 @@ the ledger survives a SIGKILL of the worker right after the line is written:
 * ``{"phase": "begin", ...}`` when the activity starts,
 * ``{"phase": "end", ...}`` just before it returns,
 
-each with the instance, step, attempt, delivery (1, then 2 after a redelivery)
+each with the activity, the instance, step, attempt, delivery (1, then 2 after a redelivery)
 and the worker's pid. Outputs are deterministic: the input with ``count`` plus one
 and the step's id appended to ``trail``.
 """
@@ -31,14 +31,16 @@ import actors
 LEDGER_ENV: Final = "LEDGER_FILE"
 
 
-def _record(phase: str) -> None:
+def record(phase: str, info: actors.ActivityInfo | None = None) -> None:
+    """Append one line for the activity running now (or ``info``'s) to the ledger."""
     path = os.environ.get(LEDGER_ENV)
     if not path:
         raise RuntimeError(f"set {LEDGER_ENV} to the ledger file's path")
-    info = actors.activity_info()
+    info = info or actors.activity_info()
     line = json.dumps(
         {
             "phase": phase,
+            "activity": info.activity,
             "instance": info.instance_id,
             "step": info.step,
             "attempt": info.attempt,
@@ -66,22 +68,22 @@ def next_value(value: dict[str, Any], step: str) -> dict[str, Any]:
 @actors.activity
 def ledger_increment(value: dict[str, Any]) -> dict[str, Any]:
     """Count one step (a sync activity: it runs in a worker thread)."""
-    _record("begin")
+    record("begin")
     output = next_value(value, actors.activity_info().step)
-    _record("end")
+    record("end")
     return output
 
 
 @actors.activity
 async def ledger_slow(value: dict[str, Any]) -> dict[str, Any]:
     """Like ``ledger_increment``, after ``value["seconds"]`` of heartbeating work."""
-    _record("begin")
+    record("begin")
     deadline = trio.current_time() + float(value.get("seconds", 1.0))
     while trio.current_time() < deadline:
         actors.heartbeat()
         await trio.sleep(min(0.1, max(0.0, deadline - trio.current_time())))
     output = next_value(value, actors.activity_info().step)
-    _record("end")
+    record("end")
     return output
 
 
@@ -91,6 +93,7 @@ async def ledger_slow(value: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Entry:
     phase: str
+    activity: str
     instance: str
     step: str
     attempt: int

@@ -15,44 +15,20 @@ Outputs are deterministic: the input with ``"{activity}:{step}"`` appended to
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import trio
 
 import actors
 
-#: The environment variable naming the ledger file (the one ``processes.py`` sets).
-LEDGER_ENV: Final = "LEDGER_FILE"
+# The worker imports this module as ``tests.engine.spread_activities``; the
+# ledger (its format, writer and reader) is the process tests' own.
+from tests.engine.ledger_activities import Entry, read_ledger, record
+
+__all__ = ["ACTIVITIES", "Entry", "next_value", "read_ledger"]
+
 #: The activity types, by the short name the tests use.
 ACTIVITIES: Final = {"A": "spread_a", "B": "spread_b", "C": "spread_c"}
-
-
-def _record(phase: str, info: actors.ActivityInfo) -> None:
-    path = os.environ.get(LEDGER_ENV)
-    if not path:
-        raise RuntimeError(f"set {LEDGER_ENV} to the ledger file's path")
-    line = json.dumps(
-        {
-            "phase": phase,
-            "activity": info.activity,
-            "instance": info.instance_id,
-            "step": info.step,
-            "attempt": info.attempt,
-            "delivery": info.delivery,
-            "pid": os.getpid(),
-        }
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def next_value(value: dict[str, Any], activity: str, step: str) -> dict[str, Any]:
@@ -63,10 +39,10 @@ def next_value(value: dict[str, Any], activity: str, step: str) -> dict[str, Any
 async def _run(value: dict[str, Any]) -> dict[str, Any]:
     info = actors.activity_info()
     # The fsync is blocking: keep it off the Trio loop.
-    await trio.to_thread.run_sync(_record, "begin", info)
+    await trio.to_thread.run_sync(record, "begin", info)
     await trio.sleep(float(value.get("sleep", 0.05)))
     output = next_value(value, info.activity, info.step)
-    await trio.to_thread.run_sync(_record, "end", info)
+    await trio.to_thread.run_sync(record, "end", info)
     return output
 
 
@@ -83,35 +59,3 @@ async def spread_b(value: dict[str, Any]) -> dict[str, Any]:
 @actors.activity
 async def spread_c(value: dict[str, Any]) -> dict[str, Any]:
     return await _run(value)
-
-
-# -- reading the ledger (test side) ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    phase: str
-    activity: str
-    instance: str
-    step: str
-    attempt: int
-    delivery: int
-    pid: int
-
-
-def read_ledger(path: Path) -> list[Entry]:
-    """Every complete line of the ledger (a line cut by a kill is skipped)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return list(_parse(text))
-
-
-def _parse(text: str) -> Iterator[Entry]:
-    for line in text.splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        yield Entry(**data)
