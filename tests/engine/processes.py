@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,37 @@ async def read_states(transport: Transport, ids: Iterable[str]) -> dict[str, Any
         if entry is not None:
             found[instance_id] = decode_state(entry.value)
     return found
+
+
+def history_problems(
+    by_instance: Mapping[str, list[dict[str, Any]]],
+    states: Mapping[str, Any],
+    ids: Iterable[str],
+    steps: Iterable[str],
+) -> list[str]:
+    """What is wrong with the history of each of ``ids``, whose steps ran once each.
+
+    Seqs must be 1..state.seq without gaps or repeats; each step completed
+    once; and the records be one start, one completion, and one schedule and
+    one completion per step.
+    """
+    steps = list(steps)
+    problems: list[str] = []
+    for instance_id in ids:
+        mine = by_instance.get(instance_id, [])
+        seqs = [r["seq"] for r in mine]
+        if sorted(seqs) != list(range(1, states[instance_id].seq + 1)):
+            problems.append(f"{instance_id}: seqs {seqs}, state seq {states[instance_id].seq}")
+        completed = Counter(r["detail"]["step"] for r in mine if r["kind"] == "activity.completed")
+        if completed != Counter(steps):
+            problems.append(f"{instance_id}: activity.completed per step {dict(completed)}")
+        kinds = Counter(r["kind"] for r in mine)
+        want = {
+            "workflow.started": 1,
+            "activity.scheduled": len(steps),
+            "activity.completed": len(steps),
+            "workflow.completed": 1,
+        }
+        if kinds != want:
+            problems.append(f"{instance_id}: record kinds {dict(kinds)}")
+    return problems

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import trio
 from natsserver import NatsServer
-from processes import Service, Services, read_history, read_states
+from processes import Service, Services, history_problems, read_history, read_states
 from spread_activities import ACTIVITIES, Entry, next_value, read_ledger
 
 import actors
@@ -176,23 +176,7 @@ async def check_exactly_once(
     for record in records:
         by_instance[record["instance"]].append(record)
     assert sorted(by_instance) == ids, "history of unknown instances"
-    for instance_id in ids:
-        mine = by_instance[instance_id]
-        seqs = sorted(r["seq"] for r in mine)
-        if seqs != list(range(1, states[instance_id].seq + 1)):
-            problems.append(f"{instance_id}: history seqs {seqs}")
-        completed = Counter(r["detail"]["step"] for r in mine if r["kind"] == "activity.completed")
-        if completed != Counter(steps):
-            problems.append(f"{instance_id}: activity.completed per step {dict(completed)}")
-        kinds = Counter(r["kind"] for r in mine)
-        want = {
-            "workflow.started": 1,
-            "activity.scheduled": len(steps),
-            "activity.completed": len(steps),
-            "workflow.completed": 1,
-        }
-        if kinds != want:
-            problems.append(f"{instance_id}: record kinds {dict(kinds)}")
+    problems += history_problems(by_instance, states, ids, steps)
     assert not problems, "\n".join(problems[:20])
 
 

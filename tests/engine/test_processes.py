@@ -24,7 +24,7 @@ import pytest
 import trio
 from ledger_activities import duplicate_runs, read_ledger
 from natsserver import NatsServer
-from processes import Services, read_history, read_states
+from processes import Services, history_problems, read_history, read_states
 
 import actors
 from actors import InstanceStatus
@@ -142,24 +142,7 @@ async def check_history_and_ledger(
         assert record["_subject"] == f"history.{record['instance']}"
         by_instance.setdefault(record["instance"], []).append(record)
     assert sorted(by_instance) == sorted([*ids, *others]), "history of unknown instances"
-    problems: list[str] = []
-    for instance_id in ids:
-        mine = by_instance[instance_id]
-        seqs = [r["seq"] for r in mine]
-        if len(seqs) != len(set(seqs)) or set(seqs) != set(range(1, states[instance_id].seq + 1)):
-            problems.append(f"{instance_id}: seqs {seqs}, state seq {states[instance_id].seq}")
-        completed = Counter(r["detail"]["step"] for r in mine if r["kind"] == "activity.completed")
-        if completed != Counter(steps):
-            problems.append(f"{instance_id}: activity.completed per step {dict(completed)}")
-        kinds = Counter(r["kind"] for r in mine)
-        want = {
-            "workflow.started": 1,
-            "activity.scheduled": len(steps),
-            "activity.completed": len(steps),
-            "workflow.completed": 1,
-        }
-        if kinds != want:
-            problems.append(f"{instance_id}: record kinds {dict(kinds)}")
+    problems = history_problems(by_instance, states, ids, steps)
     assert not problems, "\n".join(problems[:20])
 
     entries = read_ledger(ledger)
