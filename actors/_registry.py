@@ -9,6 +9,8 @@ it started with however many versions come after.
 
 from __future__ import annotations
 
+import logging
+
 import trio
 
 from transport import ConflictError, KeyValue, KVOp
@@ -19,6 +21,8 @@ from ._messages import MessageError, decode_definition, encode_definition
 from ._wire import definition_key
 
 __all__ = ["DefinitionStore", "VersionConflictError"]
+
+log = logging.getLogger("actors.definitions")
 
 
 class VersionConflictError(ValueError):
@@ -61,24 +65,36 @@ class DefinitionStore:
         """The definition of ``workflow_type`` at ``version`` (0: the newest known).
 
         ``None`` if there is none. A stored definition that no longer parses
-        (written by a newer engine, say) counts as missing.
+        (damaged, or written by a newer engine) counts as missing, so the
+        newest version is the newest one that parses: a bad entry under a
+        new version number must not make every start of the type fail.
         """
-        if not version:
-            version = self._newest.get(workflow_type, 0)
-            if not version:
-                versions = await self.versions(workflow_type)
-                if not versions:
-                    return None
-                version = versions[-1]
+        if version:
+            return await self._load(workflow_type, version)
+        newest = self._newest.get(workflow_type, 0)
+        if newest:
+            found = await self._load(workflow_type, newest)
+            if found is not None:
+                return found
+        for candidate in reversed(await self.versions(workflow_type)):
+            found = await self._load(workflow_type, candidate)
+            if found is not None:
+                return found
+        return None
+
+    async def _load(self, workflow_type: str, version: int) -> Definition | None:
+        """That exact version, compiled (``None`` if absent or if it does not parse)."""
         cached = self._compiled.get((workflow_type, version))
         if cached is not None:
             return cached
         entry = await self._kv.get(definition_key(workflow_type, version))
         if entry is None:
             return None
-        try:
-            definition = parse_definition(decode_definition(entry.value))
-        except (DefinitionError, MessageError, CodecError):
+        definition = _parsed(entry.value)
+        if definition is None or (definition.type, definition.version) != (
+            workflow_type,
+            version,
+        ):
             return None
         self._remember(definition)
         return definition
@@ -117,4 +133,24 @@ class DefinitionStore:
                     continue
                 workflow_type, _, suffix = change.key.rpartition(".")
                 if suffix.isdigit() and int(suffix) > self._newest.get(workflow_type, 0):
-                    self._newest[workflow_type] = int(suffix)
+                    # Only a version that parses becomes the newest (see get).
+                    definition = _parsed(change.value)
+                    if definition is not None and (definition.type, definition.version) == (
+                        workflow_type,
+                        int(suffix),
+                    ):
+                        self._remember(definition)
+                    else:
+                        log.warning(
+                            "definition %s does not parse as that type and version; "
+                            "it counts as missing",
+                            change.key,
+                        )
+
+
+def _parsed(data: bytes) -> Definition | None:
+    """The definition stored as ``data``, or ``None`` if it does not parse."""
+    try:
+        return parse_definition(decode_definition(data))
+    except (DefinitionError, MessageError, CodecError):
+        return None

@@ -75,6 +75,11 @@ class _StreamExistsError(InvalidSpecError):
     """A stream of that name exists with another configuration."""
 
 
+class _NoStreamAnswered(NotFoundError):
+    """No stream answered a publish ("no responders"): none takes its subject, or the
+    one that does has no leader right now (an election, a server recovering)."""
+
+
 def _api_error(err: Mapping[str, Any]) -> TransportError:
     code = int(err.get("code", 0))
     err_code = int(err.get("err_code", 0))
@@ -393,6 +398,16 @@ class _Replies:
         result is the status message that ends it. The whole batch must arrive
         within the request's deadline.
         """
+        # nats-py checks only the data against the server's max_payload, but the
+        # server counts the headers too, and answers a message over it by
+        # closing the connection for good (nats-py does not reconnect after
+        # an -ERR): refuse it here, so that the connection stays up.
+        size = _wire_size(payload, headers)
+        if size > self._nc.max_payload:
+            raise TooLargeError(
+                f"message of {size} bytes (data and headers) is over the server's "
+                f"max_payload of {self._nc.max_payload} bytes"
+            )
         token = str(next(self._ids))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Msg] = loop.create_future()
@@ -437,6 +452,22 @@ class _Replies:
         self._batches.clear()
 
 
+def _wire_size(payload: bytes, headers: Mapping[str, str] | None) -> int:
+    """What the server checks against its max_payload: the header block and the data.
+
+    The header block as nats-py writes it: ``NATS/1.0``, one ``Key: value``
+    line per header with a non-empty key (both stripped), and an empty line.
+    """
+    if not headers:
+        return len(payload)
+    block = len(b"NATS/1.0\r\n\r\n")
+    for key, value in headers.items():
+        name = key.strip()
+        if name:
+            block += len(name.encode()) + len(value.strip().encode()) + len(b": \r\n")
+    return block + len(payload)
+
+
 def _status(msg: Msg) -> str | None:
     """The status code of a control message (heartbeat, timeout...), else None.
 
@@ -450,7 +481,7 @@ def _status(msg: Msg) -> str | None:
 def _parse_ack(msg: Msg, subject: str) -> PubAck:
     status = _status(msg)
     if status == "503":
-        raise NotFoundError(f"no stream stores subject {subject!r}")
+        raise _NoStreamAnswered(f"no stream stores subject {subject!r}")
     if status is not None:
         raise TransportError(f"unexpected status {status} in reply")
     resp = json.loads(msg.data)
