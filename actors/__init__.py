@@ -7,6 +7,10 @@ runs them, and :class:`Worker` s run their activities (functions marked with
 JetStream, or an in-process broker for tests.
 """
 
+# A full broker store refuses writes with this (a transport error): re-exported
+# so that callers of Client.start can catch back-pressure without importing transport.
+from transport import StorageFullError as StorageFullError
+
 from ._activity import ActivityError as ActivityError
 from ._activity import ActivityInfo as ActivityInfo
 from ._activity import ActivitySpec as ActivitySpec
@@ -77,6 +81,7 @@ __all__ = [
     "OrchestratorConfig",
     "PayloadTooLargeError",
     "RetryPolicy",
+    "StorageFullError",
     "Steps",
     "Timeouts",
     "UnknownWorkflowTypeError",

@@ -40,7 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from transport import TooLargeError, TransportError
+from transport import StorageFullError, TooLargeError, TransportError
 
 from ._client import Client, InstanceInfo, UnknownWorkflowTypeError, WorkflowError
 from ._codec import CodecError, PayloadTooLargeError
@@ -365,6 +365,15 @@ def _error_response(exc: Exception, request: Request) -> Response:
         # A payload JSON allows but the engine's data model does not
         # (nested too deeply, an integer beyond 64 bits, too many items).
         return ApiError(422, "InvalidPayload", str(leaf)).response()
+    if isinstance(leaf, StorageFullError):
+        log.warning("%s %s: broker storage full: %r", request.method, request.url.path, leaf)
+        return ApiError(
+            503,
+            "StorageFull",
+            f"the broker is out of storage and refused the write ({leaf}); nothing was "
+            "stored: retry later",
+            headers={"Retry-After": "5"},
+        ).response()
     if isinstance(leaf, TransportError):
         log.warning("%s %s: broker error: %r", request.method, request.url.path, leaf)
         return ApiError(

@@ -41,6 +41,7 @@ from transport import (
     ConnectionLostError,
     ConnectOptions,
     InvalidSpecError,
+    StorageFullError,
     TooLargeError,
     TransportError,
     TransportTimeoutError,
@@ -1146,6 +1147,12 @@ def _classify(exc: BaseException, url: str) -> CliError | None:
         return CliError(f"{url}: the server refused the credentials", ExitCode.UNREACHABLE)
     if isinstance(exc, ConnectionLostError | TransportTimeoutError):
         return CliError(f"cannot reach the broker at {url}: {exc}", ExitCode.UNREACHABLE)
+    if isinstance(exc, StorageFullError):
+        return CliError(
+            f"the broker at {url} is out of storage and refused the write ({exc}); "
+            "nothing was stored: retry once space is freed (see docs/operations.md)",
+            ExitCode.UNREACHABLE,
+        )
     if isinstance(exc, TransportError):
         return CliError(f"the broker at {url} failed: {exc}", ExitCode.UNREACHABLE)
     if isinstance(exc, WorkflowError):

@@ -60,6 +60,7 @@ __all__ = [
     "Event",
     "InstanceState",
     "InstanceStatus",
+    "MAX_CHILD_DEPTH",
     "NotifyParent",
     "RecordHistory",
     "ScheduleActivity",
@@ -143,6 +144,14 @@ class ErrorInfo:
     non_retryable: bool = False
     cause: Mapping[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        if self.cause is not None:
+            # A cause comes from the network (a worker's result) or from a
+            # child, whose error has causes of its own: kept to a bounded
+            # chain of known fields, so that the error fits the codec's
+            # nesting limit wherever it is stored (state, history, results).
+            object.__setattr__(self, "cause", _bounded_cause(self.cause, MAX_CAUSES))
+
     def to_data(self) -> dict[str, Any]:
         data = {
             "type": self.type,
@@ -179,6 +188,8 @@ class StartRequested:
     input: Any
     parent: str | None = None
     parent_step: str | None = None
+    #: How deep the instance nests: 0 at the top, its parent's depth + 1 for a child.
+    depth: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +390,8 @@ class InstanceState:
     #: For a child workflow: the parent instance and the key of its step.
     parent: str | None = None
     parent_step: str | None = None
+    #: How deep the instance nests (0 at the top; see ``MAX_CHILD_DEPTH``).
+    depth: int = 0
 
 
 class _Builder:
@@ -518,6 +531,7 @@ def fail_instance(
             updated_at=now,
             parent=start.parent,
             parent_step=start.parent_step,
+            depth=start.depth,
         )
     if state.status.terminal:
         return state, []
@@ -535,6 +549,46 @@ UNDO: Final = UNDO_SUFFIX
 _SEEN_SIGNALS: Final = 256
 #: The longest instance id (a child's id is its parent's plus its step key).
 _MAX_ID: Final = 128
+#: How deep child workflows may nest: a top-level instance has depth 0, its
+#: children 1, theirs 2. A child step of an instance at this depth fails the
+#: instance with ``ChildDepthExceeded`` (a workflow that starts itself, or
+#: A -> B -> A, stops there instead of starting instances for ever).
+MAX_CHILD_DEPTH: Final = 16
+#: The longest chain of causes an error keeps (see ``ErrorInfo``). Above
+#: ``MAX_CHILD_DEPTH``, so that a chain of children keeps every cause; far
+#: enough below the codec's nesting limit (32) for an error stored inside a
+#: state's step or outbox.
+MAX_CAUSES: Final = 20
+
+
+def _bounded_cause(cause: Mapping[str, Any], levels: int) -> dict[str, Any]:
+    """``cause`` as ``ErrorInfo.to_data`` gives it, with at most ``levels`` errors in its chain.
+
+    Only the fields of an error are kept; the innermost one kept says so if
+    deeper causes were dropped (its message names them all anyway: each
+    child's error message quotes its own child's).
+    """
+    links: list[Mapping[str, Any]] = []
+    current: Any = cause
+    while isinstance(current, Mapping) and len(links) < levels:
+        links.append(current)
+        current = current.get("cause")
+    bounded: dict[str, Any] | None = None
+    for number, link in enumerate(reversed(links)):
+        message = str(link.get("message", ""))
+        if number == 0 and isinstance(current, Mapping):
+            message += f" (its causes are not kept: a chain of more than {levels})"
+        data: dict[str, Any] = {
+            "type": str(link.get("type", "Error")),
+            "message": message,
+            "traceback": str(link.get("traceback", "")),
+            "non_retryable": bool(link.get("non_retryable", False)),
+        }
+        if bounded is not None:
+            data["cause"] = bounded
+        bounded = data
+    assert bounded is not None  # ``cause`` itself is a mapping: one link at least
+    return bounded
 
 
 def step_key(step_id: str, path: tuple[int, ...] = ()) -> str:
@@ -679,6 +733,7 @@ def _start(
         updated_at=now,
         parent=event.parent,
         parent_step=event.parent_step,
+        depth=event.depth,
     )
     build = _Builder(state, now)
     detail: dict[str, Any] = {"type": definition.type, "version": definition.version}
@@ -878,6 +933,16 @@ def _start_child(build: _Builder, definition: Definition, ref: _Ref, step: Child
             "ChildIdTooLong",
             f"step {key!r}: the child's id {child[:60]!r}... would be over {_MAX_ID} "
             "characters (children nest too deep)",
+            non_retryable=True,
+        )
+        _fail_workflow(build, definition, error)
+        return
+    if build.state.depth >= MAX_CHILD_DEPTH:
+        error = ErrorInfo(
+            "ChildDepthExceeded",
+            f"step {key!r}: its child {step.workflow!r} would nest {build.state.depth + 1} "
+            f"deep; the limit is {MAX_CHILD_DEPTH} (does a workflow start itself, "
+            "directly or through others?)",
             non_retryable=True,
         )
         _fail_workflow(build, definition, error)

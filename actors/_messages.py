@@ -11,6 +11,7 @@ client can start a workflow without a CBOR library; see ``docs/wire.md``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -83,10 +84,18 @@ def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _opt_float(body: Mapping[str, Any], name: str) -> float | None:
+    """A duration: ``None``, or a finite number of seconds, not negative.
+
+    NaN would reach Trio as a deadline and crash the worker that took the
+    task (Trio refuses NaN deadlines), so it is refused here with the rest.
+    """
     value = body.get(name)
     if value is None:
         return None
-    return float(_field(body, name, (int, float)))
+    seconds = float(_field(body, name, (int, float)))
+    if not math.isfinite(seconds) or seconds < 0:
+        raise MessageError(f"field {name!r} must be a finite number >= 0, got {seconds!r}")
+    return seconds
 
 
 # -- start ---------------------------------------------------------------------
@@ -105,6 +114,8 @@ class StartMessage:
     version: int = 0
     parent: str | None = None
     parent_step: str | None = None
+    #: A child's depth (its parent's + 1); 0 for a start without a parent.
+    depth: int = 0
 
 
 def encode_start(message: StartMessage) -> bytes:
@@ -115,6 +126,7 @@ def encode_start(message: StartMessage) -> bytes:
         body["version"] = message.version
     if message.parent is not None:
         body["parent"] = {"id": message.parent, "step": message.parent_step}
+        body["depth"] = message.depth
     return encode(KIND_START, body)
 
 
@@ -153,7 +165,11 @@ def decode_start(data: bytes) -> StartMessage:
         parent_step = check_step_key(parent.get("step"))
     except InvalidNameError as exc:
         raise MessageError(f"parent: {exc}") from None
-    return StartMessage(instance_id, body.get("input"), version, parent_id, parent_step)
+    # A child's start from an engine that did not send depths is one level down.
+    depth = body.get("depth", 1)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise MessageError("field 'depth' of a child's start must be an integer >= 1")
+    return StartMessage(instance_id, body.get("input"), version, parent_id, parent_step, depth)
 
 
 def encode_cancel(reason: str, *, terminate: bool = False) -> bytes:
@@ -445,6 +461,7 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "compensation": state.compensation,
         "parent": state.parent,
         "parent_step": state.parent_step,
+        "depth": state.depth,
     }
 
 
@@ -496,6 +513,7 @@ def decode_state(data: bytes) -> InstanceState:
             compensation=body.get("compensation"),
             parent=body.get("parent"),
             parent_step=body.get("parent_step"),
+            depth=int(body.get("depth", 0)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MessageError(f"damaged instance state: {exc!r}") from None

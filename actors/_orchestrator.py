@@ -39,7 +39,7 @@ from transport import (
     TransportError,
 )
 
-from ._codec import CodecError, PayloadTooLargeError, encode
+from ._codec import DEFAULT_LIMITS, CodecError, PayloadTooLargeError, encode
 from ._core import (
     ActivityCompleted,
     ActivityFailed,
@@ -122,12 +122,14 @@ _DEADLETTER_SAMPLE: Final = 64 * 1024
 _RETRY_DELAY: Final = 1.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
+#: Every subject of the events stream (to look an event up by its sequence).
+_EVENT_SUBJECTS: Final = "workflow.>"
 #: Steps one decision may fail for an input over the limit (each failure is
 #: a further decision, and compensations may be oversized too).
 _MAX_REFUSALS: Final = 100
-#: Room left in a result message for its envelope (ids, step key, attempt),
-#: so that an output of exactly ``max_output`` bytes passes.
-_ENVELOPE_ROOM: Final = 1024
+#: What the envelope of an ``output`` record adds to its body's encoding
+#: (``None`` is one byte).
+_OUTPUT_ENVELOPE: Final = len(encode("output", None)) - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +212,11 @@ class Orchestrator:
                 with self._pump_scope:
                     async for delivery in deliveries:
                         await self._route(delivery, actors_nursery)
+                    # The events ended without shutdown(): the transport was
+                    # closed under the service (nats-py closes a connection for
+                    # good after some server errors). Ending here as if asked
+                    # to would exit 0, which a supervisor does not restart.
+                    raise TransportClosedError("the connection to the broker closed for good")
                 # Drain: actors finish what their mailboxes hold, then stop.
                 for mailbox in list(self._mailboxes.values()):
                     mailbox.close()
@@ -250,6 +257,7 @@ class Orchestrator:
                 start.input,
                 start.parent,
                 start.parent_step,
+                start.depth,
             )
         if subject.startswith(CANCEL_PREFIX + ".") and len(tokens) == 3:
             return check_instance_id(rest), CancelRequested(decode_cancel(delivery.data))
@@ -314,8 +322,12 @@ class Orchestrator:
                         return
                     continue
                 await actor.handle(routed)
-                if actor.terminal and mailbox.statistics().current_buffer_used == 0:
-                    # Nothing more will happen to it; do not keep it in RAM.
+                if actor.idle_worthless and mailbox.statistics().current_buffer_used == 0:
+                    # Nothing more will happen to it, or there is nothing
+                    # cached worth keeping (an event for an instance that does
+                    # not exist, a damaged state): do not keep it in RAM. A
+                    # flood of events for made-up ids would otherwise hold an
+                    # actor per id for ``passivate_after`` seconds.
                     return
         finally:
             if self._mailboxes.get(instance_id) is not None:
@@ -335,6 +347,13 @@ class _InstanceActor:
         self._state: InstanceState | None = None
         self._revision = 0
         self.terminal = False
+        #: Whether this actor published the cached state's outbox itself.
+        self._outbox_sent = False
+
+    @property
+    def idle_worthless(self) -> bool:
+        """Whether waiting for the next event would keep nothing: no live state is cached."""
+        return self.terminal or not self._loaded or self._state is None
 
     async def handle(self, routed: _Routed) -> None:
         delivery = routed.delivery
@@ -388,8 +407,15 @@ class _InstanceActor:
                 self._state = decode_state(entry.value)
             except MessageError as exc:
                 raise _DamagedStateError(str(exc)) from None
+            if self._state.id != self._id:
+                # Run under another id, it would publish and record for one
+                # instance what belongs to another.
+                raise _DamagedStateError(
+                    f"the state stored under {self._id!r} is that of {self._state.id!r}"
+                )
             self._revision = entry.revision
         self._loaded = True
+        self._outbox_sent = False
         self.terminal = self._state is not None and self._state.status.terminal
 
     async def _handle(self, routed: _Routed) -> None:
@@ -449,16 +475,24 @@ class _InstanceActor:
                     # so its ack (and maybe the publish before it) was lost.
                     # Publishing again is deduplicated by message id (rule 2).
                     await self._transport.publish_many(self._messages(state, state.outbox))
+                    self._outbox_sent = True
                 await delivery.ack()
                 return
+            if state is not None and not self._outbox_sent:
+                await self._send_previous(state, delivery)
             # Everything is encoded and measured before anything is written,
             # so that an instance over a limit fails whole (never a state
             # that says a task went out when it could not).
             try:
                 new, commands, messages = self._checked(definition, new, commands, now)
                 data = self._encoded(new, delivery.stream_seq)
-            except LimitExceededError as exc:
-                new, commands = self._fail(_slim(state), event, exc.kind, exc, now, definition)
+            except (LimitExceededError, CodecError) as exc:
+                # A CodecError: a value the codec cannot carry once in place (an
+                # input nested deeper than the state allows, an expression's
+                # result of 64-bit overflow or too many items). Retrying would
+                # meet it again: the instance would hang, its event dead-lettered.
+                kind = exc.kind if isinstance(exc, LimitExceededError) else "UnencodableValue"
+                new, commands = self._fail(_slim(state), event, kind, exc, now, definition)
                 messages = self._messages(new, commands)
                 data = self._encoded(new, delivery.stream_seq)
             try:
@@ -475,17 +509,39 @@ class _InstanceActor:
                 ):
                     continue
             await self._transport.publish_many(messages)
+            self._outbox_sent = True
             await delivery.ack()
             return
+
+    async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
+        """Publish ``state``'s outbox if the event that made it may not be acked yet.
+
+        Rule 5 republishes an outbox when its event comes back, but only while
+        its decision is the latest: deciding another event on top replaces
+        the outbox. An event is acked only after its outbox went out, so an
+        outbox whose event is still in the work queue may never have been
+        published (a crash or a broker error between the state write and the
+        publish); it is sent now, before it is replaced. This costs one read
+        of the events stream, only for a state read from the bucket (the
+        actor knows it published its own decisions).
+        """
+        cause = state.cause
+        if state.outbox and cause and cause != delivery.stream_seq:
+            found = await self._transport.read(
+                EVENTS_STREAM, _EVENT_SUBJECTS, start_seq=cause, limit=1
+            )
+            if found and found[0].stream_seq == cause:
+                await self._transport.publish_many(self._messages(state, state.outbox))
+        self._outbox_sent = True
 
     def _within_limits(
         self, state: InstanceState | None, event: Event, delivery: Delivery
     ) -> Event | tuple[InstanceState | None, list[Command]]:
         """``event``, or what replaces it because its message is over a limit.
 
-        A start over ``max_input`` fails the instance; a result over
-        ``max_output`` (plus room for its envelope) fails the step's
-        attempt, without retry. A signal over
+        A start over ``max_input`` fails the instance; a result whose output
+        is over ``max_output`` (measured as the workflow's output is, see
+        :func:`_output_size`) fails the step's attempt, without retry. A signal over
         ``max_input`` raises :class:`LimitExceededError` (it goes to dead
         letters: the instance never asked for it).
         """
@@ -497,12 +553,17 @@ class _InstanceActor:
             exc = LimitExceededError("the start message", size, limits.max_input, "InputTooLarge")
             error = ErrorInfo("InputTooLarge", str(exc), non_retryable=True)
             return fail_instance(None, event, error, self._transport.now())
-        if isinstance(event, ActivityCompleted) and size > limits.max_output + _ENVELOPE_ROOM:
-            exc = LimitExceededError(
-                f"the result of step {event.step!r}", size, limits.max_output, "OutputTooLarge"
-            )
-            error = ErrorInfo("OutputTooLarge", str(exc), non_retryable=True)
-            return ActivityFailed(event.step, event.attempt, error)
+        if isinstance(event, ActivityCompleted):
+            output_size = _output_size(event.output)
+            if output_size > limits.max_output:
+                exc = LimitExceededError(
+                    f"the output in the result of step {event.step!r}",
+                    output_size,
+                    limits.max_output,
+                    "OutputTooLarge",
+                )
+                error = ErrorInfo("OutputTooLarge", str(exc), non_retryable=True)
+                return ActivityFailed(event.step, event.attempt, error)
         if isinstance(event, SignalReceived) and size > limits.max_input:
             raise LimitExceededError(
                 f"signal {event.name!r}", size, limits.max_input, "InputTooLarge"
@@ -552,7 +613,7 @@ class _InstanceActor:
                 "the inputs refused in one decision", _MAX_REFUSALS, _MAX_REFUSALS, "InputTooLarge"
             )
         if new.status is InstanceStatus.COMPLETED and new.output is not None:
-            size = len(encode("output", new.output))
+            size = _output_size(new.output)
             if size > limits.max_output:
                 raise LimitExceededError(
                     "the workflow's output", size, limits.max_output, "OutputTooLarge"
@@ -614,9 +675,17 @@ class _InstanceActor:
                 self._revision = await states.update(self._id, data, self._revision)
         except ConflictError:
             self._owner.stats["conflicts"] += 1
+            # Rare in a healthy cluster (each event goes to one process); many
+            # of these mean processes keep redelivering to each other.
+            log.info(
+                "instance %s: state changed by another process; deciding again",
+                self._id,
+                extra={"instance": self._id},
+            )
             self._loaded = False
             return False
         self._state = replace(new, cause=cause)
+        self._outbox_sent = False
         self.terminal = new.status.terminal
         return True
 
@@ -645,7 +714,12 @@ class _InstanceActor:
                 )
             elif isinstance(command, StartChild):
                 start = StartMessage(
-                    command.child, command.input, command.version, self._id, command.step
+                    command.child,
+                    command.input,
+                    command.version,
+                    self._id,
+                    command.step,
+                    depth=state.depth + 1,
                 )
                 messages.append(
                     OutMessage(
@@ -694,7 +768,20 @@ class _InstanceActor:
 
 
 class _DamagedStateError(Exception):
-    """The stored state of an instance does not decode."""
+    """The stored state of an instance does not decode, or is another instance's."""
+
+
+def _output_size(value: object) -> int:
+    """The size of ``value`` encoded: what ``max_output`` bounds, for a step and a workflow.
+
+    The value's own CBOR encoding, without the message around it, so that one
+    output measures the same as a step's result and as the workflow's output.
+    Past the codec's ceiling it is over any output limit: one byte more is said.
+    """
+    try:
+        return len(encode("output", value)) - _OUTPUT_ENVELOPE
+    except PayloadTooLargeError:
+        return DEFAULT_LIMITS.max_bytes + 1
 
 
 def _slim(state: InstanceState | None) -> InstanceState | None:
