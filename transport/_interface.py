@@ -109,7 +109,11 @@ class KeyValue(Protocol):
     def bucket(self) -> str: ...
 
     async def get(self, key: str) -> KVEntry | None:
-        """The key's current entry, or ``None`` if it is absent or deleted."""
+        """The key's current entry, or ``None`` if it is absent or deleted.
+
+        Current: a write acknowledged before the call is seen (on a cluster
+        too, where a replicated bucket is read from its leader).
+        """
 
     async def create(self, key: str, value: bytes) -> int:
         """Write ``key`` only if it is absent (or deleted); return the new revision.
@@ -159,6 +163,9 @@ class Transport(Protocol):
     async def ensure_stream(self, spec: StreamSpec) -> None:
         """Create the stream, or bring an existing one to ``spec``; idempotent.
 
+        An existing stream's replicas are never lowered (that is an
+        operator's decision, not a side effect of provisioning).
+
         Raises :class:`InvalidSpecError` if the broker refuses the change.
         """
 
@@ -181,7 +188,9 @@ class Transport(Protocol):
 
         Returns only once the broker has stored the message (or recognised it
         as a duplicate of ``msg_id``). Raises :class:`NotFoundError` if no stream
-        takes the subject, :class:`TooLargeError` if the stream refuses the size.
+        takes the subject, :class:`TooLargeError` if the stream refuses the size,
+        :class:`ConnectionLostError` if the stream has no leader for the moment
+        (a cluster electing one): publish again.
         """
 
     async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:

@@ -66,6 +66,7 @@ from ._jetstream_wire import (
     _dur,
     _LoopThread,
     _new_inbox,
+    _NoStreamAnswered,
     _parse_ack,
     _Replies,
     _rfc3339,
@@ -130,11 +131,18 @@ class JetStreamTransport:
         # Written on the loop thread while connecting, read after by Trio.
         self._connect_task: asyncio.Task[None] | None = None
         self._last_error: Exception | None = None
+        # Loop thread only: credential refusals in a row while reconnecting,
+        # how many make us give up, and the task closing the connection then.
+        self._refusals = 0
+        self._refusals_allowed = 3
+        self._giving_up: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
     async def _connect(self, servers: list[str]) -> None:
         opts = self._options
+        # Every server of a cluster gets its chance to accept the credentials.
+        self._refusals_allowed = max(3, len(servers))
         kwargs: dict[str, Any] = {
             "servers": servers,
             "name": opts.name,
@@ -149,6 +157,9 @@ class JetStreamTransport:
             "error_cb": self._on_error,
             # Keep everything buffered while reconnecting rather than failing.
             "pending_size": 64 * 1024 * 1024,
+            # A silent connection is only noticed by its pings going unanswered.
+            "ping_interval": opts.ping_interval,
+            "max_outstanding_pings": 2,
         }
         if opts.user is not None:
             kwargs["user"] = opts.user
@@ -244,6 +255,7 @@ class JetStreamTransport:
         self._thread.to_trio(self._disconnected)
 
     async def _on_reconnected(self) -> None:
+        self._refusals = 0
         url = self._nc.connected_url
         self._thread.to_trio(functools.partial(self._reconnected_to, url.netloc if url else ""))
 
@@ -264,6 +276,8 @@ class JetStreamTransport:
     def _client_closed(self) -> None:
         if not self._closing:
             # nats-py gave up (for example, an authorization failure): say so.
+            if self._replies is not None:  # it was up: not a failed first connect
+                log.warning("the connection is closed for good: %r", self._nc.last_error)
             self._emit(ConnectionEvent(ConnectionState.CLOSED, "connection closed by the client"))
         self._closed.set()
 
@@ -273,6 +287,34 @@ class JetStreamTransport:
         if _is_auth_refusal(exc) and self._connect_task is not None:
             # nats-py would retry forever; wrong credentials do not get better.
             self._connect_task.cancel()
+        elif _is_auth_refusal(exc) and not self._closing:
+            # Refused on reconnecting (credentials revoked or rotated): nats-py
+            # would retry forever, a service would look alive and serve
+            # nothing. Close instead, as at the first connect: the owner sees
+            # the transport closed (a service exits 2, to be restarted).
+            self._refusals += 1
+            # nats-py leaves the socket of a refused attempt open: close it.
+            attempt = getattr(self._nc, "_transport", None)
+            if attempt is not None:
+                attempt.close()
+            if self._refusals >= self._refusals_allowed and self._giving_up is None:
+                log.warning("the server refused the credentials %d times: closing", self._refusals)
+                self._giving_up = asyncio.get_running_loop().create_task(self._give_up())
+
+    async def _give_up(self) -> None:
+        """Close the connection for good (on the loop thread), however broken it is."""
+        try:
+            await self._nc.close()
+        except Exception as exc:
+            # Flushing to a dead socket failed halfway: nats-py is closed but
+            # did not call back. Close its socket, and tell Trio ourselves.
+            log.debug("closing after refusals: %r", exc)
+            leftover = getattr(self._nc, "_transport", None)
+            if leftover is not None:
+                leftover.close()
+                with contextlib.suppress(Exception):
+                    await leftover.wait_closed()
+            await self._on_closed()
 
     @property
     def state(self) -> ConnectionState:
@@ -375,13 +417,24 @@ class JetStreamTransport:
         await self._ensure_stream_config(config)
         self._streams[spec.name] = spec
 
-    async def _ensure_stream_config(self, config: dict[str, Any]) -> None:
+    async def _ensure_stream_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Create the stream, or bring it to ``config``; its configuration after that.
+
+        An existing stream's replicas are never lowered: a process that
+        provisions with fewer (a client or a CLI command left at the default
+        of one) would otherwise take every stream of a cluster down to a
+        single copy, without a word.
+        """
         name = config["name"]
         try:
-            await self._api(f"STREAM.CREATE.{name}", config)
+            resp = await self._api(f"STREAM.CREATE.{name}", config)
         except _StreamExistsError:
             # It exists with another configuration: bring it to this one.
-            await self._api(f"STREAM.UPDATE.{name}", config)
+            current = (await self._api(f"STREAM.INFO.{name}"))["config"]
+            replicas = max(config["num_replicas"], int(current.get("num_replicas") or 1))
+            resp = await self._api(f"STREAM.UPDATE.{name}", {**config, "num_replicas": replicas})
+        found: dict[str, Any] = resp.get("config") or config
+        return found
 
     async def _stream_for_delayed(self, subject: str) -> StreamSpec:
         for spec in self._streams.values():
@@ -448,11 +501,33 @@ class JetStreamTransport:
                 if isinstance(outcome, BaseException):
                     raise _translate(outcome, connected=self._nc.is_connected)
                 acks.append(_parse_ack(outcome, subject))
+            except _NoStreamAnswered as exc:
+                first_error = first_error or await self._unanswered(subject, exc)
             except TransportError as exc:
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
         return acks
+
+    async def _unanswered(self, subject: str, exc: _NoStreamAnswered) -> TransportError:
+        """What a publish to ``subject`` that no stream answered means.
+
+        ``exc`` (a :class:`NotFoundError`) if no stream takes the subject.
+        If one does, it has no leader for the moment (a cluster electing one,
+        a server still recovering its streams): nothing was stored, and the
+        same publish will succeed shortly, so it is a :class:`ConnectionLostError`.
+        """
+        try:
+            found = await self._api("STREAM.NAMES", {"subject": subject})
+        except TransportError:
+            # The meta leader is away too: a missing stream is the unlikely case.
+            return ConnectionLostError(f"no stream answered for {subject!r}; nothing stored")
+        names = found.get("streams") or []
+        if not names:
+            return exc
+        return ConnectionLostError(
+            f"stream {names[0]} did not answer for {subject!r} (no leader yet?); nothing stored"
+        )
 
     async def _prepare(self, message: OutMessage) -> tuple[str, bytes, dict[str, str] | None]:
         check_subject(message.subject)
@@ -573,8 +648,10 @@ class JetStreamTransport:
             "allow_direct": True,
             "duplicate_window": _dur(min(spec.ttl or 120.0, 120.0)),
         }
-        await self._ensure_stream_config(config)
-        return _JetStreamKV(self, spec.bucket, direct=True, max_value_size=spec.max_value_size)
+        stored = await self._ensure_stream_config(config)
+        return _JetStreamKV(
+            self, spec.bucket, direct=_direct_reads(stored), max_value_size=spec.max_value_size
+        )
 
     async def kv(self, bucket: str) -> KeyValue:
         config = (await self._api(f"STREAM.INFO.KV_{bucket}"))["config"]
@@ -582,9 +659,21 @@ class JetStreamTransport:
         return _JetStreamKV(
             self,
             bucket,
-            direct=bool(config.get("allow_direct")),
+            direct=_direct_reads(config),
             max_value_size=limit - _KV_HEADROOM if limit > _KV_HEADROOM else None,
         )
+
+
+def _direct_reads(config: Mapping[str, Any]) -> bool:
+    """Whether a bucket's ``get`` may be a direct get: only on a single replica.
+
+    Every replica answers direct gets, and a follower may not have applied
+    the latest acknowledged write yet: on a healthy 3-node cluster about one
+    read in 40 right after a write returned the revision before it. A
+    compare-and-set user (the orchestrator deciding from a fresh read) must
+    see what was written, so a replicated bucket is read from its leader.
+    """
+    return bool(config.get("allow_direct")) and int(config.get("num_replicas") or 1) <= 1
 
 
 def _wall_clock() -> float:

@@ -14,6 +14,7 @@ from nats.aio.subscription import Subscription
 
 from ._errors import (
     ConflictError,
+    ConnectionLostError,
     NotFoundError,
     TooLargeError,
     TransportClosedError,
@@ -26,6 +27,7 @@ from ._jetstream_wire import (
     _api_error,
     _dur,
     _new_inbox,
+    _NoStreamAnswered,
     _parse_ack,
     _reply_meta,
     _status,
@@ -96,7 +98,14 @@ class _JetStreamKV:
         if self._max_value_size is not None and len(value) > self._max_value_size:
             raise TooLargeError(f"value of {len(value)} bytes exceeds {self._max_value_size}")
         msg = await self._t._request(self._prefix + check_key(key), value, headers)
-        return _parse_ack(msg, key).seq
+        try:
+            return _parse_ack(msg, key).seq
+        except _NoStreamAnswered:
+            # The bucket's stream exists (this handle found it): it has no
+            # leader for the moment. Nothing was written; retrying is safe.
+            raise ConnectionLostError(
+                f"bucket {self._bucket} did not answer (no leader yet?); nothing written"
+            ) from None
 
     async def create(self, key: str, value: bytes) -> int:
         try:

@@ -408,6 +408,14 @@ class _Replies:
                 f"message of {size} bytes (data and headers) is over the server's "
                 f"max_payload of {self._nc.max_payload} bytes"
             )
+        if not self._nc.is_connected and not self._nc.is_closed:
+            # (Closed for good, nats-py's own error says so.) Reconnecting:
+            # nats-py would buffer it and send it once reconnected, however
+            # late: long after its caller timed out and retried or moved on.
+            # Past the streams' duplicate window, that stale copy is stored
+            # again (a task runs twice, a history record is doubled, long
+            # after the workflow ended). Fail now instead: nothing was sent.
+            raise ConnectionLostError("not connected to the broker: nothing was sent")
         token = str(next(self._ids))
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Msg] = loop.create_future()
