@@ -26,7 +26,6 @@ The memory transport has no store limit (the engine provisions no
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-import nats
 import pytest
 import trio
 from checker import (
@@ -56,7 +54,7 @@ import actors
 from actors._api import serve_api
 from actors._natsserver import NatsServer
 from actors._wire import DEADLETTER_STREAM
-from transport import Transport, open_transport
+from transport import ConnectionState, Transport, open_transport
 
 pytestmark = pytest.mark.jetstream
 
@@ -106,17 +104,15 @@ async def fill_store(transport: Transport) -> int:
     return stored
 
 
-def purge_stream(url: str, stream: str) -> None:
-    """Purge ``stream`` (what an operator does with ``nats stream purge``), with nats-py."""
+async def purge_stream(transport: Transport, stream: str) -> None:
+    """Purge ``stream``, as an operator does with ``nats stream purge``.
 
-    async def purge() -> None:
-        connection = await nats.connect(url)
-        try:
-            await connection.jetstream().purge_stream(stream)
-        finally:
-            await connection.close()
-
-    asyncio.run(purge())
+    Through the JetStream API request the transport makes for its own
+    provisioning: the transport has no purge of its own (the engine never
+    purges), and asyncio and nats-py stay inside it.
+    """
+    reply = await transport._api(f"STREAM.PURGE.{stream}")  # type: ignore[attr-defined]
+    assert reply.get("success"), reply
 
 
 async def log_shows(services: StoreServices, name: str, mark: str, within: float) -> bool:
@@ -218,12 +214,18 @@ async def _fill_and_recover(
             assert services.alive() == {"orchestrator": True, "worker": True}
 
             if recover == "purge":
-                await trio.to_thread.run_sync(purge_stream, server.url, DEADLETTER_STREAM)
+                await purge_stream(transport, DEADLETTER_STREAM)
             else:
                 # The services reconnect to the server on its old port.
                 server.stop()
                 server.config["jetstream"]["max_file_store"] = 4 * STORE
                 await trio.to_thread.run_sync(server.start)
+                # The client reconnects by itself within its reconnect wait;
+                # a start before that fails, nothing sent, as documented.
+                with trio.fail_after(30):
+                    while transport.state is not ConnectionState.CONNECTED:  # noqa: ASYNC110
+                        # The transport has no event for "connected again": poll.
+                        await trio.sleep(0.1)
             ids |= await start_ledger(client, batch, prefix="after", first=2000)
 
             report = await check_run(
