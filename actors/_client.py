@@ -18,7 +18,14 @@ from typing import Any, Final
 
 import trio
 
-from transport import ConnectOptions, KeyValue, KVOp, Transport, open_transport
+from transport import (
+    ConnectOptions,
+    KeyValue,
+    KVOp,
+    Transport,
+    TransportClosedError,
+    open_transport,
+)
 
 from ._core import ErrorInfo, InstanceState, InstanceStatus
 from ._definition import Definition, load_definition, parse_definition
@@ -143,7 +150,10 @@ class Client:
         self._waiters: dict[str, list[trio.MemorySendChannel[InstanceInfo]]] = {}
         self._watch_ready: trio.Event | None = None
         self._index: InstanceIndex | None = None
+        #: The error of the current watch, if it failed (the next wait starts another).
         self._watch_error: BaseException | None = None
+        #: The error of the latest watch that failed, for the waiters it dropped.
+        self._watch_failure: BaseException | None = None
 
     @classmethod
     @asynccontextmanager
@@ -213,7 +223,9 @@ class Client:
         runs the newest version. Raises :class:`UnknownWorkflowTypeError` if
         the type (or the version) is not registered, ``InvalidNameError`` for
         a bad id, :class:`LimitExceededError` for an input over the client's
-        ``limits.max_input`` (nothing is published then).
+        ``limits.max_input`` (nothing is published then), and
+        ``actors.StorageFullError`` when the broker's store is full (nothing
+        is stored: start again, with the same ``id``, once there is space).
         """
         check_name("workflow type", workflow_type)
         instance_id = check_instance_id(id) if id is not None else secrets.token_hex(12)
@@ -254,8 +266,9 @@ class Client:
             try:
                 return await receive.receive()
             except trio.EndOfChannel:
-                assert self._watch_error is not None
-                raise self._watch_error from None
+                # Only a failing watch closes a waiter's channel.
+                assert self._watch_failure is not None
+                raise self._watch_failure from None
         finally:
             waiters = self._waiters.get(instance_id, [])
             if send in waiters:
@@ -470,9 +483,13 @@ class Client:
         return self._index
 
     async def _ensure_watch(self) -> None:
-        if self._watch_ready is None:
+        # None yet, or the last one failed (its waiters saw the error): start
+        # one. A broker error (a full store refusing the watermark, a lost
+        # connection) must not make every later wait of this client fail.
+        if self._watch_ready is None or self._watch_error is not None:
             if self._nursery is None:
                 raise RuntimeError("use the client inside 'async with'")
+            self._watch_error = None
             self._watch_ready = trio.Event()
             self._nursery.start_soon(self._watch)
         await self._watch_ready.wait()
@@ -497,9 +514,12 @@ class Client:
                         for send in waiters:
                             with contextlib.suppress(trio.WouldBlock):
                                 send.send_nowait(info)
+            # The changes end only when the transport closed under the client
+            # (nats-py gave up on the connection): no answer will come.
+            raise TransportClosedError("the connection to the broker closed for good")
         except Exception as exc:
             # Waiters must not hang on a dead watch: they see its error.
-            self._watch_error = exc
+            self._watch_error = self._watch_failure = exc
             self._watch_ready.set()
             for waiters in self._waiters.values():
                 for send in waiters:

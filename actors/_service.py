@@ -249,4 +249,17 @@ def run_main(
     except TransportError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:
+        # A broker failure while serving comes out of the service's nurseries.
+        broker, other = group.split(TransportError)
+        if broker is None or other is not None:
+            raise
+        print(f"{name}: {_first_leaf(broker)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in ``group`` that is not itself a group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

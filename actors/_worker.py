@@ -61,6 +61,8 @@ __all__ = ["Worker", "WorkerConfig"]
 log = logging.getLogger("actors.worker")
 
 _PUBLISH_RETRY: Final = 0.5
+#: The longest wait between two tries of a result's publish.
+_PUBLISH_RETRY_MAX: Final = 5.0
 _TRACEBACK_LIMIT: Final = 16 * 1024
 
 
@@ -176,7 +178,14 @@ class Worker:
                         break
                     delivery = await deliveries.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
-                    return
+                    if self._stopping:
+                        return
+                    # The tasks ended without shutdown(): the transport was
+                    # closed under the worker. Returning would leave it waiting
+                    # for a shutdown, alive and serving nothing.
+                    raise TransportClosedError(
+                        "the connection to the broker closed for good"
+                    ) from None
                 finally:
                     self._fetch_scopes.discard(fetch)
             if delivery is None:
@@ -328,6 +337,11 @@ class Worker:
             data = encode_result(task.instance_id, task.work.step, task.work.attempt, error=error)
         subject = result_subject(task.instance_id, task.work.step, ok=error is None)
         msg_id = result_msg_id(task.instance_id, task.work.step, task.work.attempt)
+        # While the broker is away a publish fails at once: back off (to a
+        # third of the ack wait, so the keep-alives still come in time)
+        # rather than retry, and warn, twice a second.
+        retry = _PUBLISH_RETRY
+        longest = max(_PUBLISH_RETRY, min(_PUBLISH_RETRY_MAX, self._config.ack_wait / 3))
         while True:
             try:
                 await self._transport.publish(subject, data, msg_id=msg_id)
@@ -356,7 +370,8 @@ class Worker:
                     },
                 )
                 await delivery.in_progress()
-                await trio.sleep(_PUBLISH_RETRY)
+                await trio.sleep(retry)
+                retry = min(2 * retry, longest)
         self.stats["completed" if error is None else "failed"] += 1
         await delivery.ack()
 

@@ -7,9 +7,10 @@ the folder of each test file it imports.
 
 Long scenarios carry the ``chaos`` mark and stay out of the default run
 (``pyproject.toml`` deselects them); ``tox -e chaos`` runs them. Every test
-prints its seed, and pytest keeps the ``tmp_path`` of the last three runs
-(``pytest --basetemp DIR`` to choose the folder), which holds each failed
-run's nats-server store, service logs and ledger for inspection.
+prints its seed and its ``tmp_path``, which holds the run's nats-server
+store, service logs and ledger. ``tox -e chaos`` puts them under
+``.tox/chaos/tmp/chaos``, kept until its next run; a plain pytest run keeps
+those of its last three runs (other runs may clean them sooner).
 """
 
 from __future__ import annotations
