@@ -214,6 +214,21 @@ class ServingProbe:
             assert count >= SERVING_MESSAGES, f"{name} stopped sending: {sent}"
 
 
+async def _serve(
+    services: Services, orchestrators: int, workers: int, ack_wait: str
+) -> tuple[list[str], list[str]]:
+    """Start ``orchestrator-i`` and ``worker-i`` services and wait until each serves;
+    their names."""
+    orchs = [f"orchestrator-{i}" for i in range(orchestrators)]
+    works = [f"worker-{i}" for i in range(workers)]
+    for name in orchs:
+        services.orchestrator(name, "--ack-wait", ack_wait)
+    for name in works:
+        services.worker(name, "--ack-wait", ack_wait)
+    await services.wait_ready(*orchs, *works)
+    return orchs, works
+
+
 # -- 4a. a short outage ------------------------------------------------------------------
 
 
@@ -230,15 +245,9 @@ async def _short_outages(
     ack_wait: str = ACK_WAIT,
 ) -> None:
     rng = random.Random(seed)
-    orchs = [f"orchestrator-{i}" for i in range(orchestrators)]
-    works = [f"worker-{i}" for i in range(workers)]
-    everyone = orchs + works
     with Services(server.url, tmp_path / "services", tmp_path / "ledger") as services:
-        for name in orchs:
-            services.orchestrator(name, "--ack-wait", ack_wait)
-        for name in works:
-            services.worker(name, "--ack-wait", ack_wait)
-        await services.wait_ready(*everyone)
+        orchs, works = await _serve(services, orchestrators, workers, ack_wait)
+        everyone = orchs + works
         async with (
             open_transport(server.url) as transport,
             actors.Client(transport) as client,
@@ -425,15 +434,9 @@ async def _long_outage(
 ) -> None:
     assert down > CONNECT_WINDOW, "the outage must outlast a fresh process's connect window"
     print(f"data (store, service logs, ledger): {tmp_path}")
-    orchs = [f"orchestrator-{i}" for i in range(orchestrators)]
-    works = [f"worker-{i}" for i in range(workers)]
-    everyone = orchs + works
     with Services(server.url, tmp_path / "services", tmp_path / "ledger") as services:
-        for name in orchs:
-            services.orchestrator(name, "--ack-wait", ack_wait)
-        for name in works:
-            services.worker(name, "--ack-wait", ack_wait)
-        await services.wait_ready(*everyone)
+        orchs, works = await _serve(services, orchestrators, workers, ack_wait)
+        everyone = orchs + works
         async with (
             open_transport(server.url) as transport,
             actors.Client(transport) as client,
