@@ -23,6 +23,10 @@ throughput phase:
   client's and the server's are printed beside it. At the end both services
   get SIGTERM and must exit 0.
 
+``memory_figures`` and ``nats_figures`` run the same for several N on one
+set of services (and on NATS with a server config, or with more
+orchestrator and worker processes); ``bench/compare.py`` uses them.
+
 Usage, from the repository root::
 
     python bench/engine.py [--workflows 1000] [--latency 200] [--transports memory,nats]
@@ -39,10 +43,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 # Run as a script, this file's folder comes first on sys.path, and its
 # neighbour bench/transport.py would shadow the transport package. The
@@ -65,7 +70,7 @@ from actors import (  # noqa: E402
     collect_activities,
 )
 from actors._natsserver import NatsServer, _child_setup_factory  # noqa: E402
-from transport import open_transport  # noqa: E402
+from transport import TransportTimeoutError, open_transport  # noqa: E402
 
 WORKFLOW_TYPE: Final = "count"
 DEFINITION: Final = REPO_ROOT / "examples" / "count.yaml"
@@ -78,6 +83,8 @@ READY_MARK: Final = "]: ready"
 READY_TIMEOUT: Final = 60.0
 PHASE_TIMEOUT: Final = 600.0
 STOP_TIMEOUT: Final = 30.0
+#: How often one start is tried when the broker's acknowledgement times out.
+START_ATTEMPTS: Final = 10
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
@@ -97,6 +104,8 @@ class Figures:
     stop_seconds: float | None = None
     #: Warnings and errors the services logged, by service (NATS only).
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    #: Starts sent again after a timeout, over the whole run (see one_workflow).
+    start_retries: int = 0
 
     @property
     def workflows_per_s(self) -> float:
@@ -156,8 +165,30 @@ def own_cpu() -> float:
 # -- the workload (any transport) ---------------------------------------------
 
 
+class StartRetries:
+    """How many starts :func:`one_workflow` sent again after a broker timeout."""
+
+    count = 0
+
+
 async def one_workflow(client: Client) -> None:
-    instance_id = await client.start(WORKFLOW_TYPE, INPUT)
+    """Start one workflow, wait for its result, check it.
+
+    A start whose acknowledgement times out (``TransportTimeoutError``: the
+    broker is overloaded, as with thousands of starts at once on a server that
+    fsyncs every write) is sent again with the same instance id, which the
+    engine deduplicates: what any client should do. Each such retry counts
+    in :attr:`StartRetries.count`; past ``START_ATTEMPTS`` the error stands.
+    """
+    instance_id = uuid.uuid4().hex
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            await client.start(WORKFLOW_TYPE, INPUT, id=instance_id)
+            break
+        except TransportTimeoutError:
+            if attempt == START_ATTEMPTS:
+                raise
+            StartRetries.count += 1
     result = await client.result(instance_id)
     if result != EXPECTED:
         raise AssertionError(f"workflow {instance_id} returned {result!r}, not {EXPECTED!r}")
@@ -206,23 +237,53 @@ async def measure(
     ``cpu`` reads the CPU counters of every process involved, by name;
     ``engine`` names those that are the engine's.
     """
+    return (await measure_sizes(client, transport, [n], m, cpu, engine))[0]
+
+
+async def measure_sizes(
+    client: Client,
+    transport: str,
+    sizes: Sequence[int],
+    m: int,
+    cpu: Callable[[], dict[str, float]],
+    engine: tuple[str, ...],
+) -> list[Figures]:
+    """:func:`measure` with a throughput phase per size, on the same services.
+
+    One warm-up, then a throughput phase for each of ``sizes`` in order, then
+    one latency phase of ``m`` workflows whose figures every returned
+    :class:`Figures` shares (one per size, in the order of ``sizes``).
+    """
     await client.register(DEFINITION.read_text())
+    retries_before = StartRetries.count
     # Warm-up: the services are ready once one workflow completes.
     with trio.fail_after(READY_TIMEOUT):
         await one_workflow(client)
-    before = cpu()
-    seconds = await throughput(client, n)
-    after = cpu()
-    spent = {key: after[key] - before[key] for key in before}
+    phases: list[tuple[int, float, dict[str, float]]] = []
+    for n in sizes:
+        before = cpu()
+        seconds = await throughput(client, n)
+        after = cpu()
+        phases.append((n, seconds, {key: after[key] - before[key] for key in before}))
     lat = await latencies(client, m)
-    return Figures(transport, n, seconds, lat, spent, engine)
+    retries = StartRetries.count - retries_before
+    return [
+        Figures(transport, n, seconds, lat, spent, engine, start_retries=retries)
+        for n, seconds, spent in phases
+    ]
 
 
 # -- memory: everything in this process -----------------------------------------
 
 
 def run_memory(n: int, m: int) -> Figures:
-    async def main() -> Figures:
+    return memory_figures([n], m)[0]
+
+
+def memory_figures(sizes: Sequence[int], m: int, label: str = "memory") -> list[Figures]:
+    """The engine on ``memory://`` in this process: :func:`measure_sizes` there."""
+
+    async def main() -> list[Figures]:
         specs = collect_activities([examples.activities])
         async with open_transport("memory://") as transport, trio.open_nursery() as nursery:
             orchestrator = Orchestrator(transport, OrchestratorConfig())
@@ -231,8 +292,8 @@ def run_memory(n: int, m: int) -> Figures:
             await nursery.start(worker.run)
             try:
                 async with Client(transport) as client:
-                    return await measure(
-                        client, "memory", n, m, lambda: {"process": own_cpu()}, ("process",)
+                    return await measure_sizes(
+                        client, label, sizes, m, lambda: {"process": own_cpu()}, ("process",)
                     )
             finally:
                 orchestrator.shutdown()
@@ -314,27 +375,61 @@ class ServiceProcess:
 
 
 def run_nats(n: int, m: int) -> Figures:
+    return nats_figures([n], m)[0]
+
+
+def nats_figures(
+    sizes: Sequence[int],
+    m: int,
+    *,
+    label: str = "nats",
+    config: Mapping[str, Any] | None = None,
+    orchestrators: int = 1,
+    workers: int = 1,
+) -> list[Figures]:
+    """The engine on a fresh ``nats-server``: :func:`measure_sizes` with services as processes.
+
+    ``config`` is the server's extra configuration (``NatsServer``'s, e.g.
+    ``{"jetstream": {"sync_interval": "always"}}``); ``orchestrators`` and
+    ``workers`` are how many processes of each service share the work. The
+    client is this process. At the end every service gets SIGTERM and must
+    exit 0 (``RuntimeError`` otherwise, with its log tail).
+    """
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as folder:
         workdir = Path(folder)
-        server = NatsServer(workdir / "nats")
+        server = NatsServer(workdir / "nats", config=config)
         services: list[ServiceProcess] = []
         try:
             server.start()
             url = server.url
-            services.append(
-                ServiceProcess(
-                    "orchestrator",
-                    ["-m", "actors.orchestrator", "--url", url],
-                    workdir / "orchestrator.log",
+
+            def numbered(name: str, i: int) -> str:
+                # The first keeps the plain name: one of each reads as before.
+                return name if i == 0 else f"{name}-{i + 1}"
+
+            for i in range(orchestrators):
+                name = numbered("orchestrator", i)
+                services.append(
+                    ServiceProcess(
+                        name, ["-m", "actors.orchestrator", "--url", url], workdir / f"{name}.log"
+                    )
                 )
-            )
-            services.append(
-                ServiceProcess(
-                    "worker",
-                    ["-m", "actors.worker", "--url", url, "--activities", "examples.activities"],
-                    workdir / "worker.log",
+            for i in range(workers):
+                name = numbered("worker", i)
+                services.append(
+                    ServiceProcess(
+                        name,
+                        [
+                            "-m",
+                            "actors.worker",
+                            "--url",
+                            url,
+                            "--activities",
+                            "examples.activities",
+                        ],
+                        workdir / f"{name}.log",
+                    )
                 )
-            )
             deadline = time.monotonic() + READY_TIMEOUT
             for service in services:
                 service.wait_ready(deadline)
@@ -348,12 +443,12 @@ def run_nats(n: int, m: int) -> Figures:
                     "nats-server": proc_cpu(server_pid),
                 }
 
-            async def main() -> Figures:
+            async def main() -> list[Figures]:
                 async with Client.connect(url) as client:
                     engine = tuple(s.name for s in services)
-                    return await measure(client, "nats", n, m, cpu, engine)
+                    return await measure_sizes(client, label, sizes, m, cpu, engine)
 
-            figures = trio.run(main)
+            found = trio.run(main)
             # Each must drain and exit 0 on SIGTERM.
             stop = time.perf_counter()
             for service in services:
@@ -362,9 +457,12 @@ def run_nats(n: int, m: int) -> Figures:
                 code = service.wait_exit()
                 if code != 0:
                     raise service.failure(f"exited with {code} after SIGTERM")
-            figures.stop_seconds = time.perf_counter() - stop
-            figures.warnings = {s.name: s.warnings() for s in services}
-            return figures
+            stopped = time.perf_counter() - stop
+            warnings = {s.name: s.warnings() for s in services}
+            for figures in found:
+                figures.stop_seconds = stopped
+                figures.warnings = warnings
+            return found
         finally:
             for service in services:
                 service.kill()
@@ -429,6 +527,8 @@ def table(results: list[Figures]) -> str:
             f"{len(f.latencies_ms)}: min {min(f.latencies_ms):.2f}, "
             f"max {max(f.latencies_ms):.2f} ms; CPU s/1000 wf: {detail}{stopped}"
         )
+        if f.start_retries:
+            lines.append(f"  {f.start_retries} starts sent again after a broker timeout")
         for name, found in f.warnings.items():
             if found:
                 lines.append(f"  {name} logged {len(found)} warnings/errors; first: {found[0]}")
