@@ -192,6 +192,8 @@ class Round:
     number: int = 0
     #: Calls the client tried again because the system was overloaded (see the docstring).
     retries: int = 0
+    #: The same by kind of call and error, where the driver says (peers).
+    retried: dict[str, int] = field(default_factory=dict)
 
     @property
     def p50(self) -> float:
@@ -396,6 +398,7 @@ def run_peer(python: Path, peer: str, sizes: Sequence[int], m: int) -> Round:
         settings=data["settings"],
         versions=data["versions"],
         retries=int(data.get("retries", 0)),
+        retried=dict(data.get("retried", {})),
     )
 
 
@@ -419,10 +422,12 @@ def cell(values: list[float]) -> str:
 
 
 def median_rate(outcome: Outcome, n: int) -> float:
+    """The median workflows/s over the rounds at size ``n``."""
     return statistics.median(r.phase(n).per_s for r in outcome.rounds)
 
 
 def median_p50(outcome: Outcome) -> float:
+    """The median over the rounds of each round's p50 latency (ms)."""
     return statistics.median(r.p50 for r in outcome.rounds)
 
 
@@ -500,6 +505,7 @@ def details(outcomes: list[Outcome], sizes: Sequence[int]) -> list[str]:
     lines: list[str] = []
     for outcome in outcomes:
         if not outcome.rounds:
+            lines.extend(f"{outcome.system}: failed {failure}" for failure in outcome.failures)
             continue
         first = outcome.rounds[0]
         for n in sizes:
@@ -510,9 +516,15 @@ def details(outcomes: list[Outcome], sizes: Sequence[int]) -> list[str]:
             lines.append(f"{outcome.system}: {first.versions}")
         retried = [r.retries for r in outcome.rounds]
         if any(retried):
+            kinds: dict[str, int] = {}
+            for r in outcome.rounds:
+                for kind, count in r.retried.items():
+                    kinds[kind] = kinds.get(kind, 0) + count
+            which = "; in all: " + ", ".join(f"{k} {v}" for k, v in kinds.items()) if kinds else ""
             lines.append(
                 f"{outcome.system}: calls retried after an overload (timeout, limit), by round: "
                 + ", ".join(str(x) for x in retried)
+                + which
             )
         for failure in outcome.failures:
             lines.append(f"{outcome.system}: failed {failure} (its medians leave that round out)")

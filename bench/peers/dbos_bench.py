@@ -94,7 +94,7 @@ async def drive(args: Any, journal: str) -> None:
         f"synchronous={names.get(synchronous, synchronous)}); defaults"
     )
     # In-process: no call to retry, so nothing is ever tried again.
-    peer_common.emit(settings, f"dbos {importlib.metadata.version('dbos')}", phases, lat, 0)
+    peer_common.emit(settings, f"dbos {importlib.metadata.version('dbos')}", phases, lat)
 
 
 def main() -> None:

@@ -48,10 +48,16 @@ RETRY_PAUSE: Final = 0.5
 
 
 class Retries:
-    """A count of the calls a driver's client tried again (see ``ATTEMPTS``)."""
+    """The calls a driver's client tried again (see ``ATTEMPTS``), by kind of call and error."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.kinds: dict[str, int] = {}
+
+    def add(self, kind: str) -> None:
+        """Count one retry of ``kind`` (say, ``"start DEADLINE_EXCEEDED"``)."""
+        self.count += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
 
 def increment(value: dict[str, Any]) -> dict[str, Any]:
@@ -160,11 +166,15 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
 
 
 def emit(
-    settings: str, versions: str, phases: list[dict[str, Any]], lat: list[float], retries: int
+    settings: str,
+    versions: str,
+    phases: list[dict[str, Any]],
+    lat: list[float],
+    retries: Retries | None = None,
 ) -> None:
     """Print the figures as the one ``RESULT`` line ``bench/compare.py`` reads.
 
-    ``retries`` is how many calls the client tried again over the whole run.
+    ``retries`` are the calls the client tried again over the whole run.
     """
     payload = {
         "settings": settings,
@@ -172,7 +182,8 @@ def emit(
         "phases": phases,
         "latencies_ms": lat,
         "p50_ms": statistics.median(lat),
-        "retries": retries,
+        "retries": retries.count if retries else 0,
+        "retried": retries.kinds if retries else {},
     }
     print(RESULT_MARK + json.dumps(payload), flush=True)
 

@@ -154,7 +154,7 @@ async def run_workflow(client: Client, task_queue: str, retries: peer_common.Ret
         except RPCError as error:
             if error.status not in OVERLOADED or attempt == peer_common.ATTEMPTS:
                 raise
-            retries.count += 1
+            retries.add(f"start {error.status.name}")
             await asyncio.sleep(peer_common.RETRY_PAUSE)
     for attempt in range(1, peer_common.ATTEMPTS + 1):
         try:
@@ -162,7 +162,7 @@ async def run_workflow(client: Client, task_queue: str, retries: peer_common.Ret
         except RPCError as error:
             if error.status not in OVERLOADED or attempt == peer_common.ATTEMPTS:
                 raise
-            retries.count += 1
+            retries.add(f"result {error.status.name}")
             await asyncio.sleep(peer_common.RETRY_PAUSE)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -253,7 +253,7 @@ async def drive(args: Any) -> None:
             run_one, args.sizes, args.latency, cpu, args.phase_timeout
         )
         described = f"{versions(binary)}; server: {' '.join([*SQLITE_PRAGMAS, *dynamic_settings])}"
-        peer_common.emit(settings(), described, phases, lat, retries.count)
+        peer_common.emit(settings(), described, phases, lat, retries)
     finally:
         if worker is not None:
             worker.stop()
