@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
+import actors
 from actors._messages import decode_history, decode_state
 from actors._natsserver import _child_setup_factory
 from transport import ConsumerSpec, Transport
@@ -166,6 +167,56 @@ class Services:
         for service in self.services.values():
             tail = "\n".join(service.log().splitlines()[-lines:])
             print(f"----- {service.name} (pid {service.pid}) -----\n{tail}")
+
+
+# -- waiting for results -------------------------------------------------------------
+
+
+async def collect_results(
+    client: actors.Client,
+    ids: Iterable[str],
+    results: dict[str, Any],
+    *,
+    stall: float = 20,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Fill ``results`` (id -> output, or the WorkflowError) as instances finish;
+    the ids still unfinished once none finished for ``stall`` seconds (sorted)."""
+    pending = set(ids)
+    with trio.move_on_after(stall) as progress:
+
+        async def one(instance_id: str) -> None:
+            try:
+                results[instance_id] = await client.result(instance_id)
+            except actors.WorkflowError as exc:
+                results[instance_id] = exc
+            pending.discard(instance_id)
+            progress.deadline = trio.current_time() + stall
+            if on_progress is not None:
+                on_progress(len(results))
+
+        async with trio.open_nursery() as waiters:
+            for instance_id in sorted(pending):
+                waiters.start_soon(one, instance_id)
+    return sorted(pending)
+
+
+async def wait_results(
+    client: actors.Client,
+    ids: Iterable[str],
+    results: dict[str, Any],
+    *,
+    stall: float = 20,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """:func:`collect_results`, failing (AssertionError) if an instance is stuck: one
+    stuck for good fails the test fast, not at the caller's deadline."""
+    stuck = await collect_results(client, ids, results, stall=stall, on_progress=on_progress)
+    if stuck:
+        raise AssertionError(
+            f"{len(stuck)} of {len(results) + len(stuck)} instances made no progress for "
+            f"{stall}s, e.g. {stuck[:5]}"
+        )
 
 
 # -- reading the broker ------------------------------------------------------------

@@ -29,7 +29,14 @@ from typing import Any
 import pytest
 import trio
 from natsserver import NatsServer
-from processes import Service, Services, history_problems, read_history, read_states
+from processes import (
+    Service,
+    Services,
+    history_problems,
+    read_history,
+    read_states,
+    wait_results,
+)
 from spread_activities import ACTIVITIES, Entry, next_value, read_ledger
 
 import actors
@@ -117,35 +124,6 @@ async def start_all(
     with trio.fail_after(60):
         for instance_id, value in inputs.items():
             await client.start(workflow_type, value, id=instance_id)
-
-
-async def wait_results(
-    client: actors.Client, ids: Iterable[str], results: dict[str, Any], *, stall: float = 20
-) -> None:
-    """Fill ``results`` (id -> output, or the WorkflowError) as instances finish.
-
-    Fails if no instance finished for ``stall`` seconds.
-    """
-    pending = set(ids)
-    with trio.move_on_after(stall) as progress:
-
-        async def one(instance_id: str) -> None:
-            try:
-                results[instance_id] = await client.result(instance_id)
-            except actors.WorkflowError as exc:
-                results[instance_id] = exc
-            pending.discard(instance_id)
-            progress.deadline = trio.current_time() + stall
-
-        async with trio.open_nursery() as waiters:
-            for instance_id in list(pending):
-                waiters.start_soon(one, instance_id)
-    if progress.cancelled_caught:
-        stuck = sorted(pending)
-        raise AssertionError(
-            f"{len(stuck)} of {len(results) + len(stuck)} instances made no progress for "
-            f"{stall}s, e.g. {stuck[:5]}"
-        )
 
 
 async def check_exactly_once(

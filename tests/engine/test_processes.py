@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 import trio
 from ledger_activities import duplicate_runs, read_ledger
 from natsserver import NatsServer
-from processes import Services, history_problems, read_history, read_states
+from processes import Services, history_problems, read_history, read_states, wait_results
 
 import actors
 from actors import InstanceStatus
@@ -74,43 +74,6 @@ async def start_many(client: actors.Client, count: int) -> dict[str, int]:
         for instance_id, n in ids.items():
             await client.start("ledger_count", {"n": n, "count": 0}, id=instance_id)
     return ids
-
-
-async def wait_results(
-    client: actors.Client,
-    ids: Iterable[str],
-    results: dict[str, Any],
-    *,
-    stall: float = 20,
-    on_progress: Callable[[int], None] | None = None,
-) -> None:
-    """Fill ``results`` (id -> output, or the WorkflowError) as instances finish.
-
-    Fails (AssertionError) if nothing finished for ``stall`` seconds: an instance
-    that is stuck for good fails the test fast, not at the caller's deadline.
-    """
-    pending = set(ids)
-    with trio.move_on_after(stall) as progress:
-
-        async def one(instance_id: str) -> None:
-            try:
-                results[instance_id] = await client.result(instance_id)
-            except actors.WorkflowError as exc:
-                results[instance_id] = exc
-            pending.discard(instance_id)
-            progress.deadline = trio.current_time() + stall
-            if on_progress is not None:
-                on_progress(len(results))
-
-        async with trio.open_nursery() as waiters:
-            for instance_id in list(pending):
-                waiters.start_soon(one, instance_id)
-    if progress.cancelled_caught:
-        stuck = sorted(pending)
-        raise AssertionError(
-            f"{len(stuck)} of {len(results) + len(stuck)} instances made no progress for "
-            f"{stall}s, e.g. {stuck[:5]}"
-        )
 
 
 async def check_history_and_ledger(

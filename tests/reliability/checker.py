@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 from ledger_activities import duplicate_runs, read_ledger
-from processes import history_problems, read_history, read_states
+from processes import collect_results, history_problems, read_history, read_states
 
 import actors
 from actors._natsserver import NatsServer, http_get
@@ -197,24 +197,11 @@ async def _results(
     """id -> output or the error; instances still unfinished after ``stall`` quiet seconds
     are reported as stuck."""
     results: dict[str, Any] = {}
-    pending = set(ids)
-    with trio.move_on_after(stall) as progress:
-
-        async def one(instance_id: str) -> None:
-            try:
-                results[instance_id] = await client.result(instance_id)
-            except actors.WorkflowError as exc:
-                results[instance_id] = exc
-            pending.discard(instance_id)
-            progress.deadline = trio.current_time() + stall
-
-        async with trio.open_nursery() as waiters:
-            for instance_id in sorted(pending):
-                waiters.start_soon(one, instance_id)
+    pending = await collect_results(client, ids, results, stall=stall)
     if pending:
         report.problems.append(
             f"{len(pending)} instances unfinished after {stall}s without progress, "
-            f"e.g. {sorted(pending)[:5]}"
+            f"e.g. {pending[:5]}"
         )
     return results
 
