@@ -35,7 +35,7 @@ from processes import collect_results, history_problems, read_history, read_stat
 import actors
 from actors._natsserver import NatsServer, http_get
 from actors._wire import EVENTS_STREAM, STATES_BUCKET, TASKS_STREAM
-from transport import Transport
+from transport import Transport, TransportError
 
 LEDGER_TYPE = "ledger_four"
 LEDGER_STEPS = ("one", "two", "three", "four")
@@ -259,3 +259,47 @@ def _leftovers_now(servers: list[NatsServer]) -> list[str]:
                     f"consumer {name}/{consumer['name']}: {pending} pending, {unacked} unacked"
                 )
     return problems
+
+
+# -- starting through faults, and watching progress ------------------------------------
+
+
+class Starter:
+    """Starts ``ledger_four`` instances one after another, retrying each (with its id,
+    so a start that did land counts once) until the broker accepts it.
+
+    ``accepted`` holds every instance whose start returned: those must complete.
+    """
+
+    def __init__(self, client: actors.Client, prefix: str = "wf") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.accepted: dict[str, int] = {}
+        #: Start attempts the broker failed (retried).
+        self.failures = 0
+        self.done = trio.Event()
+
+    async def run(self, count: int, pause: float) -> None:
+        for n in range(count):
+            await self.run_one(f"{self.prefix}-{n:05d}", n)
+            await trio.sleep(pause)
+        self.done.set()
+
+    async def run_one(self, instance_id: str, n: int) -> None:
+        while True:
+            try:
+                await self.client.start(LEDGER_TYPE, ledger_input(n), id=instance_id)
+                break
+            except TransportError:
+                # Not connected (it fails at once then) or no answer in time.
+                self.failures += 1
+                await trio.sleep(0.2)
+        self.accepted[instance_id] = n
+
+
+async def ledger_ends(ledger: Path, at_least: int) -> None:
+    """Wait until ``at_least`` activity runs have ended (the workflows are in flight)."""
+    with trio.fail_after(120):
+        # The workers write the ledger in other processes: nothing to wait on but the file.
+        while sum(e.phase == "end" for e in read_ledger(ledger)) < at_least:  # noqa: ASYNC110
+            await trio.sleep(0.05)

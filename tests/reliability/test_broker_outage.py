@@ -37,7 +37,15 @@ from typing import Any
 
 import pytest
 import trio
-from checker import LEDGER_FLOW, LEDGER_STEPS, LEDGER_TYPE, check_run, ledger_input
+from checker import (
+    LEDGER_FLOW,
+    LEDGER_STEPS,
+    LEDGER_TYPE,
+    Starter,
+    check_run,
+    ledger_ends,
+    ledger_input,
+)
 from ledger_activities import read_ledger
 from processes import REPO_ROOT, Services, history_problems, read_history, read_states
 
@@ -48,7 +56,6 @@ from transport import (
     ConnectOptions,
     Transport,
     TransportClosedError,
-    TransportError,
     TransportTimeoutError,
     open_transport,
 )
@@ -78,47 +85,6 @@ HAS_PROC = Path("/proc/net/tcp").exists()
 DUPLICATE_WINDOW = 120.0
 #: The id of a start attempted while the broker is away (its outcome unknown).
 AMBIGUOUS = "started-in-outage"
-
-
-class Starter:
-    """Starts ``ledger_four`` instances one after another, retrying each (with its id,
-    so a start that did land counts once) until the broker accepts it.
-
-    ``accepted`` holds every instance whose start returned: those must complete.
-    """
-
-    def __init__(self, client: actors.Client, prefix: str = "wf") -> None:
-        self.client = client
-        self.prefix = prefix
-        self.accepted: dict[str, int] = {}
-        #: Start attempts the broker failed (retried).
-        self.failures = 0
-        self.done = trio.Event()
-
-    async def run(self, count: int, pause: float) -> None:
-        for n in range(count):
-            await self.run_one(f"{self.prefix}-{n:05d}", n)
-            await trio.sleep(pause)
-        self.done.set()
-
-    async def run_one(self, instance_id: str, n: int) -> None:
-        while True:
-            try:
-                await self.client.start(LEDGER_TYPE, ledger_input(n), id=instance_id)
-                break
-            except TransportError:
-                # Not connected (it fails at once then) or no answer in time.
-                self.failures += 1
-                await trio.sleep(0.2)
-        self.accepted[instance_id] = n
-
-
-async def ledger_ends(ledger: Path, at_least: int) -> None:
-    """Wait until ``at_least`` activity runs have ended (the workflows are in flight)."""
-    with trio.fail_after(120):
-        # The workers write the ledger in other processes: nothing to wait on but the file.
-        while sum(e.phase == "end" for e in read_ledger(ledger)) < at_least:  # noqa: ASYNC110
-            await trio.sleep(0.05)
 
 
 def last_run(services: Services, name: str) -> list[str]:

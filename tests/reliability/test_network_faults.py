@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from checker import LEDGER_FLOW, LEDGER_TYPE, check_run, ledger_input
+from checker import LEDGER_FLOW, LEDGER_TYPE, Starter, check_run, ledger_ends, ledger_input
 from ledger_activities import read_ledger
 from processes import Services
 from tcp_proxy import HOST, FaultProxy
@@ -41,7 +41,6 @@ from transport import (
     ConnectOptions,
     KVSpec,
     StreamSpec,
-    TransportError,
     open_transport,
 )
 
@@ -173,39 +172,6 @@ class Network:
     def slow(self, latency: float) -> None:
         for proxy in self.proxies.values():
             proxy.latency = latency
-
-
-class Starter:
-    """Starts ``ledger_four`` instances one after another, retrying each (with its id,
-    so a start that did land counts once) until the broker accepts it."""
-
-    def __init__(self, client: actors.Client) -> None:
-        self.client = client
-        self.accepted: dict[str, int] = {}
-        self.failures = 0
-        self.done = trio.Event()
-
-    async def run(self, count: int, pause: float) -> None:
-        for n in range(count):
-            instance_id = f"wf-{n:05d}"
-            while True:
-                try:
-                    await self.client.start(LEDGER_TYPE, ledger_input(n), id=instance_id)
-                    break
-                except TransportError:
-                    self.failures += 1
-                    await trio.sleep(0.2)
-            self.accepted[instance_id] = n
-            await trio.sleep(pause)
-        self.done.set()
-
-
-async def ledger_ends(ledger: Path, at_least: int) -> None:
-    """Wait until ``at_least`` activity runs have ended (the workflows are in flight)."""
-    with trio.fail_after(120):
-        # The workers write the ledger in other processes: nothing to wait on but the file.
-        while sum(e.phase == "end" for e in read_ledger(ledger)) < at_least:  # noqa: ASYNC110
-            await trio.sleep(0.05)
 
 
 def exit_codes(services: Services, names: Iterable[str]) -> dict[str, int | None]:
