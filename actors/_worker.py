@@ -100,6 +100,21 @@ class _Timeout(Exception):
         self.kind = kind
 
 
+@dataclass(eq=False, slots=True)
+class _Running:
+    """A task whose activity is running, as the upkeep task sees it."""
+
+    delivery: Delivery
+    task: Task
+    #: Cancelled to stop the activity; ``stopped`` then says why.
+    scope: trio.CancelScope
+    stopped: list[_Timeout]
+    #: Trio times when its next keep-alive and its next instance check are due.
+    touch_at: float
+    check_at: float
+    checking: bool = False
+
+
 class Worker:
     """Serves ``activities`` until :meth:`shutdown`; run it with ``nursery.start``."""
 
@@ -119,6 +134,8 @@ class Worker:
         self._stopping = False
         self._stopped = trio.Event()
         self._states: KeyValue | None = None
+        #: Activities running now, kept alive and watched by ``_upkeep``.
+        self._running: set[_Running] = set()
         #: Counters for tests and operators.
         self.stats: dict[str, int] = {
             "completed": 0,
@@ -142,10 +159,38 @@ class Worker:
         """Provision, serve every activity type, return after shutdown and drain."""
         await self._config.layout.provision(self._transport)
         self._states = await self._transport.kv(STATES_BUCKET)
-        async with trio.open_nursery() as nursery:
-            for spec in self._activities.values():
-                await nursery.start(self._serve, spec)
-            task_status.started()
+        async with trio.open_nursery() as upkeep:
+            upkeep.start_soon(self._upkeep)
+            async with trio.open_nursery() as nursery:
+                for spec in self._activities.values():
+                    await nursery.start(self._serve, spec)
+                task_status.started()
+            # Every activity has ended (or been handed back): nothing to keep alive.
+            upkeep.cancel_scope.cancel()
+
+    async def _upkeep(self) -> None:
+        """Keep every running task alive, and check each one's instance now and then.
+
+        One task for all of them, rather than two per task: a task that ends
+        within a tick costs nothing here. Keep-alives and checks are due a
+        third of the ack wait and ``cancel_check_interval`` after the last
+        one; the tick is a quarter of the shorter, so either is at most a
+        tick late. An instance check reads the broker, so each runs in a task
+        of its own: a slow read must not hold up the keep-alives.
+        """
+        config = self._config
+        tick = max(0.01, min(config.ack_wait / 3, config.cancel_check_interval) / 4)
+        async with trio.open_nursery() as checks:
+            while True:
+                await trio.sleep(tick)
+                now = trio.current_time()
+                for running in list(self._running):
+                    if now >= running.touch_at:
+                        running.touch_at = now + config.ack_wait / 3
+                        await running.delivery.in_progress()
+                    if now >= running.check_at and not running.checking:
+                        running.checking = True
+                        checks.start_soon(self._check_instance, running)
 
     async def _serve(
         self, spec: ActivitySpec, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -246,19 +291,34 @@ class Worker:
         context = _Context(info)
         timed_out: list[_Timeout] = []
         outcome: tuple[Any, ErrorInfo | None] = (None, None)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._keep_alive, delivery)
-            run_scope = trio.CancelScope(deadline=trio.current_time() + task.work.start_to_close)
-            nursery.start_soon(self._watch_instance, task, run_scope, timed_out)
-            if task.work.heartbeat is not None:
-                nursery.start_soon(
-                    self._watch_heartbeat, context, task.work.heartbeat, run_scope, timed_out
-                )
-            with run_scope:
-                # Caught in here, not around the nursery, so that the error
-                # is the activity's own and not wrapped in an exception group.
-                outcome = await self._call(spec, context, task.work.input)
-            nursery.cancel_scope.cancel()
+        now = trio.current_time()
+        run_scope = trio.CancelScope(deadline=now + task.work.start_to_close)
+        config = self._config
+        running = _Running(
+            delivery,
+            task,
+            run_scope,
+            timed_out,
+            touch_at=now + config.ack_wait / 3,
+            check_at=now + config.cancel_check_interval,
+        )
+        self._running.add(running)
+        try:
+            if task.work.heartbeat is None:
+                with run_scope:
+                    outcome = await self._call(spec, context, task.work.input)
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        self._watch_heartbeat, context, task.work.heartbeat, run_scope, timed_out
+                    )
+                    with run_scope:
+                        # Caught in here, not around the nursery, so that the error
+                        # is the activity's own and not wrapped in an exception group.
+                        outcome = await self._call(spec, context, task.work.input)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._running.discard(running)
         if run_scope.cancelled_caught:
             if timed_out:
                 return None, ErrorInfo(timed_out[0].kind, str(timed_out[0]))
@@ -284,30 +344,23 @@ class Worker:
         except Exception as exc:
             return None, _error_info(_leaf(exc))
 
-    async def _keep_alive(self, delivery: Delivery) -> None:
-        while True:
-            await trio.sleep(self._config.ack_wait / 3)
-            await delivery.in_progress()
-
-    async def _watch_instance(
-        self, task: Task, scope: trio.CancelScope, stopped: list[_Timeout]
-    ) -> None:
-        """Cancel the activity once its instance no longer wants its result."""
+    async def _check_instance(self, running: _Running) -> None:
+        """Cancel the activity if its instance no longer wants its result."""
         states = self._states
-        if states is None:
-            return
-        while True:
-            await trio.sleep(self._config.cancel_check_interval)
-            try:
-                entry = await states.get(task.instance_id)
-                reason = None if entry is None else _unwanted(decode_state(entry.value), task)
-            except (TransportError, MessageError):
-                continue  # the broker will be asked again at the next check
-            if reason is not None:
-                stopped.append(_Timeout("ActivityCancelled", reason))
-                self.stats["cancelled"] += 1
-                scope.cancel()
-                return
+        assert states is not None
+        task = running.task
+        try:
+            entry = await states.get(task.instance_id)
+            reason = None if entry is None else _unwanted(decode_state(entry.value), task)
+        except (TransportError, MessageError):
+            reason = None  # the broker will be asked again at the next check
+        finally:
+            running.checking = False
+            running.check_at = trio.current_time() + self._config.cancel_check_interval
+        if reason is not None and running in self._running:
+            running.stopped.append(_Timeout("ActivityCancelled", reason))
+            self.stats["cancelled"] += 1
+            running.scope.cancel()
 
     @staticmethod
     async def _watch_heartbeat(
