@@ -384,7 +384,7 @@ class Client:
             page = await self._transport.read(HISTORY_STREAM, subject, start_seq=start, limit=size)
             for message in page:
                 try:
-                    record = decode_history(message.data)
+                    found = decode_history(message.data)
                 except MessageError:
                     # Only the orchestrator writes records, from states it
                     # stored; one that does not decode was put there by
@@ -392,13 +392,16 @@ class Client:
                     # on the history (the state is the truth), so the rest is
                     # more use to the reader than an error.
                     continue
-                # A record published again after a crash, later than the
-                # broker's duplicate window, is the same record once more.
-                if record["seq"] in seen:
-                    continue
-                seen.add(record["seq"])
-                record.setdefault("instance", instance_id)
-                records.append(record)
+                for record in found:
+                    # A record published again after a crash, later than the
+                    # broker's duplicate window, is the same record once more.
+                    if record["seq"] in seen:
+                        continue
+                    seen.add(record["seq"])
+                    record.setdefault("instance", instance_id)
+                    records.append(record)
+                    if len(records) == limit:
+                        break
                 if len(records) == limit:
                     break
             if len(page) < size:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -52,6 +52,7 @@ KIND_TIMER: Final = "workflow.timer"
 KIND_TASK: Final = "activity.task"
 KIND_STATE: Final = "instance.state"
 KIND_HISTORY: Final = "history.record"
+KIND_HISTORY_RECORDS: Final = "history.records"
 KIND_DEFINITION: Final = "workflow.definition"
 KIND_DEADLETTER: Final = "deadletter"
 
@@ -323,24 +324,52 @@ def _schedule_from(body: Mapping[str, Any]) -> ScheduleActivity:
 # -- history --------------------------------------------------------------------
 
 
+def _record_data(record: RecordHistory) -> dict[str, Any]:
+    return {"seq": record.seq, "kind": record.kind, "at": record.at, "detail": dict(record.detail)}
+
+
 def encode_history(instance_id: str, record: RecordHistory) -> bytes:
+    """One record in its own ``history.record`` message."""
+    return encode(KIND_HISTORY, {"instance": instance_id, **_record_data(record)})
+
+
+def encode_history_records(instance_id: str, records: Sequence[RecordHistory]) -> bytes:
+    """Records of one decision, in order, in one ``history.records`` message."""
     return encode(
-        KIND_HISTORY,
-        {
-            "instance": instance_id,
-            "seq": record.seq,
-            "kind": record.kind,
-            "at": record.at,
-            "detail": dict(record.detail),
-        },
+        KIND_HISTORY_RECORDS,
+        {"instance": instance_id, "records": [_record_data(record) for record in records]},
     )
 
 
-def decode_history(data: bytes) -> dict[str, Any]:
-    body = _body(data, KIND_HISTORY)
-    _field(body, "seq", int)
-    _field(body, "kind", str)
-    return dict(body)
+def decode_history(data: bytes) -> list[dict[str, Any]]:
+    """The records in a history message of either kind, each with its ``instance``.
+
+    Raises :class:`MessageError` if the message, or any record in it, is malformed.
+    """
+    try:
+        envelope = decode(data)
+    except CodecError as exc:
+        raise MessageError(str(exc)) from None
+    body = envelope.body
+    if envelope.kind not in (KIND_HISTORY, KIND_HISTORY_RECORDS):
+        raise MessageError(f"expected a history message, got {envelope.kind!r}")
+    if not isinstance(body, Mapping):
+        raise MessageError(f"{envelope.kind} body must be a map")
+    if envelope.kind == KIND_HISTORY:
+        found: list[Any] = [body]
+    else:
+        found = _field(body, "records", list)
+    records: list[dict[str, Any]] = []
+    for item in found:
+        if not isinstance(item, Mapping):
+            raise MessageError("a history record must be a map")
+        _field(item, "seq", int)
+        _field(item, "kind", str)
+        record = dict(item)
+        if "instance" in body:
+            record.setdefault("instance", body["instance"])
+        records.append(record)
+    return records
 
 
 # -- instance state -------------------------------------------------------------

@@ -75,6 +75,7 @@ from ._messages import (
     encode_cancel,
     encode_deadletter,
     encode_history,
+    encode_history_records,
     encode_result,
     encode_start,
     encode_state,
@@ -130,6 +131,11 @@ _MAX_REFUSALS: Final = 100
 #: What the envelope of an ``output`` record adds to its body's encoding
 #: (``None`` is one byte).
 _OUTPUT_ENVELOPE: Final = len(encode("output", None)) - 1
+#: History records of one decision that share a message, and the most bytes
+#: such a message may have (so that records never add up past the broker's
+#: largest message; each one fits alone).
+_RECORDS_PER_MESSAGE: Final = 64
+_RECORDS_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,6 +355,8 @@ class _InstanceActor:
         self.terminal = False
         #: Whether this actor published the cached state's outbox itself.
         self._outbox_sent = False
+        #: Whether the cached "absent" was assumed, not read (a start).
+        self._unread = False
 
     @property
     def idle_worthless(self) -> bool:
@@ -417,19 +425,36 @@ class _InstanceActor:
         self._loaded = True
         self._outbox_sent = False
         self.terminal = self._state is not None and self._state.status.terminal
+        self._unread = False
+
+    def _assume_absent(self) -> None:
+        """Take the instance as absent from the bucket, unread (see ``_handle``)."""
+        self._state, self._revision = None, 0
+        self._loaded = True
+        self._outbox_sent = False
+        self.terminal = False
+        self._unread = True
 
     async def _handle(self, routed: _Routed) -> None:
         delivery, event = routed.delivery, routed.event
         store = self._owner._definitions
         assert store is not None
+        # A start is nearly always for an instance that does not exist yet:
+        # rather than read its key first, decide on "absent" and write with
+        # create, which the broker refuses if the key exists. A refusal is a
+        # conflict like any other: reload and decide again.
+        assume_absent = isinstance(event, StartRequested)
         while True:
             fresh = not self._loaded
-            if fresh:
+            if fresh and assume_absent:
+                self._assume_absent()
+            elif fresh:
                 try:
                     await self._load()
                 except _DamagedStateError as exc:
                     await self._owner._deadletter(delivery, f"instance {self._id}: {exc}")
                     return
+            assume_absent = False
             state = self._state
             if state is None and not isinstance(event, StartRequested):
                 if not fresh:
@@ -589,7 +614,7 @@ class _InstanceActor:
             messages = self._messages(new, commands)
             oversized = [
                 (command, len(message.data))
-                for command, message in zip(commands, messages, strict=True)
+                for command, message in self._command_messages(new, commands)
                 if isinstance(command, ScheduleActivity | StartChild)
                 and len(message.data) > limits.max_input
             ]
@@ -674,6 +699,11 @@ class _InstanceActor:
             else:
                 self._revision = await states.update(self._id, data, self._revision)
         except ConflictError:
+            self._loaded = False
+            if self._unread:
+                # A start for an instance that exists (a duplicate start):
+                # no other process is involved.
+                return False
             self._owner.stats["conflicts"] += 1
             # Rare in a healthy cluster (each event goes to one process); many
             # of these mean processes keep redelivering to each other.
@@ -682,10 +712,10 @@ class _InstanceActor:
                 self._id,
                 extra={"instance": self._id},
             )
-            self._loaded = False
             return False
         self._state = replace(new, cause=cause)
         self._outbox_sent = False
+        self._unread = False
         self.terminal = new.status.terminal
         return True
 
@@ -693,24 +723,53 @@ class _InstanceActor:
         self, state: InstanceState, commands: tuple[Command, ...] | list[Command]
     ) -> list[OutMessage]:
         """The messages that carry out ``commands``, each with its deterministic id."""
+        messages = [message for _, message in self._command_messages(state, commands)]
+        records = [command for command in commands if isinstance(command, RecordHistory)]
+        return messages + self._history_messages(records)
+
+    def _history_messages(self, records: list[RecordHistory]) -> list[OutMessage]:
+        """A decision's history records, in as few messages as is safe.
+
+        Up to ``_RECORDS_PER_MESSAGE`` records share one message, whose id is
+        that of its first record: the same decision sent again (rule 5) makes
+        the same messages, so the broker drops the copies. A group whose
+        message would be over ``_RECORDS_BYTES`` (many large errors at once)
+        goes one record per message instead, as every record fits alone.
+        """
         messages: list[OutMessage] = []
+        subject = history_subject(self._id)
+        for first in range(0, len(records), _RECORDS_PER_MESSAGE):
+            group = records[first : first + _RECORDS_PER_MESSAGE]
+            data = encode_history_records(self._id, group) if len(group) > 1 else b""
+            if len(group) > 1 and len(data) <= _RECORDS_BYTES:
+                messages.append(
+                    OutMessage(subject, data, msg_id=history_msg_id(self._id, group[0].seq))
+                )
+                continue
+            messages.extend(
+                OutMessage(
+                    subject,
+                    encode_history(self._id, record),
+                    msg_id=history_msg_id(self._id, record.seq),
+                )
+                for record in group
+            )
+        return messages
+
+    def _command_messages(
+        self, state: InstanceState, commands: tuple[Command, ...] | list[Command]
+    ) -> list[tuple[Command, OutMessage]]:
+        """Each command but the history records, with the message that carries it out."""
+        messages: list[tuple[Command, OutMessage]] = []
         now = self._transport.now()
         for command in commands:
+            if isinstance(command, RecordHistory):
+                continue
             if isinstance(command, ScheduleActivity):
-                messages.append(
-                    OutMessage(
-                        task_subject(command.activity),
-                        encode_task(self._id, state.type, command),
-                        msg_id=task_msg_id(self._id, command.step, command.attempt),
-                    )
-                )
-            elif isinstance(command, RecordHistory):
-                messages.append(
-                    OutMessage(
-                        history_subject(self._id),
-                        encode_history(self._id, command),
-                        msg_id=history_msg_id(self._id, command.seq),
-                    )
+                message = OutMessage(
+                    task_subject(command.activity),
+                    encode_task(self._id, state.type, command),
+                    msg_id=task_msg_id(self._id, command.step, command.attempt),
                 )
             elif isinstance(command, StartChild):
                 start = StartMessage(
@@ -721,49 +780,42 @@ class _InstanceActor:
                     command.step,
                     depth=state.depth + 1,
                 )
-                messages.append(
-                    OutMessage(
-                        start_subject(command.workflow),
-                        encode_start(start),
-                        msg_id=start_msg_id(command.child),
-                    )
+                message = OutMessage(
+                    start_subject(command.workflow),
+                    encode_start(start),
+                    msg_id=start_msg_id(command.child),
                 )
             elif isinstance(command, CancelChild):
                 subject = (terminate_subject if command.terminate else cancel_subject)(
                     command.child
                 )
-                messages.append(
-                    OutMessage(
-                        subject,
-                        encode_cancel(command.reason, terminate=command.terminate),
-                        msg_id=f"parent.{subject}",
-                    )
+                message = OutMessage(
+                    subject,
+                    encode_cancel(command.reason, terminate=command.terminate),
+                    msg_id=f"parent.{subject}",
                 )
             elif isinstance(command, NotifyParent):
                 # A child's end reaches its parent as the result of its step.
-                messages.append(
-                    OutMessage(
-                        result_subject(command.parent, command.step, ok=command.error is None),
-                        encode_result(
-                            command.parent,
-                            command.step,
-                            1,
-                            output=command.output,
-                            error=command.error,
-                        ),
-                        msg_id=result_msg_id(command.parent, command.step, 1),
-                    )
+                message = OutMessage(
+                    result_subject(command.parent, command.step, ok=command.error is None),
+                    encode_result(
+                        command.parent,
+                        command.step,
+                        1,
+                        output=command.output,
+                        error=command.error,
+                    ),
+                    msg_id=result_msg_id(command.parent, command.step, 1),
                 )
             else:
                 key = f"{command.kind}.{command.step}.{command.attempt}"
-                messages.append(
-                    OutMessage(
-                        timer_subject(self._id),
-                        encode_timer(self._id, command),
-                        msg_id=timer_msg_id(self._id, key),
-                        deliver_at=command.fire_at if command.fire_at > now else None,
-                    )
+                message = OutMessage(
+                    timer_subject(self._id),
+                    encode_timer(self._id, command),
+                    msg_id=timer_msg_id(self._id, key),
+                    deliver_at=command.fire_at if command.fire_at > now else None,
                 )
+            messages.append((command, message))
         return messages
 
 

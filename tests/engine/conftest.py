@@ -56,10 +56,12 @@ class Engine:
             async with self.transport.consume(HISTORY_STREAM, spec) as deliveries:
                 async for delivery in deliveries:
                     await delivery.ack()
-                    records.append(decode_history(delivery.data))
-                    if (
-                        records[-1]["kind"].startswith("workflow.")
-                        and records[-1]["kind"] != "workflow.started"
+                    found = decode_history(delivery.data)
+                    records.extend(found)
+                    if any(
+                        record["kind"].startswith("workflow.")
+                        and record["kind"] != "workflow.started"
+                        for record in found
                     ):
                         break
         return records

@@ -245,9 +245,9 @@ async def read_history(
                 raise AssertionError(
                     f"history stream: {len(records)} records after 60s, {expected} expected"
                 )
-            record = decode_history(delivery.data)
-            record["_subject"] = delivery.subject
-            records.append(record)
+            for record in decode_history(delivery.data):
+                record["_subject"] = delivery.subject
+                records.append(record)
             await delivery.ack()
 
 

@@ -78,12 +78,12 @@ async def wait_sleep_started(transport: Transport, ids: Iterable[str]) -> dict[s
     async with transport.consume(HISTORY_STREAM, spec) as deliveries:
         async for delivery in deliveries:
             await delivery.ack()
-            record = decode_history(delivery.data)
-            if record["kind"] == "sleep.started" and record["instance"] in pending:
-                until[record["instance"]] = float(record["detail"]["until"])
-                pending.discard(record["instance"])
-                if not pending:
-                    return until
+            for record in decode_history(delivery.data):
+                if record["kind"] == "sleep.started" and record["instance"] in pending:
+                    until[record["instance"]] = float(record["detail"]["until"])
+                    pending.discard(record["instance"])
+                    if not pending:
+                        return until
     raise AssertionError(f"history ended before sleep.started of {sorted(pending)}")
 
 

@@ -19,6 +19,8 @@ import trio.testing
 
 import actors
 from actors import InstanceStatus
+from actors._messages import StartMessage, encode_start
+from actors._wire import start_subject
 from transport import open_transport
 
 if TYPE_CHECKING:
@@ -203,6 +205,20 @@ async def test_the_same_id_started_twice_is_one_instance(engine: Engine) -> None
     history = await engine.history(instance_id)
     assert [r["kind"] for r in history].count("workflow.started") == 1
     assert await engine.client.result(instance_id) == {"count": 3, "tag": None}
+    # A start past the broker's deduplication (no message id), to an actor
+    # that has left: the orchestrator writes it unread, is refused because
+    # the key exists, reads, and changes nothing. No other process was
+    # involved, so it is not counted as a conflict.
+    events = engine.orchestrator.stats["events"]
+    start = StartMessage(instance_id, {"count": 7})
+    await engine.transport.publish(start_subject("three"), encode_start(start))
+    with trio.fail_after(10):
+        while engine.orchestrator.stats["events"] == events or engine.orchestrator.active_actors:  # noqa: ASYNC110
+            await trio.sleep(0.01)  # the orchestrator's counters are only read
+    assert engine.orchestrator.stats["conflicts"] == 0
+    assert await engine.client.result(instance_id) == {"count": 3, "tag": None}
+    history = await engine.client.history(instance_id)
+    assert [r["kind"] for r in history].count("workflow.started") == 1
 
 
 # -- retries and timeouts ---------------------------------------------------------

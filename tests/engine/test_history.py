@@ -11,7 +11,17 @@ from flow import result_of
 
 import actors
 import actors._client
-from actors._wire import HISTORY_STREAM, history_subject
+from actors._codec import encode
+from actors._core import RecordHistory
+from actors._messages import (
+    MessageError,
+    decode_history,
+    encode_history,
+    encode_history_records,
+)
+from actors._orchestrator import _InstanceActor
+from actors._wire import HISTORY_STREAM, history_msg_id, history_subject
+from transport._memory import MemoryTransport
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -154,3 +164,85 @@ async def test_history_skips_undecodable_and_repeated_records(engine: Engine) ->
     await engine.transport.publish(subject, stored[2].data)
     await engine.transport.publish(subject, b"\xa1\x61x\x01")
     assert await engine.client.history("order-10") == records
+
+
+@actors.activity
+async def shout(value: Any) -> Any:
+    """Fail with a long message when asked to (a large history record), else echo."""
+    if isinstance(value, dict) and value.get("fail"):
+        raise actors.ActivityError("x" * value["fail"], type="Loud", non_retryable=True)
+    return value
+
+
+def _fanned(items: int, concurrency: int) -> dict[str, Any]:
+    return {
+        "type": f"fanned{items}",
+        "version": 1,
+        "steps": [
+            {
+                "id": "each",
+                "map": "input.items",
+                "concurrency": concurrency,
+                "steps": [{"id": "say", "activity": "shout", "input": "item"}],
+            }
+        ],
+    }
+
+
+async def test_a_decision_of_many_records_shares_few_messages(engine: Engine) -> None:
+    # One decision schedules 150 items: 151 records, in ceil(151 / 64) = 3
+    # messages, each named after its first record; read back whole and in order.
+    await engine.client.register(_fanned(150, 150))
+    instance = "fan-150"
+    await engine.client.start("fanned150", {"items": list(range(150))}, id=instance)
+    await result_of(engine, instance)
+    records = await finished_history(engine, instance)
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("activity.scheduled") == kinds.count("activity.completed") == 150
+    stored = await engine.transport.read(HISTORY_STREAM, history_subject(instance), limit=1000)
+    per_message = [decode_history(message.data) for message in stored]
+    assert max(len(found) for found in per_message) == 64
+    # The start's decision in 3 messages, then one per item's completion.
+    assert len(stored) == 3 + 150
+    assert [found[0]["seq"] for found in per_message[:3]] == [1, 65, 129]
+    assert await engine.history(instance) == records
+
+
+def test_a_group_of_large_records_goes_one_record_per_message() -> None:
+    # 20 records of 20 KB in one decision would be a 400 KB message: each
+    # goes alone instead, named after its own seq. Small ones share messages.
+    actor = _InstanceActor(actors.Orchestrator(MemoryTransport()), "big")
+    large = [
+        RecordHistory(seq, "activity.failed", 1.0, {"blob": "x" * 20_000}) for seq in range(1, 21)
+    ]
+    messages = actor._history_messages(large)
+    assert [m.msg_id for m in messages] == [history_msg_id("big", seq) for seq in range(1, 21)]
+    assert [decode_history(m.data)[0]["seq"] for m in messages] == list(range(1, 21))
+    small = [RecordHistory(seq, "activity.scheduled", 1.0, {}) for seq in range(1, 131)]
+    grouped = actor._history_messages(small)
+    assert [m.msg_id for m in grouped] == [history_msg_id("big", seq) for seq in (1, 65, 129)]
+    assert [len(decode_history(m.data)) for m in grouped] == [64, 64, 2]
+    assert actor._history_messages(small[:1])[0].data == encode_history("big", small[0])
+
+
+def test_decode_history_reads_both_kinds_and_refuses_bad_records() -> None:
+    one = RecordHistory(1, "workflow.started", 1.5, {"type": "t"})
+    two = RecordHistory(2, "workflow.completed", 2.5, {})
+    assert decode_history(encode_history("i", one)) == [
+        {"instance": "i", "seq": 1, "kind": "workflow.started", "at": 1.5, "detail": {"type": "t"}}
+    ]
+    both = decode_history(encode_history_records("i", [one, two]))
+    assert [(r["instance"], r["seq"], r["kind"]) for r in both] == [
+        ("i", 1, "workflow.started"),
+        ("i", 2, "workflow.completed"),
+    ]
+    for bad in (
+        encode("history.records", {"instance": "i", "records": "no"}),
+        encode("history.records", {"instance": "i", "records": [{"seq": "1", "kind": "k"}]}),
+        encode("history.records", {"instance": "i", "records": [7]}),
+        encode("instance.state", {}),
+        b"\xff",
+    ):
+        with pytest.raises(MessageError):
+            decode_history(bad)

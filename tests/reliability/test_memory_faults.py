@@ -412,8 +412,7 @@ async def _history_problems(
     problems: list[str] = []
     messages = await broker.read(HISTORY_STREAM, f"history.{instance}", limit=100_000)
     records: dict[int, dict[str, Any]] = {}
-    for message in messages:
-        record = decode_history(message.data)
+    for record in (r for message in messages for r in decode_history(message.data)):
         first = records.setdefault(record["seq"], record)
         if first != record:
             problems.append(f"{instance}: two records numbered {record['seq']}: {first} / {record}")
