@@ -123,8 +123,6 @@ _DEADLETTER_SAMPLE: Final = 64 * 1024
 _RETRY_DELAY: Final = 1.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
-#: Every subject of the events stream (to look an event up by its sequence).
-_EVENT_SUBJECTS: Final = "workflow.>"
 #: Steps one decision may fail for an input over the limit (each failure is
 #: a further decision, and compensations may be oversized too).
 _MAX_REFUSALS: Final = 100
@@ -546,17 +544,20 @@ class _InstanceActor:
         the outbox. An event is acked only after its outbox went out, so an
         outbox whose event is still in the work queue may never have been
         published (a crash or a broker error between the state write and the
-        publish); it is sent now, before it is replaced. This costs one read
-        of the events stream, only for a state read from the bucket (the
+        publish); it is sent now, before it is replaced. This costs one lookup
+        in the events stream, only for a state read from the bucket (the
         actor knows it published its own decisions).
         """
         cause = state.cause
-        if state.outbox and cause and cause != delivery.stream_seq:
-            found = await self._transport.read(
-                EVENTS_STREAM, _EVENT_SUBJECTS, start_seq=cause, limit=1
-            )
-            if found and found[0].stream_seq == cause:
-                await self._transport.publish_many(self._messages(state, state.outbox))
+        # A lookup of that one sequence: a read of "the next event from
+        # there" made the server step over every event acked since.
+        if (
+            state.outbox
+            and cause
+            and cause != delivery.stream_seq
+            and await self._transport.holds(EVENTS_STREAM, cause)
+        ):
+            await self._transport.publish_many(self._messages(state, state.outbox))
         self._outbox_sent = True
 
     def _within_limits(

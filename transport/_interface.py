@@ -232,6 +232,18 @@ class Transport(Protocol):
         or subject, a ``start_seq`` or a ``limit`` below 1.
         """
 
+    async def holds(self, stream: str, seq: int) -> bool:
+        """Whether ``stream`` still stores the message at sequence ``seq``.
+
+        One lookup of that sequence, however many messages before it were
+        removed (a work queue's acked messages): unlike :meth:`read`, which
+        looks for the next match and may step over every removed one. On a
+        cluster the stream's leader answers, so a message it removed is not
+        reported as held, nor one it holds as removed. Raises
+        :class:`NotFoundError` if the stream does not exist,
+        :class:`InvalidSpecError` for a bad name or a ``seq`` below 1.
+        """
+
     def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
         """A channel of connection state changes from now on, for the owner.
 

@@ -51,6 +51,7 @@ from ._specs import (
     PubAck,
     StoredMessage,
     StreamSpec,
+    check_holds,
     check_key,
     check_read,
     check_subject,
@@ -364,6 +365,16 @@ class MemoryTransport:
             StoredMessage(m.subject, m.data, m.seq, m.stored_at + epoch, m.headers)
             for m in owner.read(SubjectFilter((subject,)), start_seq, limit, now)
         ]
+
+    async def holds(self, stream: str, seq: int) -> bool:
+        """Whether ``stream`` still stores sequence ``seq``; see :meth:`Transport.holds`."""
+        await self._enter_op()
+        check_holds(stream, seq)
+        owner = self._streams.get(stream)
+        if owner is None:
+            raise NotFoundError(f"no stream {stream!r}")
+        owner.expire(trio.current_time())
+        return owner.holds(seq)
 
     # -- key-value ---------------------------------------------------------------
 

@@ -214,6 +214,10 @@ class Stream:
                 break
         return found
 
+    def holds(self, seq: int) -> bool:
+        """Whether the message at ``seq`` is still stored (due or not)."""
+        return seq in self.messages
+
     def ensure_consumer(self, spec: ConsumerSpec) -> Consumer:
         """Create the durable consumer, or update it to ``spec``, and return it.
 

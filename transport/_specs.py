@@ -238,6 +238,13 @@ def check_read(stream: str, subject: str, start_seq: int, limit: int) -> None:
         raise InvalidSpecError(f"limit must be at least 1, got {limit!r}")
 
 
+def check_holds(stream: str, seq: int) -> None:
+    """Raise :class:`InvalidSpecError` unless these are valid arguments of ``holds``."""
+    check_name("stream", stream)
+    if seq < 1:
+        raise InvalidSpecError(f"seq must be at least 1, got {seq!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class KVEntry:
     """A key's current value and the revision it was written at."""

@@ -218,6 +218,28 @@ async def test_read_creates_no_consumer_and_moves_none(transport, make_stream, n
             await trio.sleep(0.05)
 
 
+async def test_holds_looks_up_one_sequence(transport, make_stream, names):
+    spec = await make_stream(retention=Retention.WORK_QUEUE)
+    subject = f"{names.space()}.a"
+    seqs = [(await transport.publish(subject, b"%d" % i)).seq for i in range(3)]
+    assert [await transport.holds(spec.name, seq) for seq in seqs] == [True] * 3
+    assert not await transport.holds(spec.name, seqs[-1] + 1)  # not yet stored
+    with trio.fail_after(10):
+        async with transport.consume(spec.name, ConsumerSpec(durable=names.durable())) as inbox:
+            await (await inbox.receive()).ack()
+            await (await inbox.receive()).ack()
+        # Acked on a work queue: gone. Acks travel on their own: poll.
+        while await transport.holds(spec.name, seqs[1]):  # noqa: ASYNC110
+            await trio.sleep(0.05)
+    assert not await transport.holds(spec.name, seqs[0])
+    assert await transport.holds(spec.name, seqs[2])
+    with pytest.raises(NotFoundError):
+        await transport.holds(f"{spec.name}_none", 1)
+    for bad_stream, bad_seq in ((spec.name, 0), (spec.name, -1), ("a.b", 1), ("", 1)):
+        with pytest.raises(InvalidSpecError):
+            await transport.holds(bad_stream, bad_seq)
+
+
 async def test_read_skips_messages_removed_by_a_limit(transport, make_stream, names):
     spec = await make_stream(max_msgs=3)
     subject = f"{names.space()}.a"

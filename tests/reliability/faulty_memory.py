@@ -254,6 +254,10 @@ class FaultyTransport:
         await self._node.gate()
         return await self._broker.read(stream, subject, start_seq=start_seq, limit=limit)
 
+    async def holds(self, stream: str, seq: int) -> bool:
+        await self._node.gate()
+        return await self._broker.holds(stream, seq)
+
     def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
         return self._broker.connection_events()
 
