@@ -88,6 +88,7 @@ KEYS: Final[Mapping[str, Key]] = {
     "ack_wait": Key("float", _SERVICES),
     "drain_timeout": Key("float", _SERVICES),
     "passivate_after": Key("float", _ORCHESTRATOR),
+    "max_idle_actors": Key("int", _ORCHESTRATOR),
     "max_input": Key("int", _ORCHESTRATOR),
     "max_output": Key("int", _ORCHESTRATOR),
     "max_state": Key("int", _ORCHESTRATOR),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -143,6 +144,9 @@ class OrchestratorConfig:
     layout: Layout = field(default_factory=Layout)
     #: An actor idle this long exits (its instance stays in KV).
     passivate_after: float = 30.0
+    #: Idle actors kept at most: past it, the one idle longest exits at once,
+    #: so that memory stays bounded however many instances wait at a time.
+    max_idle_actors: int = 10_000
     #: Deliveries fetched ahead of the actors.
     prefetch: int = 512
     #: On shutdown, how long actors may take to finish the events they hold.
@@ -151,6 +155,8 @@ class OrchestratorConfig:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
+        if self.max_idle_actors < 0:
+            raise ValueError(f"max_idle_actors must not be negative, got {self.max_idle_actors}")
         if self.limits.max_state > self.layout.max_payload:
             # A state the broker refuses cannot even be failed in place: the
             # instance would stay running with its event dead-lettered.
@@ -178,6 +184,8 @@ class Orchestrator:
         self._transport = transport
         self._config = config or OrchestratorConfig()
         self._mailboxes: dict[str, trio.MemorySendChannel[_Routed]] = {}
+        #: The idle actors' waits, longest idle first (see ``max_idle_actors``).
+        self._idle: OrderedDict[str, trio.CancelScope] = OrderedDict()
         self._pump_scope = trio.CancelScope()
         self._states: KeyValue | None = None
         self._definitions: DefinitionStore | None = None
@@ -314,11 +322,16 @@ class Orchestrator:
         try:
             while True:
                 routed: _Routed | None = None
-                with trio.move_on_after(self._config.passivate_after):
+                with trio.move_on_after(self._config.passivate_after) as wait:
+                    if mailbox.statistics().current_buffer_used == 0:
+                        self._went_idle(instance_id, wait)
                     try:
                         routed = await mailbox.receive()
                     except trio.EndOfChannel:
                         return
+                    finally:
+                        if self._idle.get(instance_id) is wait:
+                            del self._idle[instance_id]
                 if routed is None:
                     # Idle. The router only sends without waiting, so no event
                     # can slip in between this check and the unregistering.
@@ -338,6 +351,13 @@ class Orchestrator:
                 del self._mailboxes[instance_id]
             # Anything left (drain deadline, cancellation) is handed back by
             # the consume context; nothing here is acked unprocessed.
+
+    def _went_idle(self, instance_id: str, wait: trio.CancelScope) -> None:
+        """Note an actor waiting for events; past the cap, end the longest idle's wait."""
+        self._idle[instance_id] = wait
+        while len(self._idle) > self._config.max_idle_actors:
+            _, oldest = self._idle.popitem(last=False)
+            oldest.cancel()  # it exits unless an event came meanwhile
 
 
 class _InstanceActor:

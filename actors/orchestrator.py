@@ -35,6 +35,12 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
         default=defaults.get("passivate_after", 30.0),
         help="seconds an idle instance actor stays in memory",
     )
+    parser.add_argument(
+        "--max-idle-actors",
+        type=int,
+        default=defaults.get("max_idle_actors", 10_000),
+        help="idle instance actors kept in memory at most; past it the longest idle exits",
+    )
     parser.add_argument("--drain-timeout", type=float, default=defaults.get("drain_timeout", 10.0))
     limits = Limits()
     for name, what in (
@@ -65,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = OrchestratorConfig(
             layout=Layout(replicas=args.replicas, ack_wait=args.ack_wait),
             passivate_after=args.passivate_after,
+            max_idle_actors=args.max_idle_actors,
             drain_timeout=args.drain_timeout,
             limits=Limits(args.max_input, args.max_output, args.max_state),
         )
