@@ -36,6 +36,8 @@ class DefinitionStore:
         self._kv = kv
         self._compiled: dict[tuple[str, int], Definition] = {}
         self._newest: dict[str, int] = {}
+        #: One listing of a type's versions at a time (see ``get``).
+        self._listing: dict[str, trio.Lock] = {}
 
     async def register(self, definition: Definition) -> Definition:
         """Store ``definition``; idempotent for identical content.
@@ -71,16 +73,31 @@ class DefinitionStore:
         """
         if version:
             return await self._load(workflow_type, version)
+        found = await self._load_newest(workflow_type)
+        if found is not None:
+            return found
+        # Callers that miss together (a burst of starts on a new client)
+        # make one listing, not one each: a listing is a consumer on the
+        # server, which caps them, and the first one fills the cache.
+        lock = self._listing.setdefault(workflow_type, trio.Lock())
+        try:
+            async with lock:
+                found = await self._load_newest(workflow_type)
+                if found is not None:
+                    return found
+                for candidate in reversed(await self.versions(workflow_type)):
+                    found = await self._load(workflow_type, candidate)
+                    if found is not None:
+                        return found
+                return None
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._listing.pop(workflow_type, None)
+
+    async def _load_newest(self, workflow_type: str) -> Definition | None:
+        """The newest version this store knows of, if it knows one and it loads."""
         newest = self._newest.get(workflow_type, 0)
-        if newest:
-            found = await self._load(workflow_type, newest)
-            if found is not None:
-                return found
-        for candidate in reversed(await self.versions(workflow_type)):
-            found = await self._load(workflow_type, candidate)
-            if found is not None:
-                return found
-        return None
+        return await self._load(workflow_type, newest) if newest else None
 
     async def _load(self, workflow_type: str, version: int) -> Definition | None:
         """That exact version, compiled (``None`` if absent or if it does not parse)."""

@@ -11,6 +11,7 @@ import json
 import secrets
 from collections import Counter, defaultdict
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,6 +21,7 @@ import trio.testing
 import actors
 from actors import InstanceStatus
 from actors._messages import StartMessage, encode_start
+from actors._registry import DefinitionStore
 from actors._wire import start_subject
 from transport import open_transport
 
@@ -219,6 +221,31 @@ async def test_the_same_id_started_twice_is_one_instance(engine: Engine) -> None
     assert await engine.client.result(instance_id) == {"count": 3, "tag": None}
     history = await engine.client.history(instance_id)
     assert [r["kind"] for r in history].count("workflow.started") == 1
+
+
+async def test_a_burst_of_starts_on_a_new_client_lists_the_versions_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each listing is a consumer on the server, which caps them: 3,000
+    # versionless starts at once on a new client once hit "maximum
+    # consumers limit reached". The first listing serves them all.
+    await engine.client.register(THREE)
+    listings = 0
+    versions = DefinitionStore.versions
+
+    async def counted(store: DefinitionStore, workflow_type: str) -> list[int]:
+        nonlocal listings
+        listings += 1
+        return await versions(store, workflow_type)
+
+    monkeypatch.setattr(DefinitionStore, "versions", counted)
+    ids = [new_id() for _ in range(200)]
+    async with actors.Client(engine.transport) as fresh, trio.open_nursery() as nursery:
+        for instance_id in ids:
+            nursery.start_soon(partial(fresh.start, "three", {"count": 0}, id=instance_id))
+    assert listings == 1
+    for instance_id in ids[:10]:
+        assert await result_of(engine, instance_id) == {"count": 3, "tag": None}
 
 
 # -- retries and timeouts ---------------------------------------------------------
