@@ -10,6 +10,7 @@ default (see :mod:`actors._config`).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -244,6 +245,7 @@ def run_main(
 
             await run_service(serve, grace=grace)
 
+    tune_gc()
     try:
         trio.run(main)
     except TransportError as exc:
@@ -257,6 +259,27 @@ def run_main(
         print(f"{name}: {_first_leaf(broker)}", file=sys.stderr)
         return 2
     return 0
+
+
+#: Allocations between young collections (CPython's default is 700), and how
+#: many collections of each generation before the next one is collected.
+GC_THRESHOLDS: Final = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector run less often in a long-lived service.
+
+    A service allocates many short-lived objects per event and keeps many
+    long-lived ones (actors, cached states, imported modules); each full
+    collection walks all of those. Freezing what exists at start-up keeps
+    the modules out of every later walk, and a larger first threshold makes
+    collections rarer. Memory is still reclaimed: reference counting frees
+    most objects at once, and cycles are collected, only in bigger batches.
+    Measured: about 7% less orchestrator CPU per workflow (docs/performance.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

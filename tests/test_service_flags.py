@@ -28,3 +28,18 @@ def test_a_bad_limit_is_a_usage_error(
         orchestrator.main([*argv, "--url", "nats://127.0.0.1:1"])
     assert caught.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
+    import gc
+
+    from actors._service import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
