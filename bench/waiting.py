@@ -163,32 +163,35 @@ async def measure(
         async def signal(i: int) -> None:
             await client.signal(instance_id(i), "go", {"i": i})
 
-        with trio.fail_after(PHASE_TIMEOUT):
+        async def phase(
+            one: Callable[[int], Awaitable[None]], status: InstanceStatus
+        ) -> tuple[float, float, float]:
+            """Send ``one`` for every instance; (seconds to send, seconds until
+            all are processed, peak RSS meanwhile). Checks all then have ``status``."""
             began = time.perf_counter()
-            await bounded(n, in_flight, start)
-            figures["starts_sent_s"] = time.perf_counter() - began
+            await bounded(n, in_flight, one)
+            sent = time.perf_counter() - began
             await drained(server)
-            figures["started_s"] = time.perf_counter() - began
-            figures["rss_starting_peak_mb"] = rss.take_peak()
-            _, waiting = await client.count_and_list(
-                workflow_type="waiter", status=InstanceStatus.RUNNING, limit=1
-            )
-            if waiting != n:
-                raise AssertionError(f"{waiting} of {n} instances are waiting")
+            done = time.perf_counter() - began
+            peak = rss.take_peak()
+            _, count = await client.count_and_list(workflow_type="waiter", status=status, limit=1)
+            if count != n:
+                raise AssertionError(f"{count} of {n} instances are {status}")
+            return sent, done, peak
+
+        with trio.fail_after(PHASE_TIMEOUT):
+            (
+                figures["starts_sent_s"],
+                figures["started_s"],
+                figures["rss_starting_peak_mb"],
+            ) = await phase(start, InstanceStatus.RUNNING)
             await trio.sleep(passivate + 2.0)
             figures["rss_passivated_mb"] = rss.read()
-
-            began = time.perf_counter()
-            await bounded(n, in_flight, signal)
-            figures["signals_sent_s"] = time.perf_counter() - began
-            await drained(server)
-            figures["resumed_s"] = time.perf_counter() - began
-            figures["rss_resuming_peak_mb"] = rss.take_peak()
-            _, done = await client.count_and_list(
-                workflow_type="waiter", status=InstanceStatus.COMPLETED, limit=1
-            )
-            if done != n:
-                raise AssertionError(f"{done} of {n} instances completed")
+            (
+                figures["signals_sent_s"],
+                figures["resumed_s"],
+                figures["rss_resuming_peak_mb"],
+            ) = await phase(signal, InstanceStatus.COMPLETED)
             for i in range(0, n, max(1, n // SAMPLE_CHECKED)):
                 output = await client.result(instance_id(i))
                 if output != {"i": i}:
