@@ -62,15 +62,21 @@ class MessageError(ValueError):
 
 
 def _body(data: bytes, kind: str) -> Mapping[str, Any]:
+    return _envelope(data, kind)[1]
+
+
+def _envelope(data: bytes, *kinds: str) -> tuple[str, Mapping[str, Any]]:
+    """The kind (one of ``kinds``) and the map body of an encoded message."""
     try:
         envelope = decode(data)
     except CodecError as exc:
         raise MessageError(str(exc)) from None
-    if envelope.kind != kind:
-        raise MessageError(f"expected a {kind!r} message, got {envelope.kind!r}")
+    if envelope.kind not in kinds:
+        wanted = " or ".join(repr(kind) for kind in kinds)
+        raise MessageError(f"expected a {wanted} message, got {envelope.kind!r}")
     if not isinstance(envelope.body, Mapping):
-        raise MessageError(f"{kind} body must be a map")
-    return envelope.body
+        raise MessageError(f"{envelope.kind} body must be a map")
+    return envelope.kind, envelope.body
 
 
 def _field(body: Mapping[str, Any], name: str, types: type | tuple[type, ...]) -> Any:
@@ -346,19 +352,8 @@ def decode_history(data: bytes) -> list[dict[str, Any]]:
 
     Raises :class:`MessageError` if the message, or any record in it, is malformed.
     """
-    try:
-        envelope = decode(data)
-    except CodecError as exc:
-        raise MessageError(str(exc)) from None
-    body = envelope.body
-    if envelope.kind not in (KIND_HISTORY, KIND_HISTORY_RECORDS):
-        raise MessageError(f"expected a history message, got {envelope.kind!r}")
-    if not isinstance(body, Mapping):
-        raise MessageError(f"{envelope.kind} body must be a map")
-    if envelope.kind == KIND_HISTORY:
-        found: list[Any] = [body]
-    else:
-        found = _field(body, "records", list)
+    kind, body = _envelope(data, KIND_HISTORY, KIND_HISTORY_RECORDS)
+    found: list[Any] = [body] if kind == KIND_HISTORY else _field(body, "records", list)
     records: list[dict[str, Any]] = []
     for item in found:
         if not isinstance(item, Mapping):
