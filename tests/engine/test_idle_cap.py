@@ -9,7 +9,7 @@ import trio
 from flow import result_of
 
 import actors
-from actors import InstanceStatus
+from actors import InstanceInfo, InstanceStatus
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -35,19 +35,18 @@ def orchestrator_options() -> dict[str, Any]:
     return {"max_idle_actors": CAP, "passivate_after": 600.0}
 
 
+def waiting(info: InstanceInfo) -> bool:
+    return info.status is InstanceStatus.RUNNING and "wait" in info.steps
+
+
 async def test_idle_actors_past_the_cap_exit_and_their_instances_go_on(engine: Engine) -> None:
     await engine.client.register(WAITER)
     ids = [f"capped-{i}" for i in range(40)]
     for instance in ids:
         await engine.client.start("capped", None, id=instance)
     with trio.fail_after(30):
-        while True:
-            _, waiting = await engine.client.count_and_list(
-                workflow_type="capped", status=InstanceStatus.RUNNING, limit=1
-            )
-            if waiting == len(ids):
-                break
-            await trio.sleep(0.05)  # the index is read, not watched
+        for instance in ids:
+            await engine.client.wait_for(instance, waiting)
     # Every instance is stored and waiting; at most CAP of them still have an
     # actor (one may be finishing its event when this is read).
     with trio.fail_after(10):
