@@ -632,14 +632,15 @@ class _InstanceActor:
         """
         limits = self._owner._config.limits
         for _ in range(_MAX_REFUSALS):
-            messages = self._messages(new, commands)
+            pairs = self._command_messages(new, commands)
             oversized = [
                 (command, len(message.data))
-                for command, message in self._command_messages(new, commands)
+                for command, message in pairs
                 if isinstance(command, ScheduleActivity | StartChild)
                 and len(message.data) > limits.max_input
             ]
             if not oversized:
+                messages = self._assembled(pairs, commands)
                 break
             command, size = oversized[0]
             refused = LimitExceededError(
@@ -744,9 +745,16 @@ class _InstanceActor:
         self, state: InstanceState, commands: tuple[Command, ...] | list[Command]
     ) -> list[OutMessage]:
         """The messages that carry out ``commands``, each with its deterministic id."""
-        messages = [message for _, message in self._command_messages(state, commands)]
+        return self._assembled(self._command_messages(state, commands), commands)
+
+    def _assembled(
+        self,
+        pairs: list[tuple[Command, OutMessage]],
+        commands: tuple[Command, ...] | list[Command],
+    ) -> list[OutMessage]:
+        """``pairs``' messages (see ``_command_messages``), then the history of ``commands``."""
         records = [command for command in commands if isinstance(command, RecordHistory)]
-        return messages + self._history_messages(records)
+        return [message for _, message in pairs] + self._history_messages(records)
 
     def _history_messages(self, records: list[RecordHistory]) -> list[OutMessage]:
         """A decision's history records, in as few messages as is safe.
