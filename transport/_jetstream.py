@@ -100,12 +100,58 @@ from ._specs import (
 # The transport.
 
 
+def _file_error(exc: OSError) -> str:
+    """What is wrong with a TLS file, in a few words (``ssl`` says little for a bad one)."""
+    if isinstance(exc, ssl.SSLError):
+        return f"not a usable PEM file ({exc.reason or exc})"
+    return exc.strerror or str(exc)
+
+
 def _is_auth_refusal(exc: BaseException | None) -> bool:
     """True for the server's "Authorization Violation", however nats-py wraps it
     (it raises AuthorizationError in some paths and a plain Error in others)."""
     return isinstance(exc, nats.errors.AuthorizationError) or (
         isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
     )
+
+
+class _NoTlsError(nats.errors.Error):
+    """A server that must be spoken to over TLS offered none."""
+
+
+class _TlsOrNothingClient(NatsClient):
+    """nats-py's client, refusing to talk in the clear to a server that must use TLS.
+
+    nats-py upgrades a connection to TLS only when the server's INFO says
+    ``tls_required``: given ``tls://`` (or a CA bundle) and a server without
+    TLS, misconfigured or an impostor, it would go on in the clear and send
+    the credentials so. Here the INFO of every connection, first or
+    reconnect, is checked before anything is sent: a server that must use
+    TLS and requires it is left to nats-py; one that offers it without
+    requiring it (``allow_non_tls``) is spoken to over TLS all the same; one
+    that offers none fails the attempt with :class:`_NoTlsError`.
+    """
+
+    def __init__(self, *, tls_always: bool) -> None:
+        super().__init__()
+        #: TLS files were given: every server must use TLS, whatever its scheme.
+        self._tls_always = tls_always
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        server = self._current_server
+        # initial_connection: the INFO that opens a connection (not a later
+        # update about the cluster), read before CONNECT is written.
+        if initial_connection and server is not None and not info.get("tls_required"):
+            scheme = server.uri.scheme
+            if self._tls_always or scheme == "tls":
+                if not info.get("tls_available"):
+                    why = "the URL says tls://" if scheme == "tls" else "TLS files were given"
+                    raise _NoTlsError(
+                        f"the server at {scheme}://{server.uri.netloc} offers no TLS, and {why}: "
+                        "refusing to connect in the clear"
+                    )
+                info["tls_required"] = True  # what makes nats-py start TLS, read after this
+        await super()._process_info(info, initial_connection)
 
 
 class JetStreamTransport:
@@ -115,7 +161,9 @@ class JetStreamTransport:
         self._options = options
         self._nursery = nursery
         self._thread = thread
-        self._nc: NatsClient = NatsClient()
+        self._nc: NatsClient = _TlsOrNothingClient(
+            tls_always=options.tls_ca_file is not None or options.tls_cert_file is not None
+        )
         self._bridge = _Bridge(thread, lambda: self._nc.is_connected, self._post_now)
         self._replies: _Replies | None = None
         self._state = ConnectionState.DISCONNECTED
@@ -172,7 +220,7 @@ class JetStreamTransport:
             kwargs["nkeys_seed"] = opts.nkey_seed_file
         if opts.credentials_file is not None:
             kwargs["user_credentials"] = opts.credentials_file
-        tls = self._tls_context(servers)
+        tls = self._tls_context()
         if tls is not None:
             kwargs["tls"] = tls
 
@@ -191,6 +239,8 @@ class JetStreamTransport:
         except (trio.TooSlowError, Exception) as exc:
             await self._abandon_connect()
             refusal = self._last_error
+            if isinstance(refusal, _NoTlsError):
+                raise ConnectionLostError(str(refusal)) from None
             if _is_auth_refusal(refusal):
                 raise AuthorizationError(f"{servers} refused the credentials") from None
             if isinstance(exc, trio.TooSlowError):
@@ -225,13 +275,28 @@ class JetStreamTransport:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await self._thread.run(close_fully())
 
-    def _tls_context(self, servers: list[str]) -> ssl.SSLContext | None:
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the files given; ``None`` for the system's defaults.
+
+        Raises :class:`InvalidSpecError` naming the file that cannot be read
+        or is not what it should be (PEM), before anything is sent.
+        """
         opts = self._options
         if opts.tls_ca_file is None and opts.tls_cert_file is None:
             return None
-        ctx = ssl.create_default_context(cafile=opts.tls_ca_file)
+        try:
+            ctx = ssl.create_default_context(cafile=opts.tls_ca_file)
+        except OSError as exc:  # ssl.SSLError is one too
+            why = _file_error(exc)
+            raise InvalidSpecError(f"TLS CA bundle {opts.tls_ca_file}: {why}") from None
         if opts.tls_cert_file is not None and opts.tls_key_file is not None:
-            ctx.load_cert_chain(opts.tls_cert_file, opts.tls_key_file)
+            try:
+                ctx.load_cert_chain(opts.tls_cert_file, opts.tls_key_file)
+            except OSError as exc:
+                raise InvalidSpecError(
+                    f"TLS client certificate {opts.tls_cert_file} with key "
+                    f"{opts.tls_key_file}: {_file_error(exc)}"
+                ) from None
         return ctx
 
     def _next_server(self, pool: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
@@ -286,7 +351,17 @@ class JetStreamTransport:
     async def _on_error(self, exc: Exception) -> None:
         log.debug("nats client error: %r", exc)
         self._last_error = exc
-        if _is_auth_refusal(exc) and self._connect_task is not None:
+        if isinstance(exc, _NoTlsError):
+            if self._connect_task is not None:
+                # A server without TLS will not grow it while we retry: fail now.
+                self._connect_task.cancel()
+            else:
+                # Reconnecting: the attempt failed before anything was sent;
+                # nats-py goes on to the next server (or this one again),
+                # leaving the refused attempt's socket open: close it.
+                log.warning("%s", exc)
+                self._close_attempt()
+        elif _is_auth_refusal(exc) and self._connect_task is not None:
             # nats-py would retry forever; wrong credentials do not get better.
             self._connect_task.cancel()
         elif _is_auth_refusal(exc) and not self._closing:
@@ -295,13 +370,16 @@ class JetStreamTransport:
             # nothing. Close instead, as at the first connect: the owner sees
             # the transport closed (a service exits 2, to be restarted).
             self._refusals += 1
-            # nats-py leaves the socket of a refused attempt open: close it.
-            attempt = getattr(self._nc, "_transport", None)
-            if attempt is not None:
-                attempt.close()
+            self._close_attempt()
             if self._refusals >= self._refusals_allowed and self._giving_up is None:
                 log.warning("the server refused the credentials %d times: closing", self._refusals)
                 self._giving_up = asyncio.get_running_loop().create_task(self._give_up())
+
+    def _close_attempt(self) -> None:
+        """Close the socket of a connection attempt that was refused (nats-py leaves it open)."""
+        attempt = getattr(self._nc, "_transport", None)
+        if attempt is not None:
+            attempt.close()
 
     async def _give_up(self) -> None:
         """Close the connection for good (on the loop thread), however broken it is."""
@@ -717,7 +795,9 @@ async def open_jetstream(
     """Connect to NATS and yield the transport; close it on exit.
 
     Raises :class:`ConnectionLostError` if no server answers within the
-    connect timeout.
+    connect timeout, or if one that must use TLS (a ``tls://`` URL, or any
+    with TLS files given) offers none; :class:`InvalidSpecError` for TLS
+    files that cannot be read or used.
     """
     async with background_nursery() as nursery:
         thread = _LoopThread(trio.lowlevel.current_trio_token())
