@@ -11,20 +11,19 @@ Contract (``docs/api.md`` and ``GET /openapi.json``, written in
 ``{"error": {"type", "message", "details"?}}`` with a 4xx status for
 anything the caller can fix, 503 when the broker fails, and 500 only for a
 bug (logged with its traceback). Bodies are read up to
-:data:`~actors._openapi.MAX_BODY_BYTES`; payload values are JSON on the
-way in, and on the way out bytes become base64 strings and non-finite
-floats the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``.
+:data:`~actors._openapi.MAX_BODY_BYTES`; payload values are strict JSON
+within the engine's bounds on the way in (:mod:`actors._json`), and on the
+way out bytes become base64 strings and non-finite floats the strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"``. At most ``max_in_flight``
+requests are served at once: one more is answered 503 at once, never
+dropped, and a burst waits in a listen backlog of :data:`LISTEN_BACKLOG`.
 """
 
 from __future__ import annotations
 
-import base64
-import enum
 import hashlib
 import hmac
-import json
 import logging
-import math
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
@@ -46,6 +45,7 @@ from ._client import Client, InstanceInfo, UnknownWorkflowTypeError, WorkflowErr
 from ._codec import CodecError, PayloadTooLargeError
 from ._core import InstanceStatus
 from ._definition import MAX_VERSION, Definition, DefinitionError, load_definition, parse_definition
+from ._json import JsonError, check_payload, dumps, loads
 from ._limits import LimitExceededError
 from ._openapi import (
     DEFAULT_PAGE,
@@ -77,6 +77,11 @@ _FINAL_RECORDS: Final = frozenset(
 )
 #: How long in-flight requests get to finish once the server is told to stop.
 SHUTDOWN_GRACE: Final = 3.0
+#: Requests served at once by default; past it a request is answered 503 at once.
+DEFAULT_MAX_IN_FLIGHT: Final = 1000
+#: Connections the kernel holds for the server before it accepts them (its
+#: listen backlog; the kernel caps it at ``net.core.somaxconn``).
+LISTEN_BACKLOG: Final = 4096
 #: Paths served without a token (probes and tooling must reach them).
 _OPEN_PATHS: Final = frozenset({"/health", "/openapi.json"})
 _JSON_TYPE: Final = "application/json"
@@ -130,77 +135,40 @@ def _invalid(message: str, path: str | None = None) -> NoReturn:
 # -- JSON ------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as something ``json.dumps`` writes as standard JSON.
-
-    Values of the engine's data model other than JSON's (bytes, non-finite
-    floats) are spelled as strings, so that no stored payload can make an
-    answer fail.
-    """
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, enum.Enum):
-        return _plain(value.value)
-    return str(value)
-
-
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    body = json.dumps(_plain(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = dumps(data, compact=True)
     return Response(body.encode(), status, dict(headers or {}), media_type=_JSON_TYPE)
 
 
-class _BadJson(ValueError):
-    pass
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        # 1e400 parses as inf: refuse it rather than store a non-JSON value.
-        raise _BadJson(f"the number {text[:40]} is out of range")
-    return number
-
-
-def _no_constants(name: str) -> NoReturn:
-    raise _BadJson(f"{name} is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _BadJson(f"the key {key[:80]!r} appears twice in one object")
-            seen.add(key)
-    return data
-
-
 def _parse_json(body: bytes) -> Any:
-    """Strict JSON: UTF-8, no NaN or Infinity, no duplicate keys; else 400."""
+    """Strict JSON (see :func:`actors._json.loads`); else 400."""
     try:
-        return json.loads(
-            body.decode("utf-8"),
-            parse_float=_finite,
-            parse_constant=_no_constants,
-            object_pairs_hook=_unique_keys,
-        )
-    except UnicodeDecodeError:
-        raise ApiError(400, "MalformedBody", "the body is not UTF-8") from None
-    except RecursionError:
-        raise ApiError(400, "MalformedBody", "the body is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, _BadJson, ints over 4300 digits
-        raise ApiError(400, "MalformedBody", f"the body is not valid JSON: {exc}") from None
+        return loads(body)
+    except JsonError as exc:
+        raise ApiError(400, "MalformedBody", f"the body is {_body_fault(exc)}") from None
+
+
+def _body_fault(exc: JsonError) -> str:
+    # "the body is not UTF-8", "the body is nested too deeply", "the body is
+    # not valid JSON: ...", and the rest ("the key 'a' appears twice ...").
+    reason = exc.reason
+    if reason.startswith(("not ", "nested ")):
+        return reason
+    return f"not valid JSON: {reason}"
+
+
+def _payload(value: Any, path: str) -> Any:
+    """``value`` if it is a payload the engine can carry; else 422 naming the part at fault."""
+    try:
+        check_payload(value, path)
+    except JsonError as exc:
+        raise ApiError(
+            422,
+            "InvalidPayload",
+            str(exc),
+            details=[{"path": exc.path, "message": exc.reason}],
+        ) from None
+    return value
 
 
 # -- requests --------------------------------------------------------------------
@@ -249,7 +217,7 @@ async def _json_body(request: Request, *, required: bool) -> Any:
     if media_type is not None and media_type != _JSON_TYPE and not media_type.endswith("+json"):
         raise ApiError(415, "UnsupportedMediaType", f"send {_JSON_TYPE}, not {media_type}")
     body = await _read_body(request)
-    if not body.strip():
+    if not body:
         if required:
             raise ApiError(400, "MalformedBody", "a JSON body is required")
         return {}
@@ -293,6 +261,11 @@ def _string(value: object, path: str, max_length: int) -> str:
     if len(value) > max_length:
         _invalid(f"must be at most {max_length} characters", path)
     return value
+
+
+def _optional(body: Mapping[str, Any], key: str) -> Any:
+    """An optional field's value: ``None`` if it is left out or ``null`` (the same thing)."""
+    return body.get(key)
 
 
 def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -428,6 +401,63 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     ).response()
 
 
+# -- admission -------------------------------------------------------------------
+
+
+class _Admission:
+    """Serves at most ``limit`` requests at once; answers the others 503 at once.
+
+    A request over the limit gets ``503 Overloaded`` with ``Retry-After: 1``
+    (and ``Connection: close``: the client comes back later, on a new
+    connection), never silence. The log says when the limit is first hit
+    and, once requests in progress are under it again, how many were
+    refused meanwhile: two lines per burst, not one per refusal.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+        self._in_flight = 0
+        self._refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if self._in_flight >= self._limit:
+            await self._refuse(scope, receive, send)
+            return
+        self._in_flight += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._in_flight -= 1
+            if self._refused and self._in_flight < self._limit:
+                log.warning(
+                    "back under the limit of %d requests in progress: %d refused (503) meanwhile",
+                    self._limit,
+                    self._refused,
+                )
+                self._refused = 0
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._refused:
+            log.warning(
+                "%d requests in progress, the limit: answering 503 until one ends", self._limit
+            )
+        self._refused += 1
+        headers = {"Retry-After": "1"}
+        if scope.get("http_version") in ("1.0", "1.1"):
+            headers["Connection"] = "close"
+        error = ApiError(
+            503,
+            "Overloaded",
+            f"the API is serving {self._limit} requests, its limit: retry after a second",
+            headers=headers,
+        )
+        await error.response()(scope, receive, send)
+
+
 # -- auth ------------------------------------------------------------------------
 
 
@@ -560,8 +590,11 @@ class _Api:
     async def register(self, request: Request) -> Response:
         media_type = _media_type(request)
         if media_type in _YAML_TYPES:
+            body = await _read_body(request)
+            if not body:
+                raise ApiError(400, "MalformedBody", "a YAML body is required")
             try:
-                text = (await _read_body(request)).decode("utf-8")
+                text = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise ApiError(400, "MalformedBody", "the body is not UTF-8") from None
             # Parsing and validation are CPU work (pure-Python YAML: about a
@@ -592,12 +625,14 @@ class _Api:
     async def start(self, request: Request) -> Response:
         workflow_type = check_name("workflow type", request.path_params["type_or_id"])
         body = _fields(await _json_body(request, required=True), ("input",), ("id", "version"))
-        wanted_id = body.get("id")
+        wanted_id = _optional(body, "id")
         if wanted_id is not None:
             check_instance_id(wanted_id)
-        version = _version(body["version"], "version") if "version" in body else 0
+        version = _optional(body, "version")
+        version = 0 if version is None else _version(version, "version")
+        input_value = _payload(body["input"], "input")
         instance_id = await self._client.start(
-            workflow_type, body["input"], id=wanted_id, version=version
+            workflow_type, input_value, id=wanted_id, version=version
         )
         status = 201 if await self._stored(instance_id) else 202
         return _json({"id": instance_id}, status, {"Location": f"/workflows/{instance_id}"})
@@ -717,7 +752,8 @@ class _Api:
         instance_id = check_instance_id(request.path_params["id"])
         name = check_name("signal name", request.path_params["name"])
         body = _fields(await _json_body(request, required=True), ("payload",), ("signal_id",))
-        signal_id = body.get("signal_id")
+        payload = _payload(body["payload"], "payload")
+        signal_id = _optional(body, "signal_id")
         if signal_id is not None:
             # It becomes part of a broker message id: keep it to id characters.
             try:
@@ -725,12 +761,13 @@ class _Api:
             except InvalidNameError:
                 _invalid("must be 1 to 128 letters, digits, '_' or '-'", "signal_id")
         await self._existing(instance_id)
-        await self._client.signal(instance_id, name, body["payload"], signal_id=signal_id)
+        await self._client.signal(instance_id, name, payload, signal_id=signal_id)
         return _json({"id": instance_id}, 202)
 
     async def _reason(self, request: Request) -> str:
         body = _fields(await _json_body(request, required=False), (), ("reason",))
-        return _string(body.get("reason", ""), "reason", MAX_REASON)
+        reason = _optional(body, "reason")
+        return "" if reason is None else _string(reason, "reason", MAX_REASON)
 
     async def cancel(self, request: Request) -> Response:
         instance_id = check_instance_id(request.path_params["id"])
@@ -747,25 +784,33 @@ class _Api:
         return _json({"id": instance_id}, 202)
 
 
-def _build(client: Client, token: str | None) -> tuple[ASGIApp, _Api]:
+def _build(client: Client, token: str | None, max_in_flight: int) -> tuple[ASGIApp, _Api]:
+    if token is not None and not token:
+        raise ValueError("the token must not be empty (use None for no token)")
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
     api = _Api(client, auth=token is not None)
     app: ASGIApp = Starlette(routes=api.routes(), exception_handlers={HTTPException: _http_error})
     if token is not None:
         app = _BearerAuth(app, token)
-    return app, api
+    # Outermost: a request over the limit costs neither a token check nor routing.
+    return _Admission(app, max_in_flight), api
 
 
-def create_app(client: Client, *, token: str | None = None) -> ASGIApp:
+def create_app(
+    client: Client, *, token: str | None = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+) -> ASGIApp:
     """The Engine API as an ASGI app, calling ``client`` (which must stay open while it serves).
 
     With ``token``, every request but ``GET /health`` and ``GET
     /openapi.json`` must carry ``Authorization: Bearer <token>``, or is
-    answered 401. The app runs on whatever event loop serves it through
-    anyio; ``client`` is Trio's, so serve it on Trio (:func:`serve_api`).
+    answered 401. At most ``max_in_flight`` requests are served at once;
+    one more is answered ``503 Overloaded`` with ``Retry-After: 1`` at once.
+    Raises ``ValueError`` for an empty token or a limit below 1. The app
+    runs on whatever event loop serves it through anyio; ``client`` is
+    Trio's, so serve it on Trio (:func:`serve_api`).
     """
-    if token is not None and not token:
-        raise ValueError("the token must not be empty (use None for no token)")
-    return _build(client, token)[0]
+    return _build(client, token, max_in_flight)[0]
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
@@ -793,6 +838,7 @@ async def serve_api(
     host: str = "127.0.0.1",
     port: int = 8080,
     token: str | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the Engine API over HTTP on ``host:port`` until cancelled.
@@ -800,13 +846,13 @@ async def serve_api(
     Binds first (``port=0``: a free port), then reports the URL it serves
     (``http://127.0.0.1:54321``) through ``task_status``, so ``await
     nursery.start(serve_api, client, port=0)`` returns it. Raises
-    ``OSError`` if it cannot bind. Cancelling it stops the server cleanly:
-    no new connections, waits on results end at once (answered 202), and
-    requests in progress get :data:`SHUTDOWN_GRACE` seconds to finish.
+    ``OSError`` if it cannot bind, ``ValueError`` for an empty token or a
+    ``max_in_flight`` below 1 (see :func:`create_app`). Cancelling it stops
+    the server cleanly: no new connections, waits on results end at once
+    (answered 202), and requests in progress get :data:`SHUTDOWN_GRACE`
+    seconds to finish.
     """
-    if token is not None and not token:
-        raise ValueError("the token must not be empty (use None for no token)")
-    app, api = _build(client, token)
+    app, api = _build(client, token, max_in_flight)
     config = Config()
     # Hypercorn adopts the descriptor (and listens on it) as soon as it
     # starts; it runs shielded, so nothing can stop it before it does.
@@ -815,6 +861,11 @@ async def serve_api(
     # A Logger instance, not "-": Hypercorn then installs no handler of its
     # own, and its messages follow the process's logging configuration.
     config.errorlog = logging.getLogger("actors.api.server")
+    # Hypercorn's default of 100 pending connections made the kernel drop
+    # the rest of a burst unseen: their clients waited for SYN retries
+    # (1 s, 3 s, ...) or gave up, and nothing was logged. Accepted, a request
+    # over the limit is answered (503) instead.
+    config.backlog = LISTEN_BACKLOG
     config.graceful_timeout = SHUTDOWN_GRACE
     config.include_server_header = False
     stop = trio.Event()

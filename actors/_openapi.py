@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from ._core import InstanceStatus, StepStatus
 from ._definition import MAX_STEPS, MAX_VERSION
+from ._json import MAX_NUMBER, MAX_PAYLOAD_DEPTH, MIN_NUMBER
 from ._wire import _ID_RE, _NAME_RE
 
 __all__ = [
@@ -96,12 +97,61 @@ def _query_param(name: str, description: str, schema: dict[str, Any]) -> dict[st
 _NAME: Final = {"type": "string", "pattern": NAME_PATTERN}
 _ID: Final = {"type": "string", "pattern": ID_PATTERN}
 _VERSION: Final = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
+#: An instance's version: 0 for one that failed before it ran a definition.
+_INSTANCE_VERSION: Final = {
+    **_VERSION,
+    "minimum": 0,
+    "description": (
+        "The version it runs; 0 for an instance that failed before it could start "
+        "(its error says why: a type no longer readable, an input the engine cannot keep)."
+    ),
+}
 _INSTANCE_ID: Final = _path_param("id", "The instance's id.", _ID)
+#: An optional field may also be ``null``, which means the same as leaving it out.
+_NULL_IS_ABSENT: Final = " ``null`` is the same as leaving it out."
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema``, also allowing ``null`` (a keyword other than ``type`` ignores a null)."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _payload_schemas() -> dict[str, Any]:
+    """``Payload``: any JSON value the engine carries, as JSON Schema can say it exactly.
+
+    Numbers from -2**64 to 2**64-1, and lists and objects at most
+    MAX_PAYLOAD_DEPTH deep: JSON Schema has no depth bound, so the levels
+    are spelled out, ``Payload`` holding ``Payload1`` ... down to
+    ``PayloadN``, whose lists and objects hold only scalars.
+    """
+    scalar = [
+        {"type": ["null", "boolean", "string"]},
+        {"type": "number", "minimum": MIN_NUMBER, "maximum": MAX_NUMBER},
+    ]
+    levels: dict[str, Any] = {}
+    below: dict[str, Any] = {"anyOf": scalar}
+    for level in range(MAX_PAYLOAD_DEPTH, 0, -1):
+        name = "Payload" if level == 1 else f"Payload{level}"
+        levels[name] = {
+            "anyOf": [
+                *scalar,
+                {"type": "array", "items": below},
+                {"type": "object", "additionalProperties": below},
+            ]
+        }
+        below = _ref(name)
+    levels["Payload"]["description"] = (
+        "Any JSON value whose numbers are from -2**64 to 2**64-1 (whole or not: JSON has "
+        f"one number type), nested at most {MAX_PAYLOAD_DEPTH} lists and objects deep. "
+        "``Payload2`` and on are the levels below."
+    )
+    return dict(reversed(levels.items()))
 
 
 def _schemas() -> dict[str, Any]:
     statuses = [str(status) for status in InstanceStatus]
     return {
+        **_payload_schemas(),
         "Error": {
             "type": "object",
             "description": "Every error answer: what kind of error, and what went wrong.",
@@ -177,17 +227,17 @@ def _schemas() -> dict[str, Any]:
             "required": ["input"],
             "additionalProperties": False,
             "properties": {
-                "input": {"description": "The workflow's input: any JSON value."},
+                "input": {**_ref("Payload"), "description": "The workflow's input."},
                 "id": {
-                    **_ID,
+                    **_or_null(_ID),
                     "description": (
                         "The instance id, and the idempotency key of the start; "
-                        "random when left out."
+                        "random when left out." + _NULL_IS_ABSENT
                     ),
                 },
                 "version": {
-                    **_VERSION,
-                    "description": "The version to run; the newest if left out.",
+                    **_or_null(_VERSION),
+                    "description": "The version to run; the newest if left out." + _NULL_IS_ABSENT,
                 },
             },
         },
@@ -208,17 +258,25 @@ def _schemas() -> dict[str, Any]:
             "required": ["payload"],
             "additionalProperties": False,
             "properties": {
-                "payload": {"description": "The signal's payload: any JSON value."},
+                "payload": {**_ref("Payload"), "description": "The signal's payload."},
                 "signal_id": {
-                    **_ID,
-                    "description": "Makes a retried send count once (within the broker's window).",
+                    **_or_null(_ID),
+                    "description": (
+                        "Makes a retried send count once (within the broker's window)."
+                        + _NULL_IS_ABSENT
+                    ),
                 },
             },
         },
         "ReasonRequest": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"reason": {"type": "string", "maxLength": MAX_REASON}},
+            "properties": {
+                "reason": {
+                    **_or_null({"type": "string", "maxLength": MAX_REASON}),
+                    "description": "Recorded in the history." + _NULL_IS_ABSENT,
+                }
+            },
         },
         "Summary": {
             "type": "object",
@@ -227,7 +285,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "id": _ID,
                 "type": _NAME,
-                "version": _VERSION,
+                "version": _INSTANCE_VERSION,
                 "status": {"type": "string", "enum": statuses},
                 "created_at": {"type": "number", "description": "Seconds since the epoch."},
                 "updated_at": {"type": "number", "description": "Seconds since the epoch."},
@@ -282,7 +340,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "id": _ID,
                 "type": _NAME,
-                "version": _VERSION,
+                "version": _INSTANCE_VERSION,
                 "status": {"type": "string", "enum": statuses},
                 "input": {},
                 "output": {},
@@ -370,7 +428,9 @@ def _responses() -> dict[str, Any]:
             "A field, parameter, name or id is not valid; ``details`` may say which."
         ),
         "Unavailable": error(
-            "The broker (NATS) could not be reached, or refused; try again.",
+            "The broker (NATS) could not be reached, or refused (``BrokerUnavailable``, "
+            "``StorageFull``); or the API is serving as many requests as it may at once "
+            "(``Overloaded``). Try again after ``Retry-After`` seconds.",
             headers={"Retry-After": {"schema": {"type": "string"}, "required": True}},
         ),
     }
@@ -394,7 +454,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "operationId": "health",
                 "summary": "Whether the API is up (no token needed)",
                 "security": [],
-                "responses": {"200": _ok("Up.", _ref("Health"))},
+                "responses": {"200": _ok("Up.", _ref("Health")), **_errors(auth=False)},
             }
         },
         "/openapi.json": {
@@ -402,7 +462,10 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "operationId": "openapi",
                 "summary": "This document (no token needed)",
                 "security": [],
-                "responses": {"200": _ok("The OpenAPI document.", {"type": "object"})},
+                "responses": {
+                    "200": _ok("The OpenAPI document.", {"type": "object"}),
+                    **_errors(auth=False),
+                },
             }
         },
         "/definitions": {

@@ -301,6 +301,102 @@ async def test_start_refusals(served: Served, path: str, body: Any, status: int)
     error_of(response)
 
 
+@pytest.mark.parametrize(
+    ("payload", "path", "message"),
+    [
+        ({"a": [1, 2**64]}, "input.a[1]", "a number must be from -2**64 to 2**64-1"),
+        ({"a": -(2**64) - 1}, "input.a", "a number must be from -2**64 to 2**64-1"),
+        ({"a": 1e20}, "input.a", "a number must be from -2**64 to 2**64-1"),
+        ({"a b": {"c": 2**70}}, 'input["a b"].c', "a number must be from -2**64 to 2**64-1"),
+        (
+            json.loads("[" * 30 + "]" * 30),
+            "input" + "[0]" * 29,
+            "nested more than 29 lists and objects deep",
+        ),
+    ],
+    ids=["int-65-bits", "int-below", "float-beyond", "odd-key", "deep"],
+)
+async def test_a_payload_beyond_the_engine_is_refused_by_its_path(
+    served: Served, payload: Any, path: str, message: str
+) -> None:
+    await served.register_examples()
+    start = await served.http.post("/workflows/greet", json={"input": payload, "id": "p-1"})
+    assert start.status_code == 422, start.text
+    error = error_of(start)
+    assert (error["type"], error["details"]) == (
+        "InvalidPayload",
+        [{"path": path, "message": message}],
+    )
+    assert (await served.http.get("/workflows/p-1")).status_code == 404  # nothing started
+    await start_approval(served, "p-2")
+    signal = await served.http.post("/workflows/p-2/signals/approved", json={"payload": payload})
+    assert signal.status_code == 422, signal.text
+    assert error_of(signal)["details"][0]["path"] == "payload" + path.removeprefix("input")
+
+
+async def start_approval(served: Served, instance_id: str) -> None:
+    await start(served, "approval", {"input": None, "id": instance_id})
+
+
+async def test_a_payload_at_the_engines_bounds_is_taken_and_runs(served: Served) -> None:
+    await served.register_examples()
+    edge = {
+        "name": "edge",
+        "max": 2**64 - 1,
+        "min": -(2**64),
+        "float": -1.8e19,
+        "deep": json.loads("[" * 28 + "]" * 28),  # 29 deep, in the input object
+    }
+    instance_id = await start(served, "greet", {"input": edge})
+    result = await served.http.get(f"/workflows/{instance_id}/result", params={"wait": 20})
+    assert result.json() == {"status": "completed", "output": {"greeting": "hello edge"}}
+    info = (await served.http.get(f"/workflows/{instance_id}")).json()
+    assert info["input"] == edge
+
+
+async def test_an_instance_that_failed_before_it_ran_is_answered_as_documented(
+    served: Served,
+) -> None:
+    """Python's client sends what a start message holds (31 deep); the state cannot keep it."""
+    await served.register_examples()
+    await served.client.start("greet", json.loads("[" * 31 + "]" * 31), id="v-0")
+    info = await served.client.wait("v-0")
+    assert (info.status, info.version) == (actors.InstanceStatus.FAILED, 0)
+    # The answers below are checked against the document by the client's hook.
+    assert (await served.http.get("/workflows/v-0")).json()["version"] == 0
+    listed = (await served.http.get("/workflows", params={"type": "greet"})).json()
+    assert [item["version"] for item in listed["items"]] == [0]
+
+
+async def test_null_is_the_same_as_leaving_an_optional_field_out(served: Served) -> None:
+    await served.register_examples()
+    instance_id = await start(served, "approval", {"input": None, "id": None, "version": None})
+    assert len(instance_id) == 24
+    signal = await served.http.post(
+        f"/workflows/{instance_id}/signals/approved",
+        json={"payload": {"by": "ann"}, "signal_id": None},
+    )
+    assert signal.status_code == 202, signal.text
+    cancel = await served.http.post(f"/workflows/{instance_id}/cancel", json={"reason": None})
+    assert cancel.status_code == 202, cancel.text
+
+
+async def test_empty_and_blank_bodies(served: Served) -> None:
+    await served.register_examples()
+    empty_yaml = await served.http.post(
+        "/definitions", content=b"", headers={"Content-Type": "application/yaml"}
+    )
+    assert empty_yaml.status_code == 400, empty_yaml.text
+    assert error_of(empty_yaml) == {"type": "MalformedBody", "message": "a YAML body is required"}
+    await start_approval(served, "b-1")
+    # No body is an optional body left out; a blank one is not JSON.
+    blank = await served.http.post(
+        "/workflows/b-1/cancel", content=b"\r\n", headers={"Content-Type": "application/json"}
+    )
+    assert blank.status_code == 400, blank.text
+    assert error_of(blank)["type"] == "MalformedBody"
+
+
 async def test_unknown_fields_are_named(served: Served) -> None:
     await served.register_examples()
     response = await served.http.post("/workflows/greet", json={"inptu": 1})
