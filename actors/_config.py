@@ -16,27 +16,41 @@ The file's keys are the long flags with underscores (``ack_wait``,
 ``tls_ca``). Every key of the file is checked, whichever entry point reads
 it, so that one shared file is either right for all of them or rejected by
 the first: an unknown key, a key in a table whose entry point has no such
-setting, or a value of the wrong type is a :class:`ConfigError` naming the
-file and the key. A top-level key that only other entry points use is
-ignored (``activities`` at the top is the worker's business, not the
-orchestrator's).
+setting, or a value of the wrong type or out of its bounds is a
+:class:`ConfigError` naming the file and the key. A top-level key that only
+other entry points use is ignored (``activities`` at the top is the
+worker's business, not the orchestrator's).
+
+A number's bounds (:class:`Bounds`) are stated once, on its :class:`Key`,
+and every entry point checks flags and variables against the same ones;
+the files a connection reads (``--creds``, ``--tls-*``) are checked before
+connecting (:func:`check_connect_files`), whether or not the server would
+ask for them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from transport import ConnectOptions
+
+from ._wire import Layout
+
 __all__ = [
     "CONFIG_ENV",
     "ENTRY_POINTS",
     "KEYS",
+    "MAX_SECONDS",
+    "Bounds",
     "ConfigError",
     "Defaults",
     "Key",
+    "check_connect_files",
     "config_path",
     "env_name",
     "load_config",
@@ -58,6 +72,73 @@ _WORKER: Final[frozenset[EntryPoint]] = frozenset({"worker"})
 _LOGGING: Final[frozenset[EntryPoint]] = _ALL
 
 
+#: The longest duration any setting or option takes, in seconds (about 31
+#: years; JetStream's durations end at 2**63 nanoseconds, about 292).
+MAX_SECONDS: Final = 1e9
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers a setting or option takes: an int or a finite float, within bounds.
+
+    At least ``low`` (or more than it, if ``above``), at most ``high``;
+    ``None`` for no bound. :meth:`parse` reads text (a flag, a variable)
+    and :meth:`check` a value; both raise ``ValueError`` with a message
+    that says what is allowed.
+    """
+
+    kind: Literal["int", "float"]
+    low: float | None = None
+    above: bool = False
+    high: float | None = None
+
+    def describe(self) -> str:
+        """What is allowed, in words: ``an integer from 1 to 5``, ``a number above 0 ...``."""
+        number = "an integer" if self.kind == "int" else "a number"
+        low, high = self.low, self.high
+        if low is not None and high is not None and not self.above:
+            return f"{number} from {_shown(low)} to {_shown(high)}"
+        parts = []
+        if low is not None:
+            parts.append(f"above {_shown(low)}" if self.above else f"of at least {_shown(low)}")
+        if high is not None:
+            parts.append(f"at most {_shown(high)}")
+        return " ".join([number, " and ".join(parts)]).strip()
+
+    def parse(self, text: str) -> int | float:
+        """``text`` as this kind of number, checked; ``ValueError`` if it is not one."""
+        try:
+            value: int | float = int(text) if self.kind == "int" else float(text)
+        except ValueError:
+            raise ValueError(f"invalid {self.kind} value: {text!r}") from None
+        return self.check(value)
+
+    def check(self, value: int | float) -> int | float:
+        """``value`` (a float as this kind), if within bounds; else ``ValueError``."""
+        if self.kind == "float":
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be {self.describe()}, not {value}")
+        low, high = self.low, self.high
+        if (low is not None and (value <= low if self.above else value < low)) or (
+            high is not None and value > high
+        ):
+            raise ValueError(f"must be {self.describe()}, not {_shown(value)}")
+        return value
+
+
+def _shown(number: float) -> str:
+    """A bound or a value as a person writes it: ``1000000000``, not ``1e+09``; ``0.5``."""
+    if isinstance(number, int) or (number.is_integer() and abs(number) < 1e18):
+        return str(int(number))
+    return repr(number)
+
+
+_SECONDS: Final = Bounds("float", 0, high=MAX_SECONDS)
+_POSITIVE_SECONDS: Final = Bounds("float", 0, above=True, high=MAX_SECONDS)
+_LIMIT_BYTES: Final = Bounds("int", 1024)
+
+
 @dataclass(frozen=True)
 class Key:
     """One setting of the file: its TOML type and the entry points that have it."""
@@ -67,6 +148,8 @@ class Key:
     #: The values allowed, when only a few are (checked for the file here,
     #: and for flags and variables by the entry point).
     choices: tuple[str, ...] = ()
+    #: A number's bounds (checked for the file here, and by every entry point).
+    bounds: Bounds | None = None
 
 
 #: Every key a config file may hold. Tests check that it matches the flags.
@@ -80,24 +163,28 @@ KEYS: Final[Mapping[str, Key]] = {
     "tls_ca": Key("str", _ALL),
     "tls_cert": Key("str", _ALL),
     "tls_key": Key("str", _ALL),
-    "replicas": Key("int", _ALL),
+    # JetStream keeps 1 to 5 replicas of a stream.
+    "replicas": Key("int", _ALL, bounds=Bounds("int", 1, high=5)),
     # logs
     "log_level": Key("str", _LOGGING, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
     "log_format": Key("str", _LOGGING, ("text", "json")),
     # the services
-    "ack_wait": Key("float", _SERVICES),
-    "drain_timeout": Key("float", _SERVICES),
-    "passivate_after": Key("float", _ORCHESTRATOR),
-    "max_idle_actors": Key("int", _ORCHESTRATOR),
-    "max_input": Key("int", _ORCHESTRATOR),
-    "max_output": Key("int", _ORCHESTRATOR),
-    "max_state": Key("int", _ORCHESTRATOR),
+    "ack_wait": Key("float", _SERVICES, bounds=_POSITIVE_SECONDS),
+    "drain_timeout": Key("float", _SERVICES, bounds=_SECONDS),
+    "passivate_after": Key("float", _ORCHESTRATOR, bounds=_SECONDS),
+    "max_idle_actors": Key("int", _ORCHESTRATOR, bounds=Bounds("int", 0)),
+    "max_input": Key("int", _ORCHESTRATOR, bounds=_LIMIT_BYTES),
+    "max_output": Key("int", _ORCHESTRATOR, bounds=_LIMIT_BYTES),
+    # No state over the broker's largest message could be stored.
+    "max_state": Key("int", _ORCHESTRATOR, bounds=Bounds("int", 1024, high=Layout().max_payload)),
     "activities": Key("list", _WORKER),
     "only": Key("list", _WORKER),
-    "concurrency": Key("int", _WORKER),
-    "threads": Key("int", _WORKER),
+    # A worker runs this many tasks of each activity type (and threads):
+    # each is a task (or a thread) made at start.
+    "concurrency": Key("int", _WORKER, bounds=Bounds("int", 1, high=10_000)),
+    "threads": Key("int", _WORKER, bounds=Bounds("int", 1, high=10_000)),
     # the command line
-    "connect_timeout": Key("float", frozenset({"cli"})),
+    "connect_timeout": Key("float", frozenset({"cli"}), bounds=_POSITIVE_SECONDS),
 }
 
 # The connection variables predate the file and keep their NATS_ prefix.
@@ -201,6 +288,11 @@ def _check(path: str, table: str | None, key: str, value: Any) -> Any:
         ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
     if not ok:
         raise ConfigError(f"config file {path}: {where}{key!r} must be {expected}, not {value!r}")
+    if spec.bounds is not None:
+        try:
+            value = spec.bounds.check(value)
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: {where}{key!r} {exc}") from None
     # Log levels are case-insensitive everywhere else; so here.
     shown = value.upper() if key == "log_level" else value
     if spec.choices and shown not in spec.choices:
@@ -209,6 +301,34 @@ def _check(path: str, table: str | None, key: str, value: Any) -> Any:
             f"{', '.join(spec.choices)}, not {value!r}"
         )
     return value
+
+
+#: The files of a connection: the option that names each, and its setting's flag.
+_CONNECT_FILES: Final = (
+    ("credentials_file", "--creds"),
+    ("tls_ca_file", "--tls-ca"),
+    ("tls_cert_file", "--tls-cert"),
+    ("tls_key_file", "--tls-key"),
+    ("nkey_seed_file", "the NKey seed file"),
+)
+
+
+def check_connect_files(options: ConnectOptions) -> None:
+    """Raise :class:`ConfigError` for the first file of ``options`` that cannot be read.
+
+    Checked before connecting: nats-py reads a credentials file only if the
+    server asks for credentials, so a mistyped path would otherwise pass
+    unnoticed until a server that needs it came along.
+    """
+    for attribute, flag in _CONNECT_FILES:
+        path = getattr(options, attribute)
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as file:
+                file.read(1)
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
 
 
 class Defaults:

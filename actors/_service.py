@@ -5,34 +5,56 @@ Every flag has an ``ACTORS_*`` environment variable (``--url`` is
 optional TOML file (``--config FILE`` or ``ACTORS_CONFIG``): a flag given on
 the command line wins, then the variable, then the file, then the built-in
 default (see :mod:`actors._config`).
+
+A service's mistakes end it with exit code 2 and one line on stderr, never a
+traceback: a usage error (``orchestrator: argument --ack-wait: must be a
+number above 0 ..., not nan (see python -m actors.orchestrator --help)``),
+a file it cannot read, a broker it cannot reach or that refuses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import logging
+import re
 import signal
 import sys
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from types import ModuleType
+from typing import Any, Final, NoReturn, Protocol
 
 import trio
 
-from transport import ConnectOptions, Transport, TransportError, open_transport
+from transport import ConnectOptions, InvalidSpecError, Transport, TransportError, open_transport
 
-from ._config import KEYS, ConfigError, Defaults, EntryPoint, config_path, load_config
+from ._activity import ActivitySpec, collect_activities
+from ._config import (
+    KEYS,
+    ConfigError,
+    Defaults,
+    EntryPoint,
+    check_connect_files,
+    config_path,
+    load_config,
+)
 
 __all__ = [
     "JsonFormatter",
+    "ModuleError",
+    "ServiceParser",
     "TextFormatter",
+    "activities_of",
     "add_connection_flags",
     "connect_options",
     "parse_service_args",
     "run_main",
     "run_service",
+    "setting",
     "setup_logging",
 ]
 
@@ -40,6 +62,40 @@ DEFAULT_URL: Final = "nats://127.0.0.1:4222"
 #: The ``extra`` fields of a log record that the formatters show when present.
 LOG_FIELDS: Final = ("instance", "step", "attempt", "activity")
 log = logging.getLogger("actors")
+
+
+class ServiceParser(argparse.ArgumentParser):
+    """argparse, reporting a usage error on one line that names the service.
+
+    ``orchestrator: argument --replicas: must be an integer from 1 to 5,
+    not 7 (see python -m actors.orchestrator --help)``, exit code 2: a
+    supervisor's log gets the reason, not a screen of usage.
+    """
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name = name
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.name}: {message} (see {self.prog} --help)\n")
+
+
+def setting(key: str) -> Callable[[str], int | float]:
+    """The argparse ``type`` of numeric setting ``key``: parsed, then checked against its bounds.
+
+    argparse applies it to the flag and to a default that is a string (a
+    variable's value), so a bad variable is reported like a bad flag.
+    """
+    bounds = KEYS[key].bounds
+    assert bounds is not None, key
+
+    def convert(text: str) -> int | float:
+        try:
+            return bounds.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def add_connection_flags(parser: argparse.ArgumentParser, defaults: Defaults) -> None:
@@ -67,9 +123,9 @@ def add_connection_flags(parser: argparse.ArgumentParser, defaults: Defaults) ->
     parser.add_argument("--tls-key", default=defaults.get("tls_key"))
     parser.add_argument(
         "--replicas",
-        type=int,
+        type=setting("replicas"),
         default=defaults.get("replicas", 1),
-        help="replicas of every stream and bucket (3 on a cluster)",
+        help="replicas of every stream and bucket, 1 to 5 (3 on a cluster)",
     )
     parser.add_argument(
         "--log-level",
@@ -93,7 +149,7 @@ def parse_service_args(
     ``build`` makes the parser from the defaults (see
     :class:`actors._config.Defaults`). A config file that is missing, not
     TOML or wrong, and a log level or format not known, are usage errors:
-    the parser prints them and exits with code 2.
+    the parser prints them (one line) and exits with code 2.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     values: dict[str, Any] = {}
@@ -120,7 +176,13 @@ def parse_service_args(
 
 
 def connect_options(args: argparse.Namespace, name: str) -> ConnectOptions:
-    return ConnectOptions(
+    """The connection's options from the parsed flags.
+
+    Raises ``InvalidSpecError`` for options that contradict each other (a
+    user and a token) and :class:`ConfigError` for a file that cannot be
+    read (see :func:`actors._config.check_connect_files`).
+    """
+    options = ConnectOptions(
         user=args.user,
         password=args.password,
         token=args.token,
@@ -130,6 +192,53 @@ def connect_options(args: argparse.Namespace, name: str) -> ConnectOptions:
         tls_key_file=args.tls_key,
         name=name,
     )
+    check_connect_files(options)
+    return options
+
+
+class ModuleError(ValueError):
+    """A module of activities could not be imported, or holds none; the message says which."""
+
+
+#: A module's dotted name, as ``import`` takes it (no relative names).
+_MODULE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def activities_of(names: Sequence[str]) -> list[ActivitySpec]:
+    """Every activity of the modules named; :class:`ModuleError` in one line if one fails.
+
+    The line says why: not a module name, not found, what its code raised
+    while it was imported (with the file and line that raised it), no
+    ``@activity`` function in it, or two activities of one name.
+    """
+    modules = _import_modules(names)
+    try:
+        for name, module in zip(names, modules, strict=True):
+            if not collect_activities([module]):
+                raise ModuleError(f"module {name} has no @activity functions")
+        return collect_activities(modules)
+    except ValueError as exc:  # two activities of one name
+        raise ModuleError(str(exc)) from None
+
+
+def _import_modules(names: Sequence[str]) -> list[ModuleType]:
+    modules = []
+    for name in names:
+        if not _MODULE_NAME.fullmatch(name):
+            raise ModuleError(f"{name!r} is not a module name (like myapp.activities)")
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            raise ModuleError(f"cannot import {name}: {exc}") from None
+        except Exception as exc:
+            # The module's own code failed: say where, as a traceback would
+            # (a SyntaxError says it itself).
+            where = ""
+            if not isinstance(exc, SyntaxError):
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                where = f" ({frame.filename}, line {frame.lineno})"
+            raise ModuleError(f"cannot import {name}: {type(exc).__name__}: {exc}{where}") from None
+    return modules
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -231,12 +340,18 @@ def run_main(
 ) -> int:
     """Connect, run the service ``make`` builds until a signal, drain; the exit code.
 
-    A broker that cannot be reached (or refuses the credentials) ends the
-    process with code 2 and a one-line reason, not a traceback.
+    A broker that cannot be reached (or refuses the credentials), options
+    that contradict each other and a file the connection cannot read end
+    the process with code 2 and a one-line reason, not a traceback.
     """
+    try:
+        options = connect_options(args, name)
+    except (InvalidSpecError, ConfigError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
-        async with open_transport(args.url, connect_options(args, name)) as transport:
+        async with open_transport(args.url, options) as transport:
 
             async def serve(nursery: trio.Nursery) -> Callable[[], None]:
                 service = make(transport)

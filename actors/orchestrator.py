@@ -14,34 +14,48 @@ from collections.abc import Sequence
 from ._config import Defaults
 from ._limits import Limits
 from ._orchestrator import Orchestrator, OrchestratorConfig
-from ._service import add_connection_flags, parse_service_args, run_main, setup_logging
+from ._service import (
+    ServiceParser,
+    add_connection_flags,
+    parse_service_args,
+    run_main,
+    setting,
+    setup_logging,
+)
 from ._wire import Layout
 
 __all__ = ["main"]
 
 
 def _parser(defaults: Defaults) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m actors.orchestrator", description=__doc__)
+    parser = ServiceParser(
+        "orchestrator", prog="python -m actors.orchestrator", description=__doc__
+    )
     add_connection_flags(parser, defaults)
     parser.add_argument(
         "--ack-wait",
-        type=float,
+        type=setting("ack_wait"),
         default=defaults.get("ack_wait", 30.0),
         help="seconds before an event held by a dead orchestrator is redelivered",
     )
     parser.add_argument(
         "--passivate-after",
-        type=float,
+        type=setting("passivate_after"),
         default=defaults.get("passivate_after", 30.0),
         help="seconds an idle instance actor stays in memory",
     )
     parser.add_argument(
         "--max-idle-actors",
-        type=int,
+        type=setting("max_idle_actors"),
         default=defaults.get("max_idle_actors", 10_000),
         help="idle instance actors kept in memory at most; past it the longest idle exits",
     )
-    parser.add_argument("--drain-timeout", type=float, default=defaults.get("drain_timeout", 10.0))
+    parser.add_argument(
+        "--drain-timeout",
+        type=setting("drain_timeout"),
+        default=defaults.get("drain_timeout", 10.0),
+        help="seconds to finish the events in hand once told to stop",
+    )
     limits = Limits()
     for name, what in (
         ("max_input", "a start, a task's or a child's input, a signal"),
@@ -50,7 +64,7 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
     ):
         parser.add_argument(
             f"--{name.replace('_', '-')}",
-            type=int,
+            type=setting(name),
             # argparse applies ``type`` to a string default: a bad variable is
             # reported like a bad flag.
             default=defaults.get(name, getattr(limits, name)),
@@ -62,8 +76,9 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the orchestrator with ``argv`` (default ``sys.argv[1:]``); the exit code.
 
-    Usage errors (flags, variables, config file) exit 2 through argparse; so
-    does a broker that cannot be reached or refuses the credentials.
+    Usage errors (flags, variables, config file) exit 2 through argparse, in
+    one line; so does a broker that cannot be reached or refuses the
+    credentials.
     """
     parser, args = parse_service_args(_parser, "orchestrator", argv)
     setup_logging(args.log_level, args.log_format)

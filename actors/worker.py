@@ -10,13 +10,20 @@ Ctrl-C) stops taking tasks and finishes those in hand within
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from ._activity import collect_activities
 from ._config import Defaults
-from ._service import add_connection_flags, parse_service_args, run_main, setup_logging
+from ._service import (
+    ModuleError,
+    ServiceParser,
+    activities_of,
+    add_connection_flags,
+    parse_service_args,
+    run_main,
+    setting,
+    setup_logging,
+)
 from ._wire import Layout
 from ._worker import Worker, WorkerConfig
 
@@ -24,7 +31,7 @@ __all__ = ["main"]
 
 
 def _parser(defaults: Defaults) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m actors.worker", description=__doc__)
+    parser = ServiceParser("worker", prog="python -m actors.worker", description=__doc__)
     add_connection_flags(parser, defaults)
     modules = defaults.get_list("activities")
     parser.add_argument(
@@ -42,38 +49,51 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
         metavar="ACTIVITY",
         help="serve only these activity names (env ACTORS_ONLY, comma-separated)",
     )
-    parser.add_argument("--concurrency", type=int, default=defaults.get("concurrency", 16))
-    parser.add_argument("--threads", type=int, default=defaults.get("threads", 16))
+    parser.add_argument(
+        "--concurrency",
+        type=setting("concurrency"),
+        default=defaults.get("concurrency", 16),
+        help="activities of each type run at once, 1 to 10000",
+    )
+    parser.add_argument(
+        "--threads",
+        type=setting("threads"),
+        default=defaults.get("threads", 16),
+        help="threads for sync activities, 1 to 10000",
+    )
     parser.add_argument(
         "--ack-wait",
-        type=float,
+        type=setting("ack_wait"),
         default=defaults.get("ack_wait", 30.0),
         help="seconds before a task held by a dead worker is redelivered",
     )
-    parser.add_argument("--drain-timeout", type=float, default=defaults.get("drain_timeout", 10.0))
+    parser.add_argument(
+        "--drain-timeout",
+        type=setting("drain_timeout"),
+        default=defaults.get("drain_timeout", 10.0),
+        help="seconds to finish the tasks in hand once told to stop",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a worker with ``argv`` (default ``sys.argv[1:]``); the exit code.
 
-    Usage errors (flags, variables, config file, modules without
-    activities) exit 2 through argparse; so does a broker that cannot be
-    reached or refuses the credentials.
+    Usage errors (flags, variables, config file, modules that do not import
+    or hold no activities) exit 2 through argparse, in one line; so does a
+    broker that cannot be reached or refuses the credentials.
     """
     parser, args = parse_service_args(_parser, "worker", argv)
     setup_logging(args.log_level, args.log_format)
     try:
-        specs = collect_activities(importlib.import_module(name) for name in args.activities)
-    except (ImportError, ValueError) as exc:
+        specs = activities_of(args.activities)
+    except ModuleError as exc:
         parser.error(str(exc))
     if args.only:
         unknown = set(args.only) - {spec.name for spec in specs}
         if unknown:
             parser.error(f"no such activities: {', '.join(sorted(unknown))}")
         specs = [spec for spec in specs if spec.name in args.only]
-    if not specs:
-        parser.error("no @activity functions found in " + ", ".join(args.activities))
     config = WorkerConfig(
         layout=Layout(replicas=args.replicas),
         concurrency=args.concurrency,

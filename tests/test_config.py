@@ -184,6 +184,13 @@ BAD_FILES = [
     ('[orchestrator]\nack_wait = "soon"\n', "[orchestrator] 'ack_wait' must be a number"),
     ('log_format = "xml"\n', "'log_format' must be one of text, json, not 'xml'"),
     ('activities = "a,b"\n', "'activities' must be a list of strings"),
+    # Bounds: the same as the flags' (docs/operations.md).
+    ("replicas = 9\n", "'replicas' must be an integer from 1 to 5, not 9"),
+    ("ack_wait = nan\n", "'ack_wait' must be a number above 0 and at most 1000000000, not nan"),
+    ("ack_wait = 0\n", "'ack_wait' must be a number above 0 and at most 1000000000, not 0"),
+    ("[worker]\nconcurrency = 0\n", "[worker] 'concurrency' must be an integer from 1 to 10000"),
+    ("[orchestrator]\nmax_state = 2000000\n", "must be an integer from 1024 to 1048576"),
+    ("[cli]\nconnect_timeout = -inf\n", "'connect_timeout' must be a number above 0"),
     ("worker = 3\n", "[worker] must be a table"),
     ("url = \n", "is not valid TOML"),
 ]
