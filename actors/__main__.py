@@ -30,14 +30,16 @@ import trio
 from transport import Transport, TransportError, open_transport
 
 from ._activity import collect_activities
-from ._cli import cli
+from ._cli import BoundedNumber, CliError, ExitCode, cli
 from ._cli import main as cli_main
 from ._client import Client, InstanceInfo, WorkflowError
+from ._config import Bounds
 from ._core import InstanceStatus
 from ._dev import DevOptions, run_dev
 from ._natsserver import NatsServer, NatsServerError
 from ._orchestrator import Orchestrator
-from ._service import setup_logging
+from ._service import ModuleError, setup_logging
+from ._visibility import MAX_LIMIT
 from ._worker import Worker
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +59,22 @@ _ORDERS: Final[list[tuple[str, dict[str, Any], str]]] = [
 
 class DemoError(Exception):
     """The demo could not run (a service died, a workflow took too long)."""
+
+
+_PORT: Final = BoundedNumber(Bounds("int", 0, high=65_535))
+#: How many ``count`` workflows ``demo`` and ``dev`` run at most (as ``start --count``).
+_COUNT: Final = BoundedNumber(Bounds("int", 0, high=MAX_LIMIT))
+
+
+def _data_folder(data: Path) -> Path:
+    """``data``, made if need be; :class:`CliError` (invalid) if it cannot be."""
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(
+            f"cannot make the data folder {data}: {exc.strerror or exc}", ExitCode.INVALID
+        ) from None
+    return data
 
 
 @contextlib.contextmanager
@@ -209,16 +227,17 @@ async def _run(url: str, data: Path | None, count: int) -> None:
 
 
 def run_demo(url: str | None, data: Path, count: int) -> int:
-    """Run the demo; return the exit code (1, with a one-line error, if it failed)."""
+    """Run the demo; return the exit code (1, with a one-line error, if it failed).
+
+    Raises :class:`CliError` (invalid) for a data folder that cannot be made.
+    """
     try:
         if url is not None and url.startswith("memory:"):
             trio.run(_run, url, None, count)
         elif url is not None:
-            data.mkdir(parents=True, exist_ok=True)
-            trio.run(_run, url, data, count)
+            trio.run(_run, url, _data_folder(data), count)
         else:
-            data.mkdir(parents=True, exist_ok=True)
-            with NatsServer(data / "nats") as server:
+            with NatsServer(_data_folder(data) / "nats") as server:
                 print(f"nats-server   {server.url}  (store: {server.store_dir})")
                 trio.run(_run, server.url, data, count)
     except (TransportError, NatsServerError, WorkflowError, DemoError, trio.TooSlowError) as exc:
@@ -246,7 +265,11 @@ def run_demo(url: str | None, data: Path, count: int) -> int:
     help="The embedded server's data folder.",
 )
 @click.option(
-    "--count", type=int, default=200, show_default=True, help="Count workflows to run at once."
+    "--count",
+    type=_COUNT,
+    default=200,
+    show_default=True,
+    help="Count workflows to run at once (0 to 10000).",
 )
 @click.pass_context
 def demo(ctx: click.Context, url: str | None, data: Path, count: int) -> int:
@@ -272,9 +295,15 @@ def demo(ctx: click.Context, url: str | None, data: Path, count: int) -> int:
     help="The embedded server's data folder (kept between runs).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where to listen.")
-@click.option("--api-port", type=int, default=8080, show_default=True, help="The HTTP API's port.")
 @click.option(
-    "--nats-port", type=int, default=0, help="The NATS server's port (default: a free one)."
+    "--api-port",
+    type=_PORT,
+    default=8080,
+    show_default=True,
+    help="The HTTP API's port (0: a free one).",
+)
+@click.option(
+    "--nats-port", type=_PORT, default=0, help="The NATS server's port (default: a free one)."
 )
 @click.option("--token", envvar="ACTORS_API_TOKEN", help="Require this bearer token on the API.")
 @click.option(
@@ -283,7 +312,13 @@ def demo(ctx: click.Context, url: str | None, data: Path, count: int) -> int:
     help="Also serve the activities of this module (repeatable).",
 )
 @click.option("--examples/--no-examples", default=True, help="Run the example workflows once.")
-@click.option("--count", type=int, default=200, show_default=True, help="Count workflows to run.")
+@click.option(
+    "--count",
+    type=_COUNT,
+    default=200,
+    show_default=True,
+    help="Count workflows to run (0 to 10000).",
+)
 @click.option("--once", is_flag=True, help="Stop once the examples have run.")
 @click.option(
     "--log-level",
@@ -322,9 +357,11 @@ def dev(
     Registers the example definitions, runs the example workflows, then
     serves until Ctrl-C.
     """
+    if token is not None and not token:
+        raise click.BadParameter("must not be empty", param_hint="'--token'")
     setup_logging(log_level, log_format)
     options = DevOptions(
-        data=data,
+        data=_data_folder(data),
         host=host,
         api_port=api_port,
         nats_port=nats_port,
@@ -340,6 +377,8 @@ def dev(
 
     try:
         return run_dev(options, run_examples)
+    except ModuleError as exc:
+        raise CliError(f"--activities: {exc}", ExitCode.INVALID) from None
     except (TransportError, NatsServerError, WorkflowError, trio.TooSlowError, OSError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,6 @@ The commands are built here on :data:`cli`; ``actors/__main__.py`` adds the
 from __future__ import annotations
 
 import enum
-import json
 import math
 import os
 import sys
@@ -24,8 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 import trio
@@ -49,16 +47,27 @@ from transport import (
 from transport._options import MEMORY_SCHEME, parse_url
 
 from ._client import Client, InstanceInfo, UnknownWorkflowTypeError, WorkflowError
-from ._config import CONFIG_ENV, ConfigError, config_path, load_config
+from ._codec import DEFAULT_LIMITS, CodecError
+from ._config import (
+    CONFIG_ENV,
+    KEYS,
+    MAX_SECONDS,
+    Bounds,
+    ConfigError,
+    check_connect_files,
+    config_path,
+    load_config,
+)
 from ._core import InstanceStatus
-from ._definition import Definition, DefinitionError, load_definition
+from ._definition import MAX_VERSION, Definition, DefinitionError, load_definition
+from ._json import JsonError, check_payload, dumps, loads
 from ._limits import LimitExceededError
 from ._registry import VersionConflictError
-from ._service import DEFAULT_URL
+from ._service import DEFAULT_URL, ModuleError
 from ._visibility import MAX_LIMIT, InstanceSummary
 from ._wire import InvalidNameError, Layout, check_instance_id, check_name
 
-__all__ = ["App", "CliError", "ExitCode", "cli", "main"]
+__all__ = ["App", "BoundedNumber", "CliError", "ExitCode", "cli", "main"]
 
 PROG: Final = "python -m actors"
 _Decorated = TypeVar("_Decorated", bound=Callable[..., Any])
@@ -66,6 +75,9 @@ _Decorated = TypeVar("_Decorated", bound=Callable[..., Any])
 _CONCURRENCY: Final = 64
 #: The width of tables written to a pipe or a file (unless ``COLUMNS`` says otherwise).
 _PIPE_WIDTH: Final = 200
+#: The most bytes read from a file or stdin: the largest message the engine
+#: carries (and the HTTP API's largest body). A bigger one is refused unread.
+MAX_FILE_BYTES: Final = DEFAULT_LIMITS.max_bytes
 
 
 class ExitCode(enum.IntEnum):
@@ -123,8 +135,12 @@ class App:
     # -- printing --------------------------------------------------------------
 
     def document(self, data: Any) -> None:
-        """Print ``data`` as the command's one JSON document on stdout."""
-        sys.stdout.write(_dumps(data, indent=2) + "\n")
+        """Print ``data`` as the command's one JSON document on stdout.
+
+        Standard JSON whatever the data holds: values JSON lacks are spelled
+        as the HTTP API spells them (see :func:`actors._json.plain`).
+        """
+        sys.stdout.write(dumps(data, indent=2) + "\n")
         sys.stdout.flush()
 
     def show(self, *renderables: RenderableType | str) -> None:
@@ -146,7 +162,7 @@ class App:
             error = {"code": int(code), "reason": code.name.lower(), "message": message}
             if details:
                 error["details"] = list(details)
-            click.echo(_dumps({"error": error}), err=True)
+            click.echo(dumps({"error": error}), err=True)
             return
         click.echo(f"error: {message}", err=True)
         for detail in details:
@@ -157,9 +173,10 @@ class App:
     def run(self, command: Callable[[Client], Awaitable[ExitCode]]) -> ExitCode:
         """Connect to the engine, run ``command`` with a client, return its exit code.
 
-        Raises :class:`CliError` for a ``memory://`` URL: a memory broker
+        Raises :class:`CliError` for a ``memory://`` URL (a memory broker
         lives in one process, so the CLI's would be empty and gone when it
-        exits. Transport and client errors propagate to :func:`main`.
+        exits) and for a file of the connection that cannot be read.
+        Transport and client errors propagate to :func:`main`.
         """
         try:
             kind, _ = parse_url(self.url)
@@ -172,6 +189,10 @@ class App:
                 "server (only 'demo' runs on memory://)",
                 ExitCode.INVALID,
             )
+        try:
+            check_connect_files(self.options)
+        except ConfigError as exc:
+            raise CliError(str(exc), ExitCode.INVALID) from None
 
         async def session() -> ExitCode:
             layout = Layout(replicas=self.replicas)
@@ -184,14 +205,9 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
-def _dumps(data: Any, indent: int | None = None) -> str:
-    # Payloads are CBOR-decoded: bytes and the like have no JSON form; say what they are.
-    return json.dumps(data, indent=indent, ensure_ascii=False, default=repr)
-
-
 def _json_view(value: Any) -> RenderableType:
     """A JSON value for a human: indented (and highlighted on a terminal)."""
-    return JSON(_dumps(value), indent=2)
+    return JSON(dumps(value), indent=2)
 
 
 _STATUS_STYLES: Final = {
@@ -249,16 +265,65 @@ def _error_line(error: Mapping[str, Any] | None) -> str:
 # -- values from the command line -------------------------------------------------------
 
 
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
+if TYPE_CHECKING:
+    # Generic in click 8.2 and later only: subscripted for the type checker alone.
+    _NumberBase = click.ParamType[int | float]
+else:
+    _NumberBase = click.ParamType
 
 
-def _json_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """Option callback: the option's text parsed as JSON (``None`` if absent)."""
-    return None if value is None else _parse_json(value, "the value")
+class BoundedNumber(_NumberBase):
+    """A number option within :class:`~actors._config.Bounds` (finite, and in range).
+
+    Also checks the values a config file gives (already typed), so that a
+    file's bad value is reported like a bad option.
+    """
+
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds = bounds
+        self.name = bounds.kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            if isinstance(value, str):
+                return self.bounds.parse(value)
+            return self.bounds.check(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _setting(key: str) -> BoundedNumber:
+    """The option type of numeric setting ``key`` (its bounds are the services' too)."""
+    bounds = KEYS[key].bounds
+    assert bounds is not None, key
+    return BoundedNumber(bounds)
+
+
+_VERSION: Final = BoundedNumber(Bounds("int", 1, high=MAX_VERSION))
+
+
+def _payload(text: str, what: str) -> Any:
+    """``text`` as strict JSON holding a payload the engine carries; ``ValueError`` saying why.
+
+    ``what`` names the value in the message (``input``, ``data``).
+    """
+    value = loads(text)
+    check_payload(value, what)
+    return value
+
+
+def _payload_option(what: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """Option callback: the option's text as a payload (``None`` if absent)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return _payload(value, what)
+        except JsonError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return parse
 
 
 def _id_argument(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -286,18 +351,78 @@ def _name_argument(what: str) -> Callable[[click.Context, click.Parameter, Any],
 
 
 def _read_text(path: str) -> str:
-    """A file's text; ``-`` is stdin."""
-    if path == "-":
-        return sys.stdin.read()
+    """A file's text (``-`` is stdin), at most :data:`MAX_FILE_BYTES`; else :class:`CliError`."""
+    name = "stdin" if path == "-" else path
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read {path}: {exc}", ExitCode.INVALID) from None
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}", ExitCode.INVALID) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise CliError(
+            f"{name} is over {MAX_FILE_BYTES} bytes, more than the engine carries in a message",
+            ExitCode.INVALID,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{name} is not UTF-8 text: {exc}", ExitCode.INVALID) from None
 
 
 def _format_of(path: str) -> str:
     # YAML is a superset of JSON: anything not named .json (stdin too) is read as YAML.
     return "json" if path.lower().endswith(".json") else "yaml"
+
+
+class _PayloadLoader(yaml.SafeLoader):
+    """YAML without YAML 1.1's implicit dates: ``2024-01-01`` is the text it is.
+
+    A payload is JSON's data, which has no date type, and YAML 1.2 reads
+    such a scalar as a string too. (Resolvers are per class: copied, not shared.)
+    """
+
+
+_PayloadLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What PyYAML found wrong, on one line: ``expected ... (line 2, column 1)``."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        where = exc.problem_mark
+        at = "" if where is None else f" (line {where.line + 1}, column {where.column + 1})"
+        context = f"{exc.context}: " if exc.context else ""
+        return f"{context}{exc.problem}{at}"
+    return " ".join(str(exc).split())
+
+
+def _payload_file(path: str, what: str) -> Any:
+    """The payload in file ``path``: YAML if named ``.yaml``/``.yml``, else JSON; ``-`` is stdin.
+
+    Raises :class:`CliError` (invalid) saying what is wrong, and where.
+    """
+    text = _read_text(path)
+    name = "stdin" if path == "-" else path
+    try:
+        if path.lower().endswith((".yaml", ".yml")):
+            try:
+                value = yaml.load(text, Loader=_PayloadLoader)  # a SafeLoader
+            except (yaml.YAMLError, RecursionError) as exc:
+                raise CliError(
+                    f"{name} is not valid YAML: {_yaml_problem(exc)}", ExitCode.INVALID
+                ) from None
+            check_payload(value, what)
+            return value
+        return _payload(text, what)
+    except JsonError as exc:
+        raise CliError(f"{name}: {exc}", ExitCode.INVALID) from None
 
 
 # -- the group ---------------------------------------------------------------------
@@ -337,8 +462,8 @@ def _connection_option(
 @_connection_option(
     "--replicas",
     "REPLICAS",
-    "Replicas of the engine's streams and buckets: the services' value (3 on a cluster).",
-    type=click.IntRange(min=1),
+    "Replicas of the engine's streams and buckets, 1 to 5: the services' value (3 on a cluster).",
+    type=_setting("replicas"),
     default=1,
     show_default=True,
 )
@@ -346,7 +471,7 @@ def _connection_option(
     "--connect-timeout",
     "CONNECT_TIMEOUT",
     "Seconds to wait for the server; the command gives up after about twice this.",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_setting("connect_timeout"),
     default=2.0,
     show_default=True,
 )
@@ -503,7 +628,7 @@ def definitions_list(app: App) -> ExitCode:
 
 @definitions.command("show")
 @click.argument("workflow_type", metavar="TYPE", callback=_name_argument("workflow type"))
-@click.option("--version", type=click.IntRange(min=1), help="A version (default: the newest).")
+@click.option("--version", type=_VERSION, help="A version (default: the newest).")
 @pass_app
 def definitions_show(app: App, workflow_type: str, version: int | None) -> ExitCode:
     """Show a registered definition in its canonical form, every default spelled out."""
@@ -687,7 +812,7 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
                 if info.error is not None:
                     detail = f"{info.error.type}: {info.error.message}"
                 elif info.output is not None:
-                    detail = _dumps(info.output)
+                    detail = dumps(info.output)
             table.add_row(outcome.id, _status_text(outcome.status), duration, detail)
         app.show(table)
         counts = Counter(outcome.status for outcome in outcomes)
@@ -710,7 +835,9 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
 
 @cli.command()
 @click.argument("workflow_type", metavar="TYPE", callback=_name_argument("workflow type"))
-@click.option("--input", "input_value", metavar="JSON", callback=_json_option, help="The input.")
+@click.option(
+    "--input", "input_value", metavar="JSON", callback=_payload_option("input"), help="The input."
+)
 @click.option(
     "--input-file",
     type=click.Path(dir_okay=False, allow_dash=True),
@@ -723,7 +850,7 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
     help="The instance id, which makes the start idempotent (default: a random one). "
     "With --count N the ids are ID-1 ... ID-N.",
 )
-@click.option("--version", type=click.IntRange(min=1), help="A version (default: the newest).")
+@click.option("--version", type=_VERSION, help="A version (default: the newest).")
 @click.option(
     "--count",
     type=click.IntRange(min=1, max=MAX_LIMIT),
@@ -734,7 +861,7 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
 @click.option("--wait", is_flag=True, help="Wait until they end; print their results.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=BoundedNumber(Bounds("float", 0, above=True, high=MAX_SECONDS)),
     help="With --wait: seconds to wait at most (exit 5 if still running).",
 )
 @pass_app
@@ -760,17 +887,7 @@ def start(
     if timeout is not None and not wait:
         raise click.UsageError("--timeout bounds --wait: give both")
     if input_file is not None:
-        text = _read_text(input_file)
-        if input_file.lower().endswith((".yaml", ".yml")):
-            try:
-                input_value = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise CliError(f"{input_file} is not valid YAML: {exc}", ExitCode.INVALID) from None
-        else:
-            try:
-                input_value = json.loads(text)
-            except (ValueError, RecursionError) as exc:
-                raise CliError(f"{input_file} is not valid JSON: {exc}", ExitCode.INVALID) from None
+        input_value = _payload_file(input_file, "input")
     if instance_id is not None and count > 1:
         ids: list[str | None] = [f"{instance_id}-{n}" for n in range(1, count + 1)]
         try:
@@ -822,7 +939,7 @@ def start(
     "--wait",
     "wait_seconds",
     metavar="S",
-    type=click.FloatRange(min=0),
+    type=BoundedNumber(Bounds("float", 0, high=MAX_SECONDS)),
     help="Wait S seconds at most (exit 5 if still running); 0: do not wait. "
     "Default: as long as it takes.",
 )
@@ -1044,7 +1161,7 @@ def history(app: App, instance_id: str, limit: int) -> ExitCode:
                 str(detail.get("step", "")),
                 "" if attempt is None else str(attempt),
                 _error_line(detail.get("error")),
-                " ".join(f"{k}={_dumps(v)}" for k, v in rest.items()),
+                " ".join(f"{k}={dumps(v)}" for k, v in rest.items()),
             )
         app.show(table)
         return ExitCode.OK
@@ -1058,10 +1175,22 @@ def history(app: App, instance_id: str, limit: int) -> ExitCode:
 @cli.command()
 @click.argument("instance_id", metavar="ID", callback=_id_argument)
 @click.argument("name", callback=_name_argument("signal name"))
-@click.option("--data", "payload", metavar="JSON", callback=_json_option, help="The payload.")
+@click.option(
+    "--data", "payload", metavar="JSON", callback=_payload_option("data"), help="The payload."
+)
+@click.option(
+    "--data-file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Read the payload from a file (JSON, or YAML if named .yaml/.yml; - is stdin).",
+)
 @pass_app
-def signal(app: App, instance_id: str, name: str, payload: Any) -> ExitCode:
+def signal(app: App, instance_id: str, name: str, payload: Any, data_file: str | None) -> ExitCode:
     """Send signal NAME to an instance (kept until the instance waits for it)."""
+    given = click.get_current_context().get_parameter_source("payload")
+    if given is click.core.ParameterSource.COMMANDLINE and data_file is not None:
+        raise click.UsageError("give --data or --data-file, not both")
+    if data_file is not None:
+        payload = _payload_file(data_file, "data")
 
     async def run(client: Client) -> ExitCode:
         info = await _existing(client, instance_id)
@@ -1141,6 +1270,10 @@ def _classify(exc: BaseException, url: str) -> CliError | None:
         return CliError("invalid definition", ExitCode.INVALID, [str(e) for e in exc.errors])
     if isinstance(exc, VersionConflictError | InvalidNameError | LimitExceededError):
         return CliError(str(exc), ExitCode.INVALID)
+    if isinstance(exc, CodecError | JsonError | ConfigError | ModuleError):
+        # A value the engine cannot carry (the checks before sending should
+        # have caught it), a file of the connection, a module of activities.
+        return CliError(str(exc), ExitCode.INVALID)
     if isinstance(exc, InvalidSpecError | TooLargeError):
         return CliError(str(exc), ExitCode.INVALID)
     if isinstance(exc, AuthorizationError):
@@ -1215,10 +1348,9 @@ def main(argv: Sequence[str] | None = None, *, prog_name: str = PROG) -> int:
             default_map=defaults,
         )
     except click.UsageError as exc:
-        if app.json:
-            app.error(exc.format_message(), ExitCode.INVALID)
-        else:
-            exc.show()
+        # One line, as every other error: what is wrong, and where help is.
+        hint = "" if exc.ctx is None else f" (see '{exc.ctx.command_path} --help')"
+        app.error(exc.format_message() + ("" if app.json else hint), ExitCode.INVALID)
         return ExitCode.INVALID
     except click.ClickException as exc:
         app.error(exc.format_message(), ExitCode.INVALID)

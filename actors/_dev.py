@@ -12,7 +12,6 @@ draining what it holds), then the server.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,11 +23,12 @@ import trio
 
 from transport import open_transport
 
-from ._activity import ActivitySpec, collect_activities
+from ._activity import ActivitySpec
 from ._api import serve_api
 from ._client import Client
 from ._natsserver import NatsServer
 from ._orchestrator import Orchestrator, OrchestratorConfig
+from ._service import activities_of
 from ._worker import Worker, WorkerConfig
 
 __all__ = ["DevOptions", "run_dev"]
@@ -61,13 +61,13 @@ def run_dev(
     """Run the dev server; return the process's exit code.
 
     ``examples`` runs the example workflows (given a connected client) once
-    everything listens, if ``options.run_examples``.
+    everything listens, if ``options.run_examples``. Raises
+    :class:`~actors._service.ModuleError` for an activities module that
+    does not import or holds no activities, before anything starts.
     """
     if str(_ROOT) not in sys.path:
         sys.path.insert(0, str(_ROOT))  # for ``examples.activities``
-    names = ("examples.activities", *options.activities)
-    modules = [importlib.import_module(name) for name in names]
-    specs = collect_activities(modules)
+    specs = activities_of(("examples.activities", *options.activities))
     options.data.mkdir(parents=True, exist_ok=True)
     with NatsServer(options.data / "nats", port=options.nats_port or None) as server:
         print(f"nats-server   {server.url}  (JetStream store: {server.store_dir})", flush=True)

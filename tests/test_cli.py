@@ -16,6 +16,7 @@ memory:// in its own process.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from natsserver import NatsServer, free_port
 
+import actors
 from actors._cli import ExitCode
 
 #: The tests that start a nats-server (deselected by ``--transport memory``).
@@ -594,3 +597,101 @@ def test_demo_on_memory() -> None:
     assert run.code == 0, run
     for text in ("registered    order v3", "order-", "refund-", "count x5", "5 of 5 returned"):
         assert text in run.out, run
+
+
+# -- payloads and output: what JSON can say ------------------------------------------------
+
+
+@jetstream
+def test_json_output_is_standard_json_whatever_the_data(engine: Engine) -> None:
+    """Values JSON lacks (bytes, NaN, infinities) print as the API spells them."""
+    # Python's client may start with any value the engine carries; the CLI and API only JSON.
+    odd = {"raw": b"\x00\xff", "nan": math.nan, "inf": math.inf, "ninf": -math.inf}
+
+    async def start() -> None:
+        async with actors.Client.connect(engine.url) as client:
+            await client.start("count", odd, id="cli-odd")
+            await client.wait_for("cli-odd", lambda info: True)  # stored
+
+    trio.run(start)
+    run = engine("--json", "status", "cli-odd")
+    assert run.code == 0, run
+
+    def no_constants(name: str) -> Any:
+        raise AssertionError(f"{name} in the output: {run.out}")
+
+    state = json.loads(run.out, parse_constant=no_constants)
+    assert state["input"] == {"raw": "AP8=", "nan": "NaN", "inf": "Infinity", "ninf": "-Infinity"}
+    # The same in a table's JSON view, and in history details.
+    assert_ok(engine("status", "cli-odd"), '"AP8="', '"NaN"')
+    json.loads(engine("--json", "history", "cli-odd").out, parse_constant=no_constants)
+
+
+@jetstream
+def test_a_payload_beyond_the_engine_is_refused_and_nothing_starts(
+    engine: Engine, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.json"
+    big.write_text('{"count": 18446744073709551616}')
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps({"count": 0, "pad": "x" * 1_100_000}))
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("count: " + "[" * 29 + "]" * 29 + "\n")  # 30 deep
+    runs = engine.all(
+        ["start", "count", "--id", "cli-big-1", "--input", '{"count": 18446744073709551616}'],
+        ["start", "count", "--id", "cli-big-2", "--input-file", str(big)],
+        ["start", "count", "--id", "cli-big-3", "--input-file", str(huge)],
+        ["start", "count", "--id", "cli-big-4", "--input-file", str(deep)],
+        ["signal", "cli-count-1", "approved", "--data", "[18446744073709551616]"],
+    )
+    expected = [
+        "input.count: a number must be from -2**64 to 2**64-1",
+        "input.count: a number must be from -2**64 to 2**64-1",
+        "huge.json is over 1048576 bytes",
+        "nested more than 29 lists and objects deep",
+        "data[0]: a number must be from -2**64 to 2**64-1",
+    ]
+    for run, message in zip(runs, expected, strict=True):
+        assert_clean_error(run, ExitCode.INVALID, message)
+        assert len(run.err.strip().splitlines()) == 1, run
+    for n in range(1, 5):
+        assert engine("status", f"cli-big-{n}").code == ExitCode.NOT_FOUND
+    # 2**64 - 1 is the largest integer the engine carries: it goes through.
+    ok = engine("start", "count", "--id", "cli-big-ok", "--input", '{"n": 18446744073709551615}')
+    assert ok.code == 0, ok
+
+
+@jetstream
+def test_yaml_dates_in_an_input_file_are_text(engine: Engine, tmp_path: Path) -> None:
+    data = tmp_path / "input.yaml"
+    data.write_text("count: 1\nwhen: 2024-01-31\nat: 2024-01-31 10:00:00\n")
+    assert engine("start", "count", "--id", "cli-date", "--input-file", str(data)).code == 0
+    state = engine.json("status", "cli-date")
+    assert state["input"] == {"count": 1, "when": "2024-01-31", "at": "2024-01-31 10:00:00"}
+
+
+@jetstream
+def test_signal_data_from_a_file_or_stdin(engine: Engine, tmp_path: Path) -> None:
+    for name in ("cli-sigfile", "cli-sigstdin"):
+        refund = {**REFUND, "order_id": name}
+        assert engine("start", "refund", "--input", json.dumps(refund), "--id", name).code == 0
+    for name in ("cli-sigfile", "cli-sigstdin"):
+        engine.wait_until(name, "waited for approval", _waiting_for_approval)
+    data = tmp_path / "approval.yaml"
+    data.write_text("by: a file\n")
+    assert_ok(engine("signal", "cli-sigfile", "approved", "--data-file", str(data)))
+    sent = engine("signal", "cli-sigstdin", "approved", "--data-file", "-", stdin='{"by": "stdin"}')
+    assert_ok(sent)
+    for name, by in (("cli-sigfile", "a file"), ("cli-sigstdin", "stdin")):
+        result = engine.json("result", name, "--wait", "30")
+        assert (result["status"], result["output"]["approved_by"]) == ("completed", by), result
+
+
+@jetstream
+def test_a_missing_creds_file_is_refused_though_this_server_needs_none(
+    engine: Engine, tmp_path: Path
+) -> None:
+    missing = tmp_path / "engine.creds"
+    run = engine("--creds", str(missing), "list")
+    assert_clean_error(run, ExitCode.INVALID, f"--creds {missing}: No such file or directory")
+    assert engine("list").code == 0
