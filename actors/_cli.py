@@ -312,8 +312,16 @@ def _payload(text: str, what: str) -> Any:
     return value
 
 
-def _payload_option(what: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
-    """Option callback: the option's text as a payload (``None`` if absent)."""
+def _payload_options(
+    option: str, dest: str, what: str, label: str
+) -> Callable[[_Decorated], _Decorated]:
+    """A payload's two options: ``--OPTION JSON``, and ``--OPTION-file F`` (or ``-``, stdin).
+
+    The value given is parsed at once (:func:`_payload`); the file's is read
+    by :func:`_given_payload` in the command, which also refuses both.
+    ``what`` names the payload in errors (``input.count``), ``label`` in
+    the help.
+    """
 
     def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         if value is None:
@@ -323,7 +331,32 @@ def _payload_option(what: str) -> Callable[[click.Context, click.Parameter, str 
         except JsonError as exc:
             raise click.BadParameter(str(exc)) from None
 
-    return parse
+    def decorate(command: _Decorated) -> _Decorated:
+        with_file = click.option(
+            f"{option}-file",
+            f"{dest}_file",
+            type=click.Path(dir_okay=False, allow_dash=True),
+            help=f"Read the {label} from a file (JSON, or YAML if named .yaml/.yml; - is stdin).",
+        )(command)
+        return click.option(option, dest, metavar="JSON", callback=parse, help=f"The {label}.")(
+            with_file
+        )
+
+    return decorate
+
+
+def _given_payload(option: str, dest: str, what: str, value: Any, path: str | None) -> Any:
+    """The payload of :func:`_payload_options`: the option's, the file's, or ``None``.
+
+    Raises ``click.UsageError`` if both are given, :class:`CliError` for a
+    file that cannot be read or holds no payload.
+    """
+    given = click.get_current_context().get_parameter_source(dest)
+    if path is None:
+        return value
+    if given is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(f"give {option} or {option}-file, not both")
+    return _payload_file(path, what)
 
 
 def _id_argument(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -835,14 +868,7 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
 
 @cli.command()
 @click.argument("workflow_type", metavar="TYPE", callback=_name_argument("workflow type"))
-@click.option(
-    "--input", "input_value", metavar="JSON", callback=_payload_option("input"), help="The input."
-)
-@click.option(
-    "--input-file",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    help="Read the input from a file (JSON, or YAML if named .yaml/.yml; - is stdin).",
-)
+@_payload_options("--input", "input_value", "input", "input")
 @click.option(
     "--id",
     "instance_id",
@@ -869,7 +895,7 @@ def start(
     app: App,
     workflow_type: str,
     input_value: Any,
-    input_file: str | None,
+    input_value_file: str | None,
     instance_id: str | None,
     version: int | None,
     count: int,
@@ -881,13 +907,9 @@ def start(
     With --wait, wait for it to end and print its status and output (or
     error); the exit code is 1 if it did not complete.
     """
-    given = click.get_current_context().get_parameter_source("input_value")
-    if given is click.core.ParameterSource.COMMANDLINE and input_file is not None:
-        raise click.UsageError("give --input or --input-file, not both")
+    input_value = _given_payload("--input", "input_value", "input", input_value, input_value_file)
     if timeout is not None and not wait:
         raise click.UsageError("--timeout bounds --wait: give both")
-    if input_file is not None:
-        input_value = _payload_file(input_file, "input")
     if instance_id is not None and count > 1:
         ids: list[str | None] = [f"{instance_id}-{n}" for n in range(1, count + 1)]
         try:
@@ -1175,22 +1197,13 @@ def history(app: App, instance_id: str, limit: int) -> ExitCode:
 @cli.command()
 @click.argument("instance_id", metavar="ID", callback=_id_argument)
 @click.argument("name", callback=_name_argument("signal name"))
-@click.option(
-    "--data", "payload", metavar="JSON", callback=_payload_option("data"), help="The payload."
-)
-@click.option(
-    "--data-file",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    help="Read the payload from a file (JSON, or YAML if named .yaml/.yml; - is stdin).",
-)
+@_payload_options("--data", "payload", "data", "payload")
 @pass_app
-def signal(app: App, instance_id: str, name: str, payload: Any, data_file: str | None) -> ExitCode:
+def signal(
+    app: App, instance_id: str, name: str, payload: Any, payload_file: str | None
+) -> ExitCode:
     """Send signal NAME to an instance (kept until the instance waits for it)."""
-    given = click.get_current_context().get_parameter_source("payload")
-    if given is click.core.ParameterSource.COMMANDLINE and data_file is not None:
-        raise click.UsageError("give --data or --data-file, not both")
-    if data_file is not None:
-        payload = _payload_file(data_file, "data")
+    payload = _given_payload("--data", "payload", "data", payload, payload_file)
 
     async def run(client: Client) -> ExitCode:
         info = await _existing(client, instance_id)

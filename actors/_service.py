@@ -40,6 +40,7 @@ from ._config import (
     EntryPoint,
     check_connect_files,
     config_path,
+    env_name,
     load_config,
 )
 
@@ -50,11 +51,11 @@ __all__ = [
     "TextFormatter",
     "activities_of",
     "add_connection_flags",
+    "add_setting",
     "connect_options",
     "parse_service_args",
     "run_main",
     "run_service",
-    "setting",
     "setup_logging",
 ]
 
@@ -80,11 +81,16 @@ class ServiceParser(argparse.ArgumentParser):
         self.exit(2, f"{self.name}: {message} (see {self.prog} --help)\n")
 
 
-def setting(key: str) -> Callable[[str], int | float]:
-    """The argparse ``type`` of numeric setting ``key``: parsed, then checked against its bounds.
+def add_setting(
+    parser: argparse.ArgumentParser, defaults: Defaults, key: str, builtin: float, help: str
+) -> None:
+    """The flag of numeric setting ``key`` (``--ack-wait`` for ``ack_wait``), within its bounds.
 
-    argparse applies it to the flag and to a default that is a string (a
-    variable's value), so a bad variable is reported like a bad flag.
+    Its default is the variable, else the file, else ``builtin``. Its value
+    is parsed, then checked against the key's bounds; argparse does that to
+    the flag and to a default that is a string (a variable's value), so a
+    bad variable is reported like a bad flag. A file's value is checked
+    when the file is read.
     """
     bounds = KEYS[key].bounds
     assert bounds is not None, key
@@ -95,7 +101,12 @@ def setting(key: str) -> Callable[[str], int | float]:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    return convert
+    parser.add_argument(
+        f"--{key.replace('_', '-')}",
+        type=convert,
+        default=defaults.get(key, builtin),
+        help=f"{help} (env {env_name(key)})",
+    )
 
 
 def add_connection_flags(parser: argparse.ArgumentParser, defaults: Defaults) -> None:
@@ -121,11 +132,12 @@ def add_connection_flags(parser: argparse.ArgumentParser, defaults: Defaults) ->
     parser.add_argument("--tls-ca", default=defaults.get("tls_ca"))
     parser.add_argument("--tls-cert", default=defaults.get("tls_cert"))
     parser.add_argument("--tls-key", default=defaults.get("tls_key"))
-    parser.add_argument(
-        "--replicas",
-        type=setting("replicas"),
-        default=defaults.get("replicas", 1),
-        help="replicas of every stream and bucket, 1 to 5 (3 on a cluster)",
+    add_setting(
+        parser,
+        defaults,
+        "replicas",
+        1,
+        "replicas of every stream and bucket, 1 to 5 (3 on a cluster)",
     )
     parser.add_argument(
         "--log-level",

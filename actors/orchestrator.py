@@ -17,9 +17,9 @@ from ._orchestrator import Orchestrator, OrchestratorConfig
 from ._service import (
     ServiceParser,
     add_connection_flags,
+    add_setting,
     parse_service_args,
     run_main,
-    setting,
     setup_logging,
 )
 from ._wire import Layout
@@ -32,44 +32,25 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
         "orchestrator", prog="python -m actors.orchestrator", description=__doc__
     )
     add_connection_flags(parser, defaults)
-    parser.add_argument(
-        "--ack-wait",
-        type=setting("ack_wait"),
-        default=defaults.get("ack_wait", 30.0),
-        help="seconds before an event held by a dead orchestrator is redelivered",
-    )
-    parser.add_argument(
-        "--passivate-after",
-        type=setting("passivate_after"),
-        default=defaults.get("passivate_after", 30.0),
-        help="seconds an idle instance actor stays in memory",
-    )
-    parser.add_argument(
-        "--max-idle-actors",
-        type=setting("max_idle_actors"),
-        default=defaults.get("max_idle_actors", 10_000),
-        help="idle instance actors kept in memory at most; past it the longest idle exits",
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=setting("drain_timeout"),
-        default=defaults.get("drain_timeout", 10.0),
-        help="seconds to finish the events in hand once told to stop",
-    )
+    for key, builtin, what in (
+        ("ack_wait", 30.0, "seconds before an event held by a dead orchestrator is redelivered"),
+        ("passivate_after", 30.0, "seconds an idle instance actor stays in memory"),
+        (
+            "max_idle_actors",
+            10_000,
+            "idle instance actors kept in memory at most; past it the longest idle exits",
+        ),
+        ("drain_timeout", 10.0, "seconds to finish the events in hand once told to stop"),
+    ):
+        add_setting(parser, defaults, key, builtin, what)
     limits = Limits()
     for name, what in (
         ("max_input", "a start, a task's or a child's input, a signal"),
         ("max_output", "an activity's or a child's result, the workflow's output"),
         ("max_state", "an instance's stored state"),
     ):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=setting(name),
-            # argparse applies ``type`` to a string default: a bad variable is
-            # reported like a bad flag.
-            default=defaults.get(name, getattr(limits, name)),
-            help=f"bytes at most in {what} (default {getattr(limits, name)})",
-        )
+        builtin = getattr(limits, name)
+        add_setting(parser, defaults, name, builtin, f"bytes at most in {what} (default {builtin})")
     return parser
 
 

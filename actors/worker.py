@@ -19,9 +19,9 @@ from ._service import (
     ServiceParser,
     activities_of,
     add_connection_flags,
+    add_setting,
     parse_service_args,
     run_main,
-    setting,
     setup_logging,
 )
 from ._wire import Layout
@@ -49,30 +49,13 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
         metavar="ACTIVITY",
         help="serve only these activity names (env ACTORS_ONLY, comma-separated)",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=setting("concurrency"),
-        default=defaults.get("concurrency", 16),
-        help="activities of each type run at once, 1 to 10000",
-    )
-    parser.add_argument(
-        "--threads",
-        type=setting("threads"),
-        default=defaults.get("threads", 16),
-        help="threads for sync activities, 1 to 10000",
-    )
-    parser.add_argument(
-        "--ack-wait",
-        type=setting("ack_wait"),
-        default=defaults.get("ack_wait", 30.0),
-        help="seconds before a task held by a dead worker is redelivered",
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=setting("drain_timeout"),
-        default=defaults.get("drain_timeout", 10.0),
-        help="seconds to finish the tasks in hand once told to stop",
-    )
+    for key, builtin, what in (
+        ("concurrency", 16, "activities of each type run at once, 1 to 10000"),
+        ("threads", 16, "threads for sync activities, 1 to 10000"),
+        ("ack_wait", 30.0, "seconds before a task held by a dead worker is redelivered"),
+        ("drain_timeout", 10.0, "seconds to finish the tasks in hand once told to stop"),
+    ):
+        add_setting(parser, defaults, key, builtin, what)
     return parser
 
 
