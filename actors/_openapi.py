@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ._codec import DEFAULT_LIMITS
 from ._core import InstanceStatus, StepStatus
 from ._definition import MAX_STEPS, MAX_VERSION
 from ._json import MAX_NUMBER, MAX_PAYLOAD_DEPTH, MIN_NUMBER
@@ -143,7 +144,9 @@ def _payload_schemas() -> dict[str, Any]:
     levels["Payload"]["description"] = (
         "Any JSON value whose numbers are from -2**64 to 2**64-1 (whole or not: JSON has "
         f"one number type), nested at most {MAX_PAYLOAD_DEPTH} lists and objects deep. "
-        "``Payload2`` and on are the levels below."
+        "``Payload2`` and on are the levels below. Beyond what a schema can say: at most "
+        f"{DEFAULT_LIMITS.max_items} list elements and object members in all (422), and "
+        "the size limits (413)."
     )
     return dict(reversed(levels.items()))
 
