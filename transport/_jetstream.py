@@ -93,6 +93,7 @@ from ._specs import (
     check_holds,
     check_read,
     check_subject,
+    schedule_token,
     subject_matches,
 )
 
@@ -541,8 +542,7 @@ class JetStreamTransport:
             spec = await self._stream_for_delayed(subject)
             headers[DELIVER_AT_HEADER] = repr(message.deliver_at)
             if self._supports_schedules:
-                token = (message.msg_id or _new_inbox()).replace(".", "_")
-                token = "".join(c if c.isalnum() or c in "-_" else "_" for c in token)
+                token = schedule_token(message.msg_id or _new_inbox())
                 headers["Nats-Schedule"] = "@at " + _rfc3339(max(message.deliver_at, self.now()))
                 headers["Nats-Schedule-Target"] = subject
                 subject = f"{SCHEDULE_PREFIX}.{spec.name}.{token}"

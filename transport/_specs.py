@@ -23,6 +23,25 @@ _KV_KEY = re.compile(r"^[-/_=.A-Za-z0-9]+$")
 #: delivery never see these subjects.
 SCHEDULE_PREFIX = "_sched"
 
+#: Characters a schedule token keeps as they are; every other byte is escaped.
+_PLAIN_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def schedule_token(msg_id: str) -> str:
+    """The subject token of the schedule that delivers the message ``msg_id`` later.
+
+    The server keeps one schedule per subject, so two delayed messages must
+    never share a token: the mapping is injective. Letters, digits and ``-``
+    stand for themselves; every other byte of the id's UTF-8 encoding,
+    ``_`` included, becomes ``_`` and two lowercase hex digits. No plain
+    character is ``_``, so the escapes cannot be confused with the rest, and
+    the token never holds ``.``, ``*``, ``>`` or whitespace.
+    """
+    return "".join(
+        chr(byte) if byte in _PLAIN_TOKEN_CHARS else f"_{byte:02x}" for byte in msg_id.encode()
+    )
+
+
 #: Header carrying the wall-clock time (float seconds) a delayed message was due.
 DELIVER_AT_HEADER = "Actors-Deliver-At"
 

@@ -137,6 +137,41 @@ async def test_sleep_waits_and_passes_its_input_on(
     assert [r["kind"] for r in history].count("sleep.completed") == 1
 
 
+async def test_sleeps_whose_keys_differ_only_in_punctuation_all_wake(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    # The map's sleeps have keys nap@0 and nap@1, beside a step nap_1: on
+    # JetStream their timers once shared one schedule, and the one replaced
+    # never fired, so the instance waited for ever.
+    seconds = 600 if clock is not None else 1.0
+    await engine.client.register(
+        {
+            "type": "naps",
+            "steps": [
+                {
+                    "id": "both",
+                    "parallel": [
+                        {
+                            "id": "mapped",
+                            "steps": [
+                                {
+                                    "id": "each",
+                                    "map": "input.items",
+                                    "steps": [{"id": "nap", "sleep": seconds}],
+                                }
+                            ],
+                        },
+                        {"id": "plain", "steps": [{"id": "nap_1", "sleep": seconds}]},
+                    ],
+                }
+            ],
+        }
+    )
+    instance = await engine.client.start("naps", {"items": [1, 2]})
+    await result_of(engine, instance, seconds + 60)
+    assert (await kinds(engine, instance)).count("sleep.completed") == 3
+
+
 @pytest.mark.parametrize("form", ["epoch", "iso", "past"])
 async def test_sleep_until_a_time_from_an_expression(
     engine: Engine, clock: trio.testing.MockClock | None, form: str
