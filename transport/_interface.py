@@ -47,7 +47,15 @@ class Delivery(abc.ABC):
     context it came from exits.
     """
 
-    __slots__ = ("data", "headers", "num_delivered", "settled", "stream_seq", "subject")
+    __slots__ = (
+        "data",
+        "headers",
+        "num_delivered",
+        "settled",
+        "stored_at",
+        "stream_seq",
+        "subject",
+    )
 
     def __init__(
         self,
@@ -56,6 +64,7 @@ class Delivery(abc.ABC):
         headers: Mapping[str, str],
         num_delivered: int,
         stream_seq: int,
+        stored_at: float,
     ) -> None:
         self.subject = subject
         self.data = data
@@ -63,6 +72,11 @@ class Delivery(abc.ABC):
         #: 1 on the first delivery, 2 on the first redelivery, and so on.
         self.num_delivered = num_delivered
         self.stream_seq = stream_seq
+        #: When the broker stored the message, in seconds since the epoch, as
+        #: :meth:`Transport.now` counts them; a delayed message counts from when
+        #: it became due (on JetStream servers without message schedules, from
+        #: its publish). On a cluster this is the storing server's clock.
+        self.stored_at = stored_at
         #: How the delivery was finished, or ``None`` while it is in hand.
         self.settled: Settlement | None = None
 

@@ -274,7 +274,7 @@ class _Watcher:
             meta = _reply_meta(msg.reply)
             if status is not None or meta is None:
                 return False
-            _d, stream_seq, cseq, pending = meta
+            _d, stream_seq, cseq, pending, _stored = meta
             if cseq != self._cseq + 1:
                 return False
             self._cseq = cseq

@@ -230,7 +230,7 @@ class MemoryTransport:
                 )
         stream = self._streams.get(spec.name)
         if stream is None:
-            self._streams[spec.name] = Stream(spec)
+            self._streams[spec.name] = Stream(spec, self._start_clock())
         else:
             stream.update(spec, trio.current_time())
         self._routes.clear()

@@ -485,7 +485,12 @@ class _FaultyDelivery(Delivery):
 
     def __init__(self, node: Node, inner: Delivery) -> None:
         super().__init__(
-            inner.subject, inner.data, inner.headers, inner.num_delivered, inner.stream_seq
+            inner.subject,
+            inner.data,
+            inner.headers,
+            inner.num_delivered,
+            inner.stream_seq,
+            inner.stored_at,
         )
         self._node = node
         self._inner = inner
