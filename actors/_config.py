@@ -89,6 +89,8 @@ KEYS: Final[Mapping[str, Key]] = {
     "drain_timeout": Key("float", _SERVICES),
     "passivate_after": Key("float", _ORCHESTRATOR),
     "max_idle_actors": Key("int", _ORCHESTRATOR),
+    "start_wait": Key("float", _ORCHESTRATOR),
+    "max_waiting_events": Key("int", _ORCHESTRATOR),
     "max_input": Key("int", _ORCHESTRATOR),
     "max_output": Key("int", _ORCHESTRATOR),
     "max_state": Key("int", _ORCHESTRATOR),

@@ -14,6 +14,13 @@ nothing to do for ``passivate_after`` seconds exits; its state lives in KV.
 
 What cannot be processed (a malformed message, an event for an instance that
 does not exist) goes to the dead-letter stream with its reason and is acked.
+An event for an instance not stored yet is not given up at once: with several
+orchestrators sharing the consumer, a signal sent right after a start can
+reach one process while another still holds the start. Its actor keeps it
+(unacknowledged, kept alive) and looks for the instance again, more and more
+rarely, until the instance exists or ``start_wait`` has passed since the
+event was stored; later events of the instance wait behind it, so that they
+are decided in the order they came.
 A bug or an oversized state inside one instance fails that instance with the
 error recorded; the service goes on.
 """
@@ -122,6 +129,11 @@ log = logging.getLogger("actors.orchestrator")
 _DEADLETTER_SAMPLE: Final = 64 * 1024
 #: Wait before an event that met a broker failure is handed back.
 _RETRY_DELAY: Final = 1.0
+#: Waits before an actor holding events for an instance not stored yet looks
+#: for it again: the first (the start is usually being decided in another
+#: process at that moment), doubled each time up to the last.
+_START_RETRY_FIRST: Final = 0.02
+_START_RETRY_MAX: Final = 2.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
 #: Steps one decision may fail for an input over the limit (each failure is
@@ -153,10 +165,26 @@ class OrchestratorConfig:
     drain_timeout: float = 10.0
     #: Sizes an instance's input, outputs and state may have.
     limits: Limits = field(default_factory=Limits)
+    #: How long an event for an instance not stored yet (a signal sent right
+    #: after a start another process still holds) waits for it, from when the
+    #: event was stored, before it goes to dead letters. ``None``: the
+    #: streams' duplicate window, within which a start sent again is dropped.
+    start_wait: float | None = None
+    #: Events held back at once waiting for their instance; past it, a further
+    #: one goes to dead letters at once. Each held event keeps a place in the
+    #: consumer's limit of unacknowledged messages, which a flood of events
+    #: for made-up ids must not fill.
+    max_waiting_events: int = 1000
 
     def __post_init__(self) -> None:
         if self.max_idle_actors < 0:
             raise ValueError(f"max_idle_actors must not be negative, got {self.max_idle_actors}")
+        if self.start_wait is not None and not 0 <= self.start_wait < math.inf:
+            raise ValueError(f"start_wait must be 0 or more seconds, got {self.start_wait}")
+        if self.max_waiting_events < 0:
+            raise ValueError(
+                f"max_waiting_events must not be negative, got {self.max_waiting_events}"
+            )
         if self.limits.max_state > self.layout.max_payload:
             # A state the broker refuses cannot even be failed in place: the
             # instance would stay running with its event dead-lettered.
@@ -189,17 +217,26 @@ class Orchestrator:
         self._pump_scope = trio.CancelScope()
         self._states: KeyValue | None = None
         self._definitions: DefinitionStore | None = None
+        #: Events the actors hold, waiting for their instance to be stored.
+        self._held = 0
         #: Counters for tests and operators.
         self.stats: dict[str, int] = {
             "events": 0,
             "conflicts": 0,
             "deadletters": 0,
             "instance_failures": 0,
+            "waits_for_start": 0,
         }
 
     @property
     def active_actors(self) -> int:
         return len(self._mailboxes)
+
+    @property
+    def start_wait(self) -> float:
+        """Seconds an event for an instance not stored yet waits for it (see the config)."""
+        config = self._config
+        return config.layout.duplicate_window if config.start_wait is None else config.start_wait
 
     def shutdown(self) -> None:
         """Stop taking events; finish those in hand (see ``drain_timeout``)."""
@@ -322,8 +359,10 @@ class Orchestrator:
         try:
             while True:
                 routed: _Routed | None = None
-                with trio.move_on_after(self._config.passivate_after) as wait:
-                    if mailbox.statistics().current_buffer_used == 0:
+                holding = actor.holding
+                timeout = actor.recheck_in if holding else self._config.passivate_after
+                with trio.move_on_after(timeout) as wait:
+                    if not holding and mailbox.statistics().current_buffer_used == 0:
                         self._went_idle(instance_id, wait)
                     try:
                         routed = await mailbox.receive()
@@ -332,14 +371,21 @@ class Orchestrator:
                     finally:
                         if self._idle.get(instance_id) is wait:
                             del self._idle[instance_id]
-                if routed is None:
+                if routed is not None:
+                    await actor.handle(routed)
+                elif actor.holding:
+                    await actor.recheck()
+                else:
                     # Idle. The router only sends without waiting, so no event
                     # can slip in between this check and the unregistering.
                     if mailbox.statistics().current_buffer_used == 0:
                         return
                     continue
-                await actor.handle(routed)
-                if actor.idle_worthless and mailbox.statistics().current_buffer_used == 0:
+                if (
+                    actor.idle_worthless
+                    and not actor.holding
+                    and mailbox.statistics().current_buffer_used == 0
+                ):
                     # Nothing more will happen to it, or there is nothing
                     # cached worth keeping (an event for an instance that does
                     # not exist, a damaged state): do not keep it in RAM. A
@@ -347,6 +393,7 @@ class Orchestrator:
                     # actor per id for ``passivate_after`` seconds.
                     return
         finally:
+            actor.forget_held()
             if self._mailboxes.get(instance_id) is not None:
                 del self._mailboxes[instance_id]
             # Anything left (drain deadline, cancellation) is handed back by
@@ -375,13 +422,114 @@ class _InstanceActor:
         self._outbox_sent = False
         #: Whether the cached "absent" was assumed, not read (a start).
         self._unread = False
+        #: Events that came before the instance was stored, in the order they
+        #: came (see ``OrchestratorConfig.start_wait``).
+        self._early: list[_Routed] = []
+        self._recheck = _START_RETRY_FIRST
+        #: When the held events were last kept alive (transport time).
+        self._touched = 0.0
 
     @property
     def idle_worthless(self) -> bool:
         """Whether waiting for the next event would keep nothing: no live state is cached."""
         return self.terminal or not self._loaded or self._state is None
 
+    @property
+    def holding(self) -> bool:
+        """Whether events wait here for the instance to be stored."""
+        return bool(self._early)
+
+    @property
+    def recheck_in(self) -> float:
+        """Seconds until the actor should look for its instance again (while holding)."""
+        return self._recheck
+
+    def forget_held(self) -> None:
+        """The actor ends: its held events go back to the broker with the consumer."""
+        self._owner._held -= len(self._early)
+        self._early = []
+
     async def handle(self, routed: _Routed) -> None:
+        """Decide one event (or hold it while the instance is not stored yet)."""
+        if self._early and not isinstance(routed.event, StartRequested):
+            # Behind events that wait for the instance: stay in stored order.
+            if await self._hold(routed):
+                await self.recheck()  # the instance may be stored by now
+            return
+        await self._handle_one(routed)
+        if self._early and self._state is not None:
+            await self._release()
+
+    async def recheck(self) -> None:
+        """Look for the instance again: decide the held events if it is stored.
+
+        Otherwise give up those that waited ``start_wait`` (to dead letters),
+        keep the others alive past the consumer's ack wait, and wait longer
+        before the next look.
+        """
+        owner = self._owner
+        try:
+            await self._load()
+        except _DamagedStateError as exc:
+            early, self._early = self._early, []
+            owner._held -= len(early)
+            for routed in early:
+                await owner._deadletter(routed.delivery, f"instance {self._id}: {exc}")
+            return
+        except TransportClosedError:
+            raise
+        except TransportError as exc:
+            log.warning("instance %s: could not look for it (%s)", self._id, exc)
+            self._loaded = False
+        if self._state is not None:
+            await self._release()
+            return
+        now = self._transport.now()
+        waiting: list[_Routed] = []
+        for routed in self._early:
+            if now - routed.delivery.stored_at >= owner.start_wait:
+                owner._held -= 1
+                await owner._deadletter(
+                    routed.delivery,
+                    f"no instance {self._id!r} (its start did not come within "
+                    f"{owner.start_wait:g} s)",
+                )
+            else:
+                waiting.append(routed)
+        self._early = waiting
+        if waiting and now - self._touched >= owner._config.layout.ack_wait / 3:
+            self._touched = now
+            for routed in waiting:
+                await routed.delivery.in_progress()
+        self._recheck = min(self._recheck * 2, _START_RETRY_MAX)
+
+    async def _hold(self, routed: _Routed) -> bool:
+        """Keep an event for an instance not stored yet; ``False`` if it went to dead letters."""
+        owner = self._owner
+        delivery = routed.delivery
+        if self._transport.now() - delivery.stored_at >= owner.start_wait:
+            reason = f"its start did not come within {owner.start_wait:g} s"
+        elif owner._held >= owner._config.max_waiting_events:
+            reason = f"and {owner._held} events already wait for their instance"
+        else:
+            if not self._early:
+                self._recheck = _START_RETRY_FIRST
+                self._touched = self._transport.now()
+            self._early.append(routed)
+            owner._held += 1
+            owner.stats["waits_for_start"] += 1
+            return True
+        await owner._deadletter(delivery, f"no instance {self._id!r} ({reason})")
+        return False
+
+    async def _release(self) -> None:
+        """Decide the held events, in the order they came: the instance is stored."""
+        early, self._early = self._early, []
+        self._owner._held -= len(early)
+        for routed in early:
+            await self._handle_one(routed)
+
+    async def _handle_one(self, routed: _Routed) -> None:
         delivery = routed.delivery
         try:
             await self._handle(routed)
@@ -478,7 +626,7 @@ class _InstanceActor:
                 if not fresh:
                     self._loaded = False
                     continue
-                await self._owner._deadletter(delivery, f"no instance {self._id!r}")
+                await self._hold(routed)
                 return
             definition = await self._definition_for(state, event)
             now = self._transport.now()

@@ -41,6 +41,20 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
         default=defaults.get("max_idle_actors", 10_000),
         help="idle instance actors kept in memory at most; past it the longest idle exits",
     )
+    parser.add_argument(
+        "--start-wait",
+        type=float,
+        default=defaults.get("start_wait"),
+        help="seconds an event for an instance not stored yet waits for its start before it "
+        "goes to dead letters (default: the streams' duplicate window, 120)",
+    )
+    parser.add_argument(
+        "--max-waiting-events",
+        type=int,
+        default=defaults.get("max_waiting_events", 1000),
+        help="events held back at once waiting for their instance; past it they go to dead "
+        "letters at once",
+    )
     parser.add_argument("--drain-timeout", type=float, default=defaults.get("drain_timeout", 10.0))
     limits = Limits()
     for name, what in (
@@ -72,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             layout=Layout(replicas=args.replicas, ack_wait=args.ack_wait),
             passivate_after=args.passivate_after,
             max_idle_actors=args.max_idle_actors,
+            start_wait=args.start_wait,
+            max_waiting_events=args.max_waiting_events,
             drain_timeout=args.drain_timeout,
             limits=Limits(args.max_input, args.max_output, args.max_state),
         )

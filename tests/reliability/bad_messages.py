@@ -525,6 +525,8 @@ async def in_process(
         passivate_after=passivate_after,
         drain_timeout=2.0,
         limits=limits or actors.Limits(),
+        # Events for made-up instances wait 2 s for a start, not 120.
+        start_wait=2.0,
     )
     worker_config = actors.WorkerConfig(
         ack_wait=5.0, concurrency=8, cancel_check_interval=0.5, drain_timeout=2.0

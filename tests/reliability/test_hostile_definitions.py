@@ -132,7 +132,8 @@ async def engine(url: str, *activities: Callable[..., Any]) -> AsyncIterator[Eng
     """An orchestrator (and a worker serving ``activities``, if any) and a client on ``url``."""
     async with open_transport(url) as transport, trio.open_nursery() as nursery:
         orchestrator = actors.Orchestrator(
-            transport, actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0)
+            transport,
+            actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0, start_wait=2.0),
         )
         await nursery.start(orchestrator.run)
         async with actors.Client(transport) as client:

@@ -281,7 +281,7 @@ async def hostile_run(
             definitions = await transport.kv(DEFINITIONS_BUCKET)
             # One damaged version the orchestrator meets as it starts, one while it runs.
             await definitions.put(f"{LEDGER_TYPE}.2", b"\x00 damaged before the start")
-            services.orchestrator("orchestrator", "--ack-wait", "5")
+            services.orchestrator("orchestrator", "--ack-wait", "5", "--start-wait", "2")
             services.worker("worker", "--ack-wait", "5")
             await services.wait_ready("orchestrator", "worker")
             await definitions.put(f"{LEDGER_TYPE}.3", b"\xa3 damaged while running")
