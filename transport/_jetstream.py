@@ -417,6 +417,13 @@ class JetStreamTransport:
         }
         if spec.allow_delayed and self._supports_schedules:
             config["allow_msg_schedules"] = True
+        if spec.partitioning is not None:
+            # The server files each message as it stores it (2.10+).
+            prefix, count = spec.partitioning.prefix, spec.partitioning.count
+            config["subject_transform"] = {
+                "src": f"{prefix}.*.>",
+                "dest": f"{prefix}.{{{{partition({count},1)}}}}.{{{{wildcard(1)}}}}.>",
+            }
         await self._ensure_stream_config(config)
         self._streams[spec.name] = spec
 

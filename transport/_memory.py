@@ -278,6 +278,8 @@ class MemoryTransport:
             stored = EMPTY_HEADERS
         if type(data) is not bytes:
             data = bytes(data)  # a caller's bytearray must not change under the stream
+        if stream.spec.partitioning is not None:
+            subject = stream.spec.partitioning.stored_subject(subject)
         return stream.store(subject, data, msg_id, stored, due, now)
 
     async def publish(

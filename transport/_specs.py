@@ -116,6 +116,59 @@ class Discard(enum.Enum):
     NEW = "new"
 
 
+#: The most partitions a stream may have.
+MAX_PARTITIONS = 1024
+
+
+def partition_of(key: str, count: int) -> int:
+    """The partition (0 to ``count - 1``) that ``key`` falls in.
+
+    The 32-bit FNV-1a hash of the key's UTF-8 bytes, modulo ``count``: the
+    function nats-server's ``partition()`` subject transform computes, so a
+    program can tell where the server files a message.
+    """
+    digest = 0x811C9DC5
+    for byte in key.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return digest % count
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partitioning:
+    """How a stream files messages into numbered partitions as it stores them.
+
+    A message published on ``{prefix}.{key}.{rest...}`` is stored on
+    ``{prefix}.{p}.{key}.{rest...}``, ``p`` being ``partition_of(key,
+    count)``; other subjects are stored as published. A consumer filtered on
+    :meth:`filter` of one partition receives that partition's messages in the
+    order they were stored. Publishers need not know the partitions.
+    """
+
+    prefix: str
+    count: int
+
+    def __post_init__(self) -> None:
+        check_subject(self.prefix)
+        if not 1 <= self.count <= MAX_PARTITIONS:
+            raise InvalidSpecError(
+                f"a stream has 1 to {MAX_PARTITIONS} partitions, not {self.count!r}"
+            )
+
+    def stored_subject(self, subject: str) -> str:
+        """The subject a message published on ``subject`` is stored on."""
+        head = self.prefix + "."
+        if not subject.startswith(head):
+            return subject
+        key, dot, rest = subject[len(head) :].partition(".")
+        if not dot or not rest:
+            return subject
+        return f"{head}{partition_of(key, self.count)}.{key}.{rest}"
+
+    def filter(self, partition: int) -> str:
+        """The subjects one partition's messages are stored on."""
+        return f"{self.prefix}.{partition}.>"
+
+
 @dataclass(frozen=True, kw_only=True)
 class StreamSpec:
     """A stream: an append-only log of messages on a set of subjects."""
@@ -133,6 +186,8 @@ class StreamSpec:
     discard: Discard = Discard.OLD
     #: Accept messages published with ``deliver_at`` (durable timers).
     allow_delayed: bool = False
+    #: File messages into numbered partitions as they are stored.
+    partitioning: Partitioning | None = None
 
     def __post_init__(self) -> None:
         check_name("stream", self.name)
@@ -147,6 +202,13 @@ class StreamSpec:
         _positive("duplicate_window", self.duplicate_window)
         for kind in ("max_msg_size", "max_age", "max_bytes", "max_msgs"):
             _positive(f"stream {self.name}: {kind}", getattr(self, kind))
+        if self.partitioning is not None:
+            sample = f"{self.partitioning.prefix}.key.rest"
+            if not any(subject_matches(subject, sample) for subject in self.subjects):
+                raise InvalidSpecError(
+                    f"stream {self.name}: no subject of it takes the partitioned "
+                    f"{self.partitioning.prefix}.> messages"
+                )
 
     @property
     def schedule_subjects(self) -> str:
