@@ -174,11 +174,13 @@ class Transport(Protocol):
     def now(self) -> float:
         """The current time on the clock ``deliver_at`` is measured on (seconds)."""
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         """Create the stream, or bring an existing one to ``spec``; idempotent.
 
         An existing stream's replicas are never lowered (that is an
-        operator's decision, not a side effect of provisioning).
+        operator's decision, not a side effect of provisioning), and its
+        partitioning, if it has one, is kept: the messages it holds are filed
+        by it. Returns ``spec`` as it is in effect, with those kept.
 
         Raises :class:`InvalidSpecError` if the broker refuses the change.
         """

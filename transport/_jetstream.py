@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import json
 import math
 import random
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -86,6 +88,7 @@ from ._specs import (
     Discard,
     KVSpec,
     OutMessage,
+    Partitioning,
     PubAck,
     Retention,
     StoredMessage,
@@ -395,7 +398,7 @@ class JetStreamTransport:
 
     # -- streams -----------------------------------------------------------
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         subjects = list(spec.subjects)
         if spec.allow_delayed:
             subjects.append(spec.schedule_subjects)
@@ -418,14 +421,13 @@ class JetStreamTransport:
         if spec.allow_delayed and self._supports_schedules:
             config["allow_msg_schedules"] = True
         if spec.partitioning is not None:
-            # The server files each message as it stores it (2.10+).
-            prefix, count = spec.partitioning.prefix, spec.partitioning.count
-            config["subject_transform"] = {
-                "src": f"{prefix}.*.>",
-                "dest": f"{prefix}.{{{{partition({count},1)}}}}.{{{{wildcard(1)}}}}.>",
-            }
-        await self._ensure_stream_config(config)
+            config["subject_transform"] = _partition_transform(spec.partitioning)
+        found = await self._ensure_stream_config(config)
+        kept = _partitioning_of(found.get("subject_transform"))
+        if kept is not None and kept != spec.partitioning:
+            spec = dataclasses.replace(spec, partitioning=kept)
         self._streams[spec.name] = spec
+        return spec
 
     async def _ensure_stream_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """Create the stream, or bring it to ``config``; its configuration after that.
@@ -442,7 +444,11 @@ class JetStreamTransport:
             # It exists with another configuration: bring it to this one.
             current = (await self._api(f"STREAM.INFO.{name}"))["config"]
             replicas = max(config["num_replicas"], int(current.get("num_replicas") or 1))
-            resp = await self._api(f"STREAM.UPDATE.{name}", {**config, "num_replicas": replicas})
+            config = {**config, "num_replicas": replicas}
+            if _partitioning_of(current.get("subject_transform")) is not None:
+                # The stored messages are filed by the partitions it has.
+                config["subject_transform"] = current["subject_transform"]
+            resp = await self._api(f"STREAM.UPDATE.{name}", config)
         found: dict[str, Any] = resp.get("config") or config
         return found
 
@@ -742,6 +748,27 @@ async def open_jetstream(
                 await transport.aclose()
             finally:
                 thread.stop()
+
+
+def _partition_transform(parts: Partitioning) -> dict[str, str]:
+    """The server's subject transform that files messages as ``parts`` says (2.10+)."""
+    return {
+        "src": f"{parts.prefix}.*.>",
+        "dest": f"{parts.prefix}.{{{{partition({parts.count},1)}}}}.{{{{wildcard(1)}}}}.>",
+    }
+
+
+_PARTITION_DEST = re.compile(r"(.+)\.\{\{partition\((\d+),1\)\}\}\.\{\{wildcard\(1\)\}\}\.>")
+
+
+def _partitioning_of(transform: object) -> Partitioning | None:
+    """The partitioning a stream's subject transform makes, if it is one of ours."""
+    if not isinstance(transform, dict):
+        return None
+    found = _PARTITION_DEST.fullmatch(str(transform.get("dest", "")))
+    if found is None or transform.get("src") != f"{found[1]}.*.>":
+        return None
+    return Partitioning(prefix=found[1], count=int(found[2]))
 
 
 __all__ = ["JetStreamTransport", "open_jetstream"]

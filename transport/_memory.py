@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, Self
@@ -216,9 +217,10 @@ class MemoryTransport:
 
     # -- streams -----------------------------------------------------------------
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         """Create the stream or update it to ``spec`` (subjects and limits); idempotent.
 
+        An existing partitioning is kept (see :meth:`Transport.ensure_stream`).
         Raises :class:`InvalidSpecError` if its subjects overlap another
         stream's, or if the retention or storage would change.
         """
@@ -232,8 +234,11 @@ class MemoryTransport:
         if stream is None:
             self._streams[spec.name] = Stream(spec, self._start_clock())
         else:
+            if stream.spec.partitioning is not None:
+                spec = replace(spec, partitioning=stream.spec.partitioning)
             stream.update(spec, trio.current_time())
         self._routes.clear()
+        return spec
 
     def _route(self, subject: str) -> Stream:
         stream = self._routes.get(subject)

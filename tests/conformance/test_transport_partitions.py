@@ -88,3 +88,27 @@ async def test_a_delayed_message_is_filed_in_its_partition(clock, transport, mak
             delivery = await inbox.receive()
             await delivery.ack()
     assert (delivery.subject, delivery.data) == (f"{space}.p.11.abc.timer", b"due")
+
+
+async def test_an_existing_streams_partitioning_is_kept(clock, transport, make_stream, names):
+    space = names.space()
+    first = await make_stream(partitioning=Partitioning(prefix=f"{space}.p", count=4))
+    again = StreamSpec(
+        name=first.name,
+        subjects=first.subjects,
+        partitioning=Partitioning(prefix=f"{space}.p", count=8),
+        max_msgs=100,
+    )
+    kept = await transport.ensure_stream(again)
+    assert kept.partitioning == first.partitioning
+    assert kept.max_msgs == 100
+    await transport.publish(f"{space}.p.abc.x", b"1")
+    parts = Partitioning(prefix=f"{space}.p", count=4)
+    consumer = ConsumerSpec(
+        durable=names.durable(), filter_subjects=(parts.filter(partition_of("abc", 4)),)
+    )
+    with trio.fail_after(10):
+        async with transport.consume(first.name, consumer) as inbox:
+            delivery = await inbox.receive()
+            await delivery.ack()
+    assert delivery.subject == f"{space}.p.{partition_of('abc', 4)}.abc.x"
