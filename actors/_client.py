@@ -237,7 +237,7 @@ class Client:
         if await self._store().get(workflow_type, version) is None:
             raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
         await self._transport.publish(
-            start_subject(workflow_type), data, msg_id=start_msg_id(instance_id)
+            start_subject(instance_id, workflow_type), data, msg_id=start_msg_id(instance_id)
         )
         return instance_id
 

@@ -91,6 +91,8 @@ KEYS: Final[Mapping[str, Key]] = {
     "max_idle_actors": Key("int", _ORCHESTRATOR),
     "start_wait": Key("float", _ORCHESTRATOR),
     "max_waiting_events": Key("int", _ORCHESTRATOR),
+    "lease": Key("float", _ORCHESTRATOR),
+    "partitions": Key("int", _ORCHESTRATOR),
     "max_input": Key("int", _ORCHESTRATOR),
     "max_output": Key("int", _ORCHESTRATOR),
     "max_state": Key("int", _ORCHESTRATOR),

@@ -55,6 +55,20 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
         help="events held back at once waiting for their instance; past it they go to dead "
         "letters at once",
     )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=defaults.get("lease", 10.0),
+        help="seconds a partition's lease lasts unrenewed: a crashed orchestrator's "
+        "partitions move to the others this long after its last renewal",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=defaults.get("partitions", 16),
+        help="partitions of the instances, for an events stream created now (an existing "
+        "stream keeps its own)",
+    )
     parser.add_argument("--drain-timeout", type=float, default=defaults.get("drain_timeout", 10.0))
     limits = Limits()
     for name, what in (
@@ -83,11 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         config = OrchestratorConfig(
-            layout=Layout(replicas=args.replicas, ack_wait=args.ack_wait),
+            layout=Layout(
+                replicas=args.replicas, ack_wait=args.ack_wait, partitions=args.partitions
+            ),
             passivate_after=args.passivate_after,
             max_idle_actors=args.max_idle_actors,
             start_wait=args.start_wait,
             max_waiting_events=args.max_waiting_events,
+            lease=args.lease,
             drain_timeout=args.drain_timeout,
             limits=Limits(args.max_input, args.max_output, args.max_state),
         )

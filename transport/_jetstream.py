@@ -633,6 +633,13 @@ class JetStreamTransport:
             # Refusals (no such stream, a bad spec) still raise here.
             log.debug("consumer %s not created yet: %r", spec.durable, exc)
             puller.needs_consumer = True
+        except NotFoundError as exc:
+            if stream not in self._streams:
+                raise
+            # This transport ensured the stream: on a cluster where several
+            # processes create it at once, a server may not know it yet.
+            log.debug("consumer %s not created yet: %r", spec.durable, exc)
+            puller.needs_consumer = True
         await puller.subscribe()
         async with self._serve(puller.run, puller.hand_back, deadline=5.0):
             yield puller.receive

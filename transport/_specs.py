@@ -164,6 +164,16 @@ class Partitioning:
             return subject
         return f"{head}{partition_of(key, self.count)}.{key}.{rest}"
 
+    def published_subject(self, stored: str) -> str:
+        """The subject a message stored on ``stored`` was published on."""
+        head = self.prefix + "."
+        if not stored.startswith(head):
+            return stored
+        number, dot, rest = stored[len(head) :].partition(".")
+        if not dot or not number.isdigit() or rest.count(".") < 1:
+            return stored
+        return head + rest
+
     def filter(self, partition: int) -> str:
         """The subjects one partition's messages are stored on."""
         return f"{self.prefix}.{partition}.>"

@@ -30,6 +30,10 @@ def test_stored_subject_inserts_the_partition_after_the_prefix() -> None:
     for subject in ("a.b.abc", "a.c.abc.x", "a.bc.abc.x"):
         assert parts.stored_subject(subject) == subject
     assert parts.filter(3) == "a.b.3.>"
+    for published in ("a.b.abc.signal.go", "a.b.x.cancel", "a.b.7.x.cancel"):
+        stored = parts.stored_subject(published)
+        assert parts.published_subject(stored) == published
+    assert parts.published_subject("a.b.abc.x") == "a.b.abc.x"
 
 
 @pytest.mark.parametrize("count", [0, -1, 1025])

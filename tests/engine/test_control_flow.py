@@ -242,7 +242,7 @@ async def test_a_raw_signal_message(engine: Engine) -> None:
     await engine.client.register({"type": "rawgate", "steps": [{"id": "w", "wait_signal": "ok"}]})
     instance = await engine.client.start("rawgate", None)
     await wait_for_step(engine, instance, "w", "waiting")
-    await engine.transport.publish(f"workflow.signal.{instance}.ok", json.dumps([1, 2]).encode())
+    await engine.transport.publish(f"instance.{instance}.signal.ok", json.dumps([1, 2]).encode())
     assert await result_of(engine, instance) == [1, 2]
 
 
@@ -261,7 +261,7 @@ async def test_a_signal_that_never_comes_times_out(
 async def test_a_signal_for_no_instance_goes_to_dead_letters(engine: Engine) -> None:
     await engine.client.signal("nobody-here", "ok", 1)
     [letter] = await engine.deadletters(1)
-    assert letter["subject"] == "workflow.signal.nobody-here.ok"
+    assert letter["subject"] == "instance.nobody-here.signal.ok"
     assert "no instance" in letter["reason"]
 
 

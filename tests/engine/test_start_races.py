@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 import trio.testing
 from flow import result_of
@@ -73,7 +74,69 @@ async def test_an_event_whose_start_never_comes_goes_to_dead_letters_after_start
     await engine.client.signal("nobody-here", "ok", 1)
     [letter] = await engine.deadletters(1)
     assert engine.transport.now() - before >= wait
-    assert letter["subject"] == "workflow.signal.nobody-here.ok"
+    assert letter["subject"] == "instance.nobody-here.signal.ok"
     assert "no instance 'nobody-here'" in letter["reason"]
     assert "did not come within" in letter["reason"]
     assert engine.orchestrator.stats["waits_for_start"] == 1
+
+
+@pytest.mark.parametrize("orchestrators", [2, 3])
+async def test_events_right_after_start_are_decided_in_order_by_several_orchestrators(
+    engine: Engine, orchestrators: int
+) -> None:
+    """1,000 instances: each signalled twice, or cancelled, right after its start.
+
+    Every signal is applied, in the order sent; every cancel too; nothing
+    goes to dead letters; and the instances really are spread over the
+    processes, which share the partitions evenly.
+    """
+    others = [actors.Orchestrator(engine.transport) for _ in range(orchestrators - 1)]
+    for other in others:
+        await engine.nursery.start(other.run)
+    everyone = [engine.orchestrator, *others]
+    with trio.fail_after(60):
+        await wait_for_shares(everyone)
+    await engine.client.register(WAITER)
+    count = 1000
+    ids = [f"race-{orchestrators}-{n}" for n in range(count)]
+    cancelled = {instance for n, instance in enumerate(ids) if n % 4 == 3}
+    outcomes: dict[str, Any] = {}
+
+    async def one(instance: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            await engine.client.start("waiter", None, id=instance)
+            if instance in cancelled:
+                await engine.client.cancel(instance, "right away")
+            else:
+                await engine.client.signal(instance, "go", f"{instance}/1")
+                await engine.client.signal(instance, "go", f"{instance}/2")
+            info = await engine.client.wait(instance)
+            outcomes[instance] = (info.status, info.output)
+
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            limiter = trio.CapacityLimiter(64)
+            for instance in ids:
+                nursery.start_soon(one, instance, limiter)
+    expected = {
+        instance: (InstanceStatus.CANCELLED, None)
+        if instance in cancelled
+        else (InstanceStatus.COMPLETED, [f"{instance}/1", f"{instance}/2"])
+        for instance in ids
+    }
+    wrong = {i: outcome for i, outcome in outcomes.items() if outcome != expected[i]}
+    assert not wrong, f"{len(wrong)} of {count} wrong, e.g. {list(wrong.items())[:3]}"
+    assert sum(o.stats["deadletters"] for o in everyone) == 0
+    assert min(o.stats["events"] for o in everyone) > 0
+    for other in others:
+        other.shutdown()
+
+
+async def wait_for_shares(orchestrators: list[actors.Orchestrator]) -> None:
+    """Wait until the orchestrators serve every partition between them, evenly."""
+    while True:
+        served = [o.partitions for o in orchestrators]
+        sizes = sorted(len(s) for s in served)
+        if sum(sizes) == 16 and len(frozenset().union(*served)) == 16 and sizes[-1] - sizes[0] <= 1:
+            return
+        await trio.sleep(0.05)

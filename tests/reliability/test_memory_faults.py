@@ -58,7 +58,7 @@ from actors._wire import (
     STATES_BUCKET,
     TASKS_STREAM,
     Layout,
-    start_subject,
+    plain_start_subject,
 )
 from transport import ConsumerSpec, Retention, StreamSpec, open_transport
 from transport._memory import MemoryTransport
@@ -274,7 +274,7 @@ async def _start(client: actors.Client, broker: MemoryTransport, example: Exampl
             if example.double_start:
                 # A start the broker cannot recognise as a repeat: no message id.
                 data = encode_start(StartMessage(instance, {"n": n}))
-                await broker.publish(start_subject(workflow), data)
+                await broker.publish(plain_start_subject(workflow), data)
 
 
 async def _start_one(client: actors.Client, workflow: str, n: int, instance: str) -> None:
