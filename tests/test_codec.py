@@ -46,14 +46,21 @@ scalars = (
     | st.text()
     | st.binary()
 )
-# The data model, kept within the default depth limit (each extend() adds a level).
-bodies = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=40,
-)
+
+
+def data_model(leaves: st.SearchStrategy[Any], max_leaves: int) -> st.SearchStrategy[Any]:
+    """Lists and str-keyed dicts of ``leaves``, within the default depth limit."""
+    return st.recursive(
+        leaves,
+        lambda children: (
+            st.lists(children, max_size=5)
+            | st.dictionaries(st.text(max_size=8), children, max_size=5)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+bodies = data_model(scalars, 40)
 
 
 def assert_identical(left: object, right: object) -> None:

@@ -19,6 +19,7 @@ import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_codec import INT_MAX, INT_MIN, assert_identical, data_model
 
 from actors._codec import (
     DEFAULT_LIMITS,
@@ -38,9 +39,6 @@ from actors._messages import (
     is_json,
 )
 
-INT_MIN = -(2**64)
-INT_MAX = 2**64 - 1
-
 # Values JSON can carry: no bytes, no NaN or infinities.
 json_scalars = (
     st.none()
@@ -49,30 +47,7 @@ json_scalars = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=30,
-)
-
-
-def same(left: object, right: object) -> None:
-    """Equal, and of the same types all the way down (1 is not 1.0, nor True)."""
-    assert type(left) is type(right), (left, right)
-    if isinstance(left, list):
-        assert isinstance(right, list)
-        assert len(left) == len(right)
-        for a, b in zip(left, right, strict=True):
-            same(a, b)
-    elif isinstance(left, dict):
-        assert isinstance(right, dict)
-        assert list(left) == list(right)
-        for key in left:
-            same(left[key], right[key])
-    else:
-        assert left == right
+json_values = data_model(json_scalars, 30)
 
 
 def short_id(value: object) -> str:
@@ -120,14 +95,14 @@ def nested(depth: int) -> Any:
 def test_decode_json_reads_any_json_value_with_whitespace_around_it(
     text: bytes, value: object
 ) -> None:
-    same(decode_json(text), value)
+    assert_identical(decode_json(text), value)
 
 
 @settings(max_examples=300)
 @given(value=json_values, indent=st.sampled_from([None, 0, 2, "\t"]))
 def test_decode_json_reads_what_json_dumps_writes(value: Any, indent: int | str | None) -> None:
     text = json.dumps(value, indent=indent, ensure_ascii=False).encode()
-    same(decode_json(b" \n" + text + b"\r\n"), value)
+    assert_identical(decode_json(b" \n" + text + b"\r\n"), value)
 
 
 def test_decode_json_accepts_bytearray_and_memoryview() -> None:
@@ -233,7 +208,7 @@ def test_decode_json_holds_json_to_the_limits_cbor_is_held_to(
     except CodecError as exc:
         refusal = str(exc)
     if refusal is None:
-        same(decode_json(text, limits=limits), value)
+        assert_identical(decode_json(text, limits=limits), value)
         return
     with pytest.raises(CodecError) as refused:
         decode_json(text, limits=limits)
@@ -376,7 +351,7 @@ def test_a_cbor_start_still_reads_as_before() -> None:
     ids=short_id,
 )
 def test_a_json_signal_is_any_json_value(text: bytes, payload: object) -> None:
-    same(decode_signal(text), payload)
+    assert_identical(decode_signal(text), payload)
 
 
 @pytest.mark.parametrize(
