@@ -289,8 +289,11 @@ def decode_json(
 
 
 # A JSON string, escapes and all; on valid JSON, the first quote outside a
-# string always opens one.
-_JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# string always opens one. A string left open runs to the end of the text, so
+# that every match from a quote succeeds, and the possessive quantifier never
+# gives back: the scan is linear however the quotes and backslashes are laid
+# out (a failed match retried from each later quote would be quadratic).
+_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _JSON_WHITESPACE: Final = str.maketrans("", "", " \t\n\r")
 # An escape of a UTF-16 surrogate; json pairs a high and a low one into one
 # code point, but leaves a lone one in the str, which UTF-8 cannot encode.

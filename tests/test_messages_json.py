@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tracemalloc
 from typing import Any
 
 import cbor2
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_codec import INT_MAX, INT_MIN, assert_identical, data_model
@@ -231,6 +233,39 @@ def test_decode_json_counts_items_before_building_anything() -> None:
         tracemalloc.stop()
     # The text decoded and two copies of it, not tens of MB of lists.
     assert peak < 4 * len(text)
+
+
+#: Texts whose item count strips strings that are left open: 100,001 brackets
+#: (over max_items, so the count runs), then quotes and backslashes.
+LINEAR_SCRIPT = """
+from actors._codec import CodecError, decode_json
+for tail in (
+    b'"' + b'\\\\"' * 300_000,  # one string left open, every later quote escaped
+    b'"' + b'\\\\"' * 300_000 + b'\\\\',  # the same, ending in a lone backslash
+    b'"' * 700_000,
+    b'"' + b'\\\\' * 700_000,
+):
+    try:
+        decode_json(b"[" * 100_001 + tail)
+    except CodecError as exc:
+        print(exc)
+"""
+
+
+async def test_decode_json_counts_items_in_linear_time() -> None:
+    """Regression: the item count stripped strings with a pattern that, on a string
+    left open, failed and was tried again from every later quote: 40,000 escaped
+    quotes after 100,001 brackets took 43 s, 1 MiB of them would take an hour.
+
+    Run in a process of its own, killed at the deadline: the regex engine holds the
+    GIL, so a thread could not be given up on. Linear, it takes tens of ms.
+    """
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [sys.executable, "-c", LINEAR_SCRIPT], capture_stdout=True, capture_stderr=True
+        )
+    reasons = done.stdout.decode().splitlines()
+    assert reasons == ["body has more than max_items=100000 container items"] * 4
 
 
 def test_decode_json_checks_the_size_before_anything() -> None:
