@@ -281,7 +281,7 @@ def decode_json(
         # json's scanner recurses per level; far past max_depth anyway.
         raise CodecError(f"body nests deeper than max_depth={limits.max_depth}") from None
     except ValueError as exc:
-        raise CodecError(f"not valid JSON: {exc}") from exc
+        raise CodecError(f"malformed JSON: {exc}") from exc
     _check_body(value, limits)
     if _SURROGATE_ESCAPE.search(text) is not None:
         _check_surrogates(value)
