@@ -146,8 +146,6 @@ _BYTES: Final = _Type("a byte string", (bytes,))
 
 def _describe(value: object) -> str:
     """``value`` in a reason: its wire type, and the value if it is short."""
-    if value is _ABSENT:
-        return "nothing"
     if value is None:
         return "null"
     if type(value) is bool:
