@@ -20,11 +20,11 @@ from flow import instance_id, kinds, result_of, wait_for_step
 
 import actors
 from actors._wire import (
+    plain_start_subject,
     result_msg_id,
     result_subject,
     signal_subject,
     start_msg_id,
-    start_subject,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ async def test_a_start_with_a_wide_map_header_is_applied(engine: Engine) -> None
     start = cbor_x_envelope("workflow.start", {"id": instance, "input": {"n": 1}})
     assert start[:3] == bytes.fromhex("b90003")
     await engine.transport.publish(
-        start_subject("foreign_gate"), start, msg_id=start_msg_id(instance)
+        plain_start_subject("foreign_gate"), start, msg_id=start_msg_id(instance)
     )
     await wait_for_step(engine, instance, "wait", "waiting")
     info = await engine.client.status(instance)

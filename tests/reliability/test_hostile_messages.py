@@ -324,7 +324,7 @@ async def hostile_run(
             # The damaged states were the test's own writes, not instances.
             states = await transport.kv(STATES_BUCKET)
             for bad in damaged:
-                await states.delete(bad.subject.rpartition(".")[2])
+                await states.delete(bad.subject.split(".")[1])  # instance.{key}.cancel
 
             # Still serving: a workflow started after the flood completes too.
             ids |= await start_ledger(client, 1, prefix="after")
