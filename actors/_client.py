@@ -2,8 +2,9 @@
 
 Waiting is event-driven: one watch over the states bucket per client, shared
 by every waiter, wakes each when its instance reaches a terminal state. The
-watch starts at a watermark the client writes, so it never replays the
-bucket's past (which may hold millions of instances).
+watch starts at the bucket's latest revision, so it never replays the
+bucket's past (which may hold millions of instances), and the client writes
+nothing there: the bucket holds instance states only.
 """
 
 from __future__ import annotations
@@ -66,8 +67,6 @@ __all__ = [
     "WorkflowFailedError",
 ]
 
-#: A key no instance can have (ids have no dots); the waiters' watch starts after it.
-_WATERMARK_KEY: Final = "_client.watermark"
 #: History records read from the broker per request.
 _HISTORY_PAGE: Final = 1000
 
@@ -487,8 +486,8 @@ class Client:
 
     async def _ensure_watch(self) -> None:
         # None yet, or the last one failed (its waiters saw the error): start
-        # one. A broker error (a full store refusing the watermark, a lost
-        # connection) must not make every later wait of this client fail.
+        # one. A broker error (a lost connection) must not make every later
+        # wait of this client fail.
         if self._watch_ready is None or self._watch_error is not None:
             if self._nursery is None:
                 raise RuntimeError("use the client inside 'async with'")
@@ -501,8 +500,10 @@ class Client:
         assert self._watch_ready is not None
         kv = self._kv()
         try:
-            mark = await kv.put(_WATERMARK_KEY, b"")
-            async with kv.watch(">", since=mark) as changes:
+            mark = await kv.latest_revision()
+            # "*": instance ids only (one token), not the dotted keys that
+            # earlier versions wrote into the bucket.
+            async with kv.watch("*", since=mark) as changes:
                 self._watch_ready.set()
                 async for change in changes:
                     waiters = self._waiters.get(change.key)
