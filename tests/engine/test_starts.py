@@ -6,13 +6,16 @@ starts workflows before the services are up, then start one.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
 
 import actors
 from actors import InstanceStatus, Layout
-from transport import open_transport
+from transport import Transport, open_transport
 
 #: A short duplicate window, so that a test can outlive it (on JetStream too).
 LAYOUT = Layout(duplicate_window=1.0)
@@ -20,14 +23,23 @@ HELD = {"type": "held", "steps": [{"id": "w", "wait_signal": "go"}]}
 OTHER = {"type": "other", "steps": [{"id": "w", "wait_signal": "go"}]}
 
 
+@asynccontextmanager
+async def without_orchestrator(
+    url: str, layout: Layout | None = None
+) -> AsyncIterator[tuple[Transport, trio.Nursery, actors.Client]]:
+    """A transport, a nursery for the services a test starts later, and a client."""
+    async with (
+        open_transport(url) as transport,
+        trio.open_nursery() as nursery,
+        actors.Client(transport, layout=layout) as client,
+    ):
+        yield transport, nursery, client
+
+
 async def test_a_start_of_an_id_another_type_has_is_a_conflict(
     engine_url: str, clock: trio.testing.MockClock | None
 ) -> None:
-    async with (
-        open_transport(engine_url) as transport,
-        trio.open_nursery() as nursery,
-        actors.Client(transport, layout=LAYOUT) as client,
-    ):
+    async with without_orchestrator(engine_url, LAYOUT) as (transport, nursery, client):
         await client.register(HELD)
         await client.register(OTHER)
         # No orchestrator yet: the start waits in the events stream.
@@ -73,11 +85,7 @@ async def test_a_start_of_an_id_another_type_has_is_a_conflict(
 async def test_a_wait_that_runs_out_tells_pending_from_running(
     engine_url: str, clock: trio.testing.MockClock | None
 ) -> None:
-    async with (
-        open_transport(engine_url) as transport,
-        trio.open_nursery() as nursery,
-        actors.Client(transport) as client,
-    ):
+    async with without_orchestrator(engine_url) as (transport, nursery, client):
         await client.register(HELD)
         instance = await client.start("held", None, id="first")
         with trio.move_on_after(1):
