@@ -92,7 +92,7 @@ class StoreInUseError(NatsServerError):
     """Another server runs on this folder's store: two would corrupt it.
 
     ``holder`` says who holds the folder's lock, as far as the lock file tells
-    (``"pid 123 (python -m actors dev), nats-server pid 130"``).
+    (``"nats-server pid 130 of pid 123 (python3 -m actors dev)"``).
     """
 
     def __init__(self, directory: Path, holder: str) -> None:
