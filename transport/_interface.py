@@ -150,6 +150,16 @@ class KeyValue(Protocol):
     async def keys(self, pattern: str = ">") -> list[str]:
         """The keys currently present that match ``pattern`` (``*``/``>`` wildcards)."""
 
+    async def latest_revision(self) -> int:
+        """The revision of the newest write the bucket holds (a delete too); 0 if none.
+
+        Every write acknowledged before the call has this revision or an
+        earlier one, so a watch ``since`` it yields the changes made after
+        the call; and a watch ``since=0`` yields the change at this revision,
+        last of those the bucket held at the call. Reads nothing else and
+        writes nothing: a way to learn "now" in a bucket without a marker key.
+        """
+
     def watch(
         self, pattern: str = ">", *, since: int | None = None
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[KVChange]]:

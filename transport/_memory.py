@@ -476,6 +476,14 @@ class MemoryKV:
         bucket.expire(trio.current_time())
         return bucket.live_keys(SubjectFilter((pattern,)))
 
+    async def latest_revision(self) -> int:
+        """The newest retained revision, 0 if none (see :meth:`KeyValue.latest_revision`)."""
+        await self._transport._enter_op()
+        bucket = self._bucket
+        bucket.expire(trio.current_time())
+        # Expiry takes the oldest first: while anything is retained, the newest is.
+        return bucket.revision if bucket.log else 0
+
     @asynccontextmanager
     async def watch(
         self, pattern: str = ">", *, since: int | None = None

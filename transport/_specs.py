@@ -300,6 +300,7 @@ class PubAck:
     """The broker's receipt for a stored message."""
 
     stream: str
+    #: Where the message is stored; for a duplicate, where the first one with its id is.
     seq: int
     #: True if the message id was seen within the duplicate window: nothing was stored.
     duplicate: bool = False

@@ -265,6 +265,18 @@ async def test_a_workflow_started_over_http_completes(served: Served) -> None:
     assert (again.status_code, again.json()) == (201, {"id": "g-1"})
 
 
+async def test_a_start_of_an_id_another_type_has_is_a_conflict(served: Served) -> None:
+    await served.register_examples()
+    await start(served, "greet", {"input": {"name": "ann"}, "id": "g-2"})
+    # Regression: this answered 201, as if the approval had started.
+    other = await served.http.post("/workflows/approval", json={"input": None, "id": "g-2"})
+    assert other.status_code == 409, other.text
+    error = error_of(other)
+    assert error["type"] == "InstanceConflict"
+    assert "'g-2' is a 'greet' workflow" in error["message"]
+    assert (await served.http.get("/workflows/g-2")).json()["type"] == "greet"
+
+
 async def test_a_start_without_an_id_gets_one_and_a_version(served: Served) -> None:
     await served.register_examples()
     await served.client.register(served.definitions["greet"].replace("version: 1", "version: 2"))

@@ -560,6 +560,10 @@ class _FaultyKV:
         await self._node.gate()
         return await self._inner.keys(pattern)
 
+    async def latest_revision(self) -> int:
+        await self._node.gate()
+        return await self._inner.latest_revision()
+
     def watch(
         self, pattern: str = ">", *, since: int | None = None
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[KVChange]]:
