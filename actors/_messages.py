@@ -212,12 +212,18 @@ class _Fields:
             raise self.wrong(name, f"{kind.name} or null")
         return value
 
+    # The commonest reads, spelt out: they run for every field of every event.
+
     def text(self, name: str) -> str:
-        value: str = self.require(name, _STR)
+        value = self._data.get(name)
+        if type(value) is not str:
+            raise self.wrong(name, _STR.name)
         return value
 
     def integer(self, name: str) -> int:
-        value: int = self.require(name, _INT)
+        value = self._data.get(name)
+        if type(value) is not int:
+            raise self.wrong(name, _INT.name)
         return value
 
     def count(self, name: str, *, default: int, least: int, wanted: str) -> int:
@@ -235,9 +241,11 @@ class _Fields:
     def choice(self, name: str, kind: type[_E]) -> _E:
         """A field holding the value of a member of the string enum ``kind``."""
         value = self._data.get(name)
-        for member in kind:
-            if type(value) is str and member.value == value:
-                return member
+        if type(value) is str:
+            try:
+                return kind(value)
+            except ValueError:
+                pass
         raise self.wrong(name, "one of " + ", ".join(str(member.value) for member in kind))
 
     def element(self, name: str, index: int, value: object) -> _Fields:
