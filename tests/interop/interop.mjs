@@ -161,7 +161,7 @@ async function runTask(js, msg, ackWait) {
   const outcome = result.error === undefined ? "completed" : "failed";
   // The step's key goes into the subject and the message id as it is.
   await js.publish(
-    `workflow.activity.${outcome}.${task.instance}.${task.step}`,
+    `instance.${task.instance}.${outcome}.${task.step}`,
     envelope("activity.result", result),
     { msgID: `result.${task.instance}.${task.step}.${task.attempt}` },
   );
@@ -187,10 +187,16 @@ async function serve(js, jsm, name) {
 
 // -- a client: start, signal, read the result ------------------------------------
 
-/** Start an instance with a JSON body or a CBOR envelope; note the broker's answer. */
+/**
+ * Start an instance with a JSON body or a CBOR envelope; note the broker's answer.
+ * A JSON start goes to the plain start subject (the engine files it under its
+ * instance), a CBOR one to its instance's own subject.
+ */
 async function start(js, type, body, encoding) {
   const data = encoding === "json" ? json(body) : envelope("workflow.start", body);
-  const ack = await js.publish(`workflow.start.${type}`, data, { msgID: `start.${body.id}` });
+  const subject =
+    encoding === "json" ? `workflow.start.${type}` : `instance.${body.id}.start.${type}`;
+  const ack = await js.publish(subject, data, { msgID: `start.${body.id}` });
   report.starts.push({ id: body.id, encoding, seq: ack.seq, duplicate: ack.duplicate });
 }
 
@@ -198,7 +204,7 @@ async function start(js, type, body, encoding) {
 async function signal(js, id, name, payload, encoding) {
   const data =
     encoding === "json" ? json(payload) : envelope("workflow.signal", { payload });
-  const ack = await js.publish(`workflow.signal.${id}.${name}`, data, {
+  const ack = await js.publish(`instance.${id}.signal.${name}`, data, {
     msgID: `signal.${id}.${name}`,
   });
   report.signals.push({ id, encoding, seq: ack.seq, duplicate: ack.duplicate });
