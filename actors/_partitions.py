@@ -239,12 +239,20 @@ class Leases:
         for partition in keeping[share:]:
             self._held[partition].releasing = True
             self._send.send_nowait((Ownership.RELEASE, partition))
+        if keeping[share:]:
+            log.info(
+                "%s hands back partitions %s (%d orchestrators)",
+                self.member,
+                _ranges(keeping[share:]),
+                len(live),
+            )
         missing = share - len(keeping)
         if missing <= 0:
             return
         alive = set(live)
+        taken: list[int] = []
         for partition in range(self._count):
-            if missing <= 0:
+            if len(taken) >= missing:
                 break
             if partition in self._held:
                 continue
@@ -252,7 +260,16 @@ class Leases:
             if seen is not None and seen.member in alive and seen.at >= now - self._lease:
                 continue
             if await self._take(partition, seen):
-                missing -= 1
+                taken.append(partition)
+        if taken:
+            log.info(
+                "%s took partitions %s (%d of %d, %d orchestrators)",
+                self.member,
+                _ranges(taken),
+                len(self._held),
+                self._count,
+                len(live),
+            )
 
     async def _take(self, partition: int, seen: _Seen | None) -> bool:
         key = f"{_OWNER}{partition}"
@@ -271,7 +288,6 @@ class Leases:
             return False
         self._held[partition] = _Held(revision, started)
         self.stats["acquired"] += 1
-        log.info("partition %d: taken by %s", partition, self.member)
         self._send.send_nowait((Ownership.ACQUIRED, partition))
         return True
 
@@ -308,6 +324,17 @@ class Leases:
             await self._kv.put(f"{_MEMBER}{self.member}", _owner_value(self.member))
         except TransportError as exc:
             log.warning("could not announce this orchestrator (%s)", exc)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    spans: list[list[int]] = []
+    for number in sorted(numbers):
+        if spans and spans[-1][1] == number - 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _owner_value(member: str) -> bytes:
