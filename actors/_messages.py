@@ -690,6 +690,10 @@ def _step_data(step: StepState) -> dict[str, Any]:
         data["items"] = list(step.items)
         data["next_item"] = step.next_item
         data["finished_items"] = step.finished_items
+    if step.dispatched:
+        data["dispatched"] = step.dispatched
+    if step.in_flight:
+        data["in_flight"] = True
     return data
 
 
@@ -787,6 +791,8 @@ def _step_from(fields: _Fields) -> StepState:
         None if items is None else tuple(items),
         fields.get("next_item", _INT, 0),
         fields.get("finished_items", _INT, 0),
+        fields.get("dispatched", _INT, 0),
+        fields.get("in_flight", _BOOL, False),
     )
 
 

@@ -842,6 +842,19 @@ class _InstanceActor:
                     # Publishing again is deduplicated by message id (rule 2).
                     await self._transport.publish_many(self._messages(state, state.outbox))
                     self._outbox_sent = True
+                if (
+                    state is not None
+                    and isinstance(event, StartRequested)
+                    and event.parent is None
+                    and event.workflow_type != state.type
+                ):
+                    # Its publisher may not know: leave a trace of the refusal.
+                    await self._owner._deadletter(
+                        delivery,
+                        f"instance {self._id!r} is of type {state.type!r}: "
+                        f"a start of type {event.workflow_type!r} is refused",
+                    )
+                    return
                 await delivery.ack()
                 return
             if state is not None and not self._outbox_sent:
@@ -971,7 +984,10 @@ class _InstanceActor:
             )
             attempt = command.attempt if isinstance(command, ScheduleActivity) else 1
             failure = ActivityFailed(
-                command.step, attempt, ErrorInfo("InputTooLarge", str(refused), non_retryable=True)
+                command.step,
+                attempt,
+                ErrorInfo("InputTooLarge", str(refused), non_retryable=True),
+                unsent=True,
             )
             after, more = decide(definition, new, failure, now)
             if after is None or after is new:

@@ -64,6 +64,20 @@ async def pause(value: Any) -> Any:
     return value
 
 
+@actors.activity
+async def slow_reserve(value: Any) -> dict[str, Any]:
+    await trio.sleep(value["pause"])
+    _note("slow_reserve", value)
+    return {"reservation": f"r-{value['order']}"}
+
+
+@actors.activity
+async def decline_after(value: Any) -> str:
+    await trio.sleep(value["pause"])
+    _note("decline_after", value)
+    raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
+
+
 #: Per instance: the long activity began, and it was told to stop.
 _hauling: defaultdict[str, trio.Event] = defaultdict(trio.Event)
 _stopped: defaultdict[str, trio.Event] = defaultdict(trio.Event)
@@ -295,6 +309,91 @@ async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine) -> No
     history = await kinds(engine, instance)
     assert history.index("compensation.started") < history.index("compensation.completed")
     assert history[-1] == "workflow.failed"
+
+
+PARALLEL_SAGA = {
+    "type": "saga_parallel",
+    "steps": [
+        {
+            "id": "both",
+            "parallel": [
+                {
+                    "id": "stock",
+                    "steps": [
+                        {
+                            "id": "reserve",
+                            "activity": "slow_reserve",
+                            "input": "{order: input.order, pause: input.reserve_pause}",
+                            "compensate": {"activity": "release"},
+                        }
+                    ],
+                },
+                {
+                    "id": "money",
+                    "steps": [
+                        {
+                            "id": "authorize",
+                            "activity": "decline_after",
+                            "input": "{order: input.order, pause: input.decline_pause}",
+                            "compensate": {"activity": "refund"},
+                        }
+                    ],
+                },
+            ],
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize("first", ["reserve-done", "decline"])
+async def test_every_step_whose_task_went_out_is_compensated(
+    engine: Engine, clock: trio.testing.MockClock | None, first: str
+) -> None:
+    """Rule 11, in the order example's shape: the authorization fails beside a
+    reservation that completed, or that is still running. Both steps' tasks
+    went out, so both are undone, the one that ended last first; a step
+    abandoned while its task runs is undone only once that task reported
+    (here: its worker cancels it), from the input it was given."""
+    await engine.client.register(PARALLEL_SAGA)
+    pauses = (
+        {"reserve_pause": 0, "decline_pause": 2}
+        if first == "reserve-done"
+        else {
+            "reserve_pause": 60,
+            "decline_pause": 0,
+        }
+    )
+    instance = await engine.client.start("saga_parallel", {"order": "o9", **pauses})
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance)
+    assert caught.value.error.type == "Declined"
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
+    undone = [(name, value) for name, value in _ran[instance] if name in ("release", "refund")]
+    history = await engine.history(instance)
+    started = next(r for r in history if r["kind"] == "compensation.started")
+    if first == "reserve-done":
+        # The authorization failed last: it is undone first, from its input
+        # (it has no output); then the reservation, from its output.
+        assert started["detail"]["steps"] == ["authorize~undo", "reserve~undo"]
+        assert undone == [
+            ("refund", {"order": "o9", "pause": 2}),
+            ("release", {"reservation": "r-o9"}),
+        ]
+    else:
+        # The reservation was abandoned while it ran: its compensation waited
+        # for its task to report, then undid it from what it was asked.
+        assert started["detail"]["steps"] == ["reserve~undo", "authorize~undo"]
+        assert undone == [
+            ("release", {"order": "o9", "pause": 60}),
+            ("refund", {"order": "o9", "pause": 0}),
+        ]
+        kinds_seen = [r["kind"] for r in history]
+        assert kinds_seen.index("compensation.waiting") < kinds_seen.index("activity.settled")
+        settled = next(r for r in history if r["kind"] == "activity.settled")
+        assert settled["detail"] == {"step": "reserve", "attempt": 1, "outcome": "failed"}
+        assert "slow_reserve" not in [name for name, _ in _ran[instance]]
 
 
 async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine) -> None:

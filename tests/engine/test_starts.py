@@ -8,15 +8,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
+import ledger_activities
 import pytest
 import trio
 import trio.testing
 
 import actors
 from actors import InstanceStatus, Layout
+from actors._messages import StartMessage, encode_start
+from actors._wire import start_subject
 from transport import Transport, open_transport
 
+if TYPE_CHECKING:
+    from conftest import Engine
+
+#: The engine fixture's worker serves these (the workflows here run none).
+ACTIVITY_MODULE = ledger_activities
 #: A short duplicate window, so that a test can outlive it (on JetStream too).
 LAYOUT = Layout(duplicate_window=1.0)
 HELD = {"type": "held", "steps": [{"id": "w", "wait_signal": "go"}]}
@@ -106,3 +115,26 @@ async def test_a_wait_that_runs_out_tells_pending_from_running(
         assert info.status is InstanceStatus.RUNNING
         assert not await client.start_pending(instance)
         orchestrator.shutdown()
+
+
+async def test_the_orchestrator_dead_letters_a_start_of_an_id_another_type_has(
+    engine: Engine,
+) -> None:
+    """A start that no client checked (a program of its own, past the broker's
+    duplicate window) leaves a dead letter saying whose the id is; the
+    instance is unchanged."""
+    client = engine.client
+    await client.register(HELD)
+    await client.register(OTHER)
+    await client.start("held", 1, id="mine")
+    with trio.fail_after(30):
+        await client.wait_for("mine", lambda _: True)
+    data = encode_start(StartMessage("mine", 2))
+    # Another message id than the first start's: the broker keeps it.
+    await engine.transport.publish(start_subject("mine", "other"), data, msg_id="raw-start")
+    [letter] = await engine.deadletters(1)
+    assert letter["subject"] == "instance.mine.start.other"
+    assert "instance 'mine' is of type 'held'" in letter["reason"]
+    info = await client.status("mine")
+    assert info is not None
+    assert (info.type, info.input, info.status) == ("held", 1, InstanceStatus.RUNNING)
