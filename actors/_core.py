@@ -1471,11 +1471,7 @@ def _end(
             if not step.dispatched or key.endswith(UNDO):
                 continue
             ref = _resolve(definition, key)
-            if (
-                ref is None
-                or not isinstance(ref.step, ActivityStep)
-                or ref.step.compensate is None
-            ):
+            if ref is None or not isinstance(ref.step, ActivityStep) or ref.step.compensate is None:
                 continue
             undo.append((step.done, step.dispatched, key + UNDO))
             if key in in_flight:
