@@ -236,9 +236,9 @@ class FaultyTransport:
     def now(self) -> float:
         return self._broker.now()
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         await self._node.gate()
-        await self._broker.ensure_stream(spec)
+        return await self._broker.ensure_stream(spec)
 
     async def ensure_kv(self, spec: KVSpec) -> KeyValue:
         await self._node.gate()
