@@ -317,9 +317,9 @@ class Orchestrator:
                 self._intake_scope.cancel()
                 for partition in list(self._partitions.values()):
                     partition.routing.cancel()
-            # Nothing is decided here any more: let the others take over now.
             services.cancel_scope.cancel()
-            await leases.close()
+        # Nothing is decided here any more: let the others take over now.
+        await leases.close()
 
     async def _follow_leases(self, leases: Leases, served: trio.Nursery) -> None:
         """Serve the partitions this process acquires; stop those it loses or hands back."""
