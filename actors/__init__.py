@@ -23,6 +23,7 @@ from ._api import serve_api as serve_api
 from ._builder import Steps as Steps
 from ._builder import WorkflowBuilder as WorkflowBuilder
 from ._client import Client as Client
+from ._client import InstanceConflictError as InstanceConflictError
 from ._client import InstanceInfo as InstanceInfo
 from ._client import UnknownWorkflowTypeError as UnknownWorkflowTypeError
 from ._client import WorkflowCancelledError as WorkflowCancelledError
@@ -70,6 +71,7 @@ __all__ = [
     "ErrorInfo",
     "ExpressionError",
     "FieldError",
+    "InstanceConflictError",
     "InstanceInfo",
     "InstanceStatus",
     "InstanceSummary",

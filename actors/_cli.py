@@ -46,7 +46,13 @@ from transport import (
 )
 from transport._options import MEMORY_SCHEME, parse_url
 
-from ._client import Client, InstanceInfo, UnknownWorkflowTypeError, WorkflowError
+from ._client import (
+    Client,
+    InstanceConflictError,
+    InstanceInfo,
+    UnknownWorkflowTypeError,
+    WorkflowError,
+)
 from ._codec import DEFAULT_LIMITS, CodecError
 from ._config import (
     CONFIG_ENV,
@@ -92,7 +98,8 @@ class ExitCode(enum.IntEnum):
     NOT_FOUND = 3
     #: The command was wrong: usage, JSON, a definition, a name, a size, a URL.
     INVALID = 4
-    #: A wait ran out (``--timeout``, ``result --wait``) with the instance still running.
+    #: A wait ran out (``--timeout``, ``result --wait``) with the instance still running
+    #: (or, after ``start``, still pending: no orchestrator has picked its start up).
     TIMED_OUT = 5
     #: Ctrl-C.
     INTERRUPTED = 130
@@ -212,6 +219,7 @@ def _json_view(value: Any) -> RenderableType:
 
 _STATUS_STYLES: Final = {
     "completed": "green",
+    "pending": "yellow",
     "running": "cyan",
     "compensating": "yellow",
     "failed": "red",
@@ -692,6 +700,7 @@ class _Outcome:
     """Where an instance stands once a wait is over (or ran out)."""
 
     id: str
+    #: ``None`` while not stored: the start is pending (``start``).
     info: InstanceInfo | None
     #: False for an id that names no instance (``result``): status ``unknown``.
     found: bool = True
@@ -700,7 +709,7 @@ class _Outcome:
     def status(self) -> str:
         if not self.found:
             return "unknown"
-        return "running" if self.info is None else str(self.info.status)
+        return "pending" if self.info is None else str(self.info.status)
 
     def to_data(self) -> dict[str, Any]:
         """The outcome as JSON: the same keys whatever the status (``None`` if unknown)."""
@@ -726,7 +735,7 @@ def _exit_code(outcomes: Iterable[_Outcome]) -> ExitCode:
     statuses = {outcome.status for outcome in outcomes}
     if "unknown" in statuses:
         return ExitCode.NOT_FOUND
-    if statuses & {"running", "compensating"}:
+    if statuses & {"pending", "running", "compensating"}:
         return ExitCode.TIMED_OUT
     if statuses - {"completed"}:
         return ExitCode.NOT_COMPLETED
@@ -769,6 +778,11 @@ async def _wait_all(
     async def refresh(outcome: _Outcome) -> None:
         async with limiter:
             outcome.info = await client.status(outcome.id)
+            if outcome.info is None and not await client.start_pending(outcome.id):
+                # Stored between the two looks, or its start was refused
+                # (dead-lettered): then there is no such instance.
+                outcome.info = await client.status(outcome.id)
+                outcome.found = outcome.info is not None
 
     # Those the time limit cut short: show where they are now.
     async with trio.open_nursery() as nursery:
@@ -856,6 +870,12 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
         outcome = failed[0]
         if outcome.status == "unknown":
             click.echo(f"error: no instance {outcome.id!r}", err=True)
+        elif outcome.status == "pending":
+            click.echo(
+                f"error: {outcome.id} is pending: the broker accepted its start, but no "
+                "orchestrator has picked it up yet (is one running?)",
+                err=True,
+            )
         elif outcome.status in ("running", "compensating"):
             click.echo(f"error: {outcome.id} is still {outcome.status}", err=True)
         else:
@@ -888,7 +908,7 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
 @click.option(
     "--timeout",
     type=BoundedNumber(Bounds("float", 0, above=True, high=MAX_SECONDS)),
-    help="With --wait: seconds to wait at most (exit 5 if still running).",
+    help="With --wait: seconds to wait at most (exit 5 if still running or pending).",
 )
 @pass_app
 def start(
@@ -905,7 +925,8 @@ def start(
     """Start an instance of workflow TYPE and print its id.
 
     With --wait, wait for it to end and print its status and output (or
-    error); the exit code is 1 if it did not complete.
+    error); the exit code is 1 if it did not complete. An --id that belongs
+    to an instance of another type is refused (exit 4).
     """
     input_value = _given_payload("--input", "input_value", "input", input_value, input_value_file)
     if timeout is not None and not wait:
@@ -1281,7 +1302,9 @@ def _classify(exc: BaseException, url: str) -> CliError | None:
         return CliError(str(exc), ExitCode.NOT_FOUND)
     if isinstance(exc, DefinitionError):
         return CliError("invalid definition", ExitCode.INVALID, [str(e) for e in exc.errors])
-    if isinstance(exc, VersionConflictError | InvalidNameError | LimitExceededError):
+    if isinstance(
+        exc, VersionConflictError | InstanceConflictError | InvalidNameError | LimitExceededError
+    ):
         return CliError(str(exc), ExitCode.INVALID)
     if isinstance(exc, CodecError | JsonError | ConfigError | ModuleError):
         # A value the engine cannot carry (the checks before sending should

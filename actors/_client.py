@@ -2,8 +2,9 @@
 
 Waiting is event-driven: one watch over the states bucket per client, shared
 by every waiter, wakes each when its instance reaches a terminal state. The
-watch starts at a watermark the client writes, so it never replays the
-bucket's past (which may hold millions of instances).
+watch starts at the bucket's latest revision, so it never replays the
+bucket's past (which may hold millions of instances), and the client writes
+nothing there: the bucket holds instance states only.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import builtins
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -44,6 +46,7 @@ from ._registry import DefinitionStore
 from ._visibility import InstanceIndex, InstanceSummary
 from ._wire import (
     DEFINITIONS_BUCKET,
+    EVENTS_STREAM,
     HISTORY_STREAM,
     STATES_BUCKET,
     Layout,
@@ -59,6 +62,7 @@ from ._wire import (
 
 __all__ = [
     "Client",
+    "InstanceConflictError",
     "InstanceInfo",
     "UnknownWorkflowTypeError",
     "WorkflowCancelledError",
@@ -66,10 +70,15 @@ __all__ = [
     "WorkflowFailedError",
 ]
 
-#: A key no instance can have (ids have no dots); the waiters' watch starts after it.
-_WATERMARK_KEY: Final = "_client.watermark"
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
 #: History records read from the broker per request.
 _HISTORY_PAGE: Final = 1000
+#: How many of its latest starts a client remembers, for :meth:`Client.start_pending`.
+_STARTS_KEPT: Final = 100_000
+#: Looks for the start a duplicate was dropped for, before giving up (see ``_first_start``).
+_FIRST_START_LOOKS: Final = 6
 
 
 class WorkflowError(Exception):
@@ -78,6 +87,23 @@ class WorkflowError(Exception):
 
 class UnknownWorkflowTypeError(WorkflowError):
     """No definition of that type (at that version) is registered."""
+
+
+class InstanceConflictError(WorkflowError):
+    """A start named an id that belongs to an instance of another workflow type.
+
+    Nothing was started. ``existing_type`` is the type of the instance that
+    has the id (stored, or started first and not stored yet).
+    """
+
+    def __init__(self, instance_id: str, existing_type: str, requested_type: str) -> None:
+        super().__init__(
+            f"instance {instance_id!r} is a {existing_type!r} workflow: it cannot be "
+            f"started as {requested_type!r} (give another id)"
+        )
+        self.instance_id = instance_id
+        self.existing_type = existing_type
+        self.requested_type = requested_type
 
 
 class WorkflowFailedError(WorkflowError):
@@ -154,6 +180,8 @@ class Client:
         self._watch_error: BaseException | None = None
         #: The error of the latest watch that failed, for the waiters it dropped.
         self._watch_failure: BaseException | None = None
+        #: Where the events stream stored this client's latest starts, by id.
+        self._starts: dict[str, int] = {}
 
     @classmethod
     @asynccontextmanager
@@ -219,13 +247,21 @@ class Client:
         """Start an instance and return its id, without waiting for it to run.
 
         ``id`` is the idempotency key: starting an id that exists (or is
-        being started) does nothing more, and returns the id. ``version=0``
+        being started) as the same type does nothing more, and returns the
+        id; an id that belongs to an instance of another type raises
+        :class:`InstanceConflictError` (nothing is started). ``version=0``
         runs the newest version. Raises :class:`UnknownWorkflowTypeError` if
         the type (or the version) is not registered, ``InvalidNameError`` for
         a bad id, :class:`LimitExceededError` for an input over the client's
         ``limits.max_input`` (nothing is published then), and
         ``actors.StorageFullError`` when the broker's store is full (nothing
         is stored: start again, with the same ``id``, once there is space).
+
+        Costs one publish and, with an ``id`` given, one read of its key at
+        the same time (a random id is new). Not seen: a start of the id as
+        another type that the broker took more than its duplicate window
+        (120 s) earlier and no orchestrator has taken yet (none ran all that
+        while); the orchestrator runs that one and drops this one.
         """
         check_name("workflow type", workflow_type)
         instance_id = check_instance_id(id) if id is not None else secrets.token_hex(12)
@@ -236,10 +272,96 @@ class Client:
             )
         if await self._store().get(workflow_type, version) is None:
             raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
-        await self._transport.publish(
-            start_subject(workflow_type), data, msg_id=start_msg_id(instance_id)
+        publish = partial(
+            self._transport.publish,
+            start_subject(instance_id, workflow_type),
+            data,
+            msg_id=start_msg_id(instance_id),
         )
+        if id is None:
+            ack = await publish()  # a random id is new
+        else:
+            # The orchestrator ignores a start of an instance that exists,
+            # whatever its type: the type is checked here, from the key read
+            # while the start is published (the latency of one round trip).
+            # Nothing else could tell: the broker forgets message ids after
+            # its window. If the key holds another type, the start published
+            # changes nothing: the orchestrator drops it.
+            entry, ack = await _together(self._kv().get(instance_id), publish())
+            if entry is not None:
+                _same_type(instance_id, decode_state(entry.value).type, workflow_type)
+                return instance_id
+        if ack.duplicate:
+            # A start of this id came first, within the duplicate window; the
+            # broker dropped this one, and the instance is that start's.
+            first = await self._first_start(instance_id, ack.seq)
+            _same_type(instance_id, first, workflow_type)
+        # Otherwise nothing more to check: the key was absent when read, and
+        # the broker took this start as the first of its id within its
+        # window, so the instance will be this start's (the one exception is
+        # in the docstring).
+        self._remember_start(instance_id, ack.seq)
         return instance_id
+
+    async def start_pending(self, instance_id: str) -> bool:
+        """Whether the instance's start is accepted by the broker but not picked up yet.
+
+        True while the events stream holds a start this client made for
+        ``instance_id`` (one of its latest 100,000) and no orchestrator has
+        stored the instance: none is running, or all are far behind. False
+        once it is stored, and for an id this client did not start. A wait
+        (:meth:`wait`, :meth:`result`) for a pending instance waits on for an
+        orchestrator; this tells a caller whose wait ran out why there is no
+        state to show (:meth:`status` is ``None``), where "running" would be
+        wrong.
+        """
+        seq = self._starts.get(check_instance_id(instance_id))
+        if seq is None or await self._kv().get(instance_id) is not None:
+            return False
+        # An orchestrator stores the state, then acks (so removes) the start:
+        # a start still held after the state was found missing was not taken.
+        return await self._transport.holds(EVENTS_STREAM, seq)
+
+    def _remember_start(self, instance_id: str, seq: int) -> None:
+        starts = self._starts
+        starts.pop(instance_id, None)
+        starts[instance_id] = seq
+        if len(starts) > _STARTS_KEPT:
+            del starts[next(iter(starts))]  # the oldest
+
+    async def _first_start(self, instance_id: str, seq: int) -> str:
+        """The workflow type of the start of ``instance_id`` stored at ``seq``.
+
+        Read from the instance's state if an orchestrator has stored it, else
+        from the subject of that start, still in the events stream. Raises
+        :class:`WorkflowError` if the start was taken without an instance
+        being stored (the orchestrator refused it as malformed).
+        """
+        kv = self._kv()
+        for look in range(_FIRST_START_LOOKS):
+            entry = await kv.get(instance_id)
+            if entry is not None:
+                return decode_state(entry.value).type
+            # Filed under its instance, or a plain start still in the intake.
+            found = await self._transport.read(EVENTS_STREAM, ">", start_seq=seq, limit=1)
+            if found and found[0].stream_seq == seq:
+                return found[0].subject.rpartition(".")[2]
+            if not await self._transport.holds(EVENTS_STREAM, seq):
+                # Taken since the first look: its state is stored before the
+                # start is acked, unless the start was refused.
+                entry = await kv.get(instance_id)
+                if entry is not None:
+                    return decode_state(entry.value).type
+                raise WorkflowError(
+                    f"the start of {instance_id!r} was dropped as a duplicate of an earlier "
+                    "start of that id, which the engine refused (see the dead letters): "
+                    "start it again once the broker's duplicate window has passed"
+                )
+            # Held, yet the read missed it: on a cluster a read may be answered
+            # by a replica a moment behind the stream's leader. Nothing to
+            # wait on but time; a few tries, a few milliseconds apart.
+            await trio.sleep(0.005 * 2**look)
+        raise WorkflowError(f"could not read the first start of {instance_id!r}; start it again")
 
     async def status(self, instance_id: str) -> InstanceInfo | None:
         """The instance's stored state; ``None`` if it does not exist (yet)."""
@@ -487,8 +609,8 @@ class Client:
 
     async def _ensure_watch(self) -> None:
         # None yet, or the last one failed (its waiters saw the error): start
-        # one. A broker error (a full store refusing the watermark, a lost
-        # connection) must not make every later wait of this client fail.
+        # one. A broker error (a lost connection) must not make every later
+        # wait of this client fail.
         if self._watch_ready is None or self._watch_error is not None:
             if self._nursery is None:
                 raise RuntimeError("use the client inside 'async with'")
@@ -501,8 +623,10 @@ class Client:
         assert self._watch_ready is not None
         kv = self._kv()
         try:
-            mark = await kv.put(_WATERMARK_KEY, b"")
-            async with kv.watch(">", since=mark) as changes:
+            mark = await kv.latest_revision()
+            # "*": instance ids only (one token), not the dotted keys that
+            # earlier versions wrote into the bucket.
+            async with kv.watch("*", since=mark) as changes:
                 self._watch_ready.set()
                 async for change in changes:
                     waiters = self._waiters.get(change.key)
@@ -548,6 +672,30 @@ def _info_of(state: InstanceState) -> InstanceInfo:
         steps=plain["steps"],
         compensation=state.compensation,
     )
+
+
+async def _together(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
+    """Await both at once; their results, or the first error either raised."""
+    results: list[Any] = [None, None]
+
+    async def run(index: int, awaitable: Awaitable[Any]) -> None:
+        results[index] = await awaitable
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, 0, first)
+            nursery.start_soon(run, 1, second)
+    except BaseExceptionGroup as group:
+        # The caller catches what the operations raise (StorageFullError...),
+        # not a group of it.
+        raise group.exceptions[0] from None
+    return results[0], results[1]
+
+
+def _same_type(instance_id: str, existing_type: str, requested_type: str) -> None:
+    """Raise :class:`InstanceConflictError` if the instance is of another type."""
+    if existing_type != requested_type:
+        raise InstanceConflictError(instance_id, existing_type, requested_type)
 
 
 def _unknown(workflow_type: str, version: int) -> str:

@@ -13,17 +13,26 @@ engine instead of misreading it. The body is a value of the *data model*:
 written nor accepted, so decoding never builds datetimes, decimals, regexes or
 shared references out of untrusted bytes.
 
-Decoding is meant for hostile input. Before cbor2 sees a byte, the size is
-checked against :class:`CodecLimits` and an iterative scan of the CBOR headers
-enforces the shape of the envelope, the nesting depth, the total number of
-container items, the declared lengths and the absence of tags, indefinite
-lengths, undefined and simple values, and trailing bytes. Whatever goes wrong
-surfaces as :class:`CodecError` and nothing else (``MemoryError`` and
-``BaseException`` subclasses such as ``KeyboardInterrupt`` pass through).
+Decoding is meant for hostile input, and reads any well-formed CBOR encoding
+of an envelope, not only the shortest one this module writes: every
+definite-length header width (the map of the envelope may start ``a3`` or
+``b9 00 03``), every integer width and half, single or double floats. Before
+cbor2 sees a byte, the size is checked against :class:`CodecLimits` and an
+iterative scan of the CBOR headers enforces the shape of the envelope, the
+nesting depth, the total number of container items, the declared lengths and
+the absence of tags, indefinite lengths, undefined and simple values, and
+trailing bytes. Whatever goes wrong surfaces as :class:`CodecError` and
+nothing else (``MemoryError`` and ``BaseException`` subclasses such as
+``KeyboardInterrupt`` pass through).
+
+:func:`decode_json` reads a JSON text (RFC 8259) into the same data model,
+within the same limits, for the messages that may also arrive as JSON.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,6 +48,7 @@ __all__ = [
     "Envelope",
     "PayloadTooLargeError",
     "decode",
+    "decode_json",
     "encode",
 ]
 
@@ -221,6 +231,153 @@ def decode(
     return Envelope(obj["kind"], obj["body"], obj["version"])
 
 
+def decode_json(
+    data: bytes | bytearray | memoryview, *, limits: CodecLimits = DEFAULT_LIMITS
+) -> Any:
+    """Parse one JSON value (RFC 8259) that occupies all of ``data``, within ``limits``.
+
+    Any JSON value is accepted (object, array, string, number, ``true``,
+    ``false``, ``null``) with any JSON whitespace around it, and comes back as
+    a value of the data model: ``dict``, ``list``, ``str``, ``int`` (a number
+    written without fraction or exponent), ``float``, ``bool`` or ``None``.
+    The text must be UTF-8 without a byte-order mark. The limits mean what they
+    mean for :func:`decode`, with the value in the place of an envelope's body:
+    ``max_bytes`` bounds the text, ``max_depth`` and ``max_items`` the value.
+    Like :func:`decode` it refuses the input the CBOR data model cannot hold,
+    rather than changing it.
+
+    Raises:
+        PayloadTooLargeError: if ``data`` is longer than ``limits.max_bytes``;
+            checked before anything else.
+        CodecError: for anything else wrong with ``data``: not UTF-8, not
+            one JSON value, ``NaN`` or ``Infinity``, an integer outside the
+            64-bit CBOR range, a number too large for a 64-bit float, an object
+            with a name twice, a string with a lone surrogate (``\\ud800``),
+            nesting deeper than ``max_depth`` or more than ``max_items``
+            container items (counted before the value is built).
+        TypeError: if ``data`` is not bytes-like (a caller bug, not bad input).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_json() needs bytes, got {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > limits.max_bytes:
+        raise PayloadTooLargeError(f"payload is {size} bytes, limit is {limits.max_bytes}")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"JSON text is not valid UTF-8: {exc}") from exc
+    _check_json_items(text, limits.max_items)
+    try:
+        value = json.loads(
+            text,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+            object_pairs_hook=_json_object,
+        )
+    except (CodecError, MemoryError):
+        raise
+    except RecursionError:
+        # json's scanner recurses per level; far past max_depth anyway.
+        raise CodecError(f"body nests deeper than max_depth={limits.max_depth}") from None
+    except ValueError as exc:
+        raise CodecError(f"malformed JSON: {exc}") from exc
+    _check_body(value, limits)
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        _check_surrogates(value)
+    return value
+
+
+# A JSON string, escapes and all; on valid JSON, the first quote outside a
+# string always opens one. A string left open runs to the end of the text, so
+# that every match from a quote succeeds, and the possessive quantifier never
+# gives back: the scan is linear however the quotes and backslashes are laid
+# out (a failed match retried from each later quote would be quadratic).
+_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_JSON_WHITESPACE: Final = str.maketrans("", "", " \t\n\r")
+# An escape of a UTF-16 surrogate; json pairs a high and a low one into one
+# code point, but leaves a lone one in the str, which UTF-8 cannot encode.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+# The decimal form of the 64-bit CBOR range's ints is at most this long
+# (-18446744073709551616); longer digit strings are refused before int() runs.
+_JSON_INT_CHARS: Final = 21
+
+
+def _check_json_items(text: str, max_items: int) -> None:
+    """Refuse ``text`` if its value would have more than ``max_items`` container items.
+
+    Counted on the text, so that a small text of many tiny items (``[[],[],...]``,
+    a few bytes each) is refused before json builds an object for each. Outside
+    strings, every comma separates two items of a container and every
+    non-empty container has one item more than commas, so the items number the
+    commas plus the non-empty containers. Exact for valid JSON; invalid JSON
+    that passes is refused by the parser.
+    """
+    # Cheap upper bound first: most texts need no closer look.
+    if text.count(",") + text.count("[") + text.count("{") <= max_items:
+        return
+    # Strings become a placeholder item; whitespace outside them means nothing.
+    bare = _JSON_STRING.sub("0", text).translate(_JSON_WHITESPACE)
+    opened = bare.count("[") + bare.count("{") - bare.count("[]") - bare.count("{}")
+    if bare.count(",") + opened > max_items:
+        raise CodecError(f"body has more than max_items={max_items} container items")
+
+
+def _json_int(text: str) -> int:
+    if len(text) > _JSON_INT_CHARS:
+        raise CodecError(
+            f"JSON integer of {len(text.lstrip('-'))} digits is outside the 64-bit CBOR range"
+        )
+    value = int(text)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise CodecError(f"JSON integer {text} is outside the 64-bit CBOR range")
+    return value
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise CodecError(f"JSON number {text:.40} is too large for a 64-bit float")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise CodecError(f"{name} is not JSON (RFC 8259 has no NaN or infinities)")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise CodecError(f"JSON object has the name {name!r:.80} more than once")
+            seen.add(name)
+    return obj
+
+
+def _check_surrogates(value: Any) -> None:
+    """Raise CodecError if a str in ``value`` (a key too) is not encodable as UTF-8.
+
+    Iterative; ``value`` has passed :func:`_check_body`, so it is bounded.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+        elif type(item) is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CodecError(
+                    f"JSON string {item!r:.80} holds a lone surrogate, which is not Unicode text"
+                ) from None
+
+
 def _check_kind(kind: object) -> None:
     if type(kind) is not str or _KIND_RE.fullmatch(kind) is None:
         raise CodecError(f"kind must be 1-64 characters of [a-z0-9_.-], got {kind!r:.80}")
@@ -295,7 +452,9 @@ def _check_body(body: object, limits: CodecLimits) -> None:
 # Header bytes of the simple/float major type (7) that the data model uses:
 # false, true, null, and half, single and double floats.
 _ALLOWED_MAJOR7: Final = frozenset({0xF4, 0xF5, 0xF6, 0xF9, 0xFA, 0xFB})
-_ENVELOPE_HEADER: Final = 0xA3  # a definite-length map of 3 entries
+# Definite-length map headers: 3 entries may be written in any of them.
+_MAP_LO: Final = 0xA0
+_MAP_HI: Final = 0xBB
 _SLOW: Final = -1
 # Definite-length array and map headers lie in this range (with additional
 # info 0-27; the indefinite-length array headers in between are not).
@@ -333,9 +492,10 @@ def _scan(data: bytes, limits: CodecLimits) -> None:
     """Check the CBOR header structure of an envelope without building values.
 
     Walks the item headers iteratively, skipping string payloads, so cost is
-    linear in the number of items and independent of nesting. Guarantees, if it
-    returns, that ``data`` is exactly one definite-length map of three entries
-    whose every nested map key is a text string; that no container in it nests
+    linear in the number of items and independent of nesting. Every argument
+    width is read, so a declared length is checked whatever its width.
+    Guarantees, if it returns, that ``data`` is exactly one definite-length
+    map of three entries whose every nested map key is a text string; that no container in it nests
     deeper than ``max_depth`` below the envelope or declares more items than
     the input could hold; that nested containers hold at most ``max_items``
     items in total; and that it contains no tags, indefinite lengths, or simple
@@ -345,15 +505,22 @@ def _scan(data: bytes, limits: CodecLimits) -> None:
     end = len(data)
     if end == 0:
         raise CodecError("empty payload")
-    if data[0] != _ENVELOPE_HEADER:
+    head = data[0]
+    if not _MAP_LO <= head <= _MAP_HI:
+        raise CodecError(f"envelope must be a CBOR map of 3 entries, header byte is 0x{head:02x}")
+    # Any width of the argument is valid CBOR: other encoders write the
+    # envelope's map as b8 03 or b9 00 03 as well as a3.
+    entries = _read_arg(data, head, 0)
+    if entries != 3:
         raise CodecError(
-            f"envelope must be a CBOR map of 3 entries, header byte is 0x{data[0]:02x}"
+            f"envelope must be a CBOR map of 3 entries, header byte is 0x{head:02x} "
+            f"(a map of {entries})"
         )
     max_depth = limits.max_depth
     max_items = limits.max_items
     value_skip = _VALUE_SKIP
     key_skip = _KEY_SKIP
-    pos = 1
+    pos = 1 + _ARG_WIDTH[head & 0x1F]
     items = 0
     # Items still to read in the innermost open container, and whether it is a
     # map (then the next item is a key whenever `remaining` is even).

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from transport import ConnectOptions
+from transport._specs import MAX_PARTITIONS
 
 from ._wire import Layout
 
@@ -173,6 +174,10 @@ KEYS: Final[Mapping[str, Key]] = {
     "drain_timeout": Key("float", _SERVICES, bounds=_SECONDS),
     "passivate_after": Key("float", _ORCHESTRATOR, bounds=_SECONDS),
     "max_idle_actors": Key("int", _ORCHESTRATOR, bounds=Bounds("int", 0)),
+    "start_wait": Key("float", _ORCHESTRATOR, bounds=_SECONDS),
+    "max_waiting_events": Key("int", _ORCHESTRATOR, bounds=Bounds("int", 0)),
+    "lease": Key("float", _ORCHESTRATOR, bounds=_POSITIVE_SECONDS),
+    "partitions": Key("int", _ORCHESTRATOR, bounds=Bounds("int", 1, high=MAX_PARTITIONS)),
     "max_input": Key("int", _ORCHESTRATOR, bounds=_LIMIT_BYTES),
     "max_output": Key("int", _ORCHESTRATOR, bounds=_LIMIT_BYTES),
     # No state over the broker's largest message could be stored.

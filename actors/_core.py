@@ -204,6 +204,9 @@ class ActivityFailed:
     step: str
     attempt: int
     error: ErrorInfo
+    #: The attempt's task was never published (the orchestrator refused it,
+    #: over a size limit): it cannot have taken effect. Never on the wire.
+    unsent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,8 +333,12 @@ Command: TypeAlias = (
 class StepState:
     """One running copy of a step.
 
-    ``done`` orders completions (the instance's ``seq`` when it completed),
-    which is the reverse of the order compensations run in. A choice keeps
+    ``done`` orders the ends of steps (the instance's ``seq`` when it
+    completed, failed or was abandoned), the reverse of the order
+    compensations run in; ``dispatched`` is the ``seq`` at which its first
+    task went out (0: none did, so there is nothing to undo); ``in_flight``
+    marks an abandoned step whose task may still be running, whose
+    compensation waits until it reports or its time is up. A choice keeps
     the ``branch`` it took; a map keeps its ``items``, how many it has
     started (``next_item``) and finished, and collects the items' outputs
     in ``output`` while it runs.
@@ -348,6 +355,8 @@ class StepState:
     items: tuple[Any, ...] | None = None
     next_item: int = 0
     finished_items: int = 0
+    dispatched: int = 0
+    in_flight: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,6 +500,8 @@ def decide(
     current = state.steps.get(event.step)
     if ref is None or current is None:
         return state, []
+    if current.in_flight and not ref.undo:
+        return _settle(definition, state, ref, current, event, now)
     # While compensating, only the compensations still count.
     if (state.status is InstanceStatus.COMPENSATING) != ref.undo:
         return state, []
@@ -499,7 +510,7 @@ def decide(
     if isinstance(event, ActivityFailed):
         if current.status is not StepStatus.SCHEDULED or event.attempt != current.attempt:
             return state, []
-        return _failed(definition, state, ref, current, event.error, now)
+        return _failed(definition, state, ref, current, event.error, now, unsent=event.unsent)
     return _timer(definition, state, ref, current, event, now)
 
 
@@ -959,13 +970,18 @@ def _schedule(build: _Builder, definition: Definition, ref: _Ref, *, attempt: in
     try:
         if ref.undo:
             assert step.compensate is not None
-            done = build.state.steps[step_key(step.id, ref.path)].output
-            if step.compensate.input is None:
-                value = done
-            else:
+            undone = build.state.steps[step_key(step.id, ref.path)]
+            output = undone.output if undone.status is StepStatus.COMPLETED else None
+            if step.compensate.input is not None:
                 context = _context(build, definition, ref)
-                context["output"] = done
+                context["output"] = output
                 value = step.compensate.input.evaluate(context)
+            elif undone.status is StepStatus.COMPLETED:
+                value = output
+            else:
+                # It did not complete (it failed, or was abandoned): what it
+                # was asked to do is all there is to undo.
+                value = _input_of(build, definition, replace(ref, undo=False), step.input)
         else:
             value = _input_of(build, definition, ref, step.input)
     except ExpressionError as exc:
@@ -974,7 +990,13 @@ def _schedule(build: _Builder, definition: Definition, ref: _Ref, *, attempt: in
         return
     now = build.now
     activity = step.compensate.activity if ref.undo and step.compensate else step.activity
-    build.set_step(ref.key, StepState(StepStatus.SCHEDULED, attempt, now))
+    previous = build.state.steps.get(ref.key)
+    # The activity.scheduled record below is number seq + 1.
+    first = previous.dispatched if previous is not None and previous.dispatched else 0
+    build.set_step(
+        ref.key,
+        StepState(StepStatus.SCHEDULED, attempt, now, dispatched=first or build.state.seq + 1),
+    )
     timeout = step.timeout
     build.commands.append(
         ScheduleActivity(
@@ -1249,7 +1271,14 @@ def _failed(
     current: StepState,
     error: ErrorInfo,
     now: float,
+    *,
+    unsent: bool = False,
 ) -> tuple[InstanceState, list[Command]]:
+    """Attempt ``current.attempt`` of ``ref`` failed: retry it, or fail the step.
+
+    ``unsent``: the attempt's task never went out (if it was the first,
+    the step has nothing to compensate).
+    """
     policy = ref.retry
     build = _Builder(state, now)
     build.history(
@@ -1264,8 +1293,17 @@ def _failed(
         or current.attempt >= policy.max_attempts
     )
     if final:
+        dispatched = 0 if unsent and current.attempt == 1 else current.dispatched
         build.set_step(
-            ref.key, replace(current, status=StepStatus.FAILED, error=error, finished_at=now)
+            ref.key,
+            replace(
+                current,
+                status=StepStatus.FAILED,
+                error=error,
+                finished_at=now,
+                done=build.state.seq,
+                dispatched=dispatched,
+            ),
         )
         if not isinstance(ref.step, ChildStep):
             error = ErrorInfo(
@@ -1294,7 +1332,13 @@ def _step_failed(
     if current is not None and current.status is not StepStatus.FAILED:
         build.set_step(
             ref.key,
-            replace(current, status=StepStatus.FAILED, error=error, finished_at=build.now),
+            replace(
+                current,
+                status=StepStatus.FAILED,
+                error=error,
+                finished_at=build.now,
+                done=build.state.seq,
+            ),
         )
     if ref.undo:
         build.state = replace(build.state, compensation="failed")
@@ -1385,7 +1429,10 @@ def _abandon(
     for key, current in build.state.steps.items():
         if not current.status.active or key.endswith(UNDO):
             continue
-        steps[key] = replace(current, status=StepStatus.CANCELLED, finished_at=build.now)
+        # They end with the steps.cancelled record written below.
+        steps[key] = replace(
+            current, status=StepStatus.CANCELLED, finished_at=build.now, done=build.state.seq + 1
+        )
         abandoned.append(key)
         ref = None if definition is None else _resolve(definition, key)
         if ref is not None and isinstance(ref.step, ChildStep):
@@ -1410,24 +1457,30 @@ def _end(
     ``reason`` is a cancel's reason, recorded in the history.
     """
     build.state = replace(build.state, error=error)
+    in_flight = {
+        key
+        for key, step in build.state.steps.items()
+        if step.status is StepStatus.SCHEDULED and not key.endswith(UNDO)
+    }
     _abandon(build, definition, terminate=False, reason=reason or (error.message if error else ""))
-    undo: list[tuple[int, str]] = []
+    undo: list[tuple[int, int, str]] = []
     if definition is not None:
-        for key, done in build.state.steps.items():
-            if done.status is not StepStatus.COMPLETED or key.endswith(UNDO):
+        for key, step in build.state.steps.items():
+            # Rule 11: a step whose task went out may have taken effect,
+            # whether or not it was seen to complete.
+            if not step.dispatched or key.endswith(UNDO):
                 continue
             ref = _resolve(definition, key)
-            if (
-                ref is not None
-                and isinstance(ref.step, ActivityStep)
-                and ref.step.compensate is not None
-            ):
-                undo.append((done.done, key + UNDO))
+            if ref is None or not isinstance(ref.step, ActivityStep) or ref.step.compensate is None:
+                continue
+            undo.append((step.done, step.dispatched, key + UNDO))
+            if key in in_flight:
+                _await_settling(build, ref, step)
     if not undo or definition is None:
         build.state = replace(build.state, status=ending)
         _record_ending(build, reason)
         return
-    keys = [key for _, key in sorted(undo, reverse=True)]
+    keys = [key for _, _, key in sorted(undo, reverse=True)]
     build.state = replace(
         build.state,
         status=InstanceStatus.COMPENSATING,
@@ -1442,16 +1495,75 @@ def _end(
 
 
 def _next_compensation(build: _Builder, definition: Definition) -> None:
+    """Start the next compensation; or wait, if its step's task may still be running."""
     pending = build.state.compensations
     if not pending:
         build.state = replace(build.state, compensation="completed")
         build.history("compensation.completed")
         _finish_ending(build)
         return
+    undone = build.state.steps.get(pending[0][: -len(UNDO)])
+    if undone is not None and undone.in_flight:
+        # Undone before it is done, the step could still take effect after
+        # its compensation: wait for its result, or for its time to be up.
+        build.history("compensation.waiting", step=pending[0])
+        return
     build.state = replace(build.state, compensations=pending[1:])
     ref = _resolve(definition, pending[0])
     assert ref is not None
     _schedule(build, definition, ref, attempt=1)
+
+
+def _await_settling(build: _Builder, ref: _Ref, step: StepState) -> None:
+    """Mark an abandoned step whose task may be running; bound the wait with a timer.
+
+    The timer fires when the attempt has had all the time its timeouts
+    allow (the same timer, by message id, that ``_schedule`` sets when the
+    step has a ``schedule_to_start``).
+    """
+    assert isinstance(ref.step, ActivityStep)
+    timeout = ref.step.timeout
+    fire_at = step.scheduled_at + (timeout.schedule_to_start or 0.0) + timeout.start_to_close
+    build.set_step(ref.key, replace(step, in_flight=True))
+    build.commands.append(
+        StartTimer(TimerKind.TIMEOUT, ref.key, step.attempt, max(fire_at, build.now))
+    )
+
+
+def _settle(
+    definition: Definition,
+    state: InstanceState,
+    ref: _Ref,
+    current: StepState,
+    event: ActivityCompleted | ActivityFailed | TimerFired,
+    now: float,
+) -> tuple[InstanceState, list[Command]]:
+    """An abandoned step's running attempt reported, or ran out of time: undo it now.
+
+    Its output, if it completed after all, is what its compensation gets.
+    """
+    if event.attempt != current.attempt or (
+        isinstance(event, TimerFired) and event.kind is not TimerKind.TIMEOUT
+    ):
+        return state, []
+    build = _Builder(state, now)
+    if isinstance(event, ActivityCompleted):
+        build.set_step(
+            ref.key,
+            replace(current, in_flight=False, status=StepStatus.COMPLETED, output=event.output),
+        )
+        outcome = "completed"
+    else:
+        build.set_step(ref.key, replace(current, in_flight=False))
+        outcome = "failed" if isinstance(event, ActivityFailed) else "timed_out"
+    build.history("activity.settled", step=ref.key, attempt=current.attempt, outcome=outcome)
+    pending = build.state.compensations
+    running = any(
+        key.endswith(UNDO) and step.status.active for key, step in build.state.steps.items()
+    )
+    if pending and pending[0] == ref.key + UNDO and not running:
+        _next_compensation(build, definition)
+    return build.finish()
 
 
 def _finish_ending(build: _Builder) -> None:

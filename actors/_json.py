@@ -129,8 +129,8 @@ def _step(path: str, key: str | int) -> str:
 def check_payload(value: Any, path: str) -> None:
     """Raise :class:`JsonError` unless ``value`` is a payload (see the module's docstring).
 
-    A payload is JSON's data (objects with string keys, lists, strings,
-    numbers, booleans, ``null``) with every number within
+    A payload is JSON's data (objects with string keys, lists, strings of
+    Unicode text, numbers, booleans, ``null``) with every number within
     :data:`MIN_NUMBER`..:data:`MAX_NUMBER`, finite, and at most
     :data:`MAX_PAYLOAD_DEPTH` lists and objects deep. ``path`` names
     ``value`` in the error (``input``); the error names the part at fault.
@@ -140,7 +140,10 @@ def check_payload(value: Any, path: str) -> None:
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
-        if item is None or isinstance(item, bool | str):
+        if isinstance(item, str):
+            _check_text(item, where)
+            continue
+        if item is None or isinstance(item, bool):
             continue
         if isinstance(item, int | float):
             if isinstance(item, float) and not math.isfinite(item):
@@ -160,10 +163,21 @@ def check_payload(value: Any, path: str) -> None:
                 for key, child in item.items():
                     if not isinstance(key, str):
                         raise JsonError(f"the key {key!r} is not a string", where)
+                    _check_text(key, where)
                     children.append((child, _step(where, key), depth + 1))
             stack.extend(reversed(children))
             continue
         raise JsonError(f"a value of type {type(item).__name__} is not JSON", where)
+
+
+def _check_text(text: str, where: str) -> None:
+    # JSON's \ud800 escape makes a lone surrogate, which UTF-8 (and so CBOR) cannot hold.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise JsonError(
+            f"the text {text[:40]!r} holds a lone surrogate, which is not Unicode", where
+        ) from None
 
 
 # -- out --------------------------------------------------------------------------

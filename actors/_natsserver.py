@@ -9,8 +9,14 @@ Contracts shared by everything here:
   127.0.0.1 at start, and a start that loses the race for a port ("address already in
   use") is retried on new ports.
 * Every server has its own folder (given by the caller). It holds the JetStream store
-  (``<folder>/jetstream``), the generated config file and the server log
-  (``nats-server.log``, stdout and stderr of every run of that server, appended).
+  (``<folder>/jetstream``), the generated config file, the server log
+  (``nats-server.log``, stdout and stderr of every run of that server, appended) and
+  a lock file (``nats-server.lock``).
+* One folder, one server: a start takes an exclusive ``flock`` on the lock file and
+  holds it while the server runs (the server process inherits it), so a second
+  server on a store in use refuses to start (:class:`StoreInUseError`, naming the
+  processes that hold it) instead of corrupting it. The kernel lets go of the lock
+  when the last holder exits, however it ends (SIGKILL included).
 * Nothing is left behind: a started process is always reaped (``wait()``) by
   ``stop``/``kill``/``__exit__``; servers still running when the interpreter exits are
   SIGKILLed by an ``atexit`` hook; and on Linux a server started from the main thread
@@ -43,12 +49,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+if sys.platform != "win32":
+    import fcntl
+
 __all__ = [
     "HOST",
     "START_ATTEMPTS",
     "AddressInUseError",
     "NatsServer",
     "NatsServerError",
+    "StoreInUseError",
     "find_nats_server",
     "free_port",
     "free_ports",
@@ -64,6 +74,10 @@ START_ATTEMPTS = 5  # new ports tried when a first start loses a port race
 _RESTART_PORT_WAIT = 5.0  # seconds a restart keeps retrying its old, still-busy ports
 _LOG_NAME = "nats-server.log"
 _CONF_NAME = "nats-server.conf"
+_LOCK_NAME = "nats-server.lock"
+#: Seconds a start waits for a lock whose starter has died: its server, killed with
+#: it (``PR_SET_PDEATHSIG``), lets go of the lock a moment later.
+_LOCK_GRACE = 5.0
 
 
 class NatsServerError(RuntimeError):
@@ -72,6 +86,22 @@ class NatsServerError(RuntimeError):
 
 class AddressInUseError(NatsServerError):
     """The server exited because one of its ports was taken."""
+
+
+class StoreInUseError(NatsServerError):
+    """Another server runs on this folder's store: two would corrupt it.
+
+    ``holder`` says who holds the folder's lock, as far as the lock file tells
+    (``"nats-server pid 130 of pid 123 (python3 -m actors dev)"``).
+    """
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        super().__init__(
+            f"the nats-server folder {directory} is in use by {holder}: stop that one, "
+            "or give this one another data folder"
+        )
+        self.directory = directory
+        self.holder = holder
 
 
 # --------------------------------------------------------------------------- binaries, ports
@@ -209,6 +239,112 @@ def _child_setup_factory() -> Callable[[], None] | None:
     return setup
 
 
+# --------------------------------------------------------------------------- the store's lock
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie does, but it holds no files any more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _command_line() -> str:
+    """This process's command line on one short line: ``python3 -m actors dev --data data``."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if argv:
+        argv[0] = Path(argv[0]).name
+    line = " ".join(" ".join(argv).split())
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+class _StoreLock:
+    """The exclusive ``flock`` on a server folder's lock file, and who holds it.
+
+    The lock file records the holder (this process's pid and command line, and
+    the server's pid once it is spawned) so that a refused start can say who
+    is in the way. The file descriptor is inherited by the server process: the
+    folder stays locked while either lives, and is free once both have exited,
+    however they ended.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock (a no-op if held); raise :class:`StoreInUseError` if another has it.
+
+        A lock whose starter has exited is waited for up to ``_LOCK_GRACE``
+        seconds: its server dies with it, and lets go a moment later.
+        """
+        if self.fd is not None or sys.platform == "win32":
+            return
+        fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + _LOCK_GRACE
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = self._holder(fd)
+                    starter = holder.get("pid")
+                    dying = isinstance(starter, int) and not _alive(starter)
+                    if not dying or time.monotonic() >= deadline:
+                        raise StoreInUseError(self.directory, _describe(holder)) from None
+                    time.sleep(0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.record(None)
+
+    def record(self, server_pid: int | None) -> None:
+        """Write who holds the lock into the lock file."""
+        if self.fd is None:
+            return
+        holder = {"pid": os.getpid(), "command": _command_line(), "server_pid": server_pid}
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(holder).encode(), 0)
+
+    def release(self) -> None:
+        """Let go of the lock (a no-op if not held)."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+    @staticmethod
+    def _holder(fd: int) -> dict[str, Any]:
+        """What the lock file says of its holder; ``{}`` if nothing (yet) readable."""
+        try:
+            found = json.loads(os.pread(fd, 4096, 0))
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+
+def _describe(holder: Mapping[str, Any]) -> str:
+    """A lock holder in words, from what its lock file says."""
+    starter, server = holder.get("pid"), holder.get("server_pid")
+    if not isinstance(starter, int):
+        return "another process"
+    command = holder.get("command")
+    who = f"pid {starter}" + (f" ({command})" if isinstance(command, str) and command else "")
+    if not isinstance(server, int):
+        return f"{who}, which is starting its nats-server"
+    if not _alive(starter):
+        return f"nats-server pid {server}, whose starter ({who}) has exited"
+    return f"nats-server pid {server} of {who}"
+
+
 # --------------------------------------------------------------------------- config rendering
 
 
@@ -280,7 +416,9 @@ class NatsServer:
                 "config must not set jetstream.store_dir: the store is passed with -sd "
                 "and nats-server refuses a duplicate store_dir"
             )
-        self.directory = Path(directory)
+        # Absolute: the server runs in this folder, and would read a relative
+        # ``-sd`` against it (the store of ``data/nats`` in ``data/nats/data/nats``).
+        self.directory = Path(directory).absolute()
         self.port: int | None = port
         self.http_port: int | None = http_port
         self.server_name = server_name
@@ -295,6 +433,7 @@ class NatsServer:
         self._paused = False
         self._ever_started = False
         self._log_offset = 0  # where the current run's output starts in the log file
+        self._lock = _StoreLock(self.directory)
 
     # ----------------------------------------------------------------- properties
 
@@ -357,12 +496,25 @@ class NatsServer:
         The first start retries on new free ports (those not given explicitly) when a
         port was taken. Later starts (after :meth:`kill`/:meth:`stop`) reuse the same
         ports, retrying for a few seconds while they are still busy. Raises if the
-        server is already running.
+        server is already running, and :class:`StoreInUseError` (before spawning
+        anything) if another server holds the folder; it holds it from here until
+        :meth:`kill` or :meth:`stop`.
         """
         if self.running:
             raise NatsServerError(f"nats-server {self.url} is already running")
         self._reap()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._spawn_until_ready(wait_healthy)
+        except BaseException:
+            self.kill()  # and let go of the folder
+            raise
+        self._ever_started = True
+        return self
+
+    def _spawn_until_ready(self, wait_healthy: bool) -> None:
+        """Spawn the server until one is ready, retrying lost port races (see :meth:`start`)."""
         first = not self._ever_started
         deadline = time.monotonic() + _RESTART_PORT_WAIT
         attempt = 0
@@ -372,6 +524,7 @@ class NatsServer:
             try:
                 self._spawn()
                 self._wait_ready(wait_healthy=wait_healthy)
+                return
             except AddressInUseError:
                 self._reap()
                 if first and attempt < START_ATTEMPTS and not self._fixed_port:
@@ -385,11 +538,6 @@ class NatsServer:
                     time.sleep(0.1)
                     continue
                 raise
-            except BaseException:
-                self.kill()
-                raise
-            self._ever_started = True
-            return self
 
     def restart(self, *, wait_healthy: bool = True) -> NatsServer:
         """Start again on the same port and store after :meth:`kill` or :meth:`stop`.
@@ -402,31 +550,35 @@ class NatsServer:
         return self.start(wait_healthy=wait_healthy)
 
     def kill(self) -> None:
-        """SIGKILL the process (also if paused) and reap it. No-op if not running."""
+        """SIGKILL the process (also if paused), reap it and let go of the folder.
+
+        No-op if not running.
+        """
         proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        proc.wait()
-        self._reap()
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            proc.wait()
+            self._reap()
+        self._lock.release()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Graceful stop: SIGTERM (with SIGCONT if paused), wait up to ``timeout``
-        seconds, then SIGKILL. Always reaps the process. No-op if not running."""
+        seconds, then SIGKILL. Always reaps the process and lets go of the folder.
+        No-op if not running."""
         proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            self._send_term()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-        self._reap()
+        if proc is not None:
+            if proc.poll() is None:
+                self._send_term()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait()
+            self._reap()
+        self._lock.release()
 
     def pause(self) -> None:
         """SIGSTOP the server: its sockets stay open but it answers nothing."""
@@ -526,7 +678,11 @@ class NatsServer:
                 cwd=self.directory,
                 start_new_session=True,
                 preexec_fn=_child_setup_factory(),
+                # The server holds the folder's lock too: it stays locked while
+                # the server lives, even if this process dies without killing it.
+                pass_fds=() if self._lock.fd is None else (self._lock.fd,),
             )
+            self._lock.record(self._proc.pid)
         self._paused = False
         with _LIVE_LOCK:
             _LIVE.add(self)

@@ -256,6 +256,13 @@ def _schemas() -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {"id": _ID},
         },
+        "Pending": {
+            "type": "object",
+            "description": "Accepted by the broker; no orchestrator has stored it yet.",
+            "required": ["id", "status"],
+            "additionalProperties": False,
+            "properties": {"id": _ID, "status": {"const": "pending"}},
+        },
         "SignalRequest": {
             "type": "object",
             "required": ["payload"],
@@ -364,7 +371,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["status"],
             "additionalProperties": False,
-            "properties": {"status": {"enum": ["running", "compensating"]}},
+            "properties": {"status": {"enum": ["pending", "running", "compensating"]}},
         },
         "Unsuccessful": {
             "type": "object",
@@ -566,17 +573,21 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "summary": "Start an instance of a workflow type",
                 "description": (
                     "201 once the orchestrator has stored the instance (or an instance "
-                    "with that id already exists); 202 if it has not within a few "
-                    "seconds: the start is published and will be taken."
+                    "of that type with that id already exists); 202 (pending) if it has "
+                    "not within a few seconds: the start is accepted and will be taken "
+                    "once an orchestrator runs; 409 if the id belongs to an instance of "
+                    "another type."
                 ),
                 "parameters": [_path_param("type_or_id", "The workflow type to start.", _NAME)],
                 "requestBody": {"required": True, "content": _content(_ref("StartRequest"))},
                 "responses": {
                     "201": _ok("Started and stored.", _ref("Started"), headers=location),
                     "202": _ok(
-                        "Start published, not yet stored.", _ref("Started"), headers=location
+                        "Start accepted, not yet stored: pending.",
+                        _ref("Pending"),
+                        headers=location,
                     ),
-                    **_errors("400", "404", "413", "415", "422", auth=auth),
+                    **_errors("400", "404", "409", "413", "415", "422", auth=auth),
                 },
             },
             "get": {

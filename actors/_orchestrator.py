@@ -14,6 +14,13 @@ nothing to do for ``passivate_after`` seconds exits; its state lives in KV.
 
 What cannot be processed (a malformed message, an event for an instance that
 does not exist) goes to the dead-letter stream with its reason and is acked.
+An event for an instance not stored yet is not given up at once: with several
+orchestrators sharing the consumer, a signal sent right after a start can
+reach one process while another still holds the start. Its actor keeps it
+(unacknowledged, kept alive) and looks for the instance again, more and more
+rarely, until the instance exists or ``start_wait`` has passed since the
+event was stored; later events of the instance wait behind it, so that they
+are decided in the order they came.
 A bug or an oversized state inside one instance fails that instance with the
 error recorded; the service goes on.
 """
@@ -83,18 +90,22 @@ from ._messages import (
     encode_task,
     encode_timer,
 )
+from ._partitions import Leases, Ownership
 from ._registry import DefinitionStore
 from ._wire import (
-    CANCEL_PREFIX,
-    COMPLETED_PREFIX,
     DEFINITIONS_BUCKET,
+    EVENT_CANCEL,
+    EVENT_COMPLETED,
+    EVENT_FAILED,
+    EVENT_SIGNAL,
+    EVENT_START,
+    EVENT_TERMINATE,
+    EVENT_TIMER,
     EVENTS_STREAM,
-    FAILED_PREFIX,
-    SIGNAL_PREFIX,
+    INSTANCE_PREFIX,
+    PARTITIONS_BUCKET,
     START_PREFIX,
     STATES_BUCKET,
-    TERMINATE_PREFIX,
-    TIMER_PREFIX,
     InvalidNameError,
     Layout,
     cancel_subject,
@@ -103,6 +114,8 @@ from ._wire import (
     deadletter_subject,
     history_msg_id,
     history_subject,
+    instance_partition,
+    published_subject,
     result_msg_id,
     result_subject,
     start_msg_id,
@@ -122,6 +135,11 @@ log = logging.getLogger("actors.orchestrator")
 _DEADLETTER_SAMPLE: Final = 64 * 1024
 #: Wait before an event that met a broker failure is handed back.
 _RETRY_DELAY: Final = 1.0
+#: Waits before an actor holding events for an instance not stored yet looks
+#: for it again: the first (the start is usually being decided in another
+#: process at that moment), doubled each time up to the last.
+_START_RETRY_FIRST: Final = 0.02
+_START_RETRY_MAX: Final = 2.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
 #: Steps one decision may fail for an input over the limit (each failure is
@@ -153,10 +171,32 @@ class OrchestratorConfig:
     drain_timeout: float = 10.0
     #: Sizes an instance's input, outputs and state may have.
     limits: Limits = field(default_factory=Limits)
+    #: How long an event for an instance not stored yet (a signal sent right
+    #: after a start another process still holds) waits for it, from when the
+    #: event was stored, before it goes to dead letters. ``None``: the
+    #: streams' duplicate window, within which a start sent again is dropped.
+    start_wait: float | None = None
+    #: Events held back at once waiting for their instance; past it, a further
+    #: one goes to dead letters at once. Each held event keeps a place in the
+    #: consumer's limit of unacknowledged messages, which a flood of events
+    #: for made-up ids must not fill.
+    max_waiting_events: int = 1000
+    #: How long a lease on a partition lasts unrenewed: a crashed or frozen
+    #: orchestrator's partitions are taken over this long after its last
+    #: renewal (see ``_partitions.py``).
+    lease: float = 10.0
 
     def __post_init__(self) -> None:
         if self.max_idle_actors < 0:
             raise ValueError(f"max_idle_actors must not be negative, got {self.max_idle_actors}")
+        if self.start_wait is not None and not 0 <= self.start_wait < math.inf:
+            raise ValueError(f"start_wait must be 0 or more seconds, got {self.start_wait}")
+        if not 0 < self.lease < math.inf:
+            raise ValueError(f"lease must be a positive number of seconds, got {self.lease}")
+        if self.max_waiting_events < 0:
+            raise ValueError(
+                f"max_waiting_events must not be negative, got {self.max_waiting_events}"
+            )
         if self.limits.max_state > self.layout.max_payload:
             # A state the broker refuses cannot even be failed in place: the
             # instance would stay running with its event dead-lettered.
@@ -172,12 +212,26 @@ class _Routed:
     event: Event
 
 
+@dataclass(eq=False)
+class _Partition:
+    """A partition this process decides the events of, while it owns it."""
+
+    number: int
+    #: Cancelled to stop taking its events (the actors then finish theirs).
+    routing: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: The instances with an actor here.
+    instances: set[str] = field(default_factory=set)
+    #: Set once its consumer is closed: nothing of it is decided any more.
+    stopped: trio.Event = field(default_factory=trio.Event)
+
+
 class Orchestrator:
     """One orchestrator process's share of the work.
 
     Use :meth:`run` in a nursery (``await nursery.start(orch.run)``); it
     returns after :meth:`shutdown` once the events in hand are finished or
-    the drain deadline passed, and raises only for a broken transport.
+    the drain deadline passed, and its partitions handed to the other
+    orchestrators; it raises only for a broken transport.
     """
 
     def __init__(self, transport: Transport, config: OrchestratorConfig | None = None) -> None:
@@ -186,62 +240,201 @@ class Orchestrator:
         self._mailboxes: dict[str, trio.MemorySendChannel[_Routed]] = {}
         #: The idle actors' waits, longest idle first (see ``max_idle_actors``).
         self._idle: OrderedDict[str, trio.CancelScope] = OrderedDict()
-        self._pump_scope = trio.CancelScope()
+        self._stopping = trio.Event()
+        self._intake_scope = trio.CancelScope()
         self._states: KeyValue | None = None
         self._definitions: DefinitionStore | None = None
+        self._leases: Leases | None = None
+        #: The partitions being served, by number.
+        self._partitions: dict[int, _Partition] = {}
+        #: How many partitions the instances are filed in (the stream's).
+        self._count = self._config.layout.partitions
+        #: Events the actors hold, waiting for their instance to be stored.
+        self._held = 0
         #: Counters for tests and operators.
         self.stats: dict[str, int] = {
             "events": 0,
             "conflicts": 0,
             "deadletters": 0,
             "instance_failures": 0,
+            "waits_for_start": 0,
+            "starts_forwarded": 0,
         }
 
     @property
     def active_actors(self) -> int:
         return len(self._mailboxes)
 
+    @property
+    def partitions(self) -> frozenset[int]:
+        """The partitions whose events this process decides now."""
+        return frozenset(self._partitions)
+
+    @property
+    def leases(self) -> Leases | None:
+        """This process's leases on the partitions (once :meth:`run` started)."""
+        return self._leases
+
+    @property
+    def start_wait(self) -> float:
+        """Seconds an event for an instance not stored yet waits for it (see the config)."""
+        config = self._config
+        return config.layout.duplicate_window if config.start_wait is None else config.start_wait
+
     def shutdown(self) -> None:
         """Stop taking events; finish those in hand (see ``drain_timeout``)."""
-        self._pump_scope.cancel()
+        self._stopping.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Provision the assets, then serve events until :meth:`shutdown`."""
-        layout = self._config.layout
-        await layout.provision(self._transport)
-        self._states = await self._transport.kv(STATES_BUCKET)
-        self._definitions = DefinitionStore(await self._transport.kv(DEFINITIONS_BUCKET))
-        async with (
-            self._transport.consume(
-                EVENTS_STREAM, layout.orchestrator_consumer(), buffer=self._config.prefetch
-            ) as deliveries,
-            trio.open_nursery() as nursery,
-        ):
-            await nursery.start(self._definitions.follow)
-            actors_nursery: trio.Nursery
-            async with trio.open_nursery() as actors_nursery:
+        """Provision the assets, then serve events until :meth:`shutdown`.
+
+        Ready once this process holds its first share of the partitions and
+        takes plain starts.
+        """
+        config = self._config
+        assets = await config.layout.provision(self._transport)
+        self._count = assets.partitions
+        if self._count != config.layout.partitions:
+            log.info(
+                "the events stream has %d partitions (fixed when it was created), not %d",
+                self._count,
+                config.layout.partitions,
+            )
+        self._states = assets.buckets[STATES_BUCKET]
+        self._definitions = DefinitionStore(assets.buckets[DEFINITIONS_BUCKET])
+        leases = self._leases = Leases(
+            assets.buckets[PARTITIONS_BUCKET], self._count, lease=config.lease
+        )
+        async with trio.open_nursery() as services:
+            await services.start(self._definitions.follow)
+            await services.start(leases.run)
+            async with trio.open_nursery() as served:
+                services.start_soon(self._follow_leases, leases, served)
+                await served.start(self._intake)
                 task_status.started()
-                with self._pump_scope:
+                await self._stopping.wait()
+                # Drain: stop taking events; the actors finish what they hold.
+                self._intake_scope.cancel()
+                for partition in list(self._partitions.values()):
+                    partition.routing.cancel()
+            services.cancel_scope.cancel()
+        # Nothing is decided here any more: let the others take over now.
+        await leases.close()
+
+    async def _follow_leases(self, leases: Leases, served: trio.Nursery) -> None:
+        """Serve the partitions this process acquires; stop those it loses or hands back."""
+        async for change, number in leases.changes:
+            partition = self._partitions.get(number)
+            if change is Ownership.ACQUIRED:
+                if not self._stopping.is_set():
+                    served.start_soon(self._serve, number, partition)
+                continue
+            if partition is not None:
+                partition.routing.cancel()
+            if change is Ownership.RELEASE:
+                served.start_soon(self._hand_back, leases, number, partition)
+
+    async def _hand_back(self, leases: Leases, number: int, partition: _Partition | None) -> None:
+        if partition is not None:
+            await partition.stopped.wait()
+        await leases.release(number)
+
+    async def _serve(self, number: int, previous: _Partition | None) -> None:
+        """Decide the events of partition ``number`` until its routing is cancelled."""
+        if previous is not None:
+            await previous.stopped.wait()  # handed back, and taken again at once
+        leases = self._leases
+        assert leases is not None
+        partition = self._partitions[number] = _Partition(number)
+        config = self._config
+        spec = config.layout.partition_consumer(number, self._count)
+        # The prefetch is shared by the partitions, so that one process
+        # holding them all fetches ahead about as much as one consumer would.
+        buffer = max(16, config.prefetch // self._count)
+        try:
+            async with (
+                self._transport.consume(EVENTS_STREAM, spec, buffer=buffer) as deliveries,
+                trio.open_nursery() as actors,
+            ):
+                with partition.routing:
                     async for delivery in deliveries:
-                        await self._route(delivery, actors_nursery)
+                        if not leases.valid(number):
+                            # Frozen past the lease, or cut off from the
+                            # bucket: another process may own it now.
+                            await delivery.nak()
+                            await leases.renewed()
+                            continue
+                        await self._route(delivery, actors, partition)
                     # The events ended without shutdown(): the transport was
                     # closed under the service (nats-py closes a connection for
                     # good after some server errors). Ending here as if asked
                     # to would exit 0, which a supervisor does not restart.
                     raise TransportClosedError("the connection to the broker closed for good")
-                # Drain: actors finish what their mailboxes hold, then stop.
-                for mailbox in list(self._mailboxes.values()):
-                    mailbox.close()
-                actors_nursery.cancel_scope.deadline = (
-                    trio.current_time() + self._config.drain_timeout
-                )
-            nursery.cancel_scope.cancel()
-        # Leaving the consume context hands back whatever is still unsettled.
+                for instance_id in list(partition.instances):
+                    mailbox = self._mailboxes.get(instance_id)
+                    if mailbox is not None:
+                        mailbox.close()
+                actors.cancel_scope.deadline = trio.current_time() + config.drain_timeout
+            # Leaving the consume context handed back whatever is still unsettled.
+        finally:
+            partition.stopped.set()
+            if self._partitions.get(number) is partition:
+                del self._partitions[number]
 
-    async def _route(self, delivery: Delivery, nursery: trio.Nursery) -> None:
+    async def _intake(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Forward plain starts to their instance's partition (any process may)."""
+        spec = self._config.layout.intake_consumer()
+        async with self._transport.consume(EVENTS_STREAM, spec, buffer=64) as deliveries:
+            task_status.started()
+            with self._intake_scope:
+                async for delivery in deliveries:
+                    await self._forward(delivery)
+                raise TransportClosedError("the connection to the broker closed for good")
+
+    async def _forward(self, delivery: Delivery) -> None:
+        """File a plain start under its instance (rule 2: a resend is a duplicate)."""
+        subject = delivery.subject
+        tokens = subject.split(".")
+        try:
+            if not (subject.startswith(START_PREFIX + ".") and len(tokens) == 3):
+                raise MessageError(
+                    f"no event is published on {subject!r}: the events of an instance go "
+                    f"to {INSTANCE_PREFIX}.{{instance}}.…, plain starts to "
+                    f"{START_PREFIX}.{{type}}"
+                )
+            workflow_type = check_name("workflow type", tokens[2])
+            start = decode_start(delivery.data)
+        except (MessageError, CodecError, InvalidNameError) as exc:
+            await self._deadletter(delivery, f"malformed: {exc}")
+            return
+        # A start without an id gets one derived from the message itself,
+        # so that its redelivery cannot make a second instance.
+        instance_id = start.instance_id or f"{workflow_type}-{delivery.stream_seq}"
+        headers = {k: v for k, v in delivery.headers.items() if not k.startswith("Nats-")}
+        try:
+            await self._transport.publish(
+                start_subject(instance_id, workflow_type),
+                delivery.data,
+                msg_id=f"intake.{delivery.stream_seq}",
+                headers=headers or None,
+            )
+        except TransportClosedError:
+            raise
+        except TransportError as exc:
+            log.warning("could not forward a start (%s); handing it back", exc)
+            await delivery.nak(_RETRY_DELAY)
+            return
+        self.stats["starts_forwarded"] += 1
+        await delivery.ack()
+
+    async def _route(
+        self, delivery: Delivery, nursery: trio.Nursery, partition: _Partition
+    ) -> None:
         self.stats["events"] += 1
         try:
-            instance_id, event = self._parse(delivery)
+            instance_id, event = self._parse(delivery, partition.number)
         except (MessageError, CodecError, InvalidNameError) as exc:
             await self._deadletter(delivery, f"malformed: {exc}")
             return
@@ -249,19 +442,28 @@ class Orchestrator:
         if mailbox is None:
             send, receive = trio.open_memory_channel[_Routed](math.inf)
             self._mailboxes[instance_id] = mailbox = send
-            nursery.start_soon(self._actor, instance_id, receive, name=f"instance {instance_id}")
+            partition.instances.add(instance_id)
+            nursery.start_soon(
+                self._actor, instance_id, receive, partition, name=f"instance {instance_id}"
+            )
         mailbox.send_nowait(_Routed(delivery, event))
 
-    def _parse(self, delivery: Delivery) -> tuple[str, Event]:
+    def _parse(self, delivery: Delivery, partition: int) -> tuple[str, Event]:
+        """The instance and event a stored ``instance.{p}.{id}.{event...}`` message carries."""
         subject = delivery.subject
-        rest = subject.rpartition(".")[2]
         tokens = subject.split(".")
-        if subject.startswith(START_PREFIX + ".") and len(tokens) == 3:
-            workflow_type = check_name("workflow type", tokens[2])
-            start = decode_start(delivery.data)
-            # A start without an id gets one derived from the message itself,
-            # so that its redelivery cannot make a second instance.
-            instance_id = start.instance_id or f"{workflow_type}-{delivery.stream_seq}"
+        if len(tokens) < 4 or tokens[0] != INSTANCE_PREFIX:
+            raise MessageError(f"no event is published on {subject!r}")
+        instance_id = check_instance_id(tokens[2])
+        if instance_partition(instance_id, self._count) != partition:
+            raise MessageError(f"{subject!r} is filed in another partition than its instance's")
+        kind, rest = tokens[3], tokens[4:]
+        data = delivery.data
+        if kind == EVENT_START and len(rest) == 1:
+            workflow_type = check_name("workflow type", rest[0])
+            start = decode_start(data)
+            if start.instance_id not in (None, instance_id):
+                raise MessageError("start body names another instance than its subject")
             return instance_id, StartRequested(
                 instance_id,
                 workflow_type,
@@ -271,34 +473,38 @@ class Orchestrator:
                 start.parent_step,
                 start.depth,
             )
-        if subject.startswith(CANCEL_PREFIX + ".") and len(tokens) == 3:
-            return check_instance_id(rest), CancelRequested(decode_cancel(delivery.data))
-        if subject.startswith(TERMINATE_PREFIX + ".") and len(tokens) == 3:
-            return check_instance_id(rest), TerminateRequested(decode_terminate(delivery.data))
-        if subject.startswith(SIGNAL_PREFIX + ".") and len(tokens) == 4:
-            name = check_name("signal name", tokens[3])
-            payload = decode_signal(delivery.data)
-            return check_instance_id(tokens[2]), SignalReceived(name, payload, delivery.stream_seq)
-        if subject.startswith((COMPLETED_PREFIX + ".", FAILED_PREFIX + ".")) and len(tokens) == 5:
-            instance_id, result = decode_result(delivery.data)
-            if instance_id != tokens[3] or result.step != tokens[4]:
+        if kind == EVENT_CANCEL and not rest:
+            return instance_id, CancelRequested(decode_cancel(data))
+        if kind == EVENT_TERMINATE and not rest:
+            return instance_id, TerminateRequested(decode_terminate(data))
+        if kind == EVENT_SIGNAL and len(rest) == 1:
+            name = check_name("signal name", rest[0])
+            return instance_id, SignalReceived(name, decode_signal(data), delivery.stream_seq)
+        if kind in (EVENT_COMPLETED, EVENT_FAILED) and len(rest) == 1:
+            named, result = decode_result(data)
+            if named != instance_id or result.step != rest[0]:
                 raise MessageError("result body names another instance or step than its subject")
-            if (tokens[2] == "completed") != isinstance(result, ActivityCompleted):
+            if (kind == EVENT_COMPLETED) != isinstance(result, ActivityCompleted):
                 raise MessageError("result outcome disagrees with its subject")
-            return check_instance_id(instance_id), result
-        if subject.startswith(TIMER_PREFIX + ".") and len(tokens) == 3:
-            instance_id, timer = decode_timer(delivery.data)
-            if instance_id != rest:
+            return instance_id, result
+        if kind == EVENT_TIMER and not rest:
+            named, timer = decode_timer(data)
+            if named != instance_id:
                 raise MessageError("timer body names another instance than its subject")
-            return check_instance_id(instance_id), timer
+            return instance_id, timer
         raise MessageError(f"no event is published on {subject!r}")
 
     async def _deadletter(self, delivery: Delivery, reason: str) -> None:
-        """Record ``delivery`` in the dead-letter stream, then ack it (rule 7)."""
+        """Record ``delivery`` in the dead-letter stream, then ack it (rule 7).
+
+        The letter names the subject the event was published on, so that it
+        can be published again as it is.
+        """
         self.stats["deadletters"] += 1
-        log.warning("dead letter from %s: %s", delivery.subject, reason)
+        subject = published_subject(delivery.subject)
+        log.warning("dead letter from %s: %s", subject, reason)
         data = encode_deadletter(
-            delivery.subject,
+            subject,
             reason[:2000],
             delivery.data[:_DEADLETTER_SAMPLE],
             delivery.num_delivered,
@@ -317,13 +523,20 @@ class Orchestrator:
 
     # -- the instance actor -------------------------------------------------------
 
-    async def _actor(self, instance_id: str, mailbox: trio.MemoryReceiveChannel[_Routed]) -> None:
+    async def _actor(
+        self,
+        instance_id: str,
+        mailbox: trio.MemoryReceiveChannel[_Routed],
+        partition: _Partition,
+    ) -> None:
         actor = _InstanceActor(self, instance_id)
         try:
             while True:
                 routed: _Routed | None = None
-                with trio.move_on_after(self._config.passivate_after) as wait:
-                    if mailbox.statistics().current_buffer_used == 0:
+                holding = actor.holding
+                timeout = actor.recheck_in if holding else self._config.passivate_after
+                with trio.move_on_after(timeout) as wait:
+                    if not holding and mailbox.statistics().current_buffer_used == 0:
                         self._went_idle(instance_id, wait)
                     try:
                         routed = await mailbox.receive()
@@ -332,14 +545,21 @@ class Orchestrator:
                     finally:
                         if self._idle.get(instance_id) is wait:
                             del self._idle[instance_id]
-                if routed is None:
+                if routed is not None:
+                    await actor.handle(routed)
+                elif actor.holding:
+                    await actor.recheck()
+                else:
                     # Idle. The router only sends without waiting, so no event
                     # can slip in between this check and the unregistering.
                     if mailbox.statistics().current_buffer_used == 0:
                         return
                     continue
-                await actor.handle(routed)
-                if actor.idle_worthless and mailbox.statistics().current_buffer_used == 0:
+                if (
+                    actor.idle_worthless
+                    and not actor.holding
+                    and mailbox.statistics().current_buffer_used == 0
+                ):
                     # Nothing more will happen to it, or there is nothing
                     # cached worth keeping (an event for an instance that does
                     # not exist, a damaged state): do not keep it in RAM. A
@@ -347,6 +567,8 @@ class Orchestrator:
                     # actor per id for ``passivate_after`` seconds.
                     return
         finally:
+            actor.forget_held()
+            partition.instances.discard(instance_id)
             if self._mailboxes.get(instance_id) is not None:
                 del self._mailboxes[instance_id]
             # Anything left (drain deadline, cancellation) is handed back by
@@ -375,13 +597,114 @@ class _InstanceActor:
         self._outbox_sent = False
         #: Whether the cached "absent" was assumed, not read (a start).
         self._unread = False
+        #: Events that came before the instance was stored, in the order they
+        #: came (see ``OrchestratorConfig.start_wait``).
+        self._early: list[_Routed] = []
+        self._recheck = _START_RETRY_FIRST
+        #: When the held events were last kept alive (transport time).
+        self._touched = 0.0
 
     @property
     def idle_worthless(self) -> bool:
         """Whether waiting for the next event would keep nothing: no live state is cached."""
         return self.terminal or not self._loaded or self._state is None
 
+    @property
+    def holding(self) -> bool:
+        """Whether events wait here for the instance to be stored."""
+        return bool(self._early)
+
+    @property
+    def recheck_in(self) -> float:
+        """Seconds until the actor should look for its instance again (while holding)."""
+        return self._recheck
+
+    def forget_held(self) -> None:
+        """The actor ends: its held events go back to the broker with the consumer."""
+        self._owner._held -= len(self._early)
+        self._early = []
+
     async def handle(self, routed: _Routed) -> None:
+        """Decide one event (or hold it while the instance is not stored yet)."""
+        if self._early and not isinstance(routed.event, StartRequested):
+            # Behind events that wait for the instance: stay in stored order.
+            if await self._hold(routed):
+                await self.recheck()  # the instance may be stored by now
+            return
+        await self._handle_one(routed)
+        if self._early and self._state is not None:
+            await self._release()
+
+    async def recheck(self) -> None:
+        """Look for the instance again: decide the held events if it is stored.
+
+        Otherwise give up those that waited ``start_wait`` (to dead letters),
+        keep the others alive past the consumer's ack wait, and wait longer
+        before the next look.
+        """
+        owner = self._owner
+        try:
+            await self._load()
+        except _DamagedStateError as exc:
+            early, self._early = self._early, []
+            owner._held -= len(early)
+            for routed in early:
+                await owner._deadletter(routed.delivery, f"instance {self._id}: {exc}")
+            return
+        except TransportClosedError:
+            raise
+        except TransportError as exc:
+            log.warning("instance %s: could not look for it (%s)", self._id, exc)
+            self._loaded = False
+        if self._state is not None:
+            await self._release()
+            return
+        now = self._transport.now()
+        waiting: list[_Routed] = []
+        for routed in self._early:
+            if now - routed.delivery.stored_at >= owner.start_wait:
+                owner._held -= 1
+                await owner._deadletter(
+                    routed.delivery,
+                    f"no instance {self._id!r} (its start did not come within "
+                    f"{owner.start_wait:g} s)",
+                )
+            else:
+                waiting.append(routed)
+        self._early = waiting
+        if waiting and now - self._touched >= owner._config.layout.ack_wait / 3:
+            self._touched = now
+            for routed in waiting:
+                await routed.delivery.in_progress()
+        self._recheck = min(self._recheck * 2, _START_RETRY_MAX)
+
+    async def _hold(self, routed: _Routed) -> bool:
+        """Keep an event for an instance not stored yet; ``False`` if it went to dead letters."""
+        owner = self._owner
+        delivery = routed.delivery
+        if self._transport.now() - delivery.stored_at >= owner.start_wait:
+            reason = f"its start did not come within {owner.start_wait:g} s"
+        elif owner._held >= owner._config.max_waiting_events:
+            reason = f"and {owner._held} events already wait for their instance"
+        else:
+            if not self._early:
+                self._recheck = _START_RETRY_FIRST
+                self._touched = self._transport.now()
+            self._early.append(routed)
+            owner._held += 1
+            owner.stats["waits_for_start"] += 1
+            return True
+        await owner._deadletter(delivery, f"no instance {self._id!r} ({reason})")
+        return False
+
+    async def _release(self) -> None:
+        """Decide the held events, in the order they came: the instance is stored."""
+        early, self._early = self._early, []
+        self._owner._held -= len(early)
+        for routed in early:
+            await self._handle_one(routed)
+
+    async def _handle_one(self, routed: _Routed) -> None:
         delivery = routed.delivery
         try:
             await self._handle(routed)
@@ -478,7 +801,7 @@ class _InstanceActor:
                 if not fresh:
                     self._loaded = False
                     continue
-                await self._owner._deadletter(delivery, f"no instance {self._id!r}")
+                await self._hold(routed)
                 return
             definition = await self._definition_for(state, event)
             now = self._transport.now()
@@ -519,6 +842,19 @@ class _InstanceActor:
                     # Publishing again is deduplicated by message id (rule 2).
                     await self._transport.publish_many(self._messages(state, state.outbox))
                     self._outbox_sent = True
+                if (
+                    state is not None
+                    and isinstance(event, StartRequested)
+                    and event.parent is None
+                    and event.workflow_type != state.type
+                ):
+                    # Its publisher may not know: leave a trace of the refusal.
+                    await self._owner._deadletter(
+                        delivery,
+                        f"instance {self._id!r} is of type {state.type!r}: "
+                        f"a start of type {event.workflow_type!r} is refused",
+                    )
+                    return
                 await delivery.ack()
                 return
             if state is not None and not self._outbox_sent:
@@ -648,7 +984,10 @@ class _InstanceActor:
             )
             attempt = command.attempt if isinstance(command, ScheduleActivity) else 1
             failure = ActivityFailed(
-                command.step, attempt, ErrorInfo("InputTooLarge", str(refused), non_retryable=True)
+                command.step,
+                attempt,
+                ErrorInfo("InputTooLarge", str(refused), non_retryable=True),
+                unsent=True,
             )
             after, more = decide(definition, new, failure, now)
             if after is None or after is new:
@@ -810,7 +1149,7 @@ class _InstanceActor:
                     depth=state.depth + 1,
                 )
                 message = OutMessage(
-                    start_subject(command.workflow),
+                    start_subject(command.child, command.workflow),
                     encode_start(start),
                     msg_id=start_msg_id(command.child),
                 )

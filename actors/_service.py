@@ -82,7 +82,11 @@ class ServiceParser(argparse.ArgumentParser):
 
 
 def add_setting(
-    parser: argparse.ArgumentParser, defaults: Defaults, key: str, builtin: float, help: str
+    parser: argparse.ArgumentParser,
+    defaults: Defaults,
+    key: str,
+    builtin: float | None,
+    help: str,
 ) -> None:
     """The flag of numeric setting ``key`` (``--ack-wait`` for ``ack_wait``), within its bounds.
 

@@ -32,8 +32,6 @@ from ._messages import MessageError, decode_state
 
 __all__ = ["InstanceIndex", "InstanceSummary"]
 
-#: A key of the states bucket the index writes to learn when it has caught up.
-_MARK_KEY: Final = "_index.watermark"
 #: The most rows one query returns.
 MAX_LIMIT: Final = 10_000
 
@@ -82,27 +80,31 @@ class InstanceIndex:
         return len(self._summaries)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # The watch first gives every key's latest value in revision order.
-        # A key written now comes after all of them, so seeing it again
-        # means the index has caught up with what was stored before.
-        mark = await self._states.put(_MARK_KEY, b"")
+        # Watched from the start, the bucket yields every record it holds (each
+        # key's latest, deletes too) in revision order, then every new write.
+        # Once the watch reaches the newest revision held when the index began,
+        # the index holds every instance stored before: it has caught up, and
+        # without writing anything to the bucket (which holds states only).
+        mark = await self._states.latest_revision()
         started = False
-        async with self._states.watch(">") as changes:
+        async with self._states.watch(">", since=0) as changes:
+            if mark == 0:
+                started = True
+                task_status.started()
             async for change in changes:
-                if change.key == _MARK_KEY:
-                    self._caught_up(change.revision)
-                    if not started and change.revision >= mark:
-                        started = True
-                        task_status.started()
-                    continue
                 self._apply(change)
+                self._caught_up(change.revision)
+                if not started and change.revision >= mark:
+                    started = True
+                    task_status.started()
 
     async def sync(self) -> None:
         """Wait until the index reflects every write acknowledged before this call.
 
-        Costs one write to the bucket and the watch's delay.
+        Costs one look at the bucket's latest revision (no write) and, if
+        the watch is behind it, the watch's delay.
         """
-        mark = await self._states.put(_MARK_KEY, b"")
+        mark = await self._states.latest_revision()
         if self._seen >= mark:
             return
         arrived = trio.Event()
@@ -110,10 +112,12 @@ class InstanceIndex:
         await arrived.wait()
 
     def _caught_up(self, revision: int) -> None:
-        self._seen = max(self._seen, revision)
+        self._seen = revision  # the watch yields revisions in increasing order
+        if not self._waiting:
+            return
         still = []
         for mark, arrived in self._waiting:
-            if mark <= self._seen:
+            if mark <= revision:
                 arrived.set()
             else:
                 still.append((mark, arrived))
@@ -121,7 +125,10 @@ class InstanceIndex:
 
     def _apply(self, change: KVChange) -> None:
         if "." in change.key:
-            return  # the client's and the index's own marks, not instances
+            # Not an instance (ids have no dots): a watermark key that earlier
+            # versions of the engine wrote into the bucket ("_client.watermark",
+            # "_index.watermark"), left in stores they used.
+            return
         old = self._summaries.pop(change.key, None)
         if old is not None:
             self._unfile(old)

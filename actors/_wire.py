@@ -8,23 +8,42 @@ work-queue streams refuse overlapping consumer filters.
 =====================  =========  ===========================================
 asset                  kind       holds
 =====================  =========  ===========================================
-WORKFLOW_EVENTS        stream WQ  ``workflow.>``: start, cancel, activity
-                                  results, timers
+WORKFLOW_EVENTS        stream WQ  ``instance.{p}.{instance}.>``: every event
+                                  of an instance, filed in its partition;
+                                  ``workflow.start.{type}``: plain starts
 ACTIVITY_TASKS         stream WQ  ``activity.tasks.{activity}``
 WORKFLOW_HISTORY       stream     ``history.{instance}``: every state change
 WORKFLOW_DEADLETTERS   stream     ``deadletter.{source}``: what was refused
 WORKFLOW_DEFINITIONS   KV         ``{type}.{version}`` -> definition
 WORKFLOW_STATES        KV         ``{instance}`` -> state (compare-and-set)
+WORKFLOW_PARTITIONS    KV         which orchestrator owns which partition
 =====================  =========  ===========================================
+
+Events of an instance are published on ``instance.{instance}.{event...}``;
+the events stream files each under ``instance.{p}.{instance}.{event...}``,
+``p`` the partition of the instance id (see :func:`partition_of`), and one
+orchestrator at a time owns a partition and decides its events in the order
+they were stored.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from transport import ConsumerSpec, KVSpec, Retention, StreamSpec, Transport
+from transport import (
+    ConsumerSpec,
+    InvalidSpecError,
+    KeyValue,
+    KVSpec,
+    Partitioning,
+    Retention,
+    StreamSpec,
+    Transport,
+    partition_of,
+)
 
 __all__ = [
     "EVENTS_STREAM",
@@ -40,19 +59,25 @@ HISTORY_STREAM: Final = "WORKFLOW_HISTORY"
 DEADLETTER_STREAM: Final = "WORKFLOW_DEADLETTERS"
 DEFINITIONS_BUCKET: Final = "WORKFLOW_DEFINITIONS"
 STATES_BUCKET: Final = "WORKFLOW_STATES"
-ORCHESTRATOR_CONSUMER: Final = "orchestrator"
+PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
+#: The consumer of plain starts, shared by every orchestrator.
+INTAKE_CONSUMER: Final = "intake"
 
-# Subject prefixes of the events stream. The third token of an activity
-# result names the outcome; the instance id always sits at a fixed position
-# so the router can find it without decoding (except for starts, whose
-# third token is the workflow type).
+#: Prefix of a plain start, ``workflow.start.{type}``, whose instance id is in
+#: its body (or made from its sequence): any orchestrator forwards it to its
+#: instance's partition.
 START_PREFIX: Final = "workflow.start"
-CANCEL_PREFIX: Final = "workflow.cancel"
-TERMINATE_PREFIX: Final = "workflow.terminate"
-SIGNAL_PREFIX: Final = "workflow.signal"
-COMPLETED_PREFIX: Final = "workflow.activity.completed"
-FAILED_PREFIX: Final = "workflow.activity.failed"
-TIMER_PREFIX: Final = "workflow.timer"
+#: Prefix of every event of an instance: ``instance.{id}.{event...}`` as
+#: published, ``instance.{p}.{id}.{event...}`` as stored.
+INSTANCE_PREFIX: Final = "instance"
+#: The event token after the instance id, and the tokens after it.
+EVENT_START: Final = "start"  # .{type}
+EVENT_CANCEL: Final = "cancel"
+EVENT_TERMINATE: Final = "terminate"
+EVENT_SIGNAL: Final = "signal"  # .{name}
+EVENT_COMPLETED: Final = "completed"  # .{step key}
+EVENT_FAILED: Final = "failed"  # .{step key}
+EVENT_TIMER: Final = "timer"
 TASK_PREFIX: Final = "activity.tasks"
 HISTORY_PREFIX: Final = "history"
 DEADLETTER_PREFIX: Final = "deadletter"
@@ -110,28 +135,37 @@ def check_instance_id(instance_id: object) -> str:
     return instance_id
 
 
-def start_subject(workflow_type: str) -> str:
+def plain_start_subject(workflow_type: str) -> str:
+    """Where a program that does not name the instance in the subject starts one."""
     return f"{START_PREFIX}.{workflow_type}"
 
 
+def _event(instance_id: str, *tokens: str) -> str:
+    return ".".join((INSTANCE_PREFIX, instance_id, *tokens))
+
+
+def start_subject(instance_id: str, workflow_type: str) -> str:
+    return _event(instance_id, EVENT_START, workflow_type)
+
+
 def cancel_subject(instance_id: str) -> str:
-    return f"{CANCEL_PREFIX}.{instance_id}"
+    return _event(instance_id, EVENT_CANCEL)
 
 
 def terminate_subject(instance_id: str) -> str:
-    return f"{TERMINATE_PREFIX}.{instance_id}"
+    return _event(instance_id, EVENT_TERMINATE)
 
 
 def signal_subject(instance_id: str, name: str) -> str:
-    return f"{SIGNAL_PREFIX}.{instance_id}.{name}"
+    return _event(instance_id, EVENT_SIGNAL, name)
 
 
 def result_subject(instance_id: str, step: str, *, ok: bool) -> str:
-    return f"{COMPLETED_PREFIX if ok else FAILED_PREFIX}.{instance_id}.{step}"
+    return _event(instance_id, EVENT_COMPLETED if ok else EVENT_FAILED, step)
 
 
 def timer_subject(instance_id: str) -> str:
-    return f"{TIMER_PREFIX}.{instance_id}"
+    return _event(instance_id, EVENT_TIMER)
 
 
 def task_subject(activity: str) -> str:
@@ -153,6 +187,11 @@ def definition_key(workflow_type: str, version: int) -> str:
 def activity_consumer(activity: str) -> str:
     """The durable consumer every worker serving ``activity`` shares."""
     return f"activity-{activity}"
+
+
+def partition_consumer(partition: int) -> str:
+    """The durable consumer of one partition's events (its owner pulls it)."""
+    return f"partition-{partition}"
 
 
 # Deterministic message ids (rule 2): a retry after a crash republishes the
@@ -191,16 +230,26 @@ class Layout:
     duplicate_window: float = 120.0
     history_max_age: float | None = None
     max_payload: int = 1024 * 1024
+    #: Partitions of the instances, for a new events stream; an existing
+    #: stream keeps those it was created with (see :meth:`provision`).
+    partitions: int = 16
+
+    def __post_init__(self) -> None:
+        try:
+            Partitioning(prefix=INSTANCE_PREFIX, count=self.partitions)
+        except InvalidSpecError as exc:
+            raise ValueError(str(exc)) from None
 
     def streams(self) -> tuple[StreamSpec, ...]:
         common = {"replicas": self.replicas, "duplicate_window": self.duplicate_window}
         return (
             StreamSpec(
                 name=EVENTS_STREAM,
-                subjects=("workflow.>",),
+                subjects=("workflow.>", f"{INSTANCE_PREFIX}.>"),
                 retention=Retention.WORK_QUEUE,
                 allow_delayed=True,
                 max_msg_size=self.max_payload,
+                partitioning=Partitioning(prefix=INSTANCE_PREFIX, count=self.partitions),
                 **common,  # type: ignore[arg-type]
             ),
             StreamSpec(
@@ -231,10 +280,31 @@ class Layout:
                 replicas=self.replicas,
                 max_value_size=self.max_payload,
             ),
+            # Leases are written every few seconds while held; a dead process's
+            # keys are ignored once stale, and gone after an hour.
+            KVSpec(bucket=PARTITIONS_BUCKET, replicas=self.replicas, ttl=3600.0),
         )
 
-    def orchestrator_consumer(self) -> ConsumerSpec:
-        return ConsumerSpec(durable=ORCHESTRATOR_CONSUMER, ack_wait=self.ack_wait)
+    def intake_consumer(self) -> ConsumerSpec:
+        """Plain starts, for any orchestrator; and what is in no partition, to refuse it.
+
+        That is anything else under ``workflow.``, and ``instance.{x}``, too
+        short to be filed in a partition.
+        """
+        return ConsumerSpec(
+            durable=INTAKE_CONSUMER,
+            filter_subjects=("workflow.>", f"{INSTANCE_PREFIX}.*"),
+            ack_wait=self.ack_wait,
+        )
+
+    def partition_consumer(self, partition: int, partitions: int) -> ConsumerSpec:
+        """The events of one partition (of ``partitions``), for its owner."""
+        parts = Partitioning(prefix=INSTANCE_PREFIX, count=partitions)
+        return ConsumerSpec(
+            durable=partition_consumer(partition),
+            filter_subjects=(parts.filter(partition),),
+            ack_wait=self.ack_wait,
+        )
 
     def activity_consumer(self, activity: str, ack_wait: float) -> ConsumerSpec:
         return ConsumerSpec(
@@ -243,9 +313,36 @@ class Layout:
             ack_wait=ack_wait,
         )
 
-    async def provision(self, transport: Transport) -> None:
-        """Create every stream and bucket (idempotent)."""
+    async def provision(self, transport: Transport) -> Assets:
+        """Create every stream and bucket (idempotent); what a process then uses.
+
+        The partition count is the events stream's: fixed when it was
+        created, whatever ``partitions`` says now, since its stored events
+        are filed by it.
+        """
+        partitions = self.partitions
         for stream in self.streams():
-            await transport.ensure_stream(stream)
-        for bucket in self.buckets():
-            await transport.ensure_kv(bucket)
+            spec = await transport.ensure_stream(stream)
+            if spec.name == EVENTS_STREAM and spec.partitioning is not None:
+                partitions = spec.partitioning.count
+        buckets = {spec.bucket: await transport.ensure_kv(spec) for spec in self.buckets()}
+        return Assets(partitions=partitions, buckets=buckets)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assets:
+    """What provisioning found or made: the partition count and a handle per bucket."""
+
+    partitions: int
+    buckets: Mapping[str, KeyValue]
+
+
+def instance_partition(instance_id: str, partitions: int) -> int:
+    """The partition the events of ``instance_id`` are filed in."""
+    return partition_of(instance_id, partitions)
+
+
+def published_subject(stored: str) -> str:
+    """The subject an event stored on ``stored`` was published on (without its partition)."""
+    # The partition count does not change where the partition token sits.
+    return Partitioning(prefix=INSTANCE_PREFIX, count=1).published_subject(stored)

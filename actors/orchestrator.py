@@ -40,6 +40,30 @@ def _parser(defaults: Defaults) -> argparse.ArgumentParser:
             10_000,
             "idle instance actors kept in memory at most; past it the longest idle exits",
         ),
+        (
+            "start_wait",
+            None,
+            "seconds an event for an instance not stored yet waits for its start before it "
+            "goes to dead letters (default: the streams' duplicate window, 120)",
+        ),
+        (
+            "max_waiting_events",
+            1000,
+            "events held back at once waiting for their instance; past it they go to dead "
+            "letters at once",
+        ),
+        (
+            "lease",
+            10.0,
+            "seconds a partition's lease lasts unrenewed: a crashed orchestrator's "
+            "partitions move to the others this long after its last renewal",
+        ),
+        (
+            "partitions",
+            16,
+            "partitions of the instances, 1 to 1024, for an events stream created now (an "
+            "existing stream keeps its own)",
+        ),
         ("drain_timeout", 10.0, "seconds to finish the events in hand once told to stop"),
     ):
         add_setting(parser, defaults, key, builtin, what)
@@ -65,9 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         config = OrchestratorConfig(
-            layout=Layout(replicas=args.replicas, ack_wait=args.ack_wait),
+            layout=Layout(
+                replicas=args.replicas, ack_wait=args.ack_wait, partitions=args.partitions
+            ),
             passivate_after=args.passivate_after,
             max_idle_actors=args.max_idle_actors,
+            start_wait=args.start_wait,
+            max_waiting_events=args.max_waiting_events,
+            lease=args.lease,
             drain_timeout=args.drain_timeout,
             limits=Limits(args.max_input, args.max_output, args.max_state),
         )

@@ -57,22 +57,27 @@ async def authorize_card(request: dict[str, Any]) -> dict[str, Any]:
     return {"order": request["order"], "hold": f"h-{request['order']}"}
 
 
+# A compensation runs for every step whose task went out, even one that
+# failed or was abandoned: it then gets what the step was asked (its input),
+# not an output, and undoes whatever of it took effect, which may be nothing.
+
+
 @actors.activity
 async def void_authorization(hold: dict[str, Any]) -> dict[str, Any]:
-    """Lift the hold (the compensation of authorize_card)."""
-    return {"order": hold["order"], "voided": hold["hold"]}
+    """Lift the hold (the compensation of authorize_card); none was put: nothing to do."""
+    return {"order": hold["order"], "voided": hold.get("hold")}
 
 
 @actors.activity
 async def release_stock(reservation: dict[str, Any]) -> dict[str, Any]:
-    """Undo a reservation (the compensation of reserve_stock)."""
+    """Undo a reservation (the compensation of reserve_stock), or what of it was made."""
     return {"order": reservation["order"], "released": True}
 
 
 @actors.activity
 async def refund_card(payment: dict[str, Any]) -> dict[str, Any]:
-    """Give the money back (the compensation of charge_card)."""
-    return {"order": payment["order"], "refunded": payment["charged"]}
+    """Give the money back (the compensation of charge_card); nothing if none was taken."""
+    return {"order": payment["order"], "refunded": payment.get("charged", 0)}
 
 
 @actors.activity

@@ -510,6 +510,43 @@ def test_start_wait_timeout(engine: Engine) -> None:
     assert engine("terminate", "cli-slow").code == 0
 
 
+@jetstream
+def test_start_of_an_id_another_type_has_is_a_conflict(engine: Engine) -> None:
+    first = engine("start", "count", "--input", '{"count": 0}', "--id", "cli-taken", "--wait")
+    assert_ok(first, "completed")
+    refund = json.dumps({**REFUND, "order_id": "cli-taken"})
+    # Regression: this exited 0, showing the count's result as the refund's.
+    run = engine("start", "refund", "--input", refund, "--id", "cli-taken", "--wait")
+    assert_clean_error(run, ExitCode.INVALID, "'cli-taken' is a 'count' workflow")
+    assert len(run.err.strip().splitlines()) == 1, run
+    as_json = engine("--json", "start", "refund", "--input", refund, "--id", "cli-taken")
+    assert as_json.code == ExitCode.INVALID, as_json
+    assert "'count'" in as_json.error()["message"]
+    # The same type again is idempotent.
+    assert_ok(engine("start", "count", "--id", "cli-taken"), "cli-taken")
+
+
+@jetstream
+def test_start_wait_with_no_orchestrator_says_pending(tmp_path: Path) -> None:
+    if os.environ.get("NATS_URL"):
+        pytest.skip("needs a NATS server of its own, with no orchestrator")
+    with NatsServer(tmp_path / "nats") as server:
+        count = str(EXAMPLES / "count.yaml")
+        registered = cli("--url", server.url, "definitions", "register", count)
+        assert registered.code == 0, registered
+        start = ["start", "count", "--id", "cli-pending", "--wait", "--timeout", "0.5"]
+        # Regression: this said "running" of an instance that was never stored.
+        run = cli("--url", server.url, *start)
+        assert run.code == ExitCode.TIMED_OUT, run
+        assert "pending" in run.out, run
+        assert "running" not in run.out, run
+        assert "the broker accepted its start, but no orchestrator has picked it up" in run.err
+        # Started again (by another process), it is still the same pending start.
+        as_json = cli("--url", server.url, "--json", *start)
+        assert as_json.code == ExitCode.TIMED_OUT, as_json
+        assert as_json.json()["status"] == "pending"
+
+
 # -- mistakes ------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import decimal
 import enum
 import math
 import struct
+import tracemalloc
 from typing import Any
 
 import cbor2
@@ -45,14 +46,21 @@ scalars = (
     | st.text()
     | st.binary()
 )
-# The data model, kept within the default depth limit (each extend() adds a level).
-bodies = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=40,
-)
+
+
+def data_model(leaves: st.SearchStrategy[Any], max_leaves: int) -> st.SearchStrategy[Any]:
+    """Lists and str-keyed dicts of ``leaves``, within the default depth limit."""
+    return st.recursive(
+        leaves,
+        lambda children: (
+            st.lists(children, max_size=5)
+            | st.dictionaries(st.text(max_size=8), children, max_size=5)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+bodies = data_model(scalars, 40)
 
 
 def assert_identical(left: object, right: object) -> None:
@@ -782,3 +790,301 @@ def test_envelope_is_frozen() -> None:
     envelope = Envelope(KIND, None)
     with pytest.raises(AttributeError):
         envelope.kind = "other"  # type: ignore[misc]
+
+
+# --- any valid encoding: every header width -----------------------------------
+#
+# Other encoders need not write the shortest form: cbor-x (JavaScript), for one,
+# writes the envelope's map as b9 00 03. Every definite-length header is valid
+# CBOR, and each is read; the byte vectors below are written by hand.
+
+#: Additional-info values of a header: the argument in the header byte itself
+#: (None), or in the 1, 2, 4 or 8 bytes after it.
+WIDTHS = [None, 24, 25, 26, 27]
+WIDTH_IDS = ["inline", "arg8", "arg16", "arg32", "arg64"]
+
+
+def head(major: int, argument: int, info: int | None) -> bytes:
+    """A CBOR item header of ``major`` type whose argument is written at width ``info``."""
+    if info is None:
+        assert argument < 24
+        return bytes([major << 5 | argument])
+    return bytes([major << 5 | info]) + argument.to_bytes(1 << (info - 24), "big")
+
+
+def text(value: str, info: int | None = None) -> bytes:
+    data = value.encode()
+    return head(3, len(data), info) + data
+
+
+def envelope_with(body: bytes, info: int | None, *, kind: str = KIND) -> bytes:
+    """An envelope whose map header, keys, version and kind use argument width ``info``."""
+    short = None if info is None else info  # every argument here is < 24
+    return (
+        head(5, 3, info)
+        + text("version", short)
+        + head(0, 1, info)
+        + text("kind", short)
+        + text(kind, 24 if info is None and len(kind) >= 24 else info)
+        + text("body", short)
+        + body
+    )
+
+
+@pytest.mark.parametrize("info", WIDTHS, ids=WIDTH_IDS)
+def test_decode_accepts_the_envelope_map_header_at_every_width(info: int | None) -> None:
+    body = b"\xa1" + text("id") + text("x")
+    data = head(5, 3, info) + raw_envelope(body)[1:]
+    assert decode(data) == Envelope(KIND, {"id": "x"})
+
+
+def test_decode_accepts_the_map_header_cbor_x_writes() -> None:
+    # The bytes npm's cbor-x writes for {version: 1, kind: "workflow.start", body: {}}.
+    data = bytes.fromhex("b90003") + b"\x67version\x01\x64kind\x6eworkflow.start\x64body\xa0"
+    assert decode(data) == Envelope("workflow.start", {})
+
+
+@pytest.mark.parametrize("info", WIDTHS, ids=WIDTH_IDS)
+def test_decode_accepts_envelope_fields_written_at_every_width(info: int | None) -> None:
+    assert decode(envelope_with(b"\xf6", info)) == Envelope(KIND, None)
+
+
+@pytest.mark.parametrize("info", WIDTHS, ids=WIDTH_IDS)
+def test_decode_accepts_every_item_header_width_in_a_body(info: int | None) -> None:
+    # A map of each kind of item, every header at the width under test.
+    items: dict[str, tuple[bytes, object]] = {
+        "uint": (head(0, 5, info), 5),
+        "negint": (head(1, 4, info), -5),
+        "text": (text("hi", info), "hi"),
+        "bytes": (head(2, 2, info) + b"hi", b"hi"),
+        "array": (head(4, 2, info) + head(0, 1, info) + head(0, 2, info), [1, 2]),
+        "map": (head(5, 1, info) + text("k", info) + head(0, 7, info), {"k": 7}),
+        "empty": (head(4, 0, info), []),
+    }
+    body = head(5, len(items), info)
+    body += b"".join(text(name, info) + item for name, (item, _) in items.items())
+    expected = {name: value for name, (_, value) in items.items()}
+    assert_identical(decode(raw_envelope(body)).body, expected)
+
+
+@pytest.mark.parametrize(
+    ("item", "value"),
+    [
+        (b"\xf9\x3e\x00", 1.5),
+        (b"\xfa\x3f\xc0\x00\x00", 1.5),
+        (b"\xfb" + struct.pack(">d", 1.5), 1.5),
+        (b"\xf9\x7c\x00", math.inf),
+        (b"\xfa\xff\x80\x00\x00", -math.inf),
+        (b"\xf9\x80\x00", -0.0),
+        (b"\xf9\x00\x01", 2.0**-24),  # the smallest half-float subnormal
+        (b"\xfa" + struct.pack(">f", 0.1), struct.unpack(">f", struct.pack(">f", 0.1))[0]),
+    ],
+    ids=[
+        "half",
+        "single",
+        "double",
+        "half-inf",
+        "single-neg-inf",
+        "half-neg-zero",
+        "half-subnormal",
+        "single-0.1",
+    ],
+)
+def test_decode_accepts_floats_of_16_32_and_64_bits(item: bytes, value: float) -> None:
+    assert_identical(decode(raw_envelope(item)).body, value)
+    # And in a wide-headered envelope, nested in a map in an array.
+    nested = b"\x9b" + (1).to_bytes(8, "big") + b"\xb9\x00\x01" + text("f", 25) + item
+    assert_identical(decode(envelope_with(nested, 27)).body, [{"f": value}])
+
+
+def test_decode_reads_a_half_float_nan() -> None:
+    body = decode(raw_envelope(b"\xf9\x7e\x00")).body
+    assert type(body) is float
+    assert math.isnan(body)
+
+
+@pytest.mark.parametrize(
+    ("item", "value"),
+    [
+        (b"\x1b" + b"\xff" * 8, INT_MAX),
+        (b"\x3b" + b"\xff" * 8, INT_MIN),
+        (b"\x1b" + (0).to_bytes(8, "big"), 0),
+        (b"\x3a" + (2**32 - 1).to_bytes(4, "big"), -(2**32)),
+        (b"\x19\x00\x00", 0),
+    ],
+    ids=["uint64-max", "negint64-min", "zero-in-8", "negint32", "zero-in-2"],
+)
+def test_decode_accepts_integers_at_any_width_including_non_shortest(
+    item: bytes, value: int
+) -> None:
+    assert_identical(decode(envelope_with(item, 26)).body, value)
+
+
+# Limits hold whatever the width of the header that declares a length.
+
+
+@pytest.mark.parametrize("info", WIDTHS, ids=WIDTH_IDS)
+def test_depth_limit_holds_with_wide_container_headers(info: int | None) -> None:
+    limits = CodecLimits(max_depth=5)
+    array, one_map = head(4, 1, info), head(5, 1, info) + text("k", info)
+    for opener in (array, one_map):
+        at_limit = opener * 5 + b"\x00"
+        assert decode(raw_envelope(at_limit), limits=limits).body is not None
+        with pytest.raises(CodecError, match="max_depth"):
+            decode(raw_envelope(opener * 6 + b"\x00"), limits=limits)
+
+
+@pytest.mark.parametrize("info", [24, 25, 26, 27], ids=WIDTH_IDS[1:])
+def test_item_limit_holds_with_wide_container_headers(info: int) -> None:
+    limits = CodecLimits(max_items=4)
+    assert decode(raw_envelope(head(4, 4, info) + b"\x00" * 4), limits=limits).body == [0] * 4
+    with pytest.raises(CodecError, match="max_items"):
+        decode(raw_envelope(head(4, 5, info) + b"\x00" * 5), limits=limits)
+    pairs = head(5, 2, info) + text("a") + b"\x00" + text("b") + b"\x00"
+    assert decode(raw_envelope(head(4, 2, info) + pairs + b"\x00"), limits=limits).body == [
+        {"a": 0, "b": 0},
+        0,
+    ]
+    with pytest.raises(CodecError, match="max_items"):
+        # 3 items in the array, 2 in the map in it.
+        decode(raw_envelope(head(4, 3, info) + pairs + b"\x00\x00"), limits=limits)
+
+
+@pytest.mark.parametrize("info", [24, 25, 26, 27], ids=WIDTH_IDS[1:])
+def test_size_limit_holds_with_wide_headers(info: int) -> None:
+    body = head(2, 64, info) + b"x" * 64
+    data = raw_envelope(body)
+    assert decode(data, limits=CodecLimits(max_bytes=len(data))).body == b"x" * 64
+    with pytest.raises(PayloadTooLargeError):
+        decode(data, limits=CodecLimits(max_bytes=len(data) - 1))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        head(4, 2**60, 27) + b"\x00" * 16,
+        head(5, 2**60, 27) + b"\x00" * 16,
+        head(2, 2**60, 27) + b"\x00" * 16,
+        head(3, 2**60, 27) + b"\x00" * 16,
+        head(4, 2**63 + 5, 27) + b"\x00" * 16,
+        head(4, 2, 27) + head(3, 2**60, 27) + b"ab",
+        head(5, 1, 27) + head(3, 2**60, 27) + b"ab",  # a key
+    ],
+    ids=["array", "map", "bytes", "text", "array-2^63", "text-in-array", "key"],
+)
+def test_a_64_bit_length_claiming_2_to_the_60_is_refused_without_allocating(body: bytes) -> None:
+    data = envelope_with(body, 27)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CodecError, match=r"max_items|exceeds the input"):
+            decode(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+@pytest.mark.parametrize(
+    "header",
+    [head(5, 2**60, 27), head(5, 4, 25), head(5, 2, 24), head(5, 0, 26)],
+    ids=["2^60", "4", "2", "0"],
+)
+def test_an_envelope_map_of_other_than_3_entries_is_refused_at_any_width(header: bytes) -> None:
+    with pytest.raises(CodecError, match="map of 3 entries"):
+        decode(header + raw_envelope(b"\x00")[1:])
+
+
+def test_an_envelope_map_header_cut_inside_its_argument_is_truncated() -> None:
+    for cut in (b"\xb9\x00", b"\xbb\x00\x00\x00", b"\xb8"):
+        with pytest.raises(CodecError, match="truncated"):
+            decode(cut)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (envelope_with(b"\xc1\x1a\x00\x00\x00\x00", 25), "tags are not allowed"),
+        (envelope_with(b"\x9f\x01\xff", 25), "indefinite-length"),
+        (envelope_with(b"\xf7", 25), "simple value"),
+        (envelope_with(b"\xf8\x20", 25), "simple value"),
+        (envelope_with(b"\x00", 25) + b"\x00", "trailing bytes"),
+        (b"\xbf" + raw_envelope(b"\x00")[1:] + b"\xff", "header byte is 0xbf"),
+        (b"\xd9\xd9\xf7" + envelope_with(b"\x00", 25), "header byte is 0xd9"),
+        (envelope_with(head(4, 1, 27) + b"\x7f\x61a\xff", 27), "indefinite-length"),
+    ],
+    ids=[
+        "tag",
+        "indefinite-array",
+        "undefined",
+        "simple32",
+        "trailing",
+        "indefinite-map",
+        "self-described",
+        "indefinite-text-nested",
+    ],
+)
+def test_wide_headers_do_not_let_tags_indefinite_lengths_or_simple_values_in(
+    data: bytes, reason: str
+) -> None:
+    with pytest.raises(CodecError, match=reason):
+        decode(data)
+
+
+def wide_encoding(value: object, draw: Any) -> bytes:
+    """``value`` as CBOR with every header at a width drawn from those that hold it,
+    and every float at a width drawn from those that hold it exactly."""
+
+    def header(major: int, argument: int) -> bytes:
+        least = (
+            0
+            if argument < 24
+            else 24
+            if argument < 2**8
+            else 25
+            if argument < 2**16
+            else (26 if argument < 2**32 else 27)
+        )
+        choices: list[int | None] = [None] if least == 0 else []
+        choices += [info for info in (24, 25, 26, 27) if info >= max(least, 24)]
+        return head(major, argument, draw(st.sampled_from(choices)))
+
+    if value is None:
+        return b"\xf6"
+    if value is True or value is False:
+        return b"\xf5" if value else b"\xf4"
+    if type(value) is int:
+        return header(0, value) if value >= 0 else header(1, -1 - value)
+    if type(value) is float:
+        forms = [b"\xfb" + struct.pack(">d", value)]
+        for code, fmt in ((b"\xfa", ">f"), (b"\xf9", ">e")):
+            try:
+                packed = struct.pack(fmt, value)
+            except OverflowError:
+                continue
+            if struct.unpack(fmt, packed)[0] == value or math.isnan(value):
+                forms.append(code + packed)
+        chosen: bytes = draw(st.sampled_from(forms))
+        return chosen
+    if type(value) is str:
+        data = value.encode()
+        return header(3, len(data)) + data
+    if type(value) is bytes:
+        return header(2, len(value)) + value
+    if type(value) is list:
+        return header(4, len(value)) + b"".join(wide_encoding(item, draw) for item in value)
+    assert type(value) is dict
+    return header(5, len(value)) + b"".join(
+        wide_encoding(key, draw) + wide_encoding(item, draw) for key, item in value.items()
+    )
+
+
+@fuzz
+@given(kind=kinds, body=bodies, data=st.data())
+def test_fuzz_any_header_width_decodes_to_the_same_envelope(
+    kind: str, body: object, data: Any
+) -> None:
+    envelope = {"version": SCHEMA_VERSION, "kind": kind, "body": body}
+    encoded = wide_encoding(envelope, data.draw)
+    decoded = decode(encoded)
+    assert decoded.kind == kind
+    assert_identical(decoded.body, body)

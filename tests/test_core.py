@@ -136,12 +136,14 @@ def test_happy_path_three_steps() -> None:
     # The first step without `input:` gets the workflow's input.
     assert tasks(run.last) == [ScheduleActivity("a", 1, "do_a", {"x": 1}, 10.0, None, 300.0, None)]
     assert timers(run.last) == []  # no schedule_to_start, no TIMEOUT timer
-    assert state.steps == {"a": StepState(StepStatus.SCHEDULED, 1, 10.0)}
+    assert state.steps == {"a": StepState(StepStatus.SCHEDULED, 1, 10.0, dispatched=2)}
 
     run.send(ActivityCompleted("a", 1, {"n": 5}), 11.0)
     # A later step without `input:` gets the previous step's output.
     assert tasks(run.last) == [ScheduleActivity("b", 1, "do_b", {"n": 5}, 11.0, None, 300.0, None)]
-    assert run.step("a") == StepState(StepStatus.COMPLETED, 1, 10.0, {"n": 5}, None, 11.0, done=3)
+    assert run.step("a") == StepState(
+        StepStatus.COMPLETED, 1, 10.0, {"n": 5}, None, 11.0, done=3, dispatched=2
+    )
     assert set(run.current.steps) == {"a", "b"}
 
     run.send(ActivityCompleted("b", 1, "b-out"), 12.0)
@@ -224,14 +226,16 @@ def test_retry_backs_off_up_to_max_interval() -> None:
                 {"step": "a", "attempt": attempt + 1, "at": now + delay},
             ),
         ]
-        assert run.step("a") == StepState(StepStatus.RETRY_WAIT, attempt, scheduled_at, error=error)
+        assert run.step("a") == StepState(
+            StepStatus.RETRY_WAIT, attempt, scheduled_at, error=error, dispatched=2
+        )
         now += delay
         scheduled_at = now
         run.send(TimerFired(RETRY, "a", attempt), now)
         assert tasks(run.last) == [
             ScheduleActivity("a", attempt + 1, "do_a", None, now, None, 300.0, None)
         ]
-        assert run.step("a") == StepState(StepStatus.SCHEDULED, attempt + 1, now)
+        assert run.step("a") == StepState(StepStatus.SCHEDULED, attempt + 1, now, dispatched=2)
     assert run.current.status is RUNNING
 
 
@@ -248,7 +252,9 @@ def test_max_attempts_exhausted_fails_the_workflow() -> None:
     assert state.error.message == "step 'a' failed after 2 attempt(s): kaput"
     assert state.error.traceback == "Traceback..."
     assert state.error.non_retryable
-    assert run.step("a") == StepState(StepStatus.FAILED, 2, 2.0, None, error, 3.0)
+    assert run.step("a") == StepState(
+        StepStatus.FAILED, 2, 2.0, None, error, 3.0, done=6, dispatched=2
+    )
     assert "b" not in state.steps
     assert kinds(run.last) == ["activity.failed", "workflow.failed"]
     assert tasks(run.last) == []
@@ -330,7 +336,7 @@ def test_success_of_an_earlier_attempt_while_the_next_runs() -> None:
     run = Run(define(step("a", retry={"max_attempts": 3}), step("b")))
     run.send(ActivityFailed("a", 1, ErrorInfo("Lost", "")), 1.0)
     run.send(TimerFired(RETRY, "a", 1), 2.0)
-    assert run.step("a") == StepState(StepStatus.SCHEDULED, 2, 2.0)
+    assert run.step("a") == StepState(StepStatus.SCHEDULED, 2, 2.0, dispatched=2)
     run.send(ActivityCompleted("a", 1, "from attempt 1"), 3.0)
     assert run.step("a").status is StepStatus.COMPLETED
     assert run.step("a").output == "from attempt 1"
@@ -347,7 +353,7 @@ def _in_attempt_2() -> Run:
     run = Run(definition)
     run.send(ActivityFailed("a", 1, ErrorInfo("Flaky", "")), 1.0)
     run.send(TimerFired(RETRY, "a", 1), 2.0)
-    assert run.step("a") == StepState(StepStatus.SCHEDULED, 2, 2.0)
+    assert run.step("a") == StepState(StepStatus.SCHEDULED, 2, 2.0, dispatched=2)
     return run
 
 
@@ -414,7 +420,9 @@ def test_an_event_without_the_instances_definition_fails_it(definition: Definiti
     )
     assert (new.status, new.error) == (FAILED, error)
     # The attempt under way is abandoned: its worker learns it is unwanted.
-    abandoned = replace(state.steps["a"], status=StepStatus.CANCELLED, finished_at=3.0)
+    abandoned = replace(
+        state.steps["a"], status=StepStatus.CANCELLED, finished_at=3.0, done=state.seq + 1
+    )
     assert new.steps == {"a": abandoned}
     assert commands == [
         RecordHistory(state.seq + 1, "steps.cancelled", 3.0, {"steps": ["a"]}),

@@ -145,6 +145,8 @@ class CoreMachine(RuleBasedStateMachine):
         self.log: list[tuple[Definition | None, Event, float]] = []
         self.results: list[tuple[InstanceState | None, list[Command]]] = []
         self.history: list[RecordHistory] = []
+        #: The history record with which each step's first task went out.
+        self.first_dispatch: dict[str, int] = {}
         #: Activity attempts that commands asked for (step, attempt): their result is due.
         self.tasks: list[tuple[str, int]] = []
         self.timers: list[StartTimer] = []
@@ -210,7 +212,19 @@ class CoreMachine(RuleBasedStateMachine):
         index = self.definition.index(task.step)
         step = self.definition.steps[index]
         assert 1 <= task.attempt <= step.retry.max_attempts
-        assert new.steps[task.step] == StepState(StepStatus.SCHEDULED, task.attempt, now)
+        scheduled = new.steps[task.step]
+        # Its first task went out with its first activity.scheduled record.
+        [record] = [
+            c.seq
+            for c in commands
+            if isinstance(c, RecordHistory)
+            and c.kind == "activity.scheduled"
+            and c.detail["step"] == task.step
+        ]
+        assert scheduled.dispatched == self.first_dispatch.setdefault(task.step, record)
+        assert replace(scheduled, dispatched=0) == StepState(
+            StepStatus.SCHEDULED, task.attempt, now
+        )
         assert (task.activity, task.scheduled_at) == (step.activity, now)
         timeout = step.timeout
         assert (task.schedule_to_start, task.start_to_close, task.heartbeat) == (

@@ -355,6 +355,12 @@ class TreeMachine(RuleBasedStateMachine):
         self.completions: Counter[str] = Counter()
         #: Undoable steps in the order their completion was applied.
         self.compensable_done: list[str] = []
+        #: Per undoable step whose task went out: the history seq of its first
+        #: activity.scheduled record, and of the record that ended it (its
+        #: completion, its last failure, or the steps.cancelled that abandoned it).
+        self.dispatched: dict[str, int] = {}
+        self.ended: dict[str, int] = {}
+        self.last_failure: dict[str, int] = {}
         self.expected_undo: list[str] | None = None
         self.undo_order: list[str] = []
         #: Set once a cancel, terminate or final failure ends the run early.
@@ -391,10 +397,9 @@ class TreeMachine(RuleBasedStateMachine):
                 self.disrupted = True
         for command in commands:
             self.check_command(new, command)
-            if (
-                isinstance(event, ActivityCompleted)
-                and isinstance(command, RecordHistory)
-                and command.kind in ("activity.completed", "child.result")
+            if isinstance(event, ActivityCompleted) and (
+                isinstance(command, RecordHistory)
+                and command.kind in ("activity.completed", "child.result", "activity.settled")
             ):
                 assert command.detail["step"] == event.step
                 self.outputs[event.step] = event.output
@@ -419,16 +424,30 @@ class TreeMachine(RuleBasedStateMachine):
             self.check_child(command)
 
     def check_record(self, record: RecordHistory) -> None:
+        key = record.detail.get("step", "")
+        step_id, _, undo = parse_key(key) if key else ("", (), False)
+        undoable_step = bool(key) and not undo and compensable(self.definition.step(step_id))
         if record.kind in ("activity.completed", "child.result"):
-            key = record.detail["step"]
             self.completions[key] += 1
             assert self.completions[key] == 1, f"{key} completed twice"
-            step_id, _, undo = parse_key(key)
-            if not undo and compensable(self.definition.step(step_id)):
+            if undoable_step:
                 self.compensable_done.append(key)
+                self.ended[key] = record.seq
+        elif record.kind == "activity.scheduled" and undoable_step:
+            self.dispatched.setdefault(key, record.seq)
+        elif record.kind == "activity.failed" and undoable_step:
+            self.last_failure[key] = record.seq
+        elif record.kind == "steps.cancelled":
+            for abandoned in record.detail["steps"]:
+                self.ended.setdefault(abandoned, record.seq)
         elif record.kind == "compensation.started":
-            # The latest completed step is undone first.
-            expected = [key + UNDO for key in reversed(self.compensable_done)]
+            # Every step whose task went out is undone (rule 11), the one
+            # that ended last first (the one dispatched last, of those that
+            # ended together).
+            def order(key: str) -> tuple[int, int]:
+                return self.ended.get(key, self.last_failure.get(key, 0)), self.dispatched[key]
+
+            expected = [key + UNDO for key in sorted(self.dispatched, key=order, reverse=True)]
             assert record.detail["steps"] == expected
             self.expected_undo = expected
         elif record.kind == "choice.taken":
@@ -455,12 +474,16 @@ class TreeMachine(RuleBasedStateMachine):
         if undo:
             assert step.compensate is not None
             assert task.activity == step.compensate.activity
-            done = self.outputs[task.step[: -len(UNDO)]]
-            if step.compensate.input is None:
-                assert task.input == done
+            undone = task.step[: -len(UNDO)]
+            completed = new.steps[undone].status is StepStatus.COMPLETED
+            output = self.outputs[undone] if completed else None
+            if step.compensate.input is not None:
+                assert task.input == {"out": output, "i": path[-1] if path else None}
+            elif completed:
+                assert task.input == output
             else:
-                expected = {"out": done, "i": path[-1] if path else None}
-                assert task.input == expected
+                # A step that did not complete is undone from what it was asked.
+                assert task.input == self.reference.inputs[undone]
             if task.attempt == 1:
                 self.undo_order.append(task.step)
         else:
@@ -536,7 +559,10 @@ class TreeMachine(RuleBasedStateMachine):
             assert any(step.status in PENDING for step in state.steps.values())
             assert state.error is None
         elif state.status is InstanceStatus.COMPENSATING:
-            assert len(undoing) == 1
+            # A compensation runs, or the next one waits for its step's task.
+            pending = state.compensations
+            waits = bool(pending) and state.steps[pending[0][: -len(UNDO)]].in_flight
+            assert len(undoing) == 1 or (not undoing and waits)
         elif state.status is InstanceStatus.COMPLETED:
             assert self.reference.result is not FAIL
             assert state.output == self.reference.result
@@ -691,6 +717,14 @@ class TreeMachine(RuleBasedStateMachine):
                     self.send(ActivityFailed(key, attempt, ErrorInfo("Fatal", "end", "", True)))
                 else:
                     self.send(self.result_for(key, attempt))
+                continue
+            in_flight = sorted(k for k, s in self.state.steps.items() if s.in_flight)
+            if in_flight and self.state.status is InstanceStatus.COMPENSATING:
+                # An abandoned step's task reports (or its time runs out):
+                # its compensation waited for that.
+                key = in_flight[0]
+                attempt = self.state.steps[key].attempt
+                self.send(self.result_for(key, attempt))
                 continue
             waiting = self.keys(StepStatus.RETRY_WAIT)
             assert waiting, "a live instance with nothing out is stuck"

@@ -43,10 +43,24 @@ class Dev:
         )
 
 
-def _start(data: Path, *options: str) -> Dev:
+def _actors(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m actors ARGS...`` run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "actors", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _start(data: Path | None, *options: str, cwd: Path = ROOT) -> Dev:
+    """A dev server on ``data`` (``None``: its default, ``./data`` of ``cwd``), once it serves."""
+    folder = () if data is None else ("--data", str(data))
     process = subprocess.Popen(
-        [sys.executable, "-m", "actors", "dev", "--data", str(data), "--api-port", "0", *options],
-        cwd=ROOT,
+        [sys.executable, "-m", "actors", "dev", *folder, "--api-port", "0", *options],
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -72,11 +86,7 @@ def dev(tmp_path: Path) -> Iterator[Dev]:
     try:
         yield server
     finally:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
-        assert server.process.stdout is not None
-        server.process.stdout.close()
+        _stop(server)
 
 
 def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
@@ -115,3 +125,57 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
     rest, _ = again.process.communicate(timeout=60)
     assert again.process.returncode == 0, rest
     assert "registered    order v3" in "\n".join(again.lines)
+
+
+def test_one_data_folder_one_server(tmp_path: Path) -> None:
+    # Regression: a second server on a store in use corrupted it ("corrupt
+    # state file" on recovery, completed instances with a step scheduled).
+    first = _start(None, "--no-examples", cwd=tmp_path)
+    try:
+        data = tmp_path / "data"
+        log = data / "nats" / "nats-server.log"
+        runs = log.read_text().count("=== ")
+        for command in ("dev", "demo"):
+            refused = _actors(command, "--data", str(data), "--count", "1", cwd=tmp_path)
+            assert refused.returncode != 0, refused.stdout
+            lines = refused.stderr.strip().splitlines()
+            assert len(lines) == 1, refused.stderr
+            assert f"{data / 'nats'} is in use by nats-server pid" in lines[0], lines[0]
+            assert f"of pid {first.process.pid} (" in lines[0], lines[0]
+        assert log.read_text().count("=== ") == runs, "a second server ran on the store"
+
+        # The first serves on, unharmed.
+        started = first.cli("start", "count", "--input", '{"count": 0}', "--id", "kept", "--wait")
+        assert started.returncode == 0, started.stderr
+
+        # demo's own default folder is not dev's: it runs beside it.
+        demo = _actors("demo", "--count", "3", cwd=tmp_path, timeout=180)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "3 of 3 returned" in demo.stdout
+        assert (data / "demo" / "nats" / "nats-server.log").is_file()
+
+        # A holder killed outright lets go: the next start gets the folder,
+        # and what the first stored.
+        first.process.kill()
+        first.process.wait()
+        again = _start(data, "--no-examples")
+        try:
+            status = again.cli("--json", "status", "kept")
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["status"] == "completed"
+            again.process.send_signal(signal.SIGINT)
+            out, _ = again.process.communicate(timeout=60)
+            assert again.process.returncode == 0, out
+        finally:
+            _stop(again)
+    finally:
+        _stop(first)
+
+
+def _stop(server: Dev) -> None:
+    """Kill the dev server's process if it still runs, and close its pipe."""
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
+    assert server.process.stdout is not None
+    server.process.stdout.close()

@@ -11,10 +11,10 @@ from transport._jetstream_wire import _reply_meta
 
 def test_reply_meta_reads_both_ack_subject_forms():
     # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-    assert _reply_meta("$JS.ACK.S.c.2.41.7.1700000000000000000.3") == (2, 41, 7, 3)
+    assert _reply_meta("$JS.ACK.S.c.2.41.7.1700000000500000000.3") == (2, 41, 7, 3, 1.7e9 + 0.5)
     # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<r>
     v2 = "$JS.ACK.hub.ACC.S.c.1.42.8.1700000000000000000.0.token"
-    assert _reply_meta(v2) == (1, 42, 8, 0)
+    assert _reply_meta(v2) == (1, 42, 8, 0, 1.7e9)
 
 
 @pytest.mark.parametrize(

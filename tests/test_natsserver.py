@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -14,6 +17,8 @@ from typing import Any
 
 import natsserver
 import pytest
+
+from actors import _natsserver
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -181,3 +186,76 @@ def test_cluster_of_three(tmp_path: Path) -> None:
         cluster.restart(follower)
         assert cluster.nodes[follower].url == url
         assert cluster.wait_healthy() == leader
+
+
+@pytest.mark.jetstream
+def test_a_relative_folder_holds_the_store_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the server runs inside its folder and read a relative -sd
+    # against it, so "data/nats" kept its store in data/nats/data/nats.
+    monkeypatch.chdir(tmp_path)
+    with natsserver.NatsServer(Path("data") / "nats") as server:
+        _, jsz = http_get(server.monitor_url + "/jsz")
+        assert jsz["config"]["store_dir"] == str(tmp_path / "data" / "nats" / "jetstream")
+
+
+@pytest.mark.jetstream
+def test_a_second_server_on_a_folder_in_use_refuses(tmp_path: Path) -> None:
+    with natsserver.NatsServer(tmp_path / "store") as first:
+        runs = first.log_path.read_text().count("=== ")
+        second = natsserver.NatsServer(tmp_path / "store")
+        with pytest.raises(_natsserver.StoreInUseError) as refused:
+            second.start()
+        message = str(refused.value)
+        assert f"{tmp_path / 'store'} is in use by nats-server pid {first.pid} " in message
+        assert f"of pid {os.getpid()} (" in message
+        assert "\n" not in message
+        assert not second.running
+        assert first.log_path.read_text().count("=== ") == runs, "nothing was spawned"
+        assert first.healthy()
+    # Stopped, the first lets go.
+    with natsserver.NatsServer(tmp_path / "store") as second:
+        assert second.healthy()
+
+
+_ORPHAN = """
+import os, signal, sys, threading
+from actors._natsserver import NatsServer
+
+# Started from a thread, the server gets no death signal: it outlives this process.
+server = NatsServer(sys.argv[1])
+starter = threading.Thread(target=server.start)
+starter.start()
+starter.join()
+print(server.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.jetstream
+def test_a_server_that_outlives_its_starter_keeps_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "store"
+    done = subprocess.run(
+        [sys.executable, "-c", _ORPHAN, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    orphan = int(done.stdout)
+    try:
+        # The lock is the server's too: its starter's death does not free the
+        # store while the server still writes to it.
+        monkeypatch.setattr(_natsserver, "_LOCK_GRACE", 0.5)
+        with pytest.raises(_natsserver.StoreInUseError, match=f"nats-server pid {orphan}, whose"):
+            natsserver.NatsServer(folder).start()
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+    # Once it is gone too, the folder is free (the grace covers its last moments).
+    monkeypatch.setattr(_natsserver, "_LOCK_GRACE", 10.0)
+    with natsserver.NatsServer(folder) as server:
+        assert server.healthy()

@@ -29,11 +29,13 @@ from ._specs import KVEntry as KVEntry
 from ._specs import KVOp as KVOp
 from ._specs import KVSpec as KVSpec
 from ._specs import OutMessage as OutMessage
+from ._specs import Partitioning as Partitioning
 from ._specs import PubAck as PubAck
 from ._specs import Retention as Retention
 from ._specs import Storage as Storage
 from ._specs import StoredMessage as StoredMessage
 from ._specs import StreamSpec as StreamSpec
+from ._specs import partition_of as partition_of
 
 __all__ = [
     "AuthorizationError",
@@ -53,6 +55,7 @@ __all__ = [
     "KeyValue",
     "NotFoundError",
     "OutMessage",
+    "Partitioning",
     "PubAck",
     "Retention",
     "Settlement",
@@ -66,4 +69,5 @@ __all__ = [
     "TransportError",
     "TransportTimeoutError",
     "open_transport",
+    "partition_of",
 ]

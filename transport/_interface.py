@@ -47,7 +47,15 @@ class Delivery(abc.ABC):
     context it came from exits.
     """
 
-    __slots__ = ("data", "headers", "num_delivered", "settled", "stream_seq", "subject")
+    __slots__ = (
+        "data",
+        "headers",
+        "num_delivered",
+        "settled",
+        "stored_at",
+        "stream_seq",
+        "subject",
+    )
 
     def __init__(
         self,
@@ -56,6 +64,7 @@ class Delivery(abc.ABC):
         headers: Mapping[str, str],
         num_delivered: int,
         stream_seq: int,
+        stored_at: float,
     ) -> None:
         self.subject = subject
         self.data = data
@@ -63,6 +72,11 @@ class Delivery(abc.ABC):
         #: 1 on the first delivery, 2 on the first redelivery, and so on.
         self.num_delivered = num_delivered
         self.stream_seq = stream_seq
+        #: When the broker stored the message, in seconds since the epoch, as
+        #: :meth:`Transport.now` counts them; a delayed message counts from when
+        #: it became due (on JetStream servers without message schedules, from
+        #: its publish). On a cluster this is the storing server's clock.
+        self.stored_at = stored_at
         #: How the delivery was finished, or ``None`` while it is in hand.
         self.settled: Settlement | None = None
 
@@ -136,6 +150,16 @@ class KeyValue(Protocol):
     async def keys(self, pattern: str = ">") -> list[str]:
         """The keys currently present that match ``pattern`` (``*``/``>`` wildcards)."""
 
+    async def latest_revision(self) -> int:
+        """The revision of the newest write the bucket holds (a delete too); 0 if none.
+
+        Every write acknowledged before the call has this revision or an
+        earlier one, so a watch ``since`` it yields the changes made after
+        the call; and a watch ``since=0`` yields the change at this revision,
+        last of those the bucket held at the call. Reads nothing else and
+        writes nothing: a way to learn "now" in a bucket without a marker key.
+        """
+
     def watch(
         self, pattern: str = ">", *, since: int | None = None
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[KVChange]]:
@@ -160,11 +184,13 @@ class Transport(Protocol):
     def now(self) -> float:
         """The current time on the clock ``deliver_at`` is measured on (seconds)."""
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         """Create the stream, or bring an existing one to ``spec``; idempotent.
 
         An existing stream's replicas are never lowered (that is an
-        operator's decision, not a side effect of provisioning).
+        operator's decision, not a side effect of provisioning), and its
+        partitioning, if it has one, is kept: the messages it holds are filed
+        by it. Returns ``spec`` as it is in effect, with those kept.
 
         Raises :class:`InvalidSpecError` if the broker refuses the change.
         """

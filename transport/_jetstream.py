@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import json
 import math
 import random
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -86,6 +88,7 @@ from ._specs import (
     Discard,
     KVSpec,
     OutMessage,
+    Partitioning,
     PubAck,
     Retention,
     StoredMessage,
@@ -93,6 +96,7 @@ from ._specs import (
     check_holds,
     check_read,
     check_subject,
+    schedule_token,
     subject_matches,
 )
 
@@ -472,7 +476,7 @@ class JetStreamTransport:
 
     # -- streams -----------------------------------------------------------
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         subjects = list(spec.subjects)
         if spec.allow_delayed:
             subjects.append(spec.schedule_subjects)
@@ -494,8 +498,14 @@ class JetStreamTransport:
         }
         if spec.allow_delayed and self._supports_schedules:
             config["allow_msg_schedules"] = True
-        await self._ensure_stream_config(config)
+        if spec.partitioning is not None:
+            config["subject_transform"] = _partition_transform(spec.partitioning)
+        found = await self._ensure_stream_config(config)
+        kept = _partitioning_of(found.get("subject_transform"))
+        if kept is not None and kept != spec.partitioning:
+            spec = dataclasses.replace(spec, partitioning=kept)
         self._streams[spec.name] = spec
+        return spec
 
     async def _ensure_stream_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """Create the stream, or bring it to ``config``; its configuration after that.
@@ -512,7 +522,11 @@ class JetStreamTransport:
             # It exists with another configuration: bring it to this one.
             current = (await self._api(f"STREAM.INFO.{name}"))["config"]
             replicas = max(config["num_replicas"], int(current.get("num_replicas") or 1))
-            resp = await self._api(f"STREAM.UPDATE.{name}", {**config, "num_replicas": replicas})
+            config = {**config, "num_replicas": replicas}
+            if _partitioning_of(current.get("subject_transform")) is not None:
+                # The stored messages are filed by the partitions it has.
+                config["subject_transform"] = current["subject_transform"]
+            resp = await self._api(f"STREAM.UPDATE.{name}", config)
         found: dict[str, Any] = resp.get("config") or config
         return found
 
@@ -619,8 +633,7 @@ class JetStreamTransport:
             spec = await self._stream_for_delayed(subject)
             headers[DELIVER_AT_HEADER] = repr(message.deliver_at)
             if self._supports_schedules:
-                token = (message.msg_id or _new_inbox()).replace(".", "_")
-                token = "".join(c if c.isalnum() or c in "-_" else "_" for c in token)
+                token = schedule_token(message.msg_id or _new_inbox())
                 headers["Nats-Schedule"] = "@at " + _rfc3339(max(message.deliver_at, self.now()))
                 headers["Nats-Schedule-Target"] = subject
                 subject = f"{SCHEDULE_PREFIX}.{spec.name}.{token}"
@@ -696,6 +709,13 @@ class JetStreamTransport:
         except (TransportTimeoutError, ConnectionLostError) as exc:
             # A failover or an outage: pulling will create it once it can.
             # Refusals (no such stream, a bad spec) still raise here.
+            log.debug("consumer %s not created yet: %r", spec.durable, exc)
+            puller.needs_consumer = True
+        except NotFoundError as exc:
+            if stream not in self._streams:
+                raise
+            # This transport ensured the stream: on a cluster where several
+            # processes create it at once, a server may not know it yet.
             log.debug("consumer %s not created yet: %r", spec.durable, exc)
             puller.needs_consumer = True
         await puller.subscribe()
@@ -815,6 +835,27 @@ async def open_jetstream(
                 await transport.aclose()
             finally:
                 thread.stop()
+
+
+def _partition_transform(parts: Partitioning) -> dict[str, str]:
+    """The server's subject transform that files messages as ``parts`` says (2.10+)."""
+    return {
+        "src": f"{parts.prefix}.*.>",
+        "dest": f"{parts.prefix}.{{{{partition({parts.count},1)}}}}.{{{{wildcard(1)}}}}.>",
+    }
+
+
+_PARTITION_DEST = re.compile(r"(.+)\.\{\{partition\((\d+),1\)\}\}\.\{\{wildcard\(1\)\}\}\.>")
+
+
+def _partitioning_of(transform: object) -> Partitioning | None:
+    """The partitioning a stream's subject transform makes, if it is one of ours."""
+    if not isinstance(transform, dict):
+        return None
+    found = _PARTITION_DEST.fullmatch(str(transform.get("dest", "")))
+    if found is None or transform.get("src") != f"{found[1]}.*.>":
+        return None
+    return Partitioning(prefix=found[1], count=int(found[2]))
 
 
 __all__ = ["JetStreamTransport", "open_jetstream"]

@@ -50,9 +50,10 @@ class _JetStreamDelivery(Delivery):
         msg: Msg,
         delivered: int,
         stream_seq: int,
+        stored_at: float,
         puller: _Puller | None = None,
     ) -> None:
-        super().__init__(msg.subject, msg.data, msg.headers or {}, delivered, stream_seq)
+        super().__init__(msg.subject, msg.data, msg.headers or {}, delivered, stream_seq, stored_at)
         self._transport = transport
         self._reply = msg.reply
         self._puller = puller
@@ -281,16 +282,16 @@ class _Puller:
             self.needs_consumer = True
             return
         self._outstanding = max(0, self._outstanding - 1)
-        delivered, stream_seq, _cseq, _pending = meta
+        delivered, stream_seq, _cseq, _pending, stored_at = meta
         due = (msg.headers or {}).get(DELIVER_AT_HEADER)
         if due is not None:
             wait = float(due) - self._t.now()
             if wait > 0.001:
                 # Not yet due (a server without schedules): hand it back.
-                early = _JetStreamDelivery(self._t, msg, delivered, stream_seq)
+                early = _JetStreamDelivery(self._t, msg, delivered, stream_seq, stored_at)
                 await early.nak(wait)
                 return
-        delivery = _JetStreamDelivery(self._t, msg, delivered, stream_seq, self)
+        delivery = _JetStreamDelivery(self._t, msg, delivered, stream_seq, stored_at, self)
         self._unsettled.add(delivery)
         await self.send.send(delivery)
 
@@ -309,7 +310,7 @@ class _Puller:
             msg = self._arrived.popleft()
             meta = _reply_meta(msg.reply)
             if _status(msg) is None and meta is not None:
-                pending.append(_JetStreamDelivery(self._t, msg, meta[0], meta[1]))
+                pending.append(_JetStreamDelivery(self._t, msg, meta[0], meta[1], meta[4]))
         for delivery in pending:
             await delivery.nak()
         self.receive.close()

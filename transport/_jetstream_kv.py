@@ -147,6 +147,13 @@ class _JetStreamKV:
         watcher = _Watcher(self._t, self, pattern, since=None, headers_only=True)
         return await watcher.snapshot_keys()
 
+    async def latest_revision(self) -> int:
+        # The stream's leader answers the info: a write acknowledged before is in it.
+        state = (await self._t._api(f"STREAM.INFO.{self._stream}"))["state"]
+        # Age and history limits remove the oldest first: while the stream
+        # holds a message, it holds its last one.
+        return int(state["last_seq"]) if int(state["messages"]) else 0
+
     @asynccontextmanager
     async def watch(
         self, pattern: str = ">", *, since: int | None = None
@@ -274,7 +281,7 @@ class _Watcher:
             meta = _reply_meta(msg.reply)
             if status is not None or meta is None:
                 return False
-            _d, stream_seq, cseq, pending = meta
+            _d, stream_seq, cseq, pending, _stored = meta
             if cseq != self._cseq + 1:
                 return False
             self._cseq = cseq

@@ -508,16 +508,19 @@ def _api_reply(msg: Msg) -> dict[str, Any]:
     return resp
 
 
-def _reply_meta(reply: str | None) -> tuple[int, int, int, int] | None:
-    """(num_delivered, stream_seq, consumer_seq, pending) from a ``$JS.ACK``
-    reply subject, or None if the message is not a JetStream delivery."""
+def _reply_meta(reply: str | None) -> tuple[int, int, int, int, float] | None:
+    """(num_delivered, stream_seq, consumer_seq, pending, stored_at) from a
+    ``$JS.ACK`` reply subject, or None if the message is not a JetStream
+    delivery. ``stored_at`` is in seconds since the epoch (the subject has
+    nanoseconds)."""
     tokens = (reply or "").split(".")
     try:
         if tokens[:2] == ["$JS", "ACK"]:
-            if len(tokens) == 9:
-                return int(tokens[4]), int(tokens[5]), int(tokens[6]), int(tokens[8])
-            if len(tokens) >= 11:
-                return int(tokens[6]), int(tokens[7]), int(tokens[8]), int(tokens[10])
+            # The older form lacks the domain and account tokens after "ACK".
+            first = 2 if len(tokens) == 9 else 4 if len(tokens) >= 11 else 0
+            if first:
+                delivered, seq, cseq, stamp, pending = tokens[first + 2 : first + 7]
+                return int(delivered), int(seq), int(cseq), int(pending), int(stamp) / 1e9
     except ValueError:
         pass
     return None

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, Self
@@ -216,9 +217,10 @@ class MemoryTransport:
 
     # -- streams -----------------------------------------------------------------
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         """Create the stream or update it to ``spec`` (subjects and limits); idempotent.
 
+        An existing partitioning is kept (see :meth:`Transport.ensure_stream`).
         Raises :class:`InvalidSpecError` if its subjects overlap another
         stream's, or if the retention or storage would change.
         """
@@ -230,10 +232,13 @@ class MemoryTransport:
                 )
         stream = self._streams.get(spec.name)
         if stream is None:
-            self._streams[spec.name] = Stream(spec)
+            self._streams[spec.name] = Stream(spec, self._start_clock())
         else:
+            if stream.spec.partitioning is not None:
+                spec = replace(spec, partitioning=stream.spec.partitioning)
             stream.update(spec, trio.current_time())
         self._routes.clear()
+        return spec
 
     def _route(self, subject: str) -> Stream:
         stream = self._routes.get(subject)
@@ -278,6 +283,8 @@ class MemoryTransport:
             stored = EMPTY_HEADERS
         if type(data) is not bytes:
             data = bytes(data)  # a caller's bytearray must not change under the stream
+        if stream.spec.partitioning is not None:
+            subject = stream.spec.partitioning.stored_subject(subject)
         return stream.store(subject, data, msg_id, stored, due, now)
 
     async def publish(
@@ -468,6 +475,14 @@ class MemoryKV:
         bucket = self._bucket
         bucket.expire(trio.current_time())
         return bucket.live_keys(SubjectFilter((pattern,)))
+
+    async def latest_revision(self) -> int:
+        """The newest retained revision, 0 if none (see :meth:`KeyValue.latest_revision`)."""
+        await self._transport._enter_op()
+        bucket = self._bucket
+        bucket.expire(trio.current_time())
+        # Expiry takes the oldest first: while anything is retained, the newest is.
+        return bucket.revision if bucket.log else 0
 
     @asynccontextmanager
     async def watch(

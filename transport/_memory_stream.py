@@ -67,8 +67,10 @@ class Stream:
     gives O(1) for all of them.
     """
 
-    def __init__(self, spec: StreamSpec) -> None:
+    def __init__(self, spec: StreamSpec, epoch: float) -> None:
         self.spec = spec
+        #: Seconds from Trio's clock to the epoch (the transport's ``now``).
+        self.epoch = epoch
         self.messages: OrderedDict[int, Message] = OrderedDict()
         self.last_seq = 0
         self.bytes = 0
@@ -281,8 +283,13 @@ class MemoryDelivery(Delivery):
 
     __slots__ = ("_consumer",)
 
-    def __init__(self, consumer: Consumer, message: Message, num_delivered: int) -> None:
-        super().__init__(message.subject, message.data, message.headers, num_delivered, message.seq)
+    def __init__(
+        self, consumer: Consumer, message: Message, num_delivered: int, epoch: float
+    ) -> None:
+        stored_at = (message.stored_at if message.due is None else message.due) + epoch
+        super().__init__(
+            message.subject, message.data, message.headers, num_delivered, message.seq, stored_at
+        )
         self._consumer = consumer
 
     # Settling is a few dict operations that never wait, and deliberately not a
@@ -465,7 +472,7 @@ class Consumer:
     ) -> MemoryDelivery:
         p.num_delivered += 1
         p.gen += 1
-        delivery = MemoryDelivery(self, message, p.num_delivered)
+        delivery = MemoryDelivery(self, message, p.num_delivered, self.stream.epoch)
         p.delivery = delivery
         p.session = session
         p.deadline = now + self.spec.ack_wait

@@ -23,6 +23,25 @@ _KV_KEY = re.compile(r"^[-/_=.A-Za-z0-9]+$")
 #: delivery never see these subjects.
 SCHEDULE_PREFIX = "_sched"
 
+#: Characters a schedule token keeps as they are; every other byte is escaped.
+_PLAIN_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def schedule_token(msg_id: str) -> str:
+    """The subject token of the schedule that delivers the message ``msg_id`` later.
+
+    The server keeps one schedule per subject, so two delayed messages must
+    never share a token: the mapping is injective. Letters, digits and ``-``
+    stand for themselves; every other byte of the id's UTF-8 encoding,
+    ``_`` included, becomes ``_`` and two lowercase hex digits. No plain
+    character is ``_``, so the escapes cannot be confused with the rest, and
+    the token never holds ``.``, ``*``, ``>`` or whitespace.
+    """
+    return "".join(
+        chr(byte) if byte in _PLAIN_TOKEN_CHARS else f"_{byte:02x}" for byte in msg_id.encode()
+    )
+
+
 #: Header carrying the wall-clock time (float seconds) a delayed message was due.
 DELIVER_AT_HEADER = "Actors-Deliver-At"
 
@@ -97,6 +116,69 @@ class Discard(enum.Enum):
     NEW = "new"
 
 
+#: The most partitions a stream may have.
+MAX_PARTITIONS = 1024
+
+
+def partition_of(key: str, count: int) -> int:
+    """The partition (0 to ``count - 1``) that ``key`` falls in.
+
+    The 32-bit FNV-1a hash of the key's UTF-8 bytes, modulo ``count``: the
+    function nats-server's ``partition()`` subject transform computes, so a
+    program can tell where the server files a message.
+    """
+    digest = 0x811C9DC5
+    for byte in key.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return digest % count
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partitioning:
+    """How a stream files messages into numbered partitions as it stores them.
+
+    A message published on ``{prefix}.{key}.{rest...}`` is stored on
+    ``{prefix}.{p}.{key}.{rest...}``, ``p`` being ``partition_of(key,
+    count)``; other subjects are stored as published. A consumer filtered on
+    :meth:`filter` of one partition receives that partition's messages in the
+    order they were stored. Publishers need not know the partitions.
+    """
+
+    prefix: str
+    count: int
+
+    def __post_init__(self) -> None:
+        check_subject(self.prefix)
+        if not 1 <= self.count <= MAX_PARTITIONS:
+            raise InvalidSpecError(
+                f"a stream has 1 to {MAX_PARTITIONS} partitions, not {self.count!r}"
+            )
+
+    def stored_subject(self, subject: str) -> str:
+        """The subject a message published on ``subject`` is stored on."""
+        head = self.prefix + "."
+        if not subject.startswith(head):
+            return subject
+        key, dot, rest = subject[len(head) :].partition(".")
+        if not dot or not rest:
+            return subject
+        return f"{head}{partition_of(key, self.count)}.{key}.{rest}"
+
+    def published_subject(self, stored: str) -> str:
+        """The subject a message stored on ``stored`` was published on."""
+        head = self.prefix + "."
+        if not stored.startswith(head):
+            return stored
+        number, dot, rest = stored[len(head) :].partition(".")
+        if not dot or not number.isdigit() or rest.count(".") < 1:
+            return stored
+        return head + rest
+
+    def filter(self, partition: int) -> str:
+        """The subjects one partition's messages are stored on."""
+        return f"{self.prefix}.{partition}.>"
+
+
 @dataclass(frozen=True, kw_only=True)
 class StreamSpec:
     """A stream: an append-only log of messages on a set of subjects."""
@@ -114,6 +196,8 @@ class StreamSpec:
     discard: Discard = Discard.OLD
     #: Accept messages published with ``deliver_at`` (durable timers).
     allow_delayed: bool = False
+    #: File messages into numbered partitions as they are stored.
+    partitioning: Partitioning | None = None
 
     def __post_init__(self) -> None:
         check_name("stream", self.name)
@@ -128,6 +212,13 @@ class StreamSpec:
         _positive("duplicate_window", self.duplicate_window)
         for kind in ("max_msg_size", "max_age", "max_bytes", "max_msgs"):
             _positive(f"stream {self.name}: {kind}", getattr(self, kind))
+        if self.partitioning is not None:
+            sample = f"{self.partitioning.prefix}.key.rest"
+            if not any(subject_matches(subject, sample) for subject in self.subjects):
+                raise InvalidSpecError(
+                    f"stream {self.name}: no subject of it takes the partitioned "
+                    f"{self.partitioning.prefix}.> messages"
+                )
 
     @property
     def schedule_subjects(self) -> str:
@@ -209,6 +300,7 @@ class PubAck:
     """The broker's receipt for a stored message."""
 
     stream: str
+    #: Where the message is stored; for a duplicate, where the first one with its id is.
     seq: int
     #: True if the message id was seen within the duplicate window: nothing was stored.
     duplicate: bool = False

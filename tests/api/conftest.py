@@ -24,7 +24,7 @@ import trio
 import actors
 from actors._api import serve_api
 from actors._openapi import openapi_document
-from transport import open_transport
+from transport import Transport, open_transport
 
 TOKEN = "test-token-0123456789"
 
@@ -88,22 +88,50 @@ class Served:
     """
 
     client: actors.Client
+    transport: Transport
     url: str
     token: str | None
     http: httpx.AsyncClient
     anonymous: httpx.AsyncClient
     nursery: trio.Nursery
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
+    #: The orchestrators and workers started, to stop when the test ends.
+    running: list[actors.Orchestrator | actors.Worker] = field(default_factory=list)
 
     async def register_examples(self) -> None:
         for text in self.definitions.values():
             await self.client.register(text)
+
+    async def start_services(self) -> tuple[actors.Orchestrator, actors.Worker]:
+        """Run an orchestrator and a worker for this module's activities (until the test ends)."""
+        orchestrator = actors.Orchestrator(
+            self.transport, actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0)
+        )
+        await self.nursery.start(orchestrator.run)
+        worker = actors.Worker(
+            self.transport,
+            actors.collect_activities([greet, refuse, odd_values]),
+            actors.WorkerConfig(ack_wait=5.0, concurrency=8, drain_timeout=2.0),
+        )
+        await self.nursery.start(worker.run)
+        self.running += [orchestrator, worker]
+        return orchestrator, worker
 
 
 @pytest.fixture
 def api_token() -> str | None:
     """The token the API is served with; a test module overrides this to change it."""
     return TOKEN
+
+
+@pytest.fixture
+def services() -> bool:
+    """Whether an orchestrator and a worker serve the API's engine from the start.
+
+    A test module overrides this with ``False`` to see the API with none
+    running, and starts them itself (``Served.start_services``).
+    """
+    return True
 
 
 class Conformance:
@@ -138,22 +166,11 @@ class Conformance:
 
 
 @pytest.fixture
-async def served(engine_url: str, api_token: str | None) -> AsyncIterator[Served]:
+async def served(engine_url: str, api_token: str | None, services: bool) -> AsyncIterator[Served]:
     """A running engine, and the API served over HTTP on a free port."""
     # By function: this module's name in sys.modules is shared with every
     # other conftest.py of the suite.
-    specs = actors.collect_activities([greet, refuse, odd_values])
     async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
-        orchestrator = actors.Orchestrator(
-            transport, actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0)
-        )
-        await nursery.start(orchestrator.run)
-        worker = actors.Worker(
-            transport,
-            specs,
-            actors.WorkerConfig(ack_wait=5.0, concurrency=8, drain_timeout=2.0),
-        )
-        await nursery.start(worker.run)
         async with actors.Client(transport) as client:
             api = trio.CancelScope()
             stopped = trio.Event()
@@ -174,11 +191,14 @@ async def served(engine_url: str, api_token: str | None) -> AsyncIterator[Served
                 ) as http,
                 httpx.AsyncClient(base_url=url, timeout=30, event_hooks=hooks) as anonymous,
             ):
-                yield Served(client, url, api_token, http, anonymous, nursery)
+                served = Served(client, transport, url, api_token, http, anonymous, nursery)
+                if services:
+                    await served.start_services()
+                yield served
             # The API stops before the client it calls is closed.
             api.cancel()
             await stopped.wait()
-        orchestrator.shutdown()
-        worker.shutdown()
+        for service in served.running:
+            service.shutdown()
         # Whatever a test left running must not hang the teardown.
         nursery.cancel_scope.deadline = trio.current_time() + 10

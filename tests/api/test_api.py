@@ -265,6 +265,18 @@ async def test_a_workflow_started_over_http_completes(served: Served) -> None:
     assert (again.status_code, again.json()) == (201, {"id": "g-1"})
 
 
+async def test_a_start_of_an_id_another_type_has_is_a_conflict(served: Served) -> None:
+    await served.register_examples()
+    await start(served, "greet", {"input": {"name": "ann"}, "id": "g-2"})
+    # Regression: this answered 201, as if the approval had started.
+    other = await served.http.post("/workflows/approval", json={"input": None, "id": "g-2"})
+    assert other.status_code == 409, other.text
+    error = error_of(other)
+    assert error["type"] == "InstanceConflict"
+    assert "'g-2' is a 'greet' workflow" in error["message"]
+    assert (await served.http.get("/workflows/g-2")).json()["type"] == "greet"
+
+
 async def test_a_start_without_an_id_gets_one_and_a_version(served: Served) -> None:
     await served.register_examples()
     await served.client.register(served.definitions["greet"].replace("version: 1", "version: 2"))
@@ -309,18 +321,28 @@ async def test_start_refusals(served: Served, path: str, body: Any, status: int)
         ({"a": 1e20}, "input.a", "a number must be from -2**64 to 2**64-1"),
         ({"a b": {"c": 2**70}}, 'input["a b"].c', "a number must be from -2**64 to 2**64-1"),
         (
+            ["ok", "\ud800"],
+            "input[1]",
+            "the text '\\ud800' holds a lone surrogate, which is not Unicode",
+        ),
+        (
             json.loads("[" * 30 + "]" * 30),
             "input" + "[0]" * 29,
             "nested more than 29 lists and objects deep",
         ),
     ],
-    ids=["int-65-bits", "int-below", "float-beyond", "odd-key", "deep"],
+    ids=["int-65-bits", "int-below", "float-beyond", "odd-key", "surrogate", "deep"],
 )
 async def test_a_payload_beyond_the_engine_is_refused_by_its_path(
     served: Served, payload: Any, path: str, message: str
 ) -> None:
     await served.register_examples()
-    start = await served.http.post("/workflows/greet", json={"input": payload, "id": "p-1"})
+
+    def body(data: dict[str, Any]) -> dict[str, Any]:
+        # ASCII JSON: a lone surrogate travels as its escape, as a client would send it.
+        return {"content": json.dumps(data), "headers": {"Content-Type": "application/json"}}
+
+    start = await served.http.post("/workflows/greet", **body({"input": payload, "id": "p-1"}))
     assert start.status_code == 422, start.text
     error = error_of(start)
     assert (error["type"], error["details"]) == (
@@ -329,7 +351,7 @@ async def test_a_payload_beyond_the_engine_is_refused_by_its_path(
     )
     assert (await served.http.get("/workflows/p-1")).status_code == 404  # nothing started
     await start_approval(served, "p-2")
-    signal = await served.http.post("/workflows/p-2/signals/approved", json={"payload": payload})
+    signal = await served.http.post("/workflows/p-2/signals/approved", **body({"payload": payload}))
     assert signal.status_code == 422, signal.text
     assert error_of(signal)["details"][0]["path"] == "payload" + path.removeprefix("input")
 

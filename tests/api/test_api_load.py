@@ -160,6 +160,8 @@ async def test_past_its_limit_the_api_answers_503_at_once_and_logs_it(
             with trio.fail_after(30):
                 await all_refused.wait()
             await served.client.signal("held", "approved", {"by": "ann"})
+        # The answers are in; the server ends its requests (and logs) after sending them.
+        await trio.testing.wait_all_tasks_blocked()
     assert statuses == Counter({200: 50, 503: refused})
     messages = [record.getMessage() for record in caplog.records]
     assert messages == [

@@ -75,6 +75,29 @@ async def test_ack_removes_the_message_from_a_work_queue_stream(transport, make_
     assert (first.stream_seq, first.data, first.num_delivered) == (marker.seq, b"marker", 1)
 
 
+async def test_a_delivery_says_when_its_message_was_stored(clock, transport, make_stream, names):
+    spec = await make_stream()
+    subject = f"{names.space()}.m"
+    before = transport.now()
+    await transport.publish(subject, b"early")
+    await trio.sleep(1.0)
+    stored = transport.now()
+    await transport.publish(subject, b"late")
+    with trio.fail_after(10):
+        async with transport.consume(spec.name, ConsumerSpec(durable=names.durable())) as inbox:
+            early, late = await inbox.receive(), await inbox.receive()
+            await early.nak()
+            again = await inbox.receive()
+            for delivery in (early, late, again):
+                await delivery.ack()
+    # Server and client clocks may differ by the granularity of either.
+    assert before - EARLY <= early.stored_at <= stored
+    assert stored - EARLY <= late.stored_at <= transport.now() + EARLY
+    assert late.stored_at - early.stored_at >= 1.0 - EARLY
+    # A redelivery keeps the time its message was stored.
+    assert again.stored_at == early.stored_at
+
+
 async def test_nak_redelivers_the_message_with_num_delivered_2(transport, make_stream, names):
     spec = await make_stream()
     await transport.publish(f"{names.space()}.a", b"again")

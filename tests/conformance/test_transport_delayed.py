@@ -163,3 +163,25 @@ async def test_delayed_message_published_while_no_context_is_open_waits_for_one(
             delivery = await inbox.receive()
     assert delivery.data == b"timer"
     assert float(delivery.headers[DELIVER_AT_HEADER]) == pytest.approx(due, abs=1e-3)
+
+
+async def test_delayed_messages_with_ids_alike_but_for_punctuation_all_arrive(
+    clock, transport, make_stream, names
+):
+    # These ids once shared one schedule on JetStream (each of ".@~_" became
+    # "_"), so only the last one published was delivered.
+    spec = await make_stream(allow_delayed=True)
+    ids = ["t.nap@1.1", "t.nap_1.1", "t.nap~1.1", "t_nap_1_1", "t.nap.1.1"]
+    with trio.fail_after(20):
+        async with transport.consume(spec.name, ConsumerSpec(durable=names.durable())) as inbox:
+            due = transport.now() + 1.0
+            for msg_id in ids:
+                await transport.publish(
+                    f"{names.space()}.timer", msg_id.encode(), msg_id=msg_id, deliver_at=due
+                )
+            got = set()
+            for _ in ids:
+                delivery = await inbox.receive()
+                await delivery.ack()
+                got.add(delivery.data.decode())
+    assert got == set(ids)

@@ -174,3 +174,32 @@ async def test_two_watches_on_one_bucket_both_see_every_change(make_kv):
         expected = [KVChange("k", b"1", first), KVChange("marker", b"", marker)]
         assert await receive_until(one, "marker") == expected
         assert await receive_until(two, "marker") == expected
+
+
+async def test_latest_revision_is_the_newest_write_and_a_watch_since_it_sees_what_follows(make_kv):
+    kv = await make_kv()
+    assert await kv.latest_revision() == 0
+    first = await kv.put("a", b"1")
+    assert await kv.latest_revision() == first
+    await kv.delete("a")
+    deleted = await kv.latest_revision()
+    assert deleted > first, "a delete is a write"
+    async with kv.watch(since=deleted) as watch:
+        marker = await kv.put("marker", b"")
+        changes = await receive_until(watch, "marker")
+    assert changes == [KVChange("marker", b"", marker)]
+    assert await kv.latest_revision() == marker
+
+
+async def test_a_watch_since_0_reaches_the_latest_revision_even_a_delete(make_kv):
+    # How a reader learns it has caught up with a bucket without writing to it.
+    kv = await make_kv()
+    kept = await kv.put("kept", b"1")
+    await kv.put("gone", b"1")
+    await kv.delete("gone")
+    latest = await kv.latest_revision()
+    async with kv.watch(since=0) as watch:
+        with trio.fail_after(10):
+            changes = [await watch.receive(), await watch.receive()]
+    assert changes[0] == KVChange("kept", b"1", kept)
+    assert (changes[1].key, changes[1].op, changes[1].revision) == ("gone", KVOp.DELETE, latest)

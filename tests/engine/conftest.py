@@ -100,7 +100,13 @@ async def engine(
     A module that defines ``ACTIVITY_MODULE`` serves that module's instead.
     """
     specs = actors.collect_activities([getattr(request.module, "ACTIVITY_MODULE", request.module)])
-    options = {"passivate_after": 5.0, "drain_timeout": 2.0, **orchestrator_options}
+    # An event for an instance that never comes waits 3 s, not the default 120.
+    options = {
+        "passivate_after": 5.0,
+        "drain_timeout": 2.0,
+        "start_wait": 3.0,
+        **orchestrator_options,
+    }
     async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
         orchestrator = actors.Orchestrator(transport, actors.OrchestratorConfig(**options))
         await nursery.start(orchestrator.run)

@@ -103,7 +103,13 @@ class Services:
         return service
 
     def orchestrator(self, name: str, *args: str) -> Service:
-        return self.spawn(name, ["-m", "actors.orchestrator", "--url", self.url, *args])
+        """An orchestrator; unless ``args`` say otherwise, with a 3 s lease on its partitions.
+
+        The tests kill orchestrators: with the default (10 s), each restart
+        would wait that long for the dead one's partitions.
+        """
+        lease = () if "--lease" in args else ("--lease", "3")
+        return self.spawn(name, ["-m", "actors.orchestrator", "--url", self.url, *lease, *args])
 
     def worker(self, name: str, *args: str) -> Service:
         return self.spawn(
@@ -267,12 +273,15 @@ def history_problems(
     states: Mapping[str, Any],
     ids: Iterable[str],
     steps: Iterable[str],
+    signals: int = 0,
 ) -> list[str]:
     """What is wrong with the history of each of ``ids``, whose steps ran once each.
 
     Seqs must be 1..state.seq without gaps or repeats; each step completed
-    once; and the records be one start, one completion, and one schedule and
-    one completion per step.
+    once; and the records be one start, one completion, one schedule and
+    one completion per step, and for each of ``signals`` signal waits one
+    signal received and one wait completed (the signal came before the wait,
+    ``signal.taken``, or after it, ``signal.waiting``).
     """
     steps = list(steps)
     problems: list[str] = []
@@ -291,6 +300,14 @@ def history_problems(
             "activity.completed": len(steps),
             "workflow.completed": 1,
         }
+        if signals:
+            waits = kinds.get("signal.taken", 0) + kinds.get("signal.waiting", 0)
+            want |= {"signal.received": signals, "signal.completed": signals}
+            want |= {
+                kind: kinds[kind]
+                for kind in ("signal.taken", "signal.waiting")
+                if waits == signals and kind in kinds
+            }
         if kinds != want:
             problems.append(f"{instance_id}: record kinds {dict(kinds)}")
     return problems

@@ -64,6 +64,20 @@ async def pause(value: Any) -> Any:
     return value
 
 
+@actors.activity
+async def slow_reserve(value: Any) -> dict[str, Any]:
+    await trio.sleep(value["pause"])
+    _note("slow_reserve", value)
+    return {"reservation": f"r-{value['order']}"}
+
+
+@actors.activity
+async def decline_after(value: Any) -> str:
+    await trio.sleep(value["pause"])
+    _note("decline_after", value)
+    raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
+
+
 #: Per instance: the long activity began, and it was told to stop.
 _hauling: defaultdict[str, trio.Event] = defaultdict(trio.Event)
 _stopped: defaultdict[str, trio.Event] = defaultdict(trio.Event)
@@ -137,6 +151,41 @@ async def test_sleep_waits_and_passes_its_input_on(
     assert [r["kind"] for r in history].count("sleep.completed") == 1
 
 
+async def test_sleeps_whose_keys_differ_only_in_punctuation_all_wake(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    # The map's sleeps have keys nap@0 and nap@1, beside a step nap_1: on
+    # JetStream their timers once shared one schedule, and the one replaced
+    # never fired, so the instance waited for ever.
+    seconds = 600 if clock is not None else 1.0
+    await engine.client.register(
+        {
+            "type": "naps",
+            "steps": [
+                {
+                    "id": "both",
+                    "parallel": [
+                        {
+                            "id": "mapped",
+                            "steps": [
+                                {
+                                    "id": "each",
+                                    "map": "input.items",
+                                    "steps": [{"id": "nap", "sleep": seconds}],
+                                }
+                            ],
+                        },
+                        {"id": "plain", "steps": [{"id": "nap_1", "sleep": seconds}]},
+                    ],
+                }
+            ],
+        }
+    )
+    instance = await engine.client.start("naps", {"items": [1, 2]})
+    await result_of(engine, instance, seconds + 60)
+    assert (await kinds(engine, instance)).count("sleep.completed") == 3
+
+
 @pytest.mark.parametrize("form", ["epoch", "iso", "past"])
 async def test_sleep_until_a_time_from_an_expression(
     engine: Engine, clock: trio.testing.MockClock | None, form: str
@@ -207,7 +256,7 @@ async def test_a_raw_signal_message(engine: Engine) -> None:
     await engine.client.register({"type": "rawgate", "steps": [{"id": "w", "wait_signal": "ok"}]})
     instance = await engine.client.start("rawgate", None)
     await wait_for_step(engine, instance, "w", "waiting")
-    await engine.transport.publish(f"workflow.signal.{instance}.ok", json.dumps([1, 2]).encode())
+    await engine.transport.publish(f"instance.{instance}.signal.ok", json.dumps([1, 2]).encode())
     assert await result_of(engine, instance) == [1, 2]
 
 
@@ -226,7 +275,7 @@ async def test_a_signal_that_never_comes_times_out(
 async def test_a_signal_for_no_instance_goes_to_dead_letters(engine: Engine) -> None:
     await engine.client.signal("nobody-here", "ok", 1)
     [letter] = await engine.deadletters(1)
-    assert letter["subject"] == "workflow.signal.nobody-here.ok"
+    assert letter["subject"] == "instance.nobody-here.signal.ok"
     assert "no instance" in letter["reason"]
 
 
@@ -260,6 +309,91 @@ async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine) -> No
     history = await kinds(engine, instance)
     assert history.index("compensation.started") < history.index("compensation.completed")
     assert history[-1] == "workflow.failed"
+
+
+PARALLEL_SAGA = {
+    "type": "saga_parallel",
+    "steps": [
+        {
+            "id": "both",
+            "parallel": [
+                {
+                    "id": "stock",
+                    "steps": [
+                        {
+                            "id": "reserve",
+                            "activity": "slow_reserve",
+                            "input": "{order: input.order, pause: input.reserve_pause}",
+                            "compensate": {"activity": "release"},
+                        }
+                    ],
+                },
+                {
+                    "id": "money",
+                    "steps": [
+                        {
+                            "id": "authorize",
+                            "activity": "decline_after",
+                            "input": "{order: input.order, pause: input.decline_pause}",
+                            "compensate": {"activity": "refund"},
+                        }
+                    ],
+                },
+            ],
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize("first", ["reserve-done", "decline"])
+async def test_every_step_whose_task_went_out_is_compensated(
+    engine: Engine, clock: trio.testing.MockClock | None, first: str
+) -> None:
+    """Rule 11, in the order example's shape: the authorization fails beside a
+    reservation that completed, or that is still running. Both steps' tasks
+    went out, so both are undone, the one that ended last first; a step
+    abandoned while its task runs is undone only once that task reported
+    (here: its worker cancels it), from the input it was given."""
+    await engine.client.register(PARALLEL_SAGA)
+    pauses = (
+        {"reserve_pause": 0, "decline_pause": 2}
+        if first == "reserve-done"
+        else {
+            "reserve_pause": 60,
+            "decline_pause": 0,
+        }
+    )
+    instance = await engine.client.start("saga_parallel", {"order": "o9", **pauses})
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, instance)
+    assert caught.value.error.type == "Declined"
+    info = await engine.client.status(instance)
+    assert info is not None
+    assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
+    undone = [(name, value) for name, value in _ran[instance] if name in ("release", "refund")]
+    history = await engine.history(instance)
+    started = next(r for r in history if r["kind"] == "compensation.started")
+    if first == "reserve-done":
+        # The authorization failed last: it is undone first, from its input
+        # (it has no output); then the reservation, from its output.
+        assert started["detail"]["steps"] == ["authorize~undo", "reserve~undo"]
+        assert undone == [
+            ("refund", {"order": "o9", "pause": 2}),
+            ("release", {"reservation": "r-o9"}),
+        ]
+    else:
+        # The reservation was abandoned while it ran: its compensation waited
+        # for its task to report, then undid it from what it was asked.
+        assert started["detail"]["steps"] == ["reserve~undo", "authorize~undo"]
+        assert undone == [
+            ("release", {"order": "o9", "pause": 60}),
+            ("refund", {"order": "o9", "pause": 0}),
+        ]
+        kinds_seen = [r["kind"] for r in history]
+        assert kinds_seen.index("compensation.waiting") < kinds_seen.index("activity.settled")
+        settled = next(r for r in history if r["kind"] == "activity.settled")
+        assert settled["detail"] == {"step": "reserve", "attempt": 1, "outcome": "failed"}
+        assert "slow_reserve" not in [name for name, _ in _ran[instance]]
 
 
 async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine) -> None:

@@ -22,7 +22,7 @@ import actors
 from actors import InstanceStatus
 from actors._messages import StartMessage, encode_start
 from actors._registry import DefinitionStore
-from actors._wire import start_subject
+from actors._wire import plain_start_subject
 from transport import open_transport
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ async def test_the_same_id_started_twice_is_one_instance(engine: Engine) -> None
     # involved, so it is not counted as a conflict.
     events = engine.orchestrator.stats["events"]
     start = StartMessage(instance_id, {"count": 7})
-    await engine.transport.publish(start_subject("three"), encode_start(start))
+    await engine.transport.publish(plain_start_subject("three"), encode_start(start))
     with trio.fail_after(10):
         while engine.orchestrator.stats["events"] == events or engine.orchestrator.active_actors:  # noqa: ASYNC110
             await trio.sleep(0.01)  # the orchestrator's counters are only read
@@ -415,10 +415,10 @@ async def test_malformed_events_go_to_dead_letters(engine: Engine) -> None:
     bad = [
         ("workflow.start.three", b"\xa3garbage"),
         ("workflow.start.three", b'{"id": "has.dots"}'),
-        ("workflow.activity.completed.x1.a", actors.encode("activity.result", [1, 2])),
-        ("workflow.timer.x2", actors.encode("workflow.timer", {"kind": "nope"})),
+        ("instance.x1.completed.a", actors.encode("activity.result", [1, 2])),
+        ("instance.x2.timer", actors.encode("workflow.timer", {"kind": "nope"})),
         ("workflow.unknown.thing", b""),
-        ("workflow.activity.completed.ghost.a", _result("ghost", "a")),
+        ("instance.ghost.completed.a", _result("ghost", "a")),
     ]
     for subject, data in bad:
         await engine.transport.publish(subject, data)
@@ -484,7 +484,7 @@ async def test_an_unpublished_outbox_goes_out_when_its_event_returns(engine_url:
     """A crash after the state write and before the publish (and the ack)."""
     from actors._core import StartRequested, decide
     from actors._messages import StartMessage, encode_start, encode_state
-    from actors._wire import STATES_BUCKET
+    from actors._wire import STATES_BUCKET, start_subject
     from transport import open_transport
 
     definition = actors.load_definition(THREE)
@@ -492,7 +492,8 @@ async def test_an_unpublished_outbox_goes_out_when_its_event_returns(engine_url:
     async with open_transport(engine_url) as transport:
         await actors.Layout().provision(transport)
         ack = await transport.publish(
-            "workflow.start.three", encode_start(StartMessage(instance_id, {"count": 0}))
+            start_subject(instance_id, "three"),
+            encode_start(StartMessage(instance_id, {"count": 0})),
         )
         # What a crashed orchestrator left: the decision persisted, with its
         # outbox (the first task) never published and the start never acked.

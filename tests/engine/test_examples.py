@@ -90,10 +90,26 @@ async def test_an_order_without_stock_fails_and_voids_the_hold(engine: Engine) -
     assert failure.type == "OutOfStock"
     with trio.fail_after(30):
         info = await engine.client.wait("o-short")
-    # The card hold is voided if it was placed before the failure, and
-    # abandoned (never charged) if it was still under way.
-    authorize = info.steps["authorize"]["status"]
-    assert authorize in ("completed", "cancelled")
-    if authorize == "completed":
-        assert info.steps["authorize~undo"]["status"] == "completed"
+    # Every step whose task went out is undone (rule 11): the failed
+    # reservation (its compensation tolerates "nothing to undo") and the card
+    # hold, placed before the failure or still under way then (its
+    # compensation waits for it to report).
+    assert info.compensation == "completed"
+    assert info.steps["reserve~undo"]["status"] == "completed"
+    assert info.steps["authorize~undo"]["status"] == "completed"
     assert "charge" not in info.steps
+
+
+async def test_an_order_without_a_card_fails_and_releases_the_stock(engine: Engine) -> None:
+    """Regression: the reservation ran beside the declined authorization, but
+    was abandoned and never released."""
+    await _start(engine, "o-nocard", [{"sku": "apple", "quantity": 2}], "")
+    failure = await failure_of(engine, "o-nocard")
+    assert failure.type == "CardDeclined"
+    with trio.fail_after(30):
+        info = await engine.client.wait("o-nocard")
+    assert info.compensation == "completed"
+    assert info.steps["reserve~undo"]["status"] == "completed"
+    assert info.steps["reserve~undo"]["output"] == {"order": "o-nocard", "released": True}
+    # Nothing was held: voiding it is a no-op.
+    assert info.steps["authorize~undo"]["output"] == {"order": "o-nocard", "voided": None}

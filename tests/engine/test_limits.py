@@ -16,7 +16,7 @@ from flow import failure_of, kinds, result_of, wait_for_step
 import actors
 from actors import InstanceStatus
 from actors._messages import StartMessage, encode_start
-from actors._wire import start_msg_id, start_subject
+from actors._wire import plain_start_subject, start_msg_id
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -56,7 +56,9 @@ async def test_a_start_over_the_input_limit(engine: Engine) -> None:
     assert await engine.client.status("refused") is None
     # A start that comes another way is failed by the orchestrator.
     data = encode_start(StartMessage("sent-raw", "y" * 5000))
-    await engine.transport.publish(start_subject("big-in"), data, msg_id=start_msg_id("sent-raw"))
+    await engine.transport.publish(
+        plain_start_subject("big-in"), data, msg_id=start_msg_id("sent-raw")
+    )
     error = await failure_of(engine, "sent-raw")
     assert error.type == "InputTooLarge"
     assert "the start message is" in error.message

@@ -10,6 +10,7 @@ from flow import result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
+from actors._wire import STATES_BUCKET
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -62,3 +63,31 @@ async def test_list_filters_by_type_status_and_start_time_and_pages(engine: Engi
     summary = done[0]
     assert (summary.type, summary.version) == ("held", 1)
     assert summary.updated_at >= summary.created_at
+
+
+async def test_the_states_bucket_holds_instance_states_only(engine: Engine) -> None:
+    states = await engine.transport.kv(STATES_BUCKET)
+    await engine.client.register({"type": "quick", "steps": [{"id": "a", "activity": "noop"}]})
+    ids = [await engine.client.start("quick", i, id=f"s{i}") for i in range(3)]
+    for instance in ids:
+        await result_of(engine, instance)  # through the client's watch
+    assert {s.id for s in await engine.client.list()} == set(ids)  # through its index
+    # Regression: the client's watch and the index wrote watermark keys here.
+    assert set(await states.keys()) == set(ids)
+
+    # A store an earlier version used keeps its watermarks, here the newest
+    # records of the bucket: a new index catches up past them, and the
+    # clients list, wait and start as ever, without writing them again.
+    left = {key: await states.put(key, b"") for key in ("_client.watermark", "_index.watermark")}
+    with trio.fail_after(30):
+        async with actors.Client(engine.transport) as fresh:
+            assert {s.id for s in await fresh.list()} == set(ids)
+            assert await fresh.result(ids[0]) == 0
+            later = await fresh.start("quick", 3, id="s3")
+            assert await fresh.result(later) == 3
+            assert {s.id for s in await fresh.list(status="completed")} == {*ids, later}
+    for key, revision in left.items():
+        entry = await states.get(key)
+        assert entry is not None
+        assert entry.revision == revision
+    assert set(await states.keys()) == {*ids, later, *left}

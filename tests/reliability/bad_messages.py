@@ -184,54 +184,70 @@ def catalogue(tag: str, *, activity: str, other_activity: str, big: bool = False
         ("JSON cut short", b'{"id": "x", "input": ', "start is not valid JSON"),
         ("JSON integer id", b'{"id": 5}', "instance id must be a string"),
         ("JSON nested 40 deep", b'{"input": ' + b"[" * 40 + b"]" * 40 + b"}", "within limits"),
-        ("JSON array", b'[{"id": "x"}]', "header byte is 0x5b"),
+        ("JSON array", b'[{"id": "x"}]', "a JSON start must be an object, got a list"),
         ("a task on the start subject", envelope("activity.task", {}), "got 'activity.task'"),
     ]:
         add(f"start: {what}", f"workflow.start.{ident()}", data, reason)
     add("start: type not a name", "workflow.start.9bad", start, "workflow type '9bad'")
     add("start: four tokens", f"workflow.start.{ident()}.more", start, "no event is published")
 
-    # workflow.cancel.{id} and workflow.terminate.{id}
+    # instance.{id}.start.{type}: a start filed under its instance
+    add("filed start: another id in the body", f"instance.{ident()}.start.t", start, "another")
+    add("filed start: type not a name", f"instance.{ident()}.start.9bad", start, "type '9bad'")
+    add("filed start: no type", f"instance.{ident()}.start", start, "no event is published")
+    add("filed start: invalid id", "instance.bad@id.start.t", start, "instance id 'bad@id'")
+
+    # instance.{id}.cancel and instance.{id}.terminate
     for verb in ("cancel", "terminate"):
         kind = f"workflow.{verb}"
         good = encode_cancel("why", terminate=verb == "terminate")
-        poisoned(verb, kind, good, lambda verb=verb: f"workflow.{verb}.{ident()}")
+        poisoned(verb, kind, good, lambda verb=verb: f"instance.{ident()}.{verb}")
         other = encode_cancel("why", terminate=verb != "terminate")
-        add(f"{verb}: the other verb's kind", f"{kind}.{ident()}", other, f"expected a '{kind}'")
-        add(f"{verb}: invalid id", f"{kind}.bad@id", good, "instance id 'bad@id' is not valid")
-        add(f"{verb}: four tokens", f"{kind}.{ident()}.more", good, "no event is published")
-        add(f"{verb}: unknown instance", f"{kind}.{ident()}", good, "no instance")
+        add(
+            f"{verb}: the other verb's kind",
+            f"instance.{ident()}.{verb}",
+            other,
+            f"expected a '{kind}'",
+        )
+        add(f"{verb}: invalid id", f"instance.bad@id.{verb}", good, "instance id 'bad@id'")
+        add(
+            f"{verb}: four tokens", f"instance.{ident()}.{verb}.more", good, "no event is published"
+        )
+        add(f"{verb}: unknown instance", f"instance.{ident()}.{verb}", good, "no instance")
 
-    # workflow.signal.{id}.{name}
+    # instance.{id}.signal.{name}
     signal = envelope("workflow.signal", {"payload": 1})
-    poisoned("signal", "workflow.signal", signal, lambda: f"workflow.signal.{ident()}.go")
+    poisoned("signal", "workflow.signal", signal, lambda: f"instance.{ident()}.signal.go")
     for what, data, reason in [
         ("JSON cut short", b'{"a": ', "signal is not valid JSON"),
         ("JSON string unterminated", b'"abc', "signal is not valid JSON"),
         ("JSON nested 40 deep", b"[" * 40 + b"]" * 40, "within limits"),
         ("number with junk", b"12abc", "signal is not valid JSON"),
     ]:
-        add(f"signal: {what}", f"workflow.signal.{ident()}.go", data, reason)
-    add("signal: name not a name", f"workflow.signal.{ident()}.9go", signal, "signal name '9go'")
-    add("signal: invalid id", "workflow.signal.bad@id.go", signal, "instance id 'bad@id'")
-    add("signal: three tokens", f"workflow.signal.{ident()}", signal, "no event is published")
-    add("signal: unknown instance", f"workflow.signal.{ident()}.go", signal, "no instance")
-    add("signal: JSON, unknown instance", f"workflow.signal.{ident()}.go", b"[1]", "no instance")
+        add(f"signal: {what}", f"instance.{ident()}.signal.go", data, reason)
+    add("signal: name not a name", f"instance.{ident()}.signal.9go", signal, "signal name '9go'")
+    add("signal: invalid id", "instance.bad@id.signal.go", signal, "instance id 'bad@id'")
+    add("signal: three tokens", f"instance.{ident()}.signal", signal, "no event is published")
+    add("signal: unknown instance", f"instance.{ident()}.signal.go", signal, "no instance")
+    add("signal: JSON, unknown instance", f"instance.{ident()}.signal.go", b"[1]", "no instance")
 
-    # workflow.activity.{completed,failed}.{id}.{step}
+    # instance.{id}.{completed,failed}.{step}
     def result(instance: Any, fields: dict[str, Any] | None = None) -> bytes:
         body = {"instance": instance, "step": "s", "attempt": 1, "output": 1, **(fields or {})}
         return envelope("activity.result", {k: v for k, v in body.items() if v is not _DROP})
 
     for outcome in ("completed", "failed"):
-        prefix = f"workflow.activity.{outcome}"
+
+        def subject(instance: str, outcome: str = outcome) -> str:
+            return f"instance.{instance}.{outcome}.s"
+
         error = {"type": "E", "message": "m"}
         extra: dict[str, Any] = {} if outcome == "completed" else {"output": _DROP, "error": error}
         poisoned(
             outcome,
             "activity.result",
             result("x", extra),
-            lambda prefix=prefix: f"{prefix}.{ident()}.s",
+            lambda subject=subject: subject(ident()),
         )
         wrong: list[tuple[str, dict[str, Any], str]] = [
             ("text attempt", {"attempt": "1"}, "field 'attempt'"),
@@ -245,52 +261,57 @@ def catalogue(tag: str, *, activity: str, other_activity: str, big: bool = False
             instance = ident()
             add(
                 f"{outcome}: {what}",
-                f"{prefix}.{instance}.s",
+                subject(instance),
                 result(instance, {**extra, **fields}),
                 reason,
             )
         instance = ident()
         add(
             f"{outcome}: integer instance",
-            f"{prefix}.{instance}.s",
+            subject(instance),
             result(5, extra),
             "field 'instance'",
         )
         instance = ident()
         add(
             f"{outcome}: the other outcome's body",
-            f"{prefix}.{instance}.s",
+            subject(instance),
             result(instance, {"output": _DROP, "error": error} if not extra else {}),
             "outcome disagrees with its subject",
         )
         instance = ident()
         add(
             f"{outcome}: unknown instance",
-            f"{prefix}.{instance}.s",
+            subject(instance),
             result(instance, extra),
             "no instance",
         )
         add(
             f"{outcome}: invalid id in body and subject",
-            f"{prefix}.bad@id.s",
+            subject("bad@id"),
             result("bad@id", extra),
             "instance id 'bad@id' is not valid",
         )
-        add(f"{outcome}: four tokens", f"{prefix}.{ident()}", result("x"), "no event is published")
+        add(
+            f"{outcome}: four tokens",
+            f"instance.{ident()}.{outcome}",
+            result("x"),
+            "no event is published",
+        )
     instance = ident()
     add(
         "failed: error not a map",
-        f"workflow.activity.failed.{instance}.s",
+        f"instance.{instance}.failed.s",
         result(instance, {"output": _DROP, "error": "boom"}),
         "field 'error'",
     )
 
-    # workflow.timer.{id}
+    # instance.{id}.timer
     def timer(instance: str, fields: dict[str, Any] | None = None) -> bytes:
         body = {"instance": instance, "kind": "sleep", "step": "s", "attempt": 1, **(fields or {})}
         return envelope("workflow.timer", body)
 
-    poisoned("timer", "workflow.timer", timer("x"), lambda: f"workflow.timer.{ident()}")
+    poisoned("timer", "workflow.timer", timer("x"), lambda: f"instance.{ident()}.timer")
     wrong_timers: list[tuple[str, dict[str, Any], str]] = [
         ("unknown timer kind", {"kind": "bogus"}, "unknown timer kind 'bogus'"),
         ("integer kind", {"kind": 5}, "unknown timer kind 5"),
@@ -300,18 +321,21 @@ def catalogue(tag: str, *, activity: str, other_activity: str, big: bool = False
     ]
     for what, fields, reason in wrong_timers:
         instance = ident()
-        add(f"timer: {what}", f"workflow.timer.{instance}", timer(instance, fields), reason)
+        add(f"timer: {what}", f"instance.{instance}.timer", timer(instance, fields), reason)
     instance = ident()
-    add("timer: unknown instance", f"workflow.timer.{instance}", timer(instance), "no instance")
-    add("timer: four tokens", f"workflow.timer.{ident()}.x", timer("x"), "no event is published")
+    add("timer: unknown instance", f"instance.{instance}.timer", timer(instance), "no instance")
+    add("timer: four tokens", f"instance.{ident()}.timer.x", timer("x"), "no event is published")
 
     # Subjects no event is published on.
     for subject in (
         f"workflow.bogus.{ident()}",
-        f"workflow.activity.done.{ident()}.s",
-        f"workflow.activity.{ident()}",
+        f"workflow.activity.completed.{ident()}.s",
+        f"workflow.signal.{ident()}.go",
         "workflow.start",
         f"workflow.x{ident()}",
+        f"instance.{ident()}",
+        f"instance.{ident()}.bogus",
+        f"instance.{ident()}.activity.completed.s",
     ):
         add(f"no such subject: {subject}", subject, start, "no event is published on")
 
@@ -400,7 +424,7 @@ def damaged_states(tag: str, sample: InstanceState) -> list[tuple[str, bytes, Ba
         (b"\x00garbage", "header byte is 0x00"),
         (good[: len(good) // 2], "truncated CBOR"),
         (envelope("activity.task", body), "expected a 'instance.state' message"),
-        (envelope("instance.state", missing), "damaged instance state: KeyError('steps')"),
+        (envelope("instance.state", missing), "damaged instance state: field 'steps' is missing"),
         (envelope("instance.state", wrong_status), "damaged instance state"),
         (envelope("instance.state", body, 2), "newer than supported"),
         (good, "is that of 'h"),  # another instance's state under this key
@@ -410,7 +434,7 @@ def damaged_states(tag: str, sample: InstanceState) -> list[tuple[str, bytes, Ba
         key = f"h{tag}-state-{i + 1}"
         bad = Bad(
             f"damaged state: {reason}",
-            f"workflow.cancel.{key}",
+            f"instance.{key}.cancel",
             encode_cancel(f"to the damaged {key}"),
             (f"instance {key}: ", reason),
         )
@@ -525,6 +549,8 @@ async def in_process(
         passivate_after=passivate_after,
         drain_timeout=2.0,
         limits=limits or actors.Limits(),
+        # Events for made-up instances wait 2 s for a start, not 120.
+        start_wait=2.0,
     )
     worker_config = actors.WorkerConfig(
         ack_wait=5.0, concurrency=8, cancel_check_interval=0.5, drain_timeout=2.0

@@ -132,13 +132,15 @@ async def check_run(
     output: Callable[[int], Any] = ledger_output,
     stall: float = 60.0,
     settle: float = 30.0,
+    signals: int = 0,
 ) -> Report:
     """Judge a run of the instances ``ids`` (id -> n); see the module docstring.
 
     ``stall``: seconds without any instance finishing before the rest count as
     stuck. ``settle``: seconds the consumers get to ack what they hold after
     the last result. ``servers``: the nats-servers to ask about consumers
-    (the live ones are asked; none on the memory transport).
+    (the live ones are asked; none on the memory transport). ``signals``:
+    the signals each instance waits for (see ``history_problems``).
     """
     report = Report(accepted=len(ids))
     print(f"checking {len(ids)} instances")
@@ -170,7 +172,7 @@ async def check_run(
     strangers = set(by_instance) - set(ids)
     if strangers:
         report.problems.append(f"history of unknown instances: {sorted(strangers)[:10]}")
-    report.problems += history_problems(by_instance, states, finished, steps)
+    report.problems += history_problems(by_instance, states, finished, steps, signals)
 
     entries = read_ledger(ledger)
     report.ledger_lines = len(entries)

@@ -236,9 +236,9 @@ class FaultyTransport:
     def now(self) -> float:
         return self._broker.now()
 
-    async def ensure_stream(self, spec: StreamSpec) -> None:
+    async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
         await self._node.gate()
-        await self._broker.ensure_stream(spec)
+        return await self._broker.ensure_stream(spec)
 
     async def ensure_kv(self, spec: KVSpec) -> KeyValue:
         await self._node.gate()
@@ -485,7 +485,12 @@ class _FaultyDelivery(Delivery):
 
     def __init__(self, node: Node, inner: Delivery) -> None:
         super().__init__(
-            inner.subject, inner.data, inner.headers, inner.num_delivered, inner.stream_seq
+            inner.subject,
+            inner.data,
+            inner.headers,
+            inner.num_delivered,
+            inner.stream_seq,
+            inner.stored_at,
         )
         self._node = node
         self._inner = inner
@@ -554,6 +559,10 @@ class _FaultyKV:
     async def keys(self, pattern: str = ">") -> list[str]:
         await self._node.gate()
         return await self._inner.keys(pattern)
+
+    async def latest_revision(self) -> int:
+        await self._node.gate()
+        return await self._inner.latest_revision()
 
     def watch(
         self, pattern: str = ">", *, since: int | None = None

@@ -64,9 +64,9 @@ from actors._wire import (
     HISTORY_STREAM,
     STATES_BUCKET,
     TASKS_STREAM,
+    plain_start_subject,
     result_msg_id,
     start_msg_id,
-    start_subject,
     task_subject,
 )
 from transport import Transport, open_transport
@@ -132,7 +132,8 @@ async def engine(url: str, *activities: Callable[..., Any]) -> AsyncIterator[Eng
     """An orchestrator (and a worker serving ``activities``, if any) and a client on ``url``."""
     async with open_transport(url) as transport, trio.open_nursery() as nursery:
         orchestrator = actors.Orchestrator(
-            transport, actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0)
+            transport,
+            actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0, start_wait=2.0),
         )
         await nursery.start(orchestrator.run)
         async with actors.Client(transport) as client:
@@ -221,13 +222,17 @@ async def test_a_childs_start_claiming_a_depth_is_held_to_the_limit(engine_url: 
             "depth": MAX_CHILD_DEPTH,
         }
         await running.transport.publish(
-            start_subject("self_loop"), json.dumps(body).encode(), msg_id=start_msg_id("claimed")
+            plain_start_subject("self_loop"),
+            json.dumps(body).encode(),
+            msg_id=start_msg_id("claimed"),
         )
         error = await running.failure("claimed")
         assert error.type == "ChildDepthExceeded"
-        for number, depth in enumerate([0, -1, "2", True, None]):
+        for number, depth in enumerate([0, -1, "2", True, 1.5]):
             bad = {**body, "id": f"bad-{number}", "depth": depth}
-            await running.transport.publish(start_subject("self_loop"), json.dumps(bad).encode())
+            await running.transport.publish(
+                plain_start_subject("self_loop"), json.dumps(bad).encode()
+            )
         with trio.fail_after(SETTLE):
             while len(letters := await running.deadletters()) < 6:  # noqa: ASYNC110
                 # The dead letters are written by the orchestrator: poll the stream.
@@ -264,7 +269,7 @@ async def test_a_cause_chain_deeper_than_the_state_can_hold_is_cut(engine_url: s
             "activity.result", {"instance": instance_id, "step": "a", "attempt": 1, "error": error}
         )
         await running.transport.publish(
-            f"workflow.activity.failed.{instance_id}.a",
+            f"instance.{instance_id}.failed.a",
             data,
             msg_id=result_msg_id(instance_id, "a", 1),
         )
@@ -334,7 +339,7 @@ async def test_invalid_definitions_put_in_the_bucket_fail_their_instances(
             with pytest.raises(actors.UnknownWorkflowTypeError):
                 await running.client.start(f"bad_{name}", {})
             data = encode_start(StartMessage(f"raw-{name}", {}))
-            await running.transport.publish(start_subject(f"bad_{name}"), data)
+            await running.transport.publish(plain_start_subject(f"bad_{name}"), data)
         for name in puts:
             error = await running.failure(f"raw-{name}")
             assert error.type == "UnknownWorkflowType", (name, error)

@@ -46,7 +46,7 @@ from processes import Services
 import actors
 from actors._messages import StartMessage, encode_cancel, encode_start
 from actors._natsserver import NatsServer
-from actors._wire import DEFINITIONS_BUCKET, STATES_BUCKET, start_msg_id, start_subject
+from actors._wire import DEFINITIONS_BUCKET, STATES_BUCKET, plain_start_subject, start_msg_id
 from transport import OutMessage, Transport, open_transport
 
 #: The workflow the in-process tests run beside the bad messages.
@@ -161,7 +161,7 @@ async def test_events_for_made_up_instances_leave_no_actor_in_memory(engine_url:
     count = 500
     async with in_process(engine_url, sys.modules[__name__], passivate_after=300) as engine:
         bads = [
-            Bad("cancel", f"workflow.cancel.ghost-{i}", encode_cancel("x"), "no instance")
+            Bad("cancel", f"instance.ghost-{i}.cancel", encode_cancel("x"), "no instance")
             for i in range(count)
         ]
         await publish_all(engine.transport, bads)
@@ -212,7 +212,7 @@ async def test_a_damaged_definition_does_not_stop_starts_of_its_type(engine_url:
             ]:
                 data = encode_start(StartMessage(instance_id, 1, version))
                 await engine.transport.publish(
-                    start_subject(workflow_type), data, msg_id=start_msg_id(instance_id)
+                    plain_start_subject(workflow_type), data, msg_id=start_msg_id(instance_id)
                 )
                 with pytest.raises(actors.WorkflowFailedError) as failed:
                     await engine.client.result(instance_id)
@@ -242,7 +242,7 @@ def wave_of_bads(copies: range, ghosts: int) -> list[Bad]:
         bads += [
             Bad(
                 "cancel of a made-up instance",
-                f"workflow.cancel.ghost{copy}-{i}",
+                f"instance.ghost{copy}-{i}.cancel",
                 GHOST,
                 "no instance",
             )
@@ -281,7 +281,7 @@ async def hostile_run(
             definitions = await transport.kv(DEFINITIONS_BUCKET)
             # One damaged version the orchestrator meets as it starts, one while it runs.
             await definitions.put(f"{LEDGER_TYPE}.2", b"\x00 damaged before the start")
-            services.orchestrator("orchestrator", "--ack-wait", "5")
+            services.orchestrator("orchestrator", "--ack-wait", "5", "--start-wait", "2")
             services.worker("worker", "--ack-wait", "5")
             await services.wait_ready("orchestrator", "worker")
             await definitions.put(f"{LEDGER_TYPE}.3", b"\xa3 damaged while running")
@@ -324,7 +324,7 @@ async def hostile_run(
             # The damaged states were the test's own writes, not instances.
             states = await transport.kv(STATES_BUCKET)
             for bad in damaged:
-                await states.delete(bad.subject.rpartition(".")[2])
+                await states.delete(bad.subject.split(".")[1])  # instance.{key}.cancel
 
             # Still serving: a workflow started after the flood completes too.
             ids |= await start_ledger(client, 1, prefix="after")

@@ -49,12 +49,13 @@ pytestmark = pytest.mark.jetstream
 #: Seconds before an event or task whose ack was lost with a connection comes back.
 ACK_WAIT = "5"
 #: What a process sends to ask for the next events or tasks: a pull request
-#: on its consumer (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``). Each
-#: lasts 10 s, and a process that is serving makes another at least as often,
-#: idle or not: one whose consumer loop died, or hung, makes none (its
-#: connection still answers the server's pings, from nats-py's own thread).
+#: on its consumer (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``); for an
+#: orchestrator, on the consumer of any partition it owns. Each lasts 10 s,
+#: and a process that is serving makes another at least as often, idle or
+#: not: one whose consumer loop died, or hung, makes none (its connection
+#: still answers the server's pings, from nats-py's own thread).
 PULLS = {
-    "orchestrator": b"$JS.API.CONSUMER.MSG.NEXT.WORKFLOW_EVENTS.orchestrator",
+    "orchestrator": b"$JS.API.CONSUMER.MSG.NEXT.WORKFLOW_EVENTS.partition-",
     "worker": b"$JS.API.CONSUMER.MSG.NEXT.ACTIVITY_TASKS.activity-ledger_increment",
 }
 #: Seconds watched after a fault (from when every process has reconnected and

@@ -38,7 +38,7 @@ from processes import read_states
 import actors
 from actors import InstanceStatus
 from actors._messages import StartMessage, encode_result, encode_signal, encode_start
-from actors._wire import STATES_BUCKET, signal_subject, start_msg_id, start_subject
+from actors._wire import STATES_BUCKET, plain_start_subject, signal_subject, start_msg_id
 from transport import ConnectionState, TooLargeError
 
 #: The orchestrator's and the client's limits (small: the tests move little data).
@@ -222,7 +222,7 @@ async def test_a_raw_start_at_the_input_limit(engine_url: str, encoding: str) ->
             inputs[instance_id], data = sized(instance_id, size)
             assert len(data) == size
             await engine.transport.publish(
-                start_subject("edge_one"), data, msg_id=start_msg_id(instance_id)
+                plain_start_subject("edge_one"), data, msg_id=start_msg_id(instance_id)
             )
         for size in (M - 1, M):
             instance_id = f"raw-{encoding}-{size}"
@@ -391,7 +391,9 @@ async def test_a_raw_publish_over_the_brokers_largest_message(engine_url: str) -
     async with in_process(engine_url, module(), limits=LIMITS) as engine:
         await engine.client.register(ONE)
         with pytest.raises(TooLargeError):
-            await engine.transport.publish(start_subject("edge_one"), b"{" * (MAX_PAYLOAD + 1))
+            await engine.transport.publish(
+                plain_start_subject("edge_one"), b"{" * (MAX_PAYLOAD + 1)
+            )
         assert engine.transport.state is ConnectionState.CONNECTED
         await assert_still_serving(engine, "broker-after")
 
@@ -414,7 +416,7 @@ async def test_headers_count_against_the_servers_max_payload(
         header_block = len(b"NATS/1.0\r\n\r\n") + len(f"Nats-Msg-Id: {msg_id}\r\n")
         _, exact = sized_json_start("broker-exact", MAX_PAYLOAD - header_block)
         _, over = sized_json_start("broker-over", MAX_PAYLOAD - header_block + 1)
-        subject = start_subject("edge_one")
+        subject = plain_start_subject("edge_one")
         with pytest.raises(TooLargeError, match="max_payload"):
             await engine.transport.publish(subject, over, msg_id=msg_id)
         assert engine.transport.state is ConnectionState.CONNECTED

@@ -45,7 +45,7 @@ from processes import Services
 import actors
 from actors._messages import StartMessage, encode_cancel, encode_result, encode_start
 from actors._natsserver import NatsServer
-from actors._wire import cancel_subject, result_subject, start_subject
+from actors._wire import cancel_subject, plain_start_subject, result_subject
 from transport import OutMessage, open_transport
 
 pytestmark = pytest.mark.jetstream
@@ -267,7 +267,7 @@ async def _duplicates(services: ServerServices, workflows: int) -> None:
                         partial(each.start, LEDGER_TYPE, ledger_input(n), id=instance_id)
                     )
             await transport.publish(
-                start_subject(LEDGER_TYPE),
+                plain_start_subject(LEDGER_TYPE),
                 encode_start(StartMessage(instance_id, ledger_input(n), 0, None, None)),
                 msg_id=f"again-{instance_id}",
             )
