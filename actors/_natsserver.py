@@ -581,9 +581,22 @@ class NatsServer:
         self._lock.release()
 
     def pause(self) -> None:
-        """SIGSTOP the server: its sockets stay open but it answers nothing."""
+        """SIGSTOP the server: its sockets stay open but it answers nothing.
+
+        Returns once the process is stopped (where ``/proc`` tells): a signal
+        is only delivered when the process is next scheduled, and until then
+        it may still answer.
+        """
         self._signal(signal.SIGSTOP)
         self._paused = True
+        stat = Path(f"/proc/{self.pid}/stat")
+        deadline = time.monotonic() + 5.0
+        with contextlib.suppress(OSError):
+            # The state is the field after the command name, which is in parentheses.
+            while stat.read_text().rpartition(")")[2].split()[0] not in "Tt":
+                if time.monotonic() > deadline:
+                    raise NatsServerError(f"nats-server pid {self.pid} did not stop")
+                time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
