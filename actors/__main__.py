@@ -30,18 +30,29 @@ import trio
 
 from transport import Transport, TransportError, open_transport
 
-from ._activity import collect_activities
-from ._cli import BoundedNumber, CliError, ExitCode, cli
-from ._cli import main as cli_main
-from ._client import Client, InstanceInfo, WorkflowError
-from ._config import Bounds
-from ._core import InstanceStatus
-from ._dev import DevOptions, run_dev
-from ._natsserver import NatsServer, NatsServerError
-from ._orchestrator import Orchestrator
-from ._service import ModuleError, setup_logging
-from ._visibility import MAX_LIMIT
-from ._worker import Worker
+from .cli import (
+    BoundedNumber,
+    Bounds,
+    CliError,
+    DevOptions,
+    ExitCode,
+    ModuleError,
+    cli,
+    run_dev,
+    setup_logging,
+)
+from .cli import main as cli_main
+from .core import InstanceStatus
+from .runtime import (
+    MAX_LIMIT,
+    Client,
+    InstanceInfo,
+    Orchestrator,
+    Worker,
+    WorkflowError,
+    collect_activities,
+)
+from .testing import NatsServer, NatsServerError
 
 _ROOT = Path(__file__).resolve().parent.parent
 _EXAMPLES = _ROOT / "examples"

@@ -11,10 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._config import Defaults
-from ._limits import Limits
-from ._orchestrator import Orchestrator, OrchestratorConfig
-from ._service import (
+from .cli import (
+    Defaults,
     ServiceParser,
     add_connection_flags,
     add_setting,
@@ -22,7 +20,9 @@ from ._service import (
     run_main,
     setup_logging,
 )
-from ._wire import Layout
+from .core import Limits
+from .runtime import Orchestrator, OrchestratorConfig
+from .wire import Layout
 
 __all__ = ["main"]
 

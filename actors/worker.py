@@ -13,8 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ._config import Defaults
-from ._service import (
+from .cli import (
+    Defaults,
     ModuleError,
     ServiceParser,
     activities_of,
@@ -24,8 +24,8 @@ from ._service import (
     run_main,
     setup_logging,
 )
-from ._wire import Layout
-from ._worker import Worker, WorkerConfig
+from .runtime import Worker, WorkerConfig
+from .wire import Layout
 
 __all__ = ["main"]
 

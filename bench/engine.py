@@ -69,7 +69,8 @@ from actors import (  # noqa: E402
     WorkerConfig,
     collect_activities,
 )
-from actors._natsserver import NatsServer, _child_setup_factory  # noqa: E402
+from actors.testing import NatsServer  # noqa: E402
+from actors.testing._natsserver import _child_setup_factory  # noqa: E402
 from transport import TransportTimeoutError, open_transport  # noqa: E402
 
 WORKFLOW_TYPE: Final = "count"
@@ -77,7 +78,7 @@ DEFINITION: Final = REPO_ROOT / "examples" / "count.yaml"
 INPUT: Final = {"count": 0}
 EXPECTED: Final = {"count": 3}
 ACTIVITIES_PER_WORKFLOW: Final = 3
-#: What a service logs once it serves (``actors._service.run_service``).
+#: What a service logs once it serves (``actors.cli._service.run_service``).
 READY_MARK: Final = "]: ready"
 #: Bounds, so that a wedged engine fails the run instead of hanging it.
 READY_TIMEOUT: Final = 60.0

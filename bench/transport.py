@@ -38,7 +38,7 @@ import nats.js.api  # noqa: E402
 import nats.js.errors  # noqa: E402
 import trio  # noqa: E402
 
-from actors._natsserver import NatsServer  # noqa: E402
+from actors.testing import NatsServer  # noqa: E402
 from transport import (  # noqa: E402
     ConsumerSpec,
     KVSpec,

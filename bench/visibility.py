@@ -40,11 +40,10 @@ sys.path.insert(0, str(_HERE.parent))
 import trio  # noqa: E402
 
 from actors import Client, InstanceStatus, Layout  # noqa: E402
-from actors._core import InstanceState, StepState, StepStatus  # noqa: E402
-from actors._messages import encode_state  # noqa: E402
-from actors._natsserver import NatsServer  # noqa: E402
-from actors._visibility import InstanceIndex  # noqa: E402
-from actors._wire import STATES_BUCKET  # noqa: E402
+from actors.core import InstanceState, StepState, StepStatus  # noqa: E402
+from actors.runtime._visibility import InstanceIndex  # noqa: E402
+from actors.testing import NatsServer  # noqa: E402
+from actors.wire import STATES_BUCKET, encode_state  # noqa: E402
 from transport import open_transport  # noqa: E402
 
 TYPES: Final = ("order", "refund", "count", "report")

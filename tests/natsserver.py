@@ -3,7 +3,7 @@
 Importable from any test module or conftest (``import natsserver``): ``tests/`` has
 no ``__init__.py`` and holds the root ``conftest.py``, so pytest's default "prepend"
 import mode puts ``tests/`` on ``sys.path``. A single server is
-:class:`actors._natsserver.NatsServer` (re-exported here); this module adds
+:class:`actors.testing._natsserver.NatsServer` (re-exported here); this module adds
 loopback clusters and the choice of a server for the session (``NATS_URL``, a
 testcontainers container, or the binary).
 """
@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from actors._natsserver import (
+from actors.testing import NatsServer, NatsServerError
+from actors.testing._natsserver import (
     HOST,
     START_ATTEMPTS,
     AddressInUseError,
-    NatsServer,
-    NatsServerError,
     find_nats_server,
     free_port,
     free_ports,

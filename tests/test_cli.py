@@ -32,7 +32,7 @@ import trio
 from natsserver import NatsServer, free_port
 
 import actors
-from actors._cli import ExitCode
+from actors.cli import ExitCode
 
 #: The tests that start a nats-server (deselected by ``--transport memory``).
 jetstream = pytest.mark.jetstream

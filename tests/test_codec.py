@@ -1,4 +1,4 @@
-"""Tests for actors._codec: round trips, limits, and hostile bytes.
+"""Tests for actors.wire._codec: round trips, limits, and hostile bytes.
 
 The hostile-input tests insist on one outcome: a valid Envelope or CodecError,
 never another exception (and never a crash or a hang).
@@ -19,10 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors._codec import (
+from actors.wire import (
     DEFAULT_LIMITS,
-    MAX_DEPTH_CEILING,
-    SCHEMA_VERSION,
     CodecError,
     CodecLimits,
     Envelope,
@@ -30,6 +28,7 @@ from actors._codec import (
     decode,
     encode,
 )
+from actors.wire._codec import MAX_DEPTH_CEILING, SCHEMA_VERSION
 
 # --- helpers -----------------------------------------------------------------
 

@@ -23,13 +23,14 @@ import pytest
 import trio
 
 import actors
-from actors import _orchestrator, orchestrator, worker
-from actors._cli import App, _config_defaults, cli
-from actors._cli import main as cli_main
-from actors._config import KEYS, Defaults, env_name, load_config
-from actors._core import ActivityCompleted
-from actors._limits import Limits
-from actors._service import JsonFormatter, TextFormatter, parse_service_args
+from actors import orchestrator, worker
+from actors.cli import Defaults, cli, parse_service_args
+from actors.cli import main as cli_main
+from actors.cli._commands import App, _config_defaults
+from actors.cli._config import KEYS, env_name, load_config
+from actors.cli._service import JsonFormatter, TextFormatter
+from actors.core import ActivityCompleted, Limits
+from actors.runtime import _orchestrator
 from transport import open_transport
 
 ACTIVITIES = "examples.activities"

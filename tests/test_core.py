@@ -1,4 +1,4 @@
-"""Example-based tests of actors._core.decide: one scenario per behaviour.
+"""Example-based tests of actors.core._decide.decide: one scenario per behaviour.
 
 Every decision goes through :class:`Run`, which also checks the contracts
 that hold for all of them: ``new is state`` exactly when there are no
@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from actors._core import (
+from actors.core import (
     ActivityCompleted,
     ActivityFailed,
     CancelRequested,
     Command,
+    Definition,
     ErrorInfo,
     Event,
     InstanceState,
@@ -35,8 +36,8 @@ from actors._core import (
     TimerKind,
     decide,
     fail_instance,
+    parse_definition,
 )
-from actors._definition import Definition, parse_definition
 
 RUNNING = InstanceStatus.RUNNING
 COMPLETED = InstanceStatus.COMPLETED

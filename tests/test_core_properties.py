@@ -1,4 +1,4 @@
-"""Property tests of actors._core.decide: hostile event sequences, checked invariants.
+"""Property tests of actors.core._decide.decide: hostile event sequences, checked invariants.
 
 A hypothesis state machine generates a definition (1-4 steps, random retry
 policies and timeouts, input and output expressions that may fail at run
@@ -30,13 +30,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from actors._core import (
+from actors.core import (
     ActivityCompleted,
     ActivityFailed,
     CancelRequested,
     Command,
+    Definition,
     ErrorInfo,
     Event,
+    ExpressionError,
     InstanceState,
     InstanceStatus,
     RecordHistory,
@@ -48,9 +50,8 @@ from actors._core import (
     TimerFired,
     TimerKind,
     decide,
+    parse_definition,
 )
-from actors._definition import Definition, parse_definition
-from actors._expressions import ExpressionError
 
 INSTANCE = "inst-1"
 ERROR_TYPES = ("Transient", "Fatal", "Timeout")

@@ -1,4 +1,4 @@
-"""Property tests of actors._core.decide on tree-shaped definitions.
+"""Property tests of actors.core._decide.decide on tree-shaped definitions.
 
 A hypothesis state machine generates nested definitions (activities, child
 workflows, parallel, map over ``input.items``, choice on ``input.flag``; up
@@ -40,12 +40,14 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from actors._core import (
+from actors.core import (
     ActivityCompleted,
     ActivityFailed,
+    ActivityStep,
     CancelChild,
     CancelRequested,
     Command,
+    Definition,
     ErrorInfo,
     Event,
     InstanceState,
@@ -60,18 +62,10 @@ from actors._core import (
     TimerFired,
     TimerKind,
     decide,
-)
-from actors._definition import (
-    ActivityStep,
-    ChildStep,
-    ChoiceStep,
-    Definition,
-    MapStep,
-    ParallelStep,
-    Step,
     parse_definition,
 )
-from actors._messages import encode_state
+from actors.core._definition import ChildStep, ChoiceStep, MapStep, ParallelStep, Step
+from actors.wire import encode_state
 
 INSTANCE: Final = "inst-1"
 UNDO: Final = "~undo"

@@ -1,4 +1,4 @@
-"""Tests for actors._definition and actors._expressions.
+"""Tests for actors.core._definition and actors.core._expressions.
 
 Definitions: parsing from YAML and JSON, the canonical plain form, and
 validation, where every problem must come back with the path of its field.
@@ -17,24 +17,20 @@ from typing import Any
 import pytest
 import yaml
 
-from actors._definition import (
+from actors.core import (
     MAX_STEPS,
     ActivityStep,
     Definition,
     DefinitionError,
+    ExpressionError,
     FieldError,
     RetryPolicy,
     Timeouts,
     load_definition,
     parse_definition,
-    parse_duration,
 )
-from actors._expressions import (
-    MAX_EXPRESSION_DEPTH,
-    MAX_EXPRESSION_LENGTH,
-    Expression,
-    ExpressionError,
-)
+from actors.core._definition import parse_duration
+from actors.core._expressions import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_LENGTH, Expression
 
 EXAMPLE = """\
 type: order

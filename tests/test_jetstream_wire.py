@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from transport import ConnectOptions, StreamSpec, TransportTimeoutError, open_transport
-from transport._jetstream_wire import _reply_meta
+from transport.jetstream._wire import _reply_meta
 
 
 def test_reply_meta_reads_both_ack_subject_forms():

@@ -1,4 +1,4 @@
-"""The decoders of ``actors._messages`` check the type of every field.
+"""The decoders of ``actors.wire._messages`` check the type of every field.
 
 A message from a worker, client or engine in another language is read as it
 says, or refused: a wrong type is a :class:`MessageError` whose reason names
@@ -15,7 +15,7 @@ from typing import Any
 import cbor2
 import pytest
 
-from actors._core import (
+from actors.core import (
     ActivityCompleted,
     ActivityFailed,
     CancelChild,
@@ -32,12 +32,11 @@ from actors._core import (
     TimerFired,
     TimerKind,
 )
-from actors._messages import (
+from actors.wire import (
     MessageError,
     StartMessage,
     Task,
     decode_cancel,
-    decode_deadletter,
     decode_history,
     decode_result,
     decode_start,
@@ -54,6 +53,7 @@ from actors._messages import (
     encode_timer,
     state_to_data,
 )
+from actors.wire._messages import decode_deadletter
 
 #: Values of other wire types than the one a field must hold.
 WRONG_FOR_STRING = [5, 1.5, True, False, [], {}, b"x"]

@@ -23,23 +23,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_codec import INT_MAX, INT_MIN, assert_identical, data_model
 
-from actors._codec import (
+from actors.wire import (
     DEFAULT_LIMITS,
     CodecError,
     CodecLimits,
-    PayloadTooLargeError,
-    decode_json,
-    encode,
-)
-from actors._messages import (
     MessageError,
+    PayloadTooLargeError,
     StartMessage,
     decode_signal,
     decode_start,
+    encode,
     encode_signal,
     encode_start,
-    is_json,
 )
+from actors.wire._codec import decode_json
+from actors.wire._messages import is_json
 
 # Values JSON can carry: no bytes, no NaN or infinities.
 json_scalars = (
@@ -238,7 +236,7 @@ def test_decode_json_counts_items_before_building_anything() -> None:
 #: Texts whose item count strips strings that are left open: 100,001 brackets
 #: (over max_items, so the count runs), then quotes and backslashes.
 LINEAR_SCRIPT = """
-from actors._codec import CodecError, decode_json
+from actors.wire._codec import CodecError, decode_json
 for tail in (
     b'"' + b'\\\\"' * 300_000,  # one string left open, every later quote escaped
     b'"' + b'\\\\"' * 300_000 + b'\\\\',  # the same, ending in a lone backslash

@@ -18,7 +18,7 @@ from typing import Any
 import natsserver
 import pytest
 
-from actors import _natsserver
+from actors.testing import _natsserver as _natsserver
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -221,7 +221,7 @@ def test_a_second_server_on_a_folder_in_use_refuses(tmp_path: Path) -> None:
 
 _ORPHAN = """
 import os, signal, sys, threading
-from actors._natsserver import NatsServer
+from actors.testing._natsserver import NatsServer
 
 # Started from a thread, the server gets no death signal: it outlives this process.
 server = NatsServer(sys.argv[1])

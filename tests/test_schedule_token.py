@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors._wire import timer_msg_id
+from actors.wire import timer_msg_id
 from transport._specs import check_subject, schedule_token
 
 #: Characters instance ids, step keys and message ids are made of, and a few more.

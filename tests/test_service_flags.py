@@ -35,10 +35,9 @@ from natsserver import NatsServer, free_port
 
 import actors.__main__  # noqa: F401 (it adds demo and dev to the command line)
 from actors import orchestrator, worker
-from actors._cli import ExitCode, cli
-from actors._cli import main as cli_main
-from actors._config import Defaults
-from actors._service import GC_THRESHOLDS, tune_gc
+from actors.cli import Defaults, ExitCode, cli
+from actors.cli import main as cli_main
+from actors.cli._service import GC_THRESHOLDS, tune_gc
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE: int = 2  # the services' exit code for a usage error and for the broker

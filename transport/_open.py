@@ -24,12 +24,12 @@ async def open_transport(
     kind, servers = parse_url(url)
     options = options or ConnectOptions()
     if kind == MEMORY_SCHEME:
-        from ._memory import MemoryTransport
+        from .memory import MemoryTransport
 
         async with MemoryTransport() as memory:
             yield memory
     else:
-        from ._jetstream import open_jetstream
+        from .jetstream import open_jetstream
 
         async with open_jetstream(servers, options) as jetstream:
             yield jetstream

@@ -22,8 +22,8 @@ import schemathesis
 import trio
 
 import actors
-from actors._api import serve_api
-from actors._openapi import openapi_document
+from actors.http import serve_api
+from actors.http._openapi import openapi_document
 from transport import Transport, open_transport
 
 TOKEN = "test-token-0123456789"

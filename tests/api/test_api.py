@@ -17,7 +17,7 @@ import pytest
 import trio
 
 import actors
-from actors._api import create_app, serve_api
+from actors.http import create_app, serve_api
 from transport import ConnectionLostError
 
 if TYPE_CHECKING:

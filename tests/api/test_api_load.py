@@ -27,7 +27,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors._api import serve_api
+from actors.http import serve_api
 
 if TYPE_CHECKING:
     from conftest import Served

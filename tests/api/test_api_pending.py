@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-import actors._api
+import actors.http._api
 
 if TYPE_CHECKING:
     from conftest import Served
@@ -27,7 +27,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 async def test_a_start_no_orchestrator_took_is_pending_until_one_does(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(actors._api, "START_VISIBLE_WAIT", 0.3)
+    monkeypatch.setattr(actors.http._api, "START_VISIBLE_WAIT", 0.3)
     await served.register_examples()
     body = {"input": {"name": "al"}, "id": "p-1"}
     started = await served.http.post("/workflows/greet", json=body)

@@ -27,8 +27,8 @@ from transport import (
     TransportError,
     open_transport,
 )
-from transport._jetstream_read import _epoch, _Reader
 from transport._specs import DELIVER_AT_HEADER
+from transport.jetstream._read import _epoch, _Reader
 
 
 async def publish_many(transport, messages, chunk=500):

@@ -17,8 +17,9 @@ import trio
 import trio.testing
 
 import actors
-from actors._messages import decode_deadletter, decode_history
-from actors._wire import DEADLETTER_STREAM, HISTORY_STREAM
+from actors.wire import HISTORY_STREAM, decode_history
+from actors.wire._messages import decode_deadletter
+from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Transport, open_transport
 
 

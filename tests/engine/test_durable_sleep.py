@@ -28,8 +28,7 @@ from natsserver import NatsServer
 from processes import Services, read_history, read_states
 
 import actors
-from actors._messages import decode_history
-from actors._wire import EVENTS_STREAM, HISTORY_STREAM
+from actors.wire import EVENTS_STREAM, HISTORY_STREAM, decode_history
 from transport import ConsumerSpec, Transport, open_transport
 
 pytestmark = pytest.mark.jetstream

@@ -20,9 +20,9 @@ import trio.testing
 
 import actors
 from actors import InstanceStatus
-from actors._messages import StartMessage, encode_start
-from actors._registry import DefinitionStore
-from actors._wire import plain_start_subject
+from actors.runtime._registry import DefinitionStore
+from actors.wire import StartMessage, encode_start
+from actors.wire._names import plain_start_subject
 from transport import open_transport
 
 if TYPE_CHECKING:
@@ -436,7 +436,7 @@ async def test_malformed_events_go_to_dead_letters(engine: Engine) -> None:
 
 
 def _result(instance_id: str, step: str) -> bytes:
-    from actors._messages import encode_result
+    from actors.wire import encode_result
 
     return encode_result(instance_id, step, 1, output=1)
 
@@ -482,9 +482,8 @@ async def test_an_instance_runs_the_version_it_started_with(engine: Engine) -> N
 
 async def test_an_unpublished_outbox_goes_out_when_its_event_returns(engine_url: str) -> None:
     """A crash after the state write and before the publish (and the ack)."""
-    from actors._core import StartRequested, decide
-    from actors._messages import StartMessage, encode_start, encode_state
-    from actors._wire import STATES_BUCKET, start_subject
+    from actors.core import StartRequested, decide
+    from actors.wire import STATES_BUCKET, StartMessage, encode_start, encode_state, start_subject
     from transport import open_transport
 
     definition = actors.load_definition(THREE)
@@ -518,7 +517,7 @@ async def test_an_unpublished_outbox_goes_out_when_its_event_returns(engine_url:
 
 
 async def test_a_task_that_keeps_losing_its_worker_fails_its_attempt(engine_url: str) -> None:
-    from actors._wire import TASKS_STREAM
+    from actors.wire import TASKS_STREAM
 
     @actors.activity(name="fatal")
     async def fatal(value: Any) -> str:
@@ -577,7 +576,7 @@ async def test_two_orchestrators_never_lose_an_event_to_a_stale_cache(engine: En
 async def test_a_bug_in_the_engine_fails_only_that_instance(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors import _orchestrator
+    from actors.runtime import _orchestrator as _orchestrator
 
     real_decide = _orchestrator.decide
 

@@ -19,13 +19,8 @@ import trio.testing
 from flow import instance_id, kinds, result_of, wait_for_step
 
 import actors
-from actors._wire import (
-    plain_start_subject,
-    result_msg_id,
-    result_subject,
-    signal_subject,
-    start_msg_id,
-)
+from actors.wire import result_msg_id, result_subject, signal_subject, start_msg_id
+from actors.wire._names import plain_start_subject
 
 if TYPE_CHECKING:
     from conftest import Engine

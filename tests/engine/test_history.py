@@ -10,18 +10,20 @@ import trio
 from flow import result_of
 
 import actors
-import actors._client
-from actors._codec import encode
-from actors._core import RecordHistory
-from actors._messages import (
+import actors.runtime._client
+from actors.core import RecordHistory
+from actors.runtime._orchestrator import _InstanceActor
+from actors.wire import (
+    HISTORY_STREAM,
     MessageError,
     decode_history,
+    encode,
     encode_history,
     encode_history_records,
+    history_msg_id,
+    history_subject,
 )
-from actors._orchestrator import _InstanceActor
-from actors._wire import HISTORY_STREAM, history_msg_id, history_subject
-from transport._memory import MemoryTransport
+from transport.memory import MemoryTransport
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -148,7 +150,7 @@ async def test_history_limit_and_pages(engine: Engine, monkeypatch: pytest.Monke
     assert await engine.client.history("order-9", limit=3) == records[:3]
     assert await engine.client.history("order-9", limit=100) == records
     # Pages of two records: the pages join up, and the limit cuts within one.
-    monkeypatch.setattr(actors._client, "_HISTORY_PAGE", 2)
+    monkeypatch.setattr(actors.runtime._client, "_HISTORY_PAGE", 2)
     assert await engine.client.history("order-9") == records
     assert await engine.client.history("order-9", limit=5) == records[:5]
     assert await engine.client.history("order-9", limit=6) == records[:6]

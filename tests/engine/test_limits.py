@@ -15,8 +15,8 @@ from flow import failure_of, kinds, result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
-from actors._messages import StartMessage, encode_start
-from actors._wire import plain_start_subject, start_msg_id
+from actors.wire import StartMessage, encode_start, start_msg_id
+from actors.wire._names import plain_start_subject
 
 if TYPE_CHECKING:
     from conftest import Engine

@@ -28,7 +28,7 @@ from processes import Services, history_problems, read_history, read_states, wai
 
 import actors
 from actors import InstanceStatus
-from actors._messages import decode_deadletter
+from actors.wire._messages import decode_deadletter
 from transport import ConsumerSpec, Transport, open_transport
 
 pytestmark = pytest.mark.jetstream

@@ -17,8 +17,7 @@ import trio.testing
 
 import actors
 from actors import InstanceStatus, Layout
-from actors._messages import StartMessage, encode_start
-from actors._wire import start_subject
+from actors.wire import StartMessage, encode_start, start_subject
 from transport import Transport, open_transport
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from flow import result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
-from actors._wire import STATES_BUCKET
+from actors.wire import STATES_BUCKET
 
 if TYPE_CHECKING:
     from conftest import Engine

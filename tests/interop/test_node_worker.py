@@ -29,8 +29,9 @@ import pytest
 import trio
 
 import actors
-from actors._messages import decode_deadletter, decode_history
-from actors._wire import DEADLETTER_STREAM, HISTORY_STREAM, history_subject
+from actors.wire import HISTORY_STREAM, decode_history, history_subject
+from actors.wire._messages import decode_deadletter
+from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Transport, open_transport
 
 HERE = Path(__file__).resolve().parent

@@ -34,9 +34,10 @@ import cbor2
 import trio
 
 import actors
-from actors._core import InstanceState, InstanceStatus
-from actors._messages import decode_deadletter, encode_cancel, encode_state
-from actors._wire import DEADLETTER_STREAM
+from actors.core import InstanceState, InstanceStatus
+from actors.wire import encode_cancel, encode_state
+from actors.wire._messages import decode_deadletter
+from actors.wire._names import DEADLETTER_STREAM
 from transport import Transport, open_transport
 
 #: Bytes of a message a dead letter keeps (the orchestrator's and the worker's sample).

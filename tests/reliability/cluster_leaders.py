@@ -29,14 +29,14 @@ from typing import Any
 import trio
 from natsserver import NatsCluster, NatsServer
 
-from actors._wire import (
-    DEADLETTER_STREAM,
+from actors.wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
     HISTORY_STREAM,
     STATES_BUCKET,
     TASKS_STREAM,
 )
+from actors.wire._names import DEADLETTER_STREAM
 
 #: The engine's streams, buckets as their streams: every one of them is replicated.
 ENGINE_STREAMS = (
@@ -222,7 +222,7 @@ class LeaderKiller:
     ``None``. A cancellation while the node is down still restarts it, so the
     cluster is never left short of a node. Kills and restarts run in the
     test's main thread, so each node keeps dying with the test process (see
-    ``actors._natsserver._child_setup_factory``).
+    ``actors.testing._natsserver._child_setup_factory``).
     """
 
     cluster: NatsCluster

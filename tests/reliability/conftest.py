@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from actors._natsserver import NatsServer
+from actors.testing import NatsServer
 
 ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engine"
 if str(ENGINE_TESTS) not in sys.path:

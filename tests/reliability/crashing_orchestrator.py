@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
 from typing import Any, Final, TypeVar
 
-from actors import _orchestrator, orchestrator
+from actors import orchestrator
+from actors.runtime import _orchestrator
 from transport import Delivery
 
 POINTS: Final = ("after-state-write", "before-publish", "after-publish", "before-ack")

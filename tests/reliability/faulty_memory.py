@@ -1,7 +1,7 @@
 """Simulated processes on one in-memory broker, with faults injected at chosen points.
 
 A :class:`Cluster` runs orchestrators and workers in this process, all on one
-:class:`~transport._memory.MemoryTransport` (the "broker"). Each service runs
+:class:`~transport.memory._transport.MemoryTransport` (the "broker"). Each service runs
 as a :class:`Node`: a cancel scope (killing the node is cancelling it) and a
 :class:`FaultyTransport` of its own (its "connection"). The connection counts
 the node's operations by kind and, when a :class:`Fault` names an operation
@@ -62,7 +62,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from actors._wire import STATES_BUCKET
+from actors.wire import STATES_BUCKET
 from transport import (
     ConflictError,
     ConnectionEvent,
@@ -83,8 +83,8 @@ from transport import (
     TransportError,
     TransportTimeoutError,
 )
-from transport._memory import MemoryTransport
-from transport._memory_stream import MemoryDelivery, Session
+from transport.memory import MemoryTransport
+from transport.memory._stream import MemoryDelivery, Session
 
 #: The node whose code is running (set for every task a node spawns), so that
 #: activities can reach their worker's fault plan.

@@ -50,7 +50,7 @@ from ledger_activities import read_ledger
 from processes import REPO_ROOT, Services, history_problems, read_history, read_states
 
 import actors
-from actors._natsserver import NatsServer
+from actors.testing import NatsServer
 from transport import (
     ConnectionLostError,
     ConnectOptions,

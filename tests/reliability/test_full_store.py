@@ -51,9 +51,9 @@ from ledger_activities import read_ledger
 from processes import REPO_ROOT, Services
 
 import actors
-from actors._api import serve_api
-from actors._natsserver import NatsServer
-from actors._wire import DEADLETTER_STREAM
+from actors.http import serve_api
+from actors.testing import NatsServer
+from actors.wire._names import DEADLETTER_STREAM
 from transport import ConnectionState, Transport, open_transport
 
 pytestmark = pytest.mark.jetstream

@@ -47,28 +47,25 @@ import trio
 import trio.testing
 
 import actors
-from actors._codec import encode
-from actors._core import MAX_CAUSES, MAX_CHILD_DEPTH
-from actors._expressions import MAX_EVALUATION_COST, Expression
-from actors._messages import (
-    StartMessage,
-    decode_deadletter,
-    decode_history,
-    decode_state,
-    encode_definition,
-    encode_start,
-)
-from actors._wire import (
-    DEADLETTER_STREAM,
+from actors.core._decide import MAX_CAUSES, MAX_CHILD_DEPTH
+from actors.core._expressions import MAX_EVALUATION_COST, Expression
+from actors.wire import (
     DEFINITIONS_BUCKET,
     HISTORY_STREAM,
     STATES_BUCKET,
     TASKS_STREAM,
-    plain_start_subject,
+    StartMessage,
+    decode_history,
+    decode_state,
+    encode,
+    encode_definition,
+    encode_start,
     result_msg_id,
     start_msg_id,
     task_subject,
 )
+from actors.wire._messages import decode_deadletter
+from actors.wire._names import DEADLETTER_STREAM, plain_start_subject
 from transport import Transport, open_transport
 
 #: Longest any one scenario may take to settle (seconds of the test's clock).
@@ -461,7 +458,7 @@ MEMORY_BOUND: Final = 100
 #: to measure, would slow the evaluation down several times.)
 _MEASURE: Final = """
 import json, resource, sys, time
-from actors._expressions import Expression, ExpressionError
+from actors.core._expressions import Expression, ExpressionError
 source, value, bound_mib = json.load(sys.stdin)
 expression = Expression(source)
 with open("/proc/self/statm") as statm:

@@ -44,9 +44,16 @@ from checker import LEDGER_FLOW, LEDGER_TYPE, check_run, start_ledger
 from processes import Services
 
 import actors
-from actors._messages import StartMessage, encode_cancel, encode_start
-from actors._natsserver import NatsServer
-from actors._wire import DEFINITIONS_BUCKET, STATES_BUCKET, plain_start_subject, start_msg_id
+from actors.testing import NatsServer
+from actors.wire import (
+    DEFINITIONS_BUCKET,
+    STATES_BUCKET,
+    StartMessage,
+    encode_cancel,
+    encode_start,
+    start_msg_id,
+)
+from actors.wire._names import plain_start_subject
 from transport import OutMessage, Transport, open_transport
 
 #: The workflow the in-process tests run beside the bad messages.

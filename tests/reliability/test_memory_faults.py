@@ -50,18 +50,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import actors
-from actors._messages import StartMessage, decode_history, decode_state, encode_start
-from actors._wire import (
-    DEADLETTER_STREAM,
+from actors.wire import (
     EVENTS_STREAM,
     HISTORY_STREAM,
     STATES_BUCKET,
     TASKS_STREAM,
     Layout,
-    plain_start_subject,
+    StartMessage,
+    decode_history,
+    decode_state,
+    encode_start,
 )
+from actors.wire._names import DEADLETTER_STREAM, plain_start_subject
 from transport import ConsumerSpec, Retention, StreamSpec, open_transport
-from transport._memory import MemoryTransport
+from transport.memory import MemoryTransport
 
 #: The orchestrator consumer's and the workers' ack wait (virtual seconds).
 ACK_WAIT: Final = 10.0

@@ -34,7 +34,7 @@ from processes import Services
 from tcp_proxy import HOST, FaultProxy
 
 import actors
-from actors._natsserver import NatsServer
+from actors.testing import NatsServer
 from transport import (
     ConnectionLostError,
     ConnectionState,

@@ -37,8 +37,16 @@ from processes import read_states
 
 import actors
 from actors import InstanceStatus
-from actors._messages import StartMessage, encode_result, encode_signal, encode_start
-from actors._wire import STATES_BUCKET, plain_start_subject, signal_subject, start_msg_id
+from actors.wire import (
+    STATES_BUCKET,
+    StartMessage,
+    encode_result,
+    encode_signal,
+    encode_start,
+    signal_subject,
+    start_msg_id,
+)
+from actors.wire._names import plain_start_subject
 from transport import ConnectionState, TooLargeError
 
 #: The orchestrator's and the client's limits (small: the tests move little data).

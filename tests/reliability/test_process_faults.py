@@ -43,9 +43,16 @@ from crashing_orchestrator import CRASH_CODE, POINTS
 from processes import Services
 
 import actors
-from actors._messages import StartMessage, encode_cancel, encode_result, encode_start
-from actors._natsserver import NatsServer
-from actors._wire import cancel_subject, plain_start_subject, result_subject
+from actors.testing import NatsServer
+from actors.wire import (
+    StartMessage,
+    cancel_subject,
+    encode_cancel,
+    encode_result,
+    encode_start,
+    result_subject,
+)
+from actors.wire._names import plain_start_subject
 from transport import OutMessage, open_transport
 
 pytestmark = pytest.mark.jetstream

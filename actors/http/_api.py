@@ -11,8 +11,8 @@ Contract (``docs/api.md`` and ``GET /openapi.json``, written in
 ``{"error": {"type", "message", "details"?}}`` with a 4xx status for
 anything the caller can fix, 503 when the broker fails, and 500 only for a
 bug (logged with its traceback). Bodies are read up to
-:data:`~actors._openapi.MAX_BODY_BYTES`; payload values are strict JSON
-within the engine's bounds on the way in (:mod:`actors._json`), and on the
+:data:`~actors.http._openapi.MAX_BODY_BYTES`; payload values are strict JSON
+within the engine's bounds on the way in (:mod:`actors.wire._json`), and on the
 way out bytes become base64 strings and non-finite floats the strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``. At most ``max_in_flight``
 requests are served at once: one more is answered 503 at once, never
@@ -41,18 +41,27 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from transport import StorageFullError, TooLargeError, TransportError
 
-from ._client import (
+from ..core import (
+    MAX_VERSION,
+    Definition,
+    DefinitionError,
+    InstanceStatus,
+    InvalidNameError,
+    LimitExceededError,
+    check_instance_id,
+    check_name,
+    load_definition,
+    parse_definition,
+)
+from ..runtime import (
     Client,
     InstanceConflictError,
     InstanceInfo,
     UnknownWorkflowTypeError,
+    VersionConflictError,
     WorkflowError,
 )
-from ._codec import CodecError, PayloadTooLargeError
-from ._core import InstanceStatus
-from ._definition import MAX_VERSION, Definition, DefinitionError, load_definition, parse_definition
-from ._json import JsonError, check_payload, dumps, loads
-from ._limits import LimitExceededError
+from ..wire import CodecError, JsonError, PayloadTooLargeError, check_payload, dumps, loads
 from ._openapi import (
     DEFAULT_PAGE,
     MAX_BODY_BYTES,
@@ -62,8 +71,6 @@ from ._openapi import (
     MAX_WAIT,
     openapi_document,
 )
-from ._registry import VersionConflictError
-from ._wire import InvalidNameError, check_instance_id, check_name
 
 __all__ = ["ApiError", "create_app", "serve_api"]
 
@@ -147,7 +154,7 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 
 
 def _parse_json(body: bytes) -> Any:
-    """Strict JSON (see :func:`actors._json.loads`); else 400."""
+    """Strict JSON (see :func:`actors.wire._json.loads`); else 400."""
     try:
         return loads(body)
     except JsonError as exc:

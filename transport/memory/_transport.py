@@ -29,17 +29,15 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 import trio
 
-from ._errors import (
+from .._errors import (
     ConflictError,
     InvalidSpecError,
     NotFoundError,
     TransportClosedError,
     TransportError,
 )
-from ._interface import Delivery, KeyValue
-from ._memory_kv import Bucket, Watcher, run_watch
-from ._memory_stream import EMPTY_HEADERS, Session, Stream, run_session
-from ._specs import (
+from .._interface import Delivery, KeyValue
+from .._specs import (
     DELIVER_AT_HEADER,
     ConnectionEvent,
     ConnectionState,
@@ -58,10 +56,12 @@ from ._specs import (
     check_subject,
     subject_matches,
 )
-from ._subjects import SubjectFilter, any_collide, check_key_pattern
+from .._subjects import SubjectFilter, any_collide, check_key_pattern
+from ._kv import Bucket, Watcher, run_watch
+from ._stream import EMPTY_HEADERS, Session, Stream, run_session
 
 if TYPE_CHECKING:
-    from ._interface import Transport
+    from .._interface import Transport
 
 __all__ = ["MemoryTransport"]
 

@@ -29,36 +29,41 @@ from transport import (
     open_transport,
 )
 
-from ._core import ErrorInfo, InstanceState, InstanceStatus
-from ._definition import Definition, load_definition, parse_definition
-from ._limits import LimitExceededError, Limits
-from ._messages import (
-    MessageError,
-    StartMessage,
-    decode_history,
-    decode_state,
-    encode_cancel,
-    encode_signal,
-    encode_start,
-    state_to_data,
+from ..core import (
+    Definition,
+    ErrorInfo,
+    InstanceState,
+    InstanceStatus,
+    LimitExceededError,
+    Limits,
+    check_instance_id,
+    check_name,
+    load_definition,
+    parse_definition,
 )
-from ._registry import DefinitionStore
-from ._visibility import InstanceIndex, InstanceSummary
-from ._wire import (
+from ..wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
     HISTORY_STREAM,
     STATES_BUCKET,
     Layout,
+    MessageError,
+    StartMessage,
     cancel_subject,
-    check_instance_id,
-    check_name,
+    decode_history,
+    decode_state,
+    encode_cancel,
+    encode_signal,
+    encode_start,
     history_subject,
     signal_subject,
     start_msg_id,
     start_subject,
+    state_to_data,
     terminate_subject,
 )
+from ._registry import DefinitionStore
+from ._visibility import InstanceIndex, InstanceSummary
 
 __all__ = [
     "Client",

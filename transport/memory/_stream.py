@@ -19,10 +19,10 @@ from typing import TypeVar
 
 import trio
 
-from ._errors import InvalidSpecError, StorageFullError, TooLargeError
-from ._interface import Delivery, Settlement
-from ._specs import ConsumerSpec, Discard, PubAck, Retention, StreamSpec
-from ._subjects import SubjectFilter, any_collide, check_consumer_filters
+from .._errors import InvalidSpecError, StorageFullError, TooLargeError
+from .._interface import Delivery, Settlement
+from .._specs import ConsumerSpec, Discard, PubAck, Retention, StreamSpec
+from .._subjects import SubjectFilter, any_collide, check_consumer_filters
 
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 

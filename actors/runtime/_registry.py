@@ -15,10 +15,8 @@ import trio
 
 from transport import ConflictError, KeyValue, KVOp
 
-from ._codec import CodecError
-from ._definition import Definition, DefinitionError, parse_definition
-from ._messages import MessageError, decode_definition, encode_definition
-from ._wire import definition_key
+from ..core import Definition, DefinitionError, parse_definition
+from ..wire import CodecError, MessageError, decode_definition, definition_key, encode_definition
 
 __all__ = ["DefinitionStore", "VersionConflictError"]
 

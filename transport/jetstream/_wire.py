@@ -28,7 +28,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ._errors import (
+from .._errors import (
     ConflictError,
     ConnectionLostError,
     InvalidSpecError,
@@ -39,7 +39,7 @@ from ._errors import (
     TransportError,
     TransportTimeoutError,
 )
-from ._specs import (
+from .._specs import (
     PubAck,
 )
 

@@ -28,7 +28,6 @@ they were stored.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -45,13 +44,7 @@ from transport import (
     partition_of,
 )
 
-__all__ = [
-    "EVENTS_STREAM",
-    "InvalidNameError",
-    "Layout",
-    "check_instance_id",
-    "check_name",
-]
+__all__ = ["EVENTS_STREAM", "Layout"]
 
 EVENTS_STREAM: Final = "WORKFLOW_EVENTS"
 TASKS_STREAM: Final = "ACTIVITY_TASKS"
@@ -81,58 +74,6 @@ EVENT_TIMER: Final = "timer"
 TASK_PREFIX: Final = "activity.tasks"
 HISTORY_PREFIX: Final = "history"
 DEADLETTER_PREFIX: Final = "deadletter"
-
-# Names become subject tokens and KV key parts, so they are kept to a
-# conservative alphabet: no dots, wildcards or whitespace.
-_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_KEY_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}(?:@[0-9]{1,9}){0,8}(?:~undo)?")
-
-
-class InvalidNameError(ValueError):
-    """A type, step, activity or instance name that cannot be a subject token."""
-
-
-def check_name(what: str, name: object) -> str:
-    """Return ``name`` if it is a valid type, step or activity name; else raise.
-
-    Valid: a letter, then up to 63 letters, digits, ``_`` or ``-``.
-    """
-    if not isinstance(name, str):
-        raise InvalidNameError(f"{what} must be a string, not {type(name).__name__}")
-    if not _NAME_RE.fullmatch(name):
-        raise InvalidNameError(
-            f"{what} {name[:80]!r} is not a valid name: use a letter, then up to 63 "
-            "letters, digits, '_' or '-'"
-        )
-    return name
-
-
-#: Suffix of the key under which a step's compensation runs.
-UNDO_SUFFIX: Final = "~undo"
-
-
-def check_step_key(key: object) -> str:
-    """Return ``key`` if it names a step copy or its compensation; else raise.
-
-    A key is a step id, then ``@i`` for each map item around it, then
-    ``~undo`` for its compensation: ``charge``, ``ship@12``, ``pay@3@0~undo``.
-    """
-    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
-        raise InvalidNameError(f"step key {str(key)[:100]!r} is not valid")
-    return key
-
-
-def check_instance_id(instance_id: object) -> str:
-    """Return ``instance_id`` if valid (1-128 of ``A-Za-z0-9_-``); else raise."""
-    if not isinstance(instance_id, str):
-        raise InvalidNameError(f"instance id must be a string, not {type(instance_id).__name__}")
-    if not _ID_RE.fullmatch(instance_id):
-        raise InvalidNameError(
-            f"instance id {instance_id[:140]!r} is not valid: "
-            "use 1 to 128 letters, digits, '_' or '-'"
-        )
-    return instance_id
 
 
 def plain_start_subject(workflow_type: str) -> str:

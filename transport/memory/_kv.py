@@ -11,9 +11,9 @@ from collections import OrderedDict, deque
 
 import trio
 
-from ._errors import InvalidSpecError, StorageFullError, TooLargeError
-from ._specs import KVChange, KVEntry, KVOp, KVSpec
-from ._subjects import SubjectFilter
+from .._errors import InvalidSpecError, StorageFullError, TooLargeError
+from .._specs import KVChange, KVEntry, KVOp, KVSpec
+from .._subjects import SubjectFilter
 
 
 class Record:

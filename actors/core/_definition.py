@@ -23,7 +23,7 @@ from typing import Any, Final, TypeAlias
 import yaml
 
 from ._expressions import Expression, ExpressionError
-from ._wire import InvalidNameError, check_name
+from ._keys import InvalidNameError, check_name
 
 __all__ = [
     "ActivityStep",

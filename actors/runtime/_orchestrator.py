@@ -47,17 +47,20 @@ from transport import (
     TransportError,
 )
 
-from ._codec import DEFAULT_LIMITS, CodecError, PayloadTooLargeError, encode
-from ._core import (
+from ..core import (
     ActivityCompleted,
     ActivityFailed,
     CancelChild,
     CancelRequested,
     Command,
+    Definition,
     ErrorInfo,
     Event,
     InstanceState,
     InstanceStatus,
+    InvalidNameError,
+    LimitExceededError,
+    Limits,
     NotifyParent,
     RecordHistory,
     ScheduleActivity,
@@ -65,34 +68,13 @@ from ._core import (
     StartChild,
     StartRequested,
     TerminateRequested,
+    check_instance_id,
+    check_name,
     decide,
     fail_instance,
 )
-from ._definition import Definition
-from ._limits import LimitExceededError, Limits
-from ._messages import (
-    MessageError,
-    StartMessage,
-    decode_cancel,
-    decode_result,
-    decode_signal,
-    decode_start,
-    decode_state,
-    decode_terminate,
-    decode_timer,
-    encode_cancel,
-    encode_deadletter,
-    encode_history,
-    encode_history_records,
-    encode_result,
-    encode_start,
-    encode_state,
-    encode_task,
-    encode_timer,
-)
-from ._partitions import Leases, Ownership
-from ._registry import DefinitionStore
-from ._wire import (
+from ..wire import (
+    DEFAULT_LIMITS,
     DEFINITIONS_BUCKET,
     EVENT_CANCEL,
     EVENT_COMPLETED,
@@ -106,12 +88,30 @@ from ._wire import (
     PARTITIONS_BUCKET,
     START_PREFIX,
     STATES_BUCKET,
-    InvalidNameError,
+    CodecError,
     Layout,
+    MessageError,
+    PayloadTooLargeError,
+    StartMessage,
     cancel_subject,
-    check_instance_id,
-    check_name,
     deadletter_subject,
+    decode_cancel,
+    decode_result,
+    decode_signal,
+    decode_start,
+    decode_state,
+    decode_terminate,
+    decode_timer,
+    encode,
+    encode_cancel,
+    encode_deadletter,
+    encode_history,
+    encode_history_records,
+    encode_result,
+    encode_start,
+    encode_state,
+    encode_task,
+    encode_timer,
     history_msg_id,
     history_subject,
     instance_partition,
@@ -126,6 +126,8 @@ from ._wire import (
     timer_msg_id,
     timer_subject,
 )
+from ._partitions import Leases, Ownership
+from ._registry import DefinitionStore
 
 __all__ = ["Orchestrator", "OrchestratorConfig"]
 

@@ -12,12 +12,17 @@ import trio
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ._errors import (
+from .._errors import (
     TransportClosedError,
     TransportError,
 )
-from ._interface import Delivery, Settlement
-from ._jetstream_wire import (
+from .._interface import Delivery, Settlement
+from .._specs import (
+    DELIVER_AT_HEADER,
+    ConsumerSpec,
+)
+from .._subjects import check_consumer_filters
+from ._wire import (
     _API,
     _HEARTBEAT,
     _PULL_EXPIRES,
@@ -27,14 +32,9 @@ from ._jetstream_wire import (
     _status,
     log,
 )
-from ._specs import (
-    DELIVER_AT_HEADER,
-    ConsumerSpec,
-)
-from ._subjects import check_consumer_filters
 
 if TYPE_CHECKING:
-    from ._jetstream import JetStreamTransport
+    from ._transport import JetStreamTransport
 
 
 # --------------------------------------------------------------------------

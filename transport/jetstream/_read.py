@@ -31,9 +31,9 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from ._errors import ConnectionLostError, TransportError
-from ._jetstream_wire import _API, _api_error, _Replies, _status
-from ._specs import SCHEDULE_PREFIX, StoredMessage
+from .._errors import ConnectionLostError, TransportError
+from .._specs import SCHEDULE_PREFIX, StoredMessage
+from ._wire import _API, _api_error, _Replies, _status
 
 #: The most one batch of a direct get may carry, so that a page of large
 #: messages cannot swamp the reply inbox, which every request shares (nats-py

@@ -48,7 +48,7 @@ from ._definition import (
     Step,
 )
 from ._expressions import ExpressionError
-from ._wire import UNDO_SUFFIX
+from ._keys import UNDO_SUFFIX
 
 __all__ = [
     "ActivityCompleted",

@@ -27,8 +27,8 @@ import trio
 
 from transport import KeyValue, KVChange, KVOp
 
-from ._core import InstanceStatus
-from ._messages import MessageError, decode_state
+from ..core import InstanceStatus
+from ..wire import MessageError, decode_state
 
 __all__ = ["InstanceIndex", "InstanceSummary"]
 

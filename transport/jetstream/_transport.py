@@ -48,7 +48,7 @@ import trio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from ._errors import (
+from .._errors import (
     AuthorizationError,
     ConnectionLostError,
     InvalidSpecError,
@@ -57,29 +57,10 @@ from ._errors import (
     TransportError,
     TransportTimeoutError,
 )
-from ._interface import Delivery, KeyValue
-from ._jetstream_consume import _Puller
-from ._jetstream_kv import _JetStreamKV
-from ._jetstream_read import _NO_MESSAGE, _Reader
-from ._jetstream_wire import (
-    _API,
-    _KV_HEADROOM,
-    _api_reply,
-    _Bridge,
-    _dur,
-    _LoopThread,
-    _new_inbox,
-    _NoStreamAnswered,
-    _parse_ack,
-    _Replies,
-    _rfc3339,
-    _StreamExistsError,
-    _translate,
-    log,
-)
-from ._nursery import background_nursery
-from ._options import ConnectOptions
-from ._specs import (
+from .._interface import Delivery, KeyValue
+from .._nursery import background_nursery
+from .._options import ConnectOptions
+from .._specs import (
     DELIVER_AT_HEADER,
     SCHEDULE_PREFIX,
     ConnectionEvent,
@@ -98,6 +79,25 @@ from ._specs import (
     check_subject,
     schedule_token,
     subject_matches,
+)
+from ._consume import _Puller
+from ._kv import _JetStreamKV
+from ._read import _NO_MESSAGE, _Reader
+from ._wire import (
+    _API,
+    _KV_HEADROOM,
+    _api_reply,
+    _Bridge,
+    _dur,
+    _LoopThread,
+    _new_inbox,
+    _NoStreamAnswered,
+    _parse_ack,
+    _Replies,
+    _rfc3339,
+    _StreamExistsError,
+    _translate,
+    log,
 )
 
 # --------------------------------------------------------------------------

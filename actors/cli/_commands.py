@@ -46,14 +46,28 @@ from transport import (
 )
 from transport._options import MEMORY_SCHEME, parse_url
 
-from ._client import (
+from ..core import (
+    MAX_VERSION,
+    Definition,
+    DefinitionError,
+    InstanceStatus,
+    InvalidNameError,
+    LimitExceededError,
+    check_instance_id,
+    check_name,
+    load_definition,
+)
+from ..runtime import (
+    MAX_LIMIT,
     Client,
     InstanceConflictError,
     InstanceInfo,
+    InstanceSummary,
     UnknownWorkflowTypeError,
+    VersionConflictError,
     WorkflowError,
 )
-from ._codec import DEFAULT_LIMITS, CodecError
+from ..wire import DEFAULT_LIMITS, CodecError, JsonError, Layout, check_payload, dumps, loads
 from ._config import (
     CONFIG_ENV,
     KEYS,
@@ -64,14 +78,7 @@ from ._config import (
     config_path,
     load_config,
 )
-from ._core import InstanceStatus
-from ._definition import MAX_VERSION, Definition, DefinitionError, load_definition
-from ._json import JsonError, check_payload, dumps, loads
-from ._limits import LimitExceededError
-from ._registry import VersionConflictError
 from ._service import DEFAULT_URL, ModuleError
-from ._visibility import MAX_LIMIT, InstanceSummary
-from ._wire import InvalidNameError, Layout, check_instance_id, check_name
 
 __all__ = ["App", "BoundedNumber", "CliError", "ExitCode", "cli", "main"]
 
@@ -145,7 +152,7 @@ class App:
         """Print ``data`` as the command's one JSON document on stdout.
 
         Standard JSON whatever the data holds: values JSON lacks are spelled
-        as the HTTP API spells them (see :func:`actors._json.plain`).
+        as the HTTP API spells them (see :func:`actors.wire._json.plain`).
         """
         sys.stdout.write(dumps(data, indent=2) + "\n")
         sys.stdout.flush()
@@ -281,7 +288,7 @@ else:
 
 
 class BoundedNumber(_NumberBase):
-    """A number option within :class:`~actors._config.Bounds` (finite, and in range).
+    """A number option within :class:`~actors.cli._config.Bounds` (finite, and in range).
 
     Also checks the values a config file gives (already typed), so that a
     file's bad value is reported like a bad option.

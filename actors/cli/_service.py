@@ -4,7 +4,7 @@ Every flag has an ``ACTORS_*`` environment variable (``--url`` is
 ``ACTORS_NATS_URL``, ``--ack-wait`` is ``ACTORS_ACK_WAIT``) and a key of the
 optional TOML file (``--config FILE`` or ``ACTORS_CONFIG``): a flag given on
 the command line wins, then the variable, then the file, then the built-in
-default (see :mod:`actors._config`).
+default (see :mod:`actors.cli._config`).
 
 A service's mistakes end it with exit code 2 and one line on stderr, never a
 traceback: a usage error (``orchestrator: argument --ack-wait: must be a
@@ -32,7 +32,7 @@ import trio
 
 from transport import ConnectOptions, InvalidSpecError, Transport, TransportError, open_transport
 
-from ._activity import ActivitySpec, collect_activities
+from ..runtime import ActivitySpec, collect_activities
 from ._config import (
     KEYS,
     ConfigError,
@@ -163,7 +163,7 @@ def parse_service_args(
     """Parse a service's ``argv`` (default ``sys.argv[1:]``) over its variables and file.
 
     ``build`` makes the parser from the defaults (see
-    :class:`actors._config.Defaults`). A config file that is missing, not
+    :class:`actors.cli._config.Defaults`). A config file that is missing, not
     TOML or wrong, and a log level or format not known, are usage errors:
     the parser prints them (one line) and exits with code 2.
     """
@@ -196,7 +196,7 @@ def connect_options(args: argparse.Namespace, name: str) -> ConnectOptions:
 
     Raises ``InvalidSpecError`` for options that contradict each other (a
     user and a token) and :class:`ConfigError` for a file that cannot be
-    read (see :func:`actors._config.check_connect_files`).
+    read (see :func:`actors.cli._config.check_connect_files`).
     """
     options = ConnectOptions(
         user=args.user,

@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 from transport import ConnectOptions
 from transport._specs import MAX_PARTITIONS
 
-from ._wire import Layout
+from ..wire import Layout
 
 __all__ = [
     "CONFIG_ENV",

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, overload
 
 import trio
 
-from ._wire import check_name
+from ..core import check_name
 
 __all__ = [
     "ActivityError",

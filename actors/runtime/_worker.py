@@ -36,25 +36,24 @@ from transport import (
     TransportError,
 )
 
-from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
-from ._codec import CodecError, PayloadTooLargeError
-from ._core import ErrorInfo, InstanceState, StepStatus
-from ._messages import (
+from ..core import ErrorInfo, InstanceState, StepStatus
+from ..wire import (
+    STATES_BUCKET,
+    TASKS_STREAM,
+    CodecError,
+    Layout,
     MessageError,
+    PayloadTooLargeError,
     Task,
+    deadletter_subject,
     decode_state,
     decode_task,
     encode_deadletter,
     encode_result,
-)
-from ._wire import (
-    STATES_BUCKET,
-    TASKS_STREAM,
-    Layout,
-    deadletter_subject,
     result_msg_id,
     result_subject,
 )
+from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
 
 __all__ = ["Worker", "WorkerConfig"]
 

@@ -24,8 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from ._codec import DEFAULT_LIMITS, CodecError, CodecLimits, decode, decode_json, encode
-from ._core import (
+from ..core import (
     ActivityCompleted,
     ActivityFailed,
     CancelChild,
@@ -33,6 +32,7 @@ from ._core import (
     ErrorInfo,
     InstanceState,
     InstanceStatus,
+    InvalidNameError,
     NotifyParent,
     RecordHistory,
     ScheduleActivity,
@@ -42,8 +42,11 @@ from ._core import (
     StepStatus,
     TimerFired,
     TimerKind,
+    check_instance_id,
+    check_name,
+    check_step_key,
 )
-from ._wire import InvalidNameError, check_instance_id, check_name, check_step_key
+from ._codec import DEFAULT_LIMITS, CodecError, CodecLimits, decode, decode_json, encode
 
 __all__ = [
     "MessageError",

@@ -12,7 +12,7 @@ import trio
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from ._errors import (
+from .._errors import (
     ConflictError,
     ConnectionLostError,
     NotFoundError,
@@ -21,7 +21,14 @@ from ._errors import (
     TransportError,
     TransportTimeoutError,
 )
-from ._jetstream_wire import (
+from .._specs import (
+    KVChange,
+    KVEntry,
+    KVOp,
+    check_key,
+    check_subject,
+)
+from ._wire import (
     _API,
     _HEARTBEAT,
     _api_error,
@@ -33,16 +40,9 @@ from ._jetstream_wire import (
     _status,
     log,
 )
-from ._specs import (
-    KVChange,
-    KVEntry,
-    KVOp,
-    check_key,
-    check_subject,
-)
 
 if TYPE_CHECKING:
-    from ._jetstream import JetStreamTransport
+    from ._transport import JetStreamTransport
 
 
 # --------------------------------------------------------------------------

@@ -23,13 +23,10 @@ import trio
 
 from transport import open_transport
 
-from ._activity import ActivitySpec
-from ._api import serve_api
-from ._client import Client
-from ._natsserver import NatsServer
-from ._orchestrator import Orchestrator, OrchestratorConfig
+from ..http import serve_api
+from ..runtime import ActivitySpec, Client, Orchestrator, OrchestratorConfig, Worker, WorkerConfig
+from ..testing import NatsServer
 from ._service import activities_of
-from ._worker import Worker, WorkerConfig
 
 __all__ = ["DevOptions", "run_dev"]
 
@@ -62,7 +59,7 @@ def run_dev(
 
     ``examples`` runs the example workflows (given a connected client) once
     everything listens, if ``options.run_examples``. Raises
-    :class:`~actors._service.ModuleError` for an activities module that
+    :class:`~actors.cli._service.ModuleError` for an activities module that
     does not import or holds no activities, before anything starts.
     """
     if str(_ROOT) not in sys.path:

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ._codec import DEFAULT_LIMITS
-from ._core import InstanceStatus, StepStatus
-from ._definition import MAX_STEPS, MAX_VERSION
-from ._json import MAX_NUMBER, MAX_PAYLOAD_DEPTH, MIN_NUMBER
-from ._wire import _ID_RE, _NAME_RE
+from ..core import ID_PATTERN, MAX_STEPS, MAX_VERSION, NAME_PATTERN, InstanceStatus, StepStatus
+from ..wire import DEFAULT_LIMITS, MAX_NUMBER, MAX_PAYLOAD_DEPTH, MIN_NUMBER
 
 __all__ = [
     "API_VERSION",
@@ -41,8 +38,6 @@ MAX_OFFSET: Final = 1_000_000_000
 #: The longest cancel or terminate reason, in characters.
 MAX_REASON: Final = 4096
 #: Workflow types and signal names; instance ids (also signal ids).
-NAME_PATTERN: Final = f"^{_NAME_RE.pattern}$"
-ID_PATTERN: Final = f"^{_ID_RE.pattern}$"
 
 _JSON: Final = "application/json"
 

@@ -1,0 +1,51 @@
+"""The engine at run time: orchestrators, instance actors, leases, workers, the client.
+
+Trio services over a :mod:`transport`; what happens to an instance is the
+core's decision, made by :func:`actors.core.decide`.
+"""
+
+from ._activity import ActivityError as ActivityError
+from ._activity import ActivityInfo as ActivityInfo
+from ._activity import ActivitySpec as ActivitySpec
+from ._activity import activity as activity
+from ._activity import activity_info as activity_info
+from ._activity import collect_activities as collect_activities
+from ._activity import heartbeat as heartbeat
+from ._client import Client as Client
+from ._client import InstanceConflictError as InstanceConflictError
+from ._client import InstanceInfo as InstanceInfo
+from ._client import UnknownWorkflowTypeError as UnknownWorkflowTypeError
+from ._client import WorkflowCancelledError as WorkflowCancelledError
+from ._client import WorkflowError as WorkflowError
+from ._client import WorkflowFailedError as WorkflowFailedError
+from ._orchestrator import Orchestrator as Orchestrator
+from ._orchestrator import OrchestratorConfig as OrchestratorConfig
+from ._registry import VersionConflictError as VersionConflictError
+from ._visibility import InstanceSummary as InstanceSummary
+from ._visibility import MAX_LIMIT as MAX_LIMIT
+from ._worker import Worker as Worker
+from ._worker import WorkerConfig as WorkerConfig
+
+__all__ = [
+    "ActivityError",
+    "ActivityInfo",
+    "ActivitySpec",
+    "Client",
+    "InstanceConflictError",
+    "InstanceInfo",
+    "InstanceSummary",
+    "MAX_LIMIT",
+    "Orchestrator",
+    "OrchestratorConfig",
+    "UnknownWorkflowTypeError",
+    "VersionConflictError",
+    "Worker",
+    "WorkerConfig",
+    "WorkflowCancelledError",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "activity",
+    "activity_info",
+    "collect_activities",
+    "heartbeat",
+]

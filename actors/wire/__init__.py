@@ -1,0 +1,153 @@
+"""The wire contract: the broker's assets and subjects, the codec and the messages.
+
+Every stream, bucket, subject, consumer and message id is named here, and
+every payload goes through the one codec (``docs/wire.md`` describes both).
+"""
+
+from ._codec import CodecError as CodecError
+from ._codec import CodecLimits as CodecLimits
+from ._codec import DEFAULT_LIMITS as DEFAULT_LIMITS
+from ._codec import Envelope as Envelope
+from ._codec import PayloadTooLargeError as PayloadTooLargeError
+from ._codec import decode as decode
+from ._codec import encode as encode
+from ._json import JsonError as JsonError
+from ._json import MAX_NUMBER as MAX_NUMBER
+from ._json import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
+from ._json import MIN_NUMBER as MIN_NUMBER
+from ._json import check_payload as check_payload
+from ._json import dumps as dumps
+from ._json import loads as loads
+from ._messages import MessageError as MessageError
+from ._messages import StartMessage as StartMessage
+from ._messages import Task as Task
+from ._messages import decode_cancel as decode_cancel
+from ._messages import decode_definition as decode_definition
+from ._messages import decode_history as decode_history
+from ._messages import decode_result as decode_result
+from ._messages import decode_signal as decode_signal
+from ._messages import decode_start as decode_start
+from ._messages import decode_state as decode_state
+from ._messages import decode_task as decode_task
+from ._messages import decode_terminate as decode_terminate
+from ._messages import decode_timer as decode_timer
+from ._messages import encode_cancel as encode_cancel
+from ._messages import encode_deadletter as encode_deadletter
+from ._messages import encode_definition as encode_definition
+from ._messages import encode_history as encode_history
+from ._messages import encode_history_records as encode_history_records
+from ._messages import encode_result as encode_result
+from ._messages import encode_signal as encode_signal
+from ._messages import encode_start as encode_start
+from ._messages import encode_state as encode_state
+from ._messages import encode_task as encode_task
+from ._messages import encode_timer as encode_timer
+from ._messages import state_to_data as state_to_data
+from ._names import DEFINITIONS_BUCKET as DEFINITIONS_BUCKET
+from ._names import EVENTS_STREAM as EVENTS_STREAM
+from ._names import EVENT_CANCEL as EVENT_CANCEL
+from ._names import EVENT_COMPLETED as EVENT_COMPLETED
+from ._names import EVENT_FAILED as EVENT_FAILED
+from ._names import EVENT_SIGNAL as EVENT_SIGNAL
+from ._names import EVENT_START as EVENT_START
+from ._names import EVENT_TERMINATE as EVENT_TERMINATE
+from ._names import EVENT_TIMER as EVENT_TIMER
+from ._names import HISTORY_STREAM as HISTORY_STREAM
+from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
+from ._names import Layout as Layout
+from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
+from ._names import START_PREFIX as START_PREFIX
+from ._names import STATES_BUCKET as STATES_BUCKET
+from ._names import TASKS_STREAM as TASKS_STREAM
+from ._names import cancel_subject as cancel_subject
+from ._names import deadletter_subject as deadletter_subject
+from ._names import definition_key as definition_key
+from ._names import history_msg_id as history_msg_id
+from ._names import history_subject as history_subject
+from ._names import instance_partition as instance_partition
+from ._names import published_subject as published_subject
+from ._names import result_msg_id as result_msg_id
+from ._names import result_subject as result_subject
+from ._names import signal_subject as signal_subject
+from ._names import start_msg_id as start_msg_id
+from ._names import start_subject as start_subject
+from ._names import task_msg_id as task_msg_id
+from ._names import task_subject as task_subject
+from ._names import terminate_subject as terminate_subject
+from ._names import timer_msg_id as timer_msg_id
+from ._names import timer_subject as timer_subject
+
+__all__ = [
+    "CodecError",
+    "CodecLimits",
+    "DEFAULT_LIMITS",
+    "DEFINITIONS_BUCKET",
+    "EVENTS_STREAM",
+    "EVENT_CANCEL",
+    "EVENT_COMPLETED",
+    "EVENT_FAILED",
+    "EVENT_SIGNAL",
+    "EVENT_START",
+    "EVENT_TERMINATE",
+    "EVENT_TIMER",
+    "Envelope",
+    "HISTORY_STREAM",
+    "INSTANCE_PREFIX",
+    "JsonError",
+    "Layout",
+    "MAX_NUMBER",
+    "MAX_PAYLOAD_DEPTH",
+    "MIN_NUMBER",
+    "MessageError",
+    "PARTITIONS_BUCKET",
+    "PayloadTooLargeError",
+    "START_PREFIX",
+    "STATES_BUCKET",
+    "StartMessage",
+    "TASKS_STREAM",
+    "Task",
+    "cancel_subject",
+    "check_payload",
+    "deadletter_subject",
+    "decode",
+    "decode_cancel",
+    "decode_definition",
+    "decode_history",
+    "decode_result",
+    "decode_signal",
+    "decode_start",
+    "decode_state",
+    "decode_task",
+    "decode_terminate",
+    "decode_timer",
+    "definition_key",
+    "dumps",
+    "encode",
+    "encode_cancel",
+    "encode_deadletter",
+    "encode_definition",
+    "encode_history",
+    "encode_history_records",
+    "encode_result",
+    "encode_signal",
+    "encode_start",
+    "encode_state",
+    "encode_task",
+    "encode_timer",
+    "history_msg_id",
+    "history_subject",
+    "instance_partition",
+    "loads",
+    "published_subject",
+    "result_msg_id",
+    "result_subject",
+    "signal_subject",
+    "start_msg_id",
+    "start_subject",
+    "state_to_data",
+    "task_msg_id",
+    "task_subject",
+    "terminate_subject",
+    "timer_msg_id",
+    "timer_subject",
+]
