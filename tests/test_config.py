@@ -30,7 +30,7 @@ from actors.cli._commands import App, _config_defaults
 from actors.cli._config import KEYS, env_name, load_config
 from actors.cli._service import JsonFormatter, TextFormatter
 from actors.core import ActivityCompleted, Limits
-from actors.runtime import _orchestrator
+from actors.runtime import _instance
 from transport import open_transport
 
 ACTIVITIES = "examples.activities"
@@ -324,7 +324,7 @@ async def config_test_echo(value: Any) -> Any:
 async def test_the_orchestrators_logs_carry_instance_step_and_attempt(
     json_log: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_decide = _orchestrator.decide
+    real_decide = _instance.decide
 
     def decide(definition: Any, state: Any, event: Any, now: float) -> Any:
         if isinstance(event, ActivityCompleted):
@@ -332,7 +332,7 @@ async def test_the_orchestrators_logs_carry_instance_step_and_attempt(
         return real_decide(definition, state, event, now)
 
     # The engine's net for its own bugs logs the event it failed on.
-    monkeypatch.setattr(_orchestrator, "decide", decide)
+    monkeypatch.setattr(_instance, "decide", decide)
     definition = {
         "type": "echo",
         "version": 1,

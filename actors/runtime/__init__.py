@@ -21,8 +21,8 @@ from ._client import WorkflowFailedError as WorkflowFailedError
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
-from ._visibility import InstanceSummary as InstanceSummary
 from ._visibility import MAX_LIMIT as MAX_LIMIT
+from ._visibility import InstanceSummary as InstanceSummary
 from ._worker import Worker as Worker
 from ._worker import WorkerConfig as WorkerConfig
 

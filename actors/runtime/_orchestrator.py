@@ -1,80 +1,45 @@
-"""The orchestrator: event pump, router and one actor per active instance.
+"""The orchestrator: partitions, the intake of plain starts, and the instance actors.
 
-Events arrive through the one durable consumer on ``WORKFLOW_EVENTS`` that
-every orchestrator process shares. The pump decodes just enough of each to
-know its instance and hands it to that instance's actor (spawning one if
-needed); an actor handles its events one at a time:
+Every event of an instance is filed under the instance's partition of the
+events stream. The orchestrator serves the partitions it holds a lease on
+(``_partitions.py``): for each, it pulls the partition's consumer and hands
+each event to its instance's actor (``_instance.py``), spawning one if
+needed; an actor decides its events one at a time, in the order they were
+stored. Any orchestrator also takes plain starts (``workflow.start.{type}``)
+from the shared intake and files each under its instance.
 
-    load (once) -> decide -> persist by compare-and-set -> publish -> ack
-
-which is durability rules 1 to 5 in order. On a compare-and-set conflict
-another process advanced the instance first: the actor reloads and decides
-again, so two orchestrators never both advance one instance. An actor with
-nothing to do for ``passivate_after`` seconds exits; its state lives in KV.
-
-What cannot be processed (a malformed message, an event for an instance that
-does not exist) goes to the dead-letter stream with its reason and is acked.
-An event for an instance not stored yet is not given up at once: with several
-orchestrators sharing the consumer, a signal sent right after a start can
-reach one process while another still holds the start. Its actor keeps it
-(unacknowledged, kept alive) and looks for the instance again, more and more
-rarely, until the instance exists or ``start_wait`` has passed since the
-event was stored; later events of the instance wait behind it, so that they
-are decided in the order they came.
-A bug or an oversized state inside one instance fails that instance with the
-error recorded; the service goes on.
+What cannot be processed (a malformed message, an event for an instance
+that never comes) goes to the dead-letter stream with its reason and is
+acked. A bug or an oversized state inside one instance fails that instance
+with the error recorded; the service goes on. An actor with nothing to do
+for ``passivate_after`` seconds exits: its state lives in KV.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import traceback
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
 import trio
 
-from transport import (
-    ConflictError,
-    Delivery,
-    KeyValue,
-    OutMessage,
-    TooLargeError,
-    Transport,
-    TransportClosedError,
-    TransportError,
-)
+from transport import Delivery, Transport, TransportClosedError, TransportError
 
 from ..core import (
     ActivityCompleted,
-    ActivityFailed,
-    CancelChild,
     CancelRequested,
-    Command,
-    Definition,
-    ErrorInfo,
     Event,
-    InstanceState,
-    InstanceStatus,
     InvalidNameError,
-    LimitExceededError,
     Limits,
-    NotifyParent,
-    RecordHistory,
-    ScheduleActivity,
     SignalReceived,
-    StartChild,
     StartRequested,
     TerminateRequested,
     check_instance_id,
     check_name,
-    decide,
-    fail_instance,
 )
 from ..wire import (
-    DEFAULT_LIMITS,
     DEFINITIONS_BUCKET,
     EVENT_CANCEL,
     EVENT_COMPLETED,
@@ -91,41 +56,19 @@ from ..wire import (
     CodecError,
     Layout,
     MessageError,
-    PayloadTooLargeError,
-    StartMessage,
-    cancel_subject,
     deadletter_subject,
     decode_cancel,
     decode_result,
     decode_signal,
     decode_start,
-    decode_state,
     decode_terminate,
     decode_timer,
-    encode,
-    encode_cancel,
     encode_deadletter,
-    encode_history,
-    encode_history_records,
-    encode_result,
-    encode_start,
-    encode_state,
-    encode_task,
-    encode_timer,
-    history_msg_id,
-    history_subject,
     instance_partition,
     published_subject,
-    result_msg_id,
-    result_subject,
-    start_msg_id,
     start_subject,
-    task_msg_id,
-    task_subject,
-    terminate_subject,
-    timer_msg_id,
-    timer_subject,
 )
+from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
 from ._registry import DefinitionStore
 
@@ -135,26 +78,6 @@ log = logging.getLogger("actors.orchestrator")
 
 #: Bytes of a dead message kept in its dead letter (enough to diagnose it).
 _DEADLETTER_SAMPLE: Final = 64 * 1024
-#: Wait before an event that met a broker failure is handed back.
-_RETRY_DELAY: Final = 1.0
-#: Waits before an actor holding events for an instance not stored yet looks
-#: for it again: the first (the start is usually being decided in another
-#: process at that moment), doubled each time up to the last.
-_START_RETRY_FIRST: Final = 0.02
-_START_RETRY_MAX: Final = 2.0
-#: Deliveries of an event that keeps failing before it goes to dead letters.
-_POISON_DELIVERIES: Final = 5
-#: Steps one decision may fail for an input over the limit (each failure is
-#: a further decision, and compensations may be oversized too).
-_MAX_REFUSALS: Final = 100
-#: What the envelope of an ``output`` record adds to its body's encoding
-#: (``None`` is one byte).
-_OUTPUT_ENVELOPE: Final = len(encode("output", None)) - 1
-#: History records of one decision that share a message, and the most bytes
-#: such a message may have (so that records never add up past the broker's
-#: largest message; each one fits alone).
-_RECORDS_PER_MESSAGE: Final = 64
-_RECORDS_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,12 +131,6 @@ class OrchestratorConfig:
             )
 
 
-@dataclass(slots=True)
-class _Routed:
-    delivery: Delivery
-    event: Event
-
-
 @dataclass(eq=False)
 class _Partition:
     """A partition this process decides the events of, while it owns it."""
@@ -239,20 +156,18 @@ class Orchestrator:
     def __init__(self, transport: Transport, config: OrchestratorConfig | None = None) -> None:
         self._transport = transport
         self._config = config or OrchestratorConfig()
-        self._mailboxes: dict[str, trio.MemorySendChannel[_Routed]] = {}
+        self._mailboxes: dict[str, trio.MemorySendChannel[Routed]] = {}
         #: The idle actors' waits, longest idle first (see ``max_idle_actors``).
         self._idle: OrderedDict[str, trio.CancelScope] = OrderedDict()
         self._stopping = trio.Event()
         self._intake_scope = trio.CancelScope()
-        self._states: KeyValue | None = None
-        self._definitions: DefinitionStore | None = None
+        #: What the instance actors see of this orchestrator (once it runs).
+        self._context: Context | None = None
         self._leases: Leases | None = None
         #: The partitions being served, by number.
         self._partitions: dict[int, _Partition] = {}
         #: How many partitions the instances are filed in (the stream's).
         self._count = self._config.layout.partitions
-        #: Events the actors hold, waiting for their instance to be stored.
-        self._held = 0
         #: Counters for tests and operators.
         self.stats: dict[str, int] = {
             "events": 0,
@@ -302,13 +217,23 @@ class Orchestrator:
                 self._count,
                 config.layout.partitions,
             )
-        self._states = assets.buckets[STATES_BUCKET]
-        self._definitions = DefinitionStore(assets.buckets[DEFINITIONS_BUCKET])
+        definitions = DefinitionStore(assets.buckets[DEFINITIONS_BUCKET])
+        self._context = Context(
+            transport=self._transport,
+            states=assets.buckets[STATES_BUCKET],
+            definitions=definitions,
+            limits=config.limits,
+            ack_wait=config.layout.ack_wait,
+            start_wait=self.start_wait,
+            max_waiting_events=config.max_waiting_events,
+            stats=self.stats,
+            deadletter=self._deadletter,
+        )
         leases = self._leases = Leases(
             assets.buckets[PARTITIONS_BUCKET], self._count, lease=config.lease
         )
         async with trio.open_nursery() as services:
-            await services.start(self._definitions.follow)
+            await services.start(definitions.follow)
             await services.start(leases.run)
             async with trio.open_nursery() as served:
                 services.start_soon(self._follow_leases, leases, served)
@@ -426,7 +351,7 @@ class Orchestrator:
             raise
         except TransportError as exc:
             log.warning("could not forward a start (%s); handing it back", exc)
-            await delivery.nak(_RETRY_DELAY)
+            await delivery.nak(RETRY_DELAY)
             return
         self.stats["starts_forwarded"] += 1
         await delivery.ack()
@@ -442,13 +367,13 @@ class Orchestrator:
             return
         mailbox = self._mailboxes.get(instance_id)
         if mailbox is None:
-            send, receive = trio.open_memory_channel[_Routed](math.inf)
+            send, receive = trio.open_memory_channel[Routed](math.inf)
             self._mailboxes[instance_id] = mailbox = send
             partition.instances.add(instance_id)
             nursery.start_soon(
                 self._actor, instance_id, receive, partition, name=f"instance {instance_id}"
             )
-        mailbox.send_nowait(_Routed(delivery, event))
+        mailbox.send_nowait(Routed(delivery, event))
 
     def _parse(self, delivery: Delivery, partition: int) -> tuple[str, Event]:
         """The instance and event a stored ``instance.{p}.{id}.{event...}`` message carries."""
@@ -519,7 +444,7 @@ class Orchestrator:
             )
         except TransportError as exc:
             log.warning("could not record a dead letter (%s); handing the event back", exc)
-            await delivery.nak(_RETRY_DELAY)
+            await delivery.nak(RETRY_DELAY)
             return
         await delivery.ack()
 
@@ -528,13 +453,14 @@ class Orchestrator:
     async def _actor(
         self,
         instance_id: str,
-        mailbox: trio.MemoryReceiveChannel[_Routed],
+        mailbox: trio.MemoryReceiveChannel[Routed],
         partition: _Partition,
     ) -> None:
-        actor = _InstanceActor(self, instance_id)
+        assert self._context is not None
+        actor = InstanceActor(self._context, instance_id)
         try:
             while True:
-                routed: _Routed | None = None
+                routed: Routed | None = None
                 holding = actor.holding
                 timeout = actor.recheck_in if holding else self._config.passivate_after
                 with trio.move_on_after(timeout) as wait:
@@ -582,633 +508,3 @@ class Orchestrator:
         while len(self._idle) > self._config.max_idle_actors:
             _, oldest = self._idle.popitem(last=False)
             oldest.cancel()  # it exits unless an event came meanwhile
-
-
-class _InstanceActor:
-    """The per-instance half of the orchestrator: owns the cached state."""
-
-    def __init__(self, owner: Orchestrator, instance_id: str) -> None:
-        self._owner = owner
-        self._transport = owner._transport
-        self._id = instance_id
-        self._loaded = False
-        self._state: InstanceState | None = None
-        self._revision = 0
-        self.terminal = False
-        #: Whether this actor published the cached state's outbox itself.
-        self._outbox_sent = False
-        #: Whether the cached "absent" was assumed, not read (a start).
-        self._unread = False
-        #: Events that came before the instance was stored, in the order they
-        #: came (see ``OrchestratorConfig.start_wait``).
-        self._early: list[_Routed] = []
-        self._recheck = _START_RETRY_FIRST
-        #: When the held events were last kept alive (transport time).
-        self._touched = 0.0
-
-    @property
-    def idle_worthless(self) -> bool:
-        """Whether waiting for the next event would keep nothing: no live state is cached."""
-        return self.terminal or not self._loaded or self._state is None
-
-    @property
-    def holding(self) -> bool:
-        """Whether events wait here for the instance to be stored."""
-        return bool(self._early)
-
-    @property
-    def recheck_in(self) -> float:
-        """Seconds until the actor should look for its instance again (while holding)."""
-        return self._recheck
-
-    def forget_held(self) -> None:
-        """The actor ends: its held events go back to the broker with the consumer."""
-        self._owner._held -= len(self._early)
-        self._early = []
-
-    async def handle(self, routed: _Routed) -> None:
-        """Decide one event (or hold it while the instance is not stored yet)."""
-        if self._early and not isinstance(routed.event, StartRequested):
-            # Behind events that wait for the instance: stay in stored order.
-            if await self._hold(routed):
-                await self.recheck()  # the instance may be stored by now
-            return
-        await self._handle_one(routed)
-        if self._early and self._state is not None:
-            await self._release()
-
-    async def recheck(self) -> None:
-        """Look for the instance again: decide the held events if it is stored.
-
-        Otherwise give up those that waited ``start_wait`` (to dead letters),
-        keep the others alive past the consumer's ack wait, and wait longer
-        before the next look.
-        """
-        owner = self._owner
-        try:
-            await self._load()
-        except _DamagedStateError as exc:
-            early, self._early = self._early, []
-            owner._held -= len(early)
-            for routed in early:
-                await owner._deadletter(routed.delivery, f"instance {self._id}: {exc}")
-            return
-        except TransportClosedError:
-            raise
-        except TransportError as exc:
-            log.warning("instance %s: could not look for it (%s)", self._id, exc)
-            self._loaded = False
-        if self._state is not None:
-            await self._release()
-            return
-        now = self._transport.now()
-        waiting: list[_Routed] = []
-        for routed in self._early:
-            if now - routed.delivery.stored_at >= owner.start_wait:
-                owner._held -= 1
-                await owner._deadletter(
-                    routed.delivery,
-                    f"no instance {self._id!r} (its start did not come within "
-                    f"{owner.start_wait:g} s)",
-                )
-            else:
-                waiting.append(routed)
-        self._early = waiting
-        if waiting and now - self._touched >= owner._config.layout.ack_wait / 3:
-            self._touched = now
-            for routed in waiting:
-                await routed.delivery.in_progress()
-        self._recheck = min(self._recheck * 2, _START_RETRY_MAX)
-
-    async def _hold(self, routed: _Routed) -> bool:
-        """Keep an event for an instance not stored yet; ``False`` if it went to dead letters."""
-        owner = self._owner
-        delivery = routed.delivery
-        if self._transport.now() - delivery.stored_at >= owner.start_wait:
-            reason = f"its start did not come within {owner.start_wait:g} s"
-        elif owner._held >= owner._config.max_waiting_events:
-            reason = f"and {owner._held} events already wait for their instance"
-        else:
-            if not self._early:
-                self._recheck = _START_RETRY_FIRST
-                self._touched = self._transport.now()
-            self._early.append(routed)
-            owner._held += 1
-            owner.stats["waits_for_start"] += 1
-            return True
-        await owner._deadletter(delivery, f"no instance {self._id!r} ({reason})")
-        return False
-
-    async def _release(self) -> None:
-        """Decide the held events, in the order they came: the instance is stored."""
-        early, self._early = self._early, []
-        self._owner._held -= len(early)
-        for routed in early:
-            await self._handle_one(routed)
-
-    async def _handle_one(self, routed: _Routed) -> None:
-        delivery = routed.delivery
-        try:
-            await self._handle(routed)
-        except TransportClosedError:
-            raise
-        except TransportError as exc:
-            # The broker failed us mid-way: forget the cache (it may be stale)
-            # and let the event come back; rules 2 and 4 make the retry safe.
-            log.warning(
-                "instance %s: broker error (%s); event handed back",
-                self._id,
-                exc,
-                extra={
-                    "instance": self._id,
-                    "step": getattr(routed.event, "step", None),
-                    "attempt": getattr(routed.event, "attempt", None),
-                },
-            )
-            self._loaded = False
-            await delivery.nak(_RETRY_DELAY)
-        except Exception as exc:
-            # A bug outside decide (which has its own net). Retry a few times
-            # in case it was transient, then give the event up to dead letters
-            # so that one instance cannot wedge the service.
-            log.exception(
-                "instance %s: failed handling %s",
-                self._id,
-                delivery.subject,
-                extra={
-                    "instance": self._id,
-                    "step": getattr(routed.event, "step", None),
-                    "attempt": getattr(routed.event, "attempt", None),
-                },
-            )
-            self._loaded = False
-            if delivery.num_delivered >= _POISON_DELIVERIES:
-                await self._owner._deadletter(delivery, f"instance {self._id}: {exc!r}")
-            else:
-                await delivery.nak(_RETRY_DELAY)
-
-    async def _load(self) -> None:
-        states = self._owner._states
-        assert states is not None
-        entry = await states.get(self._id)
-        if entry is None:
-            self._state, self._revision = None, 0
-        else:
-            try:
-                self._state = decode_state(entry.value)
-            except MessageError as exc:
-                raise _DamagedStateError(str(exc)) from None
-            if self._state.id != self._id:
-                # Run under another id, it would publish and record for one
-                # instance what belongs to another.
-                raise _DamagedStateError(
-                    f"the state stored under {self._id!r} is that of {self._state.id!r}"
-                )
-            self._revision = entry.revision
-        self._loaded = True
-        self._outbox_sent = False
-        self.terminal = self._state is not None and self._state.status.terminal
-        self._unread = False
-
-    def _assume_absent(self) -> None:
-        """Take the instance as absent from the bucket, unread (see ``_handle``)."""
-        self._state, self._revision = None, 0
-        self._loaded = True
-        self._outbox_sent = False
-        self.terminal = False
-        self._unread = True
-
-    async def _handle(self, routed: _Routed) -> None:
-        delivery, event = routed.delivery, routed.event
-        store = self._owner._definitions
-        assert store is not None
-        # A start is nearly always for an instance that does not exist yet:
-        # rather than read its key first, decide on "absent" and write with
-        # create, which the broker refuses if the key exists. A refusal is a
-        # conflict like any other: reload and decide again.
-        assume_absent = isinstance(event, StartRequested)
-        while True:
-            fresh = not self._loaded
-            if fresh and assume_absent:
-                self._assume_absent()
-            elif fresh:
-                try:
-                    await self._load()
-                except _DamagedStateError as exc:
-                    await self._owner._deadletter(delivery, f"instance {self._id}: {exc}")
-                    return
-            assume_absent = False
-            state = self._state
-            if state is None and not isinstance(event, StartRequested):
-                if not fresh:
-                    self._loaded = False
-                    continue
-                await self._hold(routed)
-                return
-            definition = await self._definition_for(state, event)
-            now = self._transport.now()
-            try:
-                checked = self._within_limits(state, event, delivery)
-            except LimitExceededError as exc:
-                await self._owner._deadletter(delivery, f"instance {self._id}: {exc}")
-                return
-            try:
-                if isinstance(checked, tuple):
-                    new, commands = checked
-                else:
-                    new, commands = decide(definition, state, checked, now)
-            except Exception as exc:
-                log.exception(
-                    "instance %s: the engine failed deciding %r",
-                    self._id,
-                    event,
-                    extra={
-                        "instance": self._id,
-                        "step": getattr(event, "step", None),
-                        "attempt": getattr(event, "attempt", None),
-                    },
-                )
-                new, commands = self._fail(state, event, "EngineError", exc, now, definition)
-            if (new is None or new is state) and not fresh:
-                # The cached state may be stale: another orchestrator may
-                # have advanced the instance, and this event may be for a
-                # step the cache has not seen. A change would meet a
-                # compare-and-set conflict; "nothing to do" would not, so
-                # it is only believed from a state read just now.
-                self._loaded = False
-                continue
-            if new is None or new is state:
-                if state is not None and state.outbox and state.cause == delivery.stream_seq:
-                    # Rule 5: this event made the last decision and is back,
-                    # so its ack (and maybe the publish before it) was lost.
-                    # Publishing again is deduplicated by message id (rule 2).
-                    await self._transport.publish_many(self._messages(state, state.outbox))
-                    self._outbox_sent = True
-                if (
-                    state is not None
-                    and isinstance(event, StartRequested)
-                    and event.parent is None
-                    and event.workflow_type != state.type
-                ):
-                    # Its publisher may not know: leave a trace of the refusal.
-                    await self._owner._deadletter(
-                        delivery,
-                        f"instance {self._id!r} is of type {state.type!r}: "
-                        f"a start of type {event.workflow_type!r} is refused",
-                    )
-                    return
-                await delivery.ack()
-                return
-            if state is not None and not self._outbox_sent:
-                await self._send_previous(state, delivery)
-            # Everything is encoded and measured before anything is written,
-            # so that an instance over a limit fails whole (never a state
-            # that says a task went out when it could not).
-            try:
-                new, commands, messages = self._checked(definition, new, commands, now)
-                data = self._encoded(new, delivery.stream_seq)
-            except (LimitExceededError, CodecError) as exc:
-                # A CodecError: a value the codec cannot carry once in place (an
-                # input nested deeper than the state allows, an expression's
-                # result of 64-bit overflow or too many items). Retrying would
-                # meet it again: the instance would hang, its event dead-lettered.
-                kind = exc.kind if isinstance(exc, LimitExceededError) else "UnencodableValue"
-                new, commands = self._fail(_slim(state), event, kind, exc, now, definition)
-                messages = self._messages(new, commands)
-                data = self._encoded(new, delivery.stream_seq)
-            try:
-                if not await self._persist(new, data, delivery.stream_seq):
-                    continue
-            except (PayloadTooLargeError, TooLargeError) as exc:
-                # The broker's own limit is below ours: fail small instead.
-                new, commands = self._fail(
-                    _slim(state), event, "StateTooLarge", exc, now, definition
-                )
-                messages = self._messages(new, commands)
-                if not await self._persist(
-                    new, self._encoded(new, delivery.stream_seq), delivery.stream_seq
-                ):
-                    continue
-            await self._transport.publish_many(messages)
-            self._outbox_sent = True
-            await delivery.ack()
-            return
-
-    async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
-        """Publish ``state``'s outbox if the event that made it may not be acked yet.
-
-        Rule 5 republishes an outbox when its event comes back, but only while
-        its decision is the latest: deciding another event on top replaces
-        the outbox. An event is acked only after its outbox went out, so an
-        outbox whose event is still in the work queue may never have been
-        published (a crash or a broker error between the state write and the
-        publish); it is sent now, before it is replaced. This costs one lookup
-        in the events stream, only for a state read from the bucket (the
-        actor knows it published its own decisions).
-        """
-        cause = state.cause
-        # A lookup of that one sequence: a read of "the next event from
-        # there" made the server step over every event acked since.
-        if (
-            state.outbox
-            and cause
-            and cause != delivery.stream_seq
-            and await self._transport.holds(EVENTS_STREAM, cause)
-        ):
-            await self._transport.publish_many(self._messages(state, state.outbox))
-        self._outbox_sent = True
-
-    def _within_limits(
-        self, state: InstanceState | None, event: Event, delivery: Delivery
-    ) -> Event | tuple[InstanceState | None, list[Command]]:
-        """``event``, or what replaces it because its message is over a limit.
-
-        A start over ``max_input`` fails the instance; a result whose output
-        is over ``max_output`` (measured as the workflow's output is, see
-        :func:`_output_size`) fails the step's attempt, without retry. A signal over
-        ``max_input`` raises :class:`LimitExceededError` (it goes to dead
-        letters: the instance never asked for it).
-        """
-        limits = self._owner._config.limits
-        size = len(delivery.data)
-        if isinstance(event, StartRequested) and size > limits.max_input:
-            if state is not None:
-                return state, []
-            exc = LimitExceededError("the start message", size, limits.max_input, "InputTooLarge")
-            error = ErrorInfo("InputTooLarge", str(exc), non_retryable=True)
-            return fail_instance(None, event, error, self._transport.now())
-        if isinstance(event, ActivityCompleted):
-            output_size = _output_size(event.output)
-            if output_size > limits.max_output:
-                exc = LimitExceededError(
-                    f"the output in the result of step {event.step!r}",
-                    output_size,
-                    limits.max_output,
-                    "OutputTooLarge",
-                )
-                error = ErrorInfo("OutputTooLarge", str(exc), non_retryable=True)
-                return ActivityFailed(event.step, event.attempt, error)
-        if isinstance(event, SignalReceived) and size > limits.max_input:
-            raise LimitExceededError(
-                f"signal {event.name!r}", size, limits.max_input, "InputTooLarge"
-            )
-        return event
-
-    def _checked(
-        self,
-        definition: Definition | None,
-        new: InstanceState,
-        commands: list[Command],
-        now: float,
-    ) -> tuple[InstanceState, list[Command], list[OutMessage]]:
-        """The decision, with each step whose input is over the limit failed; and its messages.
-
-        A task or a child's start over ``max_input`` is never published: its
-        step fails (``InputTooLarge``, no retry) in a further decision made
-        on top, which compensates like any failure. Raises
-        :class:`LimitExceededError` for a workflow output over ``max_output``.
-        """
-        limits = self._owner._config.limits
-        for _ in range(_MAX_REFUSALS):
-            pairs = self._command_messages(new, commands)
-            oversized = [
-                (command, len(message.data))
-                for command, message in pairs
-                if isinstance(command, ScheduleActivity | StartChild)
-                and len(message.data) > limits.max_input
-            ]
-            if not oversized:
-                messages = self._assembled(pairs, commands)
-                break
-            command, size = oversized[0]
-            refused = LimitExceededError(
-                f"the input of step {command.step!r}", size, limits.max_input, "InputTooLarge"
-            )
-            attempt = command.attempt if isinstance(command, ScheduleActivity) else 1
-            failure = ActivityFailed(
-                command.step,
-                attempt,
-                ErrorInfo("InputTooLarge", str(refused), non_retryable=True),
-                unsent=True,
-            )
-            after, more = decide(definition, new, failure, now)
-            if after is None or after is new:
-                raise refused
-            commands = [c for c in commands if c is not command] + more
-            new = replace(after, outbox=tuple(commands))
-        else:
-            raise LimitExceededError(
-                "the inputs refused in one decision", _MAX_REFUSALS, _MAX_REFUSALS, "InputTooLarge"
-            )
-        if new.status is InstanceStatus.COMPLETED and new.output is not None:
-            size = _output_size(new.output)
-            if size > limits.max_output:
-                raise LimitExceededError(
-                    "the workflow's output", size, limits.max_output, "OutputTooLarge"
-                )
-        return new, commands, messages
-
-    def _encoded(self, new: InstanceState, cause: int) -> bytes:
-        """``new`` as stored (made by event ``cause``); raises if over ``max_state``."""
-        limit = self._owner._config.limits.max_state
-        try:
-            data = encode_state(replace(new, cause=cause))
-        except PayloadTooLargeError:
-            # Over the codec's own ceiling (the broker's largest message):
-            # surely over max_state too, so fail the same way, not retry.
-            raise LimitExceededError(
-                "the instance state", limit + 1, limit, "StateTooLarge"
-            ) from None
-        if len(data) > limit and not new.status.terminal:
-            raise LimitExceededError("the instance state", len(data), limit, "StateTooLarge")
-        return data
-
-    def _fail(
-        self,
-        state: InstanceState | None,
-        event: Event,
-        kind: str,
-        exc: BaseException,
-        now: float,
-        definition: Definition | None = None,
-    ) -> tuple[InstanceState, list[Command]]:
-        self._owner.stats["instance_failures"] += 1
-        trace = "" if isinstance(exc, LimitExceededError) else traceback.format_exc()
-        error = ErrorInfo(kind, f"{type(exc).__name__}: {exc}", trace, non_retryable=True)
-        start = event if isinstance(event, StartRequested) else None
-        if state is None and start is None:
-            raise RuntimeError("nothing to fail") from exc
-        return fail_instance(state, start, error, now, definition)
-
-    async def _definition_for(self, state: InstanceState | None, event: Event) -> Definition | None:
-        store = self._owner._definitions
-        assert store is not None
-        if state is not None:
-            return await store.get(state.type, state.version)
-        assert isinstance(event, StartRequested)
-        return await store.get(event.workflow_type, event.version)
-
-    async def _persist(self, new: InstanceState, data: bytes, cause: int) -> bool:
-        """Write ``new`` (encoded as ``data``, made by event ``cause``) by compare-and-set.
-
-        ``False`` on a conflict: another process advanced the instance, and
-        the cache is dropped so the next attempt reloads.
-        """
-        states = self._owner._states
-        assert states is not None
-        try:
-            if self._revision == 0:
-                self._revision = await states.create(self._id, data)
-            else:
-                self._revision = await states.update(self._id, data, self._revision)
-        except ConflictError:
-            self._loaded = False
-            if self._unread:
-                # A start for an instance that exists (a duplicate start):
-                # no other process is involved.
-                return False
-            self._owner.stats["conflicts"] += 1
-            # Rare in a healthy cluster (each event goes to one process); many
-            # of these mean processes keep redelivering to each other.
-            log.info(
-                "instance %s: state changed by another process; deciding again",
-                self._id,
-                extra={"instance": self._id},
-            )
-            return False
-        self._state = replace(new, cause=cause)
-        self._outbox_sent = False
-        self._unread = False
-        self.terminal = new.status.terminal
-        return True
-
-    def _messages(
-        self, state: InstanceState, commands: tuple[Command, ...] | list[Command]
-    ) -> list[OutMessage]:
-        """The messages that carry out ``commands``, each with its deterministic id."""
-        return self._assembled(self._command_messages(state, commands), commands)
-
-    def _assembled(
-        self,
-        pairs: list[tuple[Command, OutMessage]],
-        commands: tuple[Command, ...] | list[Command],
-    ) -> list[OutMessage]:
-        """``pairs``' messages (see ``_command_messages``), then the history of ``commands``."""
-        records = [command for command in commands if isinstance(command, RecordHistory)]
-        return [message for _, message in pairs] + self._history_messages(records)
-
-    def _history_messages(self, records: list[RecordHistory]) -> list[OutMessage]:
-        """A decision's history records, in as few messages as is safe.
-
-        Up to ``_RECORDS_PER_MESSAGE`` records share one message, whose id is
-        that of its first record: the same decision sent again (rule 5) makes
-        the same messages, so the broker drops the copies. A group whose
-        message would be over ``_RECORDS_BYTES`` (many large errors at once)
-        goes one record per message instead, as every record fits alone.
-        """
-        messages: list[OutMessage] = []
-        subject = history_subject(self._id)
-        for first in range(0, len(records), _RECORDS_PER_MESSAGE):
-            group = records[first : first + _RECORDS_PER_MESSAGE]
-            data = encode_history_records(self._id, group) if len(group) > 1 else b""
-            if len(group) > 1 and len(data) <= _RECORDS_BYTES:
-                messages.append(
-                    OutMessage(subject, data, msg_id=history_msg_id(self._id, group[0].seq))
-                )
-                continue
-            messages.extend(
-                OutMessage(
-                    subject,
-                    encode_history(self._id, record),
-                    msg_id=history_msg_id(self._id, record.seq),
-                )
-                for record in group
-            )
-        return messages
-
-    def _command_messages(
-        self, state: InstanceState, commands: tuple[Command, ...] | list[Command]
-    ) -> list[tuple[Command, OutMessage]]:
-        """Each command but the history records, with the message that carries it out."""
-        messages: list[tuple[Command, OutMessage]] = []
-        now = self._transport.now()
-        for command in commands:
-            if isinstance(command, RecordHistory):
-                continue
-            if isinstance(command, ScheduleActivity):
-                message = OutMessage(
-                    task_subject(command.activity),
-                    encode_task(self._id, state.type, command),
-                    msg_id=task_msg_id(self._id, command.step, command.attempt),
-                )
-            elif isinstance(command, StartChild):
-                start = StartMessage(
-                    command.child,
-                    command.input,
-                    command.version,
-                    self._id,
-                    command.step,
-                    depth=state.depth + 1,
-                )
-                message = OutMessage(
-                    start_subject(command.child, command.workflow),
-                    encode_start(start),
-                    msg_id=start_msg_id(command.child),
-                )
-            elif isinstance(command, CancelChild):
-                subject = (terminate_subject if command.terminate else cancel_subject)(
-                    command.child
-                )
-                message = OutMessage(
-                    subject,
-                    encode_cancel(command.reason, terminate=command.terminate),
-                    msg_id=f"parent.{subject}",
-                )
-            elif isinstance(command, NotifyParent):
-                # A child's end reaches its parent as the result of its step.
-                message = OutMessage(
-                    result_subject(command.parent, command.step, ok=command.error is None),
-                    encode_result(
-                        command.parent,
-                        command.step,
-                        1,
-                        output=command.output,
-                        error=command.error,
-                    ),
-                    msg_id=result_msg_id(command.parent, command.step, 1),
-                )
-            else:
-                key = f"{command.kind}.{command.step}.{command.attempt}"
-                message = OutMessage(
-                    timer_subject(self._id),
-                    encode_timer(self._id, command),
-                    msg_id=timer_msg_id(self._id, key),
-                    deliver_at=command.fire_at if command.fire_at > now else None,
-                )
-            messages.append((command, message))
-        return messages
-
-
-class _DamagedStateError(Exception):
-    """The stored state of an instance does not decode, or is another instance's."""
-
-
-def _output_size(value: object) -> int:
-    """The size of ``value`` encoded: what ``max_output`` bounds, for a step and a workflow.
-
-    The value's own CBOR encoding, without the message around it, so that one
-    output measures the same as a step's result and as the workflow's output.
-    Past the codec's ceiling it is over any output limit: one byte more is said.
-    """
-    try:
-        return len(encode("output", value)) - _OUTPUT_ENVELOPE
-    except PayloadTooLargeError:
-        return DEFAULT_LIMITS.max_bytes + 1
-
-
-def _slim(state: InstanceState | None) -> InstanceState | None:
-    """``state`` without its payloads (input, outputs), for recording a failure."""
-    if state is None:
-        return None
-    steps = {key: replace(step, output=None) for key, step in state.steps.items()}
-    return replace(state, input=None, output=None, steps=steps)

@@ -576,16 +576,16 @@ async def test_two_orchestrators_never_lose_an_event_to_a_stale_cache(engine: En
 async def test_a_bug_in_the_engine_fails_only_that_instance(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors.runtime import _orchestrator as _orchestrator
+    from actors.runtime import _instance
 
-    real_decide = _orchestrator.decide
+    real_decide = _instance.decide
 
     def buggy_decide(definition: Any, state: Any, event: Any, now: float) -> Any:
         if state is not None and state.input == {"poison": True}:
             raise ZeroDivisionError("a bug")
         return real_decide(definition, state, event, now)
 
-    monkeypatch.setattr(_orchestrator, "decide", buggy_decide)
+    monkeypatch.setattr(_instance, "decide", buggy_decide)
     await engine.client.register(THREE)
     poisoned = await engine.client.start("three", {"poison": True})
     healthy = await engine.client.start("three", {"count": 1})

@@ -12,7 +12,7 @@ from flow import result_of
 import actors
 import actors.runtime._client
 from actors.core import RecordHistory
-from actors.runtime._orchestrator import _InstanceActor
+from actors.runtime._outbox import history_messages
 from actors.wire import (
     HISTORY_STREAM,
     MessageError,
@@ -23,7 +23,6 @@ from actors.wire import (
     history_msg_id,
     history_subject,
 )
-from transport.memory import MemoryTransport
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -214,18 +213,17 @@ async def test_a_decision_of_many_records_shares_few_messages(engine: Engine) ->
 def test_a_group_of_large_records_goes_one_record_per_message() -> None:
     # 20 records of 20 KB in one decision would be a 400 KB message: each
     # goes alone instead, named after its own seq. Small ones share messages.
-    actor = _InstanceActor(actors.Orchestrator(MemoryTransport()), "big")
     large = [
         RecordHistory(seq, "activity.failed", 1.0, {"blob": "x" * 20_000}) for seq in range(1, 21)
     ]
-    messages = actor._history_messages(large)
+    messages = history_messages("big", large)
     assert [m.msg_id for m in messages] == [history_msg_id("big", seq) for seq in range(1, 21)]
     assert [decode_history(m.data)[0]["seq"] for m in messages] == list(range(1, 21))
     small = [RecordHistory(seq, "activity.scheduled", 1.0, {}) for seq in range(1, 131)]
-    grouped = actor._history_messages(small)
+    grouped = history_messages("big", small)
     assert [m.msg_id for m in grouped] == [history_msg_id("big", seq) for seq in (1, 65, 129)]
     assert [len(decode_history(m.data)) for m in grouped] == [64, 64, 2]
-    assert actor._history_messages(small[:1])[0].data == encode_history("big", small[0])
+    assert history_messages("big", small[:1])[0].data == encode_history("big", small[0])
 
 
 def test_decode_history_reads_both_kinds_and_refuses_bad_records() -> None:

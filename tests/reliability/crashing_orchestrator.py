@@ -26,7 +26,7 @@ from functools import wraps
 from typing import Any, Final, TypeVar
 
 from actors import orchestrator
-from actors.runtime import _orchestrator
+from actors.runtime import _instance
 from transport import Delivery
 
 POINTS: Final = ("after-state-write", "before-publish", "after-publish", "before-ack")
@@ -56,7 +56,7 @@ def install(point: str, count: int) -> None:
     if point not in POINTS:
         raise SystemExit(f"unknown point {point!r}; one of {', '.join(POINTS)}")
     wire = _Tripwire(point, count)
-    actor = _orchestrator._InstanceActor
+    actor = _instance.InstanceActor
 
     persist = actor._persist
 
@@ -72,8 +72,8 @@ def install(point: str, count: int) -> None:
     init = actor.__init__
 
     @wraps(init)
-    def _init(self: Any, owner: Any, instance_id: str) -> None:
-        init(self, owner, instance_id)
+    def _init(self: Any, context: Any, instance_id: str) -> None:
+        init(self, context, instance_id)
         self._transport = _PublishHooks(self._transport, wire)
 
     actor.__init__ = _init  # type: ignore[method-assign]
