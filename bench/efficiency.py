@@ -61,8 +61,7 @@ raw = _load("bench_transport", HERE / "transport.py")
 import trio  # noqa: E402
 
 from actors import Client  # noqa: E402
-from actors.testing import NatsServer  # noqa: E402
-from actors.testing._natsserver import http_get  # noqa: E402
+from actors.testing import NatsServer, http_get  # noqa: E402
 
 #: Streams whose stored messages are the engine's publishes, and the KV stream.
 PUBLISH_STREAMS: Final = ("WORKFLOW_EVENTS", "ACTIVITY_TASKS", "WORKFLOW_HISTORY")

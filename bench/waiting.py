@@ -64,8 +64,7 @@ engine = _load("bench_engine", HERE / "engine.py")
 import trio  # noqa: E402
 
 from actors import Client, InstanceStatus  # noqa: E402
-from actors.testing import NatsServer  # noqa: E402
-from actors.testing._natsserver import http_get  # noqa: E402
+from actors.testing import NatsServer, http_get  # noqa: E402
 
 WORKFLOW: Final = {
     "type": "waiter",

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from actors.testing import NatsServer, NatsServerError
-from actors.testing._natsserver import (
+from actors.testing import (
     HOST,
     START_ATTEMPTS,
     AddressInUseError,
+    NatsServer,
+    NatsServerError,
     find_nats_server,
     free_port,
     free_ports,

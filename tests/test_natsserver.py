@@ -18,7 +18,7 @@ from typing import Any
 import natsserver
 import pytest
 
-from actors.testing import _natsserver as _natsserver
+from actors.testing import StoreInUseError, _store_lock
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -205,7 +205,7 @@ def test_a_second_server_on_a_folder_in_use_refuses(tmp_path: Path) -> None:
     with natsserver.NatsServer(tmp_path / "store") as first:
         runs = first.log_path.read_text().count("=== ")
         second = natsserver.NatsServer(tmp_path / "store")
-        with pytest.raises(_natsserver.StoreInUseError) as refused:
+        with pytest.raises(StoreInUseError) as refused:
             second.start()
         message = str(refused.value)
         assert f"{tmp_path / 'store'} is in use by nats-server pid {first.pid} " in message
@@ -221,7 +221,7 @@ def test_a_second_server_on_a_folder_in_use_refuses(tmp_path: Path) -> None:
 
 _ORPHAN = """
 import os, signal, sys, threading
-from actors.testing._natsserver import NatsServer
+from actors.testing import NatsServer
 
 # Started from a thread, the server gets no death signal: it outlives this process.
 server = NatsServer(sys.argv[1])
@@ -250,12 +250,12 @@ def test_a_server_that_outlives_its_starter_keeps_the_folder(
     try:
         # The lock is the server's too: its starter's death does not free the
         # store while the server still writes to it.
-        monkeypatch.setattr(_natsserver, "_LOCK_GRACE", 0.5)
-        with pytest.raises(_natsserver.StoreInUseError, match=f"nats-server pid {orphan}, whose"):
+        monkeypatch.setattr(_store_lock, "_LOCK_GRACE", 0.5)
+        with pytest.raises(StoreInUseError, match=f"nats-server pid {orphan}, whose"):
             natsserver.NatsServer(folder).start()
     finally:
         os.kill(orphan, signal.SIGKILL)
     # Once it is gone too, the folder is free (the grace covers its last moments).
-    monkeypatch.setattr(_natsserver, "_LOCK_GRACE", 10.0)
+    monkeypatch.setattr(_store_lock, "_LOCK_GRACE", 10.0)
     with natsserver.NatsServer(folder) as server:
         assert server.healthy()

@@ -1,5 +1,4 @@
-"""The command line: ``python -m actors`` and the services' entry points, with their settings.
-"""
+"""The command line: ``python -m actors`` and the services' entry points, with their settings."""
 
 from ._commands import BoundedNumber as BoundedNumber
 from ._commands import CliError as CliError

