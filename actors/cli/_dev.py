@@ -30,7 +30,7 @@ from ._service import activities_of
 
 __all__ = ["DevOptions", "run_dev"]
 
-_ROOT: Final = Path(__file__).resolve().parent.parent
+_ROOT: Final = Path(__file__).resolve().parents[2]
 _EXAMPLES: Final = _ROOT / "examples"
 
 
