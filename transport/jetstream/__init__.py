@@ -1,5 +1,4 @@
-"""The NATS JetStream transport: the only modules that import asyncio or nats-py.
-"""
+"""The NATS JetStream transport: the only modules that import asyncio or nats-py."""
 
 from ._transport import open_jetstream as open_jetstream
 

@@ -1,5 +1,4 @@
-"""The in-process transport: JetStream's semantics for streams, consumers and buckets, in Trio.
-"""
+"""The in-process transport: JetStream's semantics for streams, consumers and buckets, in Trio."""
 
 from ._transport import MemoryTransport as MemoryTransport
 
