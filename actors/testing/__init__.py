@@ -20,11 +20,11 @@ from ._ports import http_get as http_get
 from ._ports import read_info as read_info
 
 __all__ = [
-    "HOST",
-    "START_ATTEMPTS",
     "AddressInUseError",
+    "HOST",
     "NatsServer",
     "NatsServerError",
+    "START_ATTEMPTS",
     "StoreInUseError",
     "find_nats_server",
     "free_port",

@@ -11,6 +11,7 @@ from ._codec import Envelope as Envelope
 from ._codec import PayloadTooLargeError as PayloadTooLargeError
 from ._codec import decode as decode
 from ._codec import encode as encode
+from ._fields import MessageError as MessageError
 from ._json import MAX_NUMBER as MAX_NUMBER
 from ._json import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
 from ._json import MIN_NUMBER as MIN_NUMBER
@@ -18,7 +19,6 @@ from ._json import JsonError as JsonError
 from ._json import check_payload as check_payload
 from ._json import dumps as dumps
 from ._json import loads as loads
-from ._messages import MessageError as MessageError
 from ._messages import StartMessage as StartMessage
 from ._messages import Task as Task
 from ._messages import decode_cancel as decode_cancel
@@ -27,7 +27,6 @@ from ._messages import decode_history as decode_history
 from ._messages import decode_result as decode_result
 from ._messages import decode_signal as decode_signal
 from ._messages import decode_start as decode_start
-from ._messages import decode_state as decode_state
 from ._messages import decode_task as decode_task
 from ._messages import decode_terminate as decode_terminate
 from ._messages import decode_timer as decode_timer
@@ -39,10 +38,8 @@ from ._messages import encode_history_records as encode_history_records
 from ._messages import encode_result as encode_result
 from ._messages import encode_signal as encode_signal
 from ._messages import encode_start as encode_start
-from ._messages import encode_state as encode_state
 from ._messages import encode_task as encode_task
 from ._messages import encode_timer as encode_timer
-from ._messages import state_to_data as state_to_data
 from ._names import DEFINITIONS_BUCKET as DEFINITIONS_BUCKET
 from ._names import EVENT_CANCEL as EVENT_CANCEL
 from ._names import EVENT_COMPLETED as EVENT_COMPLETED
@@ -76,6 +73,9 @@ from ._names import task_subject as task_subject
 from ._names import terminate_subject as terminate_subject
 from ._names import timer_msg_id as timer_msg_id
 from ._names import timer_subject as timer_subject
+from ._state import decode_state as decode_state
+from ._state import encode_state as encode_state
+from ._state import state_to_data as state_to_data
 
 __all__ = [
     "CodecError",

@@ -1,0 +1,305 @@
+"""The instance state as ``WORKFLOW_STATES`` stores it, and back.
+
+The state is the orchestrator's: it alone writes it (by compare-and-set) and
+reads it. Its form is described in ``docs/wire.md`` ("Instance state") for
+operators and tools that look at it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core import (
+    CancelChild,
+    Command,
+    InstanceState,
+    InstanceStatus,
+    NotifyParent,
+    RecordHistory,
+    ScheduleActivity,
+    StartChild,
+    StartTimer,
+    StepState,
+    StepStatus,
+    TimerKind,
+    check_name,
+    check_step_key,
+)
+from ._codec import encode
+from ._fields import (
+    _BOOL,
+    _INT,
+    _LIST,
+    _MAP,
+    _STR,
+    KIND_STATE,
+    MessageError,
+    _body,
+    _describe,
+    _duration,
+    _error_from,
+    _Fields,
+    _names,
+    _Type,
+)
+
+__all__ = ["decode_state", "encode_state", "state_to_data"]
+
+
+def _schedule_data(command: ScheduleActivity) -> dict[str, Any]:
+    return {
+        "step": command.step,
+        "attempt": command.attempt,
+        "activity": command.activity,
+        "input": command.input,
+        "scheduled_at": command.scheduled_at,
+        "schedule_to_start": command.schedule_to_start,
+        "start_to_close": command.start_to_close,
+        "heartbeat": command.heartbeat,
+    }
+
+
+def _schedule_from(fields: _Fields) -> ScheduleActivity:
+    """The fields of ``_schedule_data``, checked. Raises :class:`MessageError`.
+
+    ``input`` and the durations are optional: null input, no
+    ``schedule_to_start`` or ``heartbeat`` limit, ``start_to_close`` 300 s.
+    """
+    with _names():
+        step = check_step_key(fields.text("step"))
+        activity = check_name("activity", fields.text("activity"))
+    start_to_close = _duration(fields, "start_to_close")
+    return ScheduleActivity(
+        step=step,
+        attempt=fields.integer("attempt"),
+        activity=activity,
+        input=fields.data.get("input"),
+        scheduled_at=fields.number("scheduled_at"),
+        schedule_to_start=_duration(fields, "schedule_to_start"),
+        start_to_close=300.0 if start_to_close is None else start_to_close,
+        heartbeat=_duration(fields, "heartbeat"),
+    )
+
+
+def _command_data(command: Command) -> dict[str, Any]:
+    if isinstance(command, ScheduleActivity):
+        return {"op": "schedule", **_schedule_data(command)}
+    if isinstance(command, StartTimer):
+        return {
+            "op": "timer",
+            "kind": str(command.kind),
+            "step": command.step,
+            "attempt": command.attempt,
+            "fire_at": command.fire_at,
+        }
+    if isinstance(command, StartChild):
+        return {
+            "op": "start_child",
+            "child": command.child,
+            "workflow": command.workflow,
+            "version": command.version,
+            "input": command.input,
+            "step": command.step,
+        }
+    if isinstance(command, CancelChild):
+        return {
+            "op": "cancel_child",
+            "child": command.child,
+            "terminate": command.terminate,
+            "reason": command.reason,
+        }
+    if isinstance(command, NotifyParent):
+        return {
+            "op": "notify_parent",
+            "parent": command.parent,
+            "step": command.step,
+            "output": command.output,
+            "error": None if command.error is None else command.error.to_data(),
+        }
+    return {
+        "op": "history",
+        "seq": command.seq,
+        "kind": command.kind,
+        "at": command.at,
+        "detail": dict(command.detail),
+    }
+
+
+def _command_from(fields: _Fields) -> Command:
+    """One outbox command, checked as ``_command_data`` writes it."""
+    op = fields.data.get("op")
+    if op == "schedule":
+        return _schedule_from(fields)
+    if op == "timer":
+        return StartTimer(
+            fields.choice("kind", TimerKind),
+            fields.text("step"),
+            fields.integer("attempt"),
+            fields.number("fire_at"),
+        )
+    if op == "history":
+        return RecordHistory(
+            fields.integer("seq"),
+            fields.text("kind"),
+            fields.number("at"),
+            fields.get("detail", _MAP, {}),
+        )
+    if op == "start_child":
+        return StartChild(
+            fields.text("child"),
+            fields.text("workflow"),
+            fields.integer("version"),
+            fields.data.get("input"),
+            fields.text("step"),
+        )
+    if op == "cancel_child":
+        return CancelChild(
+            fields.text("child"),
+            fields.require("terminate", _BOOL),
+            fields.get("reason", _STR, ""),
+        )
+    if op == "notify_parent":
+        error = fields.maybe_fields("error")
+        return NotifyParent(
+            fields.text("parent"),
+            fields.text("step"),
+            fields.data.get("output"),
+            None if error is None else _error_from(error),
+        )
+    raise fields.wrong("op", "an outbox command (schedule, timer, history, start_child, ...)")
+
+
+def _step_data(step: StepState) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "status": str(step.status),
+        "attempt": step.attempt,
+        "scheduled_at": step.scheduled_at,
+    }
+    if step.output is not None:
+        data["output"] = step.output
+    if step.error is not None:
+        data["error"] = step.error.to_data()
+    if step.finished_at is not None:
+        data["finished_at"] = step.finished_at
+    if step.done:
+        data["done"] = step.done
+    if step.branch >= 0:
+        data["branch"] = step.branch
+    if step.items is not None:
+        data["items"] = list(step.items)
+        data["next_item"] = step.next_item
+        data["finished_items"] = step.finished_items
+    if step.dispatched:
+        data["dispatched"] = step.dispatched
+    if step.in_flight:
+        data["in_flight"] = True
+    return data
+
+
+def state_to_data(state: InstanceState) -> dict[str, Any]:
+    """The plain form stored in ``WORKFLOW_STATES`` (also what clients read)."""
+    return {
+        "id": state.id,
+        "type": state.type,
+        "version": state.version,
+        "status": str(state.status),
+        "input": state.input,
+        "created_at": state.created_at,
+        "updated_at": state.updated_at,
+        "steps": {step_id: _step_data(step) for step_id, step in state.steps.items()},
+        "output": state.output,
+        "error": None if state.error is None else state.error.to_data(),
+        "seq": state.seq,
+        "outbox": [_command_data(command) for command in state.outbox],
+        "cause": state.cause,
+        "signals": {name: list(payloads) for name, payloads in state.signals.items()},
+        "seen_signals": list(state.seen_signals),
+        "compensations": list(state.compensations),
+        "ending": None if state.ending is None else str(state.ending),
+        "compensation": state.compensation,
+        "parent": state.parent,
+        "parent_step": state.parent_step,
+        "depth": state.depth,
+    }
+
+
+def encode_state(state: InstanceState) -> bytes:
+    return encode(KIND_STATE, state_to_data(state))
+
+
+def decode_state(data: bytes) -> InstanceState:
+    """Rebuild a stored state. Raises :class:`MessageError` if it is damaged.
+
+    Every field is checked as :func:`state_to_data` writes it; those it
+    leaves out when they hold their default (and those added since states
+    were first stored: ``depth``, ``cause``) may be absent or null.
+    """
+    body = _body(data, KIND_STATE)
+    try:
+        return _state_from(_Fields(body))
+    except MessageError as exc:
+        raise MessageError(f"damaged instance state: {exc}") from None
+
+
+def _state_from(fields: _Fields) -> InstanceState:
+    steps = fields.fields("steps")
+    signals = fields.maybe_fields("signals") or _Fields({})
+    error = fields.maybe_fields("error")
+    ending = fields.data.get("ending")
+    return InstanceState(
+        id=fields.text("id"),
+        type=fields.text("type"),
+        version=fields.integer("version"),
+        input=fields.data.get("input"),
+        status=fields.choice("status", InstanceStatus),
+        created_at=fields.number("created_at"),
+        updated_at=fields.number("updated_at"),
+        steps={key: _step_from(steps.fields(key)) for key in steps.data},
+        output=fields.data.get("output"),
+        error=None if error is None else _error_from(error),
+        seq=fields.integer("seq"),
+        outbox=tuple(
+            _command_from(fields.element("outbox", index, command))
+            for index, command in enumerate(fields.get("outbox", _LIST, []))
+        ),
+        cause=fields.count("cause", default=0, least=0, wanted="an integer >= 0"),
+        signals={name: tuple(signals.require(name, _LIST)) for name in signals.data},
+        seen_signals=tuple(_all(fields, "seen_signals", _INT)),
+        compensations=tuple(_all(fields, "compensations", _STR)),
+        ending=None if ending is None else fields.choice("ending", InstanceStatus),
+        compensation=fields.get("compensation", _STR, None),
+        parent=fields.get("parent", _STR, None),
+        parent_step=fields.get("parent_step", _STR, None),
+        depth=fields.count("depth", default=0, least=0, wanted="an integer >= 0"),
+    )
+
+
+def _step_from(fields: _Fields) -> StepState:
+    """A step state as ``_step_data`` writes it: fields left out hold their default."""
+    error = fields.maybe_fields("error")
+    items = fields.get("items", _LIST, None)
+    return StepState(
+        fields.choice("status", StepStatus),
+        fields.integer("attempt"),
+        fields.number("scheduled_at"),
+        fields.data.get("output"),
+        None if error is None else _error_from(error),
+        None if fields.data.get("finished_at") is None else fields.number("finished_at"),
+        fields.get("done", _INT, 0),
+        fields.get("branch", _INT, -1),
+        None if items is None else tuple(items),
+        fields.get("next_item", _INT, 0),
+        fields.get("finished_items", _INT, 0),
+        fields.get("dispatched", _INT, 0),
+        fields.get("in_flight", _BOOL, False),
+    )
+
+
+def _all(fields: _Fields, name: str, kind: _Type) -> list[Any]:
+    """The list in field ``name`` (absent or null: empty), each item of ``kind``."""
+    items: list[Any] = fields.get(name, _LIST, [])
+    for index, item in enumerate(items):
+        if type(item) not in kind.types:
+            path = f"{fields.path(name)}[{index}]"
+            raise MessageError(f"field {path!r} must be {kind.name}, got {_describe(item)}")
+    return items
