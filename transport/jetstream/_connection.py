@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import functools
 import json
 import random
@@ -36,6 +35,8 @@ from .._specs import (
     ConnectionState,
     StreamSpec,
 )
+from .._tlsfiles import wants_tls
+from ..jscore._api import wall_clock
 from ._tls import NoTlsError, TlsOrNothingClient, is_auth_refusal, tls_context
 from ._wire import (
     _API,
@@ -48,11 +49,6 @@ from ._wire import (
 )
 
 
-def _wall_clock() -> float:
-    """Seconds since the epoch: JetStream schedules run on the servers' wall clocks."""
-    return datetime.datetime.now(tz=datetime.UTC).timestamp()
-
-
 class Connection:
     """The connection half of :class:`JetStreamTransport`: connecting, reconnecting,
     closing, its state and events, and the requests everything else is made of."""
@@ -61,9 +57,7 @@ class Connection:
         self._options = options
         self._nursery = nursery
         self._thread = thread
-        self._nc: NatsClient = TlsOrNothingClient(
-            tls_always=options.tls_ca_file is not None or options.tls_cert_file is not None
-        )
+        self._nc: NatsClient = TlsOrNothingClient(tls_always=wants_tls(options))
         self._bridge = _Bridge(thread, lambda: self._nc.is_connected, self._post_now)
         self._replies: _Replies | None = None
         self._state = ConnectionState.DISCONNECTED
@@ -282,7 +276,7 @@ class Connection:
         return receive
 
     def now(self) -> float:
-        return _wall_clock()
+        return wall_clock()
 
     async def aclose(self) -> None:
         if self._closing:

@@ -23,9 +23,7 @@ away: an abandoned read stops at its next request.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,28 +31,15 @@ from nats.aio.msg import Msg
 
 from .._errors import ConnectionLostError, TransportError
 from .._specs import SCHEDULE_PREFIX, StoredMessage
+from ..jscore._api import BATCH_BYTES, DIRECT_HEADERS, NO_MESSAGE, epoch, parse_headers
 from ._wire import _API, _api_error, _Replies, _status
 
-#: The most one batch of a direct get may carry, so that a page of large
-#: messages cannot swamp the reply inbox, which every request shares (nats-py
-#: drops a subscription's messages past 128 MiB waiting).
-_BATCH_BYTES = 4 * 1024 * 1024
-#: Headers a direct get adds to each stored message; the rest are the message's own.
-_DIRECT_HEADERS = frozenset(
-    {
-        "Nats-Stream",
-        "Nats-Subject",
-        "Nats-Sequence",
-        "Nats-Time-Stamp",
-        "Nats-Num-Pending",
-        "Nats-Last-Sequence",
-        "Nats-UpTo-Sequence",
-    }
-)
-#: JetStream's "no message found": nothing matches at or after the sequence.
-_NO_MESSAGE = 10037
+_BATCH_BYTES = BATCH_BYTES
+_DIRECT_HEADERS = DIRECT_HEADERS
+_NO_MESSAGE = NO_MESSAGE
 _SCHEDULES = SCHEDULE_PREFIX + "."
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+_epoch = epoch
+_parse_headers = parse_headers
 
 
 class _Reader:
@@ -173,28 +158,3 @@ class _Reader:
             data = base64.b64decode(message.get("data") or b"")
             self._keep(message["subject"], data, seq, message["time"], _parse_headers(raw))
             self._seq = seq + 1
-
-
-def _parse_headers(raw: bytes) -> dict[str, str]:
-    """The headers of a raw ``NATS/1.0`` header block (the last value of a repeated one)."""
-    headers: dict[str, str] = {}
-    for line in raw.decode(errors="replace").split("\r\n")[1:]:
-        name, colon, value = line.partition(":")
-        if colon and name.strip():
-            headers[name.strip()] = value.strip()
-    return headers
-
-
-def _epoch(stamp: str) -> float:
-    """Seconds since the epoch of the server's RFC 3339 time stamp.
-
-    The server writes up to nine fractional digits, more than Python 3.11's
-    ``fromisoformat`` takes, so the fraction is added separately.
-    """
-    match = _STAMP.match(stamp)
-    if match is None:
-        raise TransportError(f"unexpected time stamp {stamp!r} from the server")
-    whole, fraction, zone = match.groups()
-    offset = "+00:00" if zone == "Z" else zone
-    seconds = datetime.datetime.fromisoformat(whole + offset).timestamp()
-    return seconds + (float(fraction) if fraction else 0.0)

@@ -7,23 +7,14 @@ client here refuses to speak in the clear to a server that offers none.
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-from .._errors import InvalidSpecError
-from .._options import ConnectOptions
+from .._tlsfiles import no_tls_message, tls_context
 
 __all__ = ["NoTlsError", "TlsOrNothingClient", "is_auth_refusal", "tls_context"]
-
-
-def _file_error(exc: OSError) -> str:
-    """What is wrong with a TLS file, in a few words (``ssl`` says little for a bad one)."""
-    if isinstance(exc, ssl.SSLError):
-        return f"not a usable PEM file ({exc.reason or exc})"
-    return exc.strerror or str(exc)
 
 
 def is_auth_refusal(exc: BaseException | None) -> bool:
@@ -64,34 +55,6 @@ class TlsOrNothingClient(NatsClient):
             scheme = server.uri.scheme
             if self._tls_always or scheme == "tls":
                 if not info.get("tls_available"):
-                    why = "the URL says tls://" if scheme == "tls" else "TLS files were given"
-                    raise NoTlsError(
-                        f"the server at {scheme}://{server.uri.netloc} offers no TLS, and {why}: "
-                        "refusing to connect in the clear"
-                    )
+                    raise NoTlsError(no_tls_message(scheme, server.uri.netloc))
                 info["tls_required"] = True  # what makes nats-py start TLS, read after this
         await super()._process_info(info, initial_connection)
-
-
-def tls_context(opts: ConnectOptions) -> ssl.SSLContext | None:
-    """The TLS context of the files given; ``None`` for the system's defaults.
-
-    Raises :class:`InvalidSpecError` naming the file that cannot be read
-    or is not what it should be (PEM), before anything is sent.
-    """
-    if opts.tls_ca_file is None and opts.tls_cert_file is None:
-        return None
-    try:
-        ctx = ssl.create_default_context(cafile=opts.tls_ca_file)
-    except OSError as exc:  # ssl.SSLError is one too
-        why = _file_error(exc)
-        raise InvalidSpecError(f"TLS CA bundle {opts.tls_ca_file}: {why}") from None
-    if opts.tls_cert_file is not None and opts.tls_key_file is not None:
-        try:
-            ctx.load_cert_chain(opts.tls_cert_file, opts.tls_key_file)
-        except OSError as exc:
-            raise InvalidSpecError(
-                f"TLS client certificate {opts.tls_cert_file} with key "
-                f"{opts.tls_key_file}: {_file_error(exc)}"
-            ) from None
-    return ctx

@@ -67,17 +67,17 @@ from .._specs import (
     schedule_token,
     subject_matches,
 )
-from ._connection import Connection
-from ._consume import _Puller
-from ._kv import _JetStreamKV
-from ._read import _NO_MESSAGE, _Reader
-from ._streams import (
+from ..jscore._config import (
     direct_reads,
     ensure_stream_config,
     kv_config,
     partitioning_of,
     stream_config,
 )
+from ._connection import Connection
+from ._consume import _Puller
+from ._kv import _JetStreamKV
+from ._read import _NO_MESSAGE, _Reader
 from ._wire import (
     _API,
     _KV_HEADROOM,

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime
 import functools
 import itertools
-import json
 import logging
 import secrets
 import threading
@@ -29,18 +27,26 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .._errors import (
-    ConflictError,
     ConnectionLostError,
-    InvalidSpecError,
-    NotFoundError,
-    StorageFullError,
     TooLargeError,
     TransportClosedError,
     TransportError,
     TransportTimeoutError,
 )
-from .._specs import (
-    PubAck,
+from .._specs import PubAck
+from ..jscore._api import (
+    API,
+    HEARTBEAT,
+    KV_HEADROOM,
+    PULL_EXPIRES,
+    NoStreamAnswered,
+    StreamExistsError,
+    api_error,
+    api_reply,
+    dur,
+    parse_ack,
+    reply_meta,
+    rfc3339,
 )
 
 log = logging.getLogger("transport.jetstream")
@@ -48,57 +54,21 @@ log = logging.getLogger("transport.jetstream")
 T = TypeVar("T")
 
 
-_NS = 1_000_000_000
-#: Idle heartbeat of pull requests and watches; twice this without a word and
-#: the request or watch is presumed lost and re-issued.
-_HEARTBEAT = 1.0
-#: Lifetime of one pull request.
-_PULL_EXPIRES = 10.0
-_API = "$JS.API"
-#: Bytes a KV bucket's messages may carry beyond the value: subject and headers.
-_KV_HEADROOM = 1024
-
-# JetStream API error codes (nats-server's errors.json) that map to our types.
-_CONFLICT_CODES = {10071, 10164}
-_TOO_LARGE_CODES = {10054}
-_NOT_FOUND_CODES = {10059, 10014, 10037}
-_FULL_CODES = {10023, 10047, 10077, 10028}
-_STREAM_EXISTS = 10058
-_SPEC_CODES = {10065, 10052, 10099, 10100, 10105, 10012, 10013, 10025, 10148}
+# The shared wire conventions, under the names this package has always used.
+_API = API
+_HEARTBEAT = HEARTBEAT
+_PULL_EXPIRES = PULL_EXPIRES
+_KV_HEADROOM = KV_HEADROOM
+_StreamExistsError = StreamExistsError
+_NoStreamAnswered = NoStreamAnswered
+_api_error = api_error
+_reply_meta = reply_meta
+_rfc3339 = rfc3339
+_dur = dur
 
 
 # --------------------------------------------------------------------------
 # Error translation: nothing from nats-py or asyncio leaves this module.
-
-
-class _StreamExistsError(InvalidSpecError):
-    """A stream of that name exists with another configuration."""
-
-
-class _NoStreamAnswered(NotFoundError):
-    """No stream answered a publish ("no responders"): none takes its subject, or the
-    one that does has no leader right now (an election, a server recovering)."""
-
-
-def _api_error(err: Mapping[str, Any]) -> TransportError:
-    code = int(err.get("code", 0))
-    err_code = int(err.get("err_code", 0))
-    text = f"{err.get('description', 'JetStream error')} (code {code}/{err_code})"
-    if err_code == _STREAM_EXISTS:
-        return _StreamExistsError(text)
-    if err_code in _CONFLICT_CODES:
-        return ConflictError(text)
-    if err_code in _TOO_LARGE_CODES or code == 413:
-        return TooLargeError(text)
-    if err_code in _FULL_CODES or ("maximum" in text and "exceeded" in text):
-        return StorageFullError(text)
-    if err_code in _NOT_FOUND_CODES or code == 404:
-        return NotFoundError(text)
-    if err_code in _SPEC_CODES or code == 400:
-        return InvalidSpecError(text)
-    if code == 503:
-        return ConnectionLostError(text)
-    return TransportError(text)
 
 
 def _translate(exc: BaseException, *, connected: bool) -> TransportError:
@@ -487,55 +457,14 @@ def _status(msg: Msg) -> str | None:
 
 
 def _parse_ack(msg: Msg, subject: str) -> PubAck:
-    status = _status(msg)
-    if status == "503":
-        raise _NoStreamAnswered(f"no stream stores subject {subject!r}")
-    if status is not None:
-        raise TransportError(f"unexpected status {status} in reply")
-    resp = json.loads(msg.data)
-    if "error" in resp:
-        raise _api_error(resp["error"])
-    return PubAck(resp["stream"], int(resp["seq"]), bool(resp.get("duplicate", False)))
+    return parse_ack(_status(msg), msg.data, subject)
 
 
 def _api_reply(msg: Msg) -> dict[str, Any]:
-    status = _status(msg)
-    if status == "503":
-        raise ConnectionLostError("JetStream is not available")
-    resp: dict[str, Any] = json.loads(msg.data)
-    if "error" in resp:
-        raise _api_error(resp["error"])
-    return resp
-
-
-def _reply_meta(reply: str | None) -> tuple[int, int, int, int, float] | None:
-    """(num_delivered, stream_seq, consumer_seq, pending, stored_at) from a
-    ``$JS.ACK`` reply subject, or None if the message is not a JetStream
-    delivery. ``stored_at`` is in seconds since the epoch (the subject has
-    nanoseconds)."""
-    tokens = (reply or "").split(".")
-    try:
-        if tokens[:2] == ["$JS", "ACK"]:
-            # The older form lacks the domain and account tokens after "ACK".
-            first = 2 if len(tokens) == 9 else 4 if len(tokens) >= 11 else 0
-            if first:
-                delivered, seq, cseq, stamp, pending = tokens[first + 2 : first + 7]
-                return int(delivered), int(seq), int(cseq), int(pending), int(stamp) / 1e9
-    except ValueError:
-        pass
-    return None
-
-
-def _rfc3339(epoch: float) -> str:
-    when = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return api_reply(_status(msg), msg.data)
 
 
 def _new_inbox() -> str:
     """A fresh reply subject, made in the Trio thread (nats-py's maker is not
     safe to share across threads)."""
     return f"_INBOX.{secrets.token_hex(11)}"
-
-
-def _dur(seconds: float | None) -> int:
-    return 0 if seconds is None else int(seconds * _NS)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .._specs import Discard, KVSpec, Partitioning, StreamSpec
-from ._wire import _KV_HEADROOM, _dur, _StreamExistsError
+from ._api import KV_HEADROOM, StreamExistsError, dur
 
 __all__ = [
     "Api",
@@ -40,9 +40,9 @@ def stream_config(spec: StreamSpec, *, schedules: bool) -> dict[str, Any]:
         "storage": spec.storage.value,
         "num_replicas": spec.replicas,
         # JetStream refuses a duplicate window longer than the max age.
-        "duplicate_window": _dur(min(spec.duplicate_window, spec.max_age or math.inf)),
+        "duplicate_window": dur(min(spec.duplicate_window, spec.max_age or math.inf)),
         "max_msg_size": spec.max_msg_size or -1,
-        "max_age": _dur(spec.max_age),
+        "max_age": dur(spec.max_age),
         "max_bytes": spec.max_bytes or -1,
         "max_msgs": spec.max_msgs or -1,
         "discard": spec.discard.value,
@@ -66,14 +66,14 @@ def kv_config(spec: KVSpec) -> dict[str, Any]:
         "num_replicas": spec.replicas,
         "max_msgs_per_subject": spec.history,
         # The server counts headers too; the value limit is checked here.
-        "max_msg_size": spec.max_value_size + _KV_HEADROOM if spec.max_value_size else -1,
+        "max_msg_size": spec.max_value_size + KV_HEADROOM if spec.max_value_size else -1,
         "max_bytes": spec.max_bytes or -1,
-        "max_age": _dur(spec.ttl),
+        "max_age": dur(spec.ttl),
         "discard": Discard.NEW.value,
         "allow_rollup_hdrs": True,
         "deny_delete": True,
         "allow_direct": True,
-        "duplicate_window": _dur(min(spec.ttl or 120.0, 120.0)),
+        "duplicate_window": dur(min(spec.ttl or 120.0, 120.0)),
     }
 
 
@@ -121,7 +121,7 @@ async def ensure_stream_config(api: Api, config: dict[str, Any]) -> dict[str, An
     name = config["name"]
     try:
         resp = await api(f"STREAM.CREATE.{name}", config)
-    except _StreamExistsError:
+    except StreamExistsError:
         # It exists with another configuration: bring it to this one.
         current = (await api(f"STREAM.INFO.{name}"))["config"]
         replicas = max(config["num_replicas"], int(current.get("num_replicas") or 1))
