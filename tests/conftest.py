@@ -14,12 +14,15 @@ Fixtures:
   on a new store in ``tmp_path``; kill/restart/pause it freely. Skipped when
   ``NATS_URL`` is set.
 * ``transport_url`` (function): ``"memory://"`` or the session ``nats_url``, ids
-  ``memory`` and ``jetstream`` (the latter marked ``jetstream``).
+  ``memory``, ``jetstream`` (on nats-py) and ``jetstream-trio`` (on the Trio
+  client); the last two are marked ``jetstream`` and set ``ACTORS_NATS_CLIENT``
+  for the test, so that every transport it opens runs on that client.
 
 Tests using ``nats_server``, ``nats_url`` or ``fresh_nats_server`` get the
-``jetstream`` mark automatically. Option ``--transport memory|jetstream|all``
-(default all) deselects the other ``transport_url`` parameter; ``memory`` also
-deselects every other test marked ``jetstream`` (they need a real nats-server).
+``jetstream`` mark automatically. Option ``--transport memory|jetstream|jetstream-trio|all``
+(default all) deselects the other ``transport_url`` parameters (``jetstream``
+keeps both of its clients); ``memory`` also deselects every other test marked
+``jetstream`` (they need a real nats-server).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ MEMORY_URL = "memory://"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--transport",
-        choices=("memory", "jetstream", "all"),
+        choices=("memory", "jetstream", "jetstream-trio", "all"),
         default="all",
         help=(
             "run transport_url tests for this transport only (default: all). "
@@ -79,7 +82,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         param = callspec.params.get("transport_url") if callspec is not None else None
         if param is not None:
-            wanted = param == transport
+            # "jetstream" keeps both of its clients.
+            wanted = param == transport or param.startswith(f"{transport}-")
         else:
             wanted = transport != "memory" or item.get_closest_marker("jetstream") is None
         (keep if wanted else drop).append(item)
@@ -113,16 +117,22 @@ def fresh_nats_server(tmp_path: Path) -> Iterator[natsserver.NatsServer]:
         yield server
 
 
+#: The NATS client of each JetStream parameter of ``transport_url``.
+NATS_CLIENTS = {"jetstream": "nats-py", "jetstream-trio": "trio"}
+
+
 @pytest.fixture(
     params=[
         pytest.param("memory", id="memory"),
         pytest.param("jetstream", id="jetstream", marks=pytest.mark.jetstream),
+        pytest.param("jetstream-trio", id="jetstream-trio", marks=pytest.mark.jetstream),
     ]
 )
-def transport_url(request: pytest.FixtureRequest) -> str:
+def transport_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """``memory://`` or the session's NATS URL, one test run per transport."""
     if request.param == "memory":
         return MEMORY_URL
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", NATS_CLIENTS[request.param])
     url: str = request.getfixturevalue("nats_url")
     return url
 

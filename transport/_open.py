@@ -17,9 +17,11 @@ async def open_transport(
 
     ``memory://`` gives a fresh in-process broker (share the transport object
     to share the broker); ``nats://host:port`` (several comma-separated for a
-    cluster, ``tls://`` for TLS) connects to NATS JetStream. Raises
-    :class:`InvalidSpecError` for a bad URL and :class:`ConnectionLostError` if
-    no server can be reached within the connect timeout.
+    cluster, ``tls://`` for TLS) connects to NATS JetStream, on the NATS
+    client ``options`` choose (:meth:`ConnectOptions.nats_client`). Raises
+    :class:`InvalidSpecError` for a bad URL or client name and
+    :class:`ConnectionLostError` if no server can be reached within the
+    connect timeout.
     """
     kind, servers = parse_url(url)
     options = options or ConnectOptions()
@@ -28,6 +30,11 @@ async def open_transport(
 
         async with MemoryTransport() as memory:
             yield memory
+    elif options.nats_client() == "trio":
+        from .jetstream_trio import open_jetstream_trio
+
+        async with open_jetstream_trio(servers, options) as jetstream:
+            yield jetstream
     else:
         from .jetstream import open_jetstream
 

@@ -6,6 +6,7 @@ or more ``nats://``/``tls://`` server URLs (comma-separated for a cluster).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -44,8 +45,16 @@ class ConnectOptions:
     #: went silent without closing (a firewall or NAT that forgot it) is
     #: replaced within two to three intervals, not nats-py's 4 to 6 minutes.
     ping_interval: float = 5.0
+    #: The NATS client under the JetStream transport: ``"trio"`` (a client
+    #: of the NATS protocol written for Trio, in the transport's own
+    #: thread) or ``"nats-py"`` (nats-py on an asyncio loop in a thread of
+    #: its own). ``None``: the ``ACTORS_NATS_CLIENT`` environment
+    #: variable if set, else :data:`DEFAULT_NATS_CLIENT`.
+    client: str | None = None
 
     def __post_init__(self) -> None:
+        if self.client is not None:
+            check_nats_client(self.client, "client")
         if self.user is not None and self.token is not None:
             raise InvalidSpecError("give either user/password or token, not both")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -61,6 +70,34 @@ class ConnectOptions:
         ):
             if getattr(self, kind) <= 0:
                 raise InvalidSpecError(f"{kind} must be positive")
+
+    def nats_client(self) -> str:
+        """The NATS client to use: :attr:`client`, ``ACTORS_NATS_CLIENT`` or the default.
+
+        Raises :class:`InvalidSpecError` for an unknown name in the variable.
+        """
+        if self.client is not None:
+            return self.client
+        chosen = os.environ.get(NATS_CLIENT_VARIABLE, "").strip()
+        if not chosen:
+            return DEFAULT_NATS_CLIENT
+        return check_nats_client(chosen, NATS_CLIENT_VARIABLE)
+
+
+#: The NATS clients the JetStream transport can run on.
+NATS_CLIENTS = ("trio", "nats-py")
+#: The one used when neither the options nor the environment choose.
+DEFAULT_NATS_CLIENT = "nats-py"
+#: The environment variable that chooses when the options do not.
+NATS_CLIENT_VARIABLE = "ACTORS_NATS_CLIENT"
+
+
+def check_nats_client(name: str, where: str) -> str:
+    """Return ``name`` if it names a NATS client, else raise :class:`InvalidSpecError`."""
+    if name not in NATS_CLIENTS:
+        choices = " or ".join(repr(c) for c in NATS_CLIENTS)
+        raise InvalidSpecError(f"{where}: unknown NATS client {name!r}: use {choices}")
+    return name
 
 
 MEMORY_SCHEME = "memory"

@@ -1,0 +1,216 @@
+"""The JetStream transport on the Trio client of the NATS protocol.
+
+Everything runs in the Trio thread: the client (:mod:`transport.natsproto`)
+is a task of the transport's nursery, a request is a write to its buffer
+and an event to wait on, and a subscription hands each message to a
+callback that queues it for its consumer or watch. The JetStream logic
+itself is :mod:`transport.jscore`, shared with the nats-py implementation;
+this module supplies publishing and reading, and the subscriptions of pull
+consumers and watches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from .._errors import TransportClosedError, TransportError
+from .._nursery import background_nursery
+from .._options import ConnectOptions
+from .._specs import OutMessage, PubAck, StoredMessage, check_read
+from ..jscore import (
+    API,
+    KVCore,
+    NoStreamAnswered,
+    PageReader,
+    PullerCore,
+    WatcherCore,
+    WireMsg,
+    parse_ack,
+    reply_meta,
+)
+from ..natsproto import Client, Msg, Pending, Subscription
+from ._connection import Connection
+
+__all__ = ["JetStreamTransport", "open_jetstream_trio"]
+
+
+class _Puller(PullerCore["JetStreamTransport"]):
+    """A pull consumer whose inbox is a subscription of the Trio client."""
+
+    def __init__(self, transport: JetStreamTransport, *args: Any) -> None:
+        super().__init__(transport, *args)
+        self._client = transport._client
+        self._sub: Subscription | None = None
+        self._retired = False
+
+    async def subscribe(self) -> None:
+        self._sub = self._client.subscribe(self._inbox + ".>", self._on_msg)
+
+    def _on_msg(self, msg: Msg) -> None:
+        if self._retired:
+            # The owner has left: hand back at once what the server sent
+            # before it learnt so (see hand_back).
+            if msg.status is None and msg.reply and reply_meta(msg.reply) is not None:
+                with suppress(TransportClosedError):
+                    self._client.post(msg.reply, b"-NAK")
+            return
+        self.arrived(msg)
+        self.wake()
+
+    async def _retire(self) -> None:
+        # From here on arrivals are handed back, not queued. Draining tells
+        # the server to stop (which also ends the pull requests still open
+        # there) and waits for everything it sent before that.
+        self._retired = True
+        if self._sub is not None:
+            await self._client.drain(self._sub)
+
+    def _post(self, subject: str, payload: bytes, reply: str) -> None:
+        self._client.post(subject, payload, reply=reply)
+
+
+class _Watcher(WatcherCore):
+    """A watch whose push consumer delivers to a subscription of the Trio client."""
+
+    def __init__(self, transport: JetStreamTransport, *args: Any, **kwargs: Any) -> None:
+        super().__init__(transport, *args, **kwargs)
+        self._client = transport._client
+        self._sub: Subscription | None = None
+
+    async def _listen(self, inbox: str, generation: int) -> None:
+        def on_msg(msg: Msg) -> None:
+            if generation == self.generation:
+                self._arrived.append(msg)
+                self.wake()
+
+        self._sub = self._client.subscribe(inbox, on_msg)
+
+    async def _unlisten(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            self._client.unsubscribe(sub)
+
+
+class _KV(KVCore):
+    watcher = _Watcher
+
+
+class _Reader(PageReader):
+    """One ``read``, its requests made on the Trio client's reply inbox."""
+
+    def __init__(self, client: Client, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client = client
+
+    async def _request(
+        self, api: str, body: Mapping[str, Any], batch: list[WireMsg] | None = None
+    ) -> WireMsg:
+        got: list[Msg] | None = [] if batch is not None else None
+        payload = json.dumps(body).encode()
+        reply = await self._client.requests.request(f"{API}.{api}", payload, batch=got)
+        if batch is not None and got:
+            batch.extend(got)
+        return reply
+
+
+class JetStreamTransport(Connection):
+    """:class:`Transport` over NATS JetStream, on the Trio client.
+
+    Built by :func:`open_jetstream_trio`.
+    """
+
+    _puller_class = _Puller
+    _kv_class = _KV
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        deliver_at: float | None = None,
+    ) -> PubAck:
+        self._check_open()
+        target, payload, sent = await self._prepare(
+            OutMessage(subject, data, msg_id, headers, deliver_at)
+        )
+        reply = await self._client.requests.request(target, payload, sent)
+        try:
+            return parse_ack(reply.status, reply.data, target)
+        except NoStreamAnswered as exc:
+            raise await self._unanswered(target, exc) from None
+
+    async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
+        self._check_open()
+        if not messages:
+            return []
+        prepared = [await self._prepare(message) for message in messages]
+        requests = self._client.requests
+        started: list[Pending | TransportError] = []
+        for subject, data, headers in prepared:
+            try:
+                started.append(requests.start(subject, data, headers))
+            except TransportError as exc:  # this one failed; the others go on
+                started.append(exc)
+        acks: list[PubAck] = []
+        first_error: TransportError | None = None
+        try:
+            for (subject, _d, _h), outcome in zip(prepared, started, strict=True):
+                try:
+                    if isinstance(outcome, TransportError):
+                        raise outcome
+                    reply = await requests.wait(outcome)
+                    acks.append(parse_ack(reply.status, reply.data, subject))
+                except NoStreamAnswered as exc:
+                    first_error = first_error or await self._unanswered(subject, exc)
+                except TransportError as exc:
+                    first_error = first_error or exc
+        finally:
+            for outcome in started:
+                if isinstance(outcome, Pending):
+                    requests.forget(outcome)  # what was not waited for: cancelled
+        if first_error is not None:
+            raise first_error
+        return acks
+
+    async def read(
+        self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` stored messages of ``stream`` matching ``subject``, in order.
+
+        See :meth:`Transport.read`: one round trip per page by batched direct
+        get, or one per message on servers before 2.11 and on streams without
+        direct get. Every replica of a stream answers direct gets, so on a
+        cluster a read may lag the latest writes by the replication delay.
+        """
+        self._check_open()
+        check_read(stream, subject, start_seq, limit)
+        reader = _Reader(
+            self._client, stream, subject, start_seq, limit, direct=self._supports_batch_get
+        )
+        return await reader.run()
+
+
+@asynccontextmanager
+async def open_jetstream_trio(
+    servers: list[str], options: ConnectOptions
+) -> AsyncIterator[JetStreamTransport]:
+    """Connect to NATS and yield the transport; close it on exit.
+
+    Raises :class:`ConnectionLostError` if no server answers within the
+    connect timeout, or if one that must use TLS (a ``tls://`` URL, or any
+    with TLS files given) offers none; :class:`AuthorizationError` if the
+    credentials are refused; :class:`InvalidSpecError` for TLS or
+    credential files that cannot be read or used.
+    """
+    async with background_nursery() as nursery:
+        transport = JetStreamTransport(options, nursery, servers)
+        try:
+            await transport._connect()
+            yield transport
+        finally:
+            await transport.aclose()
