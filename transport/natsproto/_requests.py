@@ -100,11 +100,12 @@ class Requests:
         lost meanwhile (the outcome is unknown), and
         :class:`TransportClosedError` if the client was closed.
         """
-        try:
-            with trio.move_on_at(pending.deadline):
-                await pending.done.wait()
-        finally:
-            self.forget(pending)
+        if not pending.done.is_set():  # (a pipelined one may have its reply already)
+            try:
+                with trio.move_on_at(pending.deadline):
+                    await pending.done.wait()
+            finally:
+                self.forget(pending)
         if pending.error is not None:
             raise pending.error
         if pending.reply is None:
