@@ -38,6 +38,17 @@ STOP_TIMEOUT = 30
 
 
 @dataclass
+def service_env() -> dict[str, str]:
+    """This process's environment without its ``ACTORS_*`` settings, which the
+    tests give as flags, but with the NATS client under test
+    (``ACTORS_NATS_CLIENT``), so that services run on the same one."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ACTORS_") or k == "ACTORS_NATS_CLIENT"
+    }
+
+
 class Service:
     name: str
     proc: subprocess.Popen[bytes]
@@ -74,7 +85,7 @@ class Services:
     # -- spawning ------------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORS_")}
+        env = service_env()
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
         env["LEDGER_FILE"] = str(self.ledger)

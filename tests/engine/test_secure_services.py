@@ -22,7 +22,7 @@ import natsserver
 import pytest
 import trio
 from certificates import make_certificates
-from processes import REPO_ROOT, Services
+from processes import REPO_ROOT, Services, service_env
 
 pytestmark = pytest.mark.jetstream
 
@@ -48,7 +48,7 @@ class EnvServices(Services):
 
 
 def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORS_")}
+    env = service_env()
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
     return env
