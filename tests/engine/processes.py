@@ -37,7 +37,6 @@ START_TIMEOUT = 60
 STOP_TIMEOUT = 30
 
 
-@dataclass
 def service_env() -> dict[str, str]:
     """This process's environment without its ``ACTORS_*`` settings, which the
     tests give as flags, but with the NATS client under test
@@ -49,6 +48,7 @@ def service_env() -> dict[str, str]:
     }
 
 
+@dataclass
 class Service:
     name: str
     proc: subprocess.Popen[bytes]
