@@ -204,11 +204,7 @@ async def _bench_transport(t: Transport, tag: str, sz: Sizes, rates: dict[str, f
 # -- the ceiling: plain nats-py on asyncio ------------------------------------
 
 
-async def run_plain(url: str, sz: Sizes) -> Results:
-    rates: dict[str, float] = {}
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    stream, subject = "BT_plain", "btplain"
+async def _work_queue(js: nats.js.JetStreamContext, stream: str, subject: str) -> None:
     await js.add_stream(
         nats.js.api.StreamConfig(
             name=stream,
@@ -216,6 +212,14 @@ async def run_plain(url: str, sz: Sizes) -> Results:
             retention=nats.js.api.RetentionPolicy.WORK_QUEUE,
         )
     )
+
+
+async def run_plain(url: str, sz: Sizes) -> Results:
+    rates: dict[str, float] = {}
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    stream, subject = "BT_plain", "btplain"
+    await _work_queue(js, stream, subject)
     payload = b"x" * 128
 
     start = time.perf_counter()
@@ -262,13 +266,7 @@ async def run_plain(url: str, sz: Sizes) -> Results:
 
 async def _latency_plain(js: nats.js.JetStreamContext, sz: Sizes) -> dict[str, list[float]]:
     stream, subject = "BT_plainL", "btplainL"
-    await js.add_stream(
-        nats.js.api.StreamConfig(
-            name=stream,
-            subjects=[f"{subject}.>"],
-            retention=nats.js.api.RetentionPolicy.WORK_QUEUE,
-        )
-    )
+    await _work_queue(js, stream, subject)
     payload = b"x" * 128
     found: dict[str, list[float]] = {op: [] for op in LATENCY}
     clock = time.perf_counter
@@ -374,42 +372,50 @@ async def run_plain_fresh(url: str, sz: Sizes) -> Results:
     return await run_plain(url, sz)
 
 
+def _table(header: str, sections: list[list[str]]) -> list[str]:
+    lines = [header, "-" * len(header)]
+    for rows in sections:
+        lines += [*rows, ""]
+    return lines
+
+
 def report(found: Measured) -> str:
-    lines = []
-    header = (
-        f"{'operation':<30} {'transport':<22} {'ops/s (median)':>15} "
-        f"{'spread':>19} {'vs nats-py':>11}"
-    )
-    lines.append(header)
-    lines.append("-" * len(header))
+    rates = []
     for op in OPS:
         ceiling = statistics.median(found.rates[CEILING][op])
+        rows = []
         for name in SYSTEMS:
             values = found.rates[name][op]
             median = statistics.median(values)
             spread = f"{min(values):,.0f}-{max(values):,.0f}"
-            lines.append(
+            rows.append(
                 f"{op:<30} {name:<22} {median:>15,.0f} {spread:>19} {median / ceiling:>10.2f}x"
             )
-        lines.append("")
-    header = (
-        f"{'one at a time':<30} {'transport':<22} {'p50 us':>8} {'p50 spread':>13} "
-        f"{'p90 us':>8} {'vs nats-py':>11}"
-    )
-    lines.append(header)
-    lines.append("-" * len(header))
+        rates.append(rows)
+    latencies = []
     for op in LATENCY:
         ceiling = statistics.median(found.p50[CEILING][op])
+        rows = []
         for name in SYSTEMS:
             p50 = found.p50[name][op]
             median = statistics.median(p50)
             spread = f"{min(p50):,.0f}-{max(p50):,.0f}"
             p90 = statistics.median(found.p90[name][op])
-            lines.append(
+            rows.append(
                 f"{op:<30} {name:<22} {median:>8,.0f} {spread:>13} {p90:>8,.0f} "
                 f"{ceiling / median:>10.2f}x"
             )
-        lines.append("")
+        latencies.append(rows)
+    lines = _table(
+        f"{'operation':<30} {'transport':<22} {'ops/s (median)':>15} "
+        f"{'spread':>19} {'vs nats-py':>11}",
+        rates,
+    )
+    lines += _table(
+        f"{'one at a time':<30} {'transport':<22} {'p50 us':>8} {'p50 spread':>13} "
+        f"{'p90 us':>8} {'vs nats-py':>11}",
+        latencies,
+    )
     return "\n".join(lines)
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import random
-from collections.abc import Callable, Mapping
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import Any
 
 import nats
 import nats.errors
@@ -27,51 +26,41 @@ from nats.aio.msg import Msg
 from .._errors import (
     AuthorizationError,
     ConnectionLostError,
-    TransportClosedError,
 )
 from .._options import ConnectOptions
 from .._specs import (
     ConnectionEvent,
     ConnectionState,
-    StreamSpec,
 )
 from .._tlsfiles import wants_tls
-from ..jscore._api import wall_clock
+from ..jscore import JetStreamBase
 from ._tls import NoTlsError, TlsOrNothingClient, is_auth_refusal, tls_context
 from ._wire import (
-    _API,
-    _api_reply,
     _Bridge,
     _LoopThread,
+    _Received,
     _Replies,
     _translate,
     log,
 )
 
 
-class Connection:
+class Connection(JetStreamBase):
     """The connection half of :class:`JetStreamTransport`: connecting, reconnecting,
     closing, its state and events, and the requests everything else is made of."""
 
     def __init__(self, options: ConnectOptions, nursery: trio.Nursery, thread: _LoopThread) -> None:
-        self._options = options
-        self._nursery = nursery
+        super().__init__(options, nursery)
         self._thread = thread
         self._nc: NatsClient = TlsOrNothingClient(tls_always=wants_tls(options))
         self._bridge = _Bridge(thread, lambda: self._nc.is_connected, self._post_now)
         self._replies: _Replies | None = None
         self._state = ConnectionState.DISCONNECTED
-        self._listeners: list[trio.MemorySendChannel[ConnectionEvent]] = []
-        self._reconnected = trio.Event()
         self._closing = False
         self._closed = trio.Event()
         # Background tasks run under this scope, not the nursery's: the
         # nursery wraps the owner's block, which aclose must not cancel.
         self._background = trio.CancelScope()
-        self._wakers: set[Callable[[], None]] = set()
-        self._streams: dict[str, StreamSpec] = {}
-        self._supports_schedules = False
-        self._supports_batch_get = False
         # Written on the loop thread while connecting, read after by Trio.
         self._connect_task: asyncio.Task[None] | None = None
         self._last_error: Exception | None = None
@@ -143,8 +132,7 @@ class Connection:
             raise _translate(exc, connected=False) from None
         self._state = ConnectionState.CONNECTED
         version = self._nc.connected_server_version
-        self._supports_schedules = (version.major, version.minor) >= (2, 12)
-        self._supports_batch_get = (version.major, version.minor) >= (2, 11)
+        self._server_is(version.major, version.minor)
         await self._nursery.start(self._run_background)
 
     async def _run_background(
@@ -178,13 +166,7 @@ class Connection:
 
     def _emit(self, event: ConnectionEvent) -> None:
         self._state = event.state
-        for channel in list(self._listeners):
-            try:
-                channel.send_nowait(event)
-            except trio.WouldBlock:
-                pass  # the owner is behind; `state` stays current
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self._listeners.remove(channel)
+        self._tell(event)
 
     # nats-py calls these on the loop thread; the work is done in Trio's.
 
@@ -205,10 +187,7 @@ class Connection:
 
     def _reconnected_to(self, server: str) -> None:
         self._emit(ConnectionEvent(ConnectionState.CONNECTED, server))
-        self._reconnected.set()
-        self._reconnected = trio.Event()
-        for wake in list(self._wakers):
-            wake()  # pull requests and watches are re-made at once
+        self._came_back()  # pull requests and watches are re-made at once
 
     def _client_closed(self) -> None:
         if not self._closing:
@@ -270,14 +249,6 @@ class Connection:
     def state(self) -> ConnectionState:
         return self._state
 
-    def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
-        send, receive = trio.open_memory_channel[ConnectionEvent](16)
-        self._listeners.append(send)
-        return receive
-
-    def now(self) -> float:
-        return wall_clock()
-
     async def aclose(self) -> None:
         if self._closing:
             await self._closed.wait()
@@ -296,37 +267,23 @@ class Connection:
                 log.debug("error while closing: %r", exc)
         self._closed.set()
         self._emit(ConnectionEvent(ConnectionState.CLOSED, "closed by its owner"))
-        for channel in self._listeners:
-            channel.close()
-        self._listeners.clear()
-        for wake in list(self._wakers):
-            wake()  # consumers and watches see _closing and end their channels
+        self._finished()  # consumers and watches see _closing and end their channels
         self._background.cancel()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _check_open(self) -> None:
-        if self._closing:
-            raise TransportClosedError("transport is closed")
+    @property
+    def _ended(self) -> bool:
+        return self._closing
 
     # -- requests ----------------------------------------------------------
 
     async def _request(
         self, subject: str, payload: bytes = b"", headers: Mapping[str, str] | None = None
-    ) -> Msg:
+    ) -> _Received:
         self._check_open()
         replies = self._replies
         assert replies is not None
         msg: Msg = await self._bridge.call(lambda: replies.start(subject, payload, headers))
-        return msg
-
-    async def _api(self, subject: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        payload = json.dumps(body).encode() if body is not None else b""
-        return _api_reply(await self._request(f"{_API}.{subject}", payload))
+        return _Received(msg)
 
     async def _post_now(self, subject: str, payload: bytes, reply: str) -> None:
         await self._nc.publish(subject, payload, reply=reply)

@@ -1,360 +1,52 @@
-"""JetStream key-value buckets, and watches on self-managed ordered consumers."""
+"""JetStream key-value buckets on nats-py: a watch's push consumer delivers
+to a subscription on the loop thread. The buckets and watches themselves are
+:class:`transport.jscore.KVCore` and :class:`transport.jscore.WatcherCore`.
+"""
 
 from __future__ import annotations
 
-import base64
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import trio
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .._errors import (
-    ConflictError,
-    ConnectionLostError,
-    NotFoundError,
-    TooLargeError,
-    TransportClosedError,
-    TransportError,
-    TransportTimeoutError,
-)
-from .._specs import (
-    KVChange,
-    KVEntry,
-    KVOp,
-    check_key,
-    check_subject,
-)
-from ._wire import (
-    _API,
-    _HEARTBEAT,
-    _api_error,
-    _dur,
-    _new_inbox,
-    _NoStreamAnswered,
-    _parse_ack,
-    _reply_meta,
-    _status,
-    log,
-)
+from ..jscore import KVCore, WatcherCore
+from ._wire import _Received
 
 if TYPE_CHECKING:
     from ._transport import JetStreamTransport
 
 
-# --------------------------------------------------------------------------
-# Key-value.
+class _Watcher(WatcherCore):
+    """A watch whose push consumer delivers to a nats-py subscription."""
 
-
-class _JetStreamKV:
-    """A KV bucket stored as stream ``KV_<bucket>``, one subject per key."""
-
-    def __init__(
-        self,
-        transport: JetStreamTransport,
-        bucket: str,
-        *,
-        direct: bool,
-        max_value_size: int | None,
-    ) -> None:
-        self._t = transport
-        self._max_value_size = max_value_size
-        self._bucket = bucket
-        self._stream = f"KV_{bucket}"
-        self._prefix = f"$KV.{bucket}."
-        self._direct = direct
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    async def get(self, key: str) -> KVEntry | None:
-        subject = self._prefix + check_key(key)
-        if self._direct:
-            msg = await self._t._request(f"{_API}.DIRECT.GET.{self._stream}.{subject}")
-            status = _status(msg)
-            if status == "404":
-                return None
-            if status is not None:
-                raise _api_error({"code": int(status), "description": "direct get failed"})
-            headers = msg.headers or {}
-            if headers.get("KV-Operation") in ("DEL", "PURGE"):
-                return None
-            return KVEntry(key, msg.data, int(headers["Nats-Sequence"]))
-        try:
-            resp = await self._t._api(f"STREAM.MSG.GET.{self._stream}", {"last_by_subj": subject})
-        except NotFoundError:
-            return None
-        message = resp["message"]
-        raw_headers = base64.b64decode(message.get("hdrs") or b"")
-        if b"KV-Operation: DEL" in raw_headers or b"KV-Operation: PURGE" in raw_headers:
-            return None
-        return KVEntry(key, base64.b64decode(message.get("data") or b""), int(message["seq"]))
-
-    async def _write(self, key: str, value: bytes, headers: dict[str, str]) -> int:
-        if self._max_value_size is not None and len(value) > self._max_value_size:
-            raise TooLargeError(f"value of {len(value)} bytes exceeds {self._max_value_size}")
-        msg = await self._t._request(self._prefix + check_key(key), value, headers)
-        try:
-            return _parse_ack(msg, key).seq
-        except _NoStreamAnswered:
-            # The bucket's stream exists (this handle found it): it has no
-            # leader for the moment. Nothing was written; retrying is safe.
-            raise ConnectionLostError(
-                f"bucket {self._bucket} did not answer (no leader yet?); nothing written"
-            ) from None
-
-    async def create(self, key: str, value: bytes) -> int:
-        try:
-            return await self._write(key, value, {"Nats-Expected-Last-Subject-Sequence": "0"})
-        except ConflictError:
-            # A deleted key can be created again, at the delete marker's revision.
-            marker = await self._last_raw(key)
-            if marker is None or marker[1] is None:
-                raise ConflictError(f"key {key!r} exists") from None
-            return await self.update(key, value, marker[0])
-
-    async def _last_raw(self, key: str) -> tuple[int, str | None] | None:
-        """(revision, operation) of the key's last message, even a delete marker."""
-        subject = self._prefix + key
-        msg = await self._t._request(f"{_API}.DIRECT.GET.{self._stream}.{subject}")
-        if _status(msg) is not None:
-            return None
-        headers = msg.headers or {}
-        return int(headers["Nats-Sequence"]), headers.get("KV-Operation")
-
-    async def update(self, key: str, value: bytes, revision: int) -> int:
-        if revision < 1:
-            # The server reads "expected revision 0" as "absent": that is create.
-            raise ConflictError(f"no revision {revision} of key {key!r}")
-        return await self._write(key, value, {"Nats-Expected-Last-Subject-Sequence": str(revision)})
-
-    async def put(self, key: str, value: bytes) -> int:
-        return await self._write(key, value, {})
-
-    async def delete(self, key: str, *, revision: int | None = None) -> None:
-        headers = {"KV-Operation": "DEL"}
-        if revision is not None:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(revision)
-        elif await self.get(key) is None:
-            return
-        await self._write(key, b"", headers)
-
-    async def keys(self, pattern: str = ">") -> list[str]:
-        watcher = _Watcher(self._t, self, pattern, since=None, headers_only=True)
-        return await watcher.snapshot_keys()
-
-    async def latest_revision(self) -> int:
-        # The stream's leader answers the info: a write acknowledged before is in it.
-        state = (await self._t._api(f"STREAM.INFO.{self._stream}"))["state"]
-        # Age and history limits remove the oldest first: while the stream
-        # holds a message, it holds its last one.
-        return int(state["last_seq"]) if int(state["messages"]) else 0
-
-    @asynccontextmanager
-    async def watch(
-        self, pattern: str = ">", *, since: int | None = None
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[KVChange]]:
-        self._t._check_open()
-        watcher = _Watcher(self._t, self, pattern, since=since)
-        async with self._t._serve(watcher.run, watcher.stop, deadline=2.0):
-            yield watcher.receive
-
-
-class _Watcher:
-    """An ordered view of a bucket's changes, on an ephemeral push consumer.
-
-    The consumer is ours to recreate: on a gap in its sequence, two missed
-    heartbeats or a reconnect, it is deleted and made again starting after the
-    last revision delivered, so nothing is skipped and nothing repeats. Flow
-    control replies are withheld while our channel is full, which pauses the
-    server instead of buffering here.
-    """
-
-    def __init__(
-        self,
-        transport: JetStreamTransport,
-        kv: _JetStreamKV,
-        pattern: str,
-        *,
-        since: int | None,
-        headers_only: bool = False,
-        buffer: int = 256,
-    ) -> None:
-        check_subject(pattern, wildcards=True)
-        self._t = transport
-        self._kv = kv
-        self._filter = kv._prefix + pattern
-        self._last_rev = since
-        # Replaying current values: deleted keys are not "current", skip them.
-        self._replaying = since is None
-        self._headers_only = headers_only
-        self.send, self.receive = trio.open_memory_channel[KVChange](buffer)
-        self._arrived: deque[Msg] = deque()
-        self._wake = trio.Event()
-        self._consumer: str | None = None
+    def __init__(self, transport: JetStreamTransport, *args: Any, **kwargs: Any) -> None:
+        super().__init__(transport, *args, **kwargs)
+        self._transport = transport
         self._sub: Subscription | None = None
-        self._cseq = 0
-        self._generation = 0
-        self._flow_reply: str | None = None
 
-    async def _create(self) -> int:
-        """(Re)create the consumer; return the number of messages it will replay."""
-        await self.stop()
-        self._generation += 1
-        self._cseq = 0
-        inbox = _new_inbox()
-        generation = self._generation
-        config: dict[str, Any] = {
-            "deliver_subject": inbox,
-            "ack_policy": "none",
-            "max_deliver": 1,
-            "flow_control": True,
-            "idle_heartbeat": _dur(_HEARTBEAT),
-            "mem_storage": True,
-            "num_replicas": 1,
-            "inactive_threshold": _dur(30.0),
-            "filter_subject": self._filter,
-            "headers_only": self._headers_only,
-        }
-        if self._last_rev is None:
-            config["deliver_policy"] = "last_per_subject"
-        else:
-            config["deliver_policy"] = "by_start_sequence"
-            config["opt_start_seq"] = self._last_rev + 1
+    async def _listen(self, inbox: str, generation: int) -> None:
+        thread = self._transport._thread
 
         async def on_msg(msg: Msg) -> None:
-            if generation == self._generation:  # read across threads; only a hint
-                self._arrived.append(msg)
-                self._t._thread.to_trio(self.wake)
+            if generation == self.generation:  # read across threads; only a hint
+                self._arrived.append(_Received(msg))
+                thread.to_trio(self.wake)
 
-        nc = self._t._nc
+        nc = self._transport._nc
 
         async def sub() -> Subscription:
             return await nc.subscribe(inbox, cb=on_msg)
 
-        self._sub = await self._t._bridge.call(sub)
-        resp = await self._t._api(
-            f"CONSUMER.CREATE.{self._kv._stream}",
-            {"stream_name": self._kv._stream, "config": config},
-        )
-        self._consumer = resp["name"]
-        pending = int(resp.get("num_pending", 0))
-        if pending == 0:
-            self._replaying = False
-        return pending
+        self._sub = await self._transport._bridge.call(sub)
 
-    async def stop(self) -> None:
-        """Delete the consumer and its subscription (best effort)."""
+    async def _unlisten(self) -> None:
         sub, self._sub = self._sub, None
-        consumer, self._consumer = self._consumer, None
-        self._arrived.clear()
-        try:
-            if sub is not None:
-                await self._t._bridge.call(sub.unsubscribe)
-            if consumer is not None:
-                await self._t._api(f"CONSUMER.DELETE.{self._kv._stream}.{consumer}")
-        except TransportError as exc:
-            log.debug("watch cleanup: %r", exc)
+        if sub is not None:
+            await self._transport._bridge.call(sub.unsubscribe)
 
-    def _change(self, msg: Msg, stream_seq: int) -> KVChange:
-        headers = msg.headers or {}
-        op = headers.get("KV-Operation")
-        kind = KVOp.DELETE if op == "DEL" else KVOp.PURGE if op == "PURGE" else KVOp.PUT
-        return KVChange(msg.subject[len(self._kv._prefix) :], msg.data, stream_seq, kind)
 
-    async def _drain(self) -> bool:
-        """Deliver what arrived; False if the consumer must be recreated."""
-        while self._arrived:
-            msg = self._arrived.popleft()
-            status = _status(msg)
-            if status == "100":
-                headers = msg.headers or {}
-                if msg.reply:  # flow control: answer once we have room
-                    self._flow_reply = msg.reply
-                elif int(headers.get("Nats-Last-Consumer", "0")) > self._cseq:
-                    return False  # a heartbeat says we missed something
-                continue
-            meta = _reply_meta(msg.reply)
-            if status is not None or meta is None:
-                return False
-            _d, stream_seq, cseq, pending, _stored = meta
-            if cseq != self._cseq + 1:
-                return False
-            self._cseq = cseq
-            if self._last_rev is not None and stream_seq <= self._last_rev:
-                continue
-            change = self._change(msg, stream_seq)
-            if not (self._replaying and change.op is not KVOp.PUT):
-                await self.send.send(change)
-            self._last_rev = stream_seq
-            if pending == 0:
-                self._replaying = False
-        if self._flow_reply is not None and self.send.statistics().current_buffer_used < 64:
-            reply, self._flow_reply = self._flow_reply, None
-            self._t._publish_raw(reply)
-        return True
+class _JetStreamKV(KVCore):
+    """A KV bucket stored as stream ``KV_<bucket>``, one subject per key."""
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self._create()
-        task_status.started()
-        heard = trio.current_time()
-        reconnected = self._t._reconnected
-        self._t._wakers.add(self.wake)
-        try:
-            while not self._t._closing:
-                with trio.move_on_after(_HEARTBEAT):
-                    await self._wake.wait()
-                self._wake = trio.Event()
-                if self._arrived:
-                    heard = trio.current_time()
-                healthy = await self._drain()
-                silent = trio.current_time() - heard > 2 * _HEARTBEAT + 0.5
-                if reconnected.is_set() or not healthy or silent:
-                    reconnected = self._t._reconnected
-                    try:
-                        await self._create()
-                    except TransportClosedError:
-                        return
-                    except TransportError as exc:
-                        log.debug("watch re-create failed: %r", exc)
-                    heard = trio.current_time()
-        except TransportClosedError:
-            pass
-        finally:
-            self._t._wakers.discard(self.wake)
-            self.send.close()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def snapshot_keys(self) -> list[str]:
-        """The live keys matching the filter, read once."""
-        pending = await self._create()
-        keys: dict[str, bool] = {}
-        try:
-            with trio.fail_after(self._t._options.request_timeout * 4):
-                while pending > 0:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    while self._arrived:
-                        msg = self._arrived.popleft()
-                        meta = _reply_meta(msg.reply)
-                        if _status(msg) is not None or meta is None:
-                            if msg.reply and meta is None:
-                                self._t._publish_raw(msg.reply)  # flow control
-                            continue
-                        change = self._change(msg, meta[1])
-                        keys[change.key] = change.op is KVOp.PUT
-                        pending = meta[3]
-                        if pending == 0:
-                            break
-        except trio.TooSlowError:
-            raise TransportTimeoutError("listing keys took too long") from None
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.stop()
-        return sorted(k for k, live in keys.items() if live)
+    watcher = _Watcher

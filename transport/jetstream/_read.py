@@ -1,160 +1,40 @@
-"""Reading a JetStream stream's stored messages without a consumer (``read``).
+"""Reading a stream's stored messages on nats-py (``read``).
 
-Part of the JetStream transport (see ``_jetstream.py``). One ``read`` call is
-one asyncio task on the loop thread, so it crosses between the threads once
-each way however many requests it makes:
-
-* **Batched direct get** (nats-server 2.11+, streams with ``allow_direct``,
-  which ``ensure_stream`` sets): one request to ``$JS.API.DIRECT.GET.<stream>``
-  with ``seq``, ``next_by_subj`` and ``batch`` returns up to ``batch`` matching
-  messages, then a ``204 EOB`` status carrying how many more match. A page is
-  one round trip; the task asks again only when the server cut the batch short
-  (``max_bytes``) or a message was lost on the way.
-* **Message get** (older servers, and streams without direct get, which answer
-  the direct get with "no responders"): ``$JS.API.STREAM.MSG.GET.<stream>``
-  with ``seq`` and ``next_by_subj`` returns one message, so a page is one round
-  trip per message, made back to back inside the task. The stream leader
-  answers it, and a missing stream is told apart from an empty subject here.
-
-No consumer is created, so nothing is left on the server if the caller goes
-away: an abandoned read stops at its next request.
+The reading is :class:`transport.jscore.PageReader`; here one ``read`` call
+is one asyncio task on the loop thread, so it crosses between the threads
+once each way however many requests it makes (see ``_transport.py``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from nats.aio.msg import Msg
 
-from .._errors import ConnectionLostError, TransportError
-from .._specs import SCHEDULE_PREFIX, StoredMessage
-from ..jscore._api import BATCH_BYTES, DIRECT_HEADERS, NO_MESSAGE, epoch, parse_headers
-from ._wire import _API, _api_error, _Replies, _status
+from ..jscore import API, PageReader, WireMsg
+from ..jscore._api import epoch
+from ._wire import _Received, _Replies
 
-_BATCH_BYTES = BATCH_BYTES
-_DIRECT_HEADERS = DIRECT_HEADERS
-_NO_MESSAGE = NO_MESSAGE
-_SCHEDULES = SCHEDULE_PREFIX + "."
+#: The server's time stamps, read (kept under this name for the tests).
 _epoch = epoch
-_parse_headers = parse_headers
 
 
-class _Reader:
+class _Reader(PageReader):
     """One ``read`` call, run by :meth:`run` as one task on the loop thread."""
 
-    def __init__(
-        self,
-        replies: _Replies,
-        stream: str,
-        subject: str,
-        start_seq: int,
-        limit: int,
-        *,
-        direct: bool,
-    ) -> None:
+    def __init__(self, replies: _Replies, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._replies = replies
-        self._stream = stream
-        self._subject = subject
-        self._limit = limit
-        self._direct = direct
-        #: The next sequence to ask for.
-        self._seq = start_seq
-        self._found: list[StoredMessage] = []
-        #: Set from the Trio thread when the caller stops waiting (read across
-        #: threads: at worst one more request is made).
-        self.abandoned = False
-
-    async def run(self) -> list[StoredMessage]:
-        if not self._direct or not await self._direct_get():
-            await self._message_get()
-        return self._found
-
-    def _wanted(self) -> bool:
-        return len(self._found) < self._limit and not self.abandoned
-
-    def _keep(
-        self, subject: str, data: bytes, seq: int, stamp: str, headers: Mapping[str, str]
-    ) -> None:
-        # Pending delayed messages (server schedules) are the transport's own
-        # bookkeeping: they are read once due, on their target subject.
-        if not subject.startswith(_SCHEDULES):
-            self._found.append(StoredMessage(subject, data, seq, _epoch(stamp), headers))
 
     async def _request(
-        self, api: str, body: Mapping[str, Any], collect: list[Msg] | None = None
-    ) -> Msg:
+        self, api: str, body: Mapping[str, Any], batch: list[WireMsg] | None = None
+    ) -> WireMsg:
         payload = json.dumps(body).encode()
-        future = await self._replies.start(f"{_API}.{api}", payload, collect=collect)
-        return await future
-
-    async def _direct_get(self) -> bool:
-        """Read by batched direct gets; False if the stream does not answer them."""
-        while self._wanted():
-            batch: list[Msg] = []
-            end = await self._request(
-                f"DIRECT.GET.{self._stream}",
-                {
-                    "seq": self._seq,
-                    "next_by_subj": self._subject,
-                    "batch": self._limit - len(self._found),
-                    "max_bytes": _BATCH_BYTES,
-                },
-                batch,
-            )
-            status = _status(end)
-            if status == "503":
-                # No responders: no such stream, or one made without direct
-                # gets. The message get below tells which, from where we are.
-                return False
-            if status == "404":
-                return True  # nothing (more) matches
-            if status != "204":
-                description = (end.headers or {}).get("Description", "direct get failed")
-                raise _api_error({"code": int(status or 0), "description": description})
-            # Each message names the one before it in the batch: a gap means
-            # one was lost between the server and us (a slow subscription).
-            previous = 0
-            for msg in batch:
-                headers = msg.headers or {}
-                if int(headers.get("Nats-Last-Sequence", -1)) != previous:
-                    break
-                previous = int(headers["Nats-Sequence"])
-                own = {k: v for k, v in headers.items() if k not in _DIRECT_HEADERS}
-                self._keep(
-                    headers["Nats-Subject"], msg.data, previous, headers["Nats-Time-Stamp"], own
-                )
-                if not self._wanted():
-                    return True
-            end_headers = end.headers or {}
-            if previous == 0:
-                raise TransportError(f"reading {self._stream}: a direct get lost its messages")
-            self._seq = previous + 1
-            whole = previous == int(end_headers.get("Nats-Last-Sequence", -1))
-            if whole and end_headers.get("Nats-Num-Pending") == "0":
-                return True
-        return True
-
-    async def _message_get(self) -> None:
-        """Read one message per request, each from after the one before."""
-        while self._wanted():
-            reply = await self._request(
-                f"STREAM.MSG.GET.{self._stream}",
-                {"seq": self._seq, "next_by_subj": self._subject},
-            )
-            if _status(reply) == "503":
-                raise ConnectionLostError("JetStream is not available")
-            resp = json.loads(reply.data)
-            error = resp.get("error")
-            if error is not None:
-                if int(error.get("err_code", 0)) == _NO_MESSAGE:
-                    return  # nothing (more) matches; a missing stream is 10059
-                raise _api_error(error)
-            message = resp["message"]
-            seq = int(message["seq"])
-            raw = base64.b64decode(message.get("hdrs") or b"")
-            data = base64.b64decode(message.get("data") or b"")
-            self._keep(message["subject"], data, seq, message["time"], _parse_headers(raw))
-            self._seq = seq + 1
+        collect: list[Msg] | None = [] if batch is not None else None
+        future = await self._replies.start(f"{API}.{api}", payload, collect=collect)
+        end = await future
+        if batch is not None and collect:
+            batch.extend(_Received(msg) for msg in collect)
+        return _Received(end)

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import secrets
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
@@ -34,37 +33,11 @@ from .._errors import (
     TransportTimeoutError,
 )
 from .._specs import PubAck
-from ..jscore._api import (
-    API,
-    HEARTBEAT,
-    KV_HEADROOM,
-    PULL_EXPIRES,
-    NoStreamAnswered,
-    StreamExistsError,
-    api_error,
-    api_reply,
-    dur,
-    parse_ack,
-    reply_meta,
-    rfc3339,
-)
+from ..jscore import api_error, parse_ack
 
 log = logging.getLogger("transport.jetstream")
 
 T = TypeVar("T")
-
-
-# The shared wire conventions, under the names this package has always used.
-_API = API
-_HEARTBEAT = HEARTBEAT
-_PULL_EXPIRES = PULL_EXPIRES
-_KV_HEADROOM = KV_HEADROOM
-_StreamExistsError = StreamExistsError
-_NoStreamAnswered = NoStreamAnswered
-_api_error = api_error
-_reply_meta = reply_meta
-_rfc3339 = rfc3339
-_dur = dur
 
 
 # --------------------------------------------------------------------------
@@ -76,7 +49,7 @@ def _translate(exc: BaseException, *, connected: bool) -> TransportError:
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, nats.js.errors.APIError):
-        return _api_error(
+        return api_error(
             {"code": exc.code or 0, "err_code": exc.err_code or 0, "description": exc.description}
         )
     if isinstance(exc, nats.errors.MaxPayloadError):
@@ -456,15 +429,24 @@ def _status(msg: Msg) -> str | None:
     return headers.get("Status") if headers else None
 
 
+class _Received:
+    """A nats-py message as the JetStream core reads messages (``WireMsg``).
+
+    nats-py puts a control message's status line in its headers, as
+    ``Status`` and ``Description``; they are read from there.
+    """
+
+    __slots__ = ("data", "description", "headers", "reply", "status", "subject")
+
+    def __init__(self, msg: Msg) -> None:
+        self.subject = msg.subject
+        self.reply = msg.reply or None
+        self.data = msg.data
+        self.headers = msg.headers
+        headers = msg.headers
+        self.status = headers.get("Status") if headers else None
+        self.description = headers.get("Description") if headers else None
+
+
 def _parse_ack(msg: Msg, subject: str) -> PubAck:
     return parse_ack(_status(msg), msg.data, subject)
-
-
-def _api_reply(msg: Msg) -> dict[str, Any]:
-    return api_reply(_status(msg), msg.data)
-
-
-def _new_inbox() -> str:
-    """A fresh reply subject, made in the Trio thread (nats-py's maker is not
-    safe to share across threads)."""
-    return f"_INBOX.{secrets.token_hex(11)}"

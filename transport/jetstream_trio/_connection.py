@@ -10,17 +10,14 @@ again after a reconnect.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, Self
+from collections.abc import Mapping
 
 import trio
 
-from .._errors import TransportClosedError
 from .._options import ConnectOptions
-from .._specs import ConnectionEvent, ConnectionState, StreamSpec
-from ..jscore import API, JetStreamBase, api_reply
+from .._specs import ConnectionEvent, ConnectionState
+from ..jscore import JetStreamBase
 from ..natsproto import Client, Msg
 
 log = logging.getLogger("transport.jetstream")
@@ -30,49 +27,25 @@ class Connection(JetStreamBase):
     """Connecting, closing, the state and its events, and requests."""
 
     def __init__(self, options: ConnectOptions, nursery: trio.Nursery, servers: list[str]) -> None:
-        self._options = options
-        self._nursery = nursery
+        super().__init__(options, nursery)
         self._client = Client(servers, options, self._on_event)
-        self._listeners: list[trio.MemorySendChannel[ConnectionEvent]] = []
-        #: Set (and replaced) at every reconnection.
-        self._reconnected = trio.Event()
         self._closing = False
         self._closed = trio.Event()
-        #: Consumers and watches to wake when the connection returns or ends.
-        self._wakers: set[Callable[[], None]] = set()
-        self._streams: dict[str, StreamSpec] = {}
-        self._supports_schedules = False
-        self._supports_batch_get = False
 
     async def _connect(self) -> None:
         await self._nursery.start(self._client.run)
-        version = self._client.server_version
-        self._supports_schedules = version[:2] >= (2, 12)
-        self._supports_batch_get = version[:2] >= (2, 11)
+        self._server_is(*self._client.server_version[:2])
 
     def _on_event(self, event: ConnectionEvent) -> None:
+        self._tell(event)
         if event.state is ConnectionState.CONNECTED:
-            self._reconnected.set()
-            self._reconnected = trio.Event()
-        for channel in list(self._listeners):
-            try:
-                channel.send_nowait(event)
-            except trio.WouldBlock:
-                pass  # the owner is behind; `state` stays current
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self._listeners.remove(channel)
-        if event.state is not ConnectionState.DISCONNECTED:
-            for wake in list(self._wakers):
-                wake()  # pull requests and watches are re-made at once, or end
+            self._came_back()
+        elif event.state is ConnectionState.CLOSED:
+            self._wake_all()  # closed for good: consumers and watches end
 
     @property
     def state(self) -> ConnectionState:
         return self._client.state
-
-    def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
-        send, receive = trio.open_memory_channel[ConnectionEvent](16)
-        self._listeners.append(send)
-        return receive
 
     @property
     def _ended(self) -> bool:
@@ -88,21 +61,7 @@ class Connection(JetStreamBase):
             await self._client.aclose()  # writes out queued acks, says CLOSED
         finally:
             self._closed.set()
-            for channel in self._listeners:
-                channel.close()
-            self._listeners.clear()
-            for wake in list(self._wakers):
-                wake()  # consumers and watches see the end and close their channels
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _check_open(self) -> None:
-        if self._ended:
-            raise TransportClosedError("transport is closed")
+            self._finished()
 
     # -- requests ----------------------------------------------------------
 
@@ -111,11 +70,6 @@ class Connection(JetStreamBase):
     ) -> Msg:
         self._check_open()
         return await self._client.requests.request(subject, payload, headers)
-
-    async def _api(self, subject: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        payload = json.dumps(body).encode() if body is not None else b""
-        reply = await self._request(f"{API}.{subject}", payload)
-        return api_reply(reply.status, reply.data)
 
     def _publish_raw(self, subject: str, payload: bytes = b"") -> None:
         """Queue a publish nobody waits for (acks, flow control replies).

@@ -125,19 +125,9 @@ class JetStreamTransport(Connection):
     _puller_class = _Puller
     _kv_class = _KV
 
-    async def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        msg_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        deliver_at: float | None = None,
-    ) -> PubAck:
+    async def _publish_one(self, message: OutMessage) -> PubAck:
         self._check_open()
-        target, payload, sent = await self._prepare(
-            OutMessage(subject, data, msg_id, headers, deliver_at)
-        )
+        target, payload, sent = await self._prepare(message)
         reply = await self._client.requests.request(target, payload, sent)
         try:
             return parse_ack(reply.status, reply.data, target)
@@ -156,26 +146,20 @@ class JetStreamTransport(Connection):
                 started.append(requests.start(subject, data, headers))
             except TransportError as exc:  # this one failed; the others go on
                 started.append(exc)
-        acks: list[PubAck] = []
-        first_error: TransportError | None = None
+        subjects = [subject for subject, _d, _h in prepared]
+
+        async def reply_of(index: int) -> WireMsg:
+            outcome = started[index]
+            if isinstance(outcome, TransportError):
+                raise outcome
+            return await requests.wait(outcome)
+
         try:
-            for (subject, _d, _h), outcome in zip(prepared, started, strict=True):
-                try:
-                    if isinstance(outcome, TransportError):
-                        raise outcome
-                    reply = await requests.wait(outcome)
-                    acks.append(parse_ack(reply.status, reply.data, subject))
-                except NoStreamAnswered as exc:
-                    first_error = first_error or await self._unanswered(subject, exc)
-                except TransportError as exc:
-                    first_error = first_error or exc
+            return await self._receipts(subjects, reply_of)
         finally:
             for outcome in started:
                 if isinstance(outcome, Pending):
                     requests.forget(outcome)  # what was not waited for: cancelled
-        if first_error is not None:
-            raise first_error
-        return acks
 
     async def read(
         self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000

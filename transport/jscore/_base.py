@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 
 import trio
 
@@ -23,6 +23,7 @@ from .._errors import (
     ConnectionLostError,
     InvalidSpecError,
     NotFoundError,
+    TransportClosedError,
     TransportError,
     TransportTimeoutError,
 )
@@ -31,9 +32,11 @@ from .._options import ConnectOptions
 from .._specs import (
     DELIVER_AT_HEADER,
     SCHEDULE_PREFIX,
+    ConnectionEvent,
     ConsumerSpec,
     KVSpec,
     OutMessage,
+    PubAck,
     Retention,
     StreamSpec,
     check_holds,
@@ -49,6 +52,7 @@ from ._api import (
     WireMsg,
     api_reply,
     new_inbox,
+    parse_ack,
     rfc3339,
     wall_clock,
 )
@@ -62,19 +66,23 @@ __all__ = ["JetStreamBase"]
 class JetStreamBase:
     """The library-independent half of a JetStream transport (see the module)."""
 
-    _options: ConnectOptions
-    _nursery: trio.Nursery
-    #: The streams this transport ensured, by name.
-    _streams: dict[str, StreamSpec]
-    #: The server has message schedules (2.12+).
-    _supports_schedules: bool
-    #: Consumers and watches to wake when the connection returns or ends.
-    _wakers: set[Callable[[], None]]
-    #: Set (and replaced) at every reconnection.
-    _reconnected: trio.Event
     #: The client's pull consumer and bucket.
     _puller_class: type[PullerCore[Any]]
     _kv_class: type[KVCore]
+
+    def __init__(self, options: ConnectOptions, nursery: trio.Nursery) -> None:
+        self._options = options
+        self._nursery = nursery
+        self._listeners: list[trio.MemorySendChannel[ConnectionEvent]] = []
+        #: Set (and replaced) at every reconnection.
+        self._reconnected = trio.Event()
+        #: Consumers and watches to wake when the connection returns or ends.
+        self._wakers: set[Callable[[], None]] = set()
+        #: The streams this transport ensured, by name.
+        self._streams: dict[str, StreamSpec] = {}
+        #: The server has message schedules (2.12+) and batched direct gets (2.11+).
+        self._supports_schedules = False
+        self._supports_batch_get = False
 
     # -- the connection's part -------------------------------------------------
 
@@ -83,23 +91,75 @@ class JetStreamBase:
         """Closed: nothing more will be done (consumers and watches end)."""
         raise NotImplementedError
 
-    def _check_open(self) -> None:
-        """Raise :class:`TransportClosedError` once closed."""
-        raise NotImplementedError
-
     async def _request(
         self, subject: str, payload: bytes = b"", headers: Mapping[str, str] | None = None
     ) -> WireMsg:
         """One request; its reply."""
         raise NotImplementedError
 
-    async def _api(self, subject: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """One JetStream API call (``$JS.API.<subject>``); its reply's body."""
-        raise NotImplementedError
-
     def _publish_raw(self, subject: str, payload: bytes = b"") -> None:
         """A publish nobody waits for (acks, flow control replies)."""
         raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    # -- shared by the connections -----------------------------------------------
+
+    def _server_is(self, major: int, minor: int) -> None:
+        """Note what the server of this version can do."""
+        self._supports_schedules = (major, minor) >= (2, 12)
+        self._supports_batch_get = (major, minor) >= (2, 11)
+
+    def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
+        send, receive = trio.open_memory_channel[ConnectionEvent](16)
+        self._listeners.append(send)
+        return receive
+
+    def _tell(self, event: ConnectionEvent) -> None:
+        """Pass ``event`` to every listener (dropped for one that is behind)."""
+        for channel in list(self._listeners):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # the owner is behind; `state` stays current
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self._listeners.remove(channel)
+
+    def _wake_all(self) -> None:
+        """Wake every consumer and watch: to make their requests again, or to end."""
+        for wake in list(self._wakers):
+            wake()
+
+    def _came_back(self) -> None:
+        """The connection returned: consumers and watches make their requests again."""
+        self._reconnected.set()
+        self._reconnected = trio.Event()
+        self._wake_all()
+
+    def _finished(self) -> None:
+        """Closed by the owner: the events end, consumers and watches close their channels."""
+        for channel in self._listeners:
+            channel.close()
+        self._listeners.clear()
+        self._wake_all()
+
+    def _check_open(self) -> None:
+        """Raise :class:`TransportClosedError` once closed."""
+        if self._ended:
+            raise TransportClosedError("transport is closed")
+
+    async def _api(self, subject: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """One JetStream API call (``$JS.API.<subject>``); its reply's body."""
+        payload = json.dumps(body).encode() if body is not None else b""
+        reply = await self._request(f"{API}.{subject}", payload)
+        return api_reply(reply.status, reply.data)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     def now(self) -> float:
         return wall_clock()
@@ -182,6 +242,48 @@ class JetStreamBase:
         )
 
     # -- publishing --------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        deliver_at: float | None = None,
+    ) -> PubAck:
+        return await self._publish_one(OutMessage(subject, data, msg_id, headers, deliver_at))
+
+    async def _publish_one(self, message: OutMessage) -> PubAck:
+        """:meth:`publish` of one message (a client may do it faster than a batch of one)."""
+        (ack,) = await self.publish_many([message])
+        return ack
+
+    async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
+        raise NotImplementedError
+
+    async def _receipts(
+        self, subjects: Sequence[str], reply_of: Callable[[int], Awaitable[WireMsg]]
+    ) -> list[PubAck]:
+        """The receipts of the publishes to ``subjects``, in order.
+
+        ``reply_of(i)`` gives the reply to the ``i``-th publish, or raises
+        its :class:`TransportError`. Every reply is read; the first error
+        is raised after all were.
+        """
+        acks: list[PubAck] = []
+        first_error: TransportError | None = None
+        for index, subject in enumerate(subjects):
+            try:
+                reply = await reply_of(index)
+                acks.append(parse_ack(reply.status, reply.data, subject))
+            except NoStreamAnswered as exc:
+                first_error = first_error or await self._unanswered(subject, exc)
+            except TransportError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return acks
 
     async def _unanswered(self, subject: str, exc: NoStreamAnswered) -> TransportError:
         """What a publish to ``subject`` that no stream answered means.
