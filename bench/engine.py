@@ -323,7 +323,13 @@ class ServiceProcess:
     def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
         self.name = name
         self.log_path = log_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORS_")}
+        # The caller's ACTORS_* settings are not the benchmark's, except the
+        # NATS client to measure.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ACTORS_") or k == "ACTORS_NATS_CLIENT"
+        }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(

@@ -123,7 +123,6 @@ class Client:
         #: The INFO of the server connected to (the last one while disconnected).
         self.info: dict[str, Any] = {}
         self.server_version = (0, 0, 0)
-        self._stream: trio.abc.Stream | None = None
         self._out = bytearray()
         self._held = bytearray()
         self._wake_writer = trio.Event()
@@ -219,7 +218,6 @@ class Client:
         self._pool.learn(shake.info.get("connect_urls"))
         self.info = shake.info
         self.server_version = server_version(shake.info)
-        self._stream = shake.stream
         self._refusals = 0
         self._unanswered = 0
         self._pongs.clear()
@@ -241,7 +239,6 @@ class Client:
                 why = await self._session_for(shake)
             finally:
                 await trio.aclose_forcefully(shake.stream)
-                self._stream = None
             if self._closing:
                 return
             self._lost(why)
