@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
@@ -59,7 +59,11 @@ class KVHost(PullHost, Protocol):
     def _check_open(self) -> None: ...
 
     def _serve(
-        self, run: Any, cleanup: Any, *, deadline: float
+        self,
+        run: Callable[[trio.TaskStatus[None]], Awaitable[None]],
+        cleanup: Callable[[], Awaitable[None]],
+        *,
+        deadline: float,
     ) -> AbstractAsyncContextManager[None]: ...
 
 
