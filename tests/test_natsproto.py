@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import nkeys
 import pytest
 
-from transport import ConnectOptions, InvalidSpecError
+from transport import ConnectOptions, InvalidSpecError, open_transport
 from transport.natsproto._auth import credentials, read_creds
 from transport.natsproto._protocol import (
     OK,
@@ -298,3 +298,25 @@ def test_servers_announced_by_the_cluster_join_the_pool_once():
         "tls",
         "seed.example",
     )
+
+
+# -- choosing the client -------------------------------------------------------------
+
+
+def test_the_options_choose_the_client_before_the_environment(monkeypatch):
+    monkeypatch.delenv("ACTORS_NATS_CLIENT", raising=False)
+    assert ConnectOptions().nats_client() == "nats-py"
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", "trio")
+    assert ConnectOptions().nats_client() == "trio"
+    assert ConnectOptions(client="nats-py").nats_client() == "nats-py"
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", " ")
+    assert ConnectOptions().nats_client() == "nats-py"
+
+
+async def test_an_unknown_client_is_refused_by_where_it_was_named(monkeypatch):
+    with pytest.raises(InvalidSpecError, match="client: unknown NATS client 'asyncio'"):
+        ConnectOptions(client="asyncio")
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", "bogus")
+    with pytest.raises(InvalidSpecError, match="ACTORS_NATS_CLIENT: unknown NATS client 'bogus'"):
+        async with open_transport("nats://127.0.0.1:4222"):
+            pytest.fail("opened a transport on an unknown client")

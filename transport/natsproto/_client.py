@@ -69,7 +69,7 @@ from ._servers import ServerPool
 
 __all__ = ["Client", "Subscription"]
 
-log = logging.getLogger("transport.natsproto")
+log = logging.getLogger("transport.jetstream.trio")
 
 _RECEIVE = 65536
 #: Posts held while disconnected, at most (bytes).
