@@ -142,7 +142,7 @@ def run(n: int, rounds: int, scale: float) -> list[dict[str, Any]]:
                 service.wait_ready(deadline)
             for r in range(rounds):
                 # The ceiling runs while the services idle, so neither slows the other.
-                rates = raw.plain_in_subprocess(url, scale)
+                rates, _ = raw.plain_in_subprocess(url, scale, latency=False)
                 wf_per_s, per_workflow = trio.run(engine_round, url, server, n, r == 0)
                 limit = ceiling(per_workflow, rates)
                 found.append(

@@ -214,7 +214,7 @@ async def _work_queue(js: nats.js.JetStreamContext, stream: str, subject: str) -
     )
 
 
-async def run_plain(url: str, sz: Sizes) -> Results:
+async def run_plain(url: str, sz: Sizes, *, latency: bool = True) -> Results:
     rates: dict[str, float] = {}
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -259,7 +259,7 @@ async def run_plain(url: str, sz: Sizes) -> Results:
             await msg.ack()
             got += 1
     rates[OPS[3]] = got / (time.perf_counter() - start)
-    latencies = await _latency_plain(js, sz)
+    latencies = await _latency_plain(js, sz) if latency else {}
     await nc.close()
     return rates, latencies
 
@@ -305,14 +305,16 @@ async def _latency_plain(js: nats.js.JetStreamContext, sz: Sizes) -> dict[str, l
 # -- driver ------------------------------------------------------------------
 
 
-def plain_in_subprocess(url: str, scale: float) -> Results:
+def plain_in_subprocess(url: str, scale: float, *, latency: bool = True) -> Results:
     """Run the ceiling in a fresh interpreter, as a plain nats-py program runs.
 
     Nothing the transports left behind in this process (threads, imports,
     event loop policies of other libraries) can then touch its figures.
+    Without ``latency``, only the rates are measured (no latencies).
     """
+    only = ["--plain-only"] if latency else ["--plain-rates-only"]
     out = subprocess.run(
-        [sys.executable, __file__, "--plain-only", "--url", url, "--scale", str(scale)],
+        [sys.executable, __file__, *only, "--url", url, "--scale", str(scale)],
         check=True,
         capture_output=True,
         text=True,
@@ -361,7 +363,7 @@ def measure(url: str, rounds: int, scale: float) -> Measured:
     return found
 
 
-async def run_plain_fresh(url: str, sz: Sizes) -> Results:
+async def run_plain_fresh(url: str, sz: Sizes, *, latency: bool = True) -> Results:
     # Separate stream names per round, as the transports get.
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -369,7 +371,7 @@ async def run_plain_fresh(url: str, sz: Sizes) -> Results:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(name)
     await nc.close()
-    return await run_plain(url, sz)
+    return await run_plain(url, sz, latency=latency)
 
 
 def _table(header: str, sections: list[list[str]]) -> list[str]:
@@ -425,9 +427,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the message counts")
     parser.add_argument("--url", help="an existing NATS server (default: start one)")
     parser.add_argument("--plain-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-rates-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.plain_only:
-        print(json.dumps(asyncio.run(run_plain_fresh(args.url, sizes(args.scale)))))
+    if args.plain_only or args.plain_rates_only:
+        plain = run_plain_fresh(args.url, sizes(args.scale), latency=args.plain_only)
+        print(json.dumps(asyncio.run(plain)))
         return
     if args.url:
         results = measure(args.url, args.rounds, args.scale)
