@@ -126,6 +126,8 @@ class Client:
         self._out = bytearray()
         self._held = bytearray()
         self._wake_writer = trio.Event()
+        #: Something a caller waits for is queued: the writer sends without waiting for more.
+        self._waited_for = False
         self._subs: dict[int, Subscription] = {}
         self._next_sid = 1
         #: One entry per PING sent, answered in order: a flush's event, or None.
@@ -178,8 +180,11 @@ class Client:
         try:
             with self._run_scope:
                 first = await self._connect_first()
-                task_status.started()
-                await self._serve(first)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.requests.expire)
+                    task_status.started()
+                    await self._serve(first)
+                    nursery.cancel_scope.cancel()
         finally:
             self._finished.set()
 
@@ -376,8 +381,10 @@ class Client:
                 await self._wake_writer.wait()
                 self._wake_writer = trio.Event()
                 continue
-            await self._coalesce()
+            if not self._waited_for:
+                await self._coalesce()
             data, self._out = self._out, bytearray()
+            self._waited_for = False
             try:
                 await stream.send_all(data)
             except (OSError, trio.BrokenResourceError) as exc:
@@ -388,17 +395,20 @@ class Client:
 
         A consumer acks one delivery per scheduling round, and a write (a
         system call, and a wake-up of the server) per ack costs more than
-        the acks: the writer waits while rounds add to the buffer, until two
-        rounds in a row add nothing (everybody is waiting: for a reply, for
-        the next delivery), or it has waited enough rounds or bytes. A
-        lone request waits two rounds, a few microseconds.
+        the acks: while only posts are queued, the writer waits while rounds
+        add to the buffer, until two rounds in a row add nothing (everybody
+        is waiting: for a reply, for the next delivery), or it has waited
+        enough rounds or bytes. Something a caller waits for (a request, a
+        flush) goes out at once, with what is queued before it (the writer
+        runs in the round after the one that woke it: the tasks made ready
+        together have all written by then).
         """
         size = len(self._out)
         idle = 0
         for _ in range(_COALESCE_ROUNDS):
             await trio.lowlevel.checkpoint()
             grown = len(self._out)
-            if grown >= _COALESCE_BYTES:
+            if self._waited_for or grown >= _COALESCE_BYTES:
                 return
             idle = idle + 1 if grown == size else 0
             if idle == 2:
@@ -454,6 +464,7 @@ class Client:
             raise ConnectionLostError("not connected to the broker: nothing was sent")
         if len(self._out) > _QUEUED_LIMIT:
             raise ConnectionLostError("the connection is not taking writes: nothing was sent")
+        self._waited_for = True
         self._write(frame)
 
     def post(self, subject: str, data: bytes = b"", *, reply: str | None = None) -> None:
@@ -516,6 +527,7 @@ class Client:
             return
         done = trio.Event()
         self._pongs.append(done)
+        self._waited_for = True
         self._write(PING_FRAME)
         await done.wait()
 
