@@ -13,6 +13,9 @@ Fixtures:
 * ``fresh_nats_server`` (function): a :class:`natsserver.NatsServer` of the test's own
   on a new store in ``tmp_path``; kill/restart/pause it freely. Skipped when
   ``NATS_URL`` is set.
+* ``nats_client`` (function): ``"trio"`` and ``"nats-py"`` in turn, set as
+  ``ACTORS_NATS_CLIENT`` for the test (for JetStream-only tests that must
+  hold on both NATS clients).
 * ``transport_url`` (function): ``"memory://"`` or the session ``nats_url``, ids
   ``memory``, ``jetstream`` (on nats-py) and ``jetstream-trio`` (on the Trio
   client); the last two are marked ``jetstream`` and set ``ACTORS_NATS_CLIENT``
@@ -115,6 +118,14 @@ def fresh_nats_server(tmp_path: Path) -> Iterator[natsserver.NatsServer]:
         pytest.skip("NATS_URL is set: tests that kill or restart a server need their own")
     with natsserver.NatsServer(tmp_path / "nats") as server:
         yield server
+
+
+@pytest.fixture(params=["trio", "nats-py"])
+def nats_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each NATS client in turn, for every transport the test opens (``ACTORS_NATS_CLIENT``)."""
+    name: str = request.param
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", name)
+    return name
 
 
 #: The NATS client of each JetStream parameter of ``transport_url``.

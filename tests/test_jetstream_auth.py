@@ -29,7 +29,7 @@ from transport import (
     open_transport,
 )
 
-pytestmark = pytest.mark.jetstream
+pytestmark = [pytest.mark.jetstream, pytest.mark.usefixtures("nats_client")]
 
 
 async def round_trip(url: str, options: ConnectOptions) -> None:

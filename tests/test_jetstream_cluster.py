@@ -21,7 +21,7 @@ from transport import (
     open_transport,
 )
 
-pytestmark = pytest.mark.jetstream
+pytestmark = [pytest.mark.jetstream, pytest.mark.usefixtures("nats_client")]
 
 BEFORE, AFTER = 50, 50
 

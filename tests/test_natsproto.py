@@ -305,12 +305,12 @@ def test_servers_announced_by_the_cluster_join_the_pool_once():
 
 def test_the_options_choose_the_client_before_the_environment(monkeypatch):
     monkeypatch.delenv("ACTORS_NATS_CLIENT", raising=False)
-    assert ConnectOptions().nats_client() == "nats-py"
-    monkeypatch.setenv("ACTORS_NATS_CLIENT", "trio")
     assert ConnectOptions().nats_client() == "trio"
-    assert ConnectOptions(client="nats-py").nats_client() == "nats-py"
-    monkeypatch.setenv("ACTORS_NATS_CLIENT", " ")
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", "nats-py")
     assert ConnectOptions().nats_client() == "nats-py"
+    assert ConnectOptions(client="trio").nats_client() == "trio"
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", " ")
+    assert ConnectOptions().nats_client() == "trio"
 
 
 async def test_an_unknown_client_is_refused_by_where_it_was_named(monkeypatch):

@@ -152,12 +152,6 @@ async def test_the_cluster_members_a_server_announces_take_over(tmp_path):
 # -- NKeys, and what the server refuses, on both clients ----------------------------
 
 
-@pytest.fixture(params=["trio", "nats-py"])
-def client_name(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
 def _nkey(directory: Path, name: str) -> tuple[str, str]:
     """(public key, seed file) of a fresh user NKey."""
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
@@ -166,28 +160,28 @@ def _nkey(directory: Path, name: str) -> tuple[str, str]:
     return nkeys.from_seed(bytearray(seed)).public_key.decode(), str(path)
 
 
-async def test_an_nkey_gets_in_and_a_stranger_is_refused(tmp_path, client_name):
+async def test_an_nkey_gets_in_and_a_stranger_is_refused(tmp_path, nats_client):
     public, seed_file = _nkey(tmp_path, "engine")
     _, stranger = _nkey(tmp_path, "stranger")
     config = {"authorization": {"users": [{"nkey": public}]}}
     with NatsServer(tmp_path / "nats", config=config) as server, trio.fail_after(30):
-        options = ConnectOptions(nkey_seed_file=seed_file, client=client_name)
+        options = ConnectOptions(nkey_seed_file=seed_file, client=nats_client)
         async with open_transport(server.url, options) as transport:
             await transport.ensure_stream(StreamSpec(name="NK", subjects=("nk.>",)))
             assert (await transport.publish("nk.a", b"signed in")).seq == 1
-        refused = ConnectOptions(nkey_seed_file=stranger, client=client_name, connect_timeout=1)
+        refused = ConnectOptions(nkey_seed_file=stranger, client=nats_client, connect_timeout=1)
         with pytest.raises(AuthorizationError):
             async with open_transport(server.url, refused):
                 pytest.fail("a stranger's key got in")
 
 
 async def test_a_message_over_max_payload_is_refused_and_the_connection_stays(
-    tmp_path, client_name
+    tmp_path, nats_client
 ):
     with NatsServer(tmp_path / "nats", config={"max_payload": 4096}) as server:
         events: list[ConnectionEvent] = []
         with trio.fail_after(30):
-            options = ConnectOptions(client=client_name)
+            options = ConnectOptions(client=nats_client)
             async with open_transport(server.url, options) as transport:
                 listening = transport.connection_events()
                 await transport.ensure_stream(StreamSpec(name="BIG", subjects=("big.>",)))

@@ -87,7 +87,7 @@ class ConnectOptions:
 #: The NATS clients the JetStream transport can run on.
 NATS_CLIENTS = ("trio", "nats-py")
 #: The one used when neither the options nor the environment choose.
-DEFAULT_NATS_CLIENT = "nats-py"
+DEFAULT_NATS_CLIENT = "trio"
 #: The environment variable that chooses when the options do not.
 NATS_CLIENT_VARIABLE = "ACTORS_NATS_CLIENT"
 
