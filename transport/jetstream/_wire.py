@@ -1,8 +1,9 @@
-"""The JetStream transport's plumbing: the Trio -> asyncio bridge, pipelined
-requests on one reply inbox, error translation and JetStream wire helpers.
+"""The plumbing of the JetStream transport on nats-py: the Trio -> asyncio
+bridge, pipelined requests on one reply inbox, the translation of nats-py's
+errors, and nats-py's messages as the shared core reads them.
 
-Part of the JetStream transport (see ``_jetstream.py``); like the rest of it,
-the only place where asyncio and nats-py are spoken.
+Part of the JetStream transport on nats-py (see ``_transport.py``); like the
+rest of this package, the only place where asyncio and nats-py are spoken.
 """
 
 from __future__ import annotations
