@@ -52,22 +52,20 @@ from ..core import (
     DefinitionError,
     InstanceStatus,
     InvalidNameError,
-    LimitExceededError,
     check_instance_id,
     check_name,
     load_definition,
 )
+from ..errors import ActorsError, BrokerError, RequestError, SizeLimitError
 from ..runtime import (
     MAX_LIMIT,
     Client,
-    InstanceConflictError,
     InstanceInfo,
     InstanceSummary,
     UnknownWorkflowTypeError,
     VersionConflictError,
-    WorkflowError,
 )
-from ..wire import DEFAULT_LIMITS, CodecError, JsonError, Layout, check_payload, dumps, loads
+from ..wire import DEFAULT_LIMITS, JsonError, Layout, check_payload, dumps, loads
 from ._config import (
     CONFIG_ENV,
     KEYS,
@@ -78,7 +76,7 @@ from ._config import (
     config_path,
     load_config,
 )
-from ._service import DEFAULT_URL, ModuleError
+from ._service import DEFAULT_URL
 
 __all__ = ["App", "BoundedNumber", "CliError", "ExitCode", "cli", "main"]
 
@@ -112,13 +110,14 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130
 
 
-class CliError(Exception):
+class CliError(RequestError):
     """A failure to report in one line (plus ``details``) and exit with ``code``."""
 
     def __init__(self, message: str, code: ExitCode, details: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.exit_code = int(code)  # this report's, not its class's (see ActorsError)
         self.details = tuple(details)
 
 
@@ -1302,38 +1301,44 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _classify(exc: BaseException, url: str) -> CliError | None:
-    """The report of an error the user can act on; ``None`` for a bug (let it raise)."""
+    """The report of an error the user can act on; ``None`` for a bug (let it raise).
+
+    By the error's class, never by a list of the engine's errors: an
+    :class:`~actors.errors.ActorsError` carries its exit code (``None`` for
+    the engine's own faults, which are bugs). A transport error is the
+    broker's (:class:`~actors.errors.BrokerError`'s code), save a message
+    over the broker's size and a spec or URL it refuses, which are the
+    command's; its message is that of the first of its classes, in method
+    resolution order, that has one below.
+    """
     if isinstance(exc, CliError):
         return exc
-    if isinstance(exc, UnknownWorkflowTypeError):
-        return CliError(str(exc), ExitCode.NOT_FOUND)
-    if isinstance(exc, DefinitionError):
-        return CliError("invalid definition", ExitCode.INVALID, [str(e) for e in exc.errors])
-    if isinstance(
-        exc, VersionConflictError | InstanceConflictError | InvalidNameError | LimitExceededError
-    ):
-        return CliError(str(exc), ExitCode.INVALID)
-    if isinstance(exc, CodecError | JsonError | ConfigError | ModuleError):
-        # A value the engine cannot carry (the checks before sending should
-        # have caught it), a file of the connection, a module of activities.
-        return CliError(str(exc), ExitCode.INVALID)
-    if isinstance(exc, InvalidSpecError | TooLargeError):
-        return CliError(str(exc), ExitCode.INVALID)
-    if isinstance(exc, AuthorizationError):
-        return CliError(f"{url}: the server refused the credentials", ExitCode.UNREACHABLE)
-    if isinstance(exc, ConnectionLostError | TransportTimeoutError):
-        return CliError(f"cannot reach the broker at {url}: {exc}", ExitCode.UNREACHABLE)
-    if isinstance(exc, StorageFullError):
-        return CliError(
+    if isinstance(exc, ActorsError):
+        if exc.exit_code is None:
+            return None
+        if isinstance(exc, DefinitionError):
+            problems = [str(error) for error in exc.errors]
+            return CliError("invalid definition", ExitCode(exc.exit_code), problems)
+        return CliError(str(exc), ExitCode(exc.exit_code))
+    if not isinstance(exc, TransportError):
+        return None
+    unreachable = f"cannot reach the broker at {url}: {exc}"
+    reports: dict[type[TransportError], tuple[type[ActorsError], str]] = {
+        AuthorizationError: (BrokerError, f"{url}: the server refused the credentials"),
+        ConnectionLostError: (BrokerError, unreachable),
+        TransportTimeoutError: (BrokerError, unreachable),
+        StorageFullError: (
+            BrokerError,
             f"the broker at {url} is out of storage and refused the write ({exc}); "
             "nothing was stored: retry once space is freed (see docs/operations.md)",
-            ExitCode.UNREACHABLE,
-        )
-    if isinstance(exc, TransportError):
-        return CliError(f"the broker at {url} failed: {exc}", ExitCode.UNREACHABLE)
-    if isinstance(exc, WorkflowError):
-        return CliError(str(exc), ExitCode.NOT_COMPLETED)
-    return None
+        ),
+        TooLargeError: (SizeLimitError, str(exc)),
+        InvalidSpecError: (RequestError, str(exc)),
+        TransportError: (BrokerError, f"the broker at {url} failed: {exc}"),
+    }
+    kind, message = next(reports[cls] for cls in type(exc).__mro__ if cls in reports)
+    assert kind.exit_code is not None, kind
+    return CliError(message, ExitCode(kind.exit_code))
 
 
 #: The group's options a config file may set (the file's keys are their names).

@@ -40,6 +40,7 @@ from typing import Any, Final, Literal
 from transport import ConnectOptions
 from transport._specs import MAX_PARTITIONS
 
+from ..errors import RequestError
 from ..wire import Layout
 
 __all__ = [
@@ -204,7 +205,7 @@ def env_name(key: str) -> str:
     return "ACTORS_" + _ENV_NAMES.get(key, key.upper())
 
 
-class ConfigError(Exception):
+class ConfigError(RequestError):
     """The config file is missing, not TOML, or holds a key or value it may not.
 
     The message names the file (and the key), ready to print as a usage error.

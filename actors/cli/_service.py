@@ -32,6 +32,7 @@ import trio
 
 from transport import ConnectOptions, InvalidSpecError, Transport, TransportError, open_transport
 
+from ..errors import RequestError
 from ..runtime import ActivitySpec, collect_activities
 from ._config import (
     KEYS,
@@ -212,7 +213,7 @@ def connect_options(args: argparse.Namespace, name: str) -> ConnectOptions:
     return options
 
 
-class ModuleError(ValueError):
+class ModuleError(RequestError, ValueError):
     """A module of activities could not be imported, or holds none; the message says which."""
 
 

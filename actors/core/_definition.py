@@ -22,6 +22,7 @@ from typing import Any, Final, TypeAlias
 
 import yaml
 
+from ..errors import RequestError
 from ._expressions import Expression, ExpressionError
 from ._keys import InvalidNameError, check_name
 
@@ -68,7 +69,7 @@ class FieldError:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class DefinitionError(ValueError):
+class DefinitionError(RequestError, ValueError, http_type="InvalidDefinition"):
     """A definition that cannot be registered; ``errors`` lists every problem."""
 
     def __init__(self, errors: list[FieldError]) -> None:

@@ -47,21 +47,18 @@ from ..core import (
     DefinitionError,
     InstanceStatus,
     InvalidNameError,
-    LimitExceededError,
     check_instance_id,
     check_name,
     load_definition,
     parse_definition,
 )
+from ..errors import ActorsError, BrokerError, RequestError, SizeLimitError
 from ..runtime import (
     Client,
-    InstanceConflictError,
     InstanceInfo,
-    UnknownWorkflowTypeError,
-    VersionConflictError,
     WorkflowError,
 )
-from ..wire import CodecError, JsonError, PayloadTooLargeError, check_payload, dumps, loads
+from ..wire import JsonError, check_payload, dumps, loads
 from ._openapi import (
     DEFAULT_PAGE,
     MAX_BODY_BYTES,
@@ -102,8 +99,12 @@ _JSON_TYPE: Final = "application/json"
 _YAML_TYPES: Final = ("application/yaml", "text/yaml", "application/x-yaml")
 
 
-class ApiError(Exception):
-    """An answer other than success: the status, and the body's ``error`` object."""
+class ApiError(RequestError):
+    """An answer other than success: the status, and the body's ``error`` object.
+
+    Its status and type are the instance's own (``http_status``,
+    ``http_type``), not its class's.
+    """
 
     def __init__(
         self,
@@ -115,14 +116,14 @@ class ApiError(Exception):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
-        self.type = type
+        self.http_status = status
+        self.http_type = type
         self.message = message
         self.details = details
         self.headers = dict(headers or {})
 
     def response(self) -> Response:
-        error: dict[str, Any] = {"type": self.type, "message": _clip(self.message)}
+        error: dict[str, Any] = {"type": self.http_type, "message": _clip(self.message)}
         if self.details is not None:
             # Bounded: a body of a megabyte can hold tens of thousands of
             # unknown fields, and a message may quote what it was sent.
@@ -130,7 +131,7 @@ class ApiError(Exception):
                 {"path": _clip(detail["path"], 200), "message": _clip(detail["message"])}
                 for detail in self.details[:MAX_DETAILS]
             ]
-        return _json({"error": error}, self.status, self.headers)
+        return _json({"error": error}, self.http_status, self.headers)
 
 
 def _clip(text: str, limit: int = 1000) -> str:
@@ -330,33 +331,32 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def _error_response(exc: Exception, request: Request) -> Response:
-    """The answer for an exception a handler raised; 500 (logged) for anything unforeseen."""
+    """The answer for an exception a handler raised, by its class; 500 (logged) for a bug.
+
+    An :class:`~actors.errors.ActorsError` carries its status and type (500
+    for the engine's own faults, which are logged as bugs). A transport
+    error is the broker's (503, :class:`~actors.errors.BrokerError`'s type,
+    logged), save a message over the broker's size, which is the caller's
+    (as :class:`~actors.errors.SizeLimitError`), and a full store, which
+    has its own type and asks for a longer wait.
+    """
     leaf = _leaf(exc)
     if isinstance(leaf, ApiError):
         return leaf.response()
-    if isinstance(leaf, DefinitionError):
-        details = [{"path": error.path, "message": error.message} for error in leaf.errors]
-        summary = "; ".join(_clip(str(error)) for error in leaf.errors[:3])
-        message = f"invalid workflow definition ({len(details)} problems): {summary}"
-        return ApiError(422, "InvalidDefinition", message, details=details).response()
-    if isinstance(leaf, VersionConflictError):
-        return ApiError(409, "VersionConflict", str(leaf)).response()
-    if isinstance(leaf, InstanceConflictError):
-        return ApiError(409, "InstanceConflict", str(leaf)).response()
-    if isinstance(leaf, UnknownWorkflowTypeError):
-        return ApiError(404, "UnknownWorkflowType", str(leaf)).response()
-    if isinstance(leaf, InvalidNameError):
-        return ApiError(422, "InvalidName", str(leaf)).response()
-    if isinstance(leaf, LimitExceededError | PayloadTooLargeError | TooLargeError):
-        return ApiError(413, "PayloadTooLarge", str(leaf) or "too large").response()
-    if isinstance(leaf, CodecError):
-        # A payload JSON allows but the engine's data model does not
-        # (nested too deeply, an integer beyond 64 bits, too many items).
-        return ApiError(422, "InvalidPayload", str(leaf)).response()
+    if isinstance(leaf, ActorsError) and leaf.http_status != 500:
+        if isinstance(leaf, DefinitionError):
+            details = [{"path": error.path, "message": error.message} for error in leaf.errors]
+            summary = "; ".join(_clip(str(error)) for error in leaf.errors[:3])
+            message = f"invalid workflow definition ({len(details)} problems): {summary}"
+            return ApiError(leaf.http_status, leaf.http_type, message, details=details).response()
+        return ApiError(leaf.http_status, leaf.http_type, str(leaf)).response()
+    if isinstance(leaf, TooLargeError):
+        message = str(leaf) or "too large"
+        return ApiError(SizeLimitError.http_status, SizeLimitError.http_type, message).response()
     if isinstance(leaf, StorageFullError):
         log.warning("%s %s: broker storage full: %r", request.method, request.url.path, leaf)
         return ApiError(
-            503,
+            BrokerError.http_status,
             "StorageFull",
             f"the broker is out of storage and refused the write ({leaf}); nothing was "
             "stored: retry later",
@@ -365,8 +365,8 @@ def _error_response(exc: Exception, request: Request) -> Response:
     if isinstance(leaf, TransportError):
         log.warning("%s %s: broker error: %r", request.method, request.url.path, leaf)
         return ApiError(
-            503,
-            "BrokerUnavailable",
+            BrokerError.http_status,
+            BrokerError.http_type,
             f"the broker failed: {type(leaf).__name__}: {leaf}",
             headers={"Retry-After": "1"},
         ).response()

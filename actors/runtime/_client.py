@@ -41,6 +41,7 @@ from ..core import (
     load_definition,
     parse_definition,
 )
+from ..errors import OutcomeError, RequestError
 from ..wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
@@ -86,15 +87,28 @@ _STARTS_KEPT: Final = 100_000
 _FIRST_START_LOOKS: Final = 6
 
 
-class WorkflowError(Exception):
-    """Base of the errors a client raises about a workflow instance."""
+class WorkflowError(OutcomeError, http_status=500, http_type="InternalError"):
+    """Base of the errors a client raises about a workflow instance.
+
+    Raised as such when the client cannot learn what became of a start or a
+    wait (a watch ended, a start was dropped): nothing the caller sent is at
+    fault, and the API answers 500, as for the engine. Its subclasses say
+    how an instance ended (409, as ``GET /workflows/{id}/result`` answers).
+    """
 
 
-class UnknownWorkflowTypeError(WorkflowError):
+# A WorkflowError too (as before there were categories), for callers who catch it so;
+# the request comes first: that is whose fault it is.
+class UnknownWorkflowTypeError(
+    RequestError, WorkflowError, exit_code=3, http_status=404, http_type="UnknownWorkflowType"
+):
     """No definition of that type (at that version) is registered."""
 
 
-class InstanceConflictError(WorkflowError):
+# A WorkflowError too, as UnknownWorkflowTypeError is.
+class InstanceConflictError(
+    RequestError, WorkflowError, http_status=409, http_type="InstanceConflict"
+):
     """A start named an id that belongs to an instance of another workflow type.
 
     Nothing was started. ``existing_type`` is the type of the instance that
@@ -111,7 +125,7 @@ class InstanceConflictError(WorkflowError):
         self.requested_type = requested_type
 
 
-class WorkflowFailedError(WorkflowError):
+class WorkflowFailedError(WorkflowError, http_status=409, http_type="WorkflowFailed"):
     """The instance failed; ``error`` holds the type, message and traceback."""
 
     def __init__(self, instance_id: str, error: ErrorInfo) -> None:
@@ -120,8 +134,8 @@ class WorkflowFailedError(WorkflowError):
         self.error = error
 
 
-class WorkflowCancelledError(WorkflowError):
-    """The instance was cancelled before it finished."""
+class WorkflowCancelledError(WorkflowError, http_status=409, http_type="WorkflowCancelled"):
+    """The instance was cancelled or terminated before it finished."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ from typing import Any, Final
 
 import cbor2
 
+from ..errors import RequestError, SizeLimitError
+
 __all__ = [
     "DEFAULT_LIMITS",
     "MAX_DEPTH_CEILING",
@@ -73,7 +75,7 @@ _INT_MIN: Final = -(2**64)
 _INT_MAX: Final = 2**64 - 1
 
 
-class CodecError(ValueError):
+class CodecError(RequestError, ValueError, http_type="InvalidPayload"):
     """A payload could not be encoded, or bytes are not a valid envelope.
 
     The only error :func:`decode` raises for bad bytes, whatever is wrong with
@@ -81,7 +83,7 @@ class CodecError(ValueError):
     """
 
 
-class PayloadTooLargeError(CodecError):
+class PayloadTooLargeError(SizeLimitError, CodecError):
     """A payload is, or would encode to, more than ``CodecLimits.max_bytes``."""
 
 

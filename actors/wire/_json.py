@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, NoReturn
 
+from ..errors import RequestError
 from ._codec import DEFAULT_LIMITS
 
 __all__ = [
@@ -52,7 +53,7 @@ MAX_PAYLOAD_DEPTH: Final = DEFAULT_LIMITS.max_depth - 3
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
-class JsonError(ValueError):
+class JsonError(RequestError, ValueError, http_type="InvalidPayload"):
     """Text that is not strict JSON, or a value that is not a payload.
 
     ``path`` names the value at fault (``input.items[2]``; empty for text
