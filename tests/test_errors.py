@@ -28,7 +28,8 @@ from actors.cli import CliError, ExitCode
 from actors.cli._commands import _classify
 from actors.core import ErrorInfo, FieldError
 from actors.errors import ActorsError, BrokerError, EngineError, OutcomeError, RequestError
-from actors.http._api import ApiError, _error_response
+from actors.http._guards import _error_response
+from actors.http._requests import ApiError
 from actors.testing import StoreInUseError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
