@@ -354,7 +354,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, An
     """What the services would serve with, instead of connecting: (name, url, settings)."""
     calls: list[tuple[str, str, dict[str, Any]]] = []
 
-    def serve(name: str, url: str, values: dict[str, Any], make: Any, *, grace: float) -> int:
+    def serve(name: str, url: str, values: dict[str, Any], drain: float, make: Any) -> int:
         calls.append((name, url, dict(values)))
         return 0
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import click
 import trio
@@ -31,7 +31,7 @@ from ._app import cli
 from ._errors import RUN_FAILED, CliError, ExitCode, ModuleError, run_failure
 from ._examples import COUNT, DEFAULT_COUNT, import_path, register_examples, run_examples
 from ._logs import setup_logging
-from ._options import BoundedNumber, setting_option
+from ._options import BoundedNumber, Decorated, setting_option
 from ._services import activities_of
 from ._settings import Bounds, default_of
 
@@ -126,30 +126,21 @@ async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> No
         worker.shutdown()
 
 
+def _option(flag: str, **kwargs: Any) -> Callable[[Decorated], Decorated]:
+    """An option of ``dev`` whose default is the field of :class:`DevOptions` it sets."""
+    field = flag.removeprefix("--").replace("-", "_")
+    return click.option(flag, default=default_of(DevOptions, field), show_default=True, **kwargs)
+
+
 @cli.command()
-@click.option(
+@_option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
-    default=default_of(DevOptions, "data"),
-    show_default=True,
     help="The embedded server's data folder (kept between runs).",
 )
-@click.option(
-    "--host", default=default_of(DevOptions, "host"), show_default=True, help="Where to listen."
-)
-@click.option(
-    "--api-port",
-    type=_PORT,
-    default=default_of(DevOptions, "api_port"),
-    show_default=True,
-    help="The HTTP API's port (0: a free one).",
-)
-@click.option(
-    "--nats-port",
-    type=_PORT,
-    default=default_of(DevOptions, "nats_port"),
-    help="The NATS server's port (default: a free one).",
-)
+@_option("--host", help="Where to listen.")
+@_option("--api-port", type=_PORT, help="The HTTP API's port (0: a free one).")
+@_option("--nats-port", type=_PORT, help="The NATS server's port (0: a free one).")
 @click.option("--token", envvar="ACTORS_API_TOKEN", help="Require this bearer token on the API.")
 @click.option(
     "--activities",
@@ -157,13 +148,7 @@ async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> No
     help="Also serve the activities of this module (repeatable).",
 )
 @click.option("--examples/--no-examples", default=True, help="Run the example workflows once.")
-@click.option(
-    "--count",
-    type=COUNT,
-    default=default_of(DevOptions, "count"),
-    show_default=True,
-    help="Count workflows to run (0 to 10000).",
-)
+@_option("--count", type=COUNT, help="Count workflows to run (0 to 10000).")
 @click.option("--once", is_flag=True, help="Stop once the examples have run.")
 # WARNING: what Python printed before dev set logging up; INFO adds the services' notes.
 @setting_option("log_level", default="WARNING")

@@ -69,19 +69,11 @@ async def run_examples(client: Client, count: int) -> None:
     await register_examples(client)
     tag = time.strftime("%H%M%S")
     for name, order, decision in _ORDERS:
-        instance_id = f"order-{tag}-{name}"
-        started = time.perf_counter()
-        await client.start("order", {"order_id": instance_id, **order}, id=instance_id)
-        if decision:
-            # The demo plays the manager: the decision comes once asked for.
-            await client.wait_for(instance_id, _waiting_for_approval)
-            if decision == "approve":
-                await client.signal(instance_id, "approved", {"by": "manager"})
-            else:
-                await client.cancel(instance_id, "rejected by the manager")
-        info = await client.wait(instance_id)
-        _print_outcome(instance_id, info, time.perf_counter() - started)
-    await _refunds(client, tag)
+        await _play(client, "order", f"order-{tag}-{name}", order, decision)
+    # One refund approved by a signal, one rejected (cancelled, then compensated).
+    refund = {"items": [{"sku": "pear", "quantity": 4}]}
+    for name, decision in (("approved", "approve"), ("rejected", "reject")):
+        await _play(client, "refund", f"refund-{tag}-{name}", refund, decision)
     started = time.perf_counter()
     ids = [await client.start("count", {"count": 0}) for _ in range(count)]
     results: list[Any] = []
@@ -110,21 +102,25 @@ def _waiting_for_approval(info: InstanceInfo) -> bool:
     return info.status.terminal or info.steps.get("approval", {}).get("status") == "waiting"
 
 
-async def _refunds(client: Client, tag: str) -> None:
-    """One refund approved by a signal, one rejected (cancelled, then compensated)."""
-    items = [{"sku": "pear", "quantity": 4}]
-    for name in ("approved", "rejected"):
-        instance_id = f"refund-{tag}-{name}"
-        started = time.perf_counter()
-        await client.start("refund", {"order_id": instance_id, "items": items}, id=instance_id)
-        # The demo plays a person's decision: it comes once the instance waits.
+async def _play(
+    client: Client, workflow_type: str, instance_id: str, data: dict[str, Any], decision: str
+) -> None:
+    """Run one example instance to its end, printing its outcome.
+
+    ``decision`` (``approve``, ``reject`` or ``""`` for none) is what a person
+    decides once the instance asks for an approval: a signal, or a cancel.
+    """
+    started = time.perf_counter()
+    await client.start(workflow_type, {"order_id": instance_id, **data}, id=instance_id)
+    if decision:
+        # The examples play the manager: the decision comes once asked for.
         await client.wait_for(instance_id, _waiting_for_approval)
-        if name == "approved":
+        if decision == "approve":
             await client.signal(instance_id, "approved", {"by": "manager"})
         else:
             await client.cancel(instance_id, "rejected by the manager")
-        info = await client.wait(instance_id)
-        _print_outcome(instance_id, info, time.perf_counter() - started)
+    info = await client.wait(instance_id)
+    _print_outcome(instance_id, info, time.perf_counter() - started)
 
 
 def _print_outcome(instance_id: str, info: InstanceInfo, elapsed: float) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import click
@@ -263,19 +264,20 @@ def _stop(app: App, instance_id: str, reason: str, terminate: bool) -> ExitCode:
     return app.run(run)
 
 
-@cli.command()
-@click.argument("instance_id", metavar="ID", callback=id_argument)
-@click.option("--reason", default="", help="Recorded in the instance's history.")
-@pass_app
+def _stop_command(command: Callable[[App, str, str], ExitCode]) -> click.Command:
+    """``command`` as a command of the group: ``NAME ID [--reason R]``."""
+    reason = click.option("--reason", default="", help="Recorded in the instance's history.")
+    instance = click.argument("instance_id", metavar="ID", callback=id_argument)
+    return cli.command()(instance(reason(pass_app(command))))
+
+
+@_stop_command
 def cancel(app: App, instance_id: str, reason: str) -> ExitCode:
     """Cancel an instance: its completed steps are compensated, then it ends cancelled."""
     return _stop(app, instance_id, reason, terminate=False)
 
 
-@cli.command()
-@click.argument("instance_id", metavar="ID", callback=id_argument)
-@click.option("--reason", default="", help="Recorded in the instance's history.")
-@pass_app
+@_stop_command
 def terminate(app: App, instance_id: str, reason: str) -> ExitCode:
     """Stop an instance at once, without compensation."""
     return _stop(app, instance_id, reason, terminate=True)

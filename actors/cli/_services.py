@@ -133,16 +133,9 @@ def orchestrator(url: str, log_level: str, log_format: str, **values: Any) -> in
     --drain-timeout seconds; what is left is handed back to the others.
     """
     setup_logging(log_level, log_format)
-    try:
-        config = build(OrchestratorConfig, ORCHESTRATOR_FIELDS, values)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    config = _configured(OrchestratorConfig, ORCHESTRATOR_FIELDS, values)
     return _serve(
-        "orchestrator",
-        url,
-        values,
-        lambda transport: Orchestrator(transport, config),
-        grace=config.drain_timeout + 5,
+        "orchestrator", url, values, config.drain_timeout, lambda t: Orchestrator(t, config)
     )
 
 
@@ -175,17 +168,18 @@ def worker(
         if unknown:
             raise click.UsageError(f"no such activities: {', '.join(sorted(unknown))}")
         specs = [spec for spec in specs if spec.name in only]
+    config = _configured(WorkerConfig, WORKER_FIELDS, values)
+    return _serve("worker", url, values, config.drain_timeout, lambda t: Worker(t, specs, config))
+
+
+def _configured(
+    config: type[_Config], fields: Mapping[str, str], values: Mapping[str, Any]
+) -> _Config:
+    """:func:`build`, with values the config refuses together as a usage error."""
     try:
-        config = build(WorkerConfig, WORKER_FIELDS, values)
+        return build(config, fields, values)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    return _serve(
-        "worker",
-        url,
-        values,
-        lambda transport: Worker(transport, specs, config),
-        grace=config.drain_timeout + 5,
-    )
 
 
 # -- activities ------------------------------------------------------------------------
@@ -243,16 +237,16 @@ def _serve(
     name: str,
     url: str,
     values: Mapping[str, Any],
+    drain: float,
     make: Callable[[Transport], _Service],
-    *,
-    grace: float,
 ) -> int:
     """Connect, run the service ``make`` builds until a signal, drain; the exit code.
 
-    A broker that cannot be reached (or refuses the credentials), options
-    that contradict each other and a file the connection cannot read end
-    the process with :data:`SERVICE_ERROR` and a one-line reason, not a
-    traceback.
+    The service has ``drain`` seconds (its ``drain_timeout``) and 5 more to
+    stop once signalled. A broker that cannot be reached (or refuses the
+    credentials), options that contradict each other and a file the
+    connection cannot read end the process with :data:`SERVICE_ERROR` and a
+    one-line reason, not a traceback.
     """
     try:
         options = connect_options(values, name)
@@ -270,7 +264,7 @@ def _serve(
                 await nursery.start(service.run)
                 return service.shutdown
 
-            await run_service(serve, grace=grace)
+            await serve_until_stopped(serve, grace=drain + 5)
 
     tune_gc()
     try:
@@ -288,7 +282,7 @@ def _report(name: str, reason: str) -> int:
     return SERVICE_ERROR
 
 
-async def run_service(
+async def serve_until_stopped(
     serve: Callable[[trio.Nursery], Awaitable[Callable[[], None]]], *, grace: float
 ) -> None:
     """Run a service until SIGTERM or SIGINT, then drain it.
