@@ -29,19 +29,18 @@ from . import _definitions, _demo, _dev, _instances, _services, _waiting
 from ._app import App, cli
 from ._config import ConfigError, config_path, load_config
 from ._errors import SERVICE_ERROR, ExitCode, client_error, leaves, service_usage
-from ._options import settings_of, table_of
+from ._options import is_service, settings_of, table_of
 
 __all__ = ["PROG", "SERVICES", "config_tables", "main", "run_service"]
 
 #: The command line's name when run as a module, and in messages of calls in this process.
 PROG: Final = "python -m actors"
-#: The commands that run as services (see the module's docstring).
-SERVICES: Final[Mapping[str, click.Command]] = {
-    "orchestrator": _services.orchestrator,
-    "worker": _services.worker,
-}
 # The command modules register their commands when imported.
 _COMMAND_MODULES: Final = (_definitions, _demo, _dev, _instances, _services, _waiting)
+#: The commands that run as services (see the module's docstring): orchestrator, worker.
+SERVICES: Final[Mapping[str, click.Command]] = {
+    name: command for name, command in cli.commands.items() if is_service(command)
+}
 
 
 def config_tables(command: click.Command = cli) -> dict[str, set[str]]:

@@ -21,6 +21,7 @@ __all__ = [
     "BoundedNumber",
     "Command",
     "config_option",
+    "is_service",
     "Group",
     "OneOf",
     "SettingOption",
@@ -149,9 +150,14 @@ def settings_of(command: click.Command) -> set[str]:
     return {param.setting.key for param in command.params if isinstance(param, SettingOption)}
 
 
+def is_service(command: click.Command) -> bool:
+    """Whether ``command`` runs as a service (see :class:`Command`)."""
+    return isinstance(command, Command) and command.service
+
+
 def table_of(command: click.Command) -> str:
-    """The config file's table of ``command``: its own if it has one, else ``cli``."""
-    return command.table if isinstance(command, Command) and command.table else "cli"
+    """The config file's table of ``command``: a service's own (its name), else ``cli``."""
+    return (command.name or "cli") if is_service(command) else "cli"
 
 
 def _spread(args: Sequence[str], flags: frozenset[str]) -> list[str]:
@@ -181,15 +187,17 @@ def _spread(args: Sequence[str], flags: frozenset[str]) -> list[str]:
 
 
 class Command(click.Command):
-    """A command of the command line; ``table`` names its own table of the config file.
+    """A command of the command line.
 
-    A list setting's flag takes every value up to the next option
-    (``--activities a b``), and may be given again to add more.
+    A ``service`` runs as the engine's services do (``actors.cli._main.run_service``):
+    the services' exit codes, and a table of its own in the config file,
+    named after it. A list setting's flag takes every value up to the next
+    option (``--activities a b``), and may be given again to add more.
     """
 
-    def __init__(self, *args: Any, table: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, service: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.table = table
+        self.service = service
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         flags = frozenset(

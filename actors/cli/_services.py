@@ -123,7 +123,7 @@ def _service_options(config: type, fields: Mapping[str, str]) -> Callable[[Decor
     return decorate
 
 
-@cli.command(table="orchestrator", context_settings=CONTEXT)
+@cli.command(service=True, context_settings=CONTEXT)
 @_service_options(OrchestratorConfig, ORCHESTRATOR_FIELDS)
 def orchestrator(url: str, log_level: str, log_format: str, **values: Any) -> int:
     """Run an orchestrator service.
@@ -139,7 +139,7 @@ def orchestrator(url: str, log_level: str, log_format: str, **values: Any) -> in
     )
 
 
-@cli.command(table="worker", context_settings=CONTEXT)
+@cli.command(service=True, context_settings=CONTEXT)
 @_service_options(WorkerConfig, WORKER_FIELDS)
 @setting_option("only")
 @setting_option("activities", required=True)
