@@ -7,9 +7,8 @@ the services (``orchestrator``, ``worker``) end with :data:`SERVICE_ERROR`
 for anything that keeps them from serving (docs/operations.md, "Exit code
 2"), reported by :func:`service_error` and :func:`service_usage`; ``dev``
 and ``demo`` end with :data:`RUN_FAILED` for what fails once they run
-(:func:`run_failure`). None
-prints a traceback for a mistake of the user's or a broker that is down; a
-bug (an error not listed here) still raises.
+(:func:`run_failure`). None prints a traceback for a mistake of the user's
+or a broker that is down; a bug (an error not listed here) still raises.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ __all__ = [
     "ExitCode",
     "ModuleError",
     "client_error",
-    "first_leaf",
     "leaves",
     "run_failure",
     "service_error",
@@ -104,12 +102,6 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
-
-
-def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception in ``group`` that is not itself a group."""
-    first = group.exceptions[0]
-    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def client_error(exc: BaseException, url: str) -> CliError | None:

@@ -152,9 +152,10 @@ def main(argv: Sequence[str] | None = None, *, prog_name: str | None = None) -> 
         prog_name = os.path.basename(sys.argv[0]) if argv is None else PROG
     at = _command_at(args)
     if at is not None and args[at] in SERVICES and not {"-h", "--help"} & set(args[:at]):
-        return run_service(
-            args[at], [*args[:at], *args[at + 1 :]], prog_name=f"{prog_name} {args[at]}"
-        )
+        # The group's options become the service's, before its own (which win).
+        before = args[: at - 1] if args[at - 1 : at] == ["--"] else args[:at]
+        name = args[at]
+        return run_service(name, [*before, *args[at + 1 :]], prog_name=f"{prog_name} {name}")
     app = App()
     # The group's callback sets this; click reports some usage errors (an
     # unknown command) before that callback runs, and they are JSON too.
