@@ -55,7 +55,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-def setup_logging(level: str, log_format: str = "text") -> None:
+def setup_logging(level: str, log_format: str) -> None:
     """Log to stderr at ``level`` in ``log_format`` (``text`` or ``json``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
