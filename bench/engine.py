@@ -78,7 +78,7 @@ DEFINITION: Final = REPO_ROOT / "examples" / "count.yaml"
 INPUT: Final = {"count": 0}
 EXPECTED: Final = {"count": 3}
 ACTIVITIES_PER_WORKFLOW: Final = 3
-#: What a service logs once it serves (``actors.cli._service.run_service``).
+#: What a service logs once it serves (``actors.cli._services.serve_until_stopped``).
 READY_MARK: Final = "]: ready"
 #: Bounds, so that a wedged engine fails the run instead of hanging it.
 READY_TIMEOUT: Final = 60.0

@@ -25,7 +25,7 @@ from starlette.requests import Request
 import actors
 import transport
 from actors.cli import CliError, ExitCode
-from actors.cli._commands import _classify
+from actors.cli._errors import client_error as _classify
 from actors.core import ErrorInfo, FieldError
 from actors.errors import ActorsError, BrokerError, EngineError, OutcomeError, RequestError
 from actors.http._guards import _error_response
