@@ -11,7 +11,7 @@ Contract (``docs/api.md`` and ``GET /openapi.json``, written in
 ``{"error": {"type", "message", "details"?}}`` with a 4xx status for
 anything the caller can fix, 503 when the broker fails, and 500 only for a
 bug (logged with its traceback). Bodies are read up to
-:data:`~actors.http._openapi.MAX_BODY_BYTES`; payload values are strict JSON
+:data:`~actors.http._bounds.MAX_BODY_BYTES`; payload values are strict JSON
 within the engine's bounds on the way in (:mod:`actors.wire._json`), and on the
 way out bytes become base64 strings and non-finite floats the strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``. At most ``max_in_flight``

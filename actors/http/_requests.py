@@ -18,7 +18,7 @@ from starlette.responses import Response
 from ..core import MAX_VERSION
 from ..errors import RequestError
 from ..wire import JsonError, check_payload, dumps, loads
-from ._openapi import MAX_BODY_BYTES
+from ._bounds import MAX_BODY_BYTES
 
 #: The most field problems an error answer lists.
 MAX_DETAILS: Final = 100
