@@ -21,7 +21,8 @@ from typing import Any, Final, TypeVar
 
 from ..core import ErrorInfo, InvalidNameError
 from ..errors import EngineError
-from ._codec import DEFAULT_LIMITS, CodecError, CodecLimits, decode, decode_json
+from ._codec import DEFAULT_LIMITS, CodecError, CodecLimits, decode
+from ._json import decode_json
 
 __all__ = ["MessageError"]
 
