@@ -25,8 +25,9 @@ trailing bytes. Whatever goes wrong surfaces as :class:`CodecError` and
 nothing else (``MemoryError`` and ``BaseException`` subclasses such as
 ``KeyboardInterrupt`` pass through).
 
-:func:`decode_json` reads a JSON text (RFC 8259) into the same data model,
-within the same limits, for the messages that may also arrive as JSON.
+:func:`actors.wire._json.decode_json` reads a JSON text (RFC 8259) into the
+same data model, within the same limits, for the messages that may also
+arrive as JSON.
 """
 
 from __future__ import annotations
