@@ -16,8 +16,7 @@ from typing import Any, Final
 import click
 import trio
 
-from transport import ConnectOptions, InvalidSpecError
-from transport._options import MEMORY_SCHEME, parse_url
+from transport import MEMORY_SCHEME, ConnectOptions, InvalidSpecError, parse_url
 
 from ..runtime import Client
 from ..wire import Layout

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from transport._specs import MAX_PARTITIONS
+from transport import MAX_PARTITIONS
 
 from ..wire import Layout
 
