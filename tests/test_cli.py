@@ -1,7 +1,7 @@
 """The command line, ``python -m actors ...``, run as a user runs it.
 
 One nats-server, one ``python -m actors.orchestrator`` and one ``python -m
-actors.worker --activities examples.activities`` serve the whole module (a
+actors.worker --activities actors.examples.activities`` serve the whole module (a
 module-scoped fixture: starting them per test would cost more than the
 tests). Every CLI call is a subprocess with the repository root as its
 working directory; the tests check its stdout (tables, or the one JSON
@@ -40,7 +40,7 @@ from actors.cli import ExitCode
 jetstream = pytest.mark.jetstream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO_ROOT / "examples"
+EXAMPLES = REPO_ROOT / "actors" / "examples"
 #: Seconds any one CLI call may take (generous: most take well under one).
 CALL_TIMEOUT = 60
 #: Seconds a service may take to say it is ready.
@@ -203,7 +203,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
             ),
             "worker": _spawn(
                 "worker",
-                ["-m", "actors.worker", "--activities", "examples.activities"],
+                ["-m", "actors.worker", "--activities", "actors.examples.activities"],
                 server.url,
                 directory,
             ),
@@ -238,7 +238,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 @jetstream
 def test_definitions_register_list_show(engine: Engine, tmp_path: Path) -> None:
-    again = engine("definitions", "register", "examples/count.yaml", "examples/order.yaml")
+    again = engine(
+        "definitions", "register", "actors/examples/count.yaml", "actors/examples/order.yaml"
+    )
     assert_ok(again, "unchanged", "count", "order")
 
     # JSON by extension, and YAML from stdin.

@@ -38,7 +38,7 @@ from actors.core import ActivityCompleted, Limits
 from actors.runtime import OrchestratorConfig, WorkerConfig, _instance
 from transport import open_transport
 
-ACTIVITIES = "examples.activities"
+ACTIVITIES = "actors.examples.activities"
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +140,7 @@ def test_an_entry_points_table_overrides_the_top_level(tmp_path: Path) -> None:
         """
         url = "nats://top:1"
         ack_wait = 1
-        activities = ["examples.activities"]   # only the worker's: the others ignore it
+        activities = ["actors.examples.activities"]   # only the worker's: the others ignore it
         connect_timeout = 9                     # only the CLI's
         [orchestrator]
         ack_wait = 2

@@ -40,6 +40,7 @@ from actors import orchestrator, worker
 from actors.cli import ExitCode, cli
 from actors.cli import main as cli_main
 from actors.cli._services import GC_THRESHOLDS, tune_gc
+from actors.examples import ACTIVITIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE: int = 2  # the services' exit code for a usage error and for the broker
@@ -80,9 +81,7 @@ def o(*argv: str, message: str, env: dict[str, str] | None = None) -> Row:
 
 def w(*argv: str, message: str, env: dict[str, str] | None = None) -> Row:
     # The worker needs modules; the row's own --activities comes later and wins.
-    return Row(
-        "worker", ("--activities", "examples.activities", *argv), SERVICE, message, env or {}
-    )
+    return Row("worker", ("--activities", ACTIVITIES, *argv), SERVICE, message, env or {})
 
 
 def c(*argv: str, message: str, env: dict[str, str] | None = None) -> Row:
@@ -291,7 +290,7 @@ GROUP_ROWS = [
         MISSING,
         "worker",
         "--activities",
-        "examples.activities",
+        ACTIVITIES,
         message="--creds {tmp}/missing.pem: No such file or directory",
     ),
     g(
@@ -300,7 +299,7 @@ GROUP_ROWS = [
         JUNK,
         "worker",
         "--activities",
-        "examples.activities",
+        ACTIVITIES,
         message="a TLS client certificate needs its key",
     ),
     g("orchestrator", "--json", "orchestrator", message="unrecognized arguments: --json"),
@@ -453,9 +452,9 @@ def plain_server(tmp_path: Path) -> Iterator[NatsServer]:
 #: How to run each: the arguments around the connection's, the broker's exit code, the prefix.
 ENTRY_POINTS = [
     ((["-m", "actors.orchestrator"], []), SERVICE, "orchestrator: "),
-    ((["-m", "actors.worker"], ["--activities", "examples.activities"]), SERVICE, "worker: "),
+    ((["-m", "actors.worker"], ["--activities", ACTIVITIES]), SERVICE, "worker: "),
     ((["-m", "actors", "orchestrator"], []), SERVICE, "orchestrator: "),
-    ((["-m", "actors", "worker"], ["--activities", "examples.activities"]), SERVICE, "worker: "),
+    ((["-m", "actors", "worker"], ["--activities", ACTIVITIES]), SERVICE, "worker: "),
     ((["-m", "actors"], ["list"]), ExitCode.UNREACHABLE, "error: "),
 ]
 ENTRY_IDS = ["orch", "worker", "cli-orch", "cli-worker", "cli"]

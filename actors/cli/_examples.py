@@ -1,16 +1,15 @@
 """The example workflows that ``demo`` and ``dev`` run: orders, refunds and counts.
 
-The definitions are the ``examples/*.yaml`` files of the checkout and the
-activities ``examples.activities`` (:data:`ROOT` is put on ``sys.path`` for
-it). :func:`run_examples` plays each order and refund along its path (the
-manager's decision is a signal, or a cancel) and starts ``count``
-workflows at once, printing one line for each outcome.
+The definitions and the activities are the package's (:mod:`actors.examples`),
+so an installed copy runs them from any folder. :func:`run_examples` plays
+each order and refund along its path (the manager's decision is a signal, or
+a cancel) and starts ``count`` workflows at once, printing one line for each
+outcome.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -18,6 +17,7 @@ from typing import Any, Final
 import trio
 
 from ..core import InstanceStatus
+from ..examples import definitions
 from ..runtime import MAX_LIMIT, Client, InstanceInfo
 from ._options import BoundedNumber
 from ._settings import Bounds
@@ -25,16 +25,13 @@ from ._settings import Bounds
 __all__ = [
     "COUNT",
     "DEFAULT_COUNT",
-    "EXAMPLES",
     "ROOT",
-    "import_path",
     "register_examples",
     "run_examples",
 ]
 
-#: The checkout: ``examples/`` is here.
+#: The folder the ``actors`` package is in (the checkout, or site-packages).
 ROOT: Final = Path(__file__).resolve().parents[2]
-EXAMPLES: Final = ROOT / "examples"
 #: How many ``count`` workflows the examples run at once, and the most (as ``start --count``).
 DEFAULT_COUNT: Final = 200
 COUNT: Final = BoundedNumber(Bounds("int", 0, high=MAX_LIMIT))
@@ -51,17 +48,11 @@ _ORDERS: Final[list[tuple[str, dict[str, Any], str]]] = [
 ]
 
 
-def import_path() -> None:
-    """Make ``examples.activities`` importable, from whatever folder the command runs in."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-
-
 async def register_examples(client: Client) -> None:
-    """Register every definition of ``examples/``, printing a line for each."""
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        definition = await client.register(path.read_text())
-        print(f"registered    {definition.type} v{definition.version}  ({path.name})", flush=True)
+    """Register every example definition, printing a line for each."""
+    for name, text in definitions():
+        definition = await client.register(text)
+        print(f"registered    {definition.type} v{definition.version}  ({name})", flush=True)
 
 
 async def run_examples(client: Client, count: int) -> None:

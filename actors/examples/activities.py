@@ -1,6 +1,6 @@
 """Activities for the example workflows.
 
-Serve them with ``python -m actors.worker --activities examples.activities``.
+Serve them with ``python -m actors.worker --activities actors.examples.activities``.
 
 They stand in for calls to real services; each is deterministic so the
 examples print the same results on every run.
