@@ -43,7 +43,7 @@ class TransportTests(
       ``(transport, stream) -> int`` giving the number of consumers a stream
       has; with it, a test checks that ``read`` creates none.
 
-    The tests are Trio tests (marked ``trio``): the project needs pytest and
-    pytest-trio. ``pytest.register_assert_rewrite("transport.testing")`` in a
-    ``conftest.py`` makes a failed assertion show its values.
+    The tests are Trio tests (marked ``trio``, so Trio mode is not needed):
+    the project needs pytest and pytest-trio. Their assertions are rewritten
+    as a test module's, so a failure shows the values compared.
     """
