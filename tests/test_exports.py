@@ -159,12 +159,13 @@ def _private_imports(module: str, path: Path) -> list[PrivateImport]:
     found: list[PrivateImport] = []
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
-        targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             source = _absolute(module, node)
             targets = [f"{source}.{alias.name}" for alias in node.names if alias.name != "*"]
+        else:
+            continue
         for target in targets:
             if target.split(".")[0] not in ROOTS:
                 continue
