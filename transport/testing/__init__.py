@@ -19,6 +19,7 @@ from ._rewrite import rewrite_assertions as _rewrite_assertions
 
 _rewrite_assertions(__name__, __path__)
 
+from ._fixtures import Clock as Clock  # noqa: E402
 from ._fixtures import Connect as Connect  # noqa: E402
 from ._fixtures import CountConsumers as CountConsumers  # noqa: E402
 from ._fixtures import MakeKV as MakeKV  # noqa: E402
@@ -27,6 +28,7 @@ from ._fixtures import Names as Names  # noqa: E402
 from ._suite import TransportTests as TransportTests  # noqa: E402
 
 __all__ = [
+    "Clock",
     "Connect",
     "CountConsumers",
     "MakeKV",

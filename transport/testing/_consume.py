@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.testing
 
 from .. import (
     ConsumerSpec,
@@ -21,7 +20,7 @@ from .. import (
     Settlement,
     Transport,
 )
-from ._fixtures import MakeStream, Names, SuiteBase
+from ._fixtures import Clock, MakeStream, Names, SuiteBase
 
 #: How much earlier than due a timed redelivery may come (clock granularity).
 EARLY = 0.05
@@ -87,11 +86,7 @@ class ConsumeTests(SuiteBase):
         assert (first.stream_seq, first.data, first.num_delivered) == (marker.seq, b"marker", 1)
 
     async def test_a_delivery_says_when_its_message_was_stored(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         subject = f"{names.space()}.m"
@@ -130,11 +125,7 @@ class ConsumeTests(SuiteBase):
         assert (second.stream_seq, second.num_delivered, second.data) == (1, 2, b"again")
 
     async def test_nak_with_delay_redelivers_not_before_the_delay(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         await transport.publish(f"{names.space()}.a", b"later")
@@ -156,11 +147,7 @@ class ConsumeTests(SuiteBase):
         assert 2.0 - EARLY <= waited <= 2.0 + LATE
 
     async def test_unacknowledged_delivery_is_redelivered_after_ack_wait(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0)
@@ -177,11 +164,7 @@ class ConsumeTests(SuiteBase):
         assert 1.0 - EARLY <= waited <= 1.0 + LATE
 
     async def test_in_progress_restarts_the_ack_wait(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0)
@@ -204,11 +187,7 @@ class ConsumeTests(SuiteBase):
         assert 1.0 - EARLY <= waited <= 1.0 + LATE
 
     async def test_term_means_the_message_is_never_delivered_again(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0)
@@ -221,11 +200,7 @@ class ConsumeTests(SuiteBase):
                 await assert_nothing_else_pending(transport, inbox, f"{names.space()}.a")
 
     async def test_max_deliver_stops_redelivery(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0, max_deliver=2)
@@ -240,11 +215,7 @@ class ConsumeTests(SuiteBase):
                 await assert_nothing_else_pending(transport, inbox, f"{names.space()}.a")
 
     async def test_max_deliver_counts_ack_wait_expiries(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0, max_deliver=2)
@@ -327,11 +298,7 @@ class ConsumeTests(SuiteBase):
         assert sorted(acked) == list(range(1, count + 1))
 
     async def test_exiting_consume_hands_back_deliveries_at_once(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(retention=Retention.WORK_QUEUE)
         consumer = ConsumerSpec(durable=names.durable(), ack_wait=30.0)
@@ -405,11 +372,7 @@ class ConsumeTests(SuiteBase):
         ]
 
     async def test_consume_updates_an_existing_durable_to_the_spec(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         with trio.fail_after(20):
@@ -427,11 +390,7 @@ class ConsumeTests(SuiteBase):
         assert (again.stream_seq, again.num_delivered) == (first.stream_seq, 2)
 
     async def test_max_ack_pending_limits_unfinished_deliveries(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream()
         consumer = ConsumerSpec(durable=names.durable(), max_ack_pending=2)

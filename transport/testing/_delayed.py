@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.testing
 
 from .. import DELIVER_AT_HEADER, ConsumerSpec, InvalidSpecError, OutMessage, Retention, Transport
-from ._fixtures import MakeStream, Names, SuiteBase
+from ._fixtures import Clock, MakeStream, Names, SuiteBase
 
 #: How much earlier than due a delayed message may come (clock granularity).
 EARLY = 0.05
@@ -19,11 +18,7 @@ class DelayedTests(SuiteBase):
     """Delayed delivery (durable timers): ``deliver_at`` on ``Transport.now()``'s clock."""
 
     async def test_delayed_message_is_delivered_at_its_time(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True)
         subject = f"{names.space()}.timer"
@@ -43,11 +38,7 @@ class DelayedTests(SuiteBase):
         assert float(delivery.headers[DELIVER_AT_HEADER]) == pytest.approx(due, abs=1e-3)
 
     async def test_delayed_message_waits_while_later_immediate_ones_pass(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True)
         with trio.fail_after(20):
@@ -61,11 +52,7 @@ class DelayedTests(SuiteBase):
         assert DELIVER_AT_HEADER not in got[0].headers
 
     async def test_delayed_messages_come_in_deliver_at_order(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True)
         subject = f"{names.space()}.a"
@@ -85,11 +72,7 @@ class DelayedTests(SuiteBase):
         assert arrived >= now + 5.0 - EARLY
 
     async def test_delayed_message_due_in_the_past_is_delivered_at_once(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True)
         with trio.fail_after(20):
@@ -101,11 +84,7 @@ class DelayedTests(SuiteBase):
         assert delivery.data == b"overdue"
 
     async def test_delayed_publish_with_a_repeated_msg_id_is_delivered_once(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True)
         subject = f"{names.space()}.a"
@@ -133,7 +112,7 @@ class DelayedTests(SuiteBase):
     @pytest.mark.parametrize("retention", [Retention.LIMITS, Retention.WORK_QUEUE])
     async def test_consumers_of_a_delayed_stream_never_see_schedule_subjects(
         self,
-        clock: trio.testing.MockClock | None,
+        clock: Clock,
         transport: Transport,
         make_stream: MakeStream,
         names: Names,
@@ -157,11 +136,7 @@ class DelayedTests(SuiteBase):
         assert {d.subject for d in got} == {subject}
 
     async def test_delayed_message_on_a_work_queue_stream_is_gone_once_acked(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True, retention=Retention.WORK_QUEUE)
         consumer = ConsumerSpec(durable=names.durable())
@@ -178,11 +153,7 @@ class DelayedTests(SuiteBase):
         assert (first.stream_seq, first.data) == (marker.seq, b"marker")
 
     async def test_delayed_message_published_while_no_context_is_open_waits_for_one(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True)
         consumer = ConsumerSpec(durable=names.durable())
@@ -198,11 +169,7 @@ class DelayedTests(SuiteBase):
         assert float(delivery.headers[DELIVER_AT_HEADER]) == pytest.approx(due, abs=1e-3)
 
     async def test_delayed_messages_with_ids_alike_but_for_punctuation_all_arrive(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         # These ids once shared one schedule on JetStream (each of ".@~_" became
         # "_"), so only the last one published was delivered.

@@ -11,13 +11,15 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import pytest
 import trio.testing
 
 from .. import KeyValue, KVSpec, StreamSpec, Transport
 
+#: What the ``clock`` fixture gives: Trio's autojump clock, or ``None`` for real time.
+Clock: TypeAlias = trio.testing.MockClock | None
 #: Opens a new transport on the broker under test, closing it when the block exits.
 Connect = Callable[[], AbstractAsyncContextManager[Transport]]
 #: How many consumers a stream has, by whatever means the implementation offers.
@@ -61,6 +63,19 @@ class Names:
         return f"t{self.suffix}{tag}"
 
 
+async def run_to_its_end(connect: Connect, body: Callable[[Transport], Awaitable[None]]) -> None:
+    """Run ``body`` on a transport opened for it, and check that it ran to its end.
+
+    For the tests that close the transport themselves: ``aclose()`` must not
+    cancel the code around it, which would end the block early and silently.
+    """
+    finished = False
+    async with connect() as transport:
+        await body(transport)
+        finished = True
+    assert finished, "aclose() cancelled the block it was called in"
+
+
 @pytest.mark.trio
 class SuiteBase:
     """The fixtures of the suite; a subclass provides ``connect`` (see :class:`TransportTests`)."""
@@ -89,7 +104,7 @@ class SuiteBase:
         return Names()
 
     @pytest.fixture
-    def clock(self, virtual_time: bool) -> trio.testing.MockClock | None:
+    def clock(self, virtual_time: bool) -> Clock:
         """Trio's autojump clock where the transport keeps Trio's time, else real time.
 
         Timing tests (ack wait, nak delays, delayed delivery, max age) then

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.testing
 
 from .. import ConflictError, InvalidSpecError, KVEntry, NotFoundError, TooLargeError, Transport
-from ._fixtures import MakeKV, Names, SuiteBase
+from ._fixtures import Clock, MakeKV, Names, SuiteBase
 
 BAD_KEYS = ["", "a b", ".a", "a.", "a..b", "a*", "a.>", "ключ"]
 
@@ -207,9 +206,7 @@ class KVTests(SuiteBase):
         revisions.append(await kv.create("a", b"3"))
         assert revisions == sorted(set(revisions))
 
-    async def test_kv_ttl_expires_values(
-        self, clock: trio.testing.MockClock | None, make_kv: MakeKV
-    ) -> None:
+    async def test_kv_ttl_expires_values(self, clock: Clock, make_kv: MakeKV) -> None:
         kv = await make_kv(ttl=1.0)
         await kv.put("k", b"short-lived")
         assert await kv.get("k") is not None

@@ -17,7 +17,7 @@ from .. import (
     Transport,
     TransportClosedError,
 )
-from ._fixtures import Connect, Names, SuiteBase
+from ._fixtures import Connect, Names, SuiteBase, run_to_its_end
 
 
 class OwnersOwnError(Exception):
@@ -27,18 +27,16 @@ class OwnersOwnError(Exception):
 class LifecycleTests(SuiteBase):
     """Opening, closing, connection state and events.
 
-    Tests that close the transport open their own (``connect``) and check that
-    the block ran to its end: ``aclose()`` must not cancel the code around it.
+    Tests that close the transport open their own (:func:`run_to_its_end`).
     """
 
     async def test_aclose_is_idempotent(self, connect: Connect) -> None:
-        finished = False
-        async with connect() as transport:
+        async def body(transport: Transport) -> None:
             await transport.aclose()
             await transport.aclose()
             assert transport.state is ConnectionState.CLOSED
-            finished = True
-        assert finished, "aclose() cancelled the block it was called in"
+
+        await run_to_its_end(connect, body)
 
     async def test_state_is_connected_while_open_and_closed_after(self, connect: Connect) -> None:
         async with connect() as transport:
@@ -50,8 +48,8 @@ class LifecycleTests(SuiteBase):
         self, connect: Connect, names: Names
     ) -> None:
         stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-        finished = False
-        async with connect() as transport:
+
+        async def body(transport: Transport) -> None:
             await transport.ensure_stream(stream)
             kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
             await transport.aclose()
@@ -77,8 +75,8 @@ class LifecycleTests(SuiteBase):
             with pytest.raises(TransportClosedError):
                 async with kv.watch():
                     pytest.fail("watched a closed transport")
-            finished = True
-        assert finished, "aclose() cancelled the block it was called in"
+
+        await run_to_its_end(connect, body)
 
     async def test_settling_a_delivery_after_aclose_raises_at_most_transport_closed(
         self, connect: Connect, names: Names
@@ -86,57 +84,56 @@ class LifecycleTests(SuiteBase):
         # The contract leaves open whether a late ack is ignored (the delivery comes
         # back after its ack wait anyway) or refused; nothing else may escape.
         stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-        finished = False
-        with trio.fail_after(10):
-            async with connect() as transport:
-                await transport.ensure_stream(stream)
+
+        async def body(transport: Transport) -> None:
+            await transport.ensure_stream(stream)
+            await transport.publish(f"{names.space()}.a", b"")
+            consumer = ConsumerSpec(durable=names.durable())
+            async with transport.consume(stream.name, consumer) as inbox:
+                deliveries = [await inbox.receive()]
                 await transport.publish(f"{names.space()}.a", b"")
-                consumer = ConsumerSpec(durable=names.durable())
-                async with transport.consume(stream.name, consumer) as inbox:
-                    deliveries = [await inbox.receive()]
-                    await transport.publish(f"{names.space()}.a", b"")
-                    deliveries.append(await inbox.receive())
-                    await transport.aclose()
-                    with contextlib.suppress(TransportClosedError):
-                        await deliveries[0].ack()
-                    with contextlib.suppress(TransportClosedError):
-                        await deliveries[1].in_progress()
-                    with contextlib.suppress(TransportClosedError):
-                        await deliveries[1].nak(delay=1.0)
-                finished = True
-        assert finished, "aclose() cancelled the block it was called in"
+                deliveries.append(await inbox.receive())
+                await transport.aclose()
+                with contextlib.suppress(TransportClosedError):
+                    await deliveries[0].ack()
+                with contextlib.suppress(TransportClosedError):
+                    await deliveries[1].in_progress()
+                with contextlib.suppress(TransportClosedError):
+                    await deliveries[1].nak(delay=1.0)
+
+        with trio.fail_after(10):
+            await run_to_its_end(connect, body)
 
     async def test_consume_channel_ends_when_the_transport_closes(
         self, connect: Connect, names: Names
     ) -> None:
         stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-        finished = False
+
+        async def body(transport: Transport) -> None:
+            await transport.ensure_stream(stream)
+            async with (
+                transport.consume(stream.name, ConsumerSpec(durable=names.durable())) as inbox,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(transport.aclose)
+                with pytest.raises(trio.EndOfChannel):
+                    await inbox.receive()
+
         with trio.fail_after(10):
-            async with connect() as transport:
-                await transport.ensure_stream(stream)
-                async with (
-                    transport.consume(stream.name, ConsumerSpec(durable=names.durable())) as inbox,
-                    trio.open_nursery() as nursery,
-                ):
-                    nursery.start_soon(transport.aclose)
-                    with pytest.raises(trio.EndOfChannel):
-                        await inbox.receive()
-                finished = True
-        assert finished, "aclose() cancelled the block it was called in"
+            await run_to_its_end(connect, body)
 
     async def test_watch_channel_ends_when_the_transport_closes(
         self, connect: Connect, names: Names
     ) -> None:
-        finished = False
+        async def body(transport: Transport) -> None:
+            kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
+            async with kv.watch() as watch, trio.open_nursery() as nursery:
+                nursery.start_soon(transport.aclose)
+                with pytest.raises(trio.EndOfChannel):
+                    await watch.receive()
+
         with trio.fail_after(10):
-            async with connect() as transport:
-                kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
-                async with kv.watch() as watch, trio.open_nursery() as nursery:
-                    nursery.start_soon(transport.aclose)
-                    with pytest.raises(trio.EndOfChannel):
-                        await watch.receive()
-                finished = True
-        assert finished, "aclose() cancelled the block it was called in"
+            await run_to_its_end(connect, body)
 
     async def test_connection_events_report_closed_on_aclose(self, connect: Connect) -> None:
         async with connect() as transport:

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import trio
-import trio.testing
 
 from .. import ConsumerSpec, Partitioning, StreamSpec, Transport, partition_of
-from ._fixtures import MakeStream, Names, SuiteBase
+from ._fixtures import Clock, MakeStream, Names, SuiteBase
 
 
 class PartitionTests(SuiteBase):
     """Partitioned streams: each message is filed under the partition of its key."""
 
     async def test_each_partitions_consumer_gets_its_keys_in_stored_order(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         space = names.space()
         parts = Partitioning(prefix=f"{space}.p", count=4)
@@ -49,11 +44,7 @@ class PartitionTests(SuiteBase):
         assert sum(map(len, got.values())) == 3 * len(keys)
 
     async def test_a_delayed_message_is_filed_in_its_partition(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         space = names.space()
         parts = Partitioning(prefix=f"{space}.p", count=16)
@@ -69,11 +60,7 @@ class PartitionTests(SuiteBase):
         assert (delivery.subject, delivery.data) == (f"{space}.p.11.abc.timer", b"due")
 
     async def test_an_existing_streams_partitioning_is_kept(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         space = names.space()
         first = await make_stream(partitioning=Partitioning(prefix=f"{space}.p", count=4))

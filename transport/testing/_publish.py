@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.testing
 
 from .. import ConsumerSpec, InvalidSpecError, NotFoundError, OutMessage, PubAck, Transport
-from ._fixtures import MakeStream, Names, SuiteBase
+from ._fixtures import Clock, MakeStream, Names, SuiteBase
 
 
 class PublishTests(SuiteBase):
@@ -38,11 +37,7 @@ class PublishTests(SuiteBase):
         assert [(d.stream_seq, d.data) for d in got] == [(1, b"once"), (2, b"next")]
 
     async def test_msg_id_is_forgotten_after_the_duplicate_window(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(duplicate_window=1.0)
         subject = f"{names.space()}.a"

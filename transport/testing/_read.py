@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import pytest
 import trio
-import trio.testing
 
 from .. import (
     DELIVER_AT_HEADER,
@@ -19,7 +18,7 @@ from .. import (
     Transport,
     TransportClosedError,
 )
-from ._fixtures import Connect, CountConsumers, MakeStream, Names, SuiteBase
+from ._fixtures import Clock, Connect, CountConsumers, MakeStream, Names, SuiteBase
 
 
 async def publish_many(
@@ -271,11 +270,7 @@ class ReadTests(SuiteBase):
         ]
 
     async def test_delayed_message_is_read_once_due(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(allow_delayed=True)
         subject = f"{names.space()}.timer"

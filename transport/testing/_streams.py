@@ -6,7 +6,6 @@ import contextlib
 
 import pytest
 import trio
-import trio.testing
 
 from .. import (
     ConsumerSpec,
@@ -20,7 +19,7 @@ from .. import (
     TooLargeError,
     Transport,
 )
-from ._fixtures import Connect, MakeStream, Names, SuiteBase
+from ._fixtures import Clock, Connect, MakeStream, Names, SuiteBase, run_to_its_end
 
 
 class StreamTests(SuiteBase):
@@ -86,16 +85,16 @@ class StreamTests(SuiteBase):
         # server's max_payload, 1 MiB by default) or, with no connection to
         # limit it (the memory broker), store it; nothing else may happen.
         spec = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-        finished = False
+
+        async def body(transport: Transport) -> None:
+            await transport.ensure_stream(spec)
+            with contextlib.suppress(TooLargeError):
+                await transport.publish(f"{names.space()}.huge", b"x" * (8 * 1024 * 1024))
+            ack = await transport.publish(f"{names.space()}.small", b"")
+            assert ack.stream == spec.name
+
         with trio.fail_after(20):
-            async with connect() as transport:
-                await transport.ensure_stream(spec)
-                with contextlib.suppress(TooLargeError):
-                    await transport.publish(f"{names.space()}.huge", b"x" * (8 * 1024 * 1024))
-                ack = await transport.publish(f"{names.space()}.small", b"")
-                assert ack.stream == spec.name
-                finished = True
-        assert finished
+            await run_to_its_end(connect, body)
 
     async def test_publish_to_a_full_discard_new_stream_raises_storage_full(
         self, transport: Transport, make_stream: MakeStream, names: Names
@@ -173,11 +172,7 @@ class StreamTests(SuiteBase):
                 pass
 
     async def test_messages_older_than_max_age_are_removed(
-        self,
-        clock: trio.testing.MockClock | None,
-        transport: Transport,
-        make_stream: MakeStream,
-        names: Names,
+        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
         spec = await make_stream(max_age=1.0)
         await transport.publish(f"{names.space()}.a", b"old")
