@@ -64,7 +64,7 @@ from actors.core import (
     decide,
     parse_definition,
 )
-from actors.core._definition import ChildStep, ChoiceStep, MapStep, ParallelStep, Step
+from actors.core._steps import ChildStep, ChoiceStep, MapStep, ParallelStep, Step
 from actors.wire import encode_state
 
 INSTANCE: Final = "inst-1"

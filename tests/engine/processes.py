@@ -258,7 +258,7 @@ async def read_history(
 
 
 async def read_states(transport: Transport, ids: Iterable[str]) -> dict[str, Any]:
-    """id -> the stored :class:`actors.core._decide.InstanceState` (absent ids are left out)."""
+    """id -> the stored :class:`actors.core.InstanceState` (absent ids are left out)."""
     states = await transport.kv("WORKFLOW_STATES")
     found: dict[str, Any] = {}
     for instance_id in ids:
