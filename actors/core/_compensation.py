@@ -18,15 +18,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ._events import ActivityCompleted, ActivityFailed, StepEvent, TimerFired, TimerKind
 from ._refs import UNDO, resolve
-from ._state import InstanceStatus, StepState, StepStatus
+from ._state import InstanceStatus, StepState
 from ._steps import _activity
 
 if TYPE_CHECKING:
     from ._decision import Decision
     from ._definition import Definition
     from ._error_info import ErrorInfo
+    from ._events import StepEvent
     from ._refs import Ref
 
 __all__ = ["compensate", "compensation_failed", "next_compensation", "settle"]
@@ -111,23 +111,10 @@ def settle(
 ) -> bool:
     """An abandoned step's running attempt reported, or ran out of time: undo it now.
 
-    Its output, if it completed after all, is what its compensation gets.
     Returns ``False`` for an event that is not about that attempt.
     """
-    if event.attempt != current.attempt or (
-        isinstance(event, TimerFired) and event.kind is not TimerKind.TIMEOUT
-    ):
+    if not _activity.settle(build, ref, current, event):
         return False
-    if isinstance(event, ActivityCompleted):
-        build.set_step(
-            ref.key,
-            replace(current, in_flight=False, status=StepStatus.COMPLETED, output=event.output),
-        )
-        outcome = "completed"
-    else:
-        build.set_step(ref.key, replace(current, in_flight=False))
-        outcome = "failed" if isinstance(event, ActivityFailed) else "timed_out"
-    build.history("activity.settled", step=ref.key, attempt=current.attempt, outcome=outcome)
     pending = build.state.compensations
     running = any(
         key.endswith(UNDO) and step.status.active for key, step in build.state.steps.items()

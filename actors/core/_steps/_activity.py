@@ -7,8 +7,12 @@ with its worker is bounded by a ``timeout`` timer. The step's compensation
 is an activity too, run by the same rules under the key ``<step>~undo``
 when the compensation sequence (``_compensation.py``) gets to it.
 
+An activity step abandoned while its task may still be running is
+*settling*: its compensation waits until the task reports or its time is
+up (:func:`await_settling`, :func:`settle`).
+
 History: ``activity.scheduled``, ``activity.completed``,
-``activity.failed``, ``activity.retry_scheduled``.
+``activity.failed``, ``activity.retry_scheduled``, ``activity.settled``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._commands import ScheduleActivity, StartTimer
 from .._error_info import ErrorInfo
-from .._events import ActivityCompleted, ActivityFailed, TimerFired, TimerKind
+from .._events import ActivityCompleted, ActivityFailed, StepEvent, TimerFired, TimerKind
 from .._expressions import ExpressionError
 from .._refs import step_key
 from .._scope import context, input_of
@@ -43,6 +47,7 @@ __all__ = [
     "parse",
     "result",
     "schedule",
+    "settle",
     "timer",
 ]
 
@@ -402,3 +407,26 @@ def await_settling(build: Decision, ref: Ref, current: StepState) -> None:
     build.commands.append(
         StartTimer(TimerKind.TIMEOUT, ref.key, current.attempt, max(fire_at, build.now))
     )
+
+
+def settle(build: Decision, ref: Ref, current: StepState, event: StepEvent) -> bool:
+    """The abandoned step's attempt that may have been running reported, or its time is up.
+
+    Its output, if it completed after all, is what its compensation gets.
+    Returns ``False`` for an event about another attempt, or another timer.
+    """
+    if event.attempt != current.attempt or (
+        isinstance(event, TimerFired) and event.kind is not TimerKind.TIMEOUT
+    ):
+        return False
+    if isinstance(event, ActivityCompleted):
+        build.set_step(
+            ref.key,
+            replace(current, in_flight=False, status=StepStatus.COMPLETED, output=event.output),
+        )
+        outcome = "completed"
+    else:
+        build.set_step(ref.key, replace(current, in_flight=False))
+        outcome = "failed" if isinstance(event, ActivityFailed) else "timed_out"
+    build.history("activity.settled", step=ref.key, attempt=current.attempt, outcome=outcome)
+    return True
