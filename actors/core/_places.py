@@ -78,13 +78,11 @@ def _place(
     undoable = False
     for index, step in enumerate(steps):
         visible = frozenset(seen)
-        # Placed before the steps nested in it (the order places are listed
-        # in), then completed once they are.
-        into[step.id] = Place(step, steps, index, owner, branch, maps, visible, item_of)
         held = nesting(step)
         ids = {step.id}
         compensable = compensation(step) is not None
         undoable_here = compensable
+        nested: dict[str, Place] = {}
         for number, sequence in enumerate(held.sequences):
             nested_ids, nested_undoable = _place(
                 sequence,
@@ -93,13 +91,15 @@ def _place(
                 maps + 1 if held.per_item else maps,
                 step.id if held.per_item else item_of,
                 visible,
-                into,
+                nested,
             )
             ids |= nested_ids
             undoable_here = undoable_here or nested_undoable
+        # Listed before the steps nested in it.
         into[step.id] = Place(
             step, steps, index, owner, branch, maps, visible, item_of, compensable, undoable_here
         )
+        into.update(nested)
         seen |= ids
         inside |= ids
         undoable = undoable or undoable_here
