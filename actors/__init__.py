@@ -5,6 +5,11 @@ registered and started through a :class:`Client`; an :class:`Orchestrator`
 runs them, and :class:`Worker` s run their activities (functions marked with
 :func:`activity`). Everything talks through a :mod:`transport`: NATS
 JetStream, or an in-process broker for tests.
+
+Every error the engine raises is an :class:`ActorsError`, of one of four
+categories that say whose fault it is: :class:`RequestError` (the caller's),
+:class:`OutcomeError` (the instance's), :class:`EngineError` and
+:class:`BrokerError` (see :mod:`actors.errors`).
 """
 
 # A full broker store refuses writes with this (a transport error): re-exported
@@ -27,6 +32,12 @@ from .core import Timeouts as Timeouts
 from .core import WorkflowBuilder as WorkflowBuilder
 from .core import load_definition as load_definition
 from .core import parse_definition as parse_definition
+from .errors import ActorsError as ActorsError
+from .errors import BrokerError as BrokerError
+from .errors import EngineError as EngineError
+from .errors import OutcomeError as OutcomeError
+from .errors import RequestError as RequestError
+from .errors import SizeLimitError as SizeLimitError
 from .http import create_app as create_app
 from .http import serve_api as serve_api
 from .runtime import ActivityError as ActivityError
@@ -53,6 +64,7 @@ from .wire import CodecError as CodecError
 from .wire import CodecLimits as CodecLimits
 from .wire import Envelope as Envelope
 from .wire import Layout as Layout
+from .wire import MessageError as MessageError
 from .wire import PayloadTooLargeError as PayloadTooLargeError
 from .wire import decode as decode
 from .wire import encode as encode
@@ -62,11 +74,14 @@ __all__ = [
     "ActivityInfo",
     "ActivitySpec",
     "ActivityStep",
+    "ActorsError",
+    "BrokerError",
     "Client",
     "CodecError",
     "CodecLimits",
     "Definition",
     "DefinitionError",
+    "EngineError",
     "Envelope",
     "ErrorInfo",
     "ExpressionError",
@@ -79,10 +94,14 @@ __all__ = [
     "Layout",
     "LimitExceededError",
     "Limits",
+    "MessageError",
     "Orchestrator",
     "OrchestratorConfig",
+    "OutcomeError",
     "PayloadTooLargeError",
+    "RequestError",
     "RetryPolicy",
+    "SizeLimitError",
     "StorageFullError",
     "Steps",
     "Timeouts",

@@ -2,7 +2,7 @@
 
 The workload, identical for every system: a workflow of 3 sequential
 activities, each returning its input dict with its counter incremented
-(``examples/count.yaml``; input ``{"count": 0}``, every result checked to be
+(``actors/examples/count.yaml``; input ``{"count": 0}``, every result checked to be
 ``{"count": 3}``). Each system, in each round, is set up fresh, warms up with
 one workflow, then measures:
 

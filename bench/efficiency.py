@@ -61,6 +61,7 @@ raw = _load("bench_transport", HERE / "transport.py")
 import trio  # noqa: E402
 
 from actors import Client  # noqa: E402
+from actors.examples import ACTIVITIES  # noqa: E402
 from actors.testing import NatsServer, http_get  # noqa: E402
 
 #: Streams whose stored messages are the engine's publishes, and the KV stream.
@@ -133,7 +134,7 @@ def run(n: int, rounds: int, scale: float) -> list[dict[str, Any]]:
                 ),
                 engine.ServiceProcess(
                     "worker",
-                    ["-m", "actors.worker", "--url", url, "--activities", "examples.activities"],
+                    ["-m", "actors.worker", "--url", url, "--activities", ACTIVITIES],
                     workdir / "w.log",
                 ),
             ]

@@ -1,6 +1,6 @@
 """Engine benchmark: 3-activity workflows end to end, on memory and on NATS JetStream.
 
-The workload is ``examples/count.yaml`` (three ``increment`` activities in a
+The workload is ``actors/examples/count.yaml`` (three ``increment`` activities in a
 row) with input ``{"count": 0}``; every result is checked to be
 ``{"count": 3}``. Two figures per transport:
 
@@ -18,7 +18,7 @@ throughput phase:
   process (client and broker included).
 * ``nats``: a ``nats-server`` in a temporary folder (default settings), one
   ``python -m actors.orchestrator`` and one ``python -m actors.worker
-  --activities examples.activities`` as subprocesses, the client in this
+  --activities actors.examples.activities`` as subprocesses, the client in this
   process. CPU is the orchestrator's plus the worker's (from /proc); the
   client's and the server's are printed beside it. At the end both services
   get SIGTERM and must exit 0.
@@ -51,7 +51,7 @@ from typing import Any, Final
 
 # Run as a script, this file's folder comes first on sys.path, and its
 # neighbour bench/transport.py would shadow the transport package. The
-# repository root must be there for ``examples``.
+# repository root comes first instead: the checkout's packages are the ones run.
 _HERE: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = _HERE.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -60,7 +60,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import trio  # noqa: E402
 
-import examples.activities  # noqa: E402
+import actors.examples.activities  # noqa: E402
 from actors import (  # noqa: E402
     Client,
     Orchestrator,
@@ -74,11 +74,11 @@ from actors.testing._natsserver import _child_setup_factory  # noqa: E402
 from transport import TransportTimeoutError, open_transport  # noqa: E402
 
 WORKFLOW_TYPE: Final = "count"
-DEFINITION: Final = REPO_ROOT / "examples" / "count.yaml"
+DEFINITION: Final = REPO_ROOT / "actors" / "examples" / "count.yaml"
 INPUT: Final = {"count": 0}
 EXPECTED: Final = {"count": 3}
 ACTIVITIES_PER_WORKFLOW: Final = 3
-#: What a service logs once it serves (``actors.cli._service.run_service``).
+#: What a service logs once it serves (``actors.cli._services.serve_until_stopped``).
 READY_MARK: Final = "]: ready"
 #: Bounds, so that a wedged engine fails the run instead of hanging it.
 READY_TIMEOUT: Final = 60.0
@@ -296,7 +296,7 @@ def memory_figures(sizes: Sequence[int], m: int, label: str = "memory") -> list[
     """The engine on ``memory://`` in this process: :func:`measure_sizes` there."""
 
     async def main() -> list[Figures]:
-        specs = collect_activities([examples.activities])
+        specs = collect_activities([actors.examples.activities])
         async with open_transport("memory://") as transport, trio.open_nursery() as nursery:
             orchestrator = Orchestrator(transport, OrchestratorConfig())
             worker = Worker(transport, specs, WorkerConfig())
@@ -443,7 +443,7 @@ def nats_figures(
                             "--url",
                             url,
                             "--activities",
-                            "examples.activities",
+                            "actors.examples.activities",
                         ],
                         workdir / f"{name}.log",
                     )

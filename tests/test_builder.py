@@ -10,11 +10,11 @@ import yaml
 import actors
 from actors import Steps, WorkflowBuilder
 
-ORDER_YAML = Path(__file__).resolve().parents[1] / "examples" / "order.yaml"
+ORDER_YAML = Path(__file__).resolve().parents[1] / "actors" / "examples" / "order.yaml"
 
 
 def _order() -> WorkflowBuilder:
-    """``examples/order.yaml``, built in Python."""
+    """``actors/examples/order.yaml``, built in Python."""
     return (
         WorkflowBuilder(
             "order",

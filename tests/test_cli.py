@@ -1,7 +1,7 @@
 """The command line, ``python -m actors ...``, run as a user runs it.
 
 One nats-server, one ``python -m actors.orchestrator`` and one ``python -m
-actors.worker --activities examples.activities`` serve the whole module (a
+actors.worker --activities actors.examples.activities`` serve the whole module (a
 module-scoped fixture: starting them per test would cost more than the
 tests). Every CLI call is a subprocess with the repository root as its
 working directory; the tests check its stdout (tables, or the one JSON
@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from actors.cli import ExitCode
 jetstream = pytest.mark.jetstream
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO_ROOT / "examples"
+EXAMPLES = REPO_ROOT / "actors" / "examples"
 #: Seconds any one CLI call may take (generous: most take well under one).
 CALL_TIMEOUT = 60
 #: Seconds a service may take to say it is ready.
@@ -201,7 +203,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
             ),
             "worker": _spawn(
                 "worker",
-                ["-m", "actors.worker", "--activities", "examples.activities"],
+                ["-m", "actors.worker", "--activities", "actors.examples.activities"],
                 server.url,
                 directory,
             ),
@@ -236,7 +238,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 @jetstream
 def test_definitions_register_list_show(engine: Engine, tmp_path: Path) -> None:
-    again = engine("definitions", "register", "examples/count.yaml", "examples/order.yaml")
+    again = engine(
+        "definitions", "register", "actors/examples/count.yaml", "actors/examples/order.yaml"
+    )
     assert_ok(again, "unchanged", "count", "order")
 
     # JSON by extension, and YAML from stdin.
@@ -620,13 +624,76 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
     assert_clean_error(cli("--user", "u", "--token", "t", "list"), ExitCode.INVALID, "not both")
 
 
+#: Every command of the command line.
+COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
+            "terminate", "orchestrator", "worker", "dev", "demo")  # fmt: skip
+
+
+def _commands_in_help(text: str) -> set[str]:
+    """The command names a group's ``--help`` lists."""
+    listed = text.partition("\nCommands:\n")[2]
+    return {line.split()[0] for line in listed.splitlines() if line.startswith("  ")}
+
+
 def test_help_lists_every_command() -> None:
     run = cli("--help")
     assert run.code == 0, run
-    for command in ("definitions", "start", "status", "result", "list", "history", "signal",
-                    "cancel", "terminate", "demo"):  # fmt: skip
-        assert command in run.out, run
+    assert _commands_in_help(run.out) == set(COMMANDS), run
     assert "ACTORS_NATS_URL" in run.out
+
+
+def test_the_actors_script_runs_the_command_line() -> None:
+    """The console script ``actors`` (pyproject's [project.scripts]) is the same command line."""
+    script = Path(sysconfig.get_path("scripts")) / "actors"
+    assert script.is_file(), f"no {script}: reinstall the package (pip install -e .)"
+    run = subprocess.run(
+        [str(script), "--help"], cwd=REPO_ROOT, env=_env(), capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("Usage: actors [OPTIONS] COMMAND"), run.stdout
+    assert _commands_in_help(run.stdout) == set(COMMANDS), run.stdout
+    # Its errors name it, as they name ``python -m actors``.
+    bad = subprocess.run(
+        [str(script), "orchestrator", "--lease", "0"],
+        cwd=REPO_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert (bad.returncode, bad.stdout) == (2, ""), bad.stderr
+    assert bad.stderr.strip().endswith("(see actors orchestrator --help)"), bad.stderr
+
+
+def _flags_in_help(text: str) -> list[str]:
+    """The long flags of a command's ``--help``, in order."""
+    return re.findall(r"^  (?:-\w, )?(--[\w-]+)", text, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [("actors.orchestrator", "orchestrator"), ("actors.worker", "worker")],
+)
+def test_a_service_has_the_same_flags_as_a_module_and_as_a_command(
+    module: str, command: str
+) -> None:
+    by_command = cli(command, "--help")
+    code, out, err = _python("-m", module, "--help")
+    assert (code, by_command.code) == (0, 0), (err, by_command)
+    assert out.startswith(f"Usage: python -m {module} [OPTIONS]"), out
+    assert by_command.out.startswith(f"Usage: python -m actors {command} [OPTIONS]"), by_command
+    flags = _flags_in_help(by_command.out)
+    assert {"--url", "--config", "--ack-wait", "--drain-timeout", "--log-format"} <= set(flags)
+    assert _flags_in_help(out) == flags
+    # Past the usage line, the two helps are one text.
+    assert out.partition("\n")[2] == by_command.out.partition("\n")[2]
+
+
+def _python(*args: str) -> tuple[int, str, str]:
+    """``python ARGS`` from the repository root: its exit code, stdout and stderr."""
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, env=_env(), capture_output=True, text=True
+    )
+    return done.returncode, done.stdout, done.stderr
 
 
 def test_demo_on_memory() -> None:

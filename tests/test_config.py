@@ -1,8 +1,8 @@
 """Settings of every entry point (flag > ACTORS_* variable > TOML file > default) and logs.
 
-The parsers are exercised without a broker: the services' through
-``parse_service_args`` (what their ``main`` calls), the command line's through
-click's ``make_context`` with the ``default_map`` its ``main`` builds. The JSON
+The commands' options are resolved without a broker, through click's
+``make_context`` with the ``default_map`` their ``main`` builds; a service
+run through the command line is caught where it would connect. The JSON
 log format is checked on records of a real orchestrator (memory transport)
 whose engine is made to fail on an activity's result.
 """
@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -24,16 +25,20 @@ import trio
 
 import actors
 from actors import orchestrator, worker
-from actors.cli import Defaults, cli, parse_service_args
+from actors.cli import SETTINGS, _services, cli
 from actors.cli import main as cli_main
-from actors.cli._commands import App, _config_defaults
-from actors.cli._config import KEYS, env_name, load_config
-from actors.cli._service import JsonFormatter, TextFormatter
+from actors.cli._app import App
+from actors.cli._config import load_config
+from actors.cli._logs import JsonFormatter, TextFormatter
+from actors.cli._main import SERVICES, _file_defaults, config_tables
+from actors.cli._options import SettingOption
+from actors.cli._services import ORCHESTRATOR_FIELDS, WORKER_FIELDS, build
+from actors.cli._settings import default_of
 from actors.core import ActivityCompleted, Limits
-from actors.runtime import _instance
+from actors.runtime import OrchestratorConfig, WorkerConfig, _instance
 from transport import open_transport
 
-ACTIVITIES = "examples.activities"
+ACTIVITIES = "actors.examples.activities"
 
 
 @pytest.fixture(autouse=True)
@@ -50,17 +55,30 @@ def write(tmp_path: Path, text: str, name: str = "actors.toml") -> str:
     return str(path)
 
 
+def env_name(key: str) -> str:
+    return SETTINGS[key].variable
+
+
+def service_args(name: str, argv: list[str]) -> Any:
+    """Service ``name``'s option values for ``argv``, resolved as its ``main`` resolves them."""
+    command = SERVICES[name]
+    ctx = command.make_context(name, list(argv), default_map=_file_defaults(argv, command))
+    return SimpleNamespace(**ctx.params)
+
+
 def orchestrator_args(argv: list[str]) -> Any:
-    return parse_service_args(orchestrator._parser, "orchestrator", argv)[1]
+    return service_args("orchestrator", argv)
 
 
 def worker_args(argv: list[str]) -> Any:
-    return parse_service_args(worker._parser, "worker", ["--activities", ACTIVITIES, *argv])[1]
+    return service_args("worker", ["--activities", ACTIVITIES, *argv])
 
 
 def cli_params(argv: list[str]) -> dict[str, Any]:
     """The group's option values for ``argv``, resolved as ``main`` resolves them."""
-    ctx = cli.make_context("actors", [*argv, "list"], obj=App(), default_map=_config_defaults(argv))
+    ctx = cli.make_context(
+        "actors", [*argv, "list"], obj=App(), default_map=_file_defaults(argv, cli)
+    )
     return ctx.params
 
 
@@ -122,7 +140,7 @@ def test_an_entry_points_table_overrides_the_top_level(tmp_path: Path) -> None:
         """
         url = "nats://top:1"
         ack_wait = 1
-        activities = ["examples.activities"]   # only the worker's: the others ignore it
+        activities = ["actors.examples.activities"]   # only the worker's: the others ignore it
         connect_timeout = 9                     # only the CLI's
         [orchestrator]
         ack_wait = 2
@@ -135,8 +153,8 @@ def test_an_entry_points_table_overrides_the_top_level(tmp_path: Path) -> None:
     )
     o = orchestrator_args(["--config", config])
     assert (o.url, o.ack_wait) == ("nats://top:1", 2.0)
-    w = parse_service_args(worker._parser, "worker", ["--config", config])[1]
-    assert (w.url, w.ack_wait, w.activities) == ("nats://worker:1", 3.0, [ACTIVITIES])
+    w = service_args("worker", ["--config", config])
+    assert (w.url, w.ack_wait, w.activities) == ("nats://worker:1", 3.0, (ACTIVITIES,))
     c = cli_params(["--config", config])
     assert (c["url"], c["connect_timeout"]) == ("nats://cli:1", 9.0)
 
@@ -156,21 +174,38 @@ def test_credentials_and_tls_come_from_the_file(tmp_path: Path) -> None:
     assert tuple(params[name] for name in names) == expected
 
 
-def test_the_keys_are_exactly_the_flags() -> None:
-    """KEYS (what a file may hold) and the flags of each entry point agree."""
-    for entry, parser in (
-        ("orchestrator", orchestrator._parser(Defaults({}))),
-        ("worker", worker._parser(Defaults({}))),
-    ):
-        dests = {action.dest for action in parser._actions} - {"help", "config"}
-        assert dests == {key for key, spec in KEYS.items() if entry in spec.used_by}, entry
-    group = {p.name for p in cli.params} - {"config", "as_json"}
-    import actors.__main__  # noqa: F401 (it adds the dev command to the group)
+CONNECTION = {"url", "user", "password", "token", "creds", "tls_ca", "tls_cert", "tls_key"}
+SERVICES_BOTH = {*CONNECTION, "replicas", "log_level", "log_format", "ack_wait", "drain_timeout"}
+ORCHESTRATOR_ONLY = {
+    "passivate_after", "max_idle_actors", "start_wait", "max_waiting_events", "lease",
+    "partitions", "max_input", "max_output", "max_state",
+}  # fmt: skip
 
-    dev = cli.commands["dev"]
-    assert isinstance(dev, click.Command)
-    dev_keys = {p.name for p in dev.params} & {"log_level", "log_format"}
-    assert group | dev_keys == {key for key, spec in KEYS.items() if "cli" in spec.used_by}
+
+def _options(command: click.Command) -> Iterator[click.Option]:
+    yield from (param for param in command.params if isinstance(param, click.Option))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            yield from _options(sub)
+
+
+def test_each_table_holds_the_settings_of_its_commands() -> None:
+    """What a file may hold, table by table, as docs/operations.md lists it."""
+    assert config_tables() == {
+        "cli": {*CONNECTION, "replicas", "connect_timeout", "log_level", "log_format"},
+        "orchestrator": SERVICES_BOTH | ORCHESTRATOR_ONLY,
+        "worker": SERVICES_BOTH | {"activities", "only", "concurrency", "threads"},
+    }
+    # Every setting is some command's ...
+    assert set().union(*config_tables().values()) == set(SETTINGS)
+    # ... and every option read from an ACTORS_* variable is a setting's, with the
+    # setting's variable (but the file's own, and dev's API token: no key for a secret).
+    for option in _options(cli):
+        if option.envvar in (None, "ACTORS_CONFIG", "ACTORS_API_TOKEN"):
+            continue
+        assert isinstance(option, SettingOption), option.name
+        assert option.envvar == option.setting.variable
+        assert option.opts == [option.setting.flag]
 
 
 # -- errors -------------------------------------------------------------------------
@@ -205,13 +240,15 @@ def test_a_bad_file_is_a_usage_error_of_every_entry_point(
     for main, argv in (
         (orchestrator.main, ["--config", config]),
         (worker.main, ["--config", config, "--activities", ACTIVITIES]),
+        (cli_main, ["orchestrator", "--config", config]),
+        (cli_main, ["--config", config, "worker", "--activities", ACTIVITIES]),
     ):
-        with pytest.raises(SystemExit) as caught:
-            main(argv)
-        assert caught.value.code == 2
+        assert main(argv) == 2
         err = capsys.readouterr().err
+        assert err.startswith(("orchestrator: config file", "worker: config file")), err
         assert f"config file {config}" in err
         assert message in err
+        assert len(err.strip().splitlines()) == 1
     assert cli_main(["--config", config, "list"]) == 4
     err = capsys.readouterr().err
     assert err.startswith("error: config file ")
@@ -224,9 +261,7 @@ def test_a_missing_file_is_a_usage_error(
 ) -> None:
     missing = str(tmp_path / "nope.toml")
     monkeypatch.setenv("ACTORS_CONFIG", missing)
-    with pytest.raises(SystemExit) as caught:
-        orchestrator.main([])
-    assert caught.value.code == 2
+    assert orchestrator.main([]) == 2
     assert f"config file {missing}: No such file or directory" in capsys.readouterr().err
     assert cli_main(["list"]) == 4
     assert f"config file {missing}: No such file or directory" in capsys.readouterr().err
@@ -252,10 +287,9 @@ def test_a_bad_variable_is_a_usage_error(
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit) as caught:
-        orchestrator.main(["--url", "nats://127.0.0.1:1"])
-    assert caught.value.code == 2
-    assert message in capsys.readouterr().err
+    for main, argv in ((orchestrator.main, []), (cli_main, ["orchestrator"])):
+        assert main([*argv, "--url", "nats://127.0.0.1:1"]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,10 +297,104 @@ def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert orchestrator_args([]).ack_wait == 30.0
 
 
+# -- the services' defaults are the engine's ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "fields"),
+    [
+        ("orchestrator", OrchestratorConfig, ORCHESTRATOR_FIELDS),
+        ("worker", WorkerConfig, WORKER_FIELDS),
+    ],
+)
+def test_a_service_with_no_settings_runs_on_its_configs_defaults(
+    name: str, config: type, fields: dict[str, str]
+) -> None:
+    """No default is restated: each option's is its config field's (``OrchestratorConfig()``)."""
+    argv = ["--activities", ACTIVITIES] if name == "worker" else []
+    assert build(config, fields, vars(service_args(name, argv))) == config()
+    # And every field a setting fills is one the config has.
+    for key, path in fields.items():
+        assert SETTINGS[key].default is None, key  # nothing to disagree with the config
+        assert default_of(config, path) == getattr(service_args(name, argv), key)
+
+
+def test_a_setting_goes_into_its_field(tmp_path: Path) -> None:
+    args = orchestrator_args(
+        ["--ack-wait", "7", "--partitions", "4", "--max-state", "2048", "--lease", "3"]
+    )
+    config = build(OrchestratorConfig, ORCHESTRATOR_FIELDS, vars(args))
+    assert (config.layout.ack_wait, config.layout.partitions) == (7.0, 4)
+    assert (config.limits.max_state, config.lease) == (2048, 3.0)
+    args = worker_args(["--ack-wait", "8", "--replicas", "3"])
+    work = build(WorkerConfig, WORKER_FIELDS, vars(args))
+    assert (work.ack_wait, work.layout.replicas) == (8.0, 3)
+
+
+def test_a_list_setting_takes_values_after_one_flag_or_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert worker_args(["--only", "a", "b", "--threads", "2"]).only == ("a", "b")
+    assert worker_args(["--only", "a", "--only", "b"]).only == ("a", "b")
+    assert worker_args(["--only=a"]).only == ("a",)
+    monkeypatch.setenv("ACTORS_ONLY", "a,,b")
+    assert worker_args([]).only == ("a", "b")
+    monkeypatch.delenv("ACTORS_ONLY")
+    config = write(tmp_path, 'only = ["c", "d"]\n')
+    assert worker_args(["--config", config]).only == ("c", "d")
+    assert worker_args(["--config", config, "--only", "e"]).only == ("e",)
+
+
+def test_a_log_level_is_taken_in_any_case() -> None:
+    assert orchestrator_args(["--log-level", "debug"]).log_level == "DEBUG"
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, Any]]]:
+    """What the services would serve with, instead of connecting: (name, url, settings)."""
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def serve(name: str, url: str, values: dict[str, Any], drain: float, make: Any) -> int:
+        calls.append((name, url, dict(values)))
+        return 0
+
+    monkeypatch.setattr(_services, "_serve", serve)
+    return calls
+
+
+def test_the_groups_options_before_a_service_are_the_services(
+    served: list[tuple[str, str, dict[str, Any]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``actors --url X orchestrator`` is ``actors orchestrator --url X``; a flag after wins."""
+    monkeypatch.setenv("ACTORS_NATS_URL", "nats://env:1")
+    assert cli_main(["--url", "nats://before:1", "orchestrator", "--lease", "3"]) == 0
+    assert cli_main(["--url", "nats://before:1", "orchestrator", "--url", "nats://after:1"]) == 0
+    assert cli_main(["orchestrator"]) == 0
+    config = write(tmp_path, '[orchestrator]\nurl = "nats://file:1"\nack_wait = 4\n')
+    monkeypatch.delenv("ACTORS_NATS_URL")
+    assert cli_main(["--config", config, "orchestrator"]) == 0
+    only = ["--only", "ship", "increment"]
+    assert cli_main(["worker", "--activities", ACTIVITIES, *only, "--threads", "3"]) == 0
+    assert [(name, url) for name, url, _ in served] == [
+        ("orchestrator", "nats://before:1"),
+        ("orchestrator", "nats://after:1"),
+        ("orchestrator", "nats://env:1"),
+        ("orchestrator", "nats://file:1"),
+        ("worker", "nats://127.0.0.1:4222"),
+    ]
+    assert served[0][2]["lease"] == 3.0
+    assert served[3][2]["ack_wait"] == 4.0
+    assert served[4][2]["threads"] == 3
+
+
 def test_the_file_values_are_typed(tmp_path: Path) -> None:
     config = write(tmp_path, "ack_wait = 5\n[worker]\nthreads = 2\n")
-    assert load_config(config, "worker") == {"ack_wait": 5.0, "threads": 2}
-    assert isinstance(load_config(config, "orchestrator")["ack_wait"], float)
+    values = load_config(config, config_tables())
+    assert values["worker"] == {"ack_wait": 5.0, "threads": 2}
+    assert isinstance(values["orchestrator"]["ack_wait"], float)
+    assert values["cli"] == {}
 
 
 # -- logs -------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from actors.core import (
     decide,
     parse_definition,
 )
-from actors.core._definition import ChildStep, ChoiceStep, MapStep, ParallelStep, Step
+from actors.core._steps import ChildStep, ChoiceStep, MapStep, ParallelStep, Step
 from actors.wire import encode_state
 
 INSTANCE: Final = "inst-1"
@@ -507,17 +507,19 @@ class TreeMachine(RuleBasedStateMachine):
         if before is None or new is before:
             return
         # Children started before, or in this very decision, then abandoned.
-        stopped = sorted(
+        stopped = [
             key
             for key, step in new.steps.items()
             if step.status is StepStatus.CANCELLED
             and isinstance(self.definition.step(parse_key(key)[0]), ChildStep)
             and (key not in before.steps or before.steps[key].status is StepStatus.SCHEDULED)
-        )
-        cancels = [c for c in commands if isinstance(c, CancelChild)]
-        assert sorted(c.child for c in cancels) == [
-            f"{INSTANCE}-{key.replace('@', '-')}" for key in stopped
         ]
+        cancels = [c for c in commands if isinstance(c, CancelChild)]
+        # Both sides sorted as child ids: keys sort otherwise ("s30" < "s3@0",
+        # but "inst-1-s3-0" < "inst-1-s30").
+        assert sorted(c.child for c in cancels) == sorted(
+            f"{INSTANCE}-{key.replace('@', '-')}" for key in stopped
+        )
         terminate = new.status is InstanceStatus.TERMINATED
         assert all(c.terminate == terminate for c in cancels)
 

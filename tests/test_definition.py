@@ -1,4 +1,4 @@
-"""Tests for actors.core._definition and actors.core._expressions.
+"""Tests for the definition format (actors.core: _definition, _parse, _steps) and expressions.
 
 Definitions: parsing from YAML and JSON, the canonical plain form, and
 validation, where every problem must come back with the path of its field.
@@ -29,8 +29,8 @@ from actors.core import (
     load_definition,
     parse_definition,
 )
-from actors.core._definition import parse_duration
 from actors.core._expressions import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_LENGTH, Expression
+from actors.core._parse import parse_duration
 
 EXAMPLE = """\
 type: order

@@ -36,7 +36,7 @@ from actors.wire import (
     encode_signal,
     encode_start,
 )
-from actors.wire._codec import decode_json
+from actors.wire._json import decode_json
 from actors.wire._messages import is_json
 
 # Values JSON can carry: no bytes, no NaN or infinities.
@@ -236,7 +236,7 @@ def test_decode_json_counts_items_before_building_anything() -> None:
 #: Texts whose item count strips strings that are left open: 100,001 brackets
 #: (over max_items, so the count runs), then quotes and backslashes.
 LINEAR_SCRIPT = """
-from actors.wire._codec import CodecError, decode_json
+from actors.wire._json import CodecError, decode_json
 for tail in (
     b'"' + b'\\\\"' * 300_000,  # one string left open, every later quote escaped
     b'"' + b'\\\\"' * 300_000 + b'\\\\',  # the same, ending in a lone backslash

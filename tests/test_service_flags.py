@@ -3,7 +3,10 @@
 One table: the orchestrator, the worker, and the command line with each of
 its commands (``dev`` and ``demo`` included), each flag with values a user
 gets wrong (negative, zero, huge, not a number, NaN, a missing or unreadable
-file, a URL that cannot work). Each row runs the entry point's ``main`` in
+file, a URL that cannot work). The services' rows run twice: through their
+own entry point (``python -m actors.orchestrator``) and as commands of the
+command line (``python -m actors orchestrator``), which must behave the
+same. Each row runs the entry point's ``main`` in
 this process, as its console script would, and checks what the user sees:
 the documented exit code (2 for the services, 4 for the command line), an
 empty stdout, and exactly one line on stderr that says what is wrong, never
@@ -26,18 +29,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
 import pytest
 from natsserver import NatsServer, free_port
 
-import actors.__main__  # noqa: F401 (it adds demo and dev to the command line)
 from actors import orchestrator, worker
-from actors.cli import Defaults, ExitCode, cli
+from actors.cli import ExitCode, cli
 from actors.cli import main as cli_main
-from actors.cli._service import GC_THRESHOLDS, tune_gc
+from actors.cli._services import GC_THRESHOLDS, tune_gc
+from actors.examples import ACTIVITIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE: int = 2  # the services' exit code for a usage error and for the broker
@@ -46,17 +49,30 @@ INVALID: int = ExitCode.INVALID
 
 @dataclass(frozen=True)
 class Row:
-    """An entry point given ``argv`` (and ``env``): exit ``code``, ``message`` in its line."""
+    """An entry point given ``argv`` (and ``env``): exit ``code``, ``message`` in its line.
+
+    ``main`` says how the entry point is run: its own ``main`` (``entry``),
+    or the command line's with the entry point as a command (``command``)
+    or after the group's options of ``argv`` (``group``: ``argv`` names it).
+    """
 
     entry: str
     argv: tuple[str, ...]
     code: int
     message: str
     env: dict[str, str] = field(default_factory=dict)
+    main: str = "entry"
 
     @property
     def id(self) -> str:
-        return f"{self.entry} {' '.join(self.argv)} {' '.join(self.env)}".strip()
+        via = "" if self.main == "entry" else f"[{self.main}] "
+        return f"{via}{self.entry} {' '.join(self.argv)} {' '.join(self.env)}".strip()
+
+    def argv_of_main(self) -> list[str]:
+        """The arguments of the ``main`` this row runs."""
+        if self.main == "command":
+            return [self.entry, *self.argv]
+        return list(self.argv)
 
 
 def o(*argv: str, message: str, env: dict[str, str] | None = None) -> Row:
@@ -65,9 +81,7 @@ def o(*argv: str, message: str, env: dict[str, str] | None = None) -> Row:
 
 def w(*argv: str, message: str, env: dict[str, str] | None = None) -> Row:
     # The worker needs modules; the row's own --activities comes later and wins.
-    return Row(
-        "worker", ("--activities", "examples.activities", *argv), SERVICE, message, env or {}
-    )
+    return Row("worker", ("--activities", ACTIVITIES, *argv), SERVICE, message, env or {})
 
 
 def c(*argv: str, message: str, env: dict[str, str] | None = None) -> Row:
@@ -232,7 +246,8 @@ CLI_ROWS = [
     c("dev", "--data", FOLDER, "--nats-port", "65536", message="from 0 to 65535, not 65536"),
     c("dev", "--data", FOLDER, "--count", "-1", message="from 0 to 10000, not -1"),
     c("dev", "--data", FOLDER, "--token", "", message="'--token': must not be empty"),
-    c("dev", "--data", FOLDER, "--log-level", "LOUD", message="'LOUD' is not one of"),
+    c("dev", "--data", FOLDER, "--log-level", "LOUD", message="invalid choice: 'LOUD'"),
+    c("dev", "--data", FOLDER, "--log-format", "xml", message="invalid choice: 'xml'"),
     c("dev", "--data", UNMAKEABLE, message="cannot make the data folder {tmp}/file/data"),
     c(
         "dev",
@@ -253,6 +268,48 @@ CLI_ROWS = [
     c("demo", "--count", "-1", message="from 0 to 10000, not -1"),
     c("demo", "--count", "many", message="invalid int value: 'many'"),
     c("demo", "--data", UNMAKEABLE, message="cannot make the data folder {tmp}/file/data"),
+]
+
+# The services' rows again, as commands of the command line.
+COMMAND_ROWS = [replace(row, main="command") for row in SERVICE_ROWS]
+
+
+def g(entry: str, *argv: str, message: str) -> Row:
+    """A service after the group's options: ``python -m actors --url X orchestrator``."""
+    return Row(entry, argv, SERVICE, message, main="group")
+
+
+# The group's options before a service are the service's own; the others are refused.
+GROUP_ROWS = [
+    g("orchestrator", "--url", "foo://x", "orchestrator", message="unknown transport URL"),
+    g("orchestrator", "--replicas", "9", "orchestrator", message="from 1 to 5, not 9"),
+    g("orchestrator", "--config", MISSING, "orchestrator", message="config file {tmp}/missing"),
+    g(
+        "worker",
+        "--creds",
+        MISSING,
+        "worker",
+        "--activities",
+        ACTIVITIES,
+        message="--creds {tmp}/missing.pem: No such file or directory",
+    ),
+    g(
+        "worker",
+        "--tls-cert",
+        JUNK,
+        "worker",
+        "--activities",
+        ACTIVITIES,
+        message="a TLS client certificate needs its key",
+    ),
+    g("orchestrator", "--json", "orchestrator", message="unrecognized arguments: --json"),
+    g(
+        "orchestrator",
+        "--connect-timeout",
+        "1",
+        "orchestrator",
+        message="unrecognized arguments: --connect-timeout",
+    ),
 ]
 
 MAINS: dict[str, Callable[[list[str]], int]] = {
@@ -288,12 +345,10 @@ def run(
     for name, value in row.env.items():
         monkeypatch.setenv(name, value.format(tmp=tmp))
     monkeypatch.syspath_prepend(str(tmp))
-    argv = [arg.format(tmp=tmp) for arg in row.argv]
+    argv = [arg.format(tmp=tmp) for arg in row.argv_of_main()]
     thresholds = gc.get_threshold()
     try:
-        code = MAINS[row.entry](argv)
-    except SystemExit as exit:  # argparse's way out
-        code = exit.code if isinstance(exit.code, int) else -1
+        code = MAINS[row.entry if row.main == "entry" else "cli"](argv)
     finally:
         # A service tunes the collector for a long life before it connects: undo it.
         gc.unfreeze()
@@ -302,7 +357,10 @@ def run(
     return code, out, err
 
 
-@pytest.mark.parametrize("row", SERVICE_ROWS + CLI_ROWS, ids=lambda row: row.id)
+ALL_ROWS = SERVICE_ROWS + COMMAND_ROWS + GROUP_ROWS + CLI_ROWS
+
+
+@pytest.mark.parametrize("row", ALL_ROWS, ids=lambda row: row.id)
 def test_a_bad_value_is_one_line_with_the_documented_code(
     row: Row,
     tmp_path: Path,
@@ -338,13 +396,13 @@ def _flags(command: click.Command) -> set[str]:
 
 
 def test_the_table_covers_every_flag() -> None:
-    """Every flag of every entry point is in some row, but those with nothing to get wrong."""
-    rows = SERVICE_ROWS + CLI_ROWS
-    given = {arg for row in rows for arg in row.argv if arg.startswith("--")}
+    """Every flag of every command is in some row, but those with nothing to get wrong.
+
+    The services are commands of the command line: their flags are among its.
+    """
+    given = {arg for row in ALL_ROWS for arg in row.argv if arg.startswith("--")}
     flags = _flags(cli)
-    for parser in (orchestrator._parser, worker._parser):
-        for action in parser(Defaults({}))._actions:
-            flags.update(option for option in action.option_strings if option.startswith("--"))
+    assert {"--ack-wait", "--lease", "--activities", "--only"} <= flags
     # No value, or any text: nothing to get wrong before a server says so
     # (--host is checked when dev binds its port: one line, exit 1).
     free = {
@@ -394,13 +452,16 @@ def plain_server(tmp_path: Path) -> Iterator[NatsServer]:
 #: How to run each: the arguments around the connection's, the broker's exit code, the prefix.
 ENTRY_POINTS = [
     ((["-m", "actors.orchestrator"], []), SERVICE, "orchestrator: "),
-    ((["-m", "actors.worker"], ["--activities", "examples.activities"]), SERVICE, "worker: "),
+    ((["-m", "actors.worker"], ["--activities", ACTIVITIES]), SERVICE, "worker: "),
+    ((["-m", "actors", "orchestrator"], []), SERVICE, "orchestrator: "),
+    ((["-m", "actors", "worker"], ["--activities", ACTIVITIES]), SERVICE, "worker: "),
     ((["-m", "actors"], ["list"]), ExitCode.UNREACHABLE, "error: "),
 ]
+ENTRY_IDS = ["orch", "worker", "cli-orch", "cli-worker", "cli"]
 
 
 @pytest.mark.jetstream
-@pytest.mark.parametrize(("argv", "code", "prefix"), ENTRY_POINTS, ids=["orch", "worker", "cli"])
+@pytest.mark.parametrize(("argv", "code", "prefix"), ENTRY_POINTS, ids=ENTRY_IDS)
 def test_a_tls_url_to_a_server_without_tls_ends_every_entry_point(
     plain_server: NatsServer, argv: tuple[list[str], list[str]], code: int, prefix: str
 ) -> None:
@@ -415,7 +476,7 @@ def test_a_tls_url_to_a_server_without_tls_ends_every_entry_point(
 
 
 @pytest.mark.jetstream
-@pytest.mark.parametrize(("argv", "code", "prefix"), ENTRY_POINTS, ids=["orch", "worker", "cli"])
+@pytest.mark.parametrize(("argv", "code", "prefix"), ENTRY_POINTS, ids=ENTRY_IDS)
 def test_a_missing_creds_file_is_an_error_though_the_server_needs_none(
     plain_server: NatsServer,
     tmp_path: Path,

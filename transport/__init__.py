@@ -19,7 +19,11 @@ from ._interface import KeyValue as KeyValue
 from ._interface import Settlement as Settlement
 from ._interface import Transport as Transport
 from ._open import open_transport as open_transport
+from ._options import MEMORY_SCHEME as MEMORY_SCHEME
 from ._options import ConnectOptions as ConnectOptions
+from ._options import parse_url as parse_url
+from ._specs import DELIVER_AT_HEADER as DELIVER_AT_HEADER
+from ._specs import MAX_PARTITIONS as MAX_PARTITIONS
 from ._specs import ConnectionEvent as ConnectionEvent
 from ._specs import ConnectionState as ConnectionState
 from ._specs import ConsumerSpec as ConsumerSpec
@@ -45,6 +49,7 @@ __all__ = [
     "ConnectionLostError",
     "ConnectionState",
     "ConsumerSpec",
+    "DELIVER_AT_HEADER",
     "Delivery",
     "Discard",
     "InvalidSpecError",
@@ -53,6 +58,8 @@ __all__ = [
     "KVOp",
     "KVSpec",
     "KeyValue",
+    "MAX_PARTITIONS",
+    "MEMORY_SCHEME",
     "NotFoundError",
     "OutMessage",
     "Partitioning",
@@ -69,5 +76,6 @@ __all__ = [
     "TransportError",
     "TransportTimeoutError",
     "open_transport",
+    "parse_url",
     "partition_of",
 ]

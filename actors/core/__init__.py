@@ -2,43 +2,83 @@
 
 No I/O, no Trio, no transport: what :func:`decide` returns depends on its
 arguments only, which is what lets the runtime around it stay thin.
+
+The modules, from the bottom up (each imports, when it runs, only modules
+listed before it; type annotations aside):
+
+* ``_keys.py``, ``_expressions.py``, ``_limits.py``: names and step keys
+  as the wire checks them, JMESPath expressions, size limits.
+* ``_error_info.py``, ``_events.py``, ``_commands.py``, ``_state.py``: the
+  data ``decide`` takes and gives.
+* ``_refs.py`` (what a step key names), ``_scope.py`` (what a step's
+  expressions see, what flows into it).
+* ``_steps/``: the kinds of steps, one module each (``_activity.py``,
+  ``_sleep.py``, ``_signal.py``, ``_child.py``, ``_parallel.py``,
+  ``_map.py``, ``_choice.py``), and ``_dispatch.py``, the kind table:
+  ``Step``, the union of the step classes, and one function per concern
+  that dispatches on the kind.
+* ``_places.py`` (where each step sits), ``_definition.py`` (the
+  ``Definition`` and its errors), ``_parse.py`` (validation of plain data),
+  ``_builder.py`` (definitions written in Python).
+* ``_compensation.py`` (undoing what was done), ``_ending.py`` (how an
+  instance ends), ``_decision.py`` (one decision under construction, and
+  the moves the kinds make with it), ``_decide.py`` (``decide`` and
+  ``fail_instance``: the dispatch on the event).
+
+Adding a kind of step
+---------------------
+
+1. A module ``_steps/_<kind>.py`` with everything about the kind: its frozen
+   dataclass (with ``to_data``, its plain form), ``FIELDS`` and ``parse``
+   (the fields it allows beside the key that names it, and how they are
+   checked), ``begin``, and whatever of ``result``, ``timer``,
+   ``inner_done`` and ``abandoned`` it reacts to; the names of its history
+   records are written there too.
+2. In ``_steps/_dispatch.py``: the class in the ``Step`` union, its key in
+   ``StepKey``, and one ``case`` in each dispatch function (``syntax``,
+   ``nesting``, ``compensation``, ``begin``, ``result``, ``timer``,
+   ``inner_done``, ``abandoned``); ``mypy`` reports each one left out
+   (every one ends in ``assert_never``). The class is re-exported by
+   ``_steps/__init__.py`` for the tests.
+3. A method on ``Steps`` in ``_builder.py``, so that definitions written in
+   Python can use it.
+4. Tests: its smallest form in ``tests/test_core_kinds.py`` (which fails
+   until every key has one), its behaviour in ``tests/test_core.py`` and
+   its shapes in the tree state machine (``tests/test_core_tree_properties.py``).
+5. Docs: its section in ``docs/definitions.md``, its history records in
+   ``docs/wire.md``.
+
+Only a kind that needs a new event or command (most do not) goes further:
+the dataclass in ``_events.py`` or ``_commands.py``, its wire form in
+``actors.wire`` and its handling in ``actors.runtime``.
 """
 
 from ._builder import Steps as Steps
 from ._builder import WorkflowBuilder as WorkflowBuilder
-from ._decide import ActivityCompleted as ActivityCompleted
-from ._decide import ActivityFailed as ActivityFailed
-from ._decide import CancelChild as CancelChild
-from ._decide import CancelRequested as CancelRequested
-from ._decide import Command as Command
-from ._decide import ErrorInfo as ErrorInfo
-from ._decide import Event as Event
-from ._decide import InstanceState as InstanceState
-from ._decide import InstanceStatus as InstanceStatus
-from ._decide import NotifyParent as NotifyParent
-from ._decide import RecordHistory as RecordHistory
-from ._decide import ScheduleActivity as ScheduleActivity
-from ._decide import SignalReceived as SignalReceived
-from ._decide import StartChild as StartChild
-from ._decide import StartRequested as StartRequested
-from ._decide import StartTimer as StartTimer
-from ._decide import StepState as StepState
-from ._decide import StepStatus as StepStatus
-from ._decide import TerminateRequested as TerminateRequested
-from ._decide import TimerFired as TimerFired
-from ._decide import TimerKind as TimerKind
+from ._commands import CancelChild as CancelChild
+from ._commands import Command as Command
+from ._commands import NotifyParent as NotifyParent
+from ._commands import RecordHistory as RecordHistory
+from ._commands import ScheduleActivity as ScheduleActivity
+from ._commands import StartChild as StartChild
+from ._commands import StartTimer as StartTimer
 from ._decide import decide as decide
 from ._decide import fail_instance as fail_instance
 from ._definition import MAX_STEPS as MAX_STEPS
 from ._definition import MAX_VERSION as MAX_VERSION
-from ._definition import ActivityStep as ActivityStep
 from ._definition import Definition as Definition
 from ._definition import DefinitionError as DefinitionError
 from ._definition import FieldError as FieldError
-from ._definition import RetryPolicy as RetryPolicy
-from ._definition import Timeouts as Timeouts
-from ._definition import load_definition as load_definition
-from ._definition import parse_definition as parse_definition
+from ._error_info import ErrorInfo as ErrorInfo
+from ._events import ActivityCompleted as ActivityCompleted
+from ._events import ActivityFailed as ActivityFailed
+from ._events import CancelRequested as CancelRequested
+from ._events import Event as Event
+from ._events import SignalReceived as SignalReceived
+from ._events import StartRequested as StartRequested
+from ._events import TerminateRequested as TerminateRequested
+from ._events import TimerFired as TimerFired
+from ._events import TimerKind as TimerKind
 from ._expressions import ExpressionError as ExpressionError
 from ._keys import ID_PATTERN as ID_PATTERN
 from ._keys import NAME_PATTERN as NAME_PATTERN
@@ -48,6 +88,15 @@ from ._keys import check_name as check_name
 from ._keys import check_step_key as check_step_key
 from ._limits import LimitExceededError as LimitExceededError
 from ._limits import Limits as Limits
+from ._parse import load_definition as load_definition
+from ._parse import parse_definition as parse_definition
+from ._state import InstanceState as InstanceState
+from ._state import InstanceStatus as InstanceStatus
+from ._state import StepState as StepState
+from ._state import StepStatus as StepStatus
+from ._steps import ActivityStep as ActivityStep
+from ._steps import RetryPolicy as RetryPolicy
+from ._steps import Timeouts as Timeouts
 
 __all__ = [
     "ActivityCompleted",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
-from ._definition import Definition, RetryPolicy, Timeouts, parse_definition
+from ._definition import Definition
+from ._parse import parse_definition
+from ._steps import RetryPolicy, Timeouts
 
 __all__ = ["Steps", "WorkflowBuilder"]
 

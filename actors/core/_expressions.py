@@ -24,6 +24,8 @@ import jmespath.functions
 import jmespath.parser
 import jmespath.visitor
 
+from ..errors import RequestError
+
 if TYPE_CHECKING:
     from jmespath.visitor import _TreeNode
 
@@ -49,7 +51,7 @@ _OPENERS: Final = frozenset("([{")
 _CLOSERS: Final = frozenset(")]}")
 
 
-class ExpressionError(ValueError):
+class ExpressionError(RequestError, ValueError, http_type="InvalidDefinition"):
     """An expression that does not compile, or failed on the data it was given."""
 
 

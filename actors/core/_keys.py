@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from ..errors import RequestError
+
 __all__ = [
     "ID_PATTERN",
     "NAME_PATTERN",
@@ -26,7 +28,7 @@ _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _KEY_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}(?:@[0-9]{1,9}){0,8}(?:~undo)?")
 
 
-class InvalidNameError(ValueError):
+class InvalidNameError(RequestError, ValueError, http_type="InvalidName"):
     """A type, step, activity or instance name that cannot be a subject token."""
 
 

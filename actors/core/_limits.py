@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from ..errors import SizeLimitError
+
 __all__ = ["Limits", "LimitExceededError"]
 
 _KIB: Final = 1024
@@ -36,7 +38,7 @@ class Limits:
                 raise ValueError(f"{name} must be at least 1024 bytes")
 
 
-class LimitExceededError(ValueError):
+class LimitExceededError(SizeLimitError, ValueError):
     """Something is over a :class:`Limits` limit; the message says what and by how much."""
 
     def __init__(self, what: str, size: int, limit: int, kind: str) -> None:

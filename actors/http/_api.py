@@ -11,7 +11,7 @@ Contract (``docs/api.md`` and ``GET /openapi.json``, written in
 ``{"error": {"type", "message", "details"?}}`` with a 4xx status for
 anything the caller can fix, 503 when the broker fails, and 500 only for a
 bug (logged with its traceback). Bodies are read up to
-:data:`~actors.http._openapi.MAX_BODY_BYTES`; payload values are strict JSON
+:data:`~actors.http._bounds.MAX_BODY_BYTES`; payload values are strict JSON
 within the engine's bounds on the way in (:mod:`actors.wire._json`), and on the
 way out bytes become base64 strings and non-finite floats the strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``. At most ``max_in_flight``
@@ -21,33 +21,29 @@ dropped, and a burst waits in a listen backlog of :data:`LISTEN_BACKLOG`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import aclosing, contextmanager
-from typing import Any, Final, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
 
 import hypercorn.trio
 import trio
 from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from transport import StorageFullError, TooLargeError, TransportError
+from transport import TransportError
 
 from ..core import (
     MAX_VERSION,
     Definition,
-    DefinitionError,
     InstanceStatus,
     InvalidNameError,
-    LimitExceededError,
     check_instance_id,
     check_name,
     load_definition,
@@ -55,21 +51,33 @@ from ..core import (
 )
 from ..runtime import (
     Client,
-    InstanceConflictError,
     InstanceInfo,
-    UnknownWorkflowTypeError,
-    VersionConflictError,
     WorkflowError,
 )
-from ..wire import CodecError, JsonError, PayloadTooLargeError, check_payload, dumps, loads
+from ._guards import Handler, _Admission, _BearerAuth, _by_method, _guarded, _http_error
 from ._openapi import (
     DEFAULT_PAGE,
-    MAX_BODY_BYTES,
     MAX_OFFSET,
     MAX_PAGE,
     MAX_REASON,
     MAX_WAIT,
     openapi_document,
+)
+from ._requests import (
+    _YAML_TYPES,
+    ApiError,
+    _fields,
+    _int_param,
+    _invalid,
+    _json,
+    _json_body,
+    _media_type,
+    _optional,
+    _payload,
+    _query,
+    _read_body,
+    _string,
+    _version,
 )
 
 __all__ = ["ApiError", "create_app", "serve_api"]
@@ -79,8 +87,6 @@ log = logging.getLogger("actors.api")
 #: How long ``POST /workflows/{type}`` waits for the orchestrator to store the
 #: new instance before answering 202 instead of 201.
 START_VISIBLE_WAIT: Final = 5.0
-#: The most field problems an error answer lists.
-MAX_DETAILS: Final = 100
 #: The most history records ``GET /workflows/{id}/history`` returns.
 HISTORY_LIMIT: Final = 10_000
 #: How long a finished instance's history may take to show its final record.
@@ -95,430 +101,6 @@ DEFAULT_MAX_IN_FLIGHT: Final = 1000
 #: Connections the kernel holds for the server before it accepts them (its
 #: listen backlog; the kernel caps it at ``net.core.somaxconn``).
 LISTEN_BACKLOG: Final = 4096
-#: Paths served without a token (probes and tooling must reach them).
-_OPEN_PATHS: Final = frozenset({"/health", "/openapi.json"})
-_JSON_TYPE: Final = "application/json"
-#: What ``POST /definitions`` reads as YAML (the first is the registered type).
-_YAML_TYPES: Final = ("application/yaml", "text/yaml", "application/x-yaml")
-
-
-class ApiError(Exception):
-    """An answer other than success: the status, and the body's ``error`` object."""
-
-    def __init__(
-        self,
-        status: int,
-        type: str,
-        message: str,
-        *,
-        details: list[dict[str, str]] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type
-        self.message = message
-        self.details = details
-        self.headers = dict(headers or {})
-
-    def response(self) -> Response:
-        error: dict[str, Any] = {"type": self.type, "message": _clip(self.message)}
-        if self.details is not None:
-            # Bounded: a body of a megabyte can hold tens of thousands of
-            # unknown fields, and a message may quote what it was sent.
-            error["details"] = [
-                {"path": _clip(detail["path"], 200), "message": _clip(detail["message"])}
-                for detail in self.details[:MAX_DETAILS]
-            ]
-        return _json({"error": error}, self.status, self.headers)
-
-
-def _clip(text: str, limit: int = 1000) -> str:
-    """``text``, shortened to ``limit`` characters."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _invalid(message: str, path: str | None = None) -> NoReturn:
-    details = None if path is None else [{"path": path, "message": message}]
-    raise ApiError(
-        422, "ValidationError", message if path is None else f"{path}: {message}", details=details
-    )
-
-
-# -- JSON ------------------------------------------------------------------------
-
-
-def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    body = dumps(data, compact=True)
-    return Response(body.encode(), status, dict(headers or {}), media_type=_JSON_TYPE)
-
-
-def _parse_json(body: bytes) -> Any:
-    """Strict JSON (see :func:`actors.wire._json.loads`); else 400."""
-    try:
-        return loads(body)
-    except JsonError as exc:
-        raise ApiError(400, "MalformedBody", f"the body is {_body_fault(exc)}") from None
-
-
-def _body_fault(exc: JsonError) -> str:
-    # "the body is not UTF-8", "the body is nested too deeply", "the body is
-    # not valid JSON: ...", and the rest ("the key 'a' appears twice ...").
-    reason = exc.reason
-    if reason.startswith(("not ", "nested ")):
-        return reason
-    return f"not valid JSON: {reason}"
-
-
-def _payload(value: Any, path: str) -> Any:
-    """``value`` if it is a payload the engine can carry; else 422 naming the part at fault."""
-    try:
-        check_payload(value, path)
-    except JsonError as exc:
-        raise ApiError(
-            422,
-            "InvalidPayload",
-            str(exc),
-            details=[{"path": exc.path, "message": exc.reason}],
-        ) from None
-    return value
-
-
-# -- requests --------------------------------------------------------------------
-
-
-def _media_type(request: Request) -> str | None:
-    header = request.headers.get("content-type")
-    return None if header is None else header.split(";", 1)[0].strip().lower()
-
-
-async def _read_body(request: Request) -> bytes:
-    """The whole body, refusing (413) one over :data:`MAX_BODY_BYTES` before reading it all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _too_large(request)
-    chunks: list[bytes] = []
-    size = 0
-    # A chunked body declares no length: count as it arrives. (aclosing:
-    # Trio wants an async generator left early closed, not garbage-collected.)
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _too_large(request)
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(request: Request) -> ApiError:
-    # The rest of the body is left unread, so the connection cannot carry
-    # another request: say so, or the client would send its next one on it.
-    # (HTTP/2 has no such header, and needs none: its streams are separate.)
-    close = request.scope.get("http_version") in ("1.0", "1.1")
-    return ApiError(
-        413,
-        "PayloadTooLarge",
-        f"the body is over {MAX_BODY_BYTES} bytes",
-        headers={"Connection": "close"} if close else None,
-    )
-
-
-async def _json_body(request: Request, *, required: bool) -> Any:
-    """The body as JSON. An empty body is ``{}`` where one is optional, else 400."""
-    media_type = _media_type(request)
-    # A body without a Content-Type is read as JSON, the only thing it can be here.
-    if media_type is not None and media_type != _JSON_TYPE and not media_type.endswith("+json"):
-        raise ApiError(415, "UnsupportedMediaType", f"send {_JSON_TYPE}, not {media_type}")
-    body = await _read_body(request)
-    if not body:
-        if required:
-            raise ApiError(400, "MalformedBody", "a JSON body is required")
-        return {}
-    return _parse_json(body)
-
-
-def _fields(
-    data: Any, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """``data`` if it is an object with every required field and no others; else 422."""
-    if not isinstance(data, dict):
-        _invalid("the body must be a JSON object")
-    problems = [
-        {"path": key, "message": "unknown field"}
-        for key in data
-        if key not in required and key not in optional
-    ]
-    problems += [{"path": key, "message": "required"} for key in required if key not in data]
-    if problems:
-        raise ApiError(
-            422,
-            "ValidationError",
-            "; ".join(f"{_clip(p['path'], 80)}: {p['message']}" for p in problems[:5]),
-            details=problems,
-        )
-    return data
-
-
-def _version(value: object, path: str) -> int:
-    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema says too).
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
-        _invalid(f"must be an integer from 1 to {MAX_VERSION}", path)
-    return value
-
-
-def _string(value: object, path: str, max_length: int) -> str:
-    if not isinstance(value, str):
-        _invalid("must be a string", path)
-    if len(value) > max_length:
-        _invalid(f"must be at most {max_length} characters", path)
-    return value
-
-
-def _optional(body: Mapping[str, Any], key: str) -> Any:
-    """An optional field's value: ``None`` if it is left out or ``null`` (the same thing)."""
-    return body.get(key)
-
-
-def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
-    """The query parameters, refusing (422) unknown and repeated ones.
-
-    Where a query selects, a misspelt parameter silently ignored would
-    select something else: refuse it instead.
-    """
-    params: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        if key not in allowed:
-            _invalid(f"unknown query parameter {key[:80]!r} (expected: {', '.join(allowed)})")
-        if key in params:
-            _invalid(f"query parameter {key!r} is given twice")
-        params[key] = value
-    return params
-
-
-def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    text = params.get(name)
-    if text is None:
-        return default
-    # isdigit() alone admits other scripts' digits; int() reads them too, but
-    # the spec says ASCII.
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        _invalid(f"must be an integer from {low} to {high}", name)
-    return int(text)
-
-
-# -- errors ----------------------------------------------------------------------
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The exception that matters inside the groups Trio's nurseries raise.
-
-    The one exception of (nested) groups of one; the first broker error of
-    a group of nothing else (a watch and a read failing together); else
-    ``exc`` itself.
-    """
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-            continue
-        broker, rest = exc.split(TransportError)
-        if broker is None or rest is not None:
-            return exc
-        exc = broker.exceptions[0]
-    return exc
-
-
-def _error_response(exc: Exception, request: Request) -> Response:
-    """The answer for an exception a handler raised; 500 (logged) for anything unforeseen."""
-    leaf = _leaf(exc)
-    if isinstance(leaf, ApiError):
-        return leaf.response()
-    if isinstance(leaf, DefinitionError):
-        details = [{"path": error.path, "message": error.message} for error in leaf.errors]
-        summary = "; ".join(_clip(str(error)) for error in leaf.errors[:3])
-        message = f"invalid workflow definition ({len(details)} problems): {summary}"
-        return ApiError(422, "InvalidDefinition", message, details=details).response()
-    if isinstance(leaf, VersionConflictError):
-        return ApiError(409, "VersionConflict", str(leaf)).response()
-    if isinstance(leaf, InstanceConflictError):
-        return ApiError(409, "InstanceConflict", str(leaf)).response()
-    if isinstance(leaf, UnknownWorkflowTypeError):
-        return ApiError(404, "UnknownWorkflowType", str(leaf)).response()
-    if isinstance(leaf, InvalidNameError):
-        return ApiError(422, "InvalidName", str(leaf)).response()
-    if isinstance(leaf, LimitExceededError | PayloadTooLargeError | TooLargeError):
-        return ApiError(413, "PayloadTooLarge", str(leaf) or "too large").response()
-    if isinstance(leaf, CodecError):
-        # A payload JSON allows but the engine's data model does not
-        # (nested too deeply, an integer beyond 64 bits, too many items).
-        return ApiError(422, "InvalidPayload", str(leaf)).response()
-    if isinstance(leaf, StorageFullError):
-        log.warning("%s %s: broker storage full: %r", request.method, request.url.path, leaf)
-        return ApiError(
-            503,
-            "StorageFull",
-            f"the broker is out of storage and refused the write ({leaf}); nothing was "
-            "stored: retry later",
-            headers={"Retry-After": "5"},
-        ).response()
-    if isinstance(leaf, TransportError):
-        log.warning("%s %s: broker error: %r", request.method, request.url.path, leaf)
-        return ApiError(
-            503,
-            "BrokerUnavailable",
-            f"the broker failed: {type(leaf).__name__}: {leaf}",
-            headers={"Retry-After": "1"},
-        ).response()
-    if isinstance(leaf, ClientDisconnect):
-        return ApiError(400, "ClientDisconnect", "the client went away").response()
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return ApiError(500, "InternalError", "internal error (logged by the server)").response()
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _guarded(handler: Handler) -> Handler:
-    """``handler``, with every exception turned into its error answer."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as exc:
-            return _error_response(exc, request)
-
-    return endpoint
-
-
-def _by_method(handlers: Mapping[str, Handler]) -> Handler:
-    """One endpoint for a path served by several methods.
-
-    One route per path (not per method) makes a 405 list every allowed method.
-    """
-
-    async def endpoint(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await handlers[method](request)
-
-    return endpoint
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Routing's own errors (unknown path, method not allowed) in the API's error format."""
-    assert isinstance(exc, HTTPException)
-    kinds = {404: "NotFound", 405: "MethodNotAllowed"}
-    message = (
-        f"no endpoint {request.method} {request.url.path}" if exc.status_code == 404 else exc.detail
-    )
-    return ApiError(
-        exc.status_code, kinds.get(exc.status_code, "HTTPError"), message, headers=exc.headers
-    ).response()
-
-
-# -- admission -------------------------------------------------------------------
-
-
-class _Admission:
-    """Serves at most ``limit`` requests at once; answers the others 503 at once.
-
-    A request over the limit gets ``503 Overloaded`` with ``Retry-After: 1``
-    (and ``Connection: close``: the client comes back later, on a new
-    connection), never silence. The log says when the limit is first hit
-    and, once requests in progress are under it again, how many were
-    refused meanwhile: two lines per burst, not one per refusal.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self._app = app
-        self._limit = limit
-        self._in_flight = 0
-        self._refused = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        if self._in_flight >= self._limit:
-            await self._refuse(scope, receive, send)
-            return
-        self._in_flight += 1
-        try:
-            await self._app(scope, receive, send)
-        finally:
-            self._in_flight -= 1
-            if self._refused and self._in_flight < self._limit:
-                log.warning(
-                    "back under the limit of %d requests in progress: %d refused (503) meanwhile",
-                    self._limit,
-                    self._refused,
-                )
-                self._refused = 0
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._refused:
-            log.warning(
-                "%d requests in progress, the limit: answering 503 until one ends", self._limit
-            )
-        self._refused += 1
-        headers = {"Retry-After": "1"}
-        if scope.get("http_version") in ("1.0", "1.1"):
-            headers["Connection"] = "close"
-        error = ApiError(
-            503,
-            "Overloaded",
-            f"the API is serving {self._limit} requests, its limit: retry after a second",
-            headers=headers,
-        )
-        await error.response()(scope, receive, send)
-
-
-# -- auth ------------------------------------------------------------------------
-
-
-class _BearerAuth:
-    """Refuses (401) every request but to the open paths without ``Authorization: Bearer <token>``.
-
-    It wraps the whole app, before routing, so an unauthenticated caller
-    learns nothing about which paths exist. Tokens are compared as SHA-256
-    digests with :func:`hmac.compare_digest`: constant time, and the
-    length of the token is not revealed either.
-    """
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self._app = app
-        self._digest = hashlib.sha256(token.encode()).digest()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or scope.get("path") in _OPEN_PATHS:
-            await self._app(scope, receive, send)
-            return
-        given = self._token(scope)
-        if given is not None and hmac.compare_digest(hashlib.sha256(given).digest(), self._digest):
-            await self._app(scope, receive, send)
-            return
-        if scope["type"] != "http":
-            # A WebSocket (the app serves none): closing before accepting
-            # makes the server refuse the handshake (403).
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        if given is None:
-            challenge, message = 'Bearer realm="actors"', "a bearer token is required"
-        else:
-            challenge = 'Bearer realm="actors", error="invalid_token"'
-            message = "the bearer token is not valid"
-        error = ApiError(401, "Unauthorized", message, headers={"WWW-Authenticate": challenge})
-        await error.response()(scope, receive, send)
-
-    @staticmethod
-    def _token(scope: Scope) -> bytes | None:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = bytes(value).partition(b" ")
-                if scheme.lower() == b"bearer" and token.strip():
-                    return bytes(token.strip())
-                return None
-        return None
 
 
 # -- the endpoints ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, overload
 import trio
 
 from ..core import check_name
+from ..errors import OutcomeError
 
 __all__ = [
     "ActivityError",
@@ -35,7 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _ATTR = "__actors_activity__"
 
 
-class ActivityError(Exception):
+class ActivityError(OutcomeError):
     """Raise to fail an activity with a chosen error type and retry behaviour.
 
     ``type`` defaults to the class name (``ActivityError``); a definition's

@@ -14,7 +14,6 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -32,7 +31,6 @@ from transport import (
 from ..core import (
     Definition,
     ErrorInfo,
-    InstanceState,
     InstanceStatus,
     LimitExceededError,
     Limits,
@@ -44,23 +42,32 @@ from ..core import (
 from ..wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
-    HISTORY_STREAM,
     STATES_BUCKET,
     Layout,
     MessageError,
     StartMessage,
     cancel_subject,
-    decode_history,
     decode_state,
     encode_cancel,
     encode_signal,
     encode_start,
-    history_subject,
     signal_subject,
     start_msg_id,
     start_subject,
-    state_to_data,
     terminate_subject,
+)
+from ._history import read_history
+from ._instances import (
+    InstanceConflictError,
+    InstanceInfo,
+    UnknownWorkflowTypeError,
+    WorkflowCancelledError,
+    WorkflowError,
+    WorkflowFailedError,
+    _info,
+    _info_of,
+    _same_type,
+    _unknown,
 )
 from ._registry import DefinitionStore
 from ._visibility import InstanceIndex, InstanceSummary
@@ -78,85 +85,10 @@ __all__ = [
 _A = TypeVar("_A")
 _B = TypeVar("_B")
 
-#: History records read from the broker per request.
-_HISTORY_PAGE: Final = 1000
 #: How many of its latest starts a client remembers, for :meth:`Client.start_pending`.
 _STARTS_KEPT: Final = 100_000
 #: Looks for the start a duplicate was dropped for, before giving up (see ``_first_start``).
 _FIRST_START_LOOKS: Final = 6
-
-
-class WorkflowError(Exception):
-    """Base of the errors a client raises about a workflow instance."""
-
-
-class UnknownWorkflowTypeError(WorkflowError):
-    """No definition of that type (at that version) is registered."""
-
-
-class InstanceConflictError(WorkflowError):
-    """A start named an id that belongs to an instance of another workflow type.
-
-    Nothing was started. ``existing_type`` is the type of the instance that
-    has the id (stored, or started first and not stored yet).
-    """
-
-    def __init__(self, instance_id: str, existing_type: str, requested_type: str) -> None:
-        super().__init__(
-            f"instance {instance_id!r} is a {existing_type!r} workflow: it cannot be "
-            f"started as {requested_type!r} (give another id)"
-        )
-        self.instance_id = instance_id
-        self.existing_type = existing_type
-        self.requested_type = requested_type
-
-
-class WorkflowFailedError(WorkflowError):
-    """The instance failed; ``error`` holds the type, message and traceback."""
-
-    def __init__(self, instance_id: str, error: ErrorInfo) -> None:
-        super().__init__(f"workflow {instance_id} failed: {error.type}: {error.message}")
-        self.instance_id = instance_id
-        self.error = error
-
-
-class WorkflowCancelledError(WorkflowError):
-    """The instance was cancelled before it finished."""
-
-
-@dataclass(frozen=True)
-class InstanceInfo:
-    """A snapshot of one instance, as stored."""
-
-    id: str
-    type: str
-    version: int
-    status: InstanceStatus
-    input: Any
-    output: Any
-    error: ErrorInfo | None
-    created_at: float
-    updated_at: float
-    #: Per step: status, attempt, output, error, scheduled_at, finished_at.
-    steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: ``"completed"`` or ``"failed"`` if compensations ran, else ``None``.
-    compensation: str | None = None
-
-    def to_data(self) -> dict[str, Any]:
-        """The snapshot as plain JSON-able data (what the CLI and the API show)."""
-        return {
-            "id": self.id,
-            "type": self.type,
-            "version": self.version,
-            "status": str(self.status),
-            "input": self.input,
-            "output": self.output,
-            "error": None if self.error is None else self.error.to_data(),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "steps": {key: dict(step) for key, step in self.steps.items()},
-            "compensation": self.compensation,
-        }
 
 
 class Client:
@@ -500,41 +432,7 @@ class Client:
         there. Raises ``InvalidNameError`` for a bad id, ``ValueError`` for a
         ``limit`` below 1, and the transport's errors.
         """
-        subject = history_subject(check_instance_id(instance_id))
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit!r}")
-        records: builtins.list[dict[str, Any]] = []
-        seen: set[int] = set()
-        start = 1
-        while len(records) < limit:
-            size = min(_HISTORY_PAGE, limit - len(records))
-            page = await self._transport.read(HISTORY_STREAM, subject, start_seq=start, limit=size)
-            for message in page:
-                try:
-                    found = decode_history(message.data)
-                except MessageError:
-                    # Only the orchestrator writes records, from states it
-                    # stored; one that does not decode was put there by
-                    # another publisher (or a newer engine). Nothing depends
-                    # on the history (the state is the truth), so the rest is
-                    # more use to the reader than an error.
-                    continue
-                for record in found:
-                    # A record published again after a crash, later than the
-                    # broker's duplicate window, is the same record once more.
-                    if record["seq"] in seen:
-                        continue
-                    seen.add(record["seq"])
-                    record.setdefault("instance", instance_id)
-                    records.append(record)
-                    if len(records) == limit:
-                        break
-                if len(records) == limit:
-                    break
-            if len(page) < size:
-                break
-            start = page[-1].stream_seq + 1
-        return records
+        return await read_history(self._transport, check_instance_id(instance_id), limit)
 
     async def list(
         self,
@@ -658,27 +556,6 @@ class Client:
                     send.close()
 
 
-def _info(data: bytes) -> InstanceInfo:
-    return _info_of(decode_state(data))
-
-
-def _info_of(state: InstanceState) -> InstanceInfo:
-    plain = state_to_data(state)
-    return InstanceInfo(
-        id=state.id,
-        type=state.type,
-        version=state.version,
-        status=state.status,
-        input=state.input,
-        output=state.output,
-        error=state.error,
-        created_at=state.created_at,
-        updated_at=state.updated_at,
-        steps=plain["steps"],
-        compensation=state.compensation,
-    )
-
-
 async def _together(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B]:
     """Await both at once; their results, or the first error either raised."""
     results: list[Any] = [None, None]
@@ -695,15 +572,3 @@ async def _together(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B
         # not a group of it.
         raise group.exceptions[0] from None
     return results[0], results[1]
-
-
-def _same_type(instance_id: str, existing_type: str, requested_type: str) -> None:
-    """Raise :class:`InstanceConflictError` if the instance is of another type."""
-    if existing_type != requested_type:
-        raise InstanceConflictError(instance_id, existing_type, requested_type)
-
-
-def _unknown(workflow_type: str, version: int) -> str:
-    if version:
-        return f"workflow type {workflow_type!r} has no version {version} registered"
-    return f"workflow type {workflow_type!r} is not registered"

@@ -47,6 +47,7 @@ from ..core import (
     decide,
     fail_instance,
 )
+from ..errors import EngineError
 from ..wire import EVENTS_STREAM, CodecError, MessageError, PayloadTooLargeError, decode_state
 from ._outbox import messages_for
 from ._registry import DefinitionStore
@@ -97,7 +98,7 @@ class Context:
     held: int = 0
 
 
-class DamagedStateError(Exception):
+class DamagedStateError(EngineError):
     """The stored state of an instance does not decode, or is another instance's."""
 
 

@@ -16,6 +16,7 @@ import trio
 from transport import ConflictError, KeyValue, KVOp
 
 from ..core import Definition, DefinitionError, parse_definition
+from ..errors import RequestError
 from ..wire import CodecError, MessageError, decode_definition, definition_key, encode_definition
 
 __all__ = ["DefinitionStore", "VersionConflictError"]
@@ -23,7 +24,7 @@ __all__ = ["DefinitionStore", "VersionConflictError"]
 log = logging.getLogger("actors.definitions")
 
 
-class VersionConflictError(ValueError):
+class VersionConflictError(RequestError, ValueError, http_status=409, http_type="VersionConflict"):
     """That version of the type is already registered with different content."""
 
 

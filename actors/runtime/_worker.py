@@ -74,8 +74,9 @@ class WorkerConfig:
     concurrency: int = 16
     #: Threads for sync activities, shared by every type in this process.
     threads: int = 16
-    #: A task held by a process that stopped answering comes back after this.
-    ack_wait: float = 30.0
+    #: A task held by a process that stopped answering comes back after this
+    #: (by default as long as an event: the engine's one ack wait, ``Layout``'s).
+    ack_wait: float = Layout.ack_wait
     drain_timeout: float = 10.0
     #: How often a running activity's instance is checked: an activity whose
     #: instance was cancelled, terminated or failed meanwhile (or whose attempt

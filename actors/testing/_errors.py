@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import BrokerError
+
 __all__ = ["AddressInUseError", "NatsServerError", "StoreInUseError"]
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(BrokerError, RuntimeError):
     """A nats-server did not start, did not become ready, or is otherwise unusable."""
 
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from ..core import ErrorInfo, InvalidNameError
-from ._codec import DEFAULT_LIMITS, CodecError, CodecLimits, decode, decode_json
+from ..errors import EngineError
+from ._codec import DEFAULT_LIMITS, CodecError, CodecLimits, decode
+from ._json import decode_json
 
 __all__ = ["MessageError"]
 
@@ -48,7 +50,7 @@ _PAYLOAD_LIMITS: Final = CodecLimits(
 _NOT_TEXT: Final = frozenset(range(0x20)) - frozenset(b"\t\n\r") | {0x7F}
 
 
-class MessageError(ValueError):
+class MessageError(EngineError, ValueError):
     """A message that cannot be understood; the reason names what is wrong."""
 
 

@@ -26,7 +26,16 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, NoReturn
 
-from ._codec import DEFAULT_LIMITS
+from ..errors import RequestError
+from ._codec import (
+    DEFAULT_LIMITS,
+    INT_MAX,
+    INT_MIN,
+    CodecError,
+    CodecLimits,
+    PayloadTooLargeError,
+    check_body,
+)
 
 __all__ = [
     "MAX_NUMBER",
@@ -34,6 +43,7 @@ __all__ = [
     "MIN_NUMBER",
     "JsonError",
     "check_payload",
+    "decode_json",
     "dumps",
     "loads",
     "plain",
@@ -52,7 +62,7 @@ MAX_PAYLOAD_DEPTH: Final = DEFAULT_LIMITS.max_depth - 3
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
-class JsonError(ValueError):
+class JsonError(RequestError, ValueError, http_type="InvalidPayload"):
     """Text that is not strict JSON, or a value that is not a payload.
 
     ``path`` names the value at fault (``input.items[2]``; empty for text
@@ -215,3 +225,157 @@ def dumps(value: Any, *, indent: int | None = None, compact: bool = False) -> st
     return json.dumps(
         plain(value), ensure_ascii=False, allow_nan=False, indent=indent, separators=separators
     )
+
+
+# -- bodies from other programs ------------------------------------------------------
+#
+# A start or a signal may arrive as JSON from any NATS client; it is read as
+# strictly as a CBOR envelope is (the codec's limits and data model), and a
+# refusal is a CodecError like any malformed message.
+
+
+def decode_json(
+    data: bytes | bytearray | memoryview, *, limits: CodecLimits = DEFAULT_LIMITS
+) -> Any:
+    """Parse one JSON value (RFC 8259) that occupies all of ``data``, within ``limits``.
+
+    Any JSON value is accepted (object, array, string, number, ``true``,
+    ``false``, ``null``) with any JSON whitespace around it, and comes back as
+    a value of the data model: ``dict``, ``list``, ``str``, ``int`` (a number
+    written without fraction or exponent), ``float``, ``bool`` or ``None``.
+    The text must be UTF-8 without a byte-order mark. The limits mean what they
+    mean for :func:`decode`, with the value in the place of an envelope's body:
+    ``max_bytes`` bounds the text, ``max_depth`` and ``max_items`` the value.
+    Like :func:`decode` it refuses the input the CBOR data model cannot hold,
+    rather than changing it.
+
+    Raises:
+        PayloadTooLargeError: if ``data`` is longer than ``limits.max_bytes``;
+            checked before anything else.
+        CodecError: for anything else wrong with ``data``: not UTF-8, not
+            one JSON value, ``NaN`` or ``Infinity``, an integer outside the
+            64-bit CBOR range, a number too large for a 64-bit float, an object
+            with a name twice, a string with a lone surrogate (``\\ud800``),
+            nesting deeper than ``max_depth`` or more than ``max_items``
+            container items (counted before the value is built).
+        TypeError: if ``data`` is not bytes-like (a caller bug, not bad input).
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_json() needs bytes, got {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > limits.max_bytes:
+        raise PayloadTooLargeError(f"payload is {size} bytes, limit is {limits.max_bytes}")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"JSON text is not valid UTF-8: {exc}") from exc
+    _check_json_items(text, limits.max_items)
+    try:
+        value = json.loads(
+            text,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+            object_pairs_hook=_json_object,
+        )
+    except (CodecError, MemoryError):
+        raise
+    except RecursionError:
+        # json's scanner recurses per level; far past max_depth anyway.
+        raise CodecError(f"body nests deeper than max_depth={limits.max_depth}") from None
+    except ValueError as exc:
+        raise CodecError(f"malformed JSON: {exc}") from exc
+    check_body(value, limits)
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        _check_surrogates(value)
+    return value
+
+
+# A JSON string, escapes and all; on valid JSON, the first quote outside a
+# string always opens one. A string left open runs to the end of the text, so
+# that every match from a quote succeeds, and the possessive quantifier never
+# gives back: the scan is linear however the quotes and backslashes are laid
+# out (a failed match retried from each later quote would be quadratic).
+_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_JSON_WHITESPACE: Final = str.maketrans("", "", " \t\n\r")
+# An escape of a UTF-16 surrogate; json pairs a high and a low one into one
+# code point, but leaves a lone one in the str, which UTF-8 cannot encode.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+# The decimal form of the 64-bit CBOR range's ints is at most this long
+# (-18446744073709551616); longer digit strings are refused before int() runs.
+_JSON_INT_CHARS: Final = 21
+
+
+def _check_json_items(text: str, max_items: int) -> None:
+    """Refuse ``text`` if its value would have more than ``max_items`` container items.
+
+    Counted on the text, so that a small text of many tiny items (``[[],[],...]``,
+    a few bytes each) is refused before json builds an object for each. Outside
+    strings, every comma separates two items of a container and every
+    non-empty container has one item more than commas, so the items number the
+    commas plus the non-empty containers. Exact for valid JSON; invalid JSON
+    that passes is refused by the parser.
+    """
+    # Cheap upper bound first: most texts need no closer look.
+    if text.count(",") + text.count("[") + text.count("{") <= max_items:
+        return
+    # Strings become a placeholder item; whitespace outside them means nothing.
+    bare = _JSON_STRING.sub("0", text).translate(_JSON_WHITESPACE)
+    opened = bare.count("[") + bare.count("{") - bare.count("[]") - bare.count("{}")
+    if bare.count(",") + opened > max_items:
+        raise CodecError(f"body has more than max_items={max_items} container items")
+
+
+def _json_int(text: str) -> int:
+    if len(text) > _JSON_INT_CHARS:
+        raise CodecError(
+            f"JSON integer of {len(text.lstrip('-'))} digits is outside the 64-bit CBOR range"
+        )
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise CodecError(f"JSON integer {text} is outside the 64-bit CBOR range")
+    return value
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise CodecError(f"JSON number {text:.40} is too large for a 64-bit float")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise CodecError(f"{name} is not JSON (RFC 8259 has no NaN or infinities)")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise CodecError(f"JSON object has the name {name!r:.80} more than once")
+            seen.add(name)
+    return obj
+
+
+def _check_surrogates(value: Any) -> None:
+    """Raise CodecError if a str in ``value`` (a key too) is not encodable as UTF-8.
+
+    Iterative; ``value`` has passed :func:`check_body`, so it is bounded.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+        elif type(item) is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise CodecError(
+                    f"JSON string {item!r:.80} holds a lone surrogate, which is not Unicode text"
+                ) from None

@@ -42,13 +42,13 @@ JOURNAL: Final = "wal"
 
 @DBOS.step()
 async def increment(value: dict[str, Any]) -> dict[str, Any]:
-    """Return the input with its counter incremented (as ``examples.activities``)."""
+    """Return the input with its counter incremented (as ``actors.examples.activities``)."""
     return peer_common.increment(value)
 
 
 @DBOS.workflow()
 async def count_workflow(value: dict[str, Any]) -> dict[str, Any]:
-    """``examples/count.yaml`` for DBOS: each step's output is the next one's input."""
+    """``actors/examples/count.yaml`` for DBOS: each step's output is the next one's input."""
     for _ in range(3):
         value = await increment(value)
     return value

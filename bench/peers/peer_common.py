@@ -61,7 +61,7 @@ class Retries:
 
 
 def increment(value: dict[str, Any]) -> dict[str, Any]:
-    """The activity's body, the same as ``examples.activities.increment``."""
+    """The activity's body, the same as ``actors.examples.activities.increment``."""
     return {**value, "count": value.get("count", 0) + 1}
 
 

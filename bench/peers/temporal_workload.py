@@ -18,13 +18,13 @@ START_TO_CLOSE = timedelta(seconds=30)
 
 @activity.defn
 async def increment(value: dict[str, Any]) -> dict[str, Any]:
-    """Return the input with its counter incremented (as ``examples.activities``)."""
+    """Return the input with its counter incremented (as ``actors.examples.activities``)."""
     return {**value, "count": value.get("count", 0) + 1}
 
 
 @workflow.defn
 class CountWorkflow:
-    """``examples/count.yaml`` for Temporal: each activity's output is the next one's input."""
+    """``actors/examples/count.yaml`` for Temporal: each activity's output is the next's input."""
 
     @workflow.run
     async def run(self, value: dict[str, Any]) -> dict[str, Any]:

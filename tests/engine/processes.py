@@ -30,7 +30,7 @@ from transport import ConsumerSpec, Transport
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACTIVITIES_MODULE = "tests.engine.ledger_activities"
-#: What a service logs once it serves (see ``actors.cli._service.run_service``).
+#: What a service logs once it serves (see ``actors.cli._services.serve_until_stopped``).
 READY_MARK = "]: ready"
 #: Seconds a service may take to be ready, and to drain and exit after SIGTERM.
 START_TIMEOUT = 60
@@ -269,7 +269,7 @@ async def read_history(
 
 
 async def read_states(transport: Transport, ids: Iterable[str]) -> dict[str, Any]:
-    """id -> the stored :class:`actors.core._decide.InstanceState` (absent ids are left out)."""
+    """id -> the stored :class:`actors.core.InstanceState` (absent ids are left out)."""
     states = await transport.kv("WORKFLOW_STATES")
     found: dict[str, Any] = {}
     for instance_id in ids:

@@ -1,4 +1,4 @@
-"""The example order workflow (``examples/order.yaml``), on both transports.
+"""The example order workflow (``actors/examples/order.yaml``), on both transports.
 
 It uses parallel branches, a choice, a signal, a map and compensation; each
 test plays one path through it, as the demo does.
@@ -6,7 +6,6 @@ test plays one path through it, as the demo does.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,14 +13,14 @@ import trio
 from flow import failure_of, kinds, result_of, wait_for_step
 
 import actors
-import examples.activities
+import actors.examples.activities
 from actors import InstanceStatus
 
 if TYPE_CHECKING:
     from conftest import Engine
 
-ACTIVITY_MODULE = examples.activities
-ORDER = (Path(__file__).resolve().parents[2] / "examples" / "order.yaml").read_text()
+ACTIVITY_MODULE = actors.examples.activities
+ORDER = dict(actors.examples.definitions())["order.yaml"]
 SMALL = [{"sku": "apple", "quantity": 3}, {"sku": "pear", "quantity": 2}]
 LARGE = [{"sku": "apple", "quantity": 60}, {"sku": "melon", "quantity": 5}]
 

@@ -10,7 +10,7 @@ import trio
 from flow import result_of
 
 import actors
-import actors.runtime._client
+import actors.runtime._history
 from actors.core import RecordHistory
 from actors.runtime._outbox import history_messages
 from actors.wire import (
@@ -149,7 +149,7 @@ async def test_history_limit_and_pages(engine: Engine, monkeypatch: pytest.Monke
     assert await engine.client.history("order-9", limit=3) == records[:3]
     assert await engine.client.history("order-9", limit=100) == records
     # Pages of two records: the pages join up, and the limit cuts within one.
-    monkeypatch.setattr(actors.runtime._client, "_HISTORY_PAGE", 2)
+    monkeypatch.setattr(actors.runtime._history, "_PAGE", 2)
     assert await engine.client.history("order-9") == records
     assert await engine.client.history("order-9", limit=5) == records[:5]
     assert await engine.client.history("order-9", limit=6) == records[:6]

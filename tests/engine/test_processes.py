@@ -15,6 +15,7 @@ each test can check, beyond the outputs:
 from __future__ import annotations
 
 import json
+import sysconfig
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +25,14 @@ import pytest
 import trio
 from ledger_activities import duplicate_runs, read_ledger
 from natsserver import NatsServer
-from processes import Services, history_problems, read_history, read_states, wait_results
+from processes import (
+    ACTIVITIES_MODULE,
+    Services,
+    history_problems,
+    read_history,
+    read_states,
+    wait_results,
+)
 
 import actors
 from actors import InstanceStatus
@@ -116,6 +124,21 @@ async def check_history_and_ledger(
     assert sum(duplicates.values()) <= max_duplicates, duplicates
 
 
+async def run_many_counts(services: Services) -> None:
+    """Run :data:`MANY` ``ledger_count`` workflows on the running services: every output
+    right, every step applied once, few run twice."""
+    async with open_transport(services.url) as transport, actors.Client(transport) as client:
+        await client.register(COUNT)
+        ids = await start_many(client, MANY)
+        results: dict[str, Any] = {}
+        with trio.fail_after(120):
+            await wait_results(client, ids, results)
+        assert results == {instance_id: count_output(n) for instance_id, n in ids.items()}
+        await check_history_and_ledger(
+            transport, ids, COUNT_STEPS, services.ledger, max_duplicates=MANY // 100
+        )
+
+
 # -- a worker killed mid-activity -----------------------------------------------------
 
 
@@ -179,20 +202,35 @@ async def test_two_orchestrators_share_many_workflows(services: Services) -> Non
     services.worker("worker-2")
     await services.wait_ready(*services.services)
 
-    async with open_transport(services.url) as transport, actors.Client(transport) as client:
-        await client.register(COUNT)
-        ids = await start_many(client, MANY)
-        results: dict[str, Any] = {}
-        with trio.fail_after(120):
-            await wait_results(client, ids, results)
-        assert results == {instance_id: count_output(n) for instance_id, n in ids.items()}
-        await check_history_and_ledger(
-            transport, ids, COUNT_STEPS, services.ledger, max_duplicates=MANY // 100
-        )
+    await run_many_counts(services)
 
     # Neither orchestrator logged a traceback; both drain and exit 0 on SIGTERM.
     for name in ("orchestrator-1", "orchestrator-2"):
         assert "Traceback" not in services.services[name].log()
+    assert await services.terminate_all() == dict.fromkeys(services.services, 0)
+
+
+# -- the services as commands of the one command line ----------------------------------
+
+
+async def test_the_services_run_as_commands_of_the_command_line(services: Services) -> None:
+    """``python -m actors orchestrator``, the ``actors`` script's ``worker`` and a worker
+    whose ``--url`` comes before its command serve as the modules' entry points do."""
+    script = Path(sysconfig.get_path("scripts")) / "actors"
+    assert script.is_file(), f"no {script}: reinstall the package (pip install -e .)"
+    url, module = services.url, ACTIVITIES_MODULE
+    services.spawn("orchestrator", ["-m", "actors", "orchestrator", "--url", url, "--lease", "3"])
+    services.spawn("worker-1", [str(script), "worker", "--url", url, "--activities", module])
+    services.spawn(
+        "worker-2",
+        ["-m", "actors", "--url", url, "worker", "--activities", module, "--concurrency", "4"],
+    )
+    await services.wait_ready(*services.services)
+
+    await run_many_counts(services)
+    # Both workers took tasks: each serves the activities, whichever way it was started.
+    pids = {entry.pid for entry in read_ledger(services.ledger)}
+    assert {services.services["worker-1"].pid, services.services["worker-2"].pid} <= pids
     assert await services.terminate_all() == dict.fromkeys(services.services, 0)
 
 

@@ -81,14 +81,16 @@ async def run_engine(
     with EnvServices("unused://", tmp_path / "logs", tmp_path / "ledger") as services:
         services.spawn("orchestrator", ["-m", "actors.orchestrator", "--config", str(config)])
         services.extra_env = env_settings
-        services.spawn("worker", ["-m", "actors.worker", "--activities", "examples.activities"])
+        services.spawn(
+            "worker", ["-m", "actors.worker", "--activities", "actors.examples.activities"]
+        )
         await services.wait_ready("orchestrator", "worker")
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return run_cli("--config", str(config), *args)
 
         registered = await trio.to_thread.run_sync(
-            cli, "definitions", "register", "examples/count.yaml"
+            cli, "definitions", "register", "actors/examples/count.yaml"
         )
         assert registered.returncode == 0, registered.stderr
         started = await trio.to_thread.run_sync(
@@ -192,7 +194,7 @@ def test_a_wrong_password_ends_every_entry_point_with_code_2(
     )
     assert orchestrator.startswith("orchestrator: ")
     worker = assert_refused_promptly(
-        ["-m", "actors.worker", "--activities", "examples.activities"], by_env
+        ["-m", "actors.worker", "--activities", "actors.examples.activities"], by_env
     )
     assert worker.startswith("worker: ")
     cli = assert_refused_promptly(["-m", "actors", "--config", str(config), "list"], by_file)

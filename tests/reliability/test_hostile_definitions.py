@@ -47,8 +47,9 @@ import trio
 import trio.testing
 
 import actors
-from actors.core._decide import MAX_CAUSES, MAX_CHILD_DEPTH
+from actors.core._error_info import MAX_CAUSES
 from actors.core._expressions import MAX_EVALUATION_COST, Expression
+from actors.core._steps._child import MAX_CHILD_DEPTH
 from actors.wire import (
     DEFINITIONS_BUCKET,
     HISTORY_STREAM,

@@ -13,8 +13,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from ..jscore import API, PageReader, WireMsg
-from ..jscore._api import epoch
+from ..jscore import API, PageReader, WireMsg, epoch
 from ._wire import _Received, _Replies
 
 #: The server's time stamps, read (kept under this name for the tests).

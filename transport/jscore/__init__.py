@@ -20,6 +20,7 @@ from ._api import WireMsg as WireMsg
 from ._api import api_error as api_error
 from ._api import api_reply as api_reply
 from ._api import dur as dur
+from ._api import epoch as epoch
 from ._api import new_inbox as new_inbox
 from ._api import parse_ack as parse_ack
 from ._api import reply_meta as reply_meta
@@ -49,6 +50,7 @@ __all__ = [
     "api_error",
     "api_reply",
     "dur",
+    "epoch",
     "new_inbox",
     "parse_ack",
     "reply_meta",

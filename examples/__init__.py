@@ -1,1 +1,0 @@
-"""Example workflows and the activities they use (served by the demo's worker)."""
