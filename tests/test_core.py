@@ -16,6 +16,7 @@ import pytest
 from actors.core import (
     ActivityCompleted,
     ActivityFailed,
+    CancelActivity,
     CancelRequested,
     Command,
     Definition,
@@ -72,6 +73,10 @@ def tasks(commands: list[Command]) -> list[ScheduleActivity]:
 
 def timers(commands: list[Command]) -> list[StartTimer]:
     return [c for c in commands if isinstance(c, StartTimer)]
+
+
+def withdrawals(commands: list[Command]) -> list[CancelActivity]:
+    return [c for c in commands if isinstance(c, CancelActivity)]
 
 
 class Run:
@@ -466,6 +471,10 @@ def test_timeout_timer_fires_at_schedule_to_start_plus_start_to_close() -> None:
         StartTimer(TIMEOUT, "a", 1, 135.0),
     ]
     run.send(TimerFired(TIMEOUT, "a", 1), 135.0)
+    # The timed-out attempt's task may still be queued or running: withdrawn.
+    assert withdrawals(run.last) == [
+        CancelActivity("a", 1, "no result within schedule_to_start (5.0s) + start_to_close (30.0s)")
+    ]
     error = run.step("a").error
     assert run.step("a").status is StepStatus.RETRY_WAIT
     assert error is not None
@@ -490,6 +499,15 @@ def test_timeout_after_completion_is_ignored() -> None:
     assert run.ignores(TimerFired(TIMEOUT, "a", 1), 301.0)
 
 
+def test_a_result_withdraws_nothing() -> None:
+    run = Run(define(step("a", retry={"max_attempts": 2}), step("b")))
+    run.send(ActivityFailed("a", 1, ErrorInfo("Flaky", "")), 10.0)
+    assert withdrawals(run.last) == []
+    run.send(TimerFired(RETRY, "a", 1), 20.0)
+    run.send(ActivityCompleted("a", 2, "ok"), 30.0)
+    assert withdrawals(run.last) == []
+
+
 def test_timeout_while_waiting_to_retry_is_ignored() -> None:
     run = Run(define(step("a", timeout={"schedule_to_start": "1s"})))
     run.send(ActivityFailed("a", 1, ErrorInfo("Flaky", "")), 10.0)
@@ -507,6 +525,7 @@ def test_cancel_stops_the_instance_for_good() -> None:
     assert state.status is CANCELLED
     assert state.error is None
     assert run.last == [
+        CancelActivity("a", 1, "user asked"),
         RecordHistory(3, "steps.cancelled", 50.0, {"steps": ["a"]}),
         RecordHistory(4, "workflow.cancelled", 50.0, {"reason": "user asked"}),
     ]
@@ -711,6 +730,28 @@ def test_terminate_skips_compensation_even_while_it_runs() -> None:
     run.send(TerminateRequested("now"), 4.0)
     assert run.current.status is InstanceStatus.TERMINATED
     assert kinds(run.last) == ["workflow.terminated"]
+    # The running compensation's task is withdrawn: nothing follows a termination.
+    assert withdrawals(run.last) == [CancelActivity("a~undo", 1, "now")]
+
+
+def test_an_ending_withdraws_the_tasks_out_and_only_those() -> None:
+    """A failed branch ends the instance: its sibling's task is withdrawn, a retry wait's is not."""
+    definition = define(
+        {
+            "id": "both",
+            "parallel": [
+                {"id": "x", "steps": [step("a")]},
+                {"id": "y", "steps": [step("b", retry={"max_attempts": 3})]},
+                {"id": "z", "steps": [step("c", retry={"max_attempts": 3})]},
+            ],
+        }
+    )
+    run = Run(definition)
+    run.send(ActivityFailed("b", 1, ErrorInfo("Flaky", "")), 2.0)
+    assert run.step("b").status is StepStatus.RETRY_WAIT
+    run.send(ActivityFailed("c", 1, ErrorInfo("Fatal", "", non_retryable=True)), 3.0)
+    assert run.current.status is FAILED
+    assert [(w.step, w.attempt) for w in withdrawals(run.last)] == [("a", 1)]
 
 
 # --- steps that finish within the decision that starts them ---------------------------

@@ -44,6 +44,7 @@ from actors.core import (
     ActivityCompleted,
     ActivityFailed,
     ActivityStep,
+    CancelActivity,
     CancelChild,
     CancelRequested,
     Command,
@@ -398,6 +399,7 @@ class TreeMachine(RuleBasedStateMachine):
                 assert command.detail["step"] == event.step
                 self.outputs[event.step] = event.output
         self.check_cancelled_children(before, new, commands)
+        self.check_withdrawals(before, new, event, commands)
         # The same event again, right away, changes nothing.
         again, more = decide(self.definition, new, event, self.now)
         assert again is new
@@ -522,6 +524,54 @@ class TreeMachine(RuleBasedStateMachine):
         )
         terminate = new.status is InstanceStatus.TERMINATED
         assert all(c.terminate == terminate for c in cancels)
+
+    def check_withdrawals(
+        self,
+        before: InstanceState | None,
+        new: InstanceState,
+        event: Event,
+        commands: list[Command],
+    ) -> None:
+        """Exactly the activity tasks out that the decision gave up on are withdrawn, once each.
+
+        A task is out from its ``ScheduleActivity`` (before, or in this very
+        decision) until its attempt reports; it is given up when its attempt
+        is no longer the step's scheduled one, or the instance ended (a
+        termination leaves a running compensation as it was), and no result
+        for it came.
+        """
+        out = {
+            key: step.attempt
+            for key, step in (
+                before.steps.items() if before is not None and not before.status.terminal else ()
+            )
+            if step.status is StepStatus.SCHEDULED and self.is_activity(key)
+        }
+        for command in commands:
+            if isinstance(command, ScheduleActivity):
+                out[command.step] = command.attempt
+        if (
+            isinstance(event, ActivityCompleted | ActivityFailed)
+            and out.get(event.step) == event.attempt
+        ):
+            del out[event.step]
+        expected = {
+            (key, attempt)
+            for key, attempt in out.items()
+            if new.status.terminal
+            or not (
+                (step := new.steps.get(key)) is not None
+                and step.status is StepStatus.SCHEDULED
+                and step.attempt == attempt
+            )
+        }
+        withdrawn = [(c.step, c.attempt) for c in commands if isinstance(c, CancelActivity)]
+        assert len(withdrawn) == len(set(withdrawn)), withdrawn
+        assert set(withdrawn) == expected
+
+    def is_activity(self, key: str) -> bool:
+        step_id, _, undo = parse_key(key)
+        return undo or isinstance(self.definition.step(step_id), ActivityStep)
 
     # -- invariants of the state ------------------------------------------------------
 

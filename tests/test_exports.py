@@ -214,3 +214,24 @@ def test_the_private_import_check_sees_what_it_must(tmp_path: Path) -> None:
         "transport._open:1 imports transport.memory._transport.X (private to transport.memory)"
     ]
     assert offences("transport", "from ._errors import TransportError\n") == []
+
+
+#: What the instances' state is to a module: its bucket, its schema, its codec.
+_STATE_NAMES = frozenset(
+    {"STATES_BUCKET", "InstanceState", "StepState", "StepStatus", "decode_state", "state_to_data"}
+)
+
+
+def test_the_worker_knows_nothing_of_the_instances_state() -> None:
+    """The state schema is the orchestrator's; withdrawals reach workers on a bucket of theirs."""
+    path = REPO / "actors" / "runtime" / "_worker.py"
+    tree = ast.parse(path.read_text())
+    imported = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert not (imported | used) & _STATE_NAMES
+    assert "CANCELS_BUCKET" in imported

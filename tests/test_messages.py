@@ -18,6 +18,7 @@ import pytest
 from actors.core import (
     ActivityCompleted,
     ActivityFailed,
+    CancelActivity,
     CancelChild,
     ErrorInfo,
     InstanceState,
@@ -33,9 +34,11 @@ from actors.core import (
     TimerKind,
 )
 from actors.wire import (
+    ActivityCancel,
     MessageError,
     StartMessage,
     Task,
+    decode_activity_cancel,
     decode_cancel,
     decode_history,
     decode_result,
@@ -44,6 +47,7 @@ from actors.wire import (
     decode_task,
     decode_terminate,
     decode_timer,
+    encode_activity_cancel,
     encode_deadletter,
     encode_history,
     encode_history_records,
@@ -254,6 +258,41 @@ def test_a_cancel_s_reason_is_a_string_absent_or_null(decoder: Any, kind: str) -
         assert reason.startswith("field 'reason' must be a string or null, got")
 
 
+# --- withdrawn tasks ----------------------------------------------------------------------
+
+WITHDRAWAL = {"instance": "i-1", "step": "ship@3", "attempt": 2, "reason": "cancelled"}
+
+
+def test_a_withdrawal_round_trips_and_its_reason_is_optional() -> None:
+    data = encode_activity_cancel("i-1", "ship@3", 2, "cancelled")
+    assert decode_activity_cancel(data) == ActivityCancel("i-1", "ship@3", 2, "cancelled")
+    for missing in (DROP, None):
+        body = with_field(WITHDRAWAL, "reason", missing)
+        decoded = decode_activity_cancel(envelope("activity.cancel", body))
+        assert decoded == ActivityCancel("i-1", "ship@3", 2, "")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    wrongs(
+        {
+            "instance": [None, DROP, *WRONG_FOR_STRING],
+            "step": [None, DROP, *WRONG_FOR_STRING],
+            "attempt": [None, DROP, *WRONG_FOR_INTEGER],
+            "reason": WRONG_FOR_STRING,
+        }
+    ),
+)
+def test_every_withdrawal_field_of_another_type_is_refused_by_name(name: str, value: Any) -> None:
+    body = with_field(WITHDRAWAL, name, value)
+    assert f"field {name!r}" in refusal(decode_activity_cancel, envelope("activity.cancel", body))
+
+
+def test_a_withdrawal_is_not_taken_for_a_task() -> None:
+    data = encode_activity_cancel("i-1", "s", 1, "")
+    assert "activity.cancel" in refusal(decode_task, data)
+
+
 # --- tasks ------------------------------------------------------------------------------
 
 TASK = {
@@ -448,6 +487,7 @@ FULL_STATE = InstanceState(
         StartChild("i-1-c", "child", 0, [1], "c"),
         CancelChild("i-1-d", True, "why"),
         NotifyParent("p-1", "s", None, FULL_ERROR),
+        CancelActivity("m@1", 3, "the instance failed"),
     ),
     signals={"go": (1, {"by": "ann"})},
     seen_signals=(11, 12),
@@ -495,6 +535,7 @@ def test_a_full_state_round_trips() -> None:
         "steps.m.next_item",
         "steps.m.finished_items",
         "outbox[4].reason",
+        "outbox[6].reason",
     ],
 )
 @pytest.mark.parametrize("missing", [DROP, None], ids=["absent", "null"])
@@ -543,6 +584,9 @@ def test_a_state_s_optional_fields_may_be_absent_or_null(path: str, missing: Any
         ("outbox[4].reason", WRONG_FOR_STRING),
         ("outbox[5].error.non_retryable", WRONG_FOR_BOOLEAN),
         ("outbox[5].parent", [None, 5]),
+        ("outbox[6].step", [None, DROP, 5]),
+        ("outbox[6].attempt", [None, DROP, "3", True]),
+        ("outbox[6].reason", WRONG_FOR_STRING),
         ("cause", ["99", -1, True]),
         ("signals", ["x", []]),
         ("signals.go", ["x", {}, 5]),

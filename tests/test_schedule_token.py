@@ -1,4 +1,4 @@
-"""The subject token of a delayed message's schedule names it injectively."""
+"""Tokens made of ids never collide: schedules of delayed messages, keys of withdrawn tasks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.wire import timer_msg_id
+from actors.wire import activity_cancel_key, timer_msg_id
 from transport._specs import check_subject, schedule_token
 
 #: Characters instance ids, step keys and message ids are made of, and a few more.
@@ -48,3 +48,21 @@ def test_known_collisions_are_apart() -> None:
     assert schedule_token("timer.x.signal_timeout.s.1") != schedule_token(
         "timer.x_signal.timeout.s.1"
     )
+
+
+@given(
+    st.text(st.sampled_from("ab_-"), min_size=1, max_size=12),
+    _IDS,
+    st.integers(1, 20),
+    st.text(st.sampled_from("ab_-"), min_size=1, max_size=12),
+    _IDS,
+    st.integers(1, 20),
+)
+def test_withdrawals_of_different_attempts_never_share_a_key(
+    instance: str, step: str, attempt: int, other: str, other_step: str, other_attempt: int
+) -> None:
+    first = activity_cancel_key(instance, step, attempt)
+    second = activity_cancel_key(other, other_step, other_attempt)
+    assert (first == second) == ((instance, step, attempt) == (other, other_step, other_attempt))
+    # A valid key of a bucket: tokens of A-Z a-z 0-9 _ - between dots.
+    assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[0-9]+", first)

@@ -55,6 +55,7 @@ the dataclass in ``_events.py`` or ``_commands.py``, its wire form in
 
 from ._builder import Steps as Steps
 from ._builder import WorkflowBuilder as WorkflowBuilder
+from ._commands import CancelActivity as CancelActivity
 from ._commands import CancelChild as CancelChild
 from ._commands import Command as Command
 from ._commands import NotifyParent as NotifyParent
@@ -102,6 +103,7 @@ __all__ = [
     "ActivityCompleted",
     "ActivityFailed",
     "ActivityStep",
+    "CancelActivity",
     "CancelChild",
     "CancelRequested",
     "Command",

@@ -1,6 +1,6 @@
 """Commands: what a decision asks the runtime to do, as data.
 
-Publish a task, start a timer, record history, start or cancel a child,
+Publish a task (or withdraw one), start a timer, record history, start or cancel a child,
 report to a parent. The instance's state keeps the latest decision's
 commands (its outbox) until they are published.
 """
@@ -15,6 +15,7 @@ from ._error_info import ErrorInfo
 from ._events import TimerKind
 
 __all__ = [
+    "CancelActivity",
     "CancelChild",
     "Command",
     "NotifyParent",
@@ -37,6 +38,20 @@ class ScheduleActivity:
     schedule_to_start: float | None
     start_to_close: float
     heartbeat: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelActivity:
+    """Tell the workers that attempt ``attempt`` of ``step``'s task is no longer wanted.
+
+    The task may be running, queued or lost: a worker running it cancels it
+    (its result, if any, is ignored), and a worker that takes it later
+    refuses it.
+    """
+
+    step: str
+    attempt: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,5 +105,11 @@ class NotifyParent:
 
 
 Command: TypeAlias = (
-    ScheduleActivity | StartTimer | RecordHistory | StartChild | CancelChild | NotifyParent
+    ScheduleActivity
+    | CancelActivity
+    | StartTimer
+    | RecordHistory
+    | StartChild
+    | CancelChild
+    | NotifyParent
 )

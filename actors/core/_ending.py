@@ -16,6 +16,7 @@ from ._expressions import ExpressionError
 from ._refs import UNDO, resolve
 from ._scope import context
 from ._state import InstanceStatus, StepStatus
+from ._steps import _activity
 
 if TYPE_CHECKING:
     from ._decision import Decision
@@ -70,15 +71,21 @@ def abandon(
 ) -> None:
     """Mark every unfinished step cancelled, and tell each kind its steps were abandoned.
 
-    Workers running an abandoned step's activity see it is no longer wanted
-    (at their next check) and cancel it; children are cancelled (or, with
-    ``terminate``, terminated). Without the definition, children cannot be
-    told apart and are left to finish (their result is ignored).
+    The tasks of abandoned activities are withdrawn (the workers cancel
+    them); children are cancelled (or, with ``terminate``, terminated).
+    Without the definition, children cannot be told apart and are left to
+    finish (their result is ignored). Compensations keep their state (the
+    compensation sequence decides what follows), but a termination
+    withdraws those running too: nothing follows it.
     """
     abandoned: list[str] = []
     steps = dict(build.state.steps)
     for key, current in build.state.steps.items():
-        if not current.status.active or key.endswith(UNDO):
+        if key.endswith(UNDO):
+            if terminate:
+                _activity.abandoned(build, key, current, reason or "the instance was terminated")
+            continue
+        if not current.status.active:
             continue
         # They end with the steps.cancelled record written below.
         steps[key] = replace(
@@ -87,7 +94,7 @@ def abandon(
         abandoned.append(key)
         ref = None if definition is None else resolve(definition, key)
         if ref is not None:
-            _steps.abandoned(build, ref, terminate=terminate, reason=reason)
+            _steps.abandoned(build, ref, current, terminate=terminate, reason=reason)
     if abandoned:
         build.state = replace(build.state, steps=steps)
         build.history("steps.cancelled", steps=abandoned)

@@ -36,6 +36,7 @@ from transport import (
 )
 
 from ..core import (
+    CancelActivity,
     Command,
     Definition,
     ErrorInfo,
@@ -48,7 +49,15 @@ from ..core import (
     fail_instance,
 )
 from ..errors import EngineError
-from ..wire import EVENTS_STREAM, CodecError, MessageError, PayloadTooLargeError, decode_state
+from ..wire import (
+    EVENTS_STREAM,
+    CodecError,
+    MessageError,
+    PayloadTooLargeError,
+    activity_cancel_key,
+    decode_state,
+    encode_activity_cancel,
+)
 from ._outbox import messages_for
 from ._registry import DefinitionStore
 from ._sizes import checked, encoded, slim, within_limits
@@ -82,6 +91,8 @@ class Context:
 
     transport: Transport
     states: KeyValue
+    #: ``ACTIVITY_CANCELS``: where tasks the instances withdraw are written.
+    cancels: KeyValue
     definitions: DefinitionStore
     limits: Limits
     #: The events consumer's ack wait: held events are kept alive within it.
@@ -363,7 +374,7 @@ class InstanceActor:
                     # Rule 5: this event made the last decision and is back,
                     # so its ack (and maybe the publish before it) was lost.
                     # Publishing again is deduplicated by message id (rule 2).
-                    await self._transport.publish_many(self._messages(state, state.outbox))
+                    await self._publish(self._messages(state, state.outbox), state.outbox)
                     self._outbox_sent = True
                 if (
                     state is not None
@@ -414,7 +425,7 @@ class InstanceActor:
                     delivery.stream_seq,
                 ):
                     continue
-            await self._transport.publish_many(messages)
+            await self._publish(messages, commands)
             self._outbox_sent = True
             await delivery.ack()
             return
@@ -440,8 +451,22 @@ class InstanceActor:
             and cause != delivery.stream_seq
             and await self._transport.holds(EVENTS_STREAM, cause)
         ):
-            await self._transport.publish_many(self._messages(state, state.outbox))
+            await self._publish(self._messages(state, state.outbox), state.outbox)
         self._outbox_sent = True
+
+    async def _publish(self, messages: list[OutMessage], commands: Sequence[Command]) -> None:
+        """Carry out a decision: publish its ``messages``, then write its withdrawn tasks.
+
+        A withdrawal is a key of ``ACTIVITY_CANCELS``, which every worker
+        watches; written again when the outbox is sent again, it is the same.
+        """
+        await self._transport.publish_many(messages)
+        for command in commands:
+            if isinstance(command, CancelActivity):
+                await self._ctx.cancels.put(
+                    activity_cancel_key(self._id, command.step, command.attempt),
+                    encode_activity_cancel(self._id, command.step, command.attempt, command.reason),
+                )
 
     def _fail(
         self,

@@ -40,6 +40,7 @@ from ..core import (
     check_name,
 )
 from ..wire import (
+    CANCELS_BUCKET,
     DEFINITIONS_BUCKET,
     EVENT_CANCEL,
     EVENT_COMPLETED,
@@ -221,6 +222,7 @@ class Orchestrator:
         self._context = Context(
             transport=self._transport,
             states=assets.buckets[STATES_BUCKET],
+            cancels=assets.buckets[CANCELS_BUCKET],
             definitions=definitions,
             limits=config.limits,
             ack_wait=config.layout.ack_wait,

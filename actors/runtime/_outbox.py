@@ -12,6 +12,7 @@ from typing import Final
 from transport import OutMessage
 
 from ..core import (
+    CancelActivity,
     CancelChild,
     Command,
     InstanceState,
@@ -111,7 +112,9 @@ def command_messages(
     """
     messages: list[tuple[Command, OutMessage]] = []
     for command in commands:
-        if isinstance(command, RecordHistory):
+        if isinstance(command, RecordHistory | CancelActivity):
+            # History goes in groups (history_messages); withdrawals are
+            # written to a bucket (the instance actor's _publish).
             continue
         if isinstance(command, ScheduleActivity):
             message = OutMessage(

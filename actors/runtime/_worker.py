@@ -5,13 +5,20 @@ consumer, so tasks spread over all of them, and a task held by a process
 that dies comes back to another after the consumer's ack wait. For each
 task a worker actor:
 
-1. refuses it if it waited longer than ``schedule_to_start``;
+1. refuses it if it waited longer than ``schedule_to_start``, or if its
+   instance withdrew it;
 2. runs the activity (async in Trio, sync in a thread under a limiter),
    telling the broker it is in progress every third of the ack wait, and
-   cancelling it when ``start_to_close`` passes or a ``heartbeat`` is missed;
+   cancelling it when ``start_to_close`` passes, a ``heartbeat`` is missed,
+   or its instance withdraws it;
 3. publishes the result (or the error, with type, message and traceback) on
    the result subject, with a message id unique to the attempt;
 4. and only then acks the task.
+
+An instance withdraws a task it no longer wants (it was cancelled, it
+failed, the attempt timed out) with a key in ``ACTIVITY_CANCELS``, which
+every worker process watches: the worker knows nothing of the instances'
+states.
 
 On shutdown the actors stop taking tasks, finish the ones in hand within
 ``drain_timeout``, and hand back (nak) whatever is left.
@@ -23,22 +30,24 @@ import logging
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import trio
 
 from transport import (
     Delivery,
     KeyValue,
+    KVChange,
+    KVOp,
     TooLargeError,
     Transport,
     TransportClosedError,
     TransportError,
 )
 
-from ..core import ErrorInfo, InstanceState, StepStatus
+from ..core import ErrorInfo
 from ..wire import (
-    STATES_BUCKET,
+    CANCELS_BUCKET,
     TASKS_STREAM,
     CodecError,
     Layout,
@@ -46,7 +55,7 @@ from ..wire import (
     PayloadTooLargeError,
     Task,
     deadletter_subject,
-    decode_state,
+    decode_activity_cancel,
     decode_task,
     encode_deadletter,
     encode_result,
@@ -78,10 +87,6 @@ class WorkerConfig:
     #: (by default as long as an event: the engine's one ack wait, ``Layout``'s).
     ack_wait: float = Layout.ack_wait
     drain_timeout: float = 10.0
-    #: How often a running activity's instance is checked: an activity whose
-    #: instance was cancelled, terminated or failed meanwhile (or whose attempt
-    #: is no longer the current one) is cancelled cooperatively.
-    cancel_check_interval: float = 5.0
     #: A task delivered this many times (its workers died running it) fails
     #: its attempt with ``WorkerLost`` instead of running again, so that a
     #: task that kills its worker cannot do so forever.
@@ -92,6 +97,10 @@ class WorkerConfig:
             raise ValueError("concurrency and threads must be at least 1")
         if self.ack_wait <= 0 or self.drain_timeout < 0:
             raise ValueError("ack_wait must be positive and drain_timeout not negative")
+
+
+#: One attempt of one step of one instance: what a withdrawal names.
+_Attempt: TypeAlias = tuple[str, str, int]
 
 
 class _Timeout(Exception):
@@ -109,10 +118,8 @@ class _Running:
     #: Cancelled to stop the activity; ``stopped`` then says why.
     scope: trio.CancelScope
     stopped: list[_Timeout]
-    #: Trio times when its next keep-alive and its next instance check are due.
+    #: The Trio time its next keep-alive is due.
     touch_at: float
-    check_at: float
-    checking: bool = False
 
 
 class Worker:
@@ -133,9 +140,12 @@ class Worker:
         self._fetch_scopes: set[trio.CancelScope] = set()
         self._stopping = False
         self._stopped = trio.Event()
-        self._states: KeyValue | None = None
-        #: Activities running now, kept alive and watched by ``_upkeep``.
-        self._running: set[_Running] = set()
+        self._cancels: KeyValue | None = None
+        #: Activities running now, kept alive by ``_upkeep``, by their attempt.
+        self._running: dict[_Attempt, _Running] = {}
+        #: Attempts their instances withdrew, with why, and the Trio time
+        #: they are forgotten (``Layout.cancel_ttl`` after they were seen).
+        self._withdrawn: dict[_Attempt, tuple[str, float]] = {}
         #: Counters for tests and operators.
         self.stats: dict[str, int] = {
             "completed": 0,
@@ -157,10 +167,11 @@ class Worker:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Provision, serve every activity type, return after shutdown and drain."""
-        await self._config.layout.provision(self._transport)
-        self._states = await self._transport.kv(STATES_BUCKET)
+        assets = await self._config.layout.provision(self._transport)
+        self._cancels = assets.buckets[CANCELS_BUCKET]
         async with trio.open_nursery() as upkeep:
             upkeep.start_soon(self._upkeep)
+            upkeep.start_soon(self._watch_withdrawals)
             async with trio.open_nursery() as nursery:
                 for spec in self._activities.values():
                     await nursery.start(self._serve, spec)
@@ -169,28 +180,55 @@ class Worker:
             upkeep.cancel_scope.cancel()
 
     async def _upkeep(self) -> None:
-        """Keep every running task alive, and check each one's instance now and then.
+        """Keep every running task alive; forget withdrawals past their time.
 
-        One task for all of them, rather than two per task: a task that ends
-        within a tick costs nothing here. Keep-alives and checks are due a
-        third of the ack wait and ``cancel_check_interval`` after the last
-        one; the tick is a quarter of the shorter, so either is at most a
-        tick late. An instance check reads the broker, so each runs in a task
-        of its own: a slow read must not hold up the keep-alives.
+        One task for all of them, rather than one per task: a task that
+        ends within a tick costs nothing here. A keep-alive is due a third
+        of the ack wait after the last; the tick is a quarter of that, so
+        one is at most a tick late.
         """
         config = self._config
-        tick = max(0.01, min(config.ack_wait / 3, config.cancel_check_interval) / 4)
-        async with trio.open_nursery() as checks:
-            while True:
-                await trio.sleep(tick)
-                now = trio.current_time()
-                for running in list(self._running):
-                    if now >= running.touch_at:
-                        running.touch_at = now + config.ack_wait / 3
-                        await running.delivery.in_progress()
-                    if now >= running.check_at and not running.checking:
-                        running.checking = True
-                        checks.start_soon(self._check_instance, running)
+        tick = max(0.01, config.ack_wait / 3 / 4)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for running in list(self._running.values()):
+                if now >= running.touch_at:
+                    running.touch_at = now + config.ack_wait / 3
+                    await running.delivery.in_progress()
+            for attempt in [a for a, (_, until) in self._withdrawn.items() if until <= now]:
+                del self._withdrawn[attempt]
+
+    async def _watch_withdrawals(self) -> None:
+        """Learn of every task an instance withdraws; cancel it if it runs here.
+
+        The watch starts from what the bucket holds (the withdrawals of the
+        last ``cancel_ttl``), so a task withdrawn before this process started
+        is refused too; it resumes by itself after the broker comes back.
+        """
+        cancels = self._cancels
+        assert cancels is not None
+        async with cancels.watch(since=0) as changes:
+            async for change in changes:
+                self._withdraw(change)
+
+    def _withdraw(self, change: KVChange) -> None:
+        if change.op is not KVOp.PUT:
+            return
+        try:
+            cancel = decode_activity_cancel(change.value)
+        except (MessageError, CodecError) as exc:
+            log.warning("ignoring a malformed withdrawal %r: %s", change.key, exc)
+            return
+        attempt = (cancel.instance_id, cancel.step, cancel.attempt)
+        reason = cancel.reason or "the instance withdrew the task"
+        forget_at = trio.current_time() + self._config.layout.cancel_ttl
+        self._withdrawn[attempt] = (reason, forget_at)
+        running = self._running.get(attempt)
+        if running is not None and not running.scope.cancel_called:
+            running.stopped.append(_Timeout("ActivityCancelled", reason))
+            self.stats["cancelled"] += 1
+            running.scope.cancel()
 
     async def _serve(
         self, spec: ActivitySpec, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -274,6 +312,13 @@ class Worker:
             )
             await self._report(delivery, task, None, late)
             return
+        withdrawn = self._withdrawn.get(_attempt_of(task))
+        if withdrawn is not None:
+            # Reported, so that an instance waiting for the attempt to settle
+            # (to compensate it) need not wait for its timeout.
+            self.stats["cancelled"] += 1
+            await self._report(delivery, task, None, ErrorInfo("ActivityCancelled", withdrawn[0]))
+            return
         output, error = await self._run(spec, task, delivery)
         await self._report(delivery, task, output, error)
 
@@ -294,15 +339,9 @@ class Worker:
         now = trio.current_time()
         run_scope = trio.CancelScope(deadline=now + task.work.start_to_close)
         config = self._config
-        running = _Running(
-            delivery,
-            task,
-            run_scope,
-            timed_out,
-            touch_at=now + config.ack_wait / 3,
-            check_at=now + config.cancel_check_interval,
-        )
-        self._running.add(running)
+        running = _Running(delivery, task, run_scope, timed_out, touch_at=now + config.ack_wait / 3)
+        attempt = _attempt_of(task)
+        self._running[attempt] = running
         try:
             if task.work.heartbeat is None:
                 with run_scope:
@@ -318,7 +357,10 @@ class Worker:
                         outcome = await self._call(spec, context, task.work.input)
                     nursery.cancel_scope.cancel()
         finally:
-            self._running.discard(running)
+            # A second delivery of the attempt (its first outlived the ack
+            # wait) may have taken the entry over: leave that one alone.
+            if self._running.get(attempt) is running:
+                del self._running[attempt]
         if run_scope.cancelled_caught:
             if timed_out:
                 return None, ErrorInfo(timed_out[0].kind, str(timed_out[0]))
@@ -343,24 +385,6 @@ class Worker:
             return output, None
         except Exception as exc:
             return None, _error_info(_leaf(exc))
-
-    async def _check_instance(self, running: _Running) -> None:
-        """Cancel the activity if its instance no longer wants its result."""
-        states = self._states
-        assert states is not None
-        task = running.task
-        try:
-            entry = await states.get(task.instance_id)
-            reason = None if entry is None else _unwanted(decode_state(entry.value), task)
-        except (TransportError, MessageError):
-            reason = None  # the broker will be asked again at the next check
-        finally:
-            running.checking = False
-            running.check_at = trio.current_time() + self._config.cancel_check_interval
-        if reason is not None and running in self._running:
-            running.stopped.append(_Timeout("ActivityCancelled", reason))
-            self.stats["cancelled"] += 1
-            running.scope.cancel()
 
     @staticmethod
     async def _watch_heartbeat(
@@ -444,14 +468,8 @@ class Worker:
         await delivery.ack()
 
 
-def _unwanted(state: InstanceState, task: Task) -> str | None:
-    """Why the instance no longer wants this task's result, or ``None`` if it does."""
-    if state.status.terminal:
-        return f"the instance is {state.status}"
-    step = state.steps.get(task.work.step)
-    if step is None or step.attempt != task.work.attempt or step.status is not StepStatus.SCHEDULED:
-        return "the attempt is no longer the current one"
-    return None
+def _attempt_of(task: Task) -> _Attempt:
+    return (task.instance_id, task.work.step, task.work.attempt)
 
 
 def _leaf(exc: Exception) -> Exception:

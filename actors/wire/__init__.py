@@ -19,8 +19,10 @@ from ._json import JsonError as JsonError
 from ._json import check_payload as check_payload
 from ._json import dumps as dumps
 from ._json import loads as loads
+from ._messages import ActivityCancel as ActivityCancel
 from ._messages import StartMessage as StartMessage
 from ._messages import Task as Task
+from ._messages import decode_activity_cancel as decode_activity_cancel
 from ._messages import decode_cancel as decode_cancel
 from ._messages import decode_definition as decode_definition
 from ._messages import decode_history as decode_history
@@ -30,6 +32,7 @@ from ._messages import decode_start as decode_start
 from ._messages import decode_task as decode_task
 from ._messages import decode_terminate as decode_terminate
 from ._messages import decode_timer as decode_timer
+from ._messages import encode_activity_cancel as encode_activity_cancel
 from ._messages import encode_cancel as encode_cancel
 from ._messages import encode_deadletter as encode_deadletter
 from ._messages import encode_definition as encode_definition
@@ -40,6 +43,7 @@ from ._messages import encode_signal as encode_signal
 from ._messages import encode_start as encode_start
 from ._messages import encode_task as encode_task
 from ._messages import encode_timer as encode_timer
+from ._names import CANCELS_BUCKET as CANCELS_BUCKET
 from ._names import DEFINITIONS_BUCKET as DEFINITIONS_BUCKET
 from ._names import EVENT_CANCEL as EVENT_CANCEL
 from ._names import EVENT_COMPLETED as EVENT_COMPLETED
@@ -56,6 +60,7 @@ from ._names import START_PREFIX as START_PREFIX
 from ._names import STATES_BUCKET as STATES_BUCKET
 from ._names import TASKS_STREAM as TASKS_STREAM
 from ._names import Layout as Layout
+from ._names import activity_cancel_key as activity_cancel_key
 from ._names import cancel_subject as cancel_subject
 from ._names import deadletter_subject as deadletter_subject
 from ._names import definition_key as definition_key
@@ -78,8 +83,7 @@ from ._state import encode_state as encode_state
 from ._state import state_to_data as state_to_data
 
 __all__ = [
-    "CodecError",
-    "CodecLimits",
+    "CANCELS_BUCKET",
     "DEFAULT_LIMITS",
     "DEFINITIONS_BUCKET",
     "EVENTS_STREAM",
@@ -90,26 +94,31 @@ __all__ = [
     "EVENT_START",
     "EVENT_TERMINATE",
     "EVENT_TIMER",
-    "Envelope",
     "HISTORY_STREAM",
     "INSTANCE_PREFIX",
-    "JsonError",
-    "Layout",
     "MAX_NUMBER",
     "MAX_PAYLOAD_DEPTH",
     "MIN_NUMBER",
-    "MessageError",
     "PARTITIONS_BUCKET",
-    "PayloadTooLargeError",
     "START_PREFIX",
     "STATES_BUCKET",
-    "StartMessage",
     "TASKS_STREAM",
+    "ActivityCancel",
+    "CodecError",
+    "CodecLimits",
+    "Envelope",
+    "JsonError",
+    "Layout",
+    "MessageError",
+    "PayloadTooLargeError",
+    "StartMessage",
     "Task",
+    "activity_cancel_key",
     "cancel_subject",
     "check_payload",
     "deadletter_subject",
     "decode",
+    "decode_activity_cancel",
     "decode_cancel",
     "decode_definition",
     "decode_history",
@@ -123,6 +132,7 @@ __all__ = [
     "definition_key",
     "dumps",
     "encode",
+    "encode_activity_cancel",
     "encode_cancel",
     "encode_deadletter",
     "encode_definition",

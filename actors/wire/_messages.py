@@ -40,6 +40,7 @@ from ._fields import (
     _MAP,
     _PAYLOAD_LIMITS,
     _STR,
+    KIND_ACTIVITY_CANCEL,
     KIND_CANCEL,
     KIND_DEADLETTER,
     KIND_DEFINITION,
@@ -65,6 +66,7 @@ from ._state import _schedule_data, _schedule_from
 
 __all__ = [
     "MessageError",
+    "ActivityCancel",
     "StartMessage",
     "Task",
 ]
@@ -247,6 +249,34 @@ def decode_task(data: bytes) -> Task:
         instance_id = check_instance_id(fields.text("instance"))
     workflow_type: str = fields.get("type", _STR, "")
     return Task(instance_id, workflow_type, _schedule_from(fields))
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityCancel:
+    """A withdrawn task, as workers read it from ``ACTIVITY_CANCELS``."""
+
+    instance_id: str
+    step: str
+    attempt: int
+    reason: str
+
+
+def encode_activity_cancel(instance_id: str, step: str, attempt: int, reason: str) -> bytes:
+    return encode(
+        KIND_ACTIVITY_CANCEL,
+        {"instance": instance_id, "step": step, "attempt": attempt, "reason": reason},
+    )
+
+
+def decode_activity_cancel(data: bytes) -> ActivityCancel:
+    """A withdrawal; its ``reason`` is optional. Raises :class:`MessageError`."""
+    fields = _Fields(_body(data, KIND_ACTIVITY_CANCEL))
+    return ActivityCancel(
+        fields.text("instance"),
+        fields.text("step"),
+        fields.integer("attempt"),
+        fields.get("reason", _STR, ""),
+    )
 
 
 # -- history --------------------------------------------------------------------

@@ -17,6 +17,8 @@ WORKFLOW_DEADLETTERS   stream     ``deadletter.{source}``: what was refused
 WORKFLOW_DEFINITIONS   KV         ``{type}.{version}`` -> definition
 WORKFLOW_STATES        KV         ``{instance}`` -> state (compare-and-set)
 WORKFLOW_PARTITIONS    KV         which orchestrator owns which partition
+ACTIVITY_CANCELS       KV         ``{instance}.{step token}.{attempt}`` ->
+                                  a withdrawn task (kept a day)
 =====================  =========  ===========================================
 
 Events of an instance are published on ``instance.{instance}.{event...}``;
@@ -53,6 +55,8 @@ DEADLETTER_STREAM: Final = "WORKFLOW_DEADLETTERS"
 DEFINITIONS_BUCKET: Final = "WORKFLOW_DEFINITIONS"
 STATES_BUCKET: Final = "WORKFLOW_STATES"
 PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
+#: Tasks withdrawn by their instance, which the workers watch.
+CANCELS_BUCKET: Final = "ACTIVITY_CANCELS"
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -157,6 +161,26 @@ def history_msg_id(instance_id: str, seq: int) -> str:
     return f"history.{instance_id}.{seq}"
 
 
+#: A step key's bytes that stand for themselves in a key of ``ACTIVITY_CANCELS``.
+_PLAIN_KEY_BYTES: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"
+)
+
+
+def activity_cancel_key(instance_id: str, step: str, attempt: int) -> str:
+    """The key in ``ACTIVITY_CANCELS`` that withdraws ``attempt`` of ``step``'s task.
+
+    One key per attempt, and never one for two: the step key's bytes other
+    than letters, digits and ``-`` are written ``_`` and two hex digits (a
+    step key holds ``.``, ``@`` and ``~``, which a key token cannot), and an
+    instance id holds no ``.``.
+    """
+    token = "".join(
+        chr(byte) if byte in _PLAIN_KEY_BYTES else f"_{byte:02x}" for byte in step.encode()
+    )
+    return f"{instance_id}.{token}.{attempt}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Layout:
     """How the engine's assets are provisioned.
@@ -174,6 +198,10 @@ class Layout:
     #: Partitions of the instances, for a new events stream; an existing
     #: stream keeps those it was created with (see :meth:`provision`).
     partitions: int = 16
+    #: How long a withdrawn task is remembered (``ACTIVITY_CANCELS``): a task
+    #: taken from its queue later than this after its withdrawal runs (its
+    #: result is then ignored).
+    cancel_ttl: float = 86400.0
 
     def __post_init__(self) -> None:
         try:
@@ -224,6 +252,7 @@ class Layout:
             # Leases are written every few seconds while held; a dead process's
             # keys are ignored once stale, and gone after an hour.
             KVSpec(bucket=PARTITIONS_BUCKET, replicas=self.replicas, ttl=3600.0),
+            KVSpec(bucket=CANCELS_BUCKET, replicas=self.replicas, ttl=self.cancel_ttl),
         )
 
     def intake_consumer(self) -> ConsumerSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core import (
+    CancelActivity,
     CancelChild,
     Command,
     InstanceState,
@@ -101,6 +102,13 @@ def _command_data(command: Command) -> dict[str, Any]:
             "input": command.input,
             "step": command.step,
         }
+    if isinstance(command, CancelActivity):
+        return {
+            "op": "cancel_activity",
+            "step": command.step,
+            "attempt": command.attempt,
+            "reason": command.reason,
+        }
     if isinstance(command, CancelChild):
         return {
             "op": "cancel_child",
@@ -151,6 +159,12 @@ def _command_from(fields: _Fields) -> Command:
             fields.integer("version"),
             fields.data.get("input"),
             fields.text("step"),
+        )
+    if op == "cancel_activity":
+        return CancelActivity(
+            fields.text("step"),
+            fields.integer("attempt"),
+            fields.get("reason", _STR, ""),
         )
     if op == "cancel_child":
         return CancelChild(

@@ -82,7 +82,7 @@ class Engine:
 
 
 def worker_config(**options: Any) -> actors.WorkerConfig:
-    defaults = {"ack_wait": 5.0, "concurrency": 8, "cancel_check_interval": 0.5}
+    defaults = {"ack_wait": 5.0, "concurrency": 8}
     return actors.WorkerConfig(**{**defaults, **options})
 
 

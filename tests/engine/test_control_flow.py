@@ -455,6 +455,51 @@ async def test_the_whole_saga_completes_when_approved(engine: Engine) -> None:
     assert info.compensation is None
 
 
+async def test_a_task_withdrawn_before_any_worker_takes_it_never_runs(engine: Engine) -> None:
+    """The worker that comes later refuses it and says so: the compensation need not wait."""
+    await engine.client.register(
+        {
+            "type": "unserved",
+            "steps": [
+                {
+                    "id": "ship",
+                    "activity": "ship_later",
+                    "timeout": {"start_to_close": "1h"},
+                    "compensate": {"activity": "release"},
+                },
+            ],
+        }
+    )
+    instance = await engine.client.start("unserved", None)
+    await wait_for_step(engine, instance, "ship", "scheduled")
+    await engine.client.cancel(instance, "changed my mind")
+    # The task waits in its queue: no worker serves ship_later yet.
+    await wait_for_step(engine, instance, "ship", "cancelled")
+    shipped: list[Any] = []
+
+    @actors.activity(name="ship_later")
+    async def ship_later(value: Any) -> None:
+        shipped.append(value)
+
+    late = actors.Worker(
+        engine.transport,
+        actors.collect_activities([ship_later]),
+        actors.WorkerConfig(ack_wait=5.0, drain_timeout=2.0),
+    )
+    await engine.nursery.start(late.run)
+    try:
+        with pytest.raises(actors.WorkflowCancelledError):
+            # Without the refusal, the compensation would wait for the hour.
+            await result_of(engine, instance, 30)
+    finally:
+        late.shutdown()
+    assert shipped == []
+    assert late.stats["cancelled"] == 1
+    assert [name for name, _ in _ran[instance]] == ["release"]
+    settled = [r for r in await engine.history(instance) if r["kind"] == "activity.settled"]
+    assert [r["detail"] for r in settled] == [{"step": "ship", "attempt": 1, "outcome": "failed"}]
+
+
 async def test_a_running_activity_learns_of_the_cancel_and_stops(engine: Engine) -> None:
     await engine.client.register(
         {

@@ -260,7 +260,6 @@ def worker_factory(transport: FaultyTransport) -> actors.Worker:
         layout=LAYOUT,
         ack_wait=ACK_WAIT,
         concurrency=4,
-        cancel_check_interval=5.0,
         drain_timeout=1.0,
     )
     activities = actors.collect_activities([sys.modules[__name__]])

@@ -7,9 +7,12 @@ with its worker is bounded by a ``timeout`` timer. The step's compensation
 is an activity too, run by the same rules under the key ``<step>~undo``
 when the compensation sequence (``_compensation.py``) gets to it.
 
-An activity step abandoned while its task may still be running is
-*settling*: its compensation waits until the task reports or its time is
-up (:func:`await_settling`, :func:`settle`).
+An attempt the instance no longer wants (its step abandoned, or its time
+up while the task may still run) is withdrawn with ``CancelActivity``: the
+workers cancel it if it runs and refuse it if it comes. An activity step
+abandoned while its task may still be running is *settling*: its
+compensation waits until the task reports or its time is up
+(:func:`await_settling`, :func:`settle`).
 
 History: ``activity.scheduled``, ``activity.completed``,
 ``activity.failed``, ``activity.retry_scheduled``, ``activity.settled``.
@@ -21,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from .._commands import ScheduleActivity, StartTimer
+from .._commands import CancelActivity, ScheduleActivity, StartTimer
 from .._error_info import ErrorInfo
 from .._events import ActivityCompleted, ActivityFailed, StepEvent, TimerFired, TimerKind
 from .._expressions import ExpressionError
@@ -42,6 +45,7 @@ __all__ = [
     "Compensation",
     "RetryPolicy",
     "Timeouts",
+    "abandoned",
     "await_settling",
     "begin",
     "parse",
@@ -310,6 +314,11 @@ def result(
         _attempt_failed(build, definition, ref, current, event.error, unsent=event.unsent)
         return True
     build.history("activity.completed", step=ref.key, attempt=event.attempt)
+    if event.attempt < current.attempt and current.status is StepStatus.SCHEDULED:
+        # A late success of an earlier attempt: the one out is not needed.
+        build.commands.append(
+            CancelActivity(ref.key, current.attempt, f"attempt {event.attempt} completed the step")
+        )
     if ref.undo:
         build.set_step(
             ref.key,
@@ -346,6 +355,8 @@ def timer(
             f"no result within schedule_to_start ({timeout.schedule_to_start}s) "
             f"+ start_to_close ({timeout.start_to_close}s)",
         )
+        # The task may still be queued, or running on a worker that lost touch.
+        build.commands.append(CancelActivity(ref.key, current.attempt, error.message))
         _attempt_failed(build, definition, ref, current, error, unsent=False)
         return True
     return False
@@ -391,6 +402,18 @@ def _attempt_failed(
     build.history(
         "activity.retry_scheduled", step=ref.key, attempt=current.attempt + 1, at=now + delay
     )
+
+
+def abandoned(build: Decision, key: str, current: StepState, reason: str) -> None:
+    """The instance gave up on step (or compensation) ``key``: withdraw its task, if one is out.
+
+    Only a ``scheduled`` attempt has a task that may be queued or running; one
+    waiting for its retry has none.
+    """
+    if current.status is StepStatus.SCHEDULED:
+        build.commands.append(
+            CancelActivity(key, current.attempt, reason or "the instance gave up the step")
+        )
 
 
 def await_settling(build: Decision, ref: Ref, current: StepState) -> None:

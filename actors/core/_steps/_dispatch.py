@@ -210,15 +210,20 @@ def inner_done(build: Decision, definition: Definition, ref: Ref, last: Ref, out
             assert_never(step)
 
 
-def abandoned(build: Decision, ref: Ref, *, terminate: bool, reason: str) -> None:
-    """The instance ended with ``ref`` unfinished (``terminate``: without compensation)."""
+def abandoned(
+    build: Decision, ref: Ref, current: StepState, *, terminate: bool, reason: str
+) -> None:
+    """The instance ended with ``ref`` (in state ``current``) unfinished.
+
+    ``terminate``: it ends without compensation.
+    """
     step = ref.step
     match step:
         case ChildStep():
             _child.abandoned(build, ref, terminate=terminate, reason=reason)
-        case (
-            ActivityStep() | SleepStep() | SignalStep() | ParallelStep() | MapStep() | ChoiceStep()
-        ):
+        case ActivityStep():
+            _activity.abandoned(build, ref.key, current, reason)
+        case SleepStep() | SignalStep() | ParallelStep() | MapStep() | ChoiceStep():
             pass  # nothing to stop: a late result or timer finds the step ended
         case _:
             assert_never(step)
