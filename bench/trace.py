@@ -39,7 +39,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Final
+from typing import Any, Final
 
 HERE: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = HERE.parent
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-trace-") as folder:
         workdir = Path(folder)
         server = NatsServer(workdir / "nats")
-        services: list[engine.ServiceProcess] = []
+        services: list[Any] = []
         try:
             server.start()
             url = server.url
