@@ -106,7 +106,7 @@ class Leases:
         self._lease = lease
         self.member = member or member_id()
         self._held: dict[int, _Held] = {}
-        self._members: dict[str, float] = {}
+        self._members: dict[str, _Seen] = {}
         self._owners: dict[int, _Seen] = {}
         self._wake = trio.Event()
         #: Set after each round of renewals (replaced for the next).
@@ -201,7 +201,7 @@ class Leases:
             if change.key.startswith(_MEMBER):
                 member = change.key[len(_MEMBER) :]
                 if put:
-                    self._members[member] = now
+                    self._members[member] = _Seen(member, change.revision, now)
                     if member == self.member:
                         self._seen_self.set()
                 else:
@@ -219,7 +219,7 @@ class Leases:
 
     def _live(self, now: float) -> list[str]:
         horizon = now - self._lease
-        live = {member for member, seen in self._members.items() if seen >= horizon}
+        live = {member for member, seen in self._members.items() if seen.at >= horizon}
         live.add(self.member)
         return sorted(live)
 
@@ -227,12 +227,35 @@ class Leases:
         count, place = len(live), live.index(self.member)
         return self._count // count + (1 if place < self._count % count else 0)
 
+    async def _forget_dead(self, now: float) -> None:
+        """Delete the member keys of the processes taken for dead.
+
+        A crashed process cannot delete its own, and the bucket keeps it for
+        an hour: a process starting meanwhile would see it as just written
+        and count the dead one among the live for a whole lease, taking less
+        than its share while the others hand it theirs, which would have no
+        owner for that long. The delete is a compare-and-set on the revision
+        seen, so that a member that wrote again (it was only frozen) stays.
+        """
+        horizon = now - self._lease
+        for member, seen in list(self._members.items()):
+            if member == self.member or seen.at >= horizon:
+                continue
+            del self._members[member]
+            try:
+                await self._kv.delete(f"{_MEMBER}{member}", revision=seen.revision)
+            except (ConflictError, NotFoundError):
+                pass  # written again (it lives), or deleted by another process
+            except TransportError as exc:
+                log.warning("could not delete the key of orchestrator %s (%s)", member, exc)
+
     # -- taking, keeping and handing back ------------------------------------------
 
     async def _balance(self) -> None:
         if self._closed:
             return
         now = trio.current_time()
+        await self._forget_dead(now)
         live = self._live(now)
         share = self._share(live)
         keeping = [p for p, held in sorted(self._held.items()) if not held.releasing]

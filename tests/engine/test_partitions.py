@@ -16,6 +16,7 @@ import trio.testing
 from flow import result_of
 
 import actors
+from actors.wire import PARTITIONS_BUCKET
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -131,3 +132,36 @@ async def _run_until_cancelled(orchestrator: actors.Orchestrator, scope: trio.Ca
     with scope:
         async with trio.open_nursery() as nursery:
             await nursery.start(orchestrator.run)
+
+
+async def test_one_that_joins_after_a_crash_takes_its_whole_share_at_once(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    """A process that joins long after another crashed does not count the dead one.
+
+    Found by scenario 15 (``tests/reliability/test_scale_out.py``): a crashed
+    process cannot delete its ``member.{id}`` key, and the bucket kept it for
+    an hour. A process starting later saw the key as just written and counted
+    the dead one among the live for a whole lease: it took 5 of 16 partitions
+    while the other handed it 8, and 3 partitions had no owner for that lease.
+    The survivors now delete a dead member's key once they take it for dead.
+    """
+    first = engine.orchestrator
+    second = actors.Orchestrator(engine.transport, actors.OrchestratorConfig(lease=LEASE))
+    crash = trio.CancelScope()
+    engine.nursery.start_soon(_run_until_cancelled, second, crash)
+    await served([first, second], [8, 8])
+    second_leases = second.leases
+    assert second_leases is not None
+    crash.cancel()
+    await served([first], [16])
+    # Long after the takeover, a third process joins.
+    await trio.sleep(2 * LEASE)
+    bucket = await engine.transport.kv(PARTITIONS_BUCKET)
+    assert f"member.{second_leases.member}" not in await bucket.keys()
+    third = actors.Orchestrator(engine.transport, actors.OrchestratorConfig(lease=LEASE))
+    began = trio.current_time()
+    engine.nursery.start_soon(_run_until_cancelled, third, trio.CancelScope())
+    await served([first, third], [8, 8])
+    took = trio.current_time() - began
+    assert took < LEASE / 2, took
