@@ -54,6 +54,20 @@ SLOW_LEDGER_FLOW = _flow(
     SLOW_LEDGER_TYPE, "ledger_slow", ", timeout: {start_to_close: 60s, heartbeat: 5s}"
 )
 
+#: The ledger steps with a wait for the signal ``go`` after the first (``signals=1`` for
+#: :func:`check_run`; the output is :func:`ledger_output`'s).
+GATED_TYPE = "ledger_gated"
+GATED_FLOW = f"""
+type: {GATED_TYPE}
+version: 1
+steps:
+  - {{id: one, activity: ledger_increment}}
+  - {{id: gate, wait_signal: go}}
+  - {{id: two, activity: ledger_increment, input: steps.one.output}}
+  - {{id: three, activity: ledger_increment}}
+  - {{id: four, activity: ledger_increment}}
+"""
+
 _CHECKS = itertools.count(1)
 
 #: Streams whose messages are removed once acked: empty when all work is done.

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from natsserver import NatsCluster
 
 from actors.testing import NatsServer
 
@@ -50,3 +51,11 @@ def synced_server(tmp_path: Path) -> Iterator[NatsServer]:
     config = {"jetstream": {"sync_interval": "always"}}
     with NatsServer(tmp_path / "nats", config=config) as server:
         yield server
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three JetStream nodes on loopback, started from the test's main thread (so each
+    node dies with the test process if it is killed)."""
+    with NatsCluster(tmp_path / "cluster", 3) as nodes:
+        yield nodes

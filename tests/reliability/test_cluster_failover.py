@@ -33,7 +33,7 @@ import functools
 import math
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -96,14 +96,6 @@ class Scenario:
 
 QUICK = Scenario(workflows=60, orchestrators=2, workers=2, start_over=4.0, kills=1)
 FULL = Scenario(workflows=500, orchestrators=2, workers=2, start_over=60.0, kills=None)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """Three JetStream nodes on loopback, started from the test's main thread (so each
-    node dies with the test process if it is killed)."""
-    with NatsCluster(tmp_path / "cluster", 3) as nodes:
-        yield nodes
 
 
 async def through_failover(call: Callable[[], Awaitable[T]], what: str, within: float = 60.0) -> T:

@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 import trio
 from checker import (
+    GATED_FLOW,
+    GATED_TYPE,
     LEDGER_FLOW,
     LEDGER_STEPS,
     LEDGER_TYPE,
@@ -40,17 +42,23 @@ from checker import (
     start_ledger,
 )
 from crashing_orchestrator import CRASH_CODE, POINTS
+from partition_owners import Owners, logged, now
 from processes import Services
 
 import actors
 from actors.testing import NatsServer
 from actors.wire import (
+    PARTITIONS_BUCKET,
+    STATES_BUCKET,
     StartMessage,
     cancel_subject,
     encode_cancel,
     encode_result,
+    encode_signal,
     encode_start,
+    instance_partition,
     result_subject,
+    signal_subject,
 )
 from actors.wire._names import plain_start_subject
 from transport import OutMessage, open_transport
@@ -247,6 +255,124 @@ async def test_frozen_orchestrator_changes_nothing(services: ServerServices) -> 
 async def test_frozen_orchestrator_changes_nothing_full(services: ServerServices) -> None:
     """Frozen three times under 200 workflows."""
     await _frozen_orchestrator(services, workflows=200, freezes=3)
+
+
+#: Instances signalled at once before the freeze below: enough that the frozen owner
+#: still holds many of its share's signals when the first of them is decided.
+BURST = 300
+#: The lease of the frozen owner's test (seconds).
+FREEZE_LEASE = 2.0
+
+
+async def test_a_frozen_owner_loses_its_partitions_and_its_late_writes_are_refused(
+    services: ServerServices,
+) -> None:
+    """An owner SIGSTOPped past its lease, mid-way through a burst of signals: the other
+    takes its partitions within two leases, decides what it held; once resumed, the
+    frozen one's writes are refused by compare-and-set, it lets every partition go, and
+    takes its share back only once handed back.
+
+    The freeze comes once the owner has decided the first signal of the burst for its
+    partitions, so that it still holds most of them; it lasts until the other owner
+    has decided every one of them (they come back to it after the ack wait).
+    """
+    args = ("--lease", str(FREEZE_LEASE), "--ack-wait", ACK_WAIT)
+    services.worker("worker", "--ack-wait", ACK_WAIT)
+    for name in ("orchestrator-a", "orchestrator-b"):
+        services.orchestrator(name, *args)
+    await services.wait_ready("worker", "orchestrator-a", "orchestrator-b")
+    frozen = services.services["orchestrator-a"]
+    async with (
+        open_transport(services.url) as transport,
+        actors.Client(transport) as client,
+        trio.open_nursery() as watching,
+    ):
+        owners = Owners()
+        await watching.start(owners.follow, await transport.kv(PARTITIONS_BUCKET))
+        with trio.fail_after(30):
+            await owners.wait_until(lambda: owners.shares() == [8, 8])
+        a = owners.member_of(frozen.pid)
+        (b,) = set(owners.owner.values()) - {a}
+        held = owners.of(a)
+        await client.register(GATED_FLOW)
+        ids = await start_ledger(client, BURST, prefix="gated", workflow_type=GATED_TYPE)
+        theirs = [i for i in ids if instance_partition(i, len(owners.owner)) in held]
+
+        def at_gate(info: actors.InstanceInfo) -> bool:
+            return info.steps.get("gate", {}).get("status") == "waiting"
+
+        def past_gate(info: actors.InstanceInfo) -> bool:
+            return info.steps.get("gate", {}).get("status") == "completed"
+
+        async def wait_all(instances: Iterable[str], condition: Any) -> None:
+            with trio.fail_after(120):
+                async with trio.open_nursery() as nursery:
+                    for instance_id in instances:
+                        nursery.start_soon(client.wait_for, instance_id, condition)
+
+        await wait_all(ids, at_gate)
+        states = await transport.kv(STATES_BUCKET)
+        async with states.watch(">", since=await states.latest_revision()) as changes:
+            await transport.publish_many(
+                [
+                    OutMessage(signal_subject(i, "go"), encode_signal(i), msg_id=f"go-{i}")
+                    for i in ids
+                ]
+            )
+            with trio.fail_after(60):
+                async for change in changes:
+                    if change.key in theirs:
+                        break
+        paused = now()
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            with trio.fail_after(4 * FREEZE_LEASE + 30):
+                await owners.wait_until(lambda: owners.held_by({b}, len(owners.owner)))
+            takeover = owners.moved("SIGSTOP", paused, held, lambda m: m == b)
+            print(takeover)
+            # Everything the frozen one held is decided by the other.
+            await wait_all(theirs, past_gate)
+        finally:
+            resumed = now()
+            os.kill(frozen.pid, signal.SIGCONT)
+        with trio.fail_after(30):
+            await owners.wait_until(lambda: len(owners.of(a)) == 8)
+        report = await check_run(
+            transport,
+            client,
+            ids,
+            services.ledger,
+            servers=[services.server],
+            steps=LEDGER_STEPS,
+            output=ledger_output,
+            signals=1,
+        )
+        watching.cancel_scope.cancel()
+    report.assert_ok()
+    assert frozen.proc.poll() is None, "the resumed orchestrator died"
+    assert takeover.seconds <= 2 * FREEZE_LEASE, str(takeover)
+    log = frozen.log()
+    refused = [t for t in logged(log, "state changed by another process") if t >= resumed[1]]
+    lost = {
+        int(line.split("partition ")[1].split(":")[0])
+        for line in log.splitlines()
+        if "lost to another orchestrator" in line
+    }
+    print(
+        f"{len(theirs)} signals for the frozen owner's partitions; after it resumed, "
+        f"{len(refused)} of its writes were refused"
+    )
+    # Its late writes were attempted, and refused: the other had moved each instance on.
+    assert refused, "no late write by the frozen owner: the test froze it with nothing in hand"
+    # It let every partition go, and took none back until the other handed it back.
+    assert lost == held, (sorted(lost), sorted(held))
+    for partition in range(len(owners.owner)):
+        key = f"owner.{partition}"
+        history = [c for c in owners.changes if c.key == key]
+        back = next((c for c in history if c.at >= resumed[0] and c.member == a), None)
+        if back is not None:
+            before = history[history.index(back) - 1]
+            assert before.member is None, f"{key} taken back from {before.member}"
 
 
 # -- 7. duplicates ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import trio
 from bad_messages import read_deadletters
-from checker import LEDGER_STEPS, check_run, ledger_input, ledger_output
+from checker import GATED_FLOW, GATED_TYPE, LEDGER_STEPS, check_run, ledger_input, ledger_output
 from natsserver import NatsServer
 from processes import Services
 
@@ -36,17 +36,6 @@ from transport import ConnectionState, TransportError, open_transport
 
 pytestmark = pytest.mark.jetstream
 
-GATED_TYPE = "ledger_gated"
-GATED_FLOW = f"""
-type: {GATED_TYPE}
-version: 1
-steps:
-  - {{id: one, activity: ledger_increment}}
-  - {{id: gate, wait_signal: go}}
-  - {{id: two, activity: ledger_increment, input: steps.one.output}}
-  - {{id: three, activity: ledger_increment}}
-  - {{id: four, activity: ledger_increment}}
-"""
 ACK_WAIT = "5"
 ORCHESTRATORS = ("orchestrator-0", "orchestrator-1")
 WORKERS = ("worker-0", "worker-1")
