@@ -47,3 +47,52 @@ def test_efficiency_benchmark_quick_run() -> None:
     # A 3-activity workflow: a start, 3 results, 3 tasks and its history at least.
     assert float(publishes.group(1)) >= 7
     assert 0 < float(efficiency.group(1)) < 1.5
+
+
+def scaling(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scaling.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+#: A row of the scaling model's table: rate, partitions, orchestrators, workers, nodes.
+PLAN_ROW = re.compile(r"^([\d,]+)\s+(\d+)\s+(\d+) \(busiest ([\d.]+) core\)\s+(\d+)\s+(\d+) ", re.M)
+
+
+def test_scaling_model_plans_each_rate() -> None:
+    """The model on its stored costs: a plan per rate, growing with the rate, each
+    orchestrator within its budget, and the first limit named."""
+    done = scaling("--rates", "500,5000,50000")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = PLAN_ROW.findall(done.stdout)
+    assert [r[0] for r in rows] == ["500", "5,000", "50,000"], done.stdout
+    partitions = [int(r[1]) for r in rows]
+    orchestrators = [int(r[2]) for r in rows]
+    assert all(p & (p - 1) == 0 and 16 <= p <= 1024 for p in partitions), partitions
+    assert orchestrators == sorted(orchestrators)
+    assert orchestrators[0] < orchestrators[-1]
+    assert all(o <= p for o, p in zip(orchestrators, partitions, strict=True))
+    assert all(float(r[3]) <= 0.7 for r in rows), rows
+    assert done.stdout.count("first to give out as the rate grows: ") == 3, done.stdout
+
+
+def test_scaling_model_refuses_bad_rates() -> None:
+    done = scaling("--rates", "1000,nan")
+    assert done.returncode == 2
+    assert "--rates: positive numbers of workflows/s" in done.stderr
+
+
+@pytest.mark.jetstream
+def test_scaling_calibration_quick_run() -> None:
+    """A small calibration measures every cost on one server and a 3-node cluster."""
+    done = scaling("--calibrate", "--quick", "--rates", "1000")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "measured now" in done.stdout
+    checks = re.findall(r"every broker cost is taken ([\d.]+) times", done.stdout)
+    assert len(checks) == 2, done.stdout
+    assert PLAN_ROW.search(done.stdout), done.stdout
