@@ -56,7 +56,6 @@ Usage, from the repository root::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import platform
@@ -69,32 +68,28 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 
 HERE: Final = Path(__file__).resolve().parent
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# bench/engine.py puts the repository root on sys.path first.
-engine = _load("bench_engine", HERE / "engine.py")
-# The calibration's loopback cluster, and who leads what on it, are the test suite's.
-sys.path[1:1] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "reliability")]
+REPO_ROOT: Final = HERE.parent
+# Run as a script, this file's folder comes first on sys.path, where its
+# neighbour bench/transport.py would shadow the transport package: the
+# repository root comes first instead, and bench/engine.py is imported from
+# it. The calibration's loopback cluster, and who leads what on it, are the
+# test suite's (tests/natsserver.py, tests/reliability/cluster_leaders.py).
+sys.path[:] = [
+    str(REPO_ROOT),
+    *(p for p in sys.path if Path(p or ".").resolve() != HERE),
+    str(REPO_ROOT / "tests"),
+    str(REPO_ROOT / "tests" / "reliability"),
+]
 import cluster_leaders  # noqa: E402
 import natsserver  # noqa: E402
 import trio  # noqa: E402
 
 from actors import Client, Layout  # noqa: E402
 from actors.testing import NatsServer  # noqa: E402
+from bench import engine  # noqa: E402
 from transport import (  # noqa: E402
     MAX_PARTITIONS,
     ConsumerSpec,
