@@ -10,7 +10,9 @@ suite and the issue's full size under the ``chaos`` mark.
    handling (``crashing_orchestrator``), again and again, restarted each time.
 2. A SIGKILL storm on two workers running slow activities.
 3. Two orchestrators; one SIGSTOPped for three ack waits, then resumed: what
-   it was deciding is stale, and compare-and-set refuses it.
+   it was deciding is stale, and compare-and-set refuses it. And an owner
+   frozen in the middle of a burst of signals, past its lease: the other
+   takes its partitions, its late writes are refused, it lets them go.
 7. Duplicates: the same instance started at once by two clients, and every
    kind of event sent again (with new message ids, past deduplication),
    early, late and twice.
