@@ -20,7 +20,8 @@ a process under its share takes free or stale partitions, lowest first, one
 over it hands its highest ones back (after its orchestrator has stopped
 deciding their events). A process that stops deletes its keys, so that the
 others take its partitions at once; a crashed one's are taken ``lease``
-seconds after its last renewal.
+seconds after its last renewal, and its member key is deleted then by
+those that take it for dead.
 
 A process decides events of a partition only while :meth:`Leases.valid`:
 its last renewal is less than ``lease`` seconds old on its own clock. One
