@@ -23,10 +23,11 @@ others take its partitions at once; a crashed one's are taken ``lease``
 seconds after its last renewal, and its member key is deleted then by
 those that take it for dead.
 
-A process decides events of a partition only while :meth:`Leases.valid`:
+A process takes events of a partition only while :meth:`Leases.valid`:
 its last renewal is less than ``lease`` seconds old on its own clock. One
-that was frozen past its lease therefore stops before it learns it lost the
-partition; compare-and-set on the instance state is the fence behind that.
+that was frozen past its lease therefore takes no new event before it learns
+it lost the partition; the events its actors already held are still
+decided, and compare-and-set on the instance state is the fence behind that.
 """
 
 from __future__ import annotations
