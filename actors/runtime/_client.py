@@ -119,6 +119,12 @@ class Client:
         self._watch_failure: BaseException | None = None
         #: Where the events stream stored this client's latest starts, by id.
         self._starts: dict[str, int] = {}
+        #: Which watch this is (one more each time one starts after a failure).
+        self._watch_generation = 0
+        #: Instances whose every state the current watch sees: this client
+        #: started them (their key absent) while it ran. By id, the watch's
+        #: generation then; gone once the watch saw the instance end.
+        self._followed: dict[str, int] = {}
 
     @classmethod
     @asynccontextmanager
@@ -209,6 +215,9 @@ class Client:
             )
         if await self._store().get(workflow_type, version) is None:
             raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
+        # A watch running before the key is read absent (or a random id is
+        # made) sees every state the instance will have.
+        watching = self._live_watch()
         publish = partial(
             self._transport.publish,
             start_subject(instance_id, workflow_type),
@@ -238,6 +247,8 @@ class Client:
         # window, so the instance will be this start's (the one exception is
         # in the docstring).
         self._remember_start(instance_id, ack.seq)
+        if watching is not None and not ack.duplicate:
+            self._follow(instance_id, watching)
         return instance_id
 
     async def start_pending(self, instance_id: str) -> bool:
@@ -258,6 +269,19 @@ class Client:
         # An orchestrator stores the state, then acks (so removes) the start:
         # a start still held after the state was found missing was not taken.
         return await self._transport.holds(EVENTS_STREAM, seq)
+
+    def _live_watch(self) -> int | None:
+        """The generation of the watch of the states if it runs now, else ``None``."""
+        ready = self._watch_ready
+        if ready is None or not ready.is_set() or self._watch_error is not None:
+            return None
+        return self._watch_generation
+
+    def _follow(self, instance_id: str, generation: int) -> None:
+        followed = self._followed
+        followed[instance_id] = generation
+        if len(followed) > _STARTS_KEPT:
+            del followed[next(iter(followed))]  # the oldest: its wait reads the key
 
     def _remember_start(self, instance_id: str, seq: int) -> None:
         starts = self._starts
@@ -316,10 +340,14 @@ class Client:
         self._waiters.setdefault(instance_id, []).append(send)
         try:
             # Registered first, read second: a terminal write after this
-            # read reaches the watch, one before it is in the read.
-            info = await self.status(instance_id)
-            if info is not None and info.status.terminal:
-                return info
+            # read reaches the watch, one before it is in the read. An
+            # instance this client started under this watch, which has not
+            # seen it end, needs no read: the watch will.
+            followed = self._followed.get(instance_id)
+            if followed is None or followed != self._live_watch():
+                info = await self.status(instance_id)
+                if info is not None and info.status.terminal:
+                    return info
             if self._watch_error is not None:
                 raise self._watch_error
             try:
@@ -519,6 +547,7 @@ class Client:
                 raise RuntimeError("use the client inside 'async with'")
             self._watch_error = None
             self._watch_ready = trio.Event()
+            self._watch_generation += 1
             self._nursery.start_soon(self._watch)
         await self._watch_ready.wait()
 
@@ -533,15 +562,18 @@ class Client:
                 self._watch_ready.set()
                 async for change in changes:
                     waiters = self._waiters.get(change.key)
-                    if not waiters or change.op is not KVOp.PUT:
+                    followed = change.key in self._followed
+                    if not (waiters or followed) or change.op is not KVOp.PUT:
                         continue
                     try:
                         state = decode_state(change.value)
                     except MessageError:
                         continue
                     if state.status.terminal:
+                        # Ended: a wait from now on reads it.
+                        self._followed.pop(change.key, None)
                         info = _info_of(state)
-                        for send in waiters:
+                        for send in waiters or ():
                             with contextlib.suppress(trio.WouldBlock):
                                 send.send_nowait(info)
             # The changes end only when the transport closed under the client
