@@ -536,7 +536,7 @@ def median_p50(outcome: Outcome) -> float:
 
 
 def times(ratio: float) -> str:
-    """A ratio as ``12.3x``, ``1.5x`` or ``0.43x``."""
+    """A throughput ratio as ``12.3x``, ``1.5x`` or ``0.43x``."""
     return f"{ratio:.2f}x" if ratio < 1 else f"{ratio:.1f}x"
 
 
@@ -561,7 +561,7 @@ def ratios(outcome: Outcome, outcomes: Sequence[Outcome], n: int) -> tuple[str, 
     quickest = min(peers, key=median_p50)
     return (
         f"{times(median_rate(outcome, n) / median_rate(fastest, n))} {fastest.system}",
-        f"{times(median_p50(outcome) / median_p50(quickest))} {quickest.system}",
+        f"{median_p50(outcome) / median_p50(quickest):.2f}x {quickest.system}",
     )
 
 

@@ -143,9 +143,9 @@ def test_each_of_our_rows_is_compared_with_the_best_peer_of_its_own_class(
     }
     ratios = {name: (cells[9], cells[10]) for name, cells in rows.items()}
     # process-crash: dbos-normal is the best (temporal-normal has no figures).
-    assert ratios["actors nats"] == ("2.5x dbos-normal", "1.2x dbos-normal")
+    assert ratios["actors nats"] == ("2.5x dbos-normal", "1.25x dbos-normal")
     # power-loss: the fastest peer and the quickest one are different peers.
-    assert ratios["actors nats-sync"] == ("1.9x dbos-full", "1.8x temporal-full")
+    assert ratios["actors nats-sync"] == ("1.9x dbos-full", "1.82x temporal-full")
     assert ratios["actors memory"] == ("outside classes", "outside classes")
     for peer in ("temporal-full", "dbos-normal", "dbos-full", "celery"):
         assert ratios[peer] == ("", ""), peer

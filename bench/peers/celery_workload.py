@@ -13,8 +13,8 @@ import os
 from typing import Any, Final
 
 import peer_common
-from celery import Celery
-from celery.signals import worker_ready
+from celery import Celery  # type: ignore[import-untyped]
+from celery.signals import worker_ready  # type: ignore[import-untyped]
 
 #: The environment variable holding the Redis URL.
 REDIS_URL_VARIABLE: Final = "BENCH_CELERY_REDIS"
@@ -38,13 +38,13 @@ if REDIS_URL_VARIABLE in os.environ:
     configure(os.environ[REDIS_URL_VARIABLE])
 
 
-@app.task(name="bench.increment")
+@app.task(name="bench.increment")  # type: ignore[untyped-decorator]
 def increment(value: dict[str, Any]) -> dict[str, Any]:
     """Return the input with its counter incremented (as ``actors.examples.activities``)."""
     return peer_common.increment(value)
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def announce(**_: object) -> None:
     """Say so on stdout: the driver waits for this line before it starts workflows."""
     print(WORKER_READY, flush=True)

@@ -39,14 +39,13 @@ Usage: ``python dbos_bench.py --workflows 1000 --latency 200 --workdir DIR
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import importlib.metadata
 import logging
 import os
 import sqlite3
-import sys
-import traceback
 from pathlib import Path
 from typing import Any, Final
 
@@ -159,20 +158,12 @@ async def drive(args: Any, journal: str) -> None:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    journal = JOURNAL
-    if "--journal" in argv:
-        at = argv.index("--journal")
-        journal = argv[at + 1]
-        del argv[at : at + 2]
-    args = peer_common.parse_args(__doc__.split("\n\n")[0], argv, sqlite=True)
+    def journal(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--journal", default=JOURNAL, help=f"SQLite's journal ({JOURNAL})")
+
+    args = peer_common.parse_args(__doc__.split("\n\n")[0], sqlite=True, extra=journal)
     logging.basicConfig(level=logging.WARNING)
-    try:
-        asyncio.run(drive(args, journal))
-    except Exception as error:
-        # The whole story on stderr; the caller shows its last line.
-        traceback.print_exc()
-        peer_common.fail(f"dbos: {type(error).__name__}: {error}")
+    peer_common.run_driver("dbos", lambda: asyncio.run(drive(args, args.journal)))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn, Protocol
@@ -248,14 +249,21 @@ def measure_blocking(
 
 
 def parse_args(
-    description: str, argv: Sequence[str] | None = None, *, sqlite: bool = False
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    sqlite: bool = False,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> argparse.Namespace:
     """The arguments every driver takes (see the module docstring).
 
     With ``sqlite``, also ``--synchronous`` (a key of :data:`SYNCHRONOUS`;
     ``full`` unless given), the setting of the peer's SQLite database.
+    ``extra`` adds a driver's own arguments to the parser.
     """
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     if sqlite:
         parser.add_argument(
             "--synchronous",
@@ -297,6 +305,18 @@ def emit(
         "retried": retries.kinds if retries else {},
     }
     print(RESULT_MARK + json.dumps(payload), flush=True)
+
+
+def run_driver(peer: str, body: Callable[[], object]) -> None:
+    """Run a driver's ``body``; an exception ends the driver as :func:`fail` does.
+
+    The whole traceback goes to stderr first; the caller shows the reason.
+    """
+    try:
+        body()
+    except Exception as error:
+        traceback.print_exc()
+        fail(f"{peer}: {type(error).__name__}: {error}")
 
 
 def fail(reason: str) -> NoReturn:

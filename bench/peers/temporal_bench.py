@@ -63,7 +63,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Final
@@ -306,12 +305,7 @@ def main() -> None:
         asyncio.run(serve_worker(address, task_queue))
         return
     args = peer_common.parse_args(__doc__.split("\n\n")[0], sqlite=True)
-    try:
-        asyncio.run(drive(args))
-    except Exception as error:
-        # The whole story on stderr; the caller shows its last line.
-        traceback.print_exc()
-        peer_common.fail(f"temporal: {type(error).__name__}: {error}")
+    peer_common.run_driver("temporal", lambda: asyncio.run(drive(args)))
 
 
 if __name__ == "__main__":
