@@ -137,9 +137,9 @@ async def drive(args: Any, journal: str) -> None:
         # The checks, after the measured phases (strace slows the process down).
         # DBOS's engine is not public: its system database's, pinned dbos version.
         journals, levels, connections = read_back(dbos._sys_db.engine)
-        fsyncs = peer_common.FsyncCount(os.getpid(), args.workdir)
-        await peer_common.latencies(run_one, peer_common.FSYNC_PROBE_WORKFLOWS)
-        calls = fsyncs.stop()
+        fsyncs = await peer_common.count_fsyncs(
+            os.getpid(), args.workdir, run_one, args.phase_timeout
+        )
     finally:
         DBOS.destroy()
     names = peer_common.SYNCHRONOUS_NAMES
@@ -149,9 +149,7 @@ async def drive(args: Any, journal: str) -> None:
     settings = (
         f"steps run in the workflow process (no worker); SQLite "
         f"{'/'.join(j.upper() for j in sorted(journals))}, synchronous={synchronous} "
-        f"(read back from its {connections} pooled connections; "
-        f"{peer_common.fsync_note(calls, peer_common.FSYNC_PROBE_WORKFLOWS, fsyncs.unavailable)}); "
-        "defaults"
+        f"(read back from its {connections} pooled connections; {fsyncs}); defaults"
     )
     # In-process: no call to retry, so nothing is ever tried again.
     peer_common.emit(settings, f"dbos {importlib.metadata.version('dbos')}", phases, lat)

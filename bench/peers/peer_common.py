@@ -469,13 +469,18 @@ class FsyncCount:
             self.child = None
 
     def stop(self) -> int | None:
-        """Detach; the calls counted since the start (None if there was no count)."""
+        """Detach; the calls counted since the start (None, and :attr:`unavailable`, if none)."""
         if self.child is None:
             return None
         self.child.stop()  # strace detaches on SIGTERM and writes its summary
         self.child = None
+        try:
+            summary = self.summary.read_text()
+        except FileNotFoundError:
+            self.unavailable = "strace wrote no summary"
+            return None
         calls = 0
-        for line in self.summary.read_text().splitlines():
+        for line in summary.splitlines():
             fields = line.split()
             # Rows: % time, seconds, usecs/call, calls, [errors,] syscall.
             if fields and fields[-1] in ("fsync", "fdatasync"):
@@ -483,8 +488,23 @@ class FsyncCount:
         return calls
 
 
-def fsync_note(calls: int | None, workflows: int, unavailable: str | None) -> str:
-    """The settings column's words on what a :class:`FsyncCount` found."""
+async def count_fsyncs(
+    pid: int, workdir: Path, run_one: Callable[[], Awaitable[object]], phase_timeout: float
+) -> str:
+    """The settings column's words on the fsyncs of process ``pid`` per workflow.
+
+    Counted with :class:`FsyncCount` over :data:`FSYNC_PROBE_WORKFLOWS` more
+    workflows, one after another, within ``phase_timeout`` seconds; run it after the
+    measured phases. Without strace, says why not, and runs none.
+    """
+    counter = FsyncCount(pid, workdir)
+    if counter.unavailable is not None:
+        return f"fsyncs not counted ({counter.unavailable})"
+    try:
+        async with asyncio.timeout(phase_timeout):
+            await latencies(run_one, FSYNC_PROBE_WORKFLOWS)
+    finally:
+        calls = counter.stop()
     if calls is None:
-        return f"fsyncs not counted ({unavailable})"
-    return f"{calls / workflows:.1f} fsyncs/wf (strace, {workflows} wf)"
+        return f"fsyncs not counted ({counter.unavailable})"
+    return f"{calls / FSYNC_PROBE_WORKFLOWS:.1f} fsyncs/wf (strace, {FSYNC_PROBE_WORKFLOWS} wf)"

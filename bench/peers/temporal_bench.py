@@ -282,11 +282,7 @@ async def drive(args: Any) -> None:
         )
         # The checks, after the measured phases (strace slows the server down).
         journal = journal_mode(database)
-        fsyncs = peer_common.FsyncCount(server_pid, workdir)
-        await peer_common.latencies(run_one, peer_common.FSYNC_PROBE_WORKFLOWS)
-        counted = peer_common.fsync_note(
-            fsyncs.stop(), peer_common.FSYNC_PROBE_WORKFLOWS, fsyncs.unavailable
-        )
+        counted = await peer_common.count_fsyncs(server_pid, workdir, run_one, args.phase_timeout)
         if journal.lower() != "wal":
             peer_common.fail(f"asked for journal_mode=wal, the file says {journal}")
         described = f"{versions(binary)}; server: {' '.join([*sqlite, *dynamic_settings])}"
