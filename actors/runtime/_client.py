@@ -28,6 +28,7 @@ from transport import (
     open_transport,
 )
 
+from .._groups import leaves
 from ..core import (
     Definition,
     ErrorInfo,
@@ -602,5 +603,5 @@ async def _together(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B
     except BaseExceptionGroup as group:
         # The caller catches what the operations raise (StorageFullError...),
         # not a group of it.
-        raise group.exceptions[0] from None
+        raise leaves(group)[0] from None
     return results[0], results[1]

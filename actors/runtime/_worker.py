@@ -45,6 +45,7 @@ from transport import (
     TransportError,
 )
 
+from .._groups import sole
 from ..core import ErrorInfo
 from ..wire import (
     CANCELS_BUCKET,
@@ -384,7 +385,7 @@ class Worker:
             )
             return output, None
         except Exception as exc:
-            return None, _error_info(_leaf(exc))
+            return None, _error_info(sole(exc))
 
     @staticmethod
     async def _watch_heartbeat(
@@ -470,13 +471,6 @@ class Worker:
 
 def _attempt_of(task: Task) -> _Attempt:
     return (task.instance_id, task.work.step, task.work.attempt)
-
-
-def _leaf(exc: Exception) -> Exception:
-    """The one exception inside nested single-exception groups, else ``exc``."""
-    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _error_info(exc: Exception) -> ErrorInfo:
