@@ -62,6 +62,7 @@ from ._names import TASKS_STREAM as TASKS_STREAM
 from ._names import Layout as Layout
 from ._names import activity_cancel_key as activity_cancel_key
 from ._names import cancel_subject as cancel_subject
+from ._names import deadletter_msg_id as deadletter_msg_id
 from ._names import deadletter_subject as deadletter_subject
 from ._names import definition_key as definition_key
 from ._names import history_msg_id as history_msg_id
@@ -116,6 +117,7 @@ __all__ = [
     "activity_cancel_key",
     "cancel_subject",
     "check_payload",
+    "deadletter_msg_id",
     "deadletter_subject",
     "decode",
     "decode_activity_cancel",
