@@ -62,7 +62,7 @@ from ._fields import (
     _names,
     is_json,
 )
-from ._state import _schedule_data, _schedule_from
+from ._state import _command_fields, _schedule_from
 
 __all__ = [
     "MessageError",
@@ -238,7 +238,7 @@ class Task:
 
 def encode_task(instance_id: str, workflow_type: str, command: ScheduleActivity) -> bytes:
     return encode(
-        KIND_TASK, {"instance": instance_id, "type": workflow_type, **_schedule_data(command)}
+        KIND_TASK, {"instance": instance_id, "type": workflow_type, **_command_fields(command)}
     )
 
 
