@@ -55,11 +55,6 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
     ``auth``: whether the app requires a bearer token (then every operation
     but ``/health`` and ``/openapi.json`` declares it, and a 401 answer).
     """
-    reason_body = {
-        "required": False,
-        "description": "Optional; an empty body is the same as ``{}``.",
-        "content": _content(_ref("ReasonRequest")),
-    }
     location = {"Location": {"schema": {"type": "string"}, "description": "The instance's URL."}}
 
     def operation(
@@ -88,6 +83,22 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             "security": [],
             "responses": responses,
         }
+
+    def stop(operation_id: str, summary: str) -> dict[str, Any]:
+        """Cancel or terminate: the instance, an optional reason, and the same answers."""
+        reason_body = {
+            "required": False,
+            "description": "Optional; an empty body is the same as ``{}``.",
+            "content": _content(_ref("ReasonRequest")),
+        }
+        return operation(
+            operation_id,
+            summary,
+            published,
+            errors=("400", "404", "413", "415", "422"),
+            parameters=[_INSTANCE_ID],
+            requestBody=reason_body,
+        )
 
     definition = {"200": _ok("The definition.", _ref("Definition"))}
     published = {"202": _ok("Published.", _ref("Accepted"))}
@@ -255,23 +266,14 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             )
         },
         "/workflows/{id}/cancel": {
-            "post": operation(
+            "post": stop(
                 "cancelWorkflow",
                 "Cancel: compensations run, then it ends cancelled (no-op if finished)",
-                published,
-                errors=("400", "404", "413", "415", "422"),
-                parameters=[_INSTANCE_ID],
-                requestBody=reason_body,
             )
         },
         "/workflows/{id}/terminate": {
-            "post": operation(
-                "terminateWorkflow",
-                "Stop at once, without compensation (no-op if finished)",
-                published,
-                errors=("400", "404", "413", "415", "422"),
-                parameters=[_INSTANCE_ID],
-                requestBody=reason_body,
+            "post": stop(
+                "terminateWorkflow", "Stop at once, without compensation (no-op if finished)"
             )
         },
     }
