@@ -366,6 +366,26 @@ def test_each_problem_is_reported_at_its_path(
     assert str(errors[0]) == f"{path}: {errors[0].message}"
 
 
+@pytest.mark.parametrize(
+    ("step", "path", "message"),
+    [
+        ({"id": "s", "sleep_until": None}, "sleep_until", "required: an expression giving a time"),
+        (
+            {"id": "m", "map": None, "steps": [{"id": "a", "activity": "x"}]},
+            "map",
+            "required: an expression giving a list",
+        ),
+        ({"id": "c", "choice": [{"steps": []}]}, "choice[0].when", "required: a condition"),
+    ],
+    ids=["sleep_until", "map", "choice"],
+)
+def test_an_expression_a_step_cannot_do_without_is_required(
+    step: dict[str, Any], path: str, message: str
+) -> None:
+    errors = errors_of({"type": "t", "steps": [step]})
+    assert [(error.path, error.message) for error in errors] == [(f"steps[0].{path}", message)]
+
+
 def test_too_many_steps() -> None:
     steps = [{"id": f"s{i}", "activity": "x"} for i in range(MAX_STEPS + 1)]
     (error,) = errors_of({"type": "t", "steps": steps})

@@ -151,9 +151,18 @@ class Checker:
                 self.error(str(exc))
                 return None
 
-    def expression(self, data: Mapping[str, Any], key: str) -> Expression | None:
-        """Field ``key`` compiled as an expression; ``None`` if absent (or invalid)."""
+    def expression(
+        self, data: Mapping[str, Any], key: str, *, required: str | None = None
+    ) -> Expression | None:
+        """Field ``key`` compiled as an expression; ``None`` if absent (or invalid).
+
+        ``required``: what the expression must give (``"a condition"``); then
+        its absence is a problem too, that says so.
+        """
         if data.get(key) is None:
+            if required is not None:
+                with self.at(key):
+                    self.error(f"required: {required}")
             return None
         with self.at(key):
             try:

@@ -78,10 +78,7 @@ def parse(
             branch = checker.mapping(item, _BRANCH_FIELDS, "a choice branch")
             if branch is None:
                 continue
-            when = checker.expression(branch, "when")
-            if branch.get("when") is None:
-                with checker.at("when"):
-                    checker.error("required: a condition")
+            when = checker.expression(branch, "when", required="a condition")
             steps = checker.steps(branch.get("steps"), inner, empty=True)
             if when is not None:
                 choices.append(Branch(str(i), tuple(steps), when))
