@@ -22,6 +22,7 @@ from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
 from ._visibility import MAX_LIMIT as MAX_LIMIT
+from ._visibility import InstanceQuery as InstanceQuery
 from ._visibility import InstanceSummary as InstanceSummary
 from ._worker import Worker as Worker
 from ._worker import WorkerConfig as WorkerConfig
@@ -33,6 +34,7 @@ __all__ = [
     "Client",
     "InstanceConflictError",
     "InstanceInfo",
+    "InstanceQuery",
     "InstanceSummary",
     "MAX_LIMIT",
     "Orchestrator",

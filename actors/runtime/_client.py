@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 import trio
 
@@ -71,7 +71,7 @@ from ._instances import (
     _unknown,
 )
 from ._registry import DefinitionStore
-from ._visibility import InstanceIndex, InstanceSummary
+from ._visibility import InstanceIndex, InstanceQuery, InstanceSummary
 
 __all__ = [
     "Client",
@@ -463,59 +463,28 @@ class Client:
         """
         return await read_history(self._transport, check_instance_id(instance_id), limit)
 
-    async def list(
-        self,
-        *,
-        workflow_type: str | None = None,
-        status: InstanceStatus | str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[InstanceSummary]:
-        """Summaries of the instances that match, oldest first (one page of them).
+    async def list(self, **query: Unpack[InstanceQuery]) -> list[InstanceSummary]:
+        """Summaries of the instances that match ``query``, oldest first (one page of them).
 
-        ``started_after``/``started_before`` bound the start time (seconds
-        since the epoch; inclusive, exclusive). The first call reads every
-        stored instance once to build the client's index (see
-        ``actors/_visibility.py``); later calls are answered from it, and it
-        follows every change. Every change stored before the call is
-        reflected (at the cost of one write and the watch's delay). Raises
-        ``ValueError`` for an unknown status or a limit over 10,000.
+        The query's keys (filters, start times, page) are :class:`InstanceQuery`'s.
+        The first call reads every stored instance once to build the
+        client's index (see ``actors/runtime/_visibility.py``); later calls
+        are answered from it, and it follows every change. Every change
+        stored before the call is reflected (at the cost of one write and the
+        watch's delay). Raises ``ValueError`` for an unknown status or a
+        limit over 10,000.
         """
-        page, _ = await self.count_and_list(
-            workflow_type=workflow_type,
-            status=status,
-            started_after=started_after,
-            started_before=started_before,
-            limit=limit,
-            offset=offset,
-        )
+        page, _ = await self.count_and_list(**query)
         return page
 
     async def count_and_list(
-        self,
-        *,
-        workflow_type: str | None = None,
-        status: InstanceStatus | str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        limit: int = 1000,
-        offset: int = 0,
+        self, **query: Unpack[InstanceQuery]
     ) -> tuple[builtins.list[InstanceSummary], int]:
         """As :meth:`list`, with the number of instances that match in all."""
-        wanted = None if status is None else InstanceStatus(status)
         index = await self._index_ready()
         # Read-your-writes: whatever was stored before this call is listed.
         await index.sync()
-        return index.query(
-            workflow_type=workflow_type,
-            status=wanted,
-            started_after=started_after,
-            started_before=started_before,
-            limit=limit,
-            offset=offset,
-        )
+        return index.query(**query)
 
     # -- internals ----------------------------------------------------------------
 
