@@ -59,7 +59,6 @@ from ..wire import (
 )
 from ._history import read_history
 from ._instances import (
-    InstanceConflictError,
     InstanceInfo,
     UnknownWorkflowTypeError,
     WorkflowCancelledError,
@@ -73,15 +72,8 @@ from ._instances import (
 from ._registry import DefinitionStore
 from ._visibility import InstanceIndex, InstanceQuery, InstanceSummary
 
-__all__ = [
-    "Client",
-    "InstanceConflictError",
-    "InstanceInfo",
-    "UnknownWorkflowTypeError",
-    "WorkflowCancelledError",
-    "WorkflowError",
-    "WorkflowFailedError",
-]
+# The errors it raises are _instances.py's, and exported from there.
+__all__ = ["Client"]
 
 _A = TypeVar("_A")
 _B = TypeVar("_B")
