@@ -50,6 +50,7 @@ from ..core import (
     parse_definition,
 )
 from ..runtime import (
+    HISTORY_LIMIT,
     Client,
     InstanceInfo,
     WorkflowError,
@@ -87,8 +88,6 @@ log = logging.getLogger("actors.api")
 #: How long ``POST /workflows/{type}`` waits for the orchestrator to store the
 #: new instance before answering 202 instead of 201.
 START_VISIBLE_WAIT: Final = 5.0
-#: The most history records ``GET /workflows/{id}/history`` returns.
-HISTORY_LIMIT: Final = 10_000
 #: How long a finished instance's history may take to show its final record.
 HISTORY_SETTLE: Final = 2.0
 _FINAL_RECORDS: Final = frozenset(

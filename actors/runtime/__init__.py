@@ -12,6 +12,7 @@ from ._activity import activity_info as activity_info
 from ._activity import collect_activities as collect_activities
 from ._activity import heartbeat as heartbeat
 from ._client import Client as Client
+from ._history import HISTORY_LIMIT as HISTORY_LIMIT
 from ._instances import InstanceConflictError as InstanceConflictError
 from ._instances import InstanceInfo as InstanceInfo
 from ._instances import UnknownWorkflowTypeError as UnknownWorkflowTypeError
@@ -32,6 +33,7 @@ __all__ = [
     "ActivityInfo",
     "ActivitySpec",
     "Client",
+    "HISTORY_LIMIT",
     "InstanceConflictError",
     "InstanceInfo",
     "InstanceQuery",

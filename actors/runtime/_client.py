@@ -57,7 +57,7 @@ from ..wire import (
     start_subject,
     terminate_subject,
 )
-from ._history import read_history
+from ._history import HISTORY_LIMIT, read_history
 from ._instances import (
     InstanceInfo,
     UnknownWorkflowTypeError,
@@ -432,7 +432,7 @@ class Client:
         )
 
     async def history(
-        self, instance_id: str, *, limit: int = 10_000
+        self, instance_id: str, *, limit: int = HISTORY_LIMIT
     ) -> builtins.list[dict[str, Any]]:
         """The instance's history records, oldest first: at most ``limit`` of them.
 
