@@ -24,8 +24,11 @@ from actors.core import (
     DefinitionError,
     ExpressionError,
     FieldError,
+    InvalidNameError,
     RetryPolicy,
     Timeouts,
+    check_instance_id,
+    check_name,
     load_definition,
     parse_definition,
 )
@@ -384,6 +387,33 @@ def test_an_expression_a_step_cannot_do_without_is_required(
 ) -> None:
     errors = errors_of({"type": "t", "steps": [step]})
     assert [(error.path, error.message) for error in errors] == [(f"steps[0].{path}", message)]
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (lambda v: check_name("step id", v), 3, "step id must be a string, not int"),
+        (
+            lambda v: check_name("activity name", v),
+            "a" * 100,
+            f"activity name {'a' * 80!r} is not a valid name: use a letter, then up to 63 "
+            "letters, digits, '_' or '-'",
+        ),
+        (check_instance_id, None, "instance id must be a string, not NoneType"),
+        (
+            check_instance_id,
+            "b" * 200,
+            f"instance id {'b' * 140!r} is not valid: use 1 to 128 letters, digits, '_' or '-'",
+        ),
+    ],
+    ids=["name-not-string", "name-too-long", "id-not-string", "id-too-long"],
+)
+def test_names_and_ids_are_refused_with_what_they_must_be(
+    check: Callable[[object], str], value: object, message: str
+) -> None:
+    with pytest.raises(InvalidNameError) as refused:
+        check(value)
+    assert str(refused.value) == message
 
 
 def test_too_many_steps() -> None:
