@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benchruns import quick_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,27 +56,17 @@ def number(text: str) -> float:
 
 @pytest.mark.jetstream
 def test_compare_quick_run_of_our_rows(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "compare.py"),
-            "--quick",
-            "--systems",
-            "memory,nats",
-            # Never touched without a peer chosen; pointed away from the checkout regardless.
-            "--peer-venv",
-            str(tmp_path / "peers"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    output = quick_run(
+        "compare.py",
+        "--systems",
+        "memory,nats",
+        # Never touched without a peer chosen; pointed away from the checkout regardless.
+        "--peer-venv",
+        str(tmp_path / "peers"),
         timeout=180,
-        check=False,
     )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
     assert not (tmp_path / "peers").exists(), "a run without peers must not set them up"
-    rows = table_rows(done.stdout)
+    rows = table_rows(output)
     expected = {
         # (class, ratio cells): memory is outside the classes; nats has no peer here.
         "actors memory": ("outside: in memory only", "outside classes"),
