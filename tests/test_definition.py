@@ -416,6 +416,31 @@ def test_names_and_ids_are_refused_with_what_they_must_be(
     assert str(refused.value) == message
 
 
+def test_the_branches_of_parallel_and_choice_steps_are_read_at_their_paths() -> None:
+    work = {"id": "w", "activity": "x"}
+    parallel = {
+        "id": "p",
+        "parallel": [
+            5,
+            {"id": "b", "steps": [work]},
+            {"id": "b", "steps": [{"id": "v", "activity": 5}]},
+            {"steps": [], "other": 1},
+        ],
+    }
+    choice = {"id": "c", "choice": [{"when": "input", "steps": [{"id": "u"}]}, {"steps": []}]}
+    errors = errors_of({"type": "t", "steps": [parallel, choice]})
+    assert [error.path for error in errors] == [
+        "steps[0].parallel[0]",
+        "steps[0].parallel[2].id",
+        "steps[0].parallel[2].steps[0].activity",
+        "steps[0].parallel[3].other",
+        "steps[0].parallel[3].id",
+        "steps[0].parallel[3].steps",
+        "steps[1].choice[0].steps[0]",
+        "steps[1].choice[1].when",
+    ], errors
+
+
 def test_too_many_steps() -> None:
     steps = [{"id": f"s{i}", "activity": "x"} for i in range(MAX_STEPS + 1)]
     (error,) = errors_of({"type": "t", "steps": steps})
