@@ -17,8 +17,7 @@ import trio
 import trio.testing
 
 from actors.runtime._deadletters import DEADLETTER_SAMPLE, MAX_REASON, deadletter
-from actors.wire import Layout
-from actors.wire._messages import decode_deadletter
+from actors.wire import Layout, decode_deadletter
 from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Retention, StreamSpec, Transport, open_transport
 

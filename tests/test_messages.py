@@ -41,6 +41,7 @@ from actors.wire import (
     Task,
     decode_activity_cancel,
     decode_cancel,
+    decode_deadletter,
     decode_history,
     decode_result,
     decode_start,
@@ -58,7 +59,6 @@ from actors.wire import (
     encode_timer,
     state_to_data,
 )
-from actors.wire._messages import decode_deadletter
 
 #: Values of other wire types than the one a field must hold.
 WRONG_FOR_STRING = [5, 1.5, True, False, [], {}, b"x"]

@@ -24,6 +24,7 @@ from ._messages import StartMessage as StartMessage
 from ._messages import Task as Task
 from ._messages import decode_activity_cancel as decode_activity_cancel
 from ._messages import decode_cancel as decode_cancel
+from ._messages import decode_deadletter as decode_deadletter
 from ._messages import decode_definition as decode_definition
 from ._messages import decode_history as decode_history
 from ._messages import decode_result as decode_result
@@ -122,6 +123,7 @@ __all__ = [
     "decode",
     "decode_activity_cancel",
     "decode_cancel",
+    "decode_deadletter",
     "decode_definition",
     "decode_history",
     "decode_result",

@@ -35,8 +35,7 @@ import trio
 
 import actors
 from actors.core import InstanceState, InstanceStatus
-from actors.wire import encode_cancel, encode_state
-from actors.wire._messages import decode_deadletter
+from actors.wire import decode_deadletter, encode_cancel, encode_state
 from actors.wire._names import DEADLETTER_STREAM
 from transport import Transport, open_transport
 
