@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import natsserver
 import pytest
+import trio
 
 from actors.wire import Layout, deadletter_subject, encode_deadletter
 from transport import open_transport
@@ -38,11 +38,13 @@ async def test_the_dead_letter_reader_of_operations_md_lists_the_letters(
         )
     program = tmp_path / "deadletters.py"
     program.write_text(python_block_after(DOCS / "operations.md", "To read\nthem:"))
-    done = subprocess.run(
-        [sys.executable, str(program), url], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [sys.executable, str(program), url], capture_stdout=True, capture_stderr=True, check=False
+        )
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert stdout.split() == [
         "1",
         "deadletter.events",
         "workflow.start.nope",
