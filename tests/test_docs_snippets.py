@@ -40,7 +40,10 @@ async def test_the_dead_letter_reader_of_operations_md_lists_the_letters(
     program.write_text(python_block_after(DOCS / "operations.md", "To read\nthem:"))
     with trio.fail_after(60):
         done = await trio.run_process(
-            [sys.executable, str(program), url], capture_stdout=True, capture_stderr=True, check=False
+            [sys.executable, str(program), url],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
         )
     stdout, stderr = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, stderr
