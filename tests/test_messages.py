@@ -46,6 +46,7 @@ from actors.wire import (
     decode_result,
     decode_start,
     decode_state,
+    decode_status,
     decode_task,
     decode_terminate,
     decode_timer,
@@ -626,3 +627,12 @@ def test_every_state_field_of_another_type_is_refused_by_name(path: str, values:
 def test_a_state_list_s_items_are_typed(path: str, value: Any, where: str) -> None:
     reason = refusal(decode_state, state_with(path, value))
     assert reason.startswith(f"damaged instance state: field {where!r}")
+
+
+def test_a_state_s_status_is_read_alone_and_checked() -> None:
+    assert decode_status(encode_state(FULL_STATE)) is FULL_STATE.status
+    for value in [None, "sleepy", 5]:
+        reason = refusal(decode_status, state_with("status", value))
+        assert reason.startswith("damaged instance state: field 'status'")
+    task = ScheduleActivity("ship@3", 2, "ship", [1], 100.5, None, 30.0, 2.5)
+    assert "instance.state" in refusal(decode_status, encode_task("i-1", "t", task))

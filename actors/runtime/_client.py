@@ -49,6 +49,7 @@ from ..wire import (
     StartMessage,
     cancel_subject,
     decode_state,
+    decode_status,
     encode_cancel,
     encode_signal,
     encode_start,
@@ -528,6 +529,9 @@ class Client:
                     if not (waiters or followed) or change.op is not KVOp.PUT:
                         continue
                     try:
+                        # Most states are not terminal: only those are rebuilt.
+                        if not decode_status(change.value).terminal:
+                            continue
                         state = decode_state(change.value)
                     except MessageError:
                         continue

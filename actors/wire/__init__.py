@@ -81,6 +81,7 @@ from ._names import terminate_subject as terminate_subject
 from ._names import timer_msg_id as timer_msg_id
 from ._names import timer_subject as timer_subject
 from ._state import decode_state as decode_state
+from ._state import decode_status as decode_status
 from ._state import encode_state as encode_state
 from ._state import state_to_data as state_to_data
 
@@ -130,6 +131,7 @@ __all__ = [
     "decode_signal",
     "decode_start",
     "decode_state",
+    "decode_status",
     "decode_task",
     "decode_terminate",
     "decode_timer",

@@ -218,6 +218,19 @@ def encode_state(state: InstanceState) -> bytes:
     return encode(KIND_STATE, state_to_data(state))
 
 
+def decode_status(data: bytes) -> InstanceStatus:
+    """Only the status of a stored state, without rebuilding the rest.
+
+    For a reader that wants whole states only once they are terminal (a
+    client waiting for results sees every state of the instances it waits
+    for). Raises :class:`MessageError` if the envelope or its status is damaged.
+    """
+    try:
+        return _Fields(_body(data, KIND_STATE)).choice("status", InstanceStatus)
+    except MessageError as exc:
+        raise MessageError(f"damaged instance state: {exc}") from None
+
+
 def decode_state(data: bytes) -> InstanceState:
     """Rebuild a stored state. Raises :class:`MessageError` if it is damaged.
 
