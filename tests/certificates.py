@@ -5,8 +5,12 @@ Shared by the transport's and the services' TLS tests.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -14,7 +18,12 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def make_certificates(folder: Path) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, in ``folder``.
+
+    Skips the calling test without the openssl command.
+    """
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
     folder.mkdir()
     openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -35,3 +44,16 @@ def make_certificates(folder: Path) -> Path:
             cwd=folder,
         )  # fmt: skip
     return folder
+
+
+def mutual_tls_config(certs: Path) -> dict[str, Any]:
+    """The ``nats-server`` configuration that serves TLS with the certificates in
+    ``certs`` and requires a client certificate from their CA."""
+    return {
+        "tls": {
+            "cert_file": str(certs / "server.pem"),
+            "key_file": str(certs / "server.key"),
+            "ca_file": str(certs / "ca.pem"),
+            "verify": True,  # clients must present a certificate from the CA
+        }
+    }

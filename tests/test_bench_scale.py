@@ -1,55 +1,39 @@
-"""The scale and efficiency benchmarks still run (smoke runs; their figures are not judged)."""
+"""The scale, efficiency and scaling programs still run (smoke runs: figures not judged)."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def quick(program: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / program), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+from benchruns import ROOT, figures, quick_run
 
 
 @pytest.mark.jetstream
 def test_waiting_benchmark_quick_run() -> None:
-    out = quick("waiting.py")
+    out = quick_run("waiting.py", timeout=300)
     # It checks itself that every instance waited and then completed.
-    resumed = re.search(r"\(([\d,]+) resumed/s", out)
-    passivated = re.search(r"2,000 waiting and passivated (\d+) MB", out)
-    assert resumed, out
-    assert passivated, out
-    assert int(resumed.group(1).replace(",", "")) > 0
-    assert 0 < int(passivated.group(1)) < 1000
+    resumed, passivated = figures(
+        out, r"\(([\d,]+) resumed/s", r"2,000 waiting and passivated (\d+) MB"
+    )
+    assert int(resumed.replace(",", "")) > 0
+    assert 0 < int(passivated) < 1000
 
 
 @pytest.mark.jetstream
 def test_efficiency_benchmark_quick_run() -> None:
-    out = quick("efficiency.py")
-    publishes = re.search(r"stream publishes\s+([\d.]+)", out)
-    efficiency = re.search(r"efficiency \(engine / ceiling\): ([\d.]+)", out)
-    assert publishes, out
-    assert efficiency, out
+    out = quick_run("efficiency.py", timeout=300)
+    publishes, efficiency = figures(
+        out, r"stream publishes\s+([\d.]+)", r"efficiency \(engine / ceiling\): ([\d.]+)"
+    )
     # A 3-activity workflow: a start, 3 results, 3 tasks and its history at least.
-    assert float(publishes.group(1)) >= 7
-    assert 0 < float(efficiency.group(1)) < 1.5
+    assert float(publishes) >= 7
+    assert 0 < float(efficiency) < 1.5
 
 
 def scaling(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python bench/scaling.py ARGS``, run from the checkout, whatever its exit code."""
     return subprocess.run(
         [sys.executable, str(ROOT / "bench" / "scaling.py"), *args],
         cwd=ROOT,
@@ -90,9 +74,8 @@ def test_scaling_model_refuses_bad_rates() -> None:
 @pytest.mark.jetstream
 def test_scaling_calibration_quick_run() -> None:
     """A small calibration measures every cost on one server and a 3-node cluster."""
-    done = scaling("--calibrate", "--quick", "--rates", "1000")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "measured now" in done.stdout
-    checks = re.findall(r"every broker cost is taken ([\d.]+) times", done.stdout)
-    assert len(checks) == 2, done.stdout
-    assert PLAN_ROW.search(done.stdout), done.stdout
+    out = quick_run("scaling.py", "--calibrate", "--rates", "1000", timeout=300)
+    assert "measured now" in out
+    checks = re.findall(r"every broker cost is taken ([\d.]+) times", out)
+    assert len(checks) == 2, out
+    assert PLAN_ROW.search(out), out

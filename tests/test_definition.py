@@ -24,8 +24,11 @@ from actors.core import (
     DefinitionError,
     ExpressionError,
     FieldError,
+    InvalidNameError,
     RetryPolicy,
     Timeouts,
+    check_instance_id,
+    check_name,
     load_definition,
     parse_definition,
 )
@@ -364,6 +367,78 @@ def test_each_problem_is_reported_at_its_path(
     assert [error.path for error in errors] == [path], errors
     assert fragment in errors[0].message, errors[0]
     assert str(errors[0]) == f"{path}: {errors[0].message}"
+
+
+@pytest.mark.parametrize(
+    ("step", "path", "message"),
+    [
+        ({"id": "s", "sleep_until": None}, "sleep_until", "required: an expression giving a time"),
+        (
+            {"id": "m", "map": None, "steps": [{"id": "a", "activity": "x"}]},
+            "map",
+            "required: an expression giving a list",
+        ),
+        ({"id": "c", "choice": [{"steps": []}]}, "choice[0].when", "required: a condition"),
+    ],
+    ids=["sleep_until", "map", "choice"],
+)
+def test_an_expression_a_step_cannot_do_without_is_required(
+    step: dict[str, Any], path: str, message: str
+) -> None:
+    errors = errors_of({"type": "t", "steps": [step]})
+    assert [(error.path, error.message) for error in errors] == [(f"steps[0].{path}", message)]
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (lambda v: check_name("step id", v), 3, "step id must be a string, not int"),
+        (
+            lambda v: check_name("activity name", v),
+            "a" * 100,
+            f"activity name {'a' * 80!r} is not a valid name: use a letter, then up to 63 "
+            "letters, digits, '_' or '-'",
+        ),
+        (check_instance_id, None, "instance id must be a string, not NoneType"),
+        (
+            check_instance_id,
+            "b" * 200,
+            f"instance id {'b' * 140!r} is not valid: use 1 to 128 letters, digits, '_' or '-'",
+        ),
+    ],
+    ids=["name-not-string", "name-too-long", "id-not-string", "id-too-long"],
+)
+def test_names_and_ids_are_refused_with_what_they_must_be(
+    check: Callable[[object], str], value: object, message: str
+) -> None:
+    with pytest.raises(InvalidNameError) as refused:
+        check(value)
+    assert str(refused.value) == message
+
+
+def test_the_branches_of_parallel_and_choice_steps_are_read_at_their_paths() -> None:
+    work = {"id": "w", "activity": "x"}
+    parallel = {
+        "id": "p",
+        "parallel": [
+            5,
+            {"id": "b", "steps": [work]},
+            {"id": "b", "steps": [{"id": "v", "activity": 5}]},
+            {"steps": [], "other": 1},
+        ],
+    }
+    choice = {"id": "c", "choice": [{"when": "input", "steps": [{"id": "u"}]}, {"steps": []}]}
+    errors = errors_of({"type": "t", "steps": [parallel, choice]})
+    assert [error.path for error in errors] == [
+        "steps[0].parallel[0]",
+        "steps[0].parallel[2].id",
+        "steps[0].parallel[2].steps[0].activity",
+        "steps[0].parallel[3].other",
+        "steps[0].parallel[3].id",
+        "steps[0].parallel[3].steps",
+        "steps[1].choice[0].steps[0]",
+        "steps[1].choice[1].when",
+    ], errors
 
 
 def test_too_many_steps() -> None:

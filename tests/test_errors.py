@@ -24,6 +24,7 @@ from starlette.requests import Request
 
 import actors
 import transport
+from actors._groups import leaves, sole
 from actors.cli import CliError, ExitCode
 from actors.cli._errors import client_error as _classify
 from actors.core import ErrorInfo, FieldError
@@ -257,3 +258,21 @@ def test_docs_list_every_error_with_its_mapping() -> None:
             assert (status, kind) == ("its own", "its own"), cls
         else:
             assert (status, kind) == (str(cls.http_status), cls.http_type), cls
+
+
+# -- the exceptions inside Trio's groups ------------------------------------------------
+
+
+def test_the_groups_of_nurseries_give_up_the_errors_inside() -> None:
+    lost = transport.ConnectionLostError("a")
+    full, bug = transport.StorageFullError("b"), RuntimeError("c")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [lost])])
+    assert sole(nested) is lost
+    assert leaves(nested) == [lost]
+    several = ExceptionGroup("outer", [ExceptionGroup("inner", [lost, bug]), full])
+    # A group of several is what it is; its leaves come in order, at any depth.
+    assert sole(several) is several
+    assert sole(ExceptionGroup("one", [several])) is several
+    assert leaves(several) == [lost, bug, full]
+    assert sole(bug) is bug
+    assert leaves(bug) == [bug]

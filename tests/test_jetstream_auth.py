@@ -11,11 +11,10 @@ anything, credentials included, is sent to it.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import trio
-from certificates import make_certificates
+from certificates import make_certificates, mutual_tls_config
 from natsserver import NatsServer, http_get
 
 from transport import (
@@ -88,17 +87,8 @@ async def test_a_token_gets_in_and_a_wrong_one_is_refused(token_server):
 
 @pytest.fixture
 def mutual_tls_server(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
     certs = make_certificates(tmp_path / "certs")
-    config = {
-        "tls": {
-            "cert_file": str(certs / "server.pem"),
-            "key_file": str(certs / "server.key"),
-            "ca_file": str(certs / "ca.pem"),
-            "verify": True,  # clients must present a certificate from the CA
-        }
-    }
+    config = mutual_tls_config(certs)
     with NatsServer(tmp_path / "nats", config=config) as server:
         yield server, certs
 
@@ -154,8 +144,6 @@ async def test_a_tls_url_to_a_server_without_tls_is_refused_before_anything_is_s
 
 
 async def test_tls_files_with_a_nats_url_require_tls_too(tracing_password_server, tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
     certs = make_certificates(tmp_path / "certs")
     server = tracing_password_server
     options = ConnectOptions(user="engine", password="s3cret", tls_ca_file=str(certs / "ca.pem"))
@@ -165,8 +153,6 @@ async def test_tls_files_with_a_nats_url_require_tls_too(tracing_password_server
 
 
 async def test_a_server_offering_tls_without_requiring_it_is_spoken_to_over_tls(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
     certs = make_certificates(tmp_path / "certs")
     config = {
         "tls": {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key")},
@@ -207,8 +193,6 @@ async def test_a_reconnect_to_a_server_that_lost_its_tls_sends_nothing(tmp_path)
     """The server comes back without TLS (an impostor on its port, say): the
     transport tries, sends nothing, stays disconnected, and gets back in once
     the server has TLS again."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
     certs = make_certificates(tmp_path / "certs")
     plain = {"authorization": {"user": "engine", "password": "s3cret"}}
     secure = {

@@ -10,7 +10,7 @@ field may be absent or null, both meaning its default.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
 import cbor2
 import pytest
@@ -20,6 +20,7 @@ from actors.core import (
     ActivityFailed,
     CancelActivity,
     CancelChild,
+    Command,
     ErrorInfo,
     InstanceState,
     InstanceStatus,
@@ -40,10 +41,12 @@ from actors.wire import (
     Task,
     decode_activity_cancel,
     decode_cancel,
+    decode_deadletter,
     decode_history,
     decode_result,
     decode_start,
     decode_state,
+    decode_status,
     decode_task,
     decode_terminate,
     decode_timer,
@@ -57,7 +60,6 @@ from actors.wire import (
     encode_timer,
     state_to_data,
 )
-from actors.wire._messages import decode_deadletter
 
 #: Values of other wire types than the one a field must hold.
 WRONG_FOR_STRING = [5, 1.5, True, False, [], {}, b"x"]
@@ -510,6 +512,16 @@ def test_a_full_state_round_trips() -> None:
     assert decode_state(encode_state(FULL_STATE)) == FULL_STATE
 
 
+def test_the_full_state_holds_every_kind_of_command_each_in_plain_form() -> None:
+    # Every command is stored as its op and its fields by name: a kind added
+    # to Command is in the round trip above, and stored without Python's types.
+    assert {type(command) for command in FULL_STATE.outbox} == set(get_args(Command))
+    outbox = FULL_BODY["outbox"]
+    assert outbox[1] == {"op": "timer", "kind": "retry", "step": "b", "attempt": 2, "fire_at": 9.5}
+    assert outbox[5]["error"] == FULL_ERROR.to_data()
+    assert type(outbox[2]["detail"]) is dict
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -615,3 +627,12 @@ def test_every_state_field_of_another_type_is_refused_by_name(path: str, values:
 def test_a_state_list_s_items_are_typed(path: str, value: Any, where: str) -> None:
     reason = refusal(decode_state, state_with(path, value))
     assert reason.startswith(f"damaged instance state: field {where!r}")
+
+
+def test_a_state_s_status_is_read_alone_and_checked() -> None:
+    assert decode_status(encode_state(FULL_STATE)) is FULL_STATE.status
+    for value in [None, "sleepy", 5]:
+        reason = refusal(decode_status, state_with("status", value))
+        assert reason.startswith("damaged instance state: field 'status'")
+    task = ScheduleActivity("ship@3", 2, "ship", [1], 100.5, None, 30.0, 2.5)
+    assert "instance.state" in refusal(decode_status, encode_task("i-1", "t", task))

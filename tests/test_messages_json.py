@@ -27,6 +27,7 @@ from actors.wire import (
     DEFAULT_LIMITS,
     CodecError,
     CodecLimits,
+    JsonError,
     MessageError,
     PayloadTooLargeError,
     StartMessage,
@@ -35,6 +36,7 @@ from actors.wire import (
     encode,
     encode_signal,
     encode_start,
+    loads,
 )
 from actors.wire._json import decode_json
 from actors.wire._messages import is_json
@@ -153,6 +155,19 @@ def test_decode_json_accepts_bytearray_and_memoryview() -> None:
 def test_decode_json_refuses_with_a_reason(text: bytes, reason: str) -> None:
     with pytest.raises(CodecError, match=reason):
         decode_json(text)
+
+
+@pytest.mark.parametrize(
+    "text", [b"NaN", b"[-Infinity]", b"[1, 1e400]", b'{"a": {"b": 1, "b": 2}}'], ids=short_id
+)
+def test_both_readers_of_json_refuse_alike(text: bytes) -> None:
+    # A front end's payload (loads) and another program's body (decode_json)
+    # are held to one reading of RFC 8259, and say why in the same words.
+    with pytest.raises(JsonError) as front_end:
+        loads(text)
+    with pytest.raises(CodecError) as body:
+        decode_json(text)
+    assert front_end.value.reason == str(body.value)
 
 
 @pytest.mark.parametrize("opener", [b"[", b'{"k":'], ids=["arrays", "objects"])

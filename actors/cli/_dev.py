@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -126,10 +126,13 @@ async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> No
         worker.shutdown()
 
 
-def _option(flag: str, **kwargs: Any) -> Callable[[Decorated], Decorated]:
-    """An option of ``dev`` whose default is the field of :class:`DevOptions` it sets."""
-    field = flag.removeprefix("--").replace("-", "_")
-    return click.option(flag, default=default_of(DevOptions, field), show_default=True, **kwargs)
+def _option(flag: str, field: str | None = None, **kwargs: Any) -> Callable[[Decorated], Decorated]:
+    """An option of ``dev`` that sets ``field`` of :class:`DevOptions` (by default the
+    field the flag names), with the field's default."""
+    field = field or flag.removeprefix("--").replace("-", "_")
+    return click.option(
+        flag, field, default=default_of(DevOptions, field), show_default=True, **kwargs
+    )
 
 
 @cli.command()
@@ -147,44 +150,24 @@ def _option(flag: str, **kwargs: Any) -> Callable[[Decorated], Decorated]:
     multiple=True,
     help="Also serve the activities of this module (repeatable).",
 )
-@click.option("--examples/--no-examples", default=True, help="Run the example workflows once.")
+@_option("--examples/--no-examples", "run_examples", help="Run the example workflows once.")
 @_option("--count", type=COUNT, help="Count workflows to run (0 to 10000).")
 @click.option("--once", is_flag=True, help="Stop once the examples have run.")
 # WARNING: what Python printed before dev set logging up; INFO adds the services' notes.
 @setting_option("log_level", default="WARNING")
 @setting_option("log_format")
-def dev(
-    data: Path,
-    host: str,
-    api_port: int,
-    nats_port: int,
-    token: str | None,
-    activities: tuple[str, ...],
-    examples: bool,
-    count: int,
-    once: bool,
-    log_level: str,
-    log_format: str,
-) -> int:
+def dev(log_level: str, log_format: str, **given: Any) -> int:
     """Run the whole engine here: nats-server, orchestrator, worker and HTTP API.
 
     Registers the example definitions, runs the example workflows, then
     serves until Ctrl-C.
     """
-    if token is not None and not token:
+    # Every option but the logs' is the DevOptions field of its name.
+    options = DevOptions(**given)
+    if options.token is not None and not options.token:
         raise click.BadParameter("must not be empty", param_hint="'--token'")
     setup_logging(log_level, log_format)
-    options = DevOptions(
-        data=data_folder(data),
-        host=host,
-        api_port=api_port,
-        nats_port=nats_port,
-        token=token,
-        activities=activities,
-        run_examples=examples,
-        count=count,
-        once=once,
-    )
+    options = replace(options, data=data_folder(options.data))
     try:
         return run_dev(options)
     except ModuleError as exc:

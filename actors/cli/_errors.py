@@ -30,6 +30,7 @@ from transport import (
     TransportTimeoutError,
 )
 
+from .._groups import leaves
 from ..core import DefinitionError
 from ..errors import ActorsError, BrokerError, RequestError, SizeLimitError
 from ..runtime import WorkflowError
@@ -44,7 +45,6 @@ __all__ = [
     "ExitCode",
     "ModuleError",
     "client_error",
-    "leaves",
     "run_failure",
     "service_error",
     "service_usage",
@@ -95,13 +95,6 @@ class DemoError(Exception):
 
 class ModuleError(RequestError, ValueError):
     """A module of activities could not be imported, or holds none; the message says which."""
-
-
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions in ``exc`` that are not groups (``exc`` itself if it is not one)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
-    return [exc]
 
 
 def client_error(exc: BaseException, url: str) -> CliError | None:

@@ -39,6 +39,15 @@ MAX_FILE_BYTES: Final = DEFAULT_LIMITS.max_bytes
 VERSION: Final = BoundedNumber(Bounds("int", 1, high=MAX_VERSION))
 
 
+def count_option(
+    flag: str, *, default: int, help: str, most: int | None = None
+) -> Callable[[Decorated], Decorated]:
+    """An option for how many (of instances, of records): 1 to ``most`` (or more), ``default``."""
+    return click.option(
+        flag, type=click.IntRange(min=1, max=most), default=default, show_default=True, help=help
+    )
+
+
 def _payload(text: str, what: str) -> Any:
     """``text`` as strict JSON holding a payload the engine carries; ``ValueError`` saying why.
 

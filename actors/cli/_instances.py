@@ -11,11 +11,11 @@ import trio
 from rich.table import Table
 
 from ..core import InstanceStatus
-from ..runtime import MAX_LIMIT, Client, InstanceInfo, InstanceSummary
+from ..runtime import HISTORY_LIMIT, MAX_LIMIT, Client, InstanceInfo, InstanceSummary
 from ..wire import dumps
 from ._app import App, cli, pass_app
 from ._errors import CliError, ExitCode
-from ._inputs import given_payload, id_argument, name_argument, payload_options
+from ._inputs import count_option, given_payload, id_argument, name_argument, payload_options
 from ._output import clock, error_line, json_view, new_table, span, status_text
 
 __all__ = ["cancel", "history", "list_", "signal", "status", "terminate"]
@@ -85,13 +85,7 @@ def status(app: App, instance_id: str) -> ExitCode:
     type=click.Choice([str(s) for s in InstanceStatus]),
     help="Only instances in this status.",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1, max=MAX_LIMIT),
-    default=50,
-    show_default=True,
-    help="Show the latest N that match.",
-)
+@count_option("--limit", default=50, most=MAX_LIMIT, help="Show the latest N that match.")
 @pass_app
 def list_(app: App, workflow_type: str | None, status_name: str | None, limit: int) -> ExitCode:
     """List the latest instances (in the order they started), optionally filtered."""
@@ -171,13 +165,7 @@ async def _settled_history(client: Client, info: InstanceInfo, limit: int) -> li
 
 @cli.command()
 @click.argument("instance_id", metavar="ID", callback=id_argument)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=10_000,
-    show_default=True,
-    help="Show the first N records at most.",
-)
+@count_option("--limit", default=HISTORY_LIMIT, help="Show the first N records at most.")
 @pass_app
 def history(app: App, instance_id: str, limit: int) -> ExitCode:
     """Show an instance's history: every record, times relative to the first."""

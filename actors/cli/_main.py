@@ -25,10 +25,11 @@ from typing import Any, Final
 
 import click
 
+from .._groups import leaves
 from . import _definitions, _demo, _dev, _instances, _services, _waiting
 from ._app import App, cli
 from ._config import ConfigError, config_path, load_config
-from ._errors import SERVICE_ERROR, ExitCode, client_error, leaves, service_usage
+from ._errors import SERVICE_ERROR, ExitCode, client_error, service_usage
 from ._options import is_service, settings_of, table_of
 
 __all__ = ["PROG", "SERVICES", "config_tables", "main", "run_service"]

@@ -25,7 +25,14 @@ from ..runtime import MAX_LIMIT, Client, InstanceInfo
 from ..wire import dumps
 from ._app import App, cli, pass_app
 from ._errors import CliError, ExitCode
-from ._inputs import VERSION, given_payload, id_argument, name_argument, payload_options
+from ._inputs import (
+    VERSION,
+    count_option,
+    given_payload,
+    id_argument,
+    name_argument,
+    payload_options,
+)
 from ._options import BoundedNumber
 from ._output import json_view, new_table, span, status_text
 from ._settings import MAX_SECONDS, Bounds
@@ -238,12 +245,8 @@ def _show_outcomes(app: App, outcomes: list[_Outcome], elapsed: float, single: b
     "With --count N the ids are ID-1 ... ID-N.",
 )
 @click.option("--version", type=VERSION, help="A version (default: the newest).")
-@click.option(
-    "--count",
-    type=click.IntRange(min=1, max=MAX_LIMIT),
-    default=1,
-    show_default=True,
-    help="Start this many instances with the same input.",
+@count_option(
+    "--count", default=1, most=MAX_LIMIT, help="Start this many instances with the same input."
 )
 @click.option("--wait", is_flag=True, help="Wait until they end; print their results.")
 @click.option(

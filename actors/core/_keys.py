@@ -37,14 +37,8 @@ def check_name(what: str, name: object) -> str:
 
     Valid: a letter, then up to 63 letters, digits, ``_`` or ``-``.
     """
-    if not isinstance(name, str):
-        raise InvalidNameError(f"{what} must be a string, not {type(name).__name__}")
-    if not _NAME_RE.fullmatch(name):
-        raise InvalidNameError(
-            f"{what} {name[:80]!r} is not a valid name: use a letter, then up to 63 "
-            "letters, digits, '_' or '-'"
-        )
-    return name
+    rule = "is not a valid name: use a letter, then up to 63 letters, digits, '_' or '-'"
+    return _matched(what, name, _NAME_RE, rule, shown=80)
 
 
 #: Suffix of the key under which a step's compensation runs.
@@ -64,14 +58,21 @@ def check_step_key(key: object) -> str:
 
 def check_instance_id(instance_id: object) -> str:
     """Return ``instance_id`` if valid (1-128 of ``A-Za-z0-9_-``); else raise."""
-    if not isinstance(instance_id, str):
-        raise InvalidNameError(f"instance id must be a string, not {type(instance_id).__name__}")
-    if not _ID_RE.fullmatch(instance_id):
-        raise InvalidNameError(
-            f"instance id {instance_id[:140]!r} is not valid: "
-            "use 1 to 128 letters, digits, '_' or '-'"
-        )
-    return instance_id
+    rule = "is not valid: use 1 to 128 letters, digits, '_' or '-'"
+    return _matched("instance id", instance_id, _ID_RE, rule, shown=140)
+
+
+def _matched(what: str, value: object, pattern: re.Pattern[str], rule: str, *, shown: int) -> str:
+    """``value`` if it is a string ``pattern`` matches in full; else :class:`InvalidNameError`.
+
+    The error names ``what``, then the first ``shown`` characters of the
+    value and the ``rule`` it breaks.
+    """
+    if not isinstance(value, str):
+        raise InvalidNameError(f"{what} must be a string, not {type(value).__name__}")
+    if not pattern.fullmatch(value):
+        raise InvalidNameError(f"{what} {value[:shown]!r} {rule}")
+    return value
 
 
 #: The patterns of names and instance ids, as JSON Schema writes them.

@@ -151,9 +151,18 @@ class Checker:
                 self.error(str(exc))
                 return None
 
-    def expression(self, data: Mapping[str, Any], key: str) -> Expression | None:
-        """Field ``key`` compiled as an expression; ``None`` if absent (or invalid)."""
+    def expression(
+        self, data: Mapping[str, Any], key: str, *, required: str | None = None
+    ) -> Expression | None:
+        """Field ``key`` compiled as an expression; ``None`` if absent (or invalid).
+
+        ``required``: what the expression must give (``"a condition"``); then
+        its absence is a problem too, that says so.
+        """
         if data.get(key) is None:
+            if required is not None:
+                with self.at(key):
+                    self.error(f"required: {required}")
             return None
         with self.at(key):
             try:
@@ -298,16 +307,28 @@ class Checker:
             return None
         return depth + 1
 
-    def branches(self, data: object, key: str) -> list[Any]:
-        """The list of branches at ``key`` (of a parallel or choice step); ``[]`` if invalid."""
+    def branches(
+        self, data: object, key: str, allowed: frozenset[str], what: str
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Each branch at ``key`` (of a parallel or choice step) with its index.
+
+        ``data`` must be a list of at least one branch, each a mapping of its
+        ``allowed`` fields (see :meth:`mapping`); a branch that is not is a
+        problem, and left out. The caller reads each branch at its path
+        (``parallel[2]``): it is at it until it asks for the next.
+        """
         with self.at(key):
             if not isinstance(data, list) or not data:
                 self.error("must be a list of at least one branch")
-                return []
+                return
             if len(data) > MAX_STEPS:
                 self.error(f"{len(data)} branches; the limit is {MAX_STEPS}")
-                return []
-        return data
+                return
+            for i, item in enumerate(data):
+                with self.at(f"[{i}]"):
+                    branch = self.mapping(item, allowed, what)
+                    if branch is not None:
+                        yield i, branch
 
     def _step(self, data: object, depth: int) -> Step | None:
         if not isinstance(data, Mapping):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -50,6 +50,7 @@ from ..core import (
     parse_definition,
 )
 from ..runtime import (
+    HISTORY_LIMIT,
     Client,
     InstanceInfo,
     WorkflowError,
@@ -87,8 +88,6 @@ log = logging.getLogger("actors.api")
 #: How long ``POST /workflows/{type}`` waits for the orchestrator to store the
 #: new instance before answering 202 instead of 201.
 START_VISIBLE_WAIT: Final = 5.0
-#: The most history records ``GET /workflows/{id}/history`` returns.
-HISTORY_LIMIT: Final = 10_000
 #: How long a finished instance's history may take to show its final record.
 HISTORY_SETTLE: Final = 2.0
 _FINAL_RECORDS: Final = frozenset(
@@ -383,23 +382,22 @@ class _Api:
         await self._client.signal(instance_id, name, payload, signal_id=signal_id)
         return _json({"id": instance_id}, 202)
 
-    async def _reason(self, request: Request) -> str:
-        body = _fields(await _json_body(request, required=False), (), ("reason",))
-        reason = _optional(body, "reason")
-        return "" if reason is None else _string(reason, "reason", MAX_REASON)
-
     async def cancel(self, request: Request) -> Response:
-        instance_id = check_instance_id(request.path_params["id"])
-        reason = await self._reason(request)
-        await self._existing(instance_id)
-        await self._client.cancel(instance_id, reason)
-        return _json({"id": instance_id}, 202)
+        return await self._stop(request, self._client.cancel)
 
     async def terminate(self, request: Request) -> Response:
+        return await self._stop(request, self._client.terminate)
+
+    async def _stop(
+        self, request: Request, stop: Callable[[str, str], Awaitable[None]]
+    ) -> Response:
+        """Cancel or terminate (``stop``) the instance, with the body's optional reason."""
         instance_id = check_instance_id(request.path_params["id"])
-        reason = await self._reason(request)
+        body = _fields(await _json_body(request, required=False), (), ("reason",))
+        reason = _optional(body, "reason")
+        reason = "" if reason is None else _string(reason, "reason", MAX_REASON)
         await self._existing(instance_id)
-        await self._client.terminate(instance_id, reason)
+        await stop(instance_id, reason)
         return _json({"id": instance_id}, 202)
 
 

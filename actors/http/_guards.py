@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from transport import StorageFullError, TooLargeError, TransportError
 
+from .._groups import leaves
 from ..core import DefinitionError
 from ..errors import ActorsError, BrokerError, SizeLimitError
 from ._requests import ApiError, _clip
@@ -41,14 +42,9 @@ def _leaf(exc: BaseException) -> BaseException:
     a group of nothing else (a watch and a read failing together); else
     ``exc`` itself.
     """
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-            continue
-        broker, rest = exc.split(TransportError)
-        if broker is None or rest is not None:
-            return exc
-        exc = broker.exceptions[0]
+    found = leaves(exc)
+    if len(found) == 1 or all(isinstance(leaf, TransportError) for leaf in found):
+        return found[0]
     return exc
 
 

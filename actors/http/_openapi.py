@@ -29,8 +29,7 @@ from ._schemas import (
     _content,
     _errors,
     _ok,
-    _path_param,
-    _query_param,
+    _param,
     _ref,
     _responses,
     _schemas,
@@ -56,45 +55,78 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
     ``auth``: whether the app requires a bearer token (then every operation
     but ``/health`` and ``/openapi.json`` declares it, and a 401 answer).
     """
-    reason_body = {
-        "required": False,
-        "description": "Optional; an empty body is the same as ``{}``.",
-        "content": _content(_ref("ReasonRequest")),
-    }
     location = {"Location": {"schema": {"type": "string"}, "description": "The instance's URL."}}
+
+    def operation(
+        operation_id: str,
+        summary: str,
+        answers: dict[str, Any],
+        *,
+        errors: tuple[str, ...] = (),
+        **more: Any,
+    ) -> dict[str, Any]:
+        """An operation that needs the token if the app does.
+
+        Its responses are ``answers``, then the shared error answers of
+        ``errors`` (503 always, 401 with ``auth``); ``more`` are its other
+        fields (``parameters``, ``requestBody``, ``description``).
+        """
+        responses = {**answers, **_errors(*errors, auth=auth)}
+        return {"operationId": operation_id, "summary": summary, **more, "responses": responses}
+
+    def open_operation(operation_id: str, summary: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """An operation served without a token (probes and tooling must reach it)."""
+        responses = {"200": answer, **_errors(auth=False)}
+        return {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": [],
+            "responses": responses,
+        }
+
+    def stop(operation_id: str, summary: str) -> dict[str, Any]:
+        """Cancel or terminate: the instance, an optional reason, and the same answers."""
+        reason_body = {
+            "required": False,
+            "description": "Optional; an empty body is the same as ``{}``.",
+            "content": _content(_ref("ReasonRequest")),
+        }
+        return operation(
+            operation_id,
+            summary,
+            published,
+            errors=("400", "404", "413", "415", "422"),
+            parameters=[_INSTANCE_ID],
+            requestBody=reason_body,
+        )
+
+    definition = {"200": _ok("The definition.", _ref("Definition"))}
+    published = {"202": _ok("Published.", _ref("Accepted"))}
     paths: dict[str, Any] = {
         "/health": {
-            "get": {
-                "operationId": "health",
-                "summary": "Whether the API is up (no token needed)",
-                "security": [],
-                "responses": {"200": _ok("Up.", _ref("Health")), **_errors(auth=False)},
-            }
+            "get": open_operation(
+                "health", "Whether the API is up (no token needed)", _ok("Up.", _ref("Health"))
+            )
         },
         "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document (no token needed)",
-                "security": [],
-                "responses": {
-                    "200": _ok("The OpenAPI document.", {"type": "object"}),
-                    **_errors(auth=False),
-                },
-            }
+            "get": open_operation(
+                "openapi",
+                "This document (no token needed)",
+                _ok("The OpenAPI document.", {"type": "object"}),
+            )
         },
         "/definitions": {
-            "get": {
-                "operationId": "listDefinitions",
-                "summary": "Every registered workflow type and its versions",
-                "responses": {
-                    "200": _ok("Types and versions.", _ref("DefinitionIndex")),
-                    **_errors(auth=auth),
-                },
-            },
-            "post": {
-                "operationId": "registerDefinition",
-                "summary": "Register a definition (idempotent for identical content)",
-                "requestBody": {
+            "get": operation(
+                "listDefinitions",
+                "Every registered workflow type and its versions",
+                {"200": _ok("Types and versions.", _ref("DefinitionIndex"))},
+            ),
+            "post": operation(
+                "registerDefinition",
+                "Register a definition (idempotent for identical content)",
+                {"201": _ok("Registered (or already registered, identical).", _ref("Registered"))},
+                errors=("400", "409", "413", "415", "422"),
+                requestBody={
                     "required": True,
                     "content": {
                         _JSON: {"schema": _ref("Definition")},
@@ -103,51 +135,45 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                         "application/x-yaml": {"schema": {"type": "string"}},
                     },
                 },
-                "responses": {
-                    "201": _ok(
-                        "Registered (or already registered, identical).", _ref("Registered")
-                    ),
-                    **_errors("400", "409", "413", "415", "422", auth=auth),
-                },
-            },
+            ),
         },
         "/definitions/{type}": {
-            "get": {
-                "operationId": "getDefinition",
-                "summary": "The newest version of a workflow type, in canonical plain form",
-                "parameters": [_path_param("type", "The workflow type.", _NAME)],
-                "responses": {
-                    "200": _ok("The definition.", _ref("Definition")),
-                    **_errors("404", "422", auth=auth),
-                },
-            }
+            "get": operation(
+                "getDefinition",
+                "The newest version of a workflow type, in canonical plain form",
+                definition,
+                errors=("404", "422"),
+                parameters=[_param("path", "type", "The workflow type.", _NAME)],
+            )
         },
         "/definitions/{type}/{version}": {
-            "get": {
-                "operationId": "getDefinitionVersion",
-                "summary": "One version of a workflow type, in canonical plain form",
-                "parameters": [
-                    _path_param("type", "The workflow type.", _NAME),
-                    _path_param("version", "The version.", _VERSION),
+            "get": operation(
+                "getDefinitionVersion",
+                "One version of a workflow type, in canonical plain form",
+                definition,
+                errors=("404", "422"),
+                parameters=[
+                    _param("path", "type", "The workflow type.", _NAME),
+                    _param("path", "version", "The version.", _VERSION),
                 ],
-                "responses": {
-                    "200": _ok("The definition.", _ref("Definition")),
-                    **_errors("404", "422", auth=auth),
-                },
-            }
+            )
         },
         "/workflows": {
-            "get": {
-                "operationId": "listWorkflows",
-                "summary": "A page of instance summaries, oldest first",
-                "parameters": [
-                    _query_param("type", "Only instances of this workflow type.", _NAME),
-                    _query_param(
+            "get": operation(
+                "listWorkflows",
+                "A page of instance summaries, oldest first",
+                {"200": _ok("The page, and how many match in all.", _ref("SummaryPage"))},
+                errors=("422",),
+                parameters=[
+                    _param("query", "type", "Only instances of this workflow type.", _NAME),
+                    _param(
+                        "query",
                         "status",
                         "Only instances in this status.",
                         {"type": "string", "enum": [str(status) for status in InstanceStatus]},
                     ),
-                    _query_param(
+                    _param(
+                        "query",
                         "limit",
                         "Rows in the page.",
                         {
@@ -157,119 +183,98 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                             "default": DEFAULT_PAGE,
                         },
                     ),
-                    _query_param(
+                    _param(
+                        "query",
                         "offset",
                         "Rows to skip.",
                         {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
                     ),
                 ],
-                "responses": {
-                    "200": _ok("The page, and how many match in all.", _ref("SummaryPage")),
-                    **_errors("422", auth=auth),
-                },
-            }
+            )
         },
         # One template serves both: POST names a workflow type, GET an
         # instance id (OpenAPI forbids two templates differing only in names).
         "/workflows/{type_or_id}": {
-            "post": {
-                "operationId": "startWorkflow",
-                "summary": "Start an instance of a workflow type",
-                "description": (
-                    "201 once the orchestrator has stored the instance (or an instance "
-                    "of that type with that id already exists); 202 (pending) if it has "
-                    "not within a few seconds: the start is accepted and will be taken "
-                    "once an orchestrator runs; 409 if the id belongs to an instance of "
-                    "another type."
-                ),
-                "parameters": [_path_param("type_or_id", "The workflow type to start.", _NAME)],
-                "requestBody": {"required": True, "content": _content(_ref("StartRequest"))},
-                "responses": {
+            "post": operation(
+                "startWorkflow",
+                "Start an instance of a workflow type",
+                {
                     "201": _ok("Started and stored.", _ref("Started"), headers=location),
                     "202": _ok(
                         "Start accepted, not yet stored: pending.",
                         _ref("Pending"),
                         headers=location,
                     ),
-                    **_errors("400", "404", "409", "413", "415", "422", auth=auth),
                 },
-            },
-            "get": {
-                "operationId": "getWorkflow",
-                "summary": "An instance as stored: status, input, output, error, steps",
-                "parameters": [_path_param("type_or_id", "The instance's id.", _ID)],
-                "responses": {
-                    "200": _ok("The instance.", _ref("Instance")),
-                    **_errors("404", "422", auth=auth),
-                },
-            },
+                errors=("400", "404", "409", "413", "415", "422"),
+                description=(
+                    "201 once the orchestrator has stored the instance (or an instance "
+                    "of that type with that id already exists); 202 (pending) if it has "
+                    "not within a few seconds: the start is accepted and will be taken "
+                    "once an orchestrator runs; 409 if the id belongs to an instance of "
+                    "another type."
+                ),
+                parameters=[_param("path", "type_or_id", "The workflow type to start.", _NAME)],
+                requestBody={"required": True, "content": _content(_ref("StartRequest"))},
+            ),
+            "get": operation(
+                "getWorkflow",
+                "An instance as stored: status, input, output, error, steps",
+                {"200": _ok("The instance.", _ref("Instance"))},
+                errors=("404", "422"),
+                parameters=[_param("path", "type_or_id", "The instance's id.", _ID)],
+            ),
         },
         "/workflows/{id}/result": {
-            "get": {
-                "operationId": "getResult",
-                "summary": "The instance's outcome, waiting up to ``wait`` seconds for it",
-                "parameters": [
+            "get": operation(
+                "getResult",
+                "The instance's outcome, waiting up to ``wait`` seconds for it",
+                {
+                    "200": _ok("Completed: the output.", _ref("Completed")),
+                    "202": _ok("Not finished yet.", _ref("Unfinished")),
+                    "409": _ok("Failed, cancelled or terminated.", _ref("Unsuccessful")),
+                },
+                errors=("404", "422"),
+                parameters=[
                     _INSTANCE_ID,
-                    _query_param(
+                    _param(
+                        "query",
                         "wait",
                         "Seconds to wait for the instance to finish.",
                         {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "default": 0},
                     ),
                 ],
-                "responses": {
-                    "200": _ok("Completed: the output.", _ref("Completed")),
-                    "202": _ok("Not finished yet.", _ref("Unfinished")),
-                    "409": _ok("Failed, cancelled or terminated.", _ref("Unsuccessful")),
-                    **_errors("404", "422", auth=auth),
-                },
-            }
+            )
         },
         "/workflows/{id}/history": {
-            "get": {
-                "operationId": "getHistory",
-                "summary": "The instance's history records, in order",
-                "parameters": [_INSTANCE_ID],
-                "responses": {
-                    "200": _ok("The records.", _ref("History")),
-                    **_errors("404", "422", auth=auth),
-                },
-            }
+            "get": operation(
+                "getHistory",
+                "The instance's history records, in order",
+                {"200": _ok("The records.", _ref("History"))},
+                errors=("404", "422"),
+                parameters=[_INSTANCE_ID],
+            )
         },
         "/workflows/{id}/signals/{name}": {
-            "post": {
-                "operationId": "signalWorkflow",
-                "summary": "Send a signal (kept until the instance waits for it)",
-                "parameters": [_INSTANCE_ID, _path_param("name", "The signal's name.", _NAME)],
-                "requestBody": {"required": True, "content": _content(_ref("SignalRequest"))},
-                "responses": {
-                    "202": _ok("Published.", _ref("Accepted")),
-                    **_errors("400", "404", "413", "415", "422", auth=auth),
-                },
-            }
+            "post": operation(
+                "signalWorkflow",
+                "Send a signal (kept until the instance waits for it)",
+                published,
+                errors=("400", "404", "413", "415", "422"),
+                parameters=[_INSTANCE_ID, _param("path", "name", "The signal's name.", _NAME)],
+                requestBody={"required": True, "content": _content(_ref("SignalRequest"))},
+            )
         },
         "/workflows/{id}/cancel": {
-            "post": {
-                "operationId": "cancelWorkflow",
-                "summary": "Cancel: compensations run, then it ends cancelled (no-op if finished)",
-                "parameters": [_INSTANCE_ID],
-                "requestBody": reason_body,
-                "responses": {
-                    "202": _ok("Published.", _ref("Accepted")),
-                    **_errors("400", "404", "413", "415", "422", auth=auth),
-                },
-            }
+            "post": stop(
+                "cancelWorkflow",
+                "Cancel: compensations run, then it ends cancelled (no-op if finished)",
+            )
         },
         "/workflows/{id}/terminate": {
-            "post": {
-                "operationId": "terminateWorkflow",
-                "summary": "Stop at once, without compensation (no-op if finished)",
-                "parameters": [_INSTANCE_ID],
-                "requestBody": reason_body,
-                "responses": {
-                    "202": _ok("Published.", _ref("Accepted")),
-                    **_errors("400", "404", "413", "415", "422", auth=auth),
-                },
-            }
+            "post": stop(
+                "terminateWorkflow", "Stop at once, without compensation (no-op if finished)"
+            )
         },
     }
     document: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ..core import ID_PATTERN, MAX_STEPS, MAX_VERSION, NAME_PATTERN, InstanceStatus, StepStatus
 from ..wire import DEFAULT_LIMITS, MAX_NUMBER, MAX_PAYLOAD_DEPTH, MIN_NUMBER
@@ -39,21 +39,14 @@ def _errors(*codes: str, auth: bool) -> dict[str, Any]:
     return {code: {"$ref": f"#/components/responses/{names[code]}"} for code in wanted}
 
 
-def _path_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _param(
+    place: Literal["path", "query"], name: str, description: str, schema: dict[str, Any]
+) -> dict[str, Any]:
+    """A parameter in the path (required) or in the query (optional: left out, it has a default)."""
     return {
         "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": schema,
-    }
-
-
-def _query_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
+        "in": place,
+        "required": place == "path",
         "description": description,
         "schema": schema,
     }
@@ -71,7 +64,7 @@ _INSTANCE_VERSION: Final = {
         "(its error says why: a type no longer readable, an input the engine cannot keep)."
     ),
 }
-_INSTANCE_ID: Final = _path_param("id", "The instance's id.", _ID)
+_INSTANCE_ID: Final = _param("path", "id", "The instance's id.", _ID)
 #: An optional field may also be ``null``, which means the same as leaving it out.
 _NULL_IS_ABSENT: Final = " ``null`` is the same as leaving it out."
 

@@ -12,6 +12,7 @@ from ._activity import activity_info as activity_info
 from ._activity import collect_activities as collect_activities
 from ._activity import heartbeat as heartbeat
 from ._client import Client as Client
+from ._history import HISTORY_LIMIT as HISTORY_LIMIT
 from ._instances import InstanceConflictError as InstanceConflictError
 from ._instances import InstanceInfo as InstanceInfo
 from ._instances import UnknownWorkflowTypeError as UnknownWorkflowTypeError
@@ -22,6 +23,7 @@ from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
 from ._visibility import MAX_LIMIT as MAX_LIMIT
+from ._visibility import InstanceQuery as InstanceQuery
 from ._visibility import InstanceSummary as InstanceSummary
 from ._worker import Worker as Worker
 from ._worker import WorkerConfig as WorkerConfig
@@ -31,8 +33,10 @@ __all__ = [
     "ActivityInfo",
     "ActivitySpec",
     "Client",
+    "HISTORY_LIMIT",
     "InstanceConflictError",
     "InstanceInfo",
+    "InstanceQuery",
     "InstanceSummary",
     "MAX_LIMIT",
     "Orchestrator",

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 
 import trio
 
@@ -28,6 +28,7 @@ from transport import (
     open_transport,
 )
 
+from .._groups import leaves
 from ..core import (
     Definition,
     ErrorInfo,
@@ -48,6 +49,7 @@ from ..wire import (
     StartMessage,
     cancel_subject,
     decode_state,
+    decode_status,
     encode_cancel,
     encode_signal,
     encode_start,
@@ -56,9 +58,8 @@ from ..wire import (
     start_subject,
     terminate_subject,
 )
-from ._history import read_history
+from ._history import HISTORY_LIMIT, read_history
 from ._instances import (
-    InstanceConflictError,
     InstanceInfo,
     UnknownWorkflowTypeError,
     WorkflowCancelledError,
@@ -70,17 +71,10 @@ from ._instances import (
     _unknown,
 )
 from ._registry import DefinitionStore
-from ._visibility import InstanceIndex, InstanceSummary
+from ._visibility import InstanceIndex, InstanceQuery, InstanceSummary
 
-__all__ = [
-    "Client",
-    "InstanceConflictError",
-    "InstanceInfo",
-    "UnknownWorkflowTypeError",
-    "WorkflowCancelledError",
-    "WorkflowError",
-    "WorkflowFailedError",
-]
+# The errors it raises are _instances.py's, and exported from there.
+__all__ = ["Client"]
 
 _A = TypeVar("_A")
 _B = TypeVar("_B")
@@ -119,6 +113,12 @@ class Client:
         self._watch_failure: BaseException | None = None
         #: Where the events stream stored this client's latest starts, by id.
         self._starts: dict[str, int] = {}
+        #: Which watch this is (one more each time one starts after a failure).
+        self._watch_generation = 0
+        #: Instances whose every state the current watch sees: this client
+        #: started them (their key absent) while it ran. By id, the watch's
+        #: generation then; gone once the watch saw the instance end.
+        self._followed: dict[str, int] = {}
 
     @classmethod
     @asynccontextmanager
@@ -209,6 +209,9 @@ class Client:
             )
         if await self._store().get(workflow_type, version) is None:
             raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
+        # A watch running before the key is read absent (or a random id is
+        # made) sees every state the instance will have.
+        watching = self._live_watch()
         publish = partial(
             self._transport.publish,
             start_subject(instance_id, workflow_type),
@@ -238,6 +241,8 @@ class Client:
         # window, so the instance will be this start's (the one exception is
         # in the docstring).
         self._remember_start(instance_id, ack.seq)
+        if watching is not None and not ack.duplicate:
+            self._follow(instance_id, watching)
         return instance_id
 
     async def start_pending(self, instance_id: str) -> bool:
@@ -258,6 +263,19 @@ class Client:
         # An orchestrator stores the state, then acks (so removes) the start:
         # a start still held after the state was found missing was not taken.
         return await self._transport.holds(EVENTS_STREAM, seq)
+
+    def _live_watch(self) -> int | None:
+        """The generation of the watch of the states if it runs now, else ``None``."""
+        ready = self._watch_ready
+        if ready is None or not ready.is_set() or self._watch_error is not None:
+            return None
+        return self._watch_generation
+
+    def _follow(self, instance_id: str, generation: int) -> None:
+        followed = self._followed
+        followed[instance_id] = generation
+        if len(followed) > _STARTS_KEPT:
+            del followed[next(iter(followed))]  # the oldest: its wait reads the key
 
     def _remember_start(self, instance_id: str, seq: int) -> None:
         starts = self._starts
@@ -316,10 +334,14 @@ class Client:
         self._waiters.setdefault(instance_id, []).append(send)
         try:
             # Registered first, read second: a terminal write after this
-            # read reaches the watch, one before it is in the read.
-            info = await self.status(instance_id)
-            if info is not None and info.status.terminal:
-                return info
+            # read reaches the watch, one before it is in the read. An
+            # instance this client started under this watch, which has not
+            # seen it end, needs no read: the watch will.
+            followed = self._followed.get(instance_id)
+            if followed is None or followed != self._live_watch():
+                info = await self.status(instance_id)
+                if info is not None and info.status.terminal:
+                    return info
             if self._watch_error is not None:
                 raise self._watch_error
             try:
@@ -411,7 +433,7 @@ class Client:
         )
 
     async def history(
-        self, instance_id: str, *, limit: int = 10_000
+        self, instance_id: str, *, limit: int = HISTORY_LIMIT
     ) -> builtins.list[dict[str, Any]]:
         """The instance's history records, oldest first: at most ``limit`` of them.
 
@@ -434,59 +456,28 @@ class Client:
         """
         return await read_history(self._transport, check_instance_id(instance_id), limit)
 
-    async def list(
-        self,
-        *,
-        workflow_type: str | None = None,
-        status: InstanceStatus | str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[InstanceSummary]:
-        """Summaries of the instances that match, oldest first (one page of them).
+    async def list(self, **query: Unpack[InstanceQuery]) -> list[InstanceSummary]:
+        """Summaries of the instances that match ``query``, oldest first (one page of them).
 
-        ``started_after``/``started_before`` bound the start time (seconds
-        since the epoch; inclusive, exclusive). The first call reads every
-        stored instance once to build the client's index (see
-        ``actors/_visibility.py``); later calls are answered from it, and it
-        follows every change. Every change stored before the call is
-        reflected (at the cost of one write and the watch's delay). Raises
-        ``ValueError`` for an unknown status or a limit over 10,000.
+        The query's keys (filters, start times, page) are :class:`InstanceQuery`'s.
+        The first call reads every stored instance once to build the
+        client's index (see ``actors/runtime/_visibility.py``); later calls
+        are answered from it, and it follows every change. Every change
+        stored before the call is reflected (at the cost of one write and the
+        watch's delay). Raises ``ValueError`` for an unknown status or a
+        limit over 10,000.
         """
-        page, _ = await self.count_and_list(
-            workflow_type=workflow_type,
-            status=status,
-            started_after=started_after,
-            started_before=started_before,
-            limit=limit,
-            offset=offset,
-        )
+        page, _ = await self.count_and_list(**query)
         return page
 
     async def count_and_list(
-        self,
-        *,
-        workflow_type: str | None = None,
-        status: InstanceStatus | str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        limit: int = 1000,
-        offset: int = 0,
+        self, **query: Unpack[InstanceQuery]
     ) -> tuple[builtins.list[InstanceSummary], int]:
         """As :meth:`list`, with the number of instances that match in all."""
-        wanted = None if status is None else InstanceStatus(status)
         index = await self._index_ready()
         # Read-your-writes: whatever was stored before this call is listed.
         await index.sync()
-        return index.query(
-            workflow_type=workflow_type,
-            status=wanted,
-            started_after=started_after,
-            started_before=started_before,
-            limit=limit,
-            offset=offset,
-        )
+        return index.query(**query)
 
     # -- internals ----------------------------------------------------------------
 
@@ -519,6 +510,7 @@ class Client:
                 raise RuntimeError("use the client inside 'async with'")
             self._watch_error = None
             self._watch_ready = trio.Event()
+            self._watch_generation += 1
             self._nursery.start_soon(self._watch)
         await self._watch_ready.wait()
 
@@ -533,15 +525,21 @@ class Client:
                 self._watch_ready.set()
                 async for change in changes:
                     waiters = self._waiters.get(change.key)
-                    if not waiters or change.op is not KVOp.PUT:
+                    followed = change.key in self._followed
+                    if not (waiters or followed) or change.op is not KVOp.PUT:
                         continue
                     try:
+                        # Most states are not terminal: only those are rebuilt.
+                        if not decode_status(change.value).terminal:
+                            continue
                         state = decode_state(change.value)
                     except MessageError:
                         continue
                     if state.status.terminal:
+                        # Ended: a wait from now on reads it.
+                        self._followed.pop(change.key, None)
                         info = _info_of(state)
-                        for send in waiters:
+                        for send in waiters or ():
                             with contextlib.suppress(trio.WouldBlock):
                                 send.send_nowait(info)
             # The changes end only when the transport closed under the client
@@ -570,5 +568,5 @@ async def _together(first: Awaitable[_A], second: Awaitable[_B]) -> tuple[_A, _B
     except BaseExceptionGroup as group:
         # The caller catches what the operations raise (StorageFullError...),
         # not a group of it.
-        raise group.exceptions[0] from None
+        raise leaves(group)[0] from None
     return results[0], results[1]

@@ -8,8 +8,11 @@ from transport import Transport
 
 from ..wire import HISTORY_STREAM, MessageError, decode_history, history_subject
 
-__all__ = ["read_history"]
+__all__ = ["HISTORY_LIMIT", "read_history"]
 
+#: The most records ``Client.history`` returns unless told otherwise (and the
+#: API's ``GET /workflows/{id}/history`` at all).
+HISTORY_LIMIT: Final = 10_000
 #: Messages read per page.
 _PAGE: Final = 1000
 

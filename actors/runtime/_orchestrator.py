@@ -21,7 +21,6 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final
 
 import trio
 
@@ -57,18 +56,17 @@ from ..wire import (
     CodecError,
     Layout,
     MessageError,
-    deadletter_subject,
     decode_cancel,
     decode_result,
     decode_signal,
     decode_start,
     decode_terminate,
     decode_timer,
-    encode_deadletter,
     instance_partition,
     published_subject,
     start_subject,
 )
+from ._deadletters import deadletter
 from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
 from ._registry import DefinitionStore
@@ -76,9 +74,6 @@ from ._registry import DefinitionStore
 __all__ = ["Orchestrator", "OrchestratorConfig"]
 
 log = logging.getLogger("actors.orchestrator")
-
-#: Bytes of a dead message kept in its dead letter (enough to diagnose it).
-_DEADLETTER_SAMPLE: Final = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -430,25 +425,15 @@ class Orchestrator:
         can be published again as it is.
         """
         self.stats["deadletters"] += 1
-        subject = published_subject(delivery.subject)
-        log.warning("dead letter from %s: %s", subject, reason)
-        data = encode_deadletter(
-            subject,
-            reason[:2000],
-            delivery.data[:_DEADLETTER_SAMPLE],
-            delivery.num_delivered,
+        await deadletter(
+            self._transport,
+            delivery,
+            reason,
+            source="events",
+            subject=published_subject(delivery.subject),
+            retry_delay=RETRY_DELAY,
+            log=log,
         )
-        try:
-            await self._transport.publish(
-                deadletter_subject("events"),
-                data,
-                msg_id=f"deadletter.events.{delivery.stream_seq}",
-            )
-        except TransportError as exc:
-            log.warning("could not record a dead letter (%s); handing the event back", exc)
-            await delivery.nak(RETRY_DELAY)
-            return
-        await delivery.ack()
 
     # -- the instance actor -------------------------------------------------------
 

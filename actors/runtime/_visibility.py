@@ -21,7 +21,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypedDict
 
 import trio
 
@@ -30,7 +30,7 @@ from transport import KeyValue, KVChange, KVOp
 from ..core import InstanceStatus
 from ..wire import MessageError, decode_state
 
-__all__ = ["InstanceIndex", "InstanceSummary"]
+__all__ = ["InstanceIndex", "InstanceQuery", "InstanceSummary"]
 
 #: The most rows one query returns.
 MAX_LIMIT: Final = 10_000
@@ -46,6 +46,23 @@ class InstanceSummary:
     status: InstanceStatus
     created_at: float
     updated_at: float
+
+
+class InstanceQuery(TypedDict, total=False):
+    """Which instances :meth:`~actors.Client.list` lists: every key may be left out.
+
+    ``workflow_type`` and ``status`` filter; ``started_after`` and
+    ``started_before`` bound the start time (seconds since the epoch;
+    inclusive, exclusive); ``limit`` (default 1000, at most
+    :data:`MAX_LIMIT`) and ``offset`` (default 0) choose the page.
+    """
+
+    workflow_type: str | None
+    status: InstanceStatus | str | None
+    started_after: float | None
+    started_before: float | None
+    limit: int
+    offset: int
 
 
 _Group = tuple[str, InstanceStatus]
@@ -159,19 +176,22 @@ class InstanceIndex:
         self,
         *,
         workflow_type: str | None = None,
-        status: InstanceStatus | None = None,
+        status: InstanceStatus | str | None = None,
         started_after: float | None = None,
         started_before: float | None = None,
-        limit: int = 100,
+        limit: int = 1000,
         offset: int = 0,
     ) -> tuple[list[InstanceSummary], int]:
         """One page of the instances that match, oldest first, and how many match.
 
-        ``started_after`` and ``started_before`` bound ``created_at``
-        (inclusive, exclusive). ``limit`` is at most :data:`MAX_LIMIT`.
+        The keywords are :class:`InstanceQuery`'s (``started_after`` and
+        ``started_before`` bound ``created_at``). Raises ``ValueError`` for
+        an unknown status, a ``limit`` over :data:`MAX_LIMIT` or below 0,
+        or an ``offset`` below 0.
         """
         if not 0 <= limit <= MAX_LIMIT or offset < 0:
             raise ValueError(f"limit must be from 0 to {MAX_LIMIT} and offset at least 0")
+        wanted = None if status is None else InstanceStatus(status)
         low = (-float("inf") if started_after is None else started_after, "")
         high = (float("inf") if started_before is None else started_before, "")
         ranges: list[Iterator[tuple[float, str]]] = []
@@ -179,7 +199,7 @@ class InstanceIndex:
         for (group_type, group_status), group in self._groups.items():
             if workflow_type is not None and group_type != workflow_type:
                 continue
-            if status is not None and group_status is not status:
+            if wanted is not None and group_status is not wanted:
                 continue
             start, stop = bisect.bisect_left(group, low), bisect.bisect_left(group, high)
             total += stop - start

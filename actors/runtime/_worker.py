@@ -45,6 +45,7 @@ from transport import (
     TransportError,
 )
 
+from .._groups import sole
 from ..core import ErrorInfo
 from ..wire import (
     CANCELS_BUCKET,
@@ -54,15 +55,14 @@ from ..wire import (
     MessageError,
     PayloadTooLargeError,
     Task,
-    deadletter_subject,
     decode_activity_cancel,
     decode_task,
-    encode_deadletter,
     encode_result,
     result_msg_id,
     result_subject,
 )
 from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
+from ._deadletters import deadletter
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -384,7 +384,7 @@ class Worker:
             )
             return output, None
         except Exception as exc:
-            return None, _error_info(_leaf(exc))
+            return None, _error_info(sole(exc))
 
     @staticmethod
     async def _watch_heartbeat(
@@ -453,30 +453,19 @@ class Worker:
         await delivery.ack()
 
     async def _deadletter(self, delivery: Delivery, reason: str) -> None:
-        log.warning("dead letter from %s: %s", delivery.subject, reason)
-        try:
-            await self._transport.publish(
-                deadletter_subject("tasks"),
-                encode_deadletter(
-                    delivery.subject, reason, delivery.data[:65536], delivery.num_delivered
-                ),
-                msg_id=f"deadletter.tasks.{delivery.stream_seq}",
-            )
-        except TransportError:
-            await delivery.nak(_PUBLISH_RETRY)
-            return
-        await delivery.ack()
+        await deadletter(
+            self._transport,
+            delivery,
+            reason,
+            source="tasks",
+            subject=delivery.subject,
+            retry_delay=_PUBLISH_RETRY,
+            log=log,
+        )
 
 
 def _attempt_of(task: Task) -> _Attempt:
     return (task.instance_id, task.work.step, task.work.attempt)
-
-
-def _leaf(exc: Exception) -> Exception:
-    """The one exception inside nested single-exception groups, else ``exc``."""
-    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _error_info(exc: Exception) -> ErrorInfo:

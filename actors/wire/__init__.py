@@ -24,6 +24,7 @@ from ._messages import StartMessage as StartMessage
 from ._messages import Task as Task
 from ._messages import decode_activity_cancel as decode_activity_cancel
 from ._messages import decode_cancel as decode_cancel
+from ._messages import decode_deadletter as decode_deadletter
 from ._messages import decode_definition as decode_definition
 from ._messages import decode_history as decode_history
 from ._messages import decode_result as decode_result
@@ -62,6 +63,7 @@ from ._names import TASKS_STREAM as TASKS_STREAM
 from ._names import Layout as Layout
 from ._names import activity_cancel_key as activity_cancel_key
 from ._names import cancel_subject as cancel_subject
+from ._names import deadletter_msg_id as deadletter_msg_id
 from ._names import deadletter_subject as deadletter_subject
 from ._names import definition_key as definition_key
 from ._names import history_msg_id as history_msg_id
@@ -79,6 +81,7 @@ from ._names import terminate_subject as terminate_subject
 from ._names import timer_msg_id as timer_msg_id
 from ._names import timer_subject as timer_subject
 from ._state import decode_state as decode_state
+from ._state import decode_status as decode_status
 from ._state import encode_state as encode_state
 from ._state import state_to_data as state_to_data
 
@@ -116,16 +119,19 @@ __all__ = [
     "activity_cancel_key",
     "cancel_subject",
     "check_payload",
+    "deadletter_msg_id",
     "deadletter_subject",
     "decode",
     "decode_activity_cancel",
     "decode_cancel",
+    "decode_deadletter",
     "decode_definition",
     "decode_history",
     "decode_result",
     "decode_signal",
     "decode_start",
     "decode_state",
+    "decode_status",
     "decode_task",
     "decode_terminate",
     "decode_timer",

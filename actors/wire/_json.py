@@ -23,7 +23,8 @@ import enum
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from ..errors import RequestError
@@ -79,27 +80,51 @@ class JsonError(RequestError, ValueError, http_type="InvalidPayload"):
 # -- in ---------------------------------------------------------------------------
 
 
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        # 1e400 parses as inf: refuse it rather than take a value JSON cannot write.
-        raise JsonError(f"the number {text[:40]} is out of range")
-    return number
+@dataclass(frozen=True)
+class _StrictJson:
+    """:func:`json.loads` refusing what RFC 8259 does not allow, with ``fault(reason)``.
+
+    Refused: ``NaN``, ``Infinity`` and ``-Infinity``, a number too large for
+    a float (``1e400`` parses as infinity: refused rather than taken as a
+    value JSON cannot write), and a name repeated in one object (JSON leaves
+    its meaning open; Python would keep the last). Both readers of JSON use
+    it: :func:`loads` (the front ends) and :func:`decode_json` (bodies from
+    other programs), each with its own error class.
+    """
+
+    fault: Callable[[str], Exception]
+
+    def parse(self, text: str, **hooks: Any) -> Any:
+        """``text`` parsed; ``hooks`` are more of :func:`json.loads`' (``parse_int``)."""
+        return json.loads(
+            text,
+            parse_float=self._number,
+            parse_constant=self._constant,
+            object_pairs_hook=self._object,
+            **hooks,
+        )
+
+    def _number(self, text: str) -> float:
+        number = float(text)
+        if math.isinf(number):
+            raise self.fault(f"the number {text[:40]} is too large for a 64-bit float")
+        return number
+
+    def _constant(self, name: str) -> NoReturn:
+        raise self.fault(f"{name} is not JSON")
+
+    def _object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(pairs)
+        if len(data) != len(pairs):
+            seen: set[str] = set()
+            for name, _ in pairs:
+                if name in seen:
+                    raise self.fault(f"an object has the name {name[:80]!r} more than once")
+                seen.add(name)
+        return data
 
 
-def _no_constants(name: str) -> NoReturn:
-    raise JsonError(f"{name} is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise JsonError(f"the key {key[:80]!r} appears twice in one object")
-            seen.add(key)
-    return data
+_FRONT_END_JSON: Final = _StrictJson(JsonError)
 
 
 def loads(text: str | bytes) -> Any:
@@ -112,12 +137,7 @@ def loads(text: str | bytes) -> Any:
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return json.loads(
-            text,
-            parse_float=_finite,
-            parse_constant=_no_constants,
-            object_pairs_hook=_unique_keys,
-        )
+        return _FRONT_END_JSON.parse(text)
     except UnicodeDecodeError:
         raise JsonError("not UTF-8") from None
     except RecursionError:
@@ -271,13 +291,7 @@ def decode_json(
         raise CodecError(f"JSON text is not valid UTF-8: {exc}") from exc
     _check_json_items(text, limits.max_items)
     try:
-        value = json.loads(
-            text,
-            parse_int=_json_int,
-            parse_float=_json_float,
-            parse_constant=_json_constant,
-            object_pairs_hook=_json_object,
-        )
+        value = _BODY_JSON.parse(text, parse_int=_json_int)
     except (CodecError, MemoryError):
         raise
     except RecursionError:
@@ -304,6 +318,7 @@ _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 # The decimal form of the 64-bit CBOR range's ints is at most this long
 # (-18446744073709551616); longer digit strings are refused before int() runs.
 _JSON_INT_CHARS: Final = 21
+_BODY_JSON: Final = _StrictJson(CodecError)
 
 
 def _check_json_items(text: str, max_items: int) -> None:
@@ -335,28 +350,6 @@ def _json_int(text: str) -> int:
     if not INT_MIN <= value <= INT_MAX:
         raise CodecError(f"JSON integer {text} is outside the 64-bit CBOR range")
     return value
-
-
-def _json_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise CodecError(f"JSON number {text:.40} is too large for a 64-bit float")
-    return value
-
-
-def _json_constant(name: str) -> Any:
-    raise CodecError(f"{name} is not JSON (RFC 8259 has no NaN or infinities)")
-
-
-def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise CodecError(f"JSON object has the name {name!r:.80} more than once")
-            seen.add(name)
-    return obj
 
 
 def _check_surrogates(value: Any) -> None:

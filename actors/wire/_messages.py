@@ -1,14 +1,9 @@
 """Engine messages and stored records <-> CBOR envelopes.
 
-Every body is validated on the way in: a message from the network is
-untrusted, and a wrong shape raises :class:`MessageError`, whose reason names
-the field (``field 'error.non_retryable' must be a boolean, got string
-'false'``), instead of surfacing later as an ``AttributeError`` deep in an
-actor or being quietly turned into something else. Types are matched exactly:
-a string is never a number or a boolean, a boolean never an integer. An
-optional field may be absent or null, both meaning its default; fields a
-reader does not know are ignored, so that a newer writer may add some. Which
-fields are optional is listed in ``docs/wire.md``.
+Every body is validated on the way in, field by field, by the readers of
+``_fields.py`` (see its docstring: exact types, a :class:`MessageError`
+naming the field at fault, optional fields absent or null). Which fields are
+optional is listed in ``docs/wire.md``.
 
 Starts and signals may also arrive as JSON, so that any NATS client can send
 them without a CBOR library: a body whose first byte is ASCII is JSON, any
@@ -62,7 +57,7 @@ from ._fields import (
     _names,
     is_json,
 )
-from ._state import _schedule_data, _schedule_from
+from ._state import _command_fields, _schedule_from
 
 __all__ = [
     "MessageError",
@@ -238,7 +233,7 @@ class Task:
 
 def encode_task(instance_id: str, workflow_type: str, command: ScheduleActivity) -> bytes:
     return encode(
-        KIND_TASK, {"instance": instance_id, "type": workflow_type, **_schedule_data(command)}
+        KIND_TASK, {"instance": instance_id, "type": workflow_type, **_command_fields(command)}
     )
 
 

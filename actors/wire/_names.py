@@ -161,6 +161,11 @@ def history_msg_id(instance_id: str, seq: int) -> str:
     return f"history.{instance_id}.{seq}"
 
 
+def deadletter_msg_id(source: str, stream_seq: int) -> str:
+    """A dead letter's id: the dead message's sequence in its own stream."""
+    return f"deadletter.{source}.{stream_seq}"
+
+
 #: A step key's bytes that stand for themselves in a key of ``ACTIVITY_CANCELS``.
 _PLAIN_KEY_BYTES: Final = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-"

@@ -7,12 +7,16 @@ operators and tools that look at it.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any, Final
 
 from ..core import (
     CancelActivity,
     CancelChild,
     Command,
+    ErrorInfo,
     InstanceState,
     InstanceStatus,
     NotifyParent,
@@ -47,21 +51,41 @@ from ._fields import (
 __all__ = ["decode_state", "encode_state", "state_to_data"]
 
 
-def _schedule_data(command: ScheduleActivity) -> dict[str, Any]:
+#: Each outbox command's ``op``, as the stored state names its kind.
+_OPS: Final[Mapping[type[Command], str]] = {
+    ScheduleActivity: "schedule",
+    StartTimer: "timer",
+    StartChild: "start_child",
+    CancelActivity: "cancel_activity",
+    CancelChild: "cancel_child",
+    NotifyParent: "notify_parent",
+    RecordHistory: "history",
+}
+
+
+def _command_fields(command: Command) -> dict[str, Any]:
+    """Every field of ``command`` under its own name, in plain form.
+
+    An enum (a timer's kind) by its value, an error as its data, a mapping
+    (a history record's detail) as a dict; payloads as they are.
+    """
     return {
-        "step": command.step,
-        "attempt": command.attempt,
-        "activity": command.activity,
-        "input": command.input,
-        "scheduled_at": command.scheduled_at,
-        "schedule_to_start": command.schedule_to_start,
-        "start_to_close": command.start_to_close,
-        "heartbeat": command.heartbeat,
+        field.name: _plain(getattr(command, field.name)) for field in dataclasses.fields(command)
     }
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, ErrorInfo):
+        return value.to_data()
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
 def _schedule_from(fields: _Fields) -> ScheduleActivity:
-    """The fields of ``_schedule_data``, checked. Raises :class:`MessageError`.
+    """A task's work as ``_command_fields`` writes it, checked. Raises :class:`MessageError`.
 
     ``input`` and the durations are optional: null input, no
     ``schedule_to_start`` or ``heartbeat`` limit, ``start_to_close`` 300 s.
@@ -83,54 +107,7 @@ def _schedule_from(fields: _Fields) -> ScheduleActivity:
 
 
 def _command_data(command: Command) -> dict[str, Any]:
-    if isinstance(command, ScheduleActivity):
-        return {"op": "schedule", **_schedule_data(command)}
-    if isinstance(command, StartTimer):
-        return {
-            "op": "timer",
-            "kind": str(command.kind),
-            "step": command.step,
-            "attempt": command.attempt,
-            "fire_at": command.fire_at,
-        }
-    if isinstance(command, StartChild):
-        return {
-            "op": "start_child",
-            "child": command.child,
-            "workflow": command.workflow,
-            "version": command.version,
-            "input": command.input,
-            "step": command.step,
-        }
-    if isinstance(command, CancelActivity):
-        return {
-            "op": "cancel_activity",
-            "step": command.step,
-            "attempt": command.attempt,
-            "reason": command.reason,
-        }
-    if isinstance(command, CancelChild):
-        return {
-            "op": "cancel_child",
-            "child": command.child,
-            "terminate": command.terminate,
-            "reason": command.reason,
-        }
-    if isinstance(command, NotifyParent):
-        return {
-            "op": "notify_parent",
-            "parent": command.parent,
-            "step": command.step,
-            "output": command.output,
-            "error": None if command.error is None else command.error.to_data(),
-        }
-    return {
-        "op": "history",
-        "seq": command.seq,
-        "kind": command.kind,
-        "at": command.at,
-        "detail": dict(command.detail),
-    }
+    return {"op": _OPS[type(command)], **_command_fields(command)}
 
 
 def _command_from(fields: _Fields) -> Command:
@@ -239,6 +216,19 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
 
 def encode_state(state: InstanceState) -> bytes:
     return encode(KIND_STATE, state_to_data(state))
+
+
+def decode_status(data: bytes) -> InstanceStatus:
+    """Only the status of a stored state, without rebuilding the rest.
+
+    For a reader that wants whole states only once they are terminal (a
+    client waiting for results sees every state of the instances it waits
+    for). Raises :class:`MessageError` if the envelope or its status is damaged.
+    """
+    try:
+        return _Fields(_body(data, KIND_STATE)).choice("status", InstanceStatus)
+    except MessageError as exc:
+        raise MessageError(f"damaged instance state: {exc}") from None
 
 
 def decode_state(data: bytes) -> InstanceState:

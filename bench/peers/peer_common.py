@@ -1,13 +1,15 @@
 """What the peer drivers share: the workload, the phases, CPU counters, child processes.
 
-The peer drivers (``temporal_bench.py``, ``dbos_bench.py``) run with the
-peers' own interpreter (the benchmark's separate virtual environment), where
-neither this project nor Trio is installed. So this module uses the standard
-library only, and the drivers import it as a neighbour (their folder is first
-on ``sys.path`` when run as scripts).
+The peer drivers (``temporal_bench.py``, ``dbos_bench.py``,
+``celery_bench.py``) run with the peers' own interpreter (the benchmark's
+separate virtual environment), where neither this project nor Trio is
+installed. So this module uses the standard library only, and the drivers
+import it as a neighbour (their folder is first on ``sys.path`` when run as
+scripts).
 
 The contract with ``bench/compare.py``: a driver is run as
-``python DRIVER --workflows 1000,5000 --latency 200 --workdir DIR`` and
+``python DRIVER --workflows 1000,5000 --latency 200 --workdir DIR`` (the
+SQLite peers also take ``--synchronous normal|full``, see :data:`SYNCHRONOUS`) and
 either prints one line ``RESULT {json}`` (see :func:`emit`) and exits 0, or
 exits non-zero with the reason on a ``FAILED: `` line of its stderr. Every wait in
 a driver is bounded; a driver that overruns is killed by the caller.
@@ -21,6 +23,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -28,9 +31,10 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn, Protocol
 
 #: The workload's input and the result every workflow must return.
 INPUT: Final[dict[str, int]] = {"count": 0}
@@ -41,6 +45,13 @@ CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 RESULT_MARK: Final = "RESULT "
 #: The prefix of the stderr line that says why a driver failed.
 FAILED_MARK: Final = "FAILED: "
+#: The SQLite ``synchronous`` settings a driver may be asked for, by the
+#: ``--synchronous`` value: NORMAL (in WAL mode, fsync only at checkpoints: a
+#: commit survives a crash of the process, the last ones may be lost on a power
+#: loss) and FULL (the WAL fsynced at every commit).
+SYNCHRONOUS: Final[dict[str, int]] = {"normal": 1, "full": 2}
+#: SQLite's names of the values ``PRAGMA synchronous`` reads back.
+SYNCHRONOUS_NAMES: Final[dict[int, str]] = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 #: How often a client tries one call the system refused for overload, and the
 #: pause between tries (seconds).
 ATTEMPTS: Final = 10
@@ -85,6 +96,40 @@ def proc_cpu(pid: int) -> float:
 def own_cpu() -> float:
     """CPU seconds of this process so far (every thread)."""
     return time.process_time()
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds so far of process ``pid`` and every descendant of it.
+
+    For a service that forks its workers (Celery's prefork pool, Redis's
+    background saves). Each live process of the tree counts its own time and
+    the time of the children it has reaped (``cutime``, ``cstime``), so a child
+    that already exited still counts, once. A child that exits between two
+    reads and is not reaped by then is missed: none of the services here does
+    that during a phase.
+    """
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone since the listing
+            continue
+        # The command name (field 2) may hold spaces: count the fields after its ')'.
+        stats[int(entry.name)] = stat.rpartition(")")[2].split()
+    if pid not in stats:
+        raise ProcessLookupError(f"no process {pid}")
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        total += sum(int(x) for x in stats[current][11:15])  # utime, stime, cutime, cstime
+        todo.extend(children.get(current, []))
+    return total / CLOCK_TICKS
 
 
 # -- the phases -----------------------------------------------------------------
@@ -138,20 +183,94 @@ async def measure(
         before = cpu()
         async with asyncio.timeout(phase_timeout):
             seconds = await throughput(run_one, n)
-        after = cpu()
-        spent = {name: after[name] - before[name] for name in before}
-        phases.append({"workflows": n, "seconds": seconds, "cpu": spent})
+        phases.append(phase_record(n, seconds, before, cpu()))
     async with asyncio.timeout(phase_timeout):
         lat = await latencies(run_one, m)
     return phases, lat
 
 
+def phase_record(
+    n: int, seconds: float, before: dict[str, float], after: dict[str, float]
+) -> dict[str, Any]:
+    """One throughput phase as :func:`emit` reports it: what each process spent in it."""
+    spent = {name: after[name] - before[name] for name in before}
+    return {"workflows": n, "seconds": seconds, "cpu": spent}
+
+
+class Pending(Protocol):
+    """A started workflow whose result a blocking client waits for."""
+
+    def get(self, timeout: float) -> object:
+        """The workflow's result; raises if it is not there within ``timeout`` seconds."""
+        ...
+
+
+def measure_blocking(
+    start_one: Callable[[], Pending],
+    wait_all: Callable[[list[Pending], float], list[object]],
+    sizes: Sequence[int],
+    m: int,
+    cpu: Callable[[], dict[str, float]],
+    phase_timeout: float,
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """:func:`measure` for a client whose calls block (no asyncio API), with the same phases.
+
+    ``start_one`` starts one workflow (it returns once the start is sent);
+    ``wait_all`` returns the results of the started workflows, waiting at most
+    the seconds it is given, as the client's own way of waiting for many does.
+    A throughput phase starts its N workflows one after another as fast as the
+    client can, then waits for them all: the same as N concurrent starts from
+    one event loop, which also send one after another. Every result is checked;
+    each phase is bounded by ``phase_timeout``.
+    """
+    check(start_one().get(phase_timeout))  # warm-up, as in measure
+    phases: list[dict[str, Any]] = []
+    for n in sizes:
+        before = cpu()
+        start = time.perf_counter()
+        pending = [start_one() for _ in range(n)]
+        left = phase_timeout - (time.perf_counter() - start)
+        if left <= 0:
+            raise TimeoutError(f"starting {n} workflows took over {phase_timeout}s")
+        for result in wait_all(pending, left):
+            check(result)
+        seconds = time.perf_counter() - start
+        phases.append(phase_record(n, seconds, before, cpu()))
+    found: list[float] = []
+    deadline = time.monotonic() + phase_timeout
+    for _ in range(m):
+        start = time.perf_counter()
+        check(start_one().get(max(deadline - time.monotonic(), 0.001)))
+        found.append((time.perf_counter() - start) * 1000)
+    return phases, found
+
+
 # -- the driver's command line and output -----------------------------------------
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The arguments every driver takes (see the module docstring)."""
+def parse_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    sqlite: bool = False,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> argparse.Namespace:
+    """The arguments every driver takes (see the module docstring).
+
+    With ``sqlite``, also ``--synchronous`` (a key of :data:`SYNCHRONOUS`;
+    ``full`` unless given), the setting of the peer's SQLite database.
+    ``extra`` adds a driver's own arguments to the parser.
+    """
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
+    if sqlite:
+        parser.add_argument(
+            "--synchronous",
+            choices=sorted(SYNCHRONOUS),
+            default="full",
+            help="SQLite's synchronous setting: normal (fsync at checkpoints) or full",
+        )
     parser.add_argument("--workflows", default="1000", help="sizes of the throughput phases")
     parser.add_argument("--latency", type=int, default=200, help="workflows one after another")
     parser.add_argument("--workdir", type=Path, required=True, help="an empty folder to use")
@@ -188,7 +307,19 @@ def emit(
     print(RESULT_MARK + json.dumps(payload), flush=True)
 
 
-def fail(reason: str) -> None:
+def run_driver(peer: str, body: Callable[[], object]) -> None:
+    """Run a driver's ``body``; an exception ends the driver as :func:`fail` does.
+
+    The whole traceback goes to stderr first; the caller shows the reason.
+    """
+    try:
+        body()
+    except Exception as error:
+        traceback.print_exc()
+        fail(f"{peer}: {type(error).__name__}: {error}")
+
+
+def fail(reason: str) -> NoReturn:
     """End the driver, ``reason`` on a ``FAILED:`` line of stderr.
 
     Not necessarily the last line: a peer's own threads may still log while
@@ -242,13 +373,22 @@ def die_with_parent() -> Callable[[], None] | None:
 class Child:
     """A child process with its output in a log file; always reaped by :meth:`stop`."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, cwd: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start ``argv`` in ``cwd``, with ``env`` (this process's environment if None)."""
         self.name = name
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -289,3 +429,82 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
         self.proc.wait()
+
+
+# -- fsyncs -------------------------------------------------------------------------
+
+
+#: How many workflows, one after another, a driver runs under :class:`FsyncCount`.
+FSYNC_PROBE_WORKFLOWS: Final = 20
+
+
+class FsyncCount:
+    """Counts the fsync and fdatasync calls of process ``pid`` (every thread) with strace.
+
+    To check a database's durability setting by what it does, not by what it
+    was told: SQLite in WAL mode fsyncs its log at every commit with
+    ``synchronous=FULL`` and only at checkpoints with ``NORMAL``. strace is
+    optional, and slows the traced process down: count only outside the
+    measured phases. Without strace, or when it cannot attach, :attr:`unavailable`
+    says why and :meth:`stop` returns None.
+    """
+
+    def __init__(self, pid: int, workdir: Path, timeout: float = 15.0) -> None:
+        self.unavailable: str | None = None
+        self.child: Child | None = None
+        self.summary = workdir / f"strace-{pid}.txt"
+        binary = shutil.which("strace")
+        if binary is None:
+            self.unavailable = "strace not installed"
+            return
+        argv = [binary, "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", str(self.summary)]
+        self.child = Child(
+            "strace", [*argv, "-p", str(pid)], workdir / f"strace-{pid}.log", workdir
+        )
+        try:
+            self.child.wait_for_log("attached", timeout)
+        except RuntimeError as error:
+            self.unavailable = " ".join(str(error).split())[:200]
+            self.child.stop()
+            self.child = None
+
+    def stop(self) -> int | None:
+        """Detach; the calls counted since the start (None, and :attr:`unavailable`, if none)."""
+        if self.child is None:
+            return None
+        self.child.stop()  # strace detaches on SIGTERM and writes its summary
+        self.child = None
+        try:
+            summary = self.summary.read_text()
+        except FileNotFoundError:
+            self.unavailable = "strace wrote no summary"
+            return None
+        calls = 0
+        for line in summary.splitlines():
+            fields = line.split()
+            # Rows: % time, seconds, usecs/call, calls, [errors,] syscall.
+            if fields and fields[-1] in ("fsync", "fdatasync"):
+                calls += int(fields[3])
+        return calls
+
+
+async def count_fsyncs(
+    pid: int, workdir: Path, run_one: Callable[[], Awaitable[object]], phase_timeout: float
+) -> str:
+    """The settings column's words on the fsyncs of process ``pid`` per workflow.
+
+    Counted with :class:`FsyncCount` over :data:`FSYNC_PROBE_WORKFLOWS` more
+    workflows, one after another, within ``phase_timeout`` seconds; run it after the
+    measured phases. Without strace, says why not, and runs none.
+    """
+    counter = FsyncCount(pid, workdir)
+    if counter.unavailable is not None:
+        return f"fsyncs not counted ({counter.unavailable})"
+    try:
+        async with asyncio.timeout(phase_timeout):
+            await latencies(run_one, FSYNC_PROBE_WORKFLOWS)
+    finally:
+        calls = counter.stop()
+    if calls is None:
+        return f"fsyncs not counted ({counter.unavailable})"
+    return f"{calls / FSYNC_PROBE_WORKFLOWS:.1f} fsyncs/wf (strace, {FSYNC_PROBE_WORKFLOWS} wf)"

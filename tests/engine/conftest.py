@@ -17,8 +17,7 @@ import trio
 import trio.testing
 
 import actors
-from actors.wire import HISTORY_STREAM, decode_history
-from actors.wire._messages import decode_deadletter
+from actors.wire import HISTORY_STREAM, decode_deadletter, decode_history
 from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Transport, open_transport
 

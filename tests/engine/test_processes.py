@@ -36,7 +36,7 @@ from processes import (
 
 import actors
 from actors import InstanceStatus
-from actors.wire._messages import decode_deadletter
+from actors.wire import decode_deadletter
 from transport import ConsumerSpec, Transport, open_transport
 
 pytestmark = pytest.mark.jetstream

@@ -10,7 +10,6 @@ one-line reason, not a traceback.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import nats_jwt
 import natsserver
 import pytest
 import trio
-from certificates import make_certificates
+from certificates import make_certificates, mutual_tls_config
 from processes import REPO_ROOT, Services, service_env
 
 pytestmark = pytest.mark.jetstream
@@ -217,17 +216,8 @@ def test_a_wrong_password_ends_every_entry_point_with_code_2(
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[natsserver.NatsServer, Path]]:
     _no_shared_server()
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
     certs = make_certificates(tmp_path / "certs")
-    config = {
-        "tls": {
-            "cert_file": str(certs / "server.pem"),
-            "key_file": str(certs / "server.key"),
-            "ca_file": str(certs / "ca.pem"),
-            "verify": True,  # clients must present a certificate from the CA
-        }
-    }
+    config = mutual_tls_config(certs)
     with natsserver.NatsServer(tmp_path / "nats", config=config) as server:
         yield server, certs
 

@@ -137,3 +137,36 @@ async def test_the_orchestrator_dead_letters_a_start_of_an_id_another_type_has(
     info = await client.status("mine")
     assert info is not None
     assert (info.type, info.input, info.status) == ("held", 1, InstanceStatus.RUNNING)
+
+
+async def test_a_client_follows_what_it_starts_under_its_watch(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance started while the client's watch runs is waited for without a read."""
+    client = engine.client
+    await client.register(HELD)
+    reads: list[str] = []
+    read_status = client.status
+
+    async def status(instance_id: str) -> actors.InstanceInfo | None:
+        reads.append(instance_id)
+        return await read_status(instance_id)
+
+    monkeypatch.setattr(client, "status", status)
+    with trio.fail_after(30):
+        # Started before any wait: no watch yet, so its wait reads the key.
+        first = await client.start("held", None)
+        await client.signal(first, "go", 1)
+        assert (await client.wait(first)).status is InstanceStatus.COMPLETED
+        assert reads == [first]
+        # Started under the watch: every state of it reaches the watch.
+        second = await client.start("held", None, id="followed")
+        await client.signal(second, "go", 2)
+        assert (await client.wait(second)).status is InstanceStatus.COMPLETED
+        assert reads == [first]
+        # Ended before this client waits for it: its end is not lost.
+        third = await client.start("held", None)
+        await client.signal(third, "go", 3)
+        async with actors.Client(engine.transport) as other:
+            await other.wait(third)
+        assert (await client.wait(third)).status is InstanceStatus.COMPLETED

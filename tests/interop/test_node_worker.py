@@ -29,8 +29,7 @@ import pytest
 import trio
 
 import actors
-from actors.wire import HISTORY_STREAM, decode_history, history_subject
-from actors.wire._messages import decode_deadletter
+from actors.wire import HISTORY_STREAM, decode_deadletter, decode_history, history_subject
 from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Transport, open_transport
 

@@ -35,8 +35,7 @@ import trio
 
 import actors
 from actors.core import InstanceState, InstanceStatus
-from actors.wire import encode_cancel, encode_state
-from actors.wire._messages import decode_deadletter
+from actors.wire import decode_deadletter, encode_cancel, encode_state
 from actors.wire._names import DEADLETTER_STREAM
 from transport import Transport, open_transport
 
@@ -553,9 +552,7 @@ async def in_process(
         # Events for made-up instances wait 2 s for a start, not 120.
         start_wait=2.0,
     )
-    worker_config = actors.WorkerConfig(
-        ack_wait=5.0, concurrency=8, cancel_check_interval=0.5, drain_timeout=2.0
-    )
+    worker_config = actors.WorkerConfig(ack_wait=5.0, concurrency=8, drain_timeout=2.0)
     async with open_transport(url) as transport, trio.open_nursery() as nursery:
         orchestrator = actors.Orchestrator(transport, config)
         await nursery.start(orchestrator.run)

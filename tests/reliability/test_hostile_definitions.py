@@ -56,6 +56,7 @@ from actors.wire import (
     STATES_BUCKET,
     TASKS_STREAM,
     StartMessage,
+    decode_deadletter,
     decode_history,
     decode_state,
     encode,
@@ -65,7 +66,6 @@ from actors.wire import (
     start_msg_id,
     task_subject,
 )
-from actors.wire._messages import decode_deadletter
 from actors.wire._names import DEADLETTER_STREAM, plain_start_subject
 from transport import Transport, open_transport
 

@@ -350,37 +350,33 @@ async def _faults(
         assert await services.terminate_all() == dict.fromkeys(engine.everyone, 0)
 
 
-async def test_connections_cut_for_ten_seconds(
-    synced_server: NatsServer, tmp_path: Path, seed: int
+@pytest.mark.parametrize(
+    ("kind", "size"),
+    [
+        pytest.param("cut", (40, 1, 10), id="cut-for-ten-seconds"),
+        pytest.param("cut", (300, 4, 10), id="cut-again-and-again", marks=pytest.mark.chaos),
+        pytest.param("slow", (40, 1, 10), id="slowed-by-200ms"),
+        pytest.param("slow", (300, 2, 60), id="slowed-for-a-minute", marks=pytest.mark.chaos),
+    ],
+)
+async def test_connections_cut_or_slowed(
+    synced_server: NatsServer, tmp_path: Path, seed: int, kind: str, size: tuple[int, int, float]
 ) -> None:
-    """Every connection reset and new ones refused for 10 s, mid-run: the services
-    reconnect, none exits, each serves afterwards, and every accepted workflow
-    completes exactly once."""
-    await _faults(synced_server, tmp_path, seed, kind="cut", workflows=40, faults=1, duration=10)
-
-
-@pytest.mark.chaos
-async def test_connections_cut_again_and_again(
-    synced_server: NatsServer, tmp_path: Path, seed: int
-) -> None:
-    """Four cuts of 10 s among 300 workflows: the same guarantees."""
-    await _faults(synced_server, tmp_path, seed, kind="cut", workflows=300, faults=4, duration=10)
-
-
-async def test_connections_slowed_by_200ms(
-    synced_server: NatsServer, tmp_path: Path, seed: int
-) -> None:
-    """200 ms more latency each way for 10 s, mid-run: every accepted workflow
-    completes exactly once and every service keeps serving."""
-    await _faults(synced_server, tmp_path, seed, kind="slow", workflows=40, faults=1, duration=10)
-
-
-@pytest.mark.chaos
-async def test_connections_slowed_for_a_minute(
-    synced_server: NatsServer, tmp_path: Path, seed: int
-) -> None:
-    """200 ms more latency each way for 60 s, twice, among 300 workflows."""
-    await _faults(synced_server, tmp_path, seed, kind="slow", workflows=300, faults=2, duration=60)
+    """Mid-run, every connection is cut (reset, and new ones refused) or slowed by
+    200 ms each way: the services reconnect or keep serving, none exits, each
+    serves afterwards, and every accepted workflow completes exactly once.
+    ``size``: workflows, faults, seconds each; in the chaos sizes, four 10 s
+    cuts among 300 workflows, and 60 s slowed, twice, among 300."""
+    workflows, faults, duration = size
+    await _faults(
+        synced_server,
+        tmp_path,
+        seed,
+        kind=kind,
+        workflows=workflows,
+        faults=faults,
+        duration=duration,
+    )
 
 
 async def test_silent_connections_are_replaced(

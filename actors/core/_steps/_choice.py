@@ -73,18 +73,13 @@ def parse(
     if inner is None:
         return None
     choices: list[Branch] = []
-    for i, item in enumerate(checker.branches(step.get("choice"), "choice")):
-        with checker.at("choice"), checker.at(f"[{i}]"):
-            branch = checker.mapping(item, _BRANCH_FIELDS, "a choice branch")
-            if branch is None:
-                continue
-            when = checker.expression(branch, "when")
-            if branch.get("when") is None:
-                with checker.at("when"):
-                    checker.error("required: a condition")
-            steps = checker.steps(branch.get("steps"), inner, empty=True)
-            if when is not None:
-                choices.append(Branch(str(i), tuple(steps), when))
+    for i, branch in checker.branches(
+        step.get("choice"), "choice", _BRANCH_FIELDS, "a choice branch"
+    ):
+        when = checker.expression(branch, "when", required="a condition")
+        steps = checker.steps(branch.get("steps"), inner, empty=True)
+        if when is not None:
+            choices.append(Branch(str(i), tuple(steps), when))
     default = None
     if "default" in step:
         with checker.at("default"):

@@ -72,10 +72,7 @@ def parse(
     inner = checker.nest(depth)
     if inner is None:
         return None
-    items = checker.expression(step, "map")
-    if step.get("map") is None:
-        with checker.at("map"):
-            checker.error("required: an expression giving a list")
+    items = checker.expression(step, "map", required="an expression giving a list")
     concurrency = checker.integer(
         step, "concurrency", 10, 1, MAX_CONCURRENCY, f"must be from 1 to {MAX_CONCURRENCY}"
     )

@@ -53,19 +53,16 @@ def parse(
         return None
     branches: list[Branch] = []
     names: set[str] = set()
-    for i, item in enumerate(checker.branches(step.get("parallel"), "parallel")):
-        with checker.at("parallel"), checker.at(f"[{i}]"):
-            branch = checker.mapping(item, _BRANCH_FIELDS, "a parallel branch")
-            if branch is None:
-                continue
-            name = checker.name(branch, "id", "branch id")
-            if name is not None and name in names:
-                with checker.at("id"):
-                    checker.error(f"duplicate branch id {name!r}")
-            steps = checker.steps(branch.get("steps"), inner)
-            if name is not None:
-                names.add(name)
-                branches.append(Branch(name, tuple(steps)))
+    parallel = step.get("parallel")
+    for _, branch in checker.branches(parallel, "parallel", _BRANCH_FIELDS, "a parallel branch"):
+        name = checker.name(branch, "id", "branch id")
+        if name is not None and name in names:
+            with checker.at("id"):
+                checker.error(f"duplicate branch id {name!r}")
+        steps = checker.steps(branch.get("steps"), inner)
+        if name is not None:
+            names.add(name)
+            branches.append(Branch(name, tuple(steps)))
     if step_id is None:
         return None
     return ParallelStep(step_id, tuple(branches))

@@ -71,10 +71,7 @@ def parse(
 def parse_until(
     checker: Checker, step: Mapping[str, Any], step_id: str | None, depth: int
 ) -> SleepStep | None:
-    until = checker.expression(step, "sleep_until")
-    if until is None and step.get("sleep_until") is None:
-        with checker.at("sleep_until"):
-            checker.error("required: an expression giving a time")
+    until = checker.expression(step, "sleep_until", required="an expression giving a time")
     if step_id is None or until is None:
         return None
     return SleepStep(step_id, until=until)
