@@ -21,7 +21,7 @@ the same about a workflow's completed steps:
 * ``process-crash``: they survive a crash of any process, but the last
   writes before a power loss may be lost, because the fsync is deferred
   (nats-server's default: every 2 minutes; SQLite in WAL mode with
-  ``synchronous=NORMAL``: at checkpoints). Rows ``nats``, ``nats-2x2``,
+  ``synchronous=NORMAL``: at checkpoints). Rows ``nats``, ``nats-2x2``, ``nats-4x4``,
   ``temporal-normal``, ``dbos-normal``.
 * ``power-loss``: they survive a power loss too: an fsync at every write or
   commit (nats-server ``sync_interval: always``; SQLite ``synchronous=FULL``).
@@ -108,9 +108,13 @@ a server that fsyncs every write). Celery's client has no such refusals
 Figures are the medians of ``--rounds`` rounds (3), with the spread (min-max);
 each round runs every system once, in order.
 
-``--scale-out`` adds ``nats-2x2``: 2 orchestrator and 2 worker processes on
-one ``nats-server`` (default settings), and reports its throughput over
-``nats`` (1 + 1), round by round and as the median: the scaling factor.
+``--scale-out`` adds ``nats-2x2`` and ``nats-4x4``: 2 (4) orchestrator and 2
+(4) worker processes on one ``nats-server`` (default settings), and reports
+for 1 + 1, 2 + 2 and 4 + 4 the throughput over ``nats``'s (the scaling
+factor), the CPU per workflow of every process together, and the
+compare-and-set conflicts the orchestrators logged per 1,000 workflows (the
+orchestrators share the partitions of the instances: a conflict means two
+decided one instance at once, which only a handover should cause).
 
 Usage, from the repository root::
 
@@ -212,7 +216,10 @@ OURS: Final[dict[str, str]] = {
     "nats": "nats-server defaults (fsync every 2 min); 1 orchestrator + 1 worker process",
     "nats-sync": "nats-server sync_interval: always (fsync every write); 1 orch. + 1 worker",
     "nats-2x2": "nats-server defaults; 2 orchestrator + 2 worker processes",
+    "nats-4x4": "nats-server defaults; 4 orchestrator + 4 worker processes",
 }
+#: The scale-out rows: how many orchestrator (and worker) processes each runs.
+SCALED: Final[dict[str, int]] = {"nats-2x2": 2, "nats-4x4": 4}
 ALL_SYSTEMS: Final = (
     "memory",
     "nats",
@@ -240,6 +247,7 @@ CLASSES: Final[dict[str, str]] = {
     "nats": PROCESS_CRASH,
     "nats-sync": POWER_LOSS,
     "nats-2x2": PROCESS_CRASH,
+    "nats-4x4": PROCESS_CRASH,
     "temporal-normal": PROCESS_CRASH,
     "temporal-full": POWER_LOSS,
     "dbos-normal": PROCESS_CRASH,
@@ -296,6 +304,8 @@ class Round:
     retries: int = 0
     #: The same by kind of call and error, where the driver says (peers).
     retried: dict[str, int] = field(default_factory=dict)
+    #: Compare-and-set conflicts our orchestrators logged over the round.
+    conflicts: int = 0
 
     @property
     def p50(self) -> float:
@@ -411,8 +421,9 @@ def run_ours(system: str, sizes: Sequence[int], m: int) -> Round:
     elif system == "nats-sync":
         config = {"jetstream": {"sync_interval": "always"}}
         found = engine.nats_figures(sizes, m, label=system, config=config)
-    elif system == "nats-2x2":
-        found = engine.nats_figures(sizes, m, label=system, orchestrators=2, workers=2)
+    elif system in SCALED:
+        count = SCALED[system]
+        found = engine.nats_figures(sizes, m, label=system, orchestrators=count, workers=count)
     else:
         raise ValueError(system)
     notes = [
@@ -426,6 +437,7 @@ def run_ours(system: str, sizes: Sequence[int], m: int) -> Round:
         settings=OURS[system],
         notes=notes,
         retries=found[0].start_retries,
+        conflicts=found[0].conflicts,
     )
 
 
@@ -670,30 +682,45 @@ def details(outcomes: list[Outcome], sizes: Sequence[int]) -> list[str]:
 
 
 def scale_out(outcomes: list[Outcome], sizes: Sequence[int]) -> list[str]:
-    """The scale-out section: nats-2x2 over nats, by round and as the median."""
+    """The scale-out section: 1, 2 and 4 orchestrators (and workers) on one server.
+
+    By round (each ran back to back, under the same conditions) and as the
+    median: the throughput over ``nats``'s, CPU per workflow of every process
+    together, and the compare-and-set conflicts the orchestrators logged per
+    1,000 workflows (the whole round: its throughput and latency phases).
+    """
     by_name = {o.system: o for o in outcomes}
-    one, two = by_name.get("nats"), by_name.get("nats-2x2")
-    if one is None or two is None:
+    one = by_name.get("nats")
+    rows = [("nats", 1)] + [(name, count) for name, count in SCALED.items() if name in by_name]
+    if one is None or len(rows) == 1:
         return []
-    lines = ["", "Scale-out on NATS (default settings): 2 orchestrators + 2 workers vs 1 + 1"]
-    if not one.rounds or not two.rounds:
-        lines.append(f"  not measured: {(one if not one.rounds else two).reason()}")
-        return lines
+    lines = [
+        "",
+        "Scale-out on NATS (default settings): N orchestrators + N workers on one server, "
+        f"{os.cpu_count()} cores shared by every process",
+    ]
     for n in sizes:
-        # Paired by round: both ran back to back, under the same conditions.
-        twos = {r.number: r for r in two.rounds}
-        paired = [
-            twos[a.number].phase(n).per_s / a.phase(n).per_s for a in one.rounds if a.number in twos
-        ]
-        if not paired:
-            lines.append(f"  N={n:,}: no round in which both ran")
-            continue
-        lines.append(
-            f"  N={n:,}: {median_rate(one, n):,.0f} -> {median_rate(two, n):,.0f} workflows/s; "
-            f"scaling factor {statistics.median(paired):.2f} "
-            f"(by round: {', '.join(f'{x:.2f}' for x in paired)}; {os.cpu_count()} cores "
-            "shared by every process)"
-        )
+        for name, count in rows:
+            outcome = by_name[name]
+            if not outcome.rounds:
+                lines.append(f"  N={n:,} {count}+{count}: not measured: {outcome.reason()}")
+                continue
+            ones = {r.number: r for r in one.rounds}
+            factors = [
+                r.phase(n).per_s / ones[r.number].phase(n).per_s
+                for r in outcome.rounds
+                if r.number in ones
+            ]
+            cpu = [r.phase(n).cpu_ms_per_workflow for r in outcome.rounds]
+            workflows = n * len(outcome.rounds) + sum(len(r.latencies_ms) for r in outcome.rounds)
+            conflicts = sum(r.conflicts for r in outcome.rounds)
+            factor = f"{statistics.median(factors):.2f}" if factors else "?"
+            lines.append(
+                f"  N={n:,} {count}+{count}: {median_rate(outcome, n):,.0f} workflows/s "
+                f"(x{factor} of 1+1); CPU {statistics.median(cpu):.2f} ms/wf "
+                f"(by round: {', '.join(f'{x:.2f}' for x in cpu)}); "
+                f"conflicts {conflicts / workflows * 1000:.2f} per 1,000 workflows"
+            )
     return lines
 
 
@@ -733,7 +760,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scale-out",
         action="store_true",
-        help="also nats-2x2 (2 orchestrators + 2 workers) and its factor over nats",
+        help="also nats-2x2 and nats-4x4 (2 and 4 orchestrators and workers): "
+        "throughput, CPU per workflow and conflicts against nats",
     )
     parser.add_argument(
         "--peer-venv",
@@ -759,7 +787,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.scale_out:
         if "nats" not in args.chosen:
             args.chosen.append("nats")
-        args.chosen.append("nats-2x2")
+        args.chosen.extend(SCALED)
     return args
 
 

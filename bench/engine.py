@@ -80,6 +80,8 @@ EXPECTED: Final = {"count": 3}
 ACTIVITIES_PER_WORKFLOW: Final = 3
 #: What a service logs once it serves (``actors.cli._services.serve_until_stopped``).
 READY_MARK: Final = "]: ready"
+#: What an orchestrator logs for each compare-and-set conflict (``runtime/_instance.py``).
+CONFLICT_MARK: Final = "state changed by another process"
 #: Bounds, so that a wedged engine fails the run instead of hanging it.
 READY_TIMEOUT: Final = 60.0
 PHASE_TIMEOUT: Final = 600.0
@@ -107,6 +109,9 @@ class Figures:
     warnings: dict[str, list[str]] = field(default_factory=dict)
     #: Starts sent again after a timeout, over the whole run (see one_workflow).
     start_retries: int = 0
+    #: Compare-and-set conflicts the orchestrators logged over the whole run
+    #: (a state changed by another process: NATS only).
+    conflicts: int = 0
 
     @property
     def workflows_per_s(self) -> float:
@@ -477,9 +482,11 @@ def nats_figures(
                     raise service.failure(f"exited with {code} after SIGTERM")
             stopped = time.perf_counter() - stop
             warnings = {s.name: s.warnings() for s in services}
+            conflicts = sum(s.log().count(CONFLICT_MARK) for s in services)
             for figures in found:
                 figures.stop_seconds = stopped
                 figures.warnings = warnings
+                figures.conflicts = conflicts
             return found
         finally:
             for service in services:

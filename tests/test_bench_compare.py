@@ -18,6 +18,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from benchruns import quick_run
@@ -233,3 +234,36 @@ def test_fsync_count_counts_a_process_fsyncs(compare: ModuleType, tmp_path: Path
         child.communicate("\n", timeout=60)
     assert child.returncode == 0
     assert os.path.getsize(tmp_path / "data") == 5
+
+
+def test_the_scale_out_section_pairs_rounds_and_counts_conflicts(compare: ModuleType) -> None:
+    def outcome(system: str, rates: list[float], conflicts: int) -> Any:
+        rounds = [
+            compare.Round(
+                phases=[compare.Phase(1000, 1000 / rate, {"server": 1.0, "orchestrator": 2.0})],
+                latencies_ms=[5.0] * 100,
+                number=number,
+                conflicts=conflicts,
+            )
+            for number, rate in enumerate(rates, 1)
+        ]
+        return compare.Outcome(system, "", rounds=rounds)
+
+    lines = compare.scale_out(
+        [
+            outcome("nats", [200.0, 100.0], 0),
+            outcome("nats-2x2", [300.0, 200.0], 11),
+            outcome("nats-4x4", [], 0),
+        ],
+        [1000],
+    )
+    assert lines[2] == (
+        "  N=1,000 1+1: 150 workflows/s (x1.00 of 1+1); CPU 3.00 ms/wf "
+        "(by round: 3.00, 3.00); conflicts 0.00 per 1,000 workflows"
+    )
+    # Round by round: 300/200 and 200/100; 11 conflicts in each of two rounds of 1,100 workflows.
+    assert lines[3] == (
+        "  N=1,000 2+2: 250 workflows/s (x1.75 of 1+1); CPU 3.00 ms/wf "
+        "(by round: 3.00, 3.00); conflicts 10.00 per 1,000 workflows"
+    )
+    assert lines[4].startswith("  N=1,000 4+4: not measured")
