@@ -4,6 +4,9 @@ A transport adapts a broker's durable streams and key-value buckets to Trio:
 consumers deliver into bounded Trio receive channels (an actor's mailbox), and
 every operation is an ``async`` call that raises only :class:`TransportError`
 subclasses (or Trio's own cancellation).
+
+The docstrings here are the contract; an implementation's own docstrings say
+only what is particular to it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import abc
 import enum
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, Self
 
 import trio
 
@@ -123,7 +126,7 @@ class KeyValue(Protocol):
     def bucket(self) -> str: ...
 
     async def get(self, key: str) -> KVEntry | None:
-        """The key's current entry, or ``None`` if it is absent or deleted.
+        """The key's current entry, or ``None`` if it is absent, deleted or expired (TTL).
 
         Current: a write acknowledged before the call is seen (on a cluster
         too, where a replicated bucket is read from its leader).
@@ -175,7 +178,13 @@ class KeyValue(Protocol):
 
 
 class Transport(Protocol):
-    """Durable streams, consumers and key-value buckets behind one face."""
+    """Durable streams, consumers and key-value buckets behind one face.
+
+    An implementation satisfies it structurally, or subclasses it to inherit
+    :meth:`publish` (a batch of one, through :meth:`publish_many`) and
+    ``async with`` (entering gives the transport, leaving closes it); mypy
+    then also checks that it has every other method.
+    """
 
     @property
     def state(self) -> ConnectionState:
@@ -196,7 +205,7 @@ class Transport(Protocol):
         """
 
     async def ensure_kv(self, spec: KVSpec) -> KeyValue:
-        """Create the bucket if missing (idempotent) and return a handle to it."""
+        """Create the bucket, or bring an existing one to ``spec`` (idempotent); its handle."""
 
     async def kv(self, bucket: str) -> KeyValue:
         """A handle to an existing bucket. Raises :class:`NotFoundError`."""
@@ -213,11 +222,16 @@ class Transport(Protocol):
         """Store one message in the stream that owns ``subject``; return its receipt.
 
         Returns only once the broker has stored the message (or recognised it
-        as a duplicate of ``msg_id``). Raises :class:`NotFoundError` if no stream
-        takes the subject, :class:`TooLargeError` if the stream refuses the size,
-        :class:`ConnectionLostError` if the stream has no leader for the moment
-        (a cluster electing one): publish again.
+        as a duplicate of ``msg_id``). Raises :class:`NotFoundError` if no
+        stream takes the subject, :class:`TooLargeError` if the stream refuses
+        the size, :class:`StorageFullError` if a ``Discard.NEW`` stream is at
+        its limits (or the broker's store is full), :class:`InvalidSpecError`
+        for a bad subject or a ``deliver_at`` the stream does not allow,
+        :class:`ConnectionLostError` if the stream has no leader for the
+        moment (a cluster electing one): publish again.
         """
+        (ack,) = await self.publish_many([OutMessage(subject, data, msg_id, headers, deliver_at)])
+        return ack
 
     async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
         """Publish every message, pipelined; return the receipts in order.
@@ -231,8 +245,10 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Delivery]]:
         """Create (or update) the durable consumer and deliver into a channel.
 
-        At most ``buffer`` (at least 1) deliveries are fetched ahead of the
-        owner: the broker is asked for more only when there is room. When the
+        Several contexts on one durable share its messages, each delivered to
+        one of them at a time. At most ``buffer`` (at least 1) deliveries are
+        fetched ahead of the owner: the broker is asked for more only when
+        there is room. When the
         context exits, deliveries still in the channel or received but
         unfinished are handed back (nak) at once. Raises :class:`NotFoundError`
         if the stream does not exist, :class:`InvalidSpecError` for a buffer
@@ -280,6 +296,8 @@ class Transport(Protocol):
     async def aclose(self) -> None:
         """Close everything; idempotent. Pending operations raise TransportClosedError."""
 
-    async def __aenter__(self) -> Transport: ...
+    async def __aenter__(self) -> Self:
+        return self
 
-    async def __aexit__(self, *exc_info: object) -> None: ...
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -18,10 +18,13 @@ async def open_transport(
     ``memory://`` gives a fresh in-process broker (share the transport object
     to share the broker); ``nats://host:port`` (several comma-separated for a
     cluster, ``tls://`` for TLS) connects to NATS JetStream, on the NATS
-    client ``options`` choose (:meth:`ConnectOptions.nats_client`). Raises
-    :class:`InvalidSpecError` for a bad URL or client name and
-    :class:`ConnectionLostError` if no server can be reached within the
-    connect timeout.
+    client ``options`` choose (:meth:`ConnectOptions.nats_client`).
+
+    Raises :class:`InvalidSpecError` for a bad URL or client name, or TLS or
+    credential files that cannot be read or used; :class:`ConnectionLostError`
+    if no server can be reached within the connect timeout, or one that must
+    use TLS (a ``tls://`` URL, or any with TLS files given) offers none;
+    :class:`AuthorizationError` if the server refuses the credentials.
     """
     kind, servers = parse_url(url)
     options = options or ConnectOptions()

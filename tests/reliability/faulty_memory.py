@@ -79,6 +79,7 @@ from transport import (
     Settlement,
     StoredMessage,
     StreamSpec,
+    Transport,
     TransportClosedError,
     TransportError,
     TransportTimeoutError,
@@ -220,7 +221,7 @@ class Node:
         await self.gate()
 
 
-class FaultyTransport:
+class FaultyTransport(Transport):
     """A node's connection to the shared broker: every call may meet a planned fault."""
 
     def __init__(self, node: Node, broker: MemoryTransport) -> None:
@@ -265,25 +266,7 @@ class FaultyTransport:
         """The broker belongs to the cluster: closing a connection closes nothing."""
         await trio.lowlevel.checkpoint()
 
-    async def __aenter__(self) -> FaultyTransport:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    # -- publishing --------------------------------------------------------------
-
-    async def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        msg_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        deliver_at: float | None = None,
-    ) -> PubAck:
-        message = OutMessage(subject, data, msg_id, headers, deliver_at)
-        return (await self.publish_many([message]))[0]
+    # -- publishing (``publish`` is Transport's: a batch of one) -----------------
 
     async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
         node = self._node

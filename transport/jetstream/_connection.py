@@ -49,9 +49,9 @@ class Connection(JetStreamBase):
     """The connection half of :class:`JetStreamTransport`: connecting, reconnecting,
     closing, its state and events, and the requests everything else is made of."""
 
-    def __init__(self, options: ConnectOptions, nursery: trio.Nursery, thread: _LoopThread) -> None:
-        super().__init__(options, nursery)
-        self._thread = thread
+    def __init__(self, options: ConnectOptions, nursery: trio.Nursery, servers: list[str]) -> None:
+        super().__init__(options, nursery, servers)
+        thread = self._thread = _LoopThread(trio.lowlevel.current_trio_token())
         self._nc: NatsClient = TlsOrNothingClient(tls_always=wants_tls(options))
         self._bridge = _Bridge(thread, lambda: self._nc.is_connected, self._post_now)
         self._replies: _Replies | None = None
@@ -72,8 +72,15 @@ class Connection(JetStreamBase):
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def _connect(self, servers: list[str]) -> None:
-        opts = self._options
+    async def _connect(self) -> None:
+        # The loop's thread is a task of the nursery around the owner's
+        # block: the block cannot end before the thread has (see _shut).
+        self._nursery.start_soon(
+            functools.partial(
+                trio.to_thread.run_sync, self._thread.run_forever, thread_name="nats-py"
+            )
+        )
+        servers, opts = self._servers, self._options
         # Every server of a cluster gets its chance to accept the credentials.
         self._refusals_allowed = max(3, len(servers))
         kwargs: dict[str, Any] = {
@@ -269,6 +276,12 @@ class Connection(JetStreamBase):
         self._emit(ConnectionEvent(ConnectionState.CLOSED, "closed by its owner"))
         self._finished()  # consumers and watches see _closing and end their channels
         self._background.cancel()
+
+    async def _shut(self) -> None:
+        try:
+            await super()._shut()
+        finally:
+            self._thread.stop()
 
     @property
     def _ended(self) -> bool:

@@ -26,15 +26,10 @@ once per batch:
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 
-import trio
 from nats.aio.msg import Msg
 
-from .._nursery import background_nursery
-from .._options import ConnectOptions
 from .._specs import (
     OutMessage,
     PubAck,
@@ -46,11 +41,11 @@ from ._connection import Connection
 from ._consume import _Puller
 from ._kv import _JetStreamKV
 from ._read import _Reader
-from ._wire import _LoopThread, _Received, _translate
+from ._wire import _Received, _translate
 
 
 class JetStreamTransport(Connection):
-    """:class:`Transport` over NATS JetStream. Built by :func:`open_jetstream`."""
+    """:class:`Transport` over NATS JetStream. Opened by :func:`open_jetstream`."""
 
     _puller_class = _Puller
     _kv_class = _JetStreamKV
@@ -93,16 +88,8 @@ class JetStreamTransport(Connection):
     async def read(
         self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000
     ) -> list[StoredMessage]:
-        """Up to ``limit`` stored messages of ``stream`` matching ``subject``, in order.
-
-        See :meth:`Transport.read`. One crossing to the loop thread and back
-        per call; on the server, one round trip per page by batched direct
-        get, or one per message on servers before 2.11 and on streams without
-        direct get (see :mod:`transport.jscore`). Every replica of a stream
-        answers direct gets, so on a cluster a read may lag the latest writes
-        by the replication delay. On servers without message schedules
-        (before 2.12) a delayed message is stored, and read, at once.
-        """
+        """One crossing to the loop thread and back per call, whatever requests
+        the reading (:class:`~transport.jscore.PageReader`) makes there."""
         self._check_open()
         check_read(stream, subject, start_seq, limit)
         replies = self._replies
@@ -118,37 +105,8 @@ class JetStreamTransport(Connection):
         return found
 
 
-# --------------------------------------------------------------------------
-# Opening.
-
-
-@asynccontextmanager
-async def open_jetstream(
-    servers: list[str], options: ConnectOptions
-) -> AsyncIterator[JetStreamTransport]:
-    """Connect to NATS and yield the transport; close it on exit.
-
-    Raises :class:`ConnectionLostError` if no server answers within the
-    connect timeout, or if one that must use TLS (a ``tls://`` URL, or any
-    with TLS files given) offers none; :class:`InvalidSpecError` for TLS
-    files that cannot be read or used.
-    """
-    async with background_nursery() as nursery:
-        thread = _LoopThread(trio.lowlevel.current_trio_token())
-        # The loop's thread is a task of this nursery: the block cannot end
-        # before the thread has.
-        nursery.start_soon(
-            functools.partial(trio.to_thread.run_sync, thread.run_forever, thread_name="nats-py")
-        )
-        transport = JetStreamTransport(options, nursery, thread)
-        try:
-            await transport._connect(servers)
-            yield transport
-        finally:
-            try:
-                await transport.aclose()
-            finally:
-                thread.stop()
+#: Connect to NATS on nats-py (see :meth:`JetStreamBase.opened`).
+open_jetstream = JetStreamTransport.opened
 
 
 __all__ = ["JetStreamTransport", "open_jetstream"]

@@ -27,7 +27,7 @@ class Connection(JetStreamBase):
     """Connecting, closing, the state and its events, and requests."""
 
     def __init__(self, options: ConnectOptions, nursery: trio.Nursery, servers: list[str]) -> None:
-        super().__init__(options, nursery)
+        super().__init__(options, nursery, servers)
         self._client = Client(servers, options, self._on_event)
         self._closing = False
         self._closed = trio.Event()

@@ -12,13 +12,11 @@ consumers and watches.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 from .._errors import TransportClosedError, TransportError
-from .._nursery import background_nursery
-from .._options import ConnectOptions
 from .._specs import OutMessage, PubAck, StoredMessage, check_read
 from ..jscore import (
     API,
@@ -119,25 +117,18 @@ class _Reader(PageReader):
 class JetStreamTransport(Connection):
     """:class:`Transport` over NATS JetStream, on the Trio client.
 
-    Built by :func:`open_jetstream_trio`.
+    Opened by :func:`open_jetstream_trio`.
     """
 
     _puller_class = _Puller
     _kv_class = _KV
 
-    async def _publish_one(self, message: OutMessage) -> PubAck:
-        self._check_open()
-        target, payload, sent = await self._prepare(message)
-        reply = await self._client.requests.request(target, payload, sent)
-        try:
-            return parse_ack(reply.status, reply.data, target)
-        except NoStreamAnswered as exc:
-            raise await self._unanswered(target, exc) from None
-
     async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
         self._check_open()
         if not messages:
             return []
+        if len(messages) == 1:
+            return [await self._publish_one(messages[0])]
         prepared = [await self._prepare(message) for message in messages]
         requests = self._client.requests
         started: list[Pending | TransportError] = []
@@ -161,16 +152,19 @@ class JetStreamTransport(Connection):
                 if isinstance(outcome, Pending):
                     requests.forget(outcome)  # what was not waited for: cancelled
 
+    async def _publish_one(self, message: OutMessage) -> PubAck:
+        # One request and its reply, without a batch's bookkeeping: a
+        # workflow is mostly a chain of single publishes.
+        target, payload, sent = await self._prepare(message)
+        reply = await self._client.requests.request(target, payload, sent)
+        try:
+            return parse_ack(reply.status, reply.data, target)
+        except NoStreamAnswered as exc:
+            raise await self._unanswered(target, exc) from None
+
     async def read(
         self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000
     ) -> list[StoredMessage]:
-        """Up to ``limit`` stored messages of ``stream`` matching ``subject``, in order.
-
-        See :meth:`Transport.read`: one round trip per page by batched direct
-        get, or one per message on servers before 2.11 and on streams without
-        direct get. Every replica of a stream answers direct gets, so on a
-        cluster a read may lag the latest writes by the replication delay.
-        """
         self._check_open()
         check_read(stream, subject, start_seq, limit)
         reader = _Reader(
@@ -179,22 +173,5 @@ class JetStreamTransport(Connection):
         return await reader.run()
 
 
-@asynccontextmanager
-async def open_jetstream_trio(
-    servers: list[str], options: ConnectOptions
-) -> AsyncIterator[JetStreamTransport]:
-    """Connect to NATS and yield the transport; close it on exit.
-
-    Raises :class:`ConnectionLostError` if no server answers within the
-    connect timeout, or if one that must use TLS (a ``tls://`` URL, or any
-    with TLS files given) offers none; :class:`AuthorizationError` if the
-    credentials are refused; :class:`InvalidSpecError` for TLS or
-    credential files that cannot be read or used.
-    """
-    async with background_nursery() as nursery:
-        transport = JetStreamTransport(options, nursery, servers)
-        try:
-            await transport._connect()
-            yield transport
-        finally:
-            await transport.aclose()
+#: Connect to NATS on the Trio client (see :meth:`JetStreamBase.opened`).
+open_jetstream_trio = JetStreamTransport.opened

@@ -1,9 +1,10 @@
 """What both JetStream transports do alike, on top of their connection.
 
-A JetStream transport's connection class provides requests (``_request``,
-and ``_api``: one JSON request to ``$JS.API.*``), publishes nobody waits for
-(``_publish_raw``), its nursery and its state; its pull consumer and bucket
-classes provide the subscriptions. This base class does the rest: streams,
+A JetStream transport's connection class provides requests (``_request``),
+publishes nobody waits for (``_publish_raw``), its nursery, its state and
+``aclose``; its transport class ``publish_many`` and ``read``; its pull
+consumer and bucket classes the subscriptions. This base class does the
+rest (``publish`` is :class:`Transport`'s, a batch of one): streams,
 buckets, consumers, ``holds``, finding the stream of a delayed message,
 telling "no stream" from "no leader yet", the headers of a publish (message
 id, delayed delivery), and the background task of a consume or a watch.
@@ -27,7 +28,8 @@ from .._errors import (
     TransportError,
     TransportTimeoutError,
 )
-from .._interface import Delivery, KeyValue
+from .._interface import Delivery, KeyValue, Transport
+from .._nursery import background_nursery
 from .._options import ConnectOptions
 from .._specs import (
     DELIVER_AT_HEADER,
@@ -63,16 +65,17 @@ from ._pull import PullerCore
 __all__ = ["JetStreamBase"]
 
 
-class JetStreamBase:
+class JetStreamBase(Transport):
     """The library-independent half of a JetStream transport (see the module)."""
 
     #: The client's pull consumer and bucket.
     _puller_class: type[PullerCore[Any]]
     _kv_class: type[KVCore]
 
-    def __init__(self, options: ConnectOptions, nursery: trio.Nursery) -> None:
+    def __init__(self, options: ConnectOptions, nursery: trio.Nursery, servers: list[str]) -> None:
         self._options = options
         self._nursery = nursery
+        self._servers = servers
         self._listeners: list[trio.MemorySendChannel[ConnectionEvent]] = []
         #: Set (and replaced) at every reconnection.
         self._reconnected = trio.Event()
@@ -84,7 +87,32 @@ class JetStreamBase:
         self._supports_schedules = False
         self._supports_batch_get = False
 
+    @classmethod
+    @asynccontextmanager
+    async def opened(cls, servers: list[str], options: ConnectOptions) -> AsyncIterator[Self]:
+        """Connect to ``servers`` and yield the transport; close it on exit.
+
+        :func:`~transport.open_transport` says what it raises. The
+        transport's background tasks, its client's included, run in a
+        nursery around the owner's block: the block ends only once they have.
+        """
+        async with background_nursery() as nursery:
+            transport = cls(options, nursery, servers)
+            try:
+                await transport._connect()
+                yield transport
+            finally:
+                await transport._shut()
+
     # -- the connection's part -------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Connect to ``self._servers`` (or raise as :func:`~transport.open_transport` says)."""
+        raise NotImplementedError
+
+    async def _shut(self) -> None:
+        """Close on leaving :meth:`opened`; a client adds what must stop after that."""
+        await self.aclose()
 
     @property
     def _ended(self) -> bool:
@@ -99,9 +127,6 @@ class JetStreamBase:
 
     def _publish_raw(self, subject: str, payload: bytes = b"") -> None:
         """A publish nobody waits for (acks, flow control replies)."""
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
         raise NotImplementedError
 
     # -- shared by the connections -----------------------------------------------
@@ -155,12 +180,6 @@ class JetStreamBase:
         reply = await self._request(f"{API}.{subject}", payload)
         return api_reply(reply.status, reply.data)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     def now(self) -> float:
         return wall_clock()
 
@@ -201,9 +220,7 @@ class JetStreamBase:
         raise InvalidSpecError(f"no stream that allows delayed delivery takes {subject!r}")
 
     async def holds(self, stream: str, seq: int) -> bool:
-        """Whether ``stream`` still stores sequence ``seq``; see :meth:`Transport.holds`.
-
-        A message get of that one sequence, answered by the stream's leader
+        """A message get of that one sequence, answered by the stream's leader
         (a direct get may be answered by a replica that lags). The server
         finds a sequence without scanning, whereas a read's "next message
         from here" steps over every removed message: 5 ms a lookup past
@@ -242,25 +259,6 @@ class JetStreamBase:
         )
 
     # -- publishing --------------------------------------------------------
-
-    async def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        msg_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        deliver_at: float | None = None,
-    ) -> PubAck:
-        return await self._publish_one(OutMessage(subject, data, msg_id, headers, deliver_at))
-
-    async def _publish_one(self, message: OutMessage) -> PubAck:
-        """:meth:`publish` of one message (a client may do it faster than a batch of one)."""
-        (ack,) = await self.publish_many([message])
-        return ack
-
-    async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
-        raise NotImplementedError
 
     async def _receipts(
         self, subjects: Sequence[str], reply_of: Callable[[int], Awaitable[WireMsg]]
@@ -333,9 +331,7 @@ class JetStreamBase:
     async def consume(
         self, stream: str, spec: ConsumerSpec, *, buffer: int = 64
     ) -> AsyncIterator[trio.MemoryReceiveChannel[Delivery]]:
-        """See :meth:`Transport.consume`.
-
-        Refusals (no such stream, a bad spec) raise here. A failover or an
+        """Refusals (no such stream, a bad spec) raise here. A failover or an
         outage does not: the channel opens, and pulling creates the
         consumer once it can.
         """

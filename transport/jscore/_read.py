@@ -12,6 +12,10 @@
   trip per message, made back to back. The stream leader answers it, and a
   missing stream is told apart from an empty subject here.
 
+Every replica of a stream answers direct gets, so on a cluster a read may
+lag the latest writes by the replication delay. On servers without message
+schedules (before 2.12) a delayed message is stored, and read, at once.
+
 No consumer is created, so nothing is left on the server if the caller goes
 away: an abandoned read stops at its next request. The algorithm is the same
 for either client; a client's subclass of :class:`PageReader` makes the

@@ -36,7 +36,7 @@ from .._errors import (
     TransportClosedError,
     TransportError,
 )
-from .._interface import Delivery, KeyValue
+from .._interface import Delivery, KeyValue, Transport
 from .._specs import (
     DELIVER_AT_HEADER,
     ConnectionEvent,
@@ -60,9 +60,6 @@ from .._subjects import SubjectFilter, any_collide, check_key_pattern
 from ._kv import Bucket, Watcher, run_watch
 from ._stream import EMPTY_HEADERS, Session, Stream, run_session
 
-if TYPE_CHECKING:
-    from .._interface import Transport
-
 __all__ = ["MemoryTransport"]
 
 #: Room in each ``connection_events`` channel; older events make way for newer.
@@ -77,7 +74,7 @@ class _Closeable(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryTransport:
+class MemoryTransport(Transport):
     """A fresh in-process broker; share the object to share the broker.
 
     Use it as ``async with MemoryTransport() as transport`` (or through
@@ -141,7 +138,6 @@ class MemoryTransport:
             await trio.sleep_forever()
 
     async def aclose(self) -> None:
-        """Close the broker; idempotent. Open consume and watch channels end."""
         if self._state is not ConnectionState.CLOSED:
             self._state = ConnectionState.CLOSED
             if self._services is not None:
@@ -161,7 +157,7 @@ class MemoryTransport:
         return self._state
 
     def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
-        """A channel of state changes: here only CLOSED, sent by :meth:`aclose`."""
+        """Here only CLOSED, sent by :meth:`aclose`."""
         self._check_open()
         send, receive = trio.open_memory_channel[ConnectionEvent](_EVENT_BUFFER)
         self._events.append((send, receive))
@@ -218,12 +214,8 @@ class MemoryTransport:
     # -- streams -----------------------------------------------------------------
 
     async def ensure_stream(self, spec: StreamSpec) -> StreamSpec:
-        """Create the stream or update it to ``spec`` (subjects and limits); idempotent.
-
-        An existing partitioning is kept (see :meth:`Transport.ensure_stream`).
-        Raises :class:`InvalidSpecError` if its subjects overlap another
-        stream's, or if the retention or storage would change.
-        """
+        """Refuses (:class:`InvalidSpecError`) subjects that overlap another
+        stream's, and a change of retention or storage."""
         await self._enter_op()
         for other in self._streams.values():
             if other.name != spec.name and any_collide(spec.subjects, other.spec.subjects):
@@ -255,17 +247,11 @@ class MemoryTransport:
             self._routes[subject] = stream
         return stream
 
-    def _publish(
-        self,
-        subject: str,
-        data: bytes,
-        msg_id: str | None,
-        headers: Mapping[str, str] | None,
-        deliver_at: float | None,
-    ) -> PubAck:
-        stream = self._route(subject)
+    def _publish(self, message: OutMessage) -> PubAck:
+        stream = self._route(message.subject)
         now = trio.current_time()
         due: float | None = None
+        headers, deliver_at = message.headers, message.deliver_at
         if deliver_at is not None:
             if not stream.spec.allow_delayed:
                 raise InvalidSpecError(f"stream {stream.name} does not allow delayed delivery")
@@ -281,39 +267,21 @@ class MemoryTransport:
             stored = MappingProxyType(dict(headers))
         else:
             stored = EMPTY_HEADERS
+        data = message.data
         if type(data) is not bytes:
             data = bytes(data)  # a caller's bytearray must not change under the stream
+        subject = message.subject
         if stream.spec.partitioning is not None:
             subject = stream.spec.partitioning.stored_subject(subject)
-        return stream.store(subject, data, msg_id, stored, due, now)
-
-    async def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        msg_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        deliver_at: float | None = None,
-    ) -> PubAck:
-        """Store one message in the stream that owns ``subject``; return its receipt.
-
-        Raises :class:`NotFoundError` (no stream), :class:`TooLargeError`,
-        :class:`StorageFullError` (``Discard.NEW`` limit) and
-        :class:`InvalidSpecError` (bad subject, ``deliver_at`` on a stream that
-        does not allow delays).
-        """
-        await self._enter_op()
-        return self._publish(subject, data, msg_id, headers, deliver_at)
+        return stream.store(subject, data, message.msg_id, stored, due, now)
 
     async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
-        """Publish every message in order; raise the first error after trying them all."""
         await self._enter_op()
         receipts: list[PubAck] = []
         first_error: TransportError | None = None
-        for m in messages:
+        for message in messages:
             try:
-                receipts.append(self._publish(m.subject, m.data, m.msg_id, m.headers, m.deliver_at))
+                receipts.append(self._publish(message))
             except TransportError as exc:
                 if first_error is None:
                     first_error = exc
@@ -325,13 +293,6 @@ class MemoryTransport:
     async def consume(
         self, stream: str, spec: ConsumerSpec, *, buffer: int = 64
     ) -> AsyncIterator[trio.MemoryReceiveChannel[Delivery]]:
-        """Create (or update) the durable consumer and deliver into a bounded channel.
-
-        Several contexts on one durable name share its messages (each goes to
-        one at a time). On exit every delivery still in the channel or in hand
-        and unsettled is nak'd at once. Raises :class:`NotFoundError` for an
-        unknown stream and :class:`InvalidSpecError` for a refused consumer.
-        """
         await self._enter_op()
         if buffer < 1:
             raise InvalidSpecError(f"buffer must be at least 1, got {buffer}")
@@ -354,12 +315,7 @@ class MemoryTransport:
     async def read(
         self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000
     ) -> list[StoredMessage]:
-        """Up to ``limit`` stored messages of ``stream`` matching ``subject``, in order.
-
-        See :meth:`Transport.read`. A delayed message is read once it is due,
-        at the sequence it was published with. Raises :class:`NotFoundError`
-        for an unknown stream, :class:`InvalidSpecError` for bad arguments.
-        """
+        """A delayed message is read, once due, at the sequence it was published with."""
         await self._enter_op()
         check_read(stream, subject, start_seq, limit)
         owner = self._streams.get(stream)
@@ -374,7 +330,6 @@ class MemoryTransport:
         ]
 
     async def holds(self, stream: str, seq: int) -> bool:
-        """Whether ``stream`` still stores sequence ``seq``; see :meth:`Transport.holds`."""
         await self._enter_op()
         check_holds(stream, seq)
         owner = self._streams.get(stream)
@@ -386,7 +341,6 @@ class MemoryTransport:
     # -- key-value ---------------------------------------------------------------
 
     async def ensure_kv(self, spec: KVSpec) -> KeyValue:
-        """Create the bucket (or update it to ``spec``) and return a handle; idempotent."""
         await self._enter_op()
         bucket = self._buckets.get(spec.bucket)
         if bucket is None:
@@ -396,7 +350,6 @@ class MemoryTransport:
         return MemoryKV(self, bucket)
 
     async def kv(self, bucket: str) -> KeyValue:
-        """A handle to an existing bucket. Raises :class:`NotFoundError`."""
         await self._enter_op()
         found = self._buckets.get(bucket)
         if found is None:
@@ -425,14 +378,12 @@ class MemoryKV:
         return bucket
 
     async def get(self, key: str) -> KVEntry | None:
-        """The key's current entry, or None if it is absent, deleted or expired."""
         record = (await self._enter(key)).latest(key)
         if record is None or record.op is not KVOp.PUT:
             return None
         return record.entry()
 
     async def create(self, key: str, value: bytes) -> int:
-        """Write ``key`` if it is absent or deleted; raise :class:`ConflictError` otherwise."""
         bucket = await self._enter(key)
         record = bucket.latest(key)
         if record is not None and record.op is KVOp.PUT:
@@ -440,7 +391,6 @@ class MemoryKV:
         return bucket.write(key, bytes(value), KVOp.PUT, trio.current_time())
 
     async def update(self, key: str, value: bytes, revision: int) -> int:
-        """Write ``key`` if its last revision is ``revision``, else raise :class:`ConflictError`."""
         bucket = await self._enter(key)
         record = bucket.latest(key)
         if record is None or record.revision != revision:
@@ -449,16 +399,11 @@ class MemoryKV:
         return bucket.write(key, bytes(value), KVOp.PUT, trio.current_time())
 
     async def put(self, key: str, value: bytes) -> int:
-        """Write ``key`` unconditionally; return the new revision."""
         bucket = await self._enter(key)
         return bucket.write(key, bytes(value), KVOp.PUT, trio.current_time())
 
     async def delete(self, key: str, *, revision: int | None = None) -> None:
-        """Write a delete marker for ``key``; nothing happens if it has no live value.
-
-        With ``revision``, only if the key's last revision is that one
-        (:class:`ConflictError` otherwise).
-        """
+        """A delete marker is written only over a live value."""
         bucket = await self._enter(key)
         record = bucket.latest(key)
         if revision is not None and (record is None or record.revision != revision):
@@ -469,7 +414,7 @@ class MemoryKV:
         bucket.write(key, b"", KVOp.DELETE, trio.current_time())
 
     async def keys(self, pattern: str = ">") -> list[str]:
-        """The live keys matching ``pattern``, sorted."""
+        """Sorted."""
         await self._transport._enter_op()
         check_key_pattern(pattern)
         bucket = self._bucket
@@ -477,7 +422,6 @@ class MemoryKV:
         return bucket.live_keys(SubjectFilter((pattern,)))
 
     async def latest_revision(self) -> int:
-        """The newest retained revision, 0 if none (see :meth:`KeyValue.latest_revision`)."""
         await self._transport._enter_op()
         bucket = self._bucket
         bucket.expire(trio.current_time())
@@ -488,11 +432,7 @@ class MemoryKV:
     async def watch(
         self, pattern: str = ">", *, since: int | None = None
     ) -> AsyncIterator[trio.MemoryReceiveChannel[KVChange]]:
-        """Watch keys matching ``pattern`` (see :meth:`KeyValue.watch`).
-
-        The snapshot (``since=None``) or the starting revision is fixed when
-        the context is entered.
-        """
+        """The snapshot (``since=None``) or the starting revision is fixed on entering."""
         transport = self._transport
         await transport._enter_op()
         check_key_pattern(pattern)
@@ -517,5 +457,5 @@ class MemoryKV:
 
 if TYPE_CHECKING:
 
-    def _conforms(t: MemoryTransport, kv: MemoryKV) -> tuple[Transport, KeyValue]:
-        return t, kv
+    def _conforms(kv: MemoryKV) -> KeyValue:
+        return kv
