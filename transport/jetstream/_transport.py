@@ -31,12 +31,11 @@ from collections.abc import Sequence
 from nats.aio.msg import Msg
 
 from .._specs import (
-    OutMessage,
     PubAck,
     StoredMessage,
     check_read,
 )
-from ..jscore import WireMsg
+from ..jscore import Prepared, WireMsg
 from ._connection import Connection
 from ._consume import _Puller
 from ._kv import _JetStreamKV
@@ -52,13 +51,7 @@ class JetStreamTransport(Connection):
 
     # -- publishing --------------------------------------------------------
 
-    async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
-        self._check_open()
-        if not messages:
-            return []
-        prepared: list[tuple[str, bytes, dict[str, str] | None]] = []
-        for message in messages:
-            prepared.append(await self._prepare(message))
+    async def _publish_prepared(self, prepared: Sequence[Prepared]) -> list[PubAck]:
         replies = self._replies
         assert replies is not None
 
@@ -81,7 +74,7 @@ class JetStreamTransport(Connection):
                 raise _translate(outcome, connected=self._nc.is_connected)
             return _Received(outcome)
 
-        return await self._receipts([subject for subject, _d, _h in prepared], reply_of)
+        return await self._receipts(prepared, reply_of)
 
     # -- reading -----------------------------------------------------------
 

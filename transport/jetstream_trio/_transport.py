@@ -17,16 +17,15 @@ from contextlib import suppress
 from typing import Any
 
 from .._errors import TransportClosedError, TransportError
-from .._specs import OutMessage, PubAck, StoredMessage, check_read
+from .._specs import PubAck, StoredMessage, check_read
 from ..jscore import (
     API,
     KVCore,
-    NoStreamAnswered,
     PageReader,
+    Prepared,
     PullerCore,
     WatcherCore,
     WireMsg,
-    parse_ack,
     reply_meta,
 )
 from ..natsproto import Client, Msg, Pending, Subscription
@@ -123,21 +122,21 @@ class JetStreamTransport(Connection):
     _puller_class = _Puller
     _kv_class = _KV
 
-    async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
-        self._check_open()
-        if not messages:
-            return []
-        if len(messages) == 1:
-            return [await self._publish_one(messages[0])]
-        prepared = [await self._prepare(message) for message in messages]
+    async def _publish_prepared(self, prepared: Sequence[Prepared]) -> list[PubAck]:
         requests = self._client.requests
+        if len(prepared) == 1:
+            # One request and its reply, without a batch's bookkeeping: a
+            # workflow is mostly a chain of single publishes.
+            subject, data, headers = prepared[0]
+            return await self._receipts(
+                prepared, lambda _: requests.request(subject, data, headers)
+            )
         started: list[Pending | TransportError] = []
         for subject, data, headers in prepared:
             try:
                 started.append(requests.start(subject, data, headers))
             except TransportError as exc:  # this one failed; the others go on
                 started.append(exc)
-        subjects = [subject for subject, _d, _h in prepared]
 
         async def reply_of(index: int) -> WireMsg:
             outcome = started[index]
@@ -146,21 +145,11 @@ class JetStreamTransport(Connection):
             return await requests.wait(outcome)
 
         try:
-            return await self._receipts(subjects, reply_of)
+            return await self._receipts(prepared, reply_of)
         finally:
             for outcome in started:
                 if isinstance(outcome, Pending):
                     requests.forget(outcome)  # what was not waited for: cancelled
-
-    async def _publish_one(self, message: OutMessage) -> PubAck:
-        # One request and its reply, without a batch's bookkeeping: a
-        # workflow is mostly a chain of single publishes.
-        target, payload, sent = await self._prepare(message)
-        reply = await self._client.requests.request(target, payload, sent)
-        try:
-            return parse_ack(reply.status, reply.data, target)
-        except NoStreamAnswered as exc:
-            raise await self._unanswered(target, exc) from None
 
     async def read(
         self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000

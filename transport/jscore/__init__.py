@@ -27,6 +27,7 @@ from ._api import reply_meta as reply_meta
 from ._api import rfc3339 as rfc3339
 from ._api import wall_clock as wall_clock
 from ._base import JetStreamBase as JetStreamBase
+from ._base import Prepared as Prepared
 from ._kv import KVCore as KVCore
 from ._kv import WatcherCore as WatcherCore
 from ._pull import JsDelivery as JsDelivery
@@ -43,6 +44,7 @@ __all__ = [
     "KVCore",
     "NoStreamAnswered",
     "PageReader",
+    "Prepared",
     "PullerCore",
     "StreamExistsError",
     "WatcherCore",

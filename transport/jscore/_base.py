@@ -1,13 +1,15 @@
 """What both JetStream transports do alike, on top of their connection.
 
-A JetStream transport's connection class provides requests (``_request``),
-publishes nobody waits for (``_publish_raw``), its nursery, its state and
-``aclose``; its transport class ``publish_many`` and ``read``; its pull
-consumer and bucket classes the subscriptions. This base class does the
-rest (``publish`` is :class:`Transport`'s, a batch of one): streams,
+A JetStream transport's connection class provides connecting (``_connect``),
+requests (``_request``), publishes nobody waits for (``_publish_raw``), its
+state and ``aclose``; its transport class sends a batch of prepared
+publishes (``_publish_prepared``) and reads (``read``); its pull consumer
+and bucket classes make the subscriptions. This base class does the rest
+(``publish`` is :class:`Transport`'s, a batch of one): opening, streams,
 buckets, consumers, ``holds``, finding the stream of a delayed message,
 telling "no stream" from "no leader yet", the headers of a publish (message
-id, delayed delivery), and the background task of a consume or a watch.
+id, delayed delivery) and its receipts, and the background task of a
+consume or a watch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 import trio
 
@@ -62,7 +64,10 @@ from ._config import direct_reads, ensure_stream_config, kv_config, partitioning
 from ._kv import KVCore
 from ._pull import PullerCore
 
-__all__ = ["JetStreamBase"]
+__all__ = ["JetStreamBase", "Prepared"]
+
+#: A message as it is sent: (subject, data, headers).
+Prepared: TypeAlias = tuple[str, bytes, dict[str, str] | None]
 
 
 class JetStreamBase(Transport):
@@ -260,10 +265,20 @@ class JetStreamBase(Transport):
 
     # -- publishing --------------------------------------------------------
 
+    async def publish_many(self, messages: Sequence[OutMessage]) -> list[PubAck]:
+        self._check_open()
+        if not messages:
+            return []
+        return await self._publish_prepared([await self._prepare(m) for m in messages])
+
+    async def _publish_prepared(self, prepared: Sequence[Prepared]) -> list[PubAck]:
+        """Make the publishes :meth:`_prepare` gave, pipelined; their :meth:`_receipts`."""
+        raise NotImplementedError
+
     async def _receipts(
-        self, subjects: Sequence[str], reply_of: Callable[[int], Awaitable[WireMsg]]
+        self, prepared: Sequence[Prepared], reply_of: Callable[[int], Awaitable[WireMsg]]
     ) -> list[PubAck]:
-        """The receipts of the publishes to ``subjects``, in order.
+        """The receipts of the ``prepared`` publishes, in order.
 
         ``reply_of(i)`` gives the reply to the ``i``-th publish, or raises
         its :class:`TransportError`. Every reply is read; the first error
@@ -271,7 +286,7 @@ class JetStreamBase(Transport):
         """
         acks: list[PubAck] = []
         first_error: TransportError | None = None
-        for index, subject in enumerate(subjects):
+        for index, (subject, _data, _headers) in enumerate(prepared):
             try:
                 reply = await reply_of(index)
                 acks.append(parse_ack(reply.status, reply.data, subject))
@@ -303,7 +318,7 @@ class JetStreamBase(Transport):
             f"stream {names[0]} did not answer for {subject!r} (no leader yet?); nothing stored"
         )
 
-    async def _prepare(self, message: OutMessage) -> tuple[str, bytes, dict[str, str] | None]:
+    async def _prepare(self, message: OutMessage) -> Prepared:
         """(subject, data, headers) to publish ``message`` with.
 
         A delayed message goes to its stream's schedule subject with the
