@@ -15,6 +15,7 @@ import abc
 import enum
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Protocol, Self
 
 import trio
@@ -41,6 +42,7 @@ class Settlement(enum.Enum):
     TERM = "term"
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Delivery(abc.ABC):
     """One delivery of a stream message to a consumer.
 
@@ -50,38 +52,19 @@ class Delivery(abc.ABC):
     context it came from exits.
     """
 
-    __slots__ = (
-        "data",
-        "headers",
-        "num_delivered",
-        "settled",
-        "stored_at",
-        "stream_seq",
-        "subject",
-    )
-
-    def __init__(
-        self,
-        subject: str,
-        data: bytes,
-        headers: Mapping[str, str],
-        num_delivered: int,
-        stream_seq: int,
-        stored_at: float,
-    ) -> None:
-        self.subject = subject
-        self.data = data
-        self.headers = headers
-        #: 1 on the first delivery, 2 on the first redelivery, and so on.
-        self.num_delivered = num_delivered
-        self.stream_seq = stream_seq
-        #: When the broker stored the message, in seconds since the epoch, as
-        #: :meth:`Transport.now` counts them; a delayed message counts from when
-        #: it became due (on JetStream servers without message schedules, from
-        #: its publish). On a cluster this is the storing server's clock.
-        self.stored_at = stored_at
-        #: How the delivery was finished, or ``None`` while it is in hand.
-        self.settled: Settlement | None = None
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    #: 1 on the first delivery, 2 on the first redelivery, and so on.
+    num_delivered: int
+    stream_seq: int
+    #: When the broker stored the message, in seconds since the epoch, as
+    #: :meth:`Transport.now` counts them; a delayed message counts from when
+    #: it became due (on JetStream servers without message schedules, from
+    #: its publish). On a cluster this is the storing server's clock.
+    stored_at: float
+    #: How the delivery was finished, or ``None`` while it is in hand.
+    settled: Settlement | None = field(default=None, init=False)
 
     async def ack(self) -> None:
         """Done with it: the broker forgets the message (on a work-queue stream)."""

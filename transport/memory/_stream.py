@@ -14,6 +14,7 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -30,28 +31,17 @@ EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 _TimerT = TypeVar("_TimerT", tuple[float, int], tuple[float, int, int])
 
 
+@dataclass(slots=True, eq=False)
 class Message:
     """A stored message. ``due`` (Trio time) holds back a delayed message."""
 
-    __slots__ = ("data", "due", "headers", "seq", "size", "stored_at", "subject")
-
-    def __init__(
-        self,
-        seq: int,
-        subject: str,
-        data: bytes,
-        headers: Mapping[str, str],
-        size: int,
-        stored_at: float,
-        due: float | None,
-    ) -> None:
-        self.seq = seq
-        self.subject = subject
-        self.data = data
-        self.headers = headers
-        self.size = size
-        self.stored_at = stored_at
-        self.due = due
+    seq: int
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    size: int
+    stored_at: float
+    due: float | None
 
 
 def payload_size(data: bytes, headers: Mapping[str, str]) -> int:

@@ -18,8 +18,10 @@ stored message's own headers can never be mistaken for a status.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .._errors import InvalidSpecError, TransportError
@@ -61,6 +63,7 @@ class ProtocolError(TransportError):
     """The server sent something that is not the NATS protocol (the connection is dropped)."""
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Msg:
     """A message delivered by the server (``MSG`` or ``HMSG``).
 
@@ -71,68 +74,47 @@ class Msg:
     requests...), ``None`` otherwise.
     """
 
-    __slots__ = ("data", "description", "headers", "reply", "sid", "status", "subject")
-
-    def __init__(
-        self,
-        subject: str,
-        sid: int,
-        reply: str | None,
-        data: bytes,
-        headers: dict[str, str] | None = None,
-        status: str | None = None,
-        description: str | None = None,
-    ) -> None:
-        self.subject = subject
-        self.sid = sid
-        self.reply = reply
-        self.data = data
-        self.headers = headers
-        self.status = status
-        self.description = description
+    subject: str
+    sid: int
+    reply: str | None
+    data: bytes
+    headers: dict[str, str] | None = None
+    status: str | None = None
+    description: str | None = None
 
     def __repr__(self) -> str:
         status = f" status={self.status}" if self.status else ""
         return f"<Msg {self.subject} sid={self.sid} reply={self.reply}{status} {len(self.data)}B>"
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Info:
     """The server's ``INFO``: who it is, what it allows, the cluster it belongs to."""
 
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
+    fields: dict[str, Any]
 
     def __repr__(self) -> str:
         return f"<Info {self.fields.get('server_name') or self.fields.get('server_id')}>"
 
 
+@dataclass(frozen=True, slots=True)
 class Err:
     """The server's ``-ERR``, with its text unquoted."""
 
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"<Err {self.text!r}>"
+    text: str
 
 
-class _Signal:
-    __slots__ = ("name",)
+class _Signal(enum.Enum):
+    """The control lines that carry nothing: compare them with ``is``."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
+    PING = "PING"
+    PONG = "PONG"
+    OK = "+OK"
 
 
-PING = _Signal("PING")
-PONG = _Signal("PONG")
-OK = _Signal("+OK")
+PING = _Signal.PING
+PONG = _Signal.PONG
+OK = _Signal.OK
 
 Event = Msg | Info | Err | _Signal
 
