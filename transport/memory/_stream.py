@@ -362,15 +362,11 @@ class Consumer:
             self._expire_deliveries(now)
         messages = stream.messages
         pending = self._pending
-        redeliver = self._redeliver
-        while redeliver and redeliver[0][0] <= now:
-            _, seq, gen = heapq.heappop(redeliver)
-            p = pending.get(seq)
-            if p is None or p.gen != gen:
-                continue
-            message = messages.get(seq)
+        while (due := self._pop_due(self._redeliver, now)) is not None:
+            p = due[1]
+            message = messages.get(p.seq)
             if message is None:  # removed by a limit meanwhile
-                del pending[seq]
+                del pending[p.seq]
                 continue
             return self._hand_out(p, message, session, now)
         if len(pending) >= self.spec.max_ack_pending:
@@ -489,18 +485,25 @@ class Consumer:
         return max_deliver is not None and p.num_delivered >= max_deliver
 
     def _expire_deliveries(self, now: float) -> None:
-        deadlines = self._deadlines
-        pending = self._pending
-        while deadlines and deadlines[0][0] <= now:
-            deadline, seq, gen = heapq.heappop(deadlines)
-            p = pending.get(seq)
-            if p is None or p.gen != gen:
-                continue
+        while (due := self._pop_due(self._deadlines, now)) is not None:
+            deadline, p = due
             self._release(p)
             if self._exhausted(p):
                 self._forget(p)  # JetStream gives up; the message stays stored
             else:
-                heapq.heappush(self._redeliver, (deadline, seq, p.gen))
+                heapq.heappush(self._redeliver, (deadline, p.seq, p.gen))
+
+    def _pop_due(
+        self, heap: list[tuple[float, int, int]], now: float
+    ) -> tuple[float, _Pending] | None:
+        """Take ``heap``'s first entry due by ``now`` that is not stale: (due, its pending)."""
+        pending = self._pending
+        while heap and heap[0][0] <= now:
+            due, seq, gen = heapq.heappop(heap)
+            p = pending.get(seq)
+            if p is not None and p.gen == gen:
+                return due, p
+        return None
 
     def _push_timer(self, heap: list[_TimerT], entry: _TimerT) -> None:
         heapq.heappush(heap, entry)

@@ -190,14 +190,27 @@ class MemoryTransport(Transport):
         await trio.lowlevel.checkpoint()
         self._check_open()
 
-    async def _spawn(self, start: Callable[..., Awaitable[object]]) -> trio.CancelScope:
-        """Start a background task in the transport's nursery; return its cancel scope."""
+    @asynccontextmanager
+    async def _feeding(
+        self, start: Callable[..., Awaitable[object]], send: _Closeable
+    ) -> AsyncIterator[None]:
+        """Run ``start``, which feeds ``send``, in the transport's nursery for the block.
+
+        ``start`` hands its cancel scope to ``task_status.started``. On
+        leaving (or at :meth:`aclose`) ``send`` is closed, so its channel ends.
+        """
         if self._services is None:
             raise TransportClosedError(
                 "enter the MemoryTransport (async with) before consuming or watching"
             )
         scope: trio.CancelScope = await self._services.start(start)
-        return scope
+        self._channels.add(send)
+        try:
+            yield
+        finally:
+            scope.cancel()
+            self._channels.discard(send)
+            send.close()
 
     # -- clock -------------------------------------------------------------------
 
@@ -302,15 +315,11 @@ class MemoryTransport(Transport):
         consumer = owner.ensure_consumer(spec)
         send, receive = trio.open_memory_channel[Delivery](buffer)
         session = Session()
-        scope = await self._spawn(partial(run_session, consumer, session, send))
-        self._channels.add(send)
-        try:
-            yield receive
-        finally:
-            scope.cancel()
-            self._channels.discard(send)
-            consumer.end_session(session, receive)
-            send.close()
+        async with self._feeding(partial(run_session, consumer, session, send), send):
+            try:
+                yield receive
+            finally:
+                consumer.end_session(session, receive)
 
     async def read(
         self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000
@@ -445,14 +454,8 @@ class MemoryKV:
             snapshot, cursor = [], since
         send, receive = trio.open_memory_channel[KVChange](_WATCH_BUFFER)
         watcher = Watcher(matches, cursor, send)
-        scope = await transport._spawn(partial(run_watch, bucket, watcher, snapshot))
-        transport._channels.add(send)
-        try:
+        async with transport._feeding(partial(run_watch, bucket, watcher, snapshot), send):
             yield receive
-        finally:
-            scope.cancel()
-            transport._channels.discard(send)
-            send.close()
 
 
 if TYPE_CHECKING:
