@@ -7,6 +7,10 @@ starts the broker's timer, so "not before" checks are conservative.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
+
 import pytest
 import trio
 
@@ -20,7 +24,7 @@ from .. import (
     Settlement,
     Transport,
 )
-from ._fixtures import Clock, MakeStream, Names, SuiteBase
+from ._fixtures import Clock, Inbox, MakeStream, Names, SuiteBase
 
 #: How much earlier than due a timed redelivery may come (clock granularity).
 EARLY = 0.05
@@ -28,9 +32,7 @@ EARLY = 0.05
 LATE = 3.0
 
 
-async def assert_nothing_else_pending(
-    transport: Transport, inbox: trio.MemoryReceiveChannel[Delivery], subject: str
-) -> None:
+async def assert_nothing_else_pending(transport: Transport, inbox: Inbox, subject: str) -> None:
     """Show that nothing but a probe reaches ``inbox`` during one ack wait.
 
     The probe is left unacknowledged, so it comes back one ack wait later,
@@ -45,8 +47,58 @@ async def assert_nothing_else_pending(
     await again.ack()
 
 
+class ConsumeOne(Protocol):
+    """``async with consume_one(data, **options) as (inbox, first)``.
+
+    A new stream holding one message, ``data`` on ``<names.space()>.a``,
+    consumed by a new durable (``names.durable()``, with the
+    :class:`ConsumerSpec` ``options``): the inbox and the message's first
+    delivery.
+    """
+
+    def __call__(
+        self, data: bytes, **options: Any
+    ) -> AbstractAsyncContextManager[tuple[Inbox, Delivery]]: ...
+
+
+#: What a test does to give up on a delivery: ``await give_up(inbox, first)``.
+GiveUp = Callable[[Inbox, Delivery], Awaitable[None]]
+
+
+async def _term(inbox: Inbox, first: Delivery) -> None:
+    await first.term()
+    assert first.settled is Settlement.TERM
+
+
+async def _nak_up_to_max_deliver(inbox: Inbox, first: Delivery) -> None:
+    await first.nak()
+    second = await inbox.receive()
+    await second.nak()
+    assert (first.num_delivered, second.num_delivered) == (1, 2)
+
+
+async def _outwait_up_to_max_deliver(inbox: Inbox, first: Delivery) -> None:
+    # Unfinished, the delivery comes back once its ack wait is over.
+    second = await inbox.receive()
+    assert (first.stream_seq, second.num_delivered) == (second.stream_seq, 2)
+
+
 class ConsumeTests(SuiteBase):
     """``consume``: durable pull consumers, deliveries and how each is finished."""
+
+    @pytest.fixture
+    def consume_one(
+        self, transport: Transport, make_stream: MakeStream, names: Names
+    ) -> ConsumeOne:
+        @asynccontextmanager
+        async def consume_one(data: bytes, **options: Any) -> AsyncIterator[tuple[Inbox, Delivery]]:
+            spec = await make_stream()
+            await transport.publish(f"{names.space()}.a", data)
+            consumer = ConsumerSpec(durable=names.durable(), **options)
+            async with transport.consume(spec.name, consumer) as inbox:
+                yield inbox, await inbox.receive()
+
+        return consume_one
 
     async def test_consume_delivers_messages_in_order_with_their_fields(
         self, transport: Transport, make_stream: MakeStream, names: Names
@@ -68,10 +120,11 @@ class ConsumeTests(SuiteBase):
         assert [d.num_delivered for d in got] == [1] * 5
         assert [d.stream_seq for d in got] == [1, 2, 3, 4, 5]
 
-    async def test_ack_removes_the_message_from_a_work_queue_stream(
-        self, transport: Transport, make_stream: MakeStream, names: Names
+    @pytest.mark.parametrize("retention", [Retention.LIMITS, Retention.WORK_QUEUE])
+    async def test_a_durable_goes_on_after_what_it_acked_while_no_context_is_open(
+        self, transport: Transport, make_stream: MakeStream, names: Names, retention: Retention
     ) -> None:
-        spec = await make_stream(retention=Retention.WORK_QUEUE)
+        spec = await make_stream(retention=retention)
         consumer = ConsumerSpec(durable=names.durable())
         for i in range(3):
             await transport.publish(f"{names.space()}.a", b"%d" % i)
@@ -79,11 +132,14 @@ class ConsumeTests(SuiteBase):
             async with transport.consume(spec.name, consumer) as inbox:
                 for _ in range(3):
                     await (await inbox.receive()).ack()
-            marker = await transport.publish(f"{names.space()}.a", b"marker")
+            for i in range(3, 5):
+                await transport.publish(f"{names.space()}.a", b"%d" % i)
             async with transport.consume(spec.name, consumer) as inbox:
-                # Acknowledged messages are gone: the first thing delivered is the marker.
-                first = await inbox.receive()
-        assert (first.stream_seq, first.data, first.num_delivered) == (marker.seq, b"marker", 1)
+                got = [await inbox.receive() for _ in range(2)]
+        assert [(d.stream_seq, d.data, d.num_delivered) for d in got] == [
+            (4, b"3", 1),
+            (5, b"4", 1),
+        ]
 
     async def test_a_delivery_says_when_its_message_was_stored(
         self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
@@ -110,13 +166,10 @@ class ConsumeTests(SuiteBase):
         assert again.stored_at == early.stored_at
 
     async def test_nak_redelivers_the_message_with_num_delivered_2(
-        self, transport: Transport, make_stream: MakeStream, names: Names
+        self, consume_one: ConsumeOne
     ) -> None:
-        spec = await make_stream()
-        await transport.publish(f"{names.space()}.a", b"again")
         with trio.fail_after(10):
-            async with transport.consume(spec.name, ConsumerSpec(durable=names.durable())) as inbox:
-                first = await inbox.receive()
+            async with consume_one(b"again") as (inbox, first):
                 await first.nak()
                 assert first.settled is Settlement.NAK
                 second = await inbox.receive()
@@ -125,13 +178,10 @@ class ConsumeTests(SuiteBase):
         assert (second.stream_seq, second.num_delivered, second.data) == (1, 2, b"again")
 
     async def test_nak_with_delay_redelivers_not_before_the_delay(
-        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
+        self, clock: Clock, transport: Transport, names: Names, consume_one: ConsumeOne
     ) -> None:
-        spec = await make_stream()
-        await transport.publish(f"{names.space()}.a", b"later")
         with trio.fail_after(20):
-            async with transport.consume(spec.name, ConsumerSpec(durable=names.durable())) as inbox:
-                first = await inbox.receive()
+            async with consume_one(b"later") as (inbox, first):
                 naked_at = trio.current_time()
                 await first.nak(delay=2.0)
                 # Other messages are not held up by the delayed one.
@@ -147,15 +197,11 @@ class ConsumeTests(SuiteBase):
         assert 2.0 - EARLY <= waited <= 2.0 + LATE
 
     async def test_unacknowledged_delivery_is_redelivered_after_ack_wait(
-        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
+        self, clock: Clock, consume_one: ConsumeOne
     ) -> None:
-        spec = await make_stream()
-        consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0)
+        published_at = trio.current_time()
         with trio.fail_after(20):
-            async with transport.consume(spec.name, consumer) as inbox:
-                published_at = trio.current_time()
-                await transport.publish(f"{names.space()}.a", b"forgotten")
-                first = await inbox.receive()
+            async with consume_one(b"forgotten", ack_wait=1.0) as (inbox, first):
                 again = await inbox.receive()
                 waited = trio.current_time() - published_at
                 await again.ack()
@@ -164,14 +210,10 @@ class ConsumeTests(SuiteBase):
         assert 1.0 - EARLY <= waited <= 1.0 + LATE
 
     async def test_in_progress_restarts_the_ack_wait(
-        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
+        self, clock: Clock, consume_one: ConsumeOne
     ) -> None:
-        spec = await make_stream()
-        consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0)
-        await transport.publish(f"{names.space()}.a", b"slow work")
         with trio.fail_after(20):
-            async with transport.consume(spec.name, consumer) as inbox:
-                delivery = await inbox.receive()
+            async with consume_one(b"slow work", ack_wait=1.0) as (inbox, delivery):
                 # Heartbeat for three ack waits: no redelivery meanwhile.
                 for _ in range(6):
                     with trio.move_on_after(0.5):
@@ -186,45 +228,30 @@ class ConsumeTests(SuiteBase):
         assert (again.stream_seq, again.num_delivered) == (delivery.stream_seq, 2)
         assert 1.0 - EARLY <= waited <= 1.0 + LATE
 
-    async def test_term_means_the_message_is_never_delivered_again(
-        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
+    @pytest.mark.parametrize(
+        ("give_up", "max_deliver"),
+        [
+            pytest.param(_term, None, id="term"),
+            pytest.param(_nak_up_to_max_deliver, 2, id="nak-up-to-max-deliver"),
+            pytest.param(_outwait_up_to_max_deliver, 2, id="ack-wait-up-to-max-deliver"),
+        ],
+    )
+    async def test_a_message_given_up_on_is_never_delivered_again(
+        self,
+        clock: Clock,
+        transport: Transport,
+        names: Names,
+        consume_one: ConsumeOne,
+        give_up: GiveUp,
+        max_deliver: int | None,
     ) -> None:
-        spec = await make_stream()
-        consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0)
-        await transport.publish(f"{names.space()}.a", b"poison")
+        # max_deliver counts naks and ack wait expiries alike.
         with trio.fail_after(20):
-            async with transport.consume(spec.name, consumer) as inbox:
-                poison = await inbox.receive()
-                await poison.term()
-                assert poison.settled is Settlement.TERM
-                await assert_nothing_else_pending(transport, inbox, f"{names.space()}.a")
-
-    async def test_max_deliver_stops_redelivery(
-        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
-    ) -> None:
-        spec = await make_stream()
-        consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0, max_deliver=2)
-        await transport.publish(f"{names.space()}.a", b"flaky")
-        with trio.fail_after(20):
-            async with transport.consume(spec.name, consumer) as inbox:
-                first = await inbox.receive()
-                await first.nak()
-                second = await inbox.receive()
-                await second.nak()
-                assert (first.num_delivered, second.num_delivered) == (1, 2)
-                await assert_nothing_else_pending(transport, inbox, f"{names.space()}.a")
-
-    async def test_max_deliver_counts_ack_wait_expiries(
-        self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names
-    ) -> None:
-        spec = await make_stream()
-        consumer = ConsumerSpec(durable=names.durable(), ack_wait=1.0, max_deliver=2)
-        await transport.publish(f"{names.space()}.a", b"stuck")
-        with trio.fail_after(20):
-            async with transport.consume(spec.name, consumer) as inbox:
-                first = await inbox.receive()
-                second = await inbox.receive()
-                assert (first.stream_seq, second.num_delivered) == (second.stream_seq, 2)
+            async with consume_one(b"poison", ack_wait=1.0, max_deliver=max_deliver) as (
+                inbox,
+                first,
+            ):
+                await give_up(inbox, first)
                 await assert_nothing_else_pending(transport, inbox, f"{names.space()}.a")
 
     async def test_two_contexts_on_one_durable_share_the_messages(
@@ -237,7 +264,7 @@ class ConsumeTests(SuiteBase):
         started = {"a": trio.Event(), "b": trio.Event()}
         all_seen = trio.Event()
 
-        async def drain(name: str, other: str, inbox: trio.MemoryReceiveChannel[Delivery]) -> None:
+        async def drain(name: str, other: str, inbox: Inbox) -> None:
             async for delivery in inbox:
                 seen[name].append(delivery.stream_seq)
                 assert delivery.num_delivered == 1
@@ -350,26 +377,6 @@ class ConsumeTests(SuiteBase):
         with trio.fail_after(10), pytest.raises(NotFoundError):
             async with transport.consume(names.stream(), ConsumerSpec(durable=names.durable())):
                 pytest.fail("consumed a stream that does not exist")
-
-    async def test_the_durable_keeps_its_place_while_no_context_is_open(
-        self, transport: Transport, make_stream: MakeStream, names: Names
-    ) -> None:
-        spec = await make_stream()
-        consumer = ConsumerSpec(durable=names.durable())
-        for i in range(3):
-            await transport.publish(f"{names.space()}.a", b"%d" % i)
-        with trio.fail_after(10):
-            async with transport.consume(spec.name, consumer) as inbox:
-                for _ in range(3):
-                    await (await inbox.receive()).ack()
-            for i in range(3, 5):
-                await transport.publish(f"{names.space()}.a", b"%d" % i)
-            async with transport.consume(spec.name, consumer) as inbox:
-                got = [await inbox.receive() for _ in range(2)]
-        assert [(d.stream_seq, d.data, d.num_delivered) for d in got] == [
-            (4, b"3", 1),
-            (5, b"4", 1),
-        ]
 
     async def test_consume_updates_an_existing_durable_to_the_spec(
         self, clock: Clock, transport: Transport, make_stream: MakeStream, names: Names

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeAlias
 import pytest
 import trio.testing
 
-from .. import KeyValue, KVSpec, StreamSpec, Transport
+from .. import Delivery, KeyValue, KVSpec, StreamSpec, Transport
 
 #: What the ``clock`` fixture gives: Trio's autojump clock, or ``None`` for real time.
 Clock: TypeAlias = trio.testing.MockClock | None
@@ -24,6 +24,8 @@ Clock: TypeAlias = trio.testing.MockClock | None
 Connect = Callable[[], AbstractAsyncContextManager[Transport]]
 #: How many consumers a stream has, by whatever means the implementation offers.
 CountConsumers = Callable[[Transport, str], Awaitable[int]]
+#: What ``consume`` delivers into.
+Inbox: TypeAlias = trio.MemoryReceiveChannel[Delivery]
 
 
 class MakeStream(Protocol):
