@@ -7,9 +7,10 @@ before the marker.
 
 from __future__ import annotations
 
+import pytest
 import trio
 
-from .. import KVChange, KVOp
+from .. import KeyValue, KVChange, KVOp
 from ._fixtures import MakeKV, SuiteBase
 
 
@@ -22,6 +23,19 @@ async def receive_until(watch: trio.MemoryReceiveChannel[KVChange], key: str) ->
             if change.key == key:
                 return changes
     raise AssertionError(f"the watch ended before {key!r}: {changes}")
+
+
+async def before_a_marker(
+    kv: KeyValue, watch: trio.MemoryReceiveChannel[KVChange], key: str = "marker"
+) -> list[KVChange]:
+    """Write the marker ``key``; the changes ``watch`` yields before the marker's own.
+
+    The marker's change must come as written (empty, at its revision).
+    """
+    marker = await kv.put(key, b"")
+    changes = await receive_until(watch, key)
+    assert changes[-1] == KVChange(key, b"", marker)
+    return changes[:-1]
 
 
 class WatchTests(SuiteBase):
@@ -63,51 +77,22 @@ class WatchTests(SuiteBase):
         await kv.delete("gone")
         kept = await kv.put("kept", b"")
         async with kv.watch() as watch:
-            marker = await kv.put("marker", b"")
-            changes = await receive_until(watch, "marker")
-        assert changes == [KVChange("kept", b"", kept), KVChange("marker", b"", marker)]
+            assert await before_a_marker(kv, watch) == [KVChange("kept", b"", kept)]
 
-    async def test_watch_since_a_revision_yields_only_later_changes(self, make_kv: MakeKV) -> None:
-        kv = await make_kv(history=10)
-        first = await kv.put("a", b"1")
-        a2 = await kv.put("a", b"2")
-        b1 = await kv.put("b", b"1")
-        async with kv.watch(since=first) as watch:
-            marker = await kv.put("marker", b"")
-            changes = await receive_until(watch, "marker")
-        assert changes == [
-            KVChange("a", b"2", a2),
-            KVChange("b", b"1", b1),
-            KVChange("marker", b"", marker),
-        ]
-
-    async def test_watch_since_the_latest_revision_yields_only_new_changes(
-        self, make_kv: MakeKV
+    @pytest.mark.parametrize(
+        ("history", "since", "held"),
+        [(10, "a1", ["a2", "a3", "b1"]), (1, "a1", ["a3", "b1"]), (10, "b1", [])],
+        ids=["all-held", "history-of-one", "since-the-latest"],
+    )
+    async def test_watch_since_a_revision_yields_the_later_changes_the_history_holds(
+        self, make_kv: MakeKV, history: int, since: str, held: list[str]
     ) -> None:
-        kv = await make_kv(history=10)
-        await kv.put("a", b"1")
-        latest = await kv.put("b", b"1")
-        async with kv.watch(since=latest) as watch:
-            marker = await kv.put("marker", b"")
-            changes = await receive_until(watch, "marker")
-        assert changes == [KVChange("marker", b"", marker)]
-
-    async def test_watch_since_skips_changes_the_history_no_longer_holds(
-        self, make_kv: MakeKV
-    ) -> None:
-        kv = await make_kv(history=1)
-        first = await kv.put("a", b"1")
-        await kv.put("a", b"2")
-        a3 = await kv.put("a", b"3")
-        b1 = await kv.put("b", b"1")
-        async with kv.watch(since=first) as watch:
-            marker = await kv.put("marker", b"")
-            changes = await receive_until(watch, "marker")
-        assert changes == [
-            KVChange("a", b"3", a3),
-            KVChange("b", b"1", b1),
-            KVChange("marker", b"", marker),
-        ]
+        kv = await make_kv(history=history)
+        written = {}
+        for key, value in (("a", b"1"), ("a", b"2"), ("a", b"3"), ("b", b"1")):
+            written[key + value.decode()] = KVChange(key, value, await kv.put(key, value))
+        async with kv.watch(since=written[since].revision) as watch:
+            assert await before_a_marker(kv, watch) == [written[name] for name in held]
 
     async def test_watch_reports_deletes_as_delete_changes(self, make_kv: MakeKV) -> None:
         kv = await make_kv()
@@ -152,13 +137,11 @@ class WatchTests(SuiteBase):
             a1 = await kv.put("a.1", b"")
             await kv.put("b.2", b"")
             deep = await kv.put("a.x.y", b"")
-            marker = await kv.put("a.marker", b"")
-            changes = await receive_until(watch, "a.marker")
+            changes = await before_a_marker(kv, watch, "a.marker")
         assert changes == [
             KVChange("a.old", b"", before),
             KVChange("a.1", b"", a1),
             KVChange("a.x.y", b"", deep),
-            KVChange("a.marker", b"", marker),
         ]
 
     async def test_watch_with_a_single_token_wildcard(self, make_kv: MakeKV) -> None:
