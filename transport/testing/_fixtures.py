@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -64,17 +64,24 @@ class Names:
         """The first subject token of this test's subjects (``space.>``)."""
         return f"t{self.suffix}{tag}"
 
+    def stream_spec(self, tag: str = "", **options: Any) -> StreamSpec:
+        """The spec of stream ``stream(tag)``, taking ``space(tag).>``."""
+        return StreamSpec(name=self.stream(tag), subjects=(f"{self.space(tag)}.>",), **options)
 
-async def run_to_its_end(connect: Connect, body: Callable[[Transport], Awaitable[None]]) -> None:
-    """Run ``body`` on a transport opened for it, and check that it ran to its end.
 
-    For the tests that close the transport themselves: ``aclose()`` must not
-    cancel the code around it, which would end the block early and silently.
+@asynccontextmanager
+async def own_transport(connect: Connect) -> AsyncIterator[Transport]:
+    """A transport opened for the block, for the tests that close it themselves.
+
+    ``aclose()`` must not cancel the code around it, which would end the
+    block early and silently: the block must run to its end. A hang fails
+    the test after 20 seconds.
     """
     finished = False
-    async with connect() as transport:
-        await body(transport)
-        finished = True
+    with trio.fail_after(20):
+        async with connect() as transport:
+            yield transport
+            finished = True
     assert finished, "aclose() cancelled the block it was called in"
 
 
@@ -124,9 +131,7 @@ class SuiteBase:
     @pytest.fixture
     def make_stream(self, transport: Transport, names: Names) -> MakeStream:
         async def make(tag: str = "", **options: Any) -> StreamSpec:
-            spec = StreamSpec(
-                name=names.stream(tag), subjects=(f"{names.space(tag)}.>",), **options
-            )
+            spec = names.stream_spec(tag, **options)
             await transport.ensure_stream(spec)
             return spec
 

@@ -13,11 +13,10 @@ from .. import (
     ConsumerSpec,
     KVSpec,
     OutMessage,
-    StreamSpec,
     Transport,
     TransportClosedError,
 )
-from ._fixtures import Connect, Names, SuiteBase, run_to_its_end
+from ._fixtures import Connect, Names, SuiteBase, own_transport
 
 
 class OwnersOwnError(Exception):
@@ -27,16 +26,14 @@ class OwnersOwnError(Exception):
 class LifecycleTests(SuiteBase):
     """Opening, closing, connection state and events.
 
-    Tests that close the transport open their own (:func:`run_to_its_end`).
+    Tests that close the transport open their own (:func:`own_transport`).
     """
 
     async def test_aclose_is_idempotent(self, connect: Connect) -> None:
-        async def body(transport: Transport) -> None:
+        async with own_transport(connect) as transport:
             await transport.aclose()
             await transport.aclose()
             assert transport.state is ConnectionState.CLOSED
-
-        await run_to_its_end(connect, body)
 
     async def test_state_is_connected_while_open_and_closed_after(self, connect: Connect) -> None:
         async with connect() as transport:
@@ -47,10 +44,8 @@ class LifecycleTests(SuiteBase):
     async def test_operations_after_aclose_raise_transport_closed(
         self, connect: Connect, names: Names
     ) -> None:
-        stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-
-        async def body(transport: Transport) -> None:
-            await transport.ensure_stream(stream)
+        async with own_transport(connect) as transport:
+            stream = await transport.ensure_stream(names.stream_spec())
             kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
             await transport.aclose()
             with pytest.raises(TransportClosedError):
@@ -76,17 +71,13 @@ class LifecycleTests(SuiteBase):
                 async with kv.watch():
                     pytest.fail("watched a closed transport")
 
-        await run_to_its_end(connect, body)
-
     async def test_settling_a_delivery_after_aclose_raises_at_most_transport_closed(
         self, connect: Connect, names: Names
     ) -> None:
         # The contract leaves open whether a late ack is ignored (the delivery comes
         # back after its ack wait anyway) or refused; nothing else may escape.
-        stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-
-        async def body(transport: Transport) -> None:
-            await transport.ensure_stream(stream)
+        async with own_transport(connect) as transport:
+            stream = await transport.ensure_stream(names.stream_spec())
             await transport.publish(f"{names.space()}.a", b"")
             consumer = ConsumerSpec(durable=names.durable())
             async with transport.consume(stream.name, consumer) as inbox:
@@ -101,39 +92,22 @@ class LifecycleTests(SuiteBase):
                 with contextlib.suppress(TransportClosedError):
                     await deliveries[1].nak(delay=1.0)
 
-        with trio.fail_after(10):
-            await run_to_its_end(connect, body)
-
-    async def test_consume_channel_ends_when_the_transport_closes(
+    async def test_consume_and_watch_channels_end_when_the_transport_closes(
         self, connect: Connect, names: Names
     ) -> None:
-        stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-
-        async def body(transport: Transport) -> None:
-            await transport.ensure_stream(stream)
+        async with own_transport(connect) as transport:
+            stream = await transport.ensure_stream(names.stream_spec())
+            kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
             async with (
                 transport.consume(stream.name, ConsumerSpec(durable=names.durable())) as inbox,
+                kv.watch() as watch,
                 trio.open_nursery() as nursery,
             ):
                 nursery.start_soon(transport.aclose)
                 with pytest.raises(trio.EndOfChannel):
                     await inbox.receive()
-
-        with trio.fail_after(10):
-            await run_to_its_end(connect, body)
-
-    async def test_watch_channel_ends_when_the_transport_closes(
-        self, connect: Connect, names: Names
-    ) -> None:
-        async def body(transport: Transport) -> None:
-            kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
-            async with kv.watch() as watch, trio.open_nursery() as nursery:
-                nursery.start_soon(transport.aclose)
                 with pytest.raises(trio.EndOfChannel):
                     await watch.receive()
-
-        with trio.fail_after(10):
-            await run_to_its_end(connect, body)
 
     async def test_connection_events_report_closed_on_aclose(self, connect: Connect) -> None:
         async with connect() as transport:
@@ -149,8 +123,7 @@ class LifecycleTests(SuiteBase):
     async def test_an_error_in_the_owners_block_leaves_consume_and_watch_unwrapped(
         self, transport: Transport, names: Names
     ) -> None:
-        stream = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-        await transport.ensure_stream(stream)
+        stream = await transport.ensure_stream(names.stream_spec())
         kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
         with pytest.raises(OwnersOwnError):
             async with transport.consume(stream.name, ConsumerSpec(durable=names.durable())):

@@ -19,14 +19,14 @@ from .. import (
     TooLargeError,
     Transport,
 )
-from ._fixtures import Clock, Connect, MakeStream, Names, SuiteBase, run_to_its_end
+from ._fixtures import Clock, Connect, MakeStream, Names, SuiteBase, own_transport
 
 
 class StreamTests(SuiteBase):
     """Streams: creation, updates, limits; publishing to what no stream takes."""
 
     async def test_ensure_stream_is_idempotent(self, transport: Transport, names: Names) -> None:
-        spec = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
+        spec = names.stream_spec()
         await transport.ensure_stream(spec)
         await transport.ensure_stream(spec)
         assert await transport.publish(f"{names.space()}.a", b"1") == PubAck(spec.name, 1)
@@ -84,17 +84,12 @@ class StreamTests(SuiteBase):
         # A broker may refuse a payload over its connection's limit (NATS: the
         # server's max_payload, 1 MiB by default) or, with no connection to
         # limit it (the memory broker), store it; nothing else may happen.
-        spec = StreamSpec(name=names.stream(), subjects=(f"{names.space()}.>",))
-
-        async def body(transport: Transport) -> None:
-            await transport.ensure_stream(spec)
+        async with own_transport(connect) as transport:
+            spec = await transport.ensure_stream(names.stream_spec())
             with contextlib.suppress(TooLargeError):
                 await transport.publish(f"{names.space()}.huge", b"x" * (8 * 1024 * 1024))
             ack = await transport.publish(f"{names.space()}.small", b"")
             assert ack.stream == spec.name
-
-        with trio.fail_after(20):
-            await run_to_its_end(connect, body)
 
     async def test_publish_to_a_full_discard_new_stream_raises_storage_full(
         self, transport: Transport, make_stream: MakeStream, names: Names
