@@ -17,7 +17,8 @@ import trio
 from nats.aio.msg import Msg
 
 from transport import NotFoundError, OutMessage, StreamSpec, TransportError, open_transport
-from transport.jetstream._read import _epoch, _Reader
+from transport.jetstream._read import on_the_loop
+from transport.jscore import PageReader, epoch
 from transport.testing._read import publish_many, read_all
 
 # -- JetStream: one message per request --------------------------------------------
@@ -102,7 +103,7 @@ def _end(last, pending=0):
 
 def _read_with(answers, limit=10):
     replies = _FakeReplies(answers)
-    reader = _Reader(replies, "S", "s.>", 1, limit, direct=True)
+    reader = PageReader(on_the_loop(replies), "S", "s.>", 1, limit, direct=True)
     return asyncio.run(reader.run()), replies.asked
 
 
@@ -136,12 +137,12 @@ def test_a_batch_that_lost_everything_raises():
 
 
 @pytest.mark.parametrize(
-    ("stamp", "epoch"),
+    ("stamp", "seconds"),
     [
         ("2026-01-01T00:00:00Z", 1767225600.0),
         ("2026-01-01T00:00:00.123456789Z", 1767225600.123456789),
         ("2026-01-01T01:00:00.25+01:00", 1767225600.25),
     ],
 )
-def test_server_time_stamps_are_read_to_the_nanosecond(stamp, epoch):
-    assert _epoch(stamp) == pytest.approx(epoch, abs=1e-6)
+def test_server_time_stamps_are_read_to_the_nanosecond(stamp, seconds):
+    assert epoch(stamp) == pytest.approx(seconds, abs=1e-6)

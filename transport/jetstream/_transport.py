@@ -35,11 +35,11 @@ from .._specs import (
     StoredMessage,
     check_read,
 )
-from ..jscore import Prepared, WireMsg
+from ..jscore import PageReader, Prepared, WireMsg
 from ._connection import Connection
 from ._consume import _Puller
 from ._kv import _JetStreamKV
-from ._read import _Reader
+from ._read import on_the_loop
 from ._wire import _Received, _translate
 
 
@@ -87,8 +87,8 @@ class JetStreamTransport(Connection):
         check_read(stream, subject, start_seq, limit)
         replies = self._replies
         assert replies is not None
-        reader = _Reader(
-            replies, stream, subject, start_seq, limit, direct=self._supports_batch_get
+        reader = PageReader(
+            on_the_loop(replies), stream, subject, start_seq, limit, direct=self._supports_batch_get
         )
         try:
             found: list[StoredMessage] = await self._bridge.call(reader.run, spawn=True)

@@ -11,15 +11,13 @@ consumers and watches.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
 from .._errors import TransportClosedError, TransportError
 from .._specs import PubAck, StoredMessage, check_read
 from ..jscore import (
-    API,
     KVCore,
     PageReader,
     Prepared,
@@ -28,7 +26,7 @@ from ..jscore import (
     WireMsg,
     reply_meta,
 )
-from ..natsproto import Client, Msg, Pending, Subscription
+from ..natsproto import Msg, Pending, Subscription
 from ._connection import Connection
 
 __all__ = ["JetStreamTransport", "open_jetstream_trio"]
@@ -95,24 +93,6 @@ class _KV(KVCore):
     watcher = _Watcher
 
 
-class _Reader(PageReader):
-    """One ``read``, its requests made on the Trio client's reply inbox."""
-
-    def __init__(self, client: Client, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client = client
-
-    async def _request(
-        self, api: str, body: Mapping[str, Any], batch: list[WireMsg] | None = None
-    ) -> WireMsg:
-        got: list[Msg] | None = [] if batch is not None else None
-        payload = json.dumps(body).encode()
-        reply = await self._client.requests.request(f"{API}.{api}", payload, batch=got)
-        if batch is not None and got:
-            batch.extend(got)
-        return reply
-
-
 class JetStreamTransport(Connection):
     """:class:`Transport` over NATS JetStream, on the Trio client.
 
@@ -156,8 +136,13 @@ class JetStreamTransport(Connection):
     ) -> list[StoredMessage]:
         self._check_open()
         check_read(stream, subject, start_seq, limit)
-        reader = _Reader(
-            self._client, stream, subject, start_seq, limit, direct=self._supports_batch_get
+        reader = PageReader(
+            self._client.requests.request,
+            stream,
+            subject,
+            start_seq,
+            limit,
+            direct=self._supports_batch_get,
         )
         return await reader.run()
 

@@ -33,6 +33,7 @@ from ._kv import WatcherCore as WatcherCore
 from ._pull import JsDelivery as JsDelivery
 from ._pull import PullerCore as PullerCore
 from ._read import PageReader as PageReader
+from ._read import Request as Request
 
 __all__ = [
     "API",
@@ -46,6 +47,7 @@ __all__ = [
     "PageReader",
     "Prepared",
     "PullerCore",
+    "Request",
     "StreamExistsError",
     "WatcherCore",
     "WireMsg",

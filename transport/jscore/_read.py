@@ -18,20 +18,21 @@ schedules (before 2.12) a delayed message is stored, and read, at once.
 
 No consumer is created, so nothing is left on the server if the caller goes
 away: an abandoned read stops at its next request. The algorithm is the same
-for either client; a client's subclass of :class:`PageReader` makes the
-requests (and, for nats-py, runs the whole read on its loop thread).
+for either client; the client gives :class:`PageReader` its way of making a
+request (:class:`Request`), and nats-py runs the whole read on its loop thread.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
 
 from .._errors import ConnectionLostError, TransportError
 from .._specs import SCHEDULE_PREFIX, StoredMessage
 from ._api import (
+    API,
     BATCH_BYTES,
     DIRECT_HEADERS,
     NO_MESSAGE,
@@ -41,17 +42,38 @@ from ._api import (
     parse_headers,
 )
 
-__all__ = ["PageReader"]
+__all__ = ["PageReader", "Request"]
 
 _SCHEDULES = SCHEDULE_PREFIX + "."
 
 
+class Request(Protocol):
+    """How a client makes a reader's requests: ``await request(subject, payload, batch=...)``.
+
+    Returns the reply. With a list for ``batch`` the reply is a batch (a
+    batched direct get): its messages are appended to the list as they
+    come, and the status message that ends it is returned.
+    """
+
+    def __call__(
+        self, subject: str, payload: bytes, /, *, batch: list[Any] | None = None
+    ) -> Awaitable[WireMsg]: ...
+
+
 class PageReader:
-    """One ``read`` call: :meth:`run` returns the page."""
+    """One ``read`` call, its requests made by ``request``: :meth:`run` returns the page."""
 
     def __init__(
-        self, stream: str, subject: str, start_seq: int, limit: int, *, direct: bool
+        self,
+        request: Request,
+        stream: str,
+        subject: str,
+        start_seq: int,
+        limit: int,
+        *,
+        direct: bool,
     ) -> None:
+        self._ask = request
         self._stream = stream
         self._subject = subject
         self._limit = limit
@@ -67,7 +89,7 @@ class PageReader:
         self, api: str, body: Mapping[str, Any], batch: list[WireMsg] | None = None
     ) -> WireMsg:
         """One request to ``$JS.API.<api>``; its reply (the status ending a batch)."""
-        raise NotImplementedError
+        return await self._ask(f"{API}.{api}", json.dumps(body).encode(), batch=batch)
 
     async def run(self) -> list[StoredMessage]:
         if not self._direct or not await self._direct_get():
