@@ -143,3 +143,8 @@ class SuiteBase:
             return await transport.ensure_kv(KVSpec(bucket=names.bucket(tag), **options))
 
         return make
+
+    @pytest.fixture
+    async def kv(self, make_kv: MakeKV) -> KeyValue:
+        """A new bucket with the default options (``make_kv()``)."""
+        return await make_kv()

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import trio
 
-from .. import ConflictError, InvalidSpecError, KVEntry, NotFoundError, TooLargeError, Transport
+from .. import (
+    ConflictError,
+    InvalidSpecError,
+    KeyValue,
+    KVEntry,
+    NotFoundError,
+    TooLargeError,
+    Transport,
+)
 from ._fixtures import Clock, MakeKV, Names, SuiteBase
 
 BAD_KEYS = ["", "a b", ".a", "a.", "a..b", "a*", "a.>", "ключ"]
@@ -14,91 +22,78 @@ BAD_KEYS = ["", "a b", ".a", "a.", "a..b", "a*", "a.>", "ключ"]
 class KVTests(SuiteBase):
     """Key-value buckets: reads, compare-and-set writes, deletes, keys, limits."""
 
-    async def test_kv_get_of_a_missing_key_returns_none(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_get_of_a_missing_key_returns_none(self, kv: KeyValue) -> None:
         assert await kv.get("missing") is None
 
     async def test_kv_create_returns_a_revision_and_get_returns_the_entry(
-        self, make_kv: MakeKV
+        self, kv: KeyValue
     ) -> None:
-        kv = await make_kv()
         revision = await kv.create("k", b"v")
         assert await kv.get("k") == KVEntry("k", b"v", revision)
 
-    async def test_kv_create_of_an_existing_key_raises_conflict(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_create_of_an_existing_key_raises_conflict(self, kv: KeyValue) -> None:
         revision = await kv.create("k", b"first")
         with pytest.raises(ConflictError):
             await kv.create("k", b"second")
         assert await kv.get("k") == KVEntry("k", b"first", revision)
 
     async def test_kv_update_at_the_current_revision_returns_a_new_revision(
-        self, make_kv: MakeKV
+        self, kv: KeyValue
     ) -> None:
-        kv = await make_kv()
         first = await kv.create("k", b"1")
         second = await kv.update("k", b"2", first)
         assert second > first
         assert await kv.get("k") == KVEntry("k", b"2", second)
 
-    async def test_kv_update_at_a_stale_revision_raises_conflict(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_update_at_a_stale_revision_raises_conflict(self, kv: KeyValue) -> None:
         first = await kv.create("k", b"1")
         second = await kv.update("k", b"2", first)
         with pytest.raises(ConflictError):
             await kv.update("k", b"3", first)
         assert await kv.get("k") == KVEntry("k", b"2", second)
 
-    async def test_kv_update_of_a_missing_key_raises_conflict(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_update_of_a_missing_key_raises_conflict(self, kv: KeyValue) -> None:
         other = await kv.put("other", b"")
         with pytest.raises(ConflictError):
             await kv.update("missing", b"v", other)
         assert await kv.get("missing") is None
 
     async def test_kv_update_of_a_missing_key_at_revision_0_raises_conflict(
-        self, make_kv: MakeKV
+        self, kv: KeyValue
     ) -> None:
         # Writing an absent key is what create() is for; update() needs a revision.
-        kv = await make_kv()
         with pytest.raises(ConflictError):
             await kv.update("missing", b"v", 0)
         assert await kv.get("missing") is None
 
-    async def test_kv_put_writes_unconditionally(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_put_writes_unconditionally(self, kv: KeyValue) -> None:
         first = await kv.put("k", b"1")
         second = await kv.put("k", b"2")
         assert second > first
         assert await kv.get("k") == KVEntry("k", b"2", second)
 
-    async def test_kv_values_are_kept_byte_for_byte(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_values_are_kept_byte_for_byte(self, kv: KeyValue) -> None:
         for key, value in (("empty", b""), ("binary", bytes(range(256))), ("text", "λ".encode())):
             revision = await kv.put(key, value)
             assert await kv.get(key) == KVEntry(key, value, revision)
 
-    async def test_kv_delete_then_get_returns_none(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_delete_then_get_returns_none(self, kv: KeyValue) -> None:
         await kv.put("k", b"v")
         await kv.delete("k")
         assert await kv.get("k") is None
 
-    async def test_kv_delete_of_a_missing_key_does_nothing(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_delete_of_a_missing_key_does_nothing(self, kv: KeyValue) -> None:
         await kv.delete("missing")
         assert await kv.get("missing") is None
 
-    async def test_kv_create_after_delete_succeeds(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_create_after_delete_succeeds(self, kv: KeyValue) -> None:
         first = await kv.create("k", b"old")
         await kv.delete("k")
         again = await kv.create("k", b"new")
         assert again > first
         assert await kv.get("k") == KVEntry("k", b"new", again)
 
-    async def test_kv_delete_at_a_stale_revision_raises_conflict(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_delete_at_a_stale_revision_raises_conflict(self, kv: KeyValue) -> None:
         first = await kv.put("k", b"1")
         second = await kv.put("k", b"2")
         with pytest.raises(ConflictError):
@@ -108,16 +103,14 @@ class KVTests(SuiteBase):
         assert await kv.get("k") is None
 
     async def test_kv_update_after_delete_at_the_old_revision_raises_conflict(
-        self, make_kv: MakeKV
+        self, kv: KeyValue
     ) -> None:
-        kv = await make_kv()
         revision = await kv.put("k", b"1")
         await kv.delete("k")
         with pytest.raises(ConflictError):
             await kv.update("k", b"2", revision)
 
-    async def test_kv_keys_match_the_pattern(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_kv_keys_match_the_pattern(self, kv: KeyValue) -> None:
         assert await kv.keys() == []
         for key in ("a.1", "a.2", "a.b.c", "b.1", "gone"):
             await kv.put(key, b"")
@@ -141,8 +134,7 @@ class KVTests(SuiteBase):
         assert await kv.get("k") == KVEntry("k", b"x" * 64, revision)
 
     @pytest.mark.parametrize("key", BAD_KEYS)
-    async def test_kv_invalid_key_raises_invalid_spec(self, make_kv: MakeKV, key: str) -> None:
-        kv = await make_kv()
+    async def test_kv_invalid_key_raises_invalid_spec(self, kv: KeyValue, key: str) -> None:
         with pytest.raises(InvalidSpecError):
             await kv.get(key)
         with pytest.raises(InvalidSpecError):
@@ -155,10 +147,7 @@ class KVTests(SuiteBase):
             await kv.delete(key)
 
     @pytest.mark.parametrize("pattern", ["", "a..b", "a b", "a.>.b", "a*"])
-    async def test_kv_invalid_pattern_raises_invalid_spec(
-        self, make_kv: MakeKV, pattern: str
-    ) -> None:
-        kv = await make_kv()
+    async def test_kv_invalid_pattern_raises_invalid_spec(self, kv: KeyValue, pattern: str) -> None:
         with pytest.raises(InvalidSpecError):
             await kv.keys(pattern)
         with pytest.raises(InvalidSpecError):

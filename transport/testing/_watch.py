@@ -62,17 +62,13 @@ class WatchTests(SuiteBase):
         assert c1 < updates[1].revision < marker
         assert updates[2] == KVChange("marker", b"", marker)
 
-    async def test_watch_of_an_empty_bucket_yields_the_updates(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_watch_of_an_empty_bucket_yields_the_updates(self, kv: KeyValue) -> None:
         async with kv.watch() as watch:
             first = await kv.put("k", b"v")
             changes = await receive_until(watch, "k")
         assert changes == [KVChange("k", b"v", first)]
 
-    async def test_watch_from_now_skips_keys_deleted_before_it_started(
-        self, make_kv: MakeKV
-    ) -> None:
-        kv = await make_kv()
+    async def test_watch_from_now_skips_keys_deleted_before_it_started(self, kv: KeyValue) -> None:
         await kv.put("gone", b"")
         await kv.delete("gone")
         kept = await kv.put("kept", b"")
@@ -94,8 +90,7 @@ class WatchTests(SuiteBase):
         async with kv.watch(since=written[since].revision) as watch:
             assert await before_a_marker(kv, watch) == [written[name] for name in held]
 
-    async def test_watch_reports_deletes_as_delete_changes(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_watch_reports_deletes_as_delete_changes(self, kv: KeyValue) -> None:
         async with kv.watch() as watch:
             put = await kv.put("k", b"v")
             await kv.delete("k")
@@ -109,9 +104,8 @@ class WatchTests(SuiteBase):
         assert changes[2:] == [KVChange("marker", b"", marker)]
 
     async def test_watch_sees_many_rapid_updates_exactly_once_in_revision_order(
-        self, make_kv: MakeKV
+        self, kv: KeyValue
     ) -> None:
-        kv = await make_kv()
         written: list[KVChange] = []
 
         async def write() -> None:
@@ -128,8 +122,7 @@ class WatchTests(SuiteBase):
         assert seen == written
         assert [c.revision for c in seen] == sorted({c.revision for c in seen})
 
-    async def test_watch_yields_only_keys_matching_the_pattern(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_watch_yields_only_keys_matching_the_pattern(self, kv: KeyValue) -> None:
         before = await kv.put("a.old", b"")
         await kv.put("b.old", b"")
         async with kv.watch("a.>") as watch:
@@ -144,8 +137,7 @@ class WatchTests(SuiteBase):
             KVChange("a.x.y", b"", deep),
         ]
 
-    async def test_watch_with_a_single_token_wildcard(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_watch_with_a_single_token_wildcard(self, kv: KeyValue) -> None:
         async with kv.watch("*.hit") as watch:
             await kv.put("a.miss", b"")
             await kv.put("a.b.hit", b"")
@@ -153,8 +145,7 @@ class WatchTests(SuiteBase):
             changes = await receive_until(watch, "a.hit")
         assert changes == [KVChange("a.hit", b"", hit)]
 
-    async def test_two_watches_on_one_bucket_both_see_every_change(self, make_kv: MakeKV) -> None:
-        kv = await make_kv()
+    async def test_two_watches_on_one_bucket_both_see_every_change(self, kv: KeyValue) -> None:
         async with kv.watch() as one, kv.watch() as two:
             first = await kv.put("k", b"1")
             marker = await kv.put("marker", b"")
@@ -163,9 +154,8 @@ class WatchTests(SuiteBase):
             assert await receive_until(two, "marker") == expected
 
     async def test_latest_revision_is_the_newest_write_and_a_watch_since_it_sees_what_follows(
-        self, make_kv: MakeKV
+        self, kv: KeyValue
     ) -> None:
-        kv = await make_kv()
         assert await kv.latest_revision() == 0
         first = await kv.put("a", b"1")
         assert await kv.latest_revision() == first
@@ -179,10 +169,9 @@ class WatchTests(SuiteBase):
         assert await kv.latest_revision() == marker
 
     async def test_a_watch_since_0_reaches_the_latest_revision_even_a_delete(
-        self, make_kv: MakeKV
+        self, kv: KeyValue
     ) -> None:
         # How a reader learns it has caught up with a bucket without writing to it.
-        kv = await make_kv()
         kept = await kv.put("kept", b"1")
         await kv.put("gone", b"1")
         await kv.delete("gone")
