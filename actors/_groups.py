@@ -4,7 +4,9 @@ A nursery wraps whatever leaves it in an exception group, and nurseries
 inside nurseries nest the groups; what a caller wants to report or match is
 the error a task raised. The worker (the error it records for an attempt),
 the client, the HTTP API (the answer's status) and the command line (the
-exit code) all read it through these two functions.
+exit code) all read it through these two functions. The transport, below
+this layer, keeps its own ``sole`` for the nursery it opens around its
+owner's block (``transport/_nursery.py``).
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 import trio
 
 
-def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside nested single-member groups, else None."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) != 1:
-            return None
+def _sole(exc: BaseException) -> BaseException:
+    """The one exception inside ``exc``'s nested groups of one; else ``exc`` itself.
+
+    The engine reads Trio's groups the same way (``actors/_groups.py``), in
+    its own layer: transport sits below it and imports nothing of it, and
+    exception groups are no part of a transport's public face.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
 
@@ -33,7 +35,7 @@ async def background_nursery() -> AsyncIterator[trio.Nursery]:
         async with trio.open_nursery() as nursery:
             yield nursery
     except BaseExceptionGroup as group:
-        sole = _sole_exception(group)
-        if sole is None:
+        sole = _sole(group)
+        if isinstance(sole, BaseExceptionGroup):
             raise
         raise sole from sole.__cause__
