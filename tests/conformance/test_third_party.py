@@ -64,6 +64,43 @@ class TestMine(TransportTests):
         return True
 """
 
+#: A transport whose ``aclose`` also cancels the block it was opened for: the
+#: rest of a test that closes it would be skipped, silently.
+CANCELLING = """
+import contextlib
+
+import pytest
+import trio
+
+from transport import open_transport
+from transport.testing import Connect, TransportTests
+
+
+class Cancelling:
+    def __init__(self, inner, scope):
+        self._inner = inner
+        self._scope = scope
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    async def aclose(self):
+        await self._inner.aclose()
+        self._scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def open_mine():
+    async with open_transport("memory://") as inner, trio.open_nursery() as nursery:
+        yield Cancelling(inner, nursery.cancel_scope)
+
+
+class TestMine(TransportTests):
+    @pytest.fixture
+    def connect(self) -> Connect:
+        return open_mine
+"""
+
 
 def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -106,6 +143,14 @@ def test_the_suite_finds_what_a_transport_gets_wrong(tmp_path: Path) -> None:
     } <= failed, ran.stdout[-3000:]
     # The failure shows the values compared, not a bare AssertionError.
     assert "AssertionError: assert PubAck(" in ran.stdout, ran.stdout[-3000:]
+
+
+def test_the_suite_finds_an_aclose_that_cancels_the_block_around_it(tmp_path: Path) -> None:
+    (tmp_path / "test_mine.py").write_text(CANCELLING)
+    ran = _pytest(tmp_path, "-k", "operations_after_aclose or channels_end_when_the_transport")
+    assert ran.returncode == 1, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert _counts(ran.stdout) == {"failed": 2}, ran.stdout[-3000:]
+    assert "aclose() cancelled the block it was called in" in ran.stdout, ran.stdout[-3000:]
 
 
 def test_a_subclass_without_connect_is_told_what_to_provide(tmp_path: Path) -> None:
