@@ -188,7 +188,7 @@ class Transport(Protocol):
         """
 
     async def ensure_kv(self, spec: KVSpec) -> KeyValue:
-        """Create the bucket, or bring an existing one to ``spec`` (idempotent); its handle."""
+        """Create the bucket or bring an existing one to ``spec`` (idempotent); its handle."""
 
     async def kv(self, bucket: str) -> KeyValue:
         """A handle to an existing bucket. Raises :class:`NotFoundError`."""
@@ -231,11 +231,11 @@ class Transport(Protocol):
         Several contexts on one durable share its messages, each delivered to
         one of them at a time. At most ``buffer`` (at least 1) deliveries are
         fetched ahead of the owner: the broker is asked for more only when
-        there is room. When the
-        context exits, deliveries still in the channel or received but
-        unfinished are handed back (nak) at once. Raises :class:`NotFoundError`
-        if the stream does not exist, :class:`InvalidSpecError` for a buffer
-        below 1 or a consumer the broker refuses.
+        there is room. When the context exits, deliveries still in the
+        channel or received but unfinished are handed back (nak) at once.
+        Raises :class:`NotFoundError` if the stream does not exist,
+        :class:`InvalidSpecError` for a buffer below 1 or a consumer the
+        broker refuses.
         """
 
     async def read(

@@ -363,7 +363,7 @@ class Consumer:
         messages = stream.messages
         pending = self._pending
         while (due := self._pop_due(self._redeliver, now)) is not None:
-            p = due[1]
+            _, p = due
             message = messages.get(p.seq)
             if message is None:  # removed by a limit meanwhile
                 del pending[p.seq]
