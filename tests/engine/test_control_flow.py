@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime
 import json
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
 from flow import kinds, result_of, wait_for_step
+from records import Records
 
 import actors
 from actors import InstanceStatus
@@ -22,12 +25,29 @@ from actors import InstanceStatus
 if TYPE_CHECKING:
     from conftest import Engine
 
-#: What ran, per instance: (activity, input).
-_ran: defaultdict[str, list[tuple[str, Any]]] = defaultdict(list)
+
+@dataclass
+class Seen:
+    """What this module's activities did in one test, per instance."""
+
+    #: What ran: (activity, input).
+    ran: defaultdict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    #: The long activity began, and it was told to stop.
+    hauling: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
+    stopped: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
+
+
+SEEN = Records("seen", Seen)
+
+
+@pytest.fixture(autouse=True)
+def seen() -> Iterator[Seen]:
+    with SEEN.fresh() as records:
+        yield records
 
 
 def _note(name: str, value: Any) -> None:
-    _ran[actors.activity_info().instance_id].append((name, value))
+    SEEN.get().ran[actors.activity_info().instance_id].append((name, value))
 
 
 @actors.activity
@@ -78,22 +98,18 @@ async def decline_after(value: Any) -> str:
     raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
 
 
-#: Per instance: the long activity began, and it was told to stop.
-_hauling: defaultdict[str, trio.Event] = defaultdict(trio.Event)
-_stopped: defaultdict[str, trio.Event] = defaultdict(trio.Event)
-
-
 @actors.activity
 async def long_haul(value: Any) -> str:
     instance = actors.activity_info().instance_id
+    seen = SEEN.get()
     _note("long_haul", value)
-    _hauling[instance].set()
+    seen.hauling[instance].set()
     try:
         for _ in range(600):
             actors.heartbeat()
             await trio.sleep(0.1)
     except trio.Cancelled:
-        _stopped[instance].set()
+        seen.stopped[instance].set()
         raise
     return "finished"
 
@@ -282,7 +298,7 @@ async def test_a_signal_for_no_instance_goes_to_dead_letters(engine: Engine) -> 
 # -- compensation, cancel, terminate ----------------------------------------------------
 
 
-async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine) -> None:
+async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine, seen: Seen) -> None:
     await engine.client.register(
         {
             **ORDER,
@@ -301,7 +317,7 @@ async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine) -> No
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
     # release got reserve's output (the default compensation input).
-    assert _ran[instance] == [
+    assert seen.ran[instance] == [
         ("reserve", {"order": "o1"}),
         ("charge", {"order": "o1", "decline": True}),
         ("release", {"reservation": "r-o1"}),
@@ -347,7 +363,7 @@ PARALLEL_SAGA = {
 
 @pytest.mark.parametrize("first", ["reserve-done", "decline"])
 async def test_every_step_whose_task_went_out_is_compensated(
-    engine: Engine, clock: trio.testing.MockClock | None, first: str
+    engine: Engine, clock: trio.testing.MockClock | None, first: str, seen: Seen
 ) -> None:
     """Rule 11, in the order example's shape: the authorization fails beside a
     reservation that completed, or that is still running. Both steps' tasks
@@ -370,7 +386,7 @@ async def test_every_step_whose_task_went_out_is_compensated(
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
-    undone = [(name, value) for name, value in _ran[instance] if name in ("release", "refund")]
+    undone = [(name, value) for name, value in seen.ran[instance] if name in ("release", "refund")]
     history = await engine.history(instance)
     started = next(r for r in history if r["kind"] == "compensation.started")
     if first == "reserve-done":
@@ -393,10 +409,10 @@ async def test_every_step_whose_task_went_out_is_compensated(
         assert kinds_seen.index("compensation.waiting") < kinds_seen.index("activity.settled")
         settled = next(r for r in history if r["kind"] == "activity.settled")
         assert settled["detail"] == {"step": "reserve", "attempt": 1, "outcome": "failed"}
-        assert "slow_reserve" not in [name for name, _ in _ran[instance]]
+        assert "slow_reserve" not in [name for name, _ in seen.ran[instance]]
 
 
-async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine) -> None:
+async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine, seen: Seen) -> None:
     await engine.client.register(ORDER)
     instance = await engine.client.start("saga", {"order": "o2"})
     await wait_for_step(engine, instance, "approval", "waiting")
@@ -406,8 +422,8 @@ async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine) -> 
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.CANCELLED, "completed")
-    assert [name for name, _ in _ran[instance]] == ["reserve", "charge", "refund", "release"]
-    assert _ran[instance][2] == ("refund", {"order": "o2", "refund_fails": None})
+    assert [name for name, _ in seen.ran[instance]] == ["reserve", "charge", "refund", "release"]
+    assert seen.ran[instance][2] == ("refund", {"order": "o2", "refund_fails": None})
     history = await engine.history(instance)
     started = next(r for r in history if r["kind"] == "compensation.started")
     assert started["detail"]["reason"] == "customer changed their mind"
@@ -427,7 +443,7 @@ async def test_a_compensation_that_fails_is_reported(engine: Engine) -> None:
     assert "compensation.failed" in await kinds(engine, instance)
 
 
-async def test_terminate_stops_at_once_without_compensation(engine: Engine) -> None:
+async def test_terminate_stops_at_once_without_compensation(engine: Engine, seen: Seen) -> None:
     await engine.client.register(ORDER)
     instance = await engine.client.start("saga", {"order": "o4"})
     await wait_for_step(engine, instance, "approval", "waiting")
@@ -437,7 +453,7 @@ async def test_terminate_stops_at_once_without_compensation(engine: Engine) -> N
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.TERMINATED, None)
-    assert [name for name, _ in _ran[instance]] == ["reserve", "charge"]
+    assert [name for name, _ in seen.ran[instance]] == ["reserve", "charge"]
     # Signals and cancels after the end change nothing.
     await engine.client.signal(instance, "approve", {"by": "late"})
     await engine.client.cancel(instance)
@@ -455,7 +471,9 @@ async def test_the_whole_saga_completes_when_approved(engine: Engine) -> None:
     assert info.compensation is None
 
 
-async def test_a_task_withdrawn_before_any_worker_takes_it_never_runs(engine: Engine) -> None:
+async def test_a_task_withdrawn_before_any_worker_takes_it_never_runs(
+    engine: Engine, seen: Seen
+) -> None:
     """The worker that comes later refuses it and says so: the compensation need not wait."""
     await engine.client.register(
         {
@@ -495,12 +513,14 @@ async def test_a_task_withdrawn_before_any_worker_takes_it_never_runs(engine: En
         late.shutdown()
     assert shipped == []
     assert late.stats["cancelled"] == 1
-    assert [name for name, _ in _ran[instance]] == ["release"]
+    assert [name for name, _ in seen.ran[instance]] == ["release"]
     settled = [r for r in await engine.history(instance) if r["kind"] == "activity.settled"]
     assert [r["detail"] for r in settled] == [{"step": "ship", "attempt": 1, "outcome": "failed"}]
 
 
-async def test_a_running_activity_learns_of_the_cancel_and_stops(engine: Engine) -> None:
+async def test_a_running_activity_learns_of_the_cancel_and_stops(
+    engine: Engine, seen: Seen
+) -> None:
     await engine.client.register(
         {
             "type": "haul",
@@ -517,11 +537,11 @@ async def test_a_running_activity_learns_of_the_cancel_and_stops(engine: Engine)
     )
     instance = await engine.client.start("haul", None)
     with trio.fail_after(30):
-        await _hauling[instance].wait()
+        await seen.hauling[instance].wait()
     await engine.client.cancel(instance)
     with pytest.raises(actors.WorkflowCancelledError):
         await result_of(engine, instance, 30)
     with trio.fail_after(10):
-        await _stopped[instance].wait()
+        await seen.stopped[instance].wait()
     assert engine.worker.stats["cancelled"] >= 1
-    assert [name for name, _ in _ran[instance]] == ["reserve", "long_haul", "release"]
+    assert [name for name, _ in seen.ran[instance]] == ["reserve", "long_haul", "release"]
