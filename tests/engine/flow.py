@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -38,3 +39,18 @@ async def failure_of(engine: Engine, instance: str) -> actors.ErrorInfo:
     with pytest.raises(actors.WorkflowFailedError) as caught:
         await result_of(engine, instance)
     return caught.value.error
+
+
+async def wait_until(
+    orchestrators: Sequence[actors.Orchestrator], condition: Callable[[], bool]
+) -> None:
+    """Return once ``condition()`` holds, checked again on each change of any of
+    the orchestrators (``Orchestrator.wait_until`` for several). Bound it."""
+    async with trio.open_nursery() as nursery:
+
+        async def until(orchestrator: actors.Orchestrator) -> None:
+            await orchestrator.wait_until(condition)
+            nursery.cancel_scope.cancel()
+
+        for orchestrator in orchestrators:
+            nursery.start_soon(until, orchestrator)

@@ -288,7 +288,11 @@ async def test_a_signal_that_never_comes_times_out(
     assert caught.value.error.type == "SignalTimeout"
 
 
-async def test_a_signal_for_no_instance_goes_to_dead_letters(engine: Engine) -> None:
+@pytest.mark.parametrize("orchestrator_options", [{"start_wait": 1.0}], ids=["start_wait=1s"])
+async def test_a_signal_for_no_instance_goes_to_dead_letters(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    # It waits start_wait for an instance that never comes.
     await engine.client.signal("nobody-here", "ok", 1)
     [letter] = await engine.deadletters(1)
     assert letter["subject"] == "instance.nobody-here.signal.ok"
