@@ -36,7 +36,7 @@ from processes import collect_results, history_problems, read_history, read_stat
 import actors
 from actors.testing import NatsServer, http_get
 from actors.wire import EVENTS_STREAM, STATES_BUCKET, TASKS_STREAM
-from transport import Transport, TransportError
+from transport import ConnectionState, Transport, TransportError
 
 LEDGER_TYPE = "ledger_four"
 LEDGER_STEPS = ("one", "two", "three", "four")
@@ -317,6 +317,17 @@ class Starter:
                 self.failures += 1
                 await trio.sleep(0.2)
         self.accepted[instance_id] = n
+
+
+async def connected(transport: Transport) -> None:
+    """Wait until ``transport`` is connected (again), woken by its connection events.
+
+    Its ``state`` is always current; an event dropped for a listener that
+    fell behind changes nothing, since each wake reads the state again.
+    """
+    with transport.connection_events() as events:
+        while transport.state is not ConnectionState.CONNECTED:
+            await events.receive()
 
 
 async def ledger_ends(ledger: Path, at_least: int) -> None:

@@ -231,13 +231,13 @@ async def _short_outages(
             print(f"SIGKILL of nats-server after {marks} activity runs, {down}s each")
             for mark in marks:
                 await ledger_ends(services.ledger, mark)
-                server.kill()
+                await trio.to_thread.run_sync(server.kill)
                 killed = time.monotonic()
                 await trio.sleep(down)
                 assert running(services, everyone) == dict.fromkeys(everyone), (
                     "a service exited while the broker was away"
                 )
-                server.restart()
+                await trio.to_thread.run_sync(server.restart)
                 print(f"broker back after {time.monotonic() - killed:.1f}s")
             # Watched from the last restart on.
             probe = ServingProbe(server, services, everyone, len(read_ledger(services.ledger)))
@@ -413,7 +413,7 @@ async def _long_outage(
             # Starts go on through the outage: the one under way is retried.
             nursery.start_soon(starter.run, workflows, 0.1)
             await ledger_ends(services.ledger, workflows // 2)
-            server.kill()
+            await trio.to_thread.run_sync(server.kill)
             killed = time.monotonic()
             async with trio.open_nursery() as checks:
                 checks.start_soon(_late_service_gives_up, services, "late-worker")
@@ -422,7 +422,7 @@ async def _long_outage(
             await trio.sleep(max(0.0, down - (time.monotonic() - killed)))
             # Services that were serving wait for the broker as long as it takes.
             assert running(services, everyone) == dict.fromkeys(everyone)
-            server.restart()
+            await trio.to_thread.run_sync(server.restart)
             print(f"broker back after {time.monotonic() - killed:.1f}s")
             # The supervisor restarts what exited; now it connects.
             services.worker("late-worker", "--ack-wait", ack_wait)
@@ -513,7 +513,8 @@ async def test_revoked_credentials_make_services_exit_nonzero(tmp_path: Path, ho
         pytest.skip("NATS_URL is set: this test needs a server of its own")
     print(f"data (store, service logs, ledger): {tmp_path}")
     config = {"jetstream": {"sync_interval": "always"}, "authorization": {"token": "old-token"}}
-    server = NatsServer(tmp_path / "nats", config=config).start()
+    server = NatsServer(tmp_path / "nats", config=config)
+    await trio.to_thread.run_sync(server.start)
     names = ["orchestrator", "worker"]
     try:
         with Services(server.url, tmp_path / "services", tmp_path / "ledger") as services:
@@ -538,13 +539,16 @@ async def test_revoked_credentials_make_services_exit_nonzero(tmp_path: Path, ho
                                 await client.result("never-started")
 
                         nursery.start_soon(wait_for_a_result)
-                        await trio.sleep(0.5)  # the waiter is registered
+                        # Time for the waiter to register: the client shows no
+                        # sign of it. (One registered later fails the same way,
+                        # through a closed connection.)
+                        await trio.sleep(0.5)
                         if how == "reload":
                             _reload_with_token(server, "new-token")
                         else:
-                            server.kill()
+                            await trio.to_thread.run_sync(server.kill)
                             server.config = {**config, "authorization": {"token": "new-token"}}
-                            server.start()
+                            await trio.to_thread.run_sync(server.start)
                         for name in names:
                             proc = services.services[name].proc
                             code = await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
@@ -575,7 +579,8 @@ async def test_revoked_credentials_make_services_exit_nonzero(tmp_path: Path, ho
                 report.assert_ok()
             assert await services.terminate_all() == dict.fromkeys(names, 0)
     finally:
-        server.stop()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(server.stop)
 
 
 def test_proc_port_lookup_finds_this_process_sockets() -> None:

@@ -182,7 +182,7 @@ async def _worker_storm(
         while trio.current_time() < deadline:
             await trio.sleep(rng.uniform(*gap))
             victim = rng.choice(names)
-            services.sigkill(victim)
+            await services.sigkill(victim)
             kills.append(victim)
             services.worker(victim, "--ack-wait", ACK_WAIT)
 
