@@ -2,8 +2,9 @@
 
 ``engine_url`` runs each test on the memory transport and on a NATS server of
 its own: the engine's stream and bucket names are fixed, so tests must not
-share a broker. On memory, tests that request ``clock`` run on Trio's
-autojump clock, so retries, backoff and timeouts cost no real time.
+share a broker. On memory, tests that request ``clock`` (the suite's
+conftest) run on Trio's autojump clock, so retries, backoff and timeouts
+cost no real time.
 """
 
 from __future__ import annotations
@@ -14,20 +15,11 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
 import actors
 from actors.wire import HISTORY_STREAM, decode_deadletter, decode_history
 from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Transport, open_transport
-
-
-@pytest.fixture
-def clock(engine_url: str) -> trio.testing.MockClock | None:
-    """Trio's autojump clock on memory; real time on NATS (request it by name)."""
-    if engine_url.startswith("memory:"):
-        return trio.testing.MockClock(autojump_threshold=0)
-    return None
 
 
 @dataclass
