@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 import trio
+from flow import history_to_the_end
 
 import actors
-from actors.wire import HISTORY_STREAM, decode_deadletter, decode_history
+from actors.wire import decode_deadletter
 from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Transport, open_transport
 
@@ -38,25 +39,9 @@ class Engine:
 
         Each call reads the history from its start (through a consumer of its own).
         """
-        records: list[dict[str, Any]] = []
         self._readers += 1
-        spec = ConsumerSpec(
-            durable=f"h{self._readers}-{instance_id}"[:64],
-            filter_subjects=(f"history.{instance_id}",),
-        )
         with trio.fail_after(30):
-            async with self.transport.consume(HISTORY_STREAM, spec) as deliveries:
-                async for delivery in deliveries:
-                    await delivery.ack()
-                    found = decode_history(delivery.data)
-                    records.extend(found)
-                    if any(
-                        record["kind"].startswith("workflow.")
-                        and record["kind"] != "workflow.started"
-                        for record in found
-                    ):
-                        break
-        return records
+            return await history_to_the_end(self.transport, instance_id, f"h{self._readers}")
 
     async def deadletters(self, count: int) -> list[dict[str, Any]]:
         """The first ``count`` dead letters (waits for them)."""

@@ -9,6 +9,8 @@ import pytest
 import trio
 
 import actors
+from actors.wire import HISTORY_STREAM, decode_history
+from transport import ConsumerSpec, Transport
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -54,3 +56,28 @@ async def wait_until(
 
         for orchestrator in orchestrators:
             nursery.start_soon(until, orchestrator)
+
+
+async def history_to_the_end(
+    transport: Transport, instance_id: str, reader: str
+) -> list[dict[str, Any]]:
+    """The instance's history records, in order, once its terminal one is stored.
+
+    Read from the start through a durable consumer named after ``reader``
+    (one per call: it wakes as each record is stored, no polling). Bound it.
+    """
+    records: list[dict[str, Any]] = []
+    spec = ConsumerSpec(
+        durable=f"{reader}-{instance_id}"[:64], filter_subjects=(f"history.{instance_id}",)
+    )
+    async with transport.consume(HISTORY_STREAM, spec) as deliveries:
+        async for delivery in deliveries:
+            await delivery.ack()
+            found = decode_history(delivery.data)
+            records.extend(found)
+            if any(
+                record["kind"].startswith("workflow.") and record["kind"] != "workflow.started"
+                for record in found
+            ):
+                break
+    return records
