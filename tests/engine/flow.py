@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from records import Records
 
 import actors
 from actors.wire import HISTORY_STREAM, decode_history
@@ -14,6 +17,29 @@ from transport import ConsumerSpec, Transport
 
 if TYPE_CHECKING:
     from conftest import Engine
+
+
+@dataclass
+class Seen:
+    """What the control flow tests' activities did in one test, per instance
+    (the ``seen`` fixture makes them)."""
+
+    #: What ran: (activity, input).
+    ran: defaultdict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    #: Activities running now, and the most that ever ran at once.
+    running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    peak: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: A long activity began, and it was told to stop.
+    hauling: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
+    stopped: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
+
+
+SEEN = Records("seen", Seen)
+
+
+def note(name: str, value: Any) -> None:
+    """Record, from inside an activity, that ``name`` ran with ``value``."""
+    SEEN.get().ran[actors.activity_info().instance_id].append((name, value))
 
 
 def instance_id() -> str:

@@ -6,15 +6,11 @@ real and short.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from flow import failure_of, kinds, result_of, wait_for_step
-from records import Records
+from flow import SEEN, Seen, failure_of, kinds, note, result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
@@ -23,31 +19,8 @@ if TYPE_CHECKING:
     from conftest import Engine
 
 
-@dataclass
-class Seen:
-    """What this module's activities did in one test, per instance."""
-
-    #: What ran: (activity, input).
-    ran: defaultdict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    #: Activities running now, and the most that ever ran at once.
-    running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    peak: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    #: The long activity began, and it was told to stop.
-    hauling: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
-    stopped: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
-
-
-SEEN = Records("seen", Seen)
-
-
-@pytest.fixture(autouse=True)
-def seen() -> Iterator[Seen]:
-    with SEEN.fresh() as records:
-        yield records
-
-
-def _note(name: str, value: Any) -> None:
-    SEEN.get().ran[actors.activity_info().instance_id].append((name, value))
+# Every test: the activities note what they ran.
+pytestmark = pytest.mark.usefixtures("seen")
 
 
 @actors.activity
@@ -55,7 +28,7 @@ async def work(value: Any) -> Any:
     """Pause for ``value["pause"]`` seconds (if given), counting who runs at once."""
     instance = actors.activity_info().instance_id
     seen = SEEN.get()
-    _note("work", value)
+    note("work", value)
     seen.running[instance] += 1
     seen.peak[instance] = max(seen.peak[instance], seen.running[instance])
     try:
@@ -68,7 +41,7 @@ async def work(value: Any) -> Any:
 
 @actors.activity
 async def double(value: Any) -> Any:
-    _note("double", value)
+    note("double", value)
     if isinstance(value, dict):
         await trio.sleep(float(value.get("pause", 0)))
         value = value["n"]
@@ -77,19 +50,19 @@ async def double(value: Any) -> Any:
 
 @actors.activity
 async def reserve(value: Any) -> str:
-    _note("reserve", value)
+    note("reserve", value)
     return f"r-{value}"
 
 
 @actors.activity
 async def release(value: Any) -> str:
-    _note("release", value)
+    note("release", value)
     return "released"
 
 
 @actors.activity
 async def charge(value: Any) -> str:
-    _note("charge", value)
+    note("charge", value)
     if isinstance(value, dict) and value.get("decline"):
         raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
     return "charged"

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
-from flow import kinds, result_of, wait_for_step
-from records import Records
+from flow import SEEN, Seen, kinds, note, result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
@@ -26,45 +22,25 @@ if TYPE_CHECKING:
     from conftest import Engine
 
 
-@dataclass
-class Seen:
-    """What this module's activities did in one test, per instance."""
-
-    #: What ran: (activity, input).
-    ran: defaultdict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    #: The long activity began, and it was told to stop.
-    hauling: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
-    stopped: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
-
-
-SEEN = Records("seen", Seen)
-
-
-@pytest.fixture(autouse=True)
-def seen() -> Iterator[Seen]:
-    with SEEN.fresh() as records:
-        yield records
-
-
-def _note(name: str, value: Any) -> None:
-    SEEN.get().ran[actors.activity_info().instance_id].append((name, value))
+# Every test: the activities note what they ran.
+pytestmark = pytest.mark.usefixtures("seen")
 
 
 @actors.activity
 async def reserve(value: Any) -> dict[str, Any]:
-    _note("reserve", value)
+    note("reserve", value)
     return {"reservation": f"r-{value['order']}"}
 
 
 @actors.activity
 async def release(value: Any) -> str:
-    _note("release", value)
+    note("release", value)
     return "released"
 
 
 @actors.activity
 async def charge(value: Any) -> str:
-    _note("charge", value)
+    note("charge", value)
     if value.get("decline"):
         raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
     return "charged"
@@ -72,7 +48,7 @@ async def charge(value: Any) -> str:
 
 @actors.activity
 async def refund(value: Any) -> str:
-    _note("refund", value)
+    note("refund", value)
     if value.get("refund_fails"):
         raise actors.ActivityError("refund refused", non_retryable=True)
     return "refunded"
@@ -87,14 +63,14 @@ async def pause(value: Any) -> Any:
 @actors.activity
 async def slow_reserve(value: Any) -> dict[str, Any]:
     await trio.sleep(value["pause"])
-    _note("slow_reserve", value)
+    note("slow_reserve", value)
     return {"reservation": f"r-{value['order']}"}
 
 
 @actors.activity
 async def decline_after(value: Any) -> str:
     await trio.sleep(value["pause"])
-    _note("decline_after", value)
+    note("decline_after", value)
     raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
 
 
@@ -102,7 +78,7 @@ async def decline_after(value: Any) -> str:
 async def long_haul(value: Any) -> str:
     instance = actors.activity_info().instance_id
     seen = SEEN.get()
-    _note("long_haul", value)
+    note("long_haul", value)
     seen.hauling[instance].set()
     try:
         for _ in range(600):

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Seen:
+class Runs:
     """What this module's activities did in one test, per instance."""
 
     #: Attempts run, for activities that behave by attempt.
@@ -43,12 +43,12 @@ class Seen:
     gated: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
 
 
-SEEN = Records("seen", Seen)
+RUNS = Records("runs", Runs)
 
 
 @pytest.fixture(autouse=True)
-def seen() -> Iterator[Seen]:
-    with SEEN.fresh() as records:
+def runs() -> Iterator[Runs]:
+    with RUNS.fresh() as records:
         yield records
 
 
@@ -70,7 +70,7 @@ class Flaky(Exception):
 @actors.activity
 async def fails_twice(value: dict[str, Any]) -> dict[str, Any]:
     info = actors.activity_info()
-    SEEN.get().calls[info.instance_id] += 1
+    RUNS.get().calls[info.instance_id] += 1
     if info.attempt <= 2:
         raise Flaky(f"attempt {info.attempt} fails")
     return {"attempt": info.attempt}
@@ -114,7 +114,7 @@ async def unencodable(value: Any) -> object:
 
 @actors.activity
 async def gated(value: dict[str, Any]) -> str:
-    SEEN.get().gated[actors.activity_info().instance_id].set()
+    RUNS.get().gated[actors.activity_info().instance_id].set()
     await trio.sleep(float(value.get("sleep", 0)))
     return "done"
 
@@ -268,14 +268,14 @@ async def test_a_burst_of_starts_on_a_new_client_lists_the_versions_once(
 
 
 async def test_retries_with_the_specified_backoff(
-    engine: Engine, clock: trio.testing.MockClock | None, seen: Seen
+    engine: Engine, clock: trio.testing.MockClock | None, runs: Runs
 ) -> None:
     # Real seconds on NATS, virtual ones on memory: same numbers either way.
     retry = {"max_attempts": 3, "initial_interval": 0.5, "backoff": 3.0, "max_interval": 1.2}
     await engine.client.register(one_step("flaky", "fails_twice", retry=retry))
     instance_id = await engine.client.start("flaky", {})
     assert await result_of(engine, instance_id) == {"attempt": 3}
-    assert seen.calls[instance_id] == 3
+    assert runs.calls[instance_id] == 3
     history = await engine.history(instance_id)
     failed = [r for r in history if r["kind"] == "activity.failed"]
     scheduled = [r for r in history if r["kind"] == "activity.scheduled"]
@@ -288,7 +288,7 @@ async def test_retries_with_the_specified_backoff(
         assert delay <= waited < delay + 0.5, (delay, waited)
 
 
-async def test_retries_exhausted_fail_the_workflow(engine: Engine, seen: Seen) -> None:
+async def test_retries_exhausted_fail_the_workflow(engine: Engine, runs: Runs) -> None:
     retry = {"max_attempts": 2, "initial_interval": 0.05}
     await engine.client.register(one_step("flaky2", "fails_twice", retry=retry))
     instance_id = await engine.client.start("flaky2", {})
@@ -298,7 +298,7 @@ async def test_retries_exhausted_fail_the_workflow(engine: Engine, seen: Seen) -
     assert "after 2 attempt(s)" in caught.value.error.message
     assert "attempt 2 fails" in caught.value.error.message
     assert "Traceback" in caught.value.error.traceback
-    assert seen.calls[instance_id] == 2
+    assert runs.calls[instance_id] == 2
 
 
 async def test_non_retryable_by_type_name_fails_at_once(engine: Engine) -> None:
@@ -632,7 +632,7 @@ async def test_an_expression_failing_at_run_time_fails_the_instance(engine: Engi
 
 
 async def test_services_stopped_mid_run_hand_their_work_to_others(
-    engine_url: str, clock: trio.testing.MockClock | None, seen: Seen
+    engine_url: str, clock: trio.testing.MockClock | None, runs: Runs
 ) -> None:
     specs = actors.collect_activities([gated])
     fast_drain = actors.WorkerConfig(ack_wait=30.0, drain_timeout=0.2)
@@ -647,7 +647,7 @@ async def test_services_stopped_mid_run_hand_their_work_to_others(
                     await first.start(first_orchestrator.run)
                     await first.start(first_worker.run)
                     # Stop both once the activity runs; they return when drained.
-                    await seen.gated[instance_id].wait()
+                    await runs.gated[instance_id].wait()
                     first_worker.shutdown()
                     first_orchestrator.shutdown()
             assert first_worker.stats["handed_back"] == 1
