@@ -20,6 +20,10 @@ Fixtures:
   ``memory``, ``jetstream`` (on nats-py) and ``jetstream-trio`` (on the Trio
   client); the last two are marked ``jetstream`` and set ``ACTORS_NATS_CLIENT``
   for the test, so that every transport it opens runs on that client.
+* ``engine_url`` (function): ``"memory://"`` or the URL of a server of the test's
+  own (for the engine and the API, whose stream and bucket names are fixed).
+* ``clock`` (function): with ``engine_url``, Trio's autojump clock on memory, so
+  that timers cost no real time; ``None`` (real time) on NATS.
 
 Tests using ``nats_server``, ``nats_url`` or ``fresh_nats_server`` get the
 ``jetstream`` mark automatically. Option ``--transport memory|jetstream|jetstream-trio|all``
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import natsserver
 import pytest
+import trio.testing
 
 MEMORY_URL = "memory://"
 
@@ -167,3 +172,11 @@ def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         pytest.skip("engine tests need a NATS server of their own")
     with natsserver.NatsServer(tmp_path / "nats") as server:
         yield server.url
+
+
+@pytest.fixture
+def clock(engine_url: str) -> trio.testing.MockClock | None:
+    """Trio's autojump clock on memory; real time on NATS (request it by name)."""
+    if engine_url.startswith("memory:"):
+        return trio.testing.MockClock(autojump_threshold=0)
+    return None

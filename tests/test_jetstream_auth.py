@@ -206,7 +206,7 @@ async def test_a_reconnect_to_a_server_that_lost_its_tls_sends_nothing(tmp_path)
             async with open_transport(url, options) as transport:
                 await transport.ensure_stream(StreamSpec(name="AUTH", subjects=("auth.>",)))
                 events = transport.connection_events()
-                server.kill()
+                await trio.to_thread.run_sync(server.kill)
                 server.config = plain
                 await trio.to_thread.run_sync(server.restart)
                 run = server.log_path.stat().st_size  # where the plain run's log starts
@@ -222,7 +222,7 @@ async def test_a_reconnect_to_a_server_that_lost_its_tls_sends_nothing(tmp_path)
                 assert "<<- [CONNECT" not in plain_run_log()
                 assert transport.state is not ConnectionState.CONNECTED
 
-                server.kill()
+                await trio.to_thread.run_sync(server.kill)
                 server.config = secure
                 await trio.to_thread.run_sync(server.restart)
                 async for event in events:

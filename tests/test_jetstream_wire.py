@@ -31,7 +31,8 @@ async def test_every_request_gets_its_full_timeout(fresh_nats_server) -> None:
     options = ConnectOptions(request_timeout=1.0)
     async with open_transport(fresh_nats_server.url, options) as transport:
         await transport.ensure_stream(StreamSpec(name="TIMEOUTS", subjects=("timeouts.>",)))
-        fresh_nats_server.pause()
+        # It waits (in /proc) until the process is stopped: not on the event loop.
+        await trio.to_thread.run_sync(fresh_nats_server.pause)
         failed_after: dict[str, float] = {}
 
         async def publish(name: str, delay: float) -> None:
@@ -47,6 +48,6 @@ async def test_every_request_gets_its_full_timeout(fresh_nats_server) -> None:
                     nursery.start_soon(publish, "first", 0.0)
                     nursery.start_soon(publish, "second", 0.6)
         finally:
-            fresh_nats_server.resume()
+            fresh_nats_server.resume()  # a signal: nothing to wait for
     assert 0.95 <= failed_after["first"] < 2.0, failed_after
     assert 0.95 <= failed_after["second"] < 2.0, failed_after

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -66,6 +67,7 @@ from ..wire import (
     published_subject,
     start_subject,
 )
+from ._counters import Counters
 from ._deadletters import deadletter
 from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
@@ -164,15 +166,17 @@ class Orchestrator:
         self._partitions: dict[int, _Partition] = {}
         #: How many partitions the instances are filed in (the stream's).
         self._count = self._config.layout.partitions
-        #: Counters for tests and operators.
-        self.stats: dict[str, int] = {
-            "events": 0,
-            "conflicts": 0,
-            "deadletters": 0,
-            "instance_failures": 0,
-            "waits_for_start": 0,
-            "starts_forwarded": 0,
-        }
+        #: Counters for tests and operators (a ``dict``; see :meth:`wait_until`).
+        self.stats = Counters(
+            (
+                "events",
+                "conflicts",
+                "deadletters",
+                "instance_failures",
+                "waits_for_start",
+                "starts_forwarded",
+            )
+        )
 
     @property
     def active_actors(self) -> int:
@@ -197,6 +201,27 @@ class Orchestrator:
     def shutdown(self) -> None:
         """Stop taking events; finish those in hand (see ``drain_timeout``)."""
         self._stopping.set()
+
+    async def wait_until(self, condition: Callable[[], object]) -> None:
+        """Return once ``condition()`` is true: at once if it is already.
+
+        ``condition`` is called again after each change of :attr:`stats`,
+        :attr:`active_actors` or :attr:`partitions`, and never on a timer, so
+        it must depend on those alone (a condition on a stream or a bucket
+        is not woken by their changes). It runs in the waiting task, some
+        time after the change: a state that comes and goes before then is
+        not seen, so wait for lasting ones (the counters only grow). Waits
+        for ever if the condition never holds: bound it (``trio.fail_after``).
+        Meant for tests, such as "wait until the orchestrator took an event
+        and has no actor left"::
+
+            seen = orchestrator.stats["events"]
+            ...  # publish an event
+            await orchestrator.wait_until(
+                lambda: orchestrator.stats["events"] > seen and not orchestrator.active_actors
+            )
+        """
+        await self.stats.wait_until(condition)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Provision the assets, then serve events until :meth:`shutdown`.
@@ -270,6 +295,7 @@ class Orchestrator:
         leases = self._leases
         assert leases is not None
         partition = self._partitions[number] = _Partition(number)
+        self.stats.changed()
         config = self._config
         spec = config.layout.partition_consumer(number, self._count)
         # The prefetch is shared by the partitions, so that one process
@@ -304,6 +330,7 @@ class Orchestrator:
             partition.stopped.set()
             if self._partitions.get(number) is partition:
                 del self._partitions[number]
+                self.stats.changed()
 
     async def _intake(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -367,6 +394,7 @@ class Orchestrator:
             send, receive = trio.open_memory_channel[Routed](math.inf)
             self._mailboxes[instance_id] = mailbox = send
             partition.instances.add(instance_id)
+            self.stats.changed()
             nursery.start_soon(
                 self._actor, instance_id, receive, partition, name=f"instance {instance_id}"
             )
@@ -486,6 +514,7 @@ class Orchestrator:
             partition.instances.discard(instance_id)
             if self._mailboxes.get(instance_id) is not None:
                 del self._mailboxes[instance_id]
+                self.stats.changed()
             # Anything left (drain deadline, cancellation) is handed back by
             # the consume context; nothing here is acked unprocessed.
 

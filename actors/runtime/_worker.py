@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -62,6 +62,7 @@ from ..wire import (
     result_subject,
 )
 from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
+from ._counters import Counters
 from ._deadletters import deadletter
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -146,17 +147,23 @@ class Worker:
         #: Attempts their instances withdrew, with why, and the Trio time
         #: they are forgotten (``Layout.cancel_ttl`` after they were seen).
         self._withdrawn: dict[_Attempt, tuple[str, float]] = {}
-        #: Counters for tests and operators.
-        self.stats: dict[str, int] = {
-            "completed": 0,
-            "failed": 0,
-            "handed_back": 0,
-            "cancelled": 0,
-        }
+        #: Counters for tests and operators (a ``dict``; see :meth:`wait_until`).
+        self.stats = Counters(("completed", "failed", "handed_back", "cancelled"))
 
     @property
     def activity_names(self) -> list[str]:
         return sorted(self._activities)
+
+    async def wait_until(self, condition: Callable[[], object]) -> None:
+        """Return once ``condition()`` is true: at once if it is already.
+
+        ``condition`` is called again after each change of :attr:`stats`
+        (a task reported, handed back or cancelled), and never on a timer,
+        so it must depend on them alone. Waits for ever if the condition
+        never holds: bound it (``trio.fail_after``). Meant for tests, such
+        as ``await worker.wait_until(lambda: worker.stats["completed"] >= 3)``.
+        """
+        await self.stats.wait_until(condition)
 
     def shutdown(self) -> None:
         """Stop taking tasks; finish those in hand within ``drain_timeout``."""

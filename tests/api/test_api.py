@@ -718,6 +718,8 @@ async def test_cancelling_serve_api_stops_it_promptly(served: Served) -> None:
                 answered.set()
 
             nursery.start_soon(long_poll)
+            # Time for the request to reach the server and wait there: the
+            # server shows no sign of a request in hand.
             await trio.sleep(0.3)
             began = trio.current_time()
             scope.cancel()

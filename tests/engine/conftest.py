@@ -2,32 +2,25 @@
 
 ``engine_url`` runs each test on the memory transport and on a NATS server of
 its own: the engine's stream and bucket names are fixed, so tests must not
-share a broker. On memory, tests that request ``clock`` run on Trio's
-autojump clock, so retries, backoff and timeouts cost no real time.
+share a broker. On memory, tests that request ``clock`` (the suite's
+conftest) run on Trio's autojump clock, so retries, backoff and timeouts
+cost no real time.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import trio
-import trio.testing
+from flow import SEEN, Seen, history_to_the_end
 
 import actors
-from actors.wire import HISTORY_STREAM, decode_deadletter, decode_history
+from actors.wire import decode_deadletter
 from actors.wire._names import DEADLETTER_STREAM
 from transport import ConsumerSpec, Transport, open_transport
-
-
-@pytest.fixture
-def clock(engine_url: str) -> trio.testing.MockClock | None:
-    """Trio's autojump clock on memory; real time on NATS (request it by name)."""
-    if engine_url.startswith("memory:"):
-        return trio.testing.MockClock(autojump_threshold=0)
-    return None
 
 
 @dataclass
@@ -46,25 +39,9 @@ class Engine:
 
         Each call reads the history from its start (through a consumer of its own).
         """
-        records: list[dict[str, Any]] = []
         self._readers += 1
-        spec = ConsumerSpec(
-            durable=f"h{self._readers}-{instance_id}"[:64],
-            filter_subjects=(f"history.{instance_id}",),
-        )
         with trio.fail_after(30):
-            async with self.transport.consume(HISTORY_STREAM, spec) as deliveries:
-                async for delivery in deliveries:
-                    await delivery.ack()
-                    found = decode_history(delivery.data)
-                    records.extend(found)
-                    if any(
-                        record["kind"].startswith("workflow.")
-                        and record["kind"] != "workflow.started"
-                        for record in found
-                    ):
-                        break
-        return records
+            return await history_to_the_end(self.transport, instance_id, f"h{self._readers}")
 
     async def deadletters(self, count: int) -> list[dict[str, Any]]:
         """The first ``count`` dead letters (waits for them)."""
@@ -78,6 +55,14 @@ class Engine:
                     if len(letters) == count:
                         break
         return letters
+
+
+@pytest.fixture
+def seen() -> Iterator[Seen]:
+    """Fresh records of what the activities of ``flow``'s ``note`` did (modules
+    whose activities note use it for every test: ``usefixtures("seen")``)."""
+    with SEEN.fresh() as records:
+        yield records
 
 
 def worker_config(**options: Any) -> actors.WorkerConfig:

@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from records import Records
 
 import actors
+from actors.wire import HISTORY_STREAM, decode_history
+from transport import ConsumerSpec, Transport
 
 if TYPE_CHECKING:
     from conftest import Engine
+
+
+@dataclass
+class Seen:
+    """What the control flow tests' activities did in one test, per instance
+    (the ``seen`` fixture makes them)."""
+
+    #: What ran: (activity, input).
+    ran: defaultdict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    #: Activities running now, and the most that ever ran at once.
+    running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    peak: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: A long activity began, and it was told to stop.
+    hauling: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
+    stopped: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
+
+
+SEEN = Records("seen", Seen)
+
+
+def note(name: str, value: Any) -> None:
+    """Record, from inside an activity, that ``name`` ran with ``value``."""
+    SEEN.get().ran[actors.activity_info().instance_id].append((name, value))
 
 
 def instance_id() -> str:
@@ -38,3 +67,43 @@ async def failure_of(engine: Engine, instance: str) -> actors.ErrorInfo:
     with pytest.raises(actors.WorkflowFailedError) as caught:
         await result_of(engine, instance)
     return caught.value.error
+
+
+async def wait_until(
+    orchestrators: Sequence[actors.Orchestrator], condition: Callable[[], bool]
+) -> None:
+    """Return once ``condition()`` holds, checked again on each change of any of
+    the orchestrators (``Orchestrator.wait_until`` for several). Bound it."""
+    async with trio.open_nursery() as nursery:
+
+        async def until(orchestrator: actors.Orchestrator) -> None:
+            await orchestrator.wait_until(condition)
+            nursery.cancel_scope.cancel()
+
+        for orchestrator in orchestrators:
+            nursery.start_soon(until, orchestrator)
+
+
+async def history_to_the_end(
+    transport: Transport, instance_id: str, reader: str
+) -> list[dict[str, Any]]:
+    """The instance's history records, in order, once its terminal one is stored.
+
+    Read from the start through a durable consumer named after ``reader``
+    (one per call: it wakes as each record is stored, no polling). Bound it.
+    """
+    records: list[dict[str, Any]] = []
+    spec = ConsumerSpec(
+        durable=f"{reader}-{instance_id}"[:64], filter_subjects=(f"history.{instance_id}",)
+    )
+    async with transport.consume(HISTORY_STREAM, spec) as deliveries:
+        async for delivery in deliveries:
+            await delivery.ack()
+            found = decode_history(delivery.data)
+            records.extend(found)
+            if any(
+                record["kind"].startswith("workflow.") and record["kind"] != "workflow.started"
+                for record in found
+            ):
+                break
+    return records

@@ -145,12 +145,14 @@ class Services:
 
     # -- stopping ------------------------------------------------------------------
 
-    def sigkill(self, name: str) -> None:
-        """SIGKILL the service (by its own pid) and reap it."""
+    async def sigkill(self, name: str) -> None:
+        """SIGKILL the service (by its own pid) and reap it (in a thread: the
+        kernel takes its time to tear a process down)."""
         proc = self.services[name].proc
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        with trio.fail_after(10):
+            await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
 
     async def terminate(self, name: str) -> int:
         """SIGTERM the service and wait for it to drain and exit; its exit code."""

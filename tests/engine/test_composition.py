@@ -6,12 +6,11 @@ real and short.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from flow import failure_of, kinds, result_of, wait_for_step
+from flow import SEEN, Seen, failure_of, kinds, note, result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
@@ -19,35 +18,30 @@ from actors import InstanceStatus
 if TYPE_CHECKING:
     from conftest import Engine
 
-#: What ran, per instance: (activity, input).
-_ran: defaultdict[str, list[tuple[str, Any]]] = defaultdict(list)
-#: Per instance: activities running now, and the most that ever ran at once.
-_running: defaultdict[str, int] = defaultdict(int)
-_peak: defaultdict[str, int] = defaultdict(int)
 
-
-def _note(name: str, value: Any) -> None:
-    _ran[actors.activity_info().instance_id].append((name, value))
+# Every test: the activities note what they ran.
+pytestmark = pytest.mark.usefixtures("seen")
 
 
 @actors.activity
 async def work(value: Any) -> Any:
     """Pause for ``value["pause"]`` seconds (if given), counting who runs at once."""
     instance = actors.activity_info().instance_id
-    _note("work", value)
-    _running[instance] += 1
-    _peak[instance] = max(_peak[instance], _running[instance])
+    seen = SEEN.get()
+    note("work", value)
+    seen.running[instance] += 1
+    seen.peak[instance] = max(seen.peak[instance], seen.running[instance])
     try:
         if isinstance(value, dict):
             await trio.sleep(float(value.get("pause", 0)))
     finally:
-        _running[instance] -= 1
+        seen.running[instance] -= 1
     return value
 
 
 @actors.activity
 async def double(value: Any) -> Any:
-    _note("double", value)
+    note("double", value)
     if isinstance(value, dict):
         await trio.sleep(float(value.get("pause", 0)))
         value = value["n"]
@@ -56,39 +50,36 @@ async def double(value: Any) -> Any:
 
 @actors.activity
 async def reserve(value: Any) -> str:
-    _note("reserve", value)
+    note("reserve", value)
     return f"r-{value}"
 
 
 @actors.activity
 async def release(value: Any) -> str:
-    _note("release", value)
+    note("release", value)
     return "released"
 
 
 @actors.activity
 async def charge(value: Any) -> str:
-    _note("charge", value)
+    note("charge", value)
     if isinstance(value, dict) and value.get("decline"):
         raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
     return "charged"
-
-
-_hauling: defaultdict[str, trio.Event] = defaultdict(trio.Event)
-_stopped: defaultdict[str, trio.Event] = defaultdict(trio.Event)
 
 
 @actors.activity
 async def long_haul(value: Any) -> str:
     """Heartbeat for a minute unless cancelled (which it records)."""
     instance = actors.activity_info().instance_id
-    _hauling[instance].set()
+    seen = SEEN.get()
+    seen.hauling[instance].set()
     try:
         for _ in range(600):
             actors.heartbeat()
             await trio.sleep(0.1)
     except trio.Cancelled:
-        _stopped[instance].set()
+        seen.stopped[instance].set()
         raise
     return "finished"
 
@@ -100,7 +91,7 @@ def _memory(engine: Engine) -> bool:
 # -- parallel --------------------------------------------------------------------
 
 
-async def test_parallel_branches_run_at_once_and_join(engine: Engine) -> None:
+async def test_parallel_branches_run_at_once_and_join(engine: Engine, seen: Seen) -> None:
     await engine.client.register(
         {
             "type": "fanout",
@@ -134,10 +125,12 @@ async def test_parallel_branches_run_at_once_and_join(engine: Engine) -> None:
     assert history[:first_done].count("activity.scheduled") == 2
     assert history.count("parallel.completed") == 1
     # The step after the join receives the branches' outputs.
-    assert _ran[instance][-1] == ("work", {"slow": {"pause": 1}, "quick": 20})
+    assert seen.ran[instance][-1] == ("work", {"slow": {"pause": 1}, "quick": 20})
 
 
-async def test_a_failed_branch_cancels_its_siblings_and_compensates(engine: Engine) -> None:
+async def test_a_failed_branch_cancels_its_siblings_and_compensates(
+    engine: Engine, seen: Seen
+) -> None:
     await engine.client.register(
         {
             "type": "fanfail",
@@ -172,8 +165,8 @@ async def test_a_failed_branch_cancels_its_siblings_and_compensates(engine: Engi
     assert info.steps["haul"]["status"] == "cancelled"
     # The sibling still running learned it was no longer wanted and stopped.
     with trio.fail_after(30):
-        await _stopped[instance].wait()
-    assert ("release", "r-o-1") in _ran[instance]
+        await seen.stopped[instance].wait()
+    assert ("release", "r-o-1") in seen.ran[instance]
     history = await kinds(engine, instance)
     assert history.index("steps.cancelled") < history.index("compensation.started")
 
@@ -204,7 +197,7 @@ async def test_signals_reach_steps_waiting_in_parallel_branches(engine: Engine) 
 # -- map -------------------------------------------------------------------------
 
 
-async def test_map_bounds_concurrency_and_keeps_the_items_order(engine: Engine) -> None:
+async def test_map_bounds_concurrency_and_keeps_the_items_order(engine: Engine, seen: Seen) -> None:
     await engine.client.register(
         {
             "type": "fleet",
@@ -231,9 +224,9 @@ async def test_map_bounds_concurrency_and_keeps_the_items_order(engine: Engine) 
     items = [round((12 - i) * scale, 3) for i in range(12)]
     instance = await engine.client.start("fleet", {"items": items})
     assert await result_of(engine, instance) == {"results": [item * 2 for item in items]}
-    assert _peak[instance] == 3
+    assert seen.peak[instance] == 3
     # Items start in order: the first three to run are the first three items.
-    started = [value["i"] for name, value in _ran[instance] if name == "work"]
+    started = [value["i"] for name, value in seen.ran[instance] if name == "work"]
     assert set(started[:3]) == {0, 1, 2}
     # Finished items leave the state: only the map's own step is kept.
     info = await engine.client.status(instance)
@@ -268,6 +261,7 @@ async def test_map_over_nothing_and_over_a_non_list(
 
 async def test_a_failed_item_compensates_every_completed_item_latest_first(
     engine: Engine,
+    seen: Seen,
 ) -> None:
     await engine.client.register(
         {
@@ -294,7 +288,7 @@ async def test_a_failed_item_compensates_every_completed_item_latest_first(
     instance = await engine.client.start("mapsaga", {"orders": orders})
     failure = await failure_of(engine, instance)
     assert failure.type == "Declined"
-    ran = _ran[instance]
+    ran = seen.ran[instance]
     assert [value for name, value in ran if name == "release"] == ["r-c", "r-b", "r-a"]
     assert all(value != "d" for name, value in ran if name == "reserve")
     info = await engine.client.status(instance)
@@ -333,12 +327,12 @@ CHOICE = {
     ],
 )
 async def test_choice_takes_the_first_branch_that_holds_else_the_default(
-    engine: Engine, given: dict[str, Any], expected: Any
+    engine: Engine, given: dict[str, Any], expected: Any, seen: Seen
 ) -> None:
     await engine.client.register(CHOICE)
     instance = await engine.client.start("router", given)
     assert await result_of(engine, instance) == expected
-    assert len(_ran[instance]) == 2
+    assert len(seen.ran[instance]) == 2
 
 
 async def test_choice_without_a_match(engine: Engine) -> None:
@@ -418,6 +412,7 @@ async def test_a_child_workflows_result_is_its_steps_output(engine: Engine) -> N
 
 async def test_a_child_failure_fails_the_parent_with_the_childs_error_as_cause(
     engine: Engine,
+    seen: Seen,
 ) -> None:
     await engine.client.register(
         {"type": "payer", "steps": [{"id": "card", "activity": "charge", "input": "input"}]}
@@ -443,7 +438,7 @@ async def test_a_child_failure_fails_the_parent_with_the_childs_error_as_cause(
     assert error.cause is not None
     assert error.cause["type"] == "Declined"
     assert f"{instance}-pay" in error.message
-    assert ("release", "r-o-9") in _ran[instance]
+    assert ("release", "r-o-9") in seen.ran[instance]
 
 
 async def test_an_unknown_child_type_fails_the_parent(engine: Engine) -> None:
@@ -457,7 +452,7 @@ async def test_an_unknown_child_type_fails_the_parent(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
-async def test_stopping_a_parent_stops_its_children(engine: Engine, how: str) -> None:
+async def test_stopping_a_parent_stops_its_children(engine: Engine, how: str, seen: Seen) -> None:
     await engine.client.register(
         {"type": "sitter", "steps": [{"id": "hold", "activity": "long_haul"}]}
     )
@@ -467,7 +462,7 @@ async def test_stopping_a_parent_stops_its_children(engine: Engine, how: str) ->
     instance = await engine.client.start("guardian", None)
     child = f"{instance}-watch"
     with trio.fail_after(30):
-        await _hauling[child].wait()
+        await seen.hauling[child].wait()
     if how == "cancel":
         await engine.client.cancel(instance, "enough")
     else:
@@ -477,7 +472,7 @@ async def test_stopping_a_parent_stops_its_children(engine: Engine, how: str) ->
         info = await engine.client.wait(child)
         assert info.status is expected
         # The child's running activity was cancelled through its heartbeat checks.
-        await _stopped[child].wait()
+        await seen.stopped[child].wait()
         parent = await engine.client.wait(instance)
     assert parent.status is expected
     assert parent.steps["watch"]["status"] == "cancelled"

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
-from flow import kinds, result_of, wait_for_step
+from flow import SEEN, Seen, kinds, note, result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
@@ -22,29 +21,26 @@ from actors import InstanceStatus
 if TYPE_CHECKING:
     from conftest import Engine
 
-#: What ran, per instance: (activity, input).
-_ran: defaultdict[str, list[tuple[str, Any]]] = defaultdict(list)
 
-
-def _note(name: str, value: Any) -> None:
-    _ran[actors.activity_info().instance_id].append((name, value))
+# Every test: the activities note what they ran.
+pytestmark = pytest.mark.usefixtures("seen")
 
 
 @actors.activity
 async def reserve(value: Any) -> dict[str, Any]:
-    _note("reserve", value)
+    note("reserve", value)
     return {"reservation": f"r-{value['order']}"}
 
 
 @actors.activity
 async def release(value: Any) -> str:
-    _note("release", value)
+    note("release", value)
     return "released"
 
 
 @actors.activity
 async def charge(value: Any) -> str:
-    _note("charge", value)
+    note("charge", value)
     if value.get("decline"):
         raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
     return "charged"
@@ -52,7 +48,7 @@ async def charge(value: Any) -> str:
 
 @actors.activity
 async def refund(value: Any) -> str:
-    _note("refund", value)
+    note("refund", value)
     if value.get("refund_fails"):
         raise actors.ActivityError("refund refused", non_retryable=True)
     return "refunded"
@@ -67,33 +63,29 @@ async def pause(value: Any) -> Any:
 @actors.activity
 async def slow_reserve(value: Any) -> dict[str, Any]:
     await trio.sleep(value["pause"])
-    _note("slow_reserve", value)
+    note("slow_reserve", value)
     return {"reservation": f"r-{value['order']}"}
 
 
 @actors.activity
 async def decline_after(value: Any) -> str:
     await trio.sleep(value["pause"])
-    _note("decline_after", value)
+    note("decline_after", value)
     raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
-
-
-#: Per instance: the long activity began, and it was told to stop.
-_hauling: defaultdict[str, trio.Event] = defaultdict(trio.Event)
-_stopped: defaultdict[str, trio.Event] = defaultdict(trio.Event)
 
 
 @actors.activity
 async def long_haul(value: Any) -> str:
     instance = actors.activity_info().instance_id
-    _note("long_haul", value)
-    _hauling[instance].set()
+    seen = SEEN.get()
+    note("long_haul", value)
+    seen.hauling[instance].set()
     try:
         for _ in range(600):
             actors.heartbeat()
             await trio.sleep(0.1)
     except trio.Cancelled:
-        _stopped[instance].set()
+        seen.stopped[instance].set()
         raise
     return "finished"
 
@@ -272,7 +264,11 @@ async def test_a_signal_that_never_comes_times_out(
     assert caught.value.error.type == "SignalTimeout"
 
 
-async def test_a_signal_for_no_instance_goes_to_dead_letters(engine: Engine) -> None:
+@pytest.mark.parametrize("orchestrator_options", [{"start_wait": 1.0}], ids=["start_wait=1s"])
+async def test_a_signal_for_no_instance_goes_to_dead_letters(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    # It waits start_wait for an instance that never comes.
     await engine.client.signal("nobody-here", "ok", 1)
     [letter] = await engine.deadletters(1)
     assert letter["subject"] == "instance.nobody-here.signal.ok"
@@ -282,7 +278,7 @@ async def test_a_signal_for_no_instance_goes_to_dead_letters(engine: Engine) -> 
 # -- compensation, cancel, terminate ----------------------------------------------------
 
 
-async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine) -> None:
+async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine, seen: Seen) -> None:
     await engine.client.register(
         {
             **ORDER,
@@ -301,7 +297,7 @@ async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine) -> No
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
     # release got reserve's output (the default compensation input).
-    assert _ran[instance] == [
+    assert seen.ran[instance] == [
         ("reserve", {"order": "o1"}),
         ("charge", {"order": "o1", "decline": True}),
         ("release", {"reservation": "r-o1"}),
@@ -347,7 +343,7 @@ PARALLEL_SAGA = {
 
 @pytest.mark.parametrize("first", ["reserve-done", "decline"])
 async def test_every_step_whose_task_went_out_is_compensated(
-    engine: Engine, clock: trio.testing.MockClock | None, first: str
+    engine: Engine, clock: trio.testing.MockClock | None, first: str, seen: Seen
 ) -> None:
     """Rule 11, in the order example's shape: the authorization fails beside a
     reservation that completed, or that is still running. Both steps' tasks
@@ -370,7 +366,7 @@ async def test_every_step_whose_task_went_out_is_compensated(
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
-    undone = [(name, value) for name, value in _ran[instance] if name in ("release", "refund")]
+    undone = [(name, value) for name, value in seen.ran[instance] if name in ("release", "refund")]
     history = await engine.history(instance)
     started = next(r for r in history if r["kind"] == "compensation.started")
     if first == "reserve-done":
@@ -393,10 +389,10 @@ async def test_every_step_whose_task_went_out_is_compensated(
         assert kinds_seen.index("compensation.waiting") < kinds_seen.index("activity.settled")
         settled = next(r for r in history if r["kind"] == "activity.settled")
         assert settled["detail"] == {"step": "reserve", "attempt": 1, "outcome": "failed"}
-        assert "slow_reserve" not in [name for name, _ in _ran[instance]]
+        assert "slow_reserve" not in [name for name, _ in seen.ran[instance]]
 
 
-async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine) -> None:
+async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine, seen: Seen) -> None:
     await engine.client.register(ORDER)
     instance = await engine.client.start("saga", {"order": "o2"})
     await wait_for_step(engine, instance, "approval", "waiting")
@@ -406,8 +402,8 @@ async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine) -> 
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.CANCELLED, "completed")
-    assert [name for name, _ in _ran[instance]] == ["reserve", "charge", "refund", "release"]
-    assert _ran[instance][2] == ("refund", {"order": "o2", "refund_fails": None})
+    assert [name for name, _ in seen.ran[instance]] == ["reserve", "charge", "refund", "release"]
+    assert seen.ran[instance][2] == ("refund", {"order": "o2", "refund_fails": None})
     history = await engine.history(instance)
     started = next(r for r in history if r["kind"] == "compensation.started")
     assert started["detail"]["reason"] == "customer changed their mind"
@@ -427,7 +423,7 @@ async def test_a_compensation_that_fails_is_reported(engine: Engine) -> None:
     assert "compensation.failed" in await kinds(engine, instance)
 
 
-async def test_terminate_stops_at_once_without_compensation(engine: Engine) -> None:
+async def test_terminate_stops_at_once_without_compensation(engine: Engine, seen: Seen) -> None:
     await engine.client.register(ORDER)
     instance = await engine.client.start("saga", {"order": "o4"})
     await wait_for_step(engine, instance, "approval", "waiting")
@@ -437,7 +433,7 @@ async def test_terminate_stops_at_once_without_compensation(engine: Engine) -> N
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.TERMINATED, None)
-    assert [name for name, _ in _ran[instance]] == ["reserve", "charge"]
+    assert [name for name, _ in seen.ran[instance]] == ["reserve", "charge"]
     # Signals and cancels after the end change nothing.
     await engine.client.signal(instance, "approve", {"by": "late"})
     await engine.client.cancel(instance)
@@ -455,7 +451,9 @@ async def test_the_whole_saga_completes_when_approved(engine: Engine) -> None:
     assert info.compensation is None
 
 
-async def test_a_task_withdrawn_before_any_worker_takes_it_never_runs(engine: Engine) -> None:
+async def test_a_task_withdrawn_before_any_worker_takes_it_never_runs(
+    engine: Engine, seen: Seen
+) -> None:
     """The worker that comes later refuses it and says so: the compensation need not wait."""
     await engine.client.register(
         {
@@ -495,12 +493,14 @@ async def test_a_task_withdrawn_before_any_worker_takes_it_never_runs(engine: En
         late.shutdown()
     assert shipped == []
     assert late.stats["cancelled"] == 1
-    assert [name for name, _ in _ran[instance]] == ["release"]
+    assert [name for name, _ in seen.ran[instance]] == ["release"]
     settled = [r for r in await engine.history(instance) if r["kind"] == "activity.settled"]
     assert [r["detail"] for r in settled] == [{"step": "ship", "attempt": 1, "outcome": "failed"}]
 
 
-async def test_a_running_activity_learns_of_the_cancel_and_stops(engine: Engine) -> None:
+async def test_a_running_activity_learns_of_the_cancel_and_stops(
+    engine: Engine, seen: Seen
+) -> None:
     await engine.client.register(
         {
             "type": "haul",
@@ -517,11 +517,11 @@ async def test_a_running_activity_learns_of_the_cancel_and_stops(engine: Engine)
     )
     instance = await engine.client.start("haul", None)
     with trio.fail_after(30):
-        await _hauling[instance].wait()
+        await seen.hauling[instance].wait()
     await engine.client.cancel(instance)
     with pytest.raises(actors.WorkflowCancelledError):
         await result_of(engine, instance, 30)
     with trio.fail_after(10):
-        await _stopped[instance].wait()
+        await seen.stopped[instance].wait()
     assert engine.worker.stats["cancelled"] >= 1
-    assert [name for name, _ in _ran[instance]] == ["reserve", "long_haul", "release"]
+    assert [name for name, _ in seen.ran[instance]] == ["reserve", "long_haul", "release"]

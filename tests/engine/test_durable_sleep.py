@@ -137,9 +137,10 @@ async def test_sleep_survives_orchestrator_and_server_sigkill(
 
                 # No timer is due yet: kill everything that holds them.
                 killed_at = time.time()
-                services.sigkill("orchestrator")
-                server.kill()
-                server.restart()
+                await services.sigkill("orchestrator")
+                # A restart waits for the server to be healthy: not on the event loop.
+                await trio.to_thread.run_sync(server.kill)
+                await trio.to_thread.run_sync(server.restart)
                 restarted_at = time.time()
                 services.orchestrator("orchestrator", *orchestrator_args)
                 print(

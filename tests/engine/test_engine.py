@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter, defaultdict
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
+from records import Records
 
 import actors
 from actors import InstanceStatus
@@ -30,8 +32,24 @@ if TYPE_CHECKING:
 
 # -- activities served by this module's engine ----------------------------------
 
-#: Attempts seen per instance id, for activities that behave by attempt.
-_calls: Counter[str] = Counter()
+
+@dataclass
+class Runs:
+    """What this module's activities did in one test, per instance."""
+
+    #: Attempts run, for activities that behave by attempt.
+    calls: Counter[str] = field(default_factory=Counter)
+    #: A ``gated`` activity has begun.
+    gated: defaultdict[str, trio.Event] = field(default_factory=lambda: defaultdict(trio.Event))
+
+
+RUNS = Records("runs", Runs)
+
+
+@pytest.fixture(autouse=True)
+def runs() -> Iterator[Runs]:
+    with RUNS.fresh() as records:
+        yield records
 
 
 @actors.activity
@@ -52,7 +70,7 @@ class Flaky(Exception):
 @actors.activity
 async def fails_twice(value: dict[str, Any]) -> dict[str, Any]:
     info = actors.activity_info()
-    _calls[info.instance_id] += 1
+    RUNS.get().calls[info.instance_id] += 1
     if info.attempt <= 2:
         raise Flaky(f"attempt {info.attempt} fails")
     return {"attempt": info.attempt}
@@ -94,13 +112,9 @@ async def unencodable(value: Any) -> object:
     return {1, 2, 3}
 
 
-#: Per instance: a ``gated`` activity has begun.
-_gated: defaultdict[str, trio.Event] = defaultdict(trio.Event)
-
-
 @actors.activity
 async def gated(value: dict[str, Any]) -> str:
-    _gated[actors.activity_info().instance_id].set()
+    RUNS.get().gated[actors.activity_info().instance_id].set()
     await trio.sleep(float(value.get("sleep", 0)))
     return "done"
 
@@ -211,13 +225,15 @@ async def test_the_same_id_started_twice_is_one_instance(engine: Engine) -> None
     # that has left: the orchestrator writes it unread, is refused because
     # the key exists, reads, and changes nothing. No other process was
     # involved, so it is not counted as a conflict.
-    events = engine.orchestrator.stats["events"]
+    orchestrator = engine.orchestrator
+    events = orchestrator.stats["events"]
     start = StartMessage(instance_id, {"count": 7})
     await engine.transport.publish(plain_start_subject("three"), encode_start(start))
     with trio.fail_after(10):
-        while engine.orchestrator.stats["events"] == events or engine.orchestrator.active_actors:  # noqa: ASYNC110
-            await trio.sleep(0.01)  # the orchestrator's counters are only read
-    assert engine.orchestrator.stats["conflicts"] == 0
+        await orchestrator.wait_until(
+            lambda: orchestrator.stats["events"] > events and not orchestrator.active_actors
+        )
+    assert orchestrator.stats["conflicts"] == 0
     assert await engine.client.result(instance_id) == {"count": 3, "tag": None}
     history = await engine.client.history(instance_id)
     assert [r["kind"] for r in history].count("workflow.started") == 1
@@ -252,14 +268,14 @@ async def test_a_burst_of_starts_on_a_new_client_lists_the_versions_once(
 
 
 async def test_retries_with_the_specified_backoff(
-    engine: Engine, clock: trio.testing.MockClock | None
+    engine: Engine, clock: trio.testing.MockClock | None, runs: Runs
 ) -> None:
     # Real seconds on NATS, virtual ones on memory: same numbers either way.
     retry = {"max_attempts": 3, "initial_interval": 0.5, "backoff": 3.0, "max_interval": 1.2}
     await engine.client.register(one_step("flaky", "fails_twice", retry=retry))
     instance_id = await engine.client.start("flaky", {})
     assert await result_of(engine, instance_id) == {"attempt": 3}
-    assert _calls[instance_id] == 3
+    assert runs.calls[instance_id] == 3
     history = await engine.history(instance_id)
     failed = [r for r in history if r["kind"] == "activity.failed"]
     scheduled = [r for r in history if r["kind"] == "activity.scheduled"]
@@ -272,7 +288,7 @@ async def test_retries_with_the_specified_backoff(
         assert delay <= waited < delay + 0.5, (delay, waited)
 
 
-async def test_retries_exhausted_fail_the_workflow(engine: Engine) -> None:
+async def test_retries_exhausted_fail_the_workflow(engine: Engine, runs: Runs) -> None:
     retry = {"max_attempts": 2, "initial_interval": 0.05}
     await engine.client.register(one_step("flaky2", "fails_twice", retry=retry))
     instance_id = await engine.client.start("flaky2", {})
@@ -282,7 +298,7 @@ async def test_retries_exhausted_fail_the_workflow(engine: Engine) -> None:
     assert "after 2 attempt(s)" in caught.value.error.message
     assert "attempt 2 fails" in caught.value.error.message
     assert "Traceback" in caught.value.error.traceback
-    assert _calls[instance_id] == 2
+    assert runs.calls[instance_id] == 2
 
 
 async def test_non_retryable_by_type_name_fails_at_once(engine: Engine) -> None:
@@ -411,7 +427,11 @@ async def test_unknown_type_on_a_raw_start_fails_that_instance(engine: Engine) -
     }
 
 
-async def test_malformed_events_go_to_dead_letters(engine: Engine) -> None:
+@pytest.mark.parametrize("orchestrator_options", [{"start_wait": 1.0}], ids=["start_wait=1s"])
+async def test_malformed_events_go_to_dead_letters(
+    engine: Engine, clock: trio.testing.MockClock | None
+) -> None:
+    # The ghost's result waits start_wait for an instance that never comes.
     bad = [
         ("workflow.start.three", b"\xa3garbage"),
         ("workflow.start.three", b'{"id": "has.dots"}'),
@@ -612,7 +632,7 @@ async def test_an_expression_failing_at_run_time_fails_the_instance(engine: Engi
 
 
 async def test_services_stopped_mid_run_hand_their_work_to_others(
-    engine_url: str, clock: trio.testing.MockClock | None
+    engine_url: str, clock: trio.testing.MockClock | None, runs: Runs
 ) -> None:
     specs = actors.collect_activities([gated])
     fast_drain = actors.WorkerConfig(ack_wait=30.0, drain_timeout=0.2)
@@ -621,13 +641,13 @@ async def test_services_stopped_mid_run_hand_their_work_to_others(
         first_worker = actors.Worker(transport, specs, fast_drain)
         async with actors.Client(transport) as client:
             await client.register(one_step("handover", "gated"))
-            instance_id = await client.start("handover", {"sleep": 3})
+            instance_id = await client.start("handover", {"sleep": 1})
             with trio.fail_after(30):
                 async with trio.open_nursery() as first:
                     await first.start(first_orchestrator.run)
                     await first.start(first_worker.run)
                     # Stop both once the activity runs; they return when drained.
-                    await _gated[instance_id].wait()
+                    await runs.gated[instance_id].wait()
                     first_worker.shutdown()
                     first_orchestrator.shutdown()
             assert first_worker.stats["handed_back"] == 1

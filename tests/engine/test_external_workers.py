@@ -310,7 +310,7 @@ async def test_workers_joining_and_leaving_mid_run_lose_nothing(
             "SIGKILL worker-2",
             lambda done: len(done) >= total_tasks // 2 and sum(e.pid == joined for e in done) >= 20,
         )
-        services.sigkill("worker-2")
+        await services.sigkill("worker-2")
 
     async with open_transport(services.url) as transport, actors.Client(transport) as client:
         await client.register(CHAIN)

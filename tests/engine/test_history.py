@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 from flow import result_of
+from records import Records
 
 import actors
 import actors.runtime._history
@@ -27,8 +29,14 @@ from actors.wire import (
 if TYPE_CHECKING:
     from conftest import Engine
 
-#: Per instance: how many times ``fails_once`` ran.
-_calls: defaultdict[str, int] = defaultdict(int)
+#: Per instance: how many times ``fails_once`` ran in this test.
+CALLS: Records[Counter[str]] = Records("calls", Counter)
+
+
+@pytest.fixture(autouse=True)
+def calls() -> Iterator[Counter[str]]:
+    with CALLS.fresh() as records:
+        yield records
 
 
 class Hiccup(Exception):
@@ -38,7 +46,7 @@ class Hiccup(Exception):
 @actors.activity
 async def fails_once(value: Any) -> dict[str, Any]:
     info = actors.activity_info()
-    _calls[info.instance_id] += 1
+    CALLS.get()[info.instance_id] += 1
     if info.attempt == 1:
         raise Hiccup(f"attempt {info.attempt} fails")
     return {"attempt": info.attempt}
@@ -68,18 +76,16 @@ KINDS = [
 
 
 async def finished_history(engine: Engine, instance: str) -> list[dict[str, Any]]:
-    """The history once it holds the terminal record (published after the state)."""
-    with trio.fail_after(30):
-        while True:
-            records = await engine.client.history(instance)
-            if records and records[-1]["kind"] == "workflow.completed":
-                return records
-            await trio.sleep(0.05)
+    """``Client.history`` once the terminal record is stored (it is published
+    just after the state the result comes from): a consumer waits for it."""
+    await engine.history(instance)
+    records = await engine.client.history(instance)
+    assert records[-1]["kind"] == "workflow.completed", records[-1]
+    return records
 
 
 async def run_retried(engine: Engine, instance: str) -> list[dict[str, Any]]:
     await engine.client.register(RETRIED)
-    _calls[instance] = 0  # the same ids run on each transport
     await engine.client.start("retried", {"order": 7}, id=instance)
     assert await result_of(engine, instance) == {"attempt": 2}
     return await finished_history(engine, instance)
@@ -94,9 +100,9 @@ async def consumers_of_history(engine: Engine) -> int:
     return len(transport._streams[HISTORY_STREAM].consumers)
 
 
-async def test_history_of_a_retried_activity(engine: Engine) -> None:
+async def test_history_of_a_retried_activity(engine: Engine, calls: Counter[str]) -> None:
     records = await run_retried(engine, "order-7")
-    assert _calls["order-7"] == 2
+    assert calls["order-7"] == 2
     assert [r["kind"] for r in records] == KINDS
     assert [r["seq"] for r in records] == list(range(1, len(KINDS) + 1))
     assert {r["instance"] for r in records} == {"order-7"}

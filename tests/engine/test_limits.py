@@ -7,11 +7,14 @@ it is written or published, with an error that names the limit.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 from flow import failure_of, kinds, result_of, wait_for_step
+from records import Records
 
 import actors
 from actors import InstanceStatus
@@ -23,8 +26,14 @@ if TYPE_CHECKING:
 
 LIMITS = actors.Limits(max_input=4096, max_output=4096, max_state=16384)
 
-#: Runs of each activity, by name.
-_calls: dict[str, int] = {}
+#: Runs of each activity in one test, by name.
+RUNS: Records[Counter[str]] = Records("runs", Counter)
+
+
+@pytest.fixture(autouse=True)
+def runs() -> Iterator[Counter[str]]:
+    with RUNS.fresh() as records:
+        yield records
 
 
 @pytest.fixture
@@ -35,17 +44,17 @@ def orchestrator_options() -> dict[str, Any]:
 @actors.activity
 async def sized(value: Any) -> str:
     """Return a string of ``value`` bytes."""
-    _calls["sized"] = _calls.get("sized", 0) + 1
+    RUNS.get()["sized"] += 1
     return "x" * int(value)
 
 
 @actors.activity
 async def echo(value: Any) -> Any:
-    _calls["echo"] = _calls.get("echo", 0) + 1
+    RUNS.get()["echo"] += 1
     return value
 
 
-async def test_a_start_over_the_input_limit(engine: Engine) -> None:
+async def test_a_start_over_the_input_limit(engine: Engine, runs: Counter[str]) -> None:
     await engine.client.register({"type": "big-in", "steps": [{"id": "e", "activity": "echo"}]})
     # A client with the same limit refuses it before sending anything.
     async with actors.Client(engine.transport, limits=LIMITS) as client:
@@ -65,22 +74,23 @@ async def test_a_start_over_the_input_limit(engine: Engine) -> None:
     info = await engine.client.status("sent-raw")
     assert info is not None
     assert info.input is None
-    assert _calls.get("echo", 0) == 0
+    assert runs["echo"] == 0
 
 
-async def test_an_output_over_the_limit_fails_the_step_without_retry(engine: Engine) -> None:
+async def test_an_output_over_the_limit_fails_the_step_without_retry(
+    engine: Engine, runs: Counter[str]
+) -> None:
     await engine.client.register(
         {
             "type": "big-out",
             "steps": [{"id": "s", "activity": "sized", "retry": {"max_attempts": 5}}],
         }
     )
-    before = _calls.get("sized", 0)
     instance = await engine.client.start("big-out", 6000)
     error = await failure_of(engine, instance)
     assert error.type == "OutputTooLarge"
     assert "the result of step 's'" in error.message
-    assert _calls["sized"] - before == 1
+    assert runs["sized"] == 1
     # Just under the limit is fine.
     small = await engine.client.start("big-out", 3000)
     assert len(await result_of(engine, small)) == 3000
@@ -88,11 +98,13 @@ async def test_an_output_over_the_limit_fails_the_step_without_retry(engine: Eng
 
 @actors.activity
 async def undo(value: Any) -> str:
-    _calls["undo"] = _calls.get("undo", 0) + 1
+    RUNS.get()["undo"] += 1
     return "undone"
 
 
-async def test_a_task_over_the_input_limit_is_never_published(engine: Engine) -> None:
+async def test_a_task_over_the_input_limit_is_never_published(
+    engine: Engine, runs: Counter[str]
+) -> None:
     """The step fails before its task goes out, and what was done is undone."""
     await engine.client.register(
         {
@@ -112,12 +124,11 @@ async def test_a_task_over_the_input_limit_is_never_published(engine: Engine) ->
             ],
         }
     )
-    before = (_calls.get("echo", 0), _calls.get("undo", 0))
     instance = await engine.client.start("big-task", 3000)
     error = await failure_of(engine, instance)
     assert error.type == "InputTooLarge"
     assert "the input of step 'both' is" in error.message
-    assert (_calls.get("echo", 0), _calls.get("undo", 0)) == (before[0], before[1] + 1)
+    assert (runs["echo"], runs["undo"]) == (0, 1)
     history = await engine.history(instance)
     failed = [r["detail"] for r in history if r["kind"] == "activity.failed"]
     assert [(d["step"], d["attempt"], d["error"]["type"]) for d in failed] == [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
-from flow import result_of
+from flow import result_of, wait_until
 
 import actors
 from actors.wire import PARTITIONS_BUCKET
@@ -48,14 +48,14 @@ FLOW = {
 
 async def served(orchestrators: list[actors.Orchestrator], shares: list[int]) -> None:
     """Wait until the orchestrators serve these numbers of partitions, all 16 between them."""
+
+    def shared() -> bool:
+        owned = [o.partitions for o in orchestrators]
+        covered = frozenset().union(*owned) == PARTITIONS
+        return covered and sorted(map(len, owned)) == sorted(shares)
+
     with trio.fail_after(60):
-        while True:
-            owned = [o.partitions for o in orchestrators]
-            covered = frozenset().union(*owned) == PARTITIONS
-            if covered and sorted(map(len, owned)) == sorted(shares):
-                return
-            # Nothing but the leases' own progress says when: look again soon.
-            await trio.sleep(0.02)
+        await wait_until(orchestrators, shared)
 
 
 async def run_flows(engine: Engine, prefix: str, count: int) -> None:

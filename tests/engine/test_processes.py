@@ -163,7 +163,7 @@ async def test_worker_sigkilled_mid_activity_task_goes_to_the_other_worker(
         assert (first.instance, first.step) == ("slow-1", "slow")
         assert (first.attempt, first.delivery) == (1, 1)
         killed = pids[first.pid]
-        services.sigkill(killed)
+        await services.sigkill(killed)
 
         with trio.fail_after(60):
             output = await client.result(instance_id)
@@ -256,7 +256,7 @@ async def test_orchestrator_sigkilled_mid_run_and_restarted(services: Services) 
 
         async def kill_and_restart() -> None:
             await kill_now.wait()
-            services.sigkill("orchestrator")
+            await services.sigkill("orchestrator")
             done_at_kill.append(len(results))
             services.orchestrator("orchestrator", "--ack-wait", "2")
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
-from flow import result_of
+from flow import result_of, wait_until
 
 import actors
 from actors import InstanceStatus
@@ -45,7 +45,10 @@ async def test_a_signal_sent_before_its_start_is_applied(
 ) -> None:
     await engine.client.register(WAITER)
     await engine.client.signal("early", "go", "one")
-    await trio.sleep(1.0)  # the signal is stored, and tried, well before the start
+    orchestrator = engine.orchestrator
+    with trio.fail_after(30):
+        # The signal is stored, and tried, before the start: it waits for it.
+        await orchestrator.wait_until(lambda: orchestrator.stats["waits_for_start"] == 1)
     await engine.client.start("waiter", None, id="early")
     await engine.client.signal("early", "go", "two")
     assert await result_of(engine, "early") == ["one", "two"]
@@ -57,7 +60,9 @@ async def test_a_cancel_sent_before_its_start_is_applied(
 ) -> None:
     await engine.client.register(WAITER)
     await engine.client.cancel("doomed", "changed my mind")
-    await trio.sleep(1.0)
+    orchestrator = engine.orchestrator
+    with trio.fail_after(30):
+        await orchestrator.wait_until(lambda: orchestrator.stats["waits_for_start"] == 1)
     await engine.client.start("waiter", None, id="doomed")
     with trio.fail_after(60):
         info = await engine.client.wait("doomed")
@@ -65,6 +70,7 @@ async def test_a_cancel_sent_before_its_start_is_applied(
     assert engine.orchestrator.stats["deadletters"] == 0
 
 
+@pytest.mark.parametrize("orchestrator_options", [{"start_wait": 1.0}], ids=["start_wait=1s"])
 async def test_an_event_whose_start_never_comes_goes_to_dead_letters_after_start_wait(
     engine: Engine, clock: trio.testing.MockClock | None
 ) -> None:
@@ -134,9 +140,12 @@ async def test_events_right_after_start_are_decided_in_order_by_several_orchestr
 
 async def wait_for_shares(orchestrators: list[actors.Orchestrator]) -> None:
     """Wait until the orchestrators serve every partition between them, evenly."""
-    while True:
+
+    def even() -> bool:
         served = [o.partitions for o in orchestrators]
         sizes = sorted(len(s) for s in served)
-        if sum(sizes) == 16 and len(frozenset().union(*served)) == 16 and sizes[-1] - sizes[0] <= 1:
-            return
-        await trio.sleep(0.05)
+        return (
+            sum(sizes) == 16 and len(frozenset().union(*served)) == 16 and sizes[-1] - sizes[0] <= 1
+        )
+
+    await wait_until(orchestrators, even)

@@ -28,6 +28,7 @@ async def test_list_filters_by_type_status_and_start_time_and_pages(engine: Engi
     for instance in quick:
         await result_of(engine, instance)
     middle = engine.transport.now()
+    # Time itself is the point: the held ones are created after ``middle``.
     await trio.sleep(0.01)
     held = [await engine.client.start("held", None, id=f"h{i}") for i in range(3)]
     for instance in held:

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -238,12 +239,16 @@ class LeaderKiller:
         kill = Kill(str(node.server_name), led, began - self.origin)
         self.kills.append(kill)
         print(f"{wall()} chaos: SIGKILL {kill.node} at {kill.at:.1f}s; it led {led}")
-        self.cluster.kill(index)
+        await trio.to_thread.run_sync(self.cluster.kill, index)
         try:
             await trio.sleep(self.down)
         finally:
-            # No checkpoint in here: a cancellation cannot skip the restart.
-            self.cluster.restart(index, wait_healthy=False)
+            # Shielded: a cancellation cannot skip the restart. In a thread:
+            # it waits for the node's client port.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    partial(self.cluster.restart, index, wait_healthy=False)
+                )
             kill.down = trio.current_time() - began
         kill.settle = await wait_settled(self.cluster)
         print(

@@ -24,6 +24,7 @@ import contextlib
 import math
 import socket
 import struct
+from collections.abc import Callable
 
 import trio
 
@@ -64,6 +65,8 @@ class FaultProxy:
         self._refusing = False
         self._links: set[_Link] = set()
         self._scope = trio.CancelScope()
+        #: Set (and replaced) when ``forwarded`` or ``seen_up`` changes.
+        self._changed = trio.Event()
 
     @property
     def port(self) -> int:
@@ -79,6 +82,16 @@ class FaultProxy:
     def open_links(self) -> int:
         """Connections being forwarded now (blackholed ones included)."""
         return len(self._links)
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, checked again each time a connection is
+        forwarded or a counted pattern is seen (never on a timer). Bound it."""
+        while not condition():
+            await self._changed.wait()
+
+    def _touch(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     def count(self, pattern: bytes) -> None:
         """Count from now on how often ``pattern`` appears in what clients send
@@ -134,6 +147,7 @@ class FaultProxy:
             await client.aclose()
             return
         self.forwarded += 1
+        self._touch()
         link = _Link(client, upstream)
         self._links.add(link)
         try:
@@ -199,6 +213,7 @@ class FaultProxy:
         for pattern in self.seen_up:
             # Those wholly inside the tail were counted with the previous chunk.
             self.seen_up[pattern] += data.count(pattern) - tail.count(pattern)
+        self._touch()
         return data[-(longest - 1) :] if longest > 1 else b""
 
 

@@ -327,7 +327,7 @@ async def writes_through_election(
     seen: list[TransportError] = []
     async with open_transport(survivor.url) as transport:
         write = await prepare(transport)
-        cluster.kill(victim)
+        await trio.to_thread.run_sync(cluster.kill, victim)
         try:
             # Once the survivor has dropped its route to the dead node,
             # requests meet the election rather than a route that is gone.
@@ -341,7 +341,10 @@ async def writes_through_election(
                         seen.append(exc)
                         await trio.sleep(0.1)
         finally:
-            cluster.restart(victim, wait_healthy=False)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    functools.partial(cluster.restart, victim, wait_healthy=False)
+                )
     print(f"{group}: stored after {dict(Counter(type(exc).__name__ for exc in seen))}")
     return seen
 

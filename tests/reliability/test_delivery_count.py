@@ -45,9 +45,10 @@ async def test_a_task_in_hand_when_the_server_dies_runs_again_as_the_same_attemp
                     # The ledger is another process's file: nothing to wait on but it.
                     await trio.sleep(0.05)
             events = transport.connection_events()
-            services.sigkill("worker-a")
-            synced_server.kill()
-            synced_server.start()
+            await services.sigkill("worker-a")
+            # A start waits for the server to be healthy: not on the event loop.
+            await trio.to_thread.run_sync(synced_server.kill)
+            await trio.to_thread.run_sync(synced_server.start)
             services.worker("worker-b", "--ack-wait", "2")
             with trio.fail_after(120):
                 while (await events.receive()).state is not ConnectionState.CONNECTED:

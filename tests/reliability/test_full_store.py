@@ -43,6 +43,7 @@ from checker import (
     SLOW_LEDGER_FLOW,
     SLOW_LEDGER_TYPE,
     check_run,
+    connected,
     ledger_input,
     ledger_output,
     start_ledger,
@@ -54,7 +55,7 @@ import actors
 from actors.http import serve_api
 from actors.testing import NatsServer
 from actors.wire._names import DEADLETTER_STREAM
-from transport import ConnectionState, Transport, open_transport
+from transport import Transport, open_transport
 
 pytestmark = pytest.mark.jetstream
 
@@ -219,15 +220,13 @@ async def _fill_and_recover(
                 await purge_stream(transport, DEADLETTER_STREAM)
             else:
                 # The services reconnect to the server on its old port.
-                server.stop()
+                await trio.to_thread.run_sync(server.stop)
                 server.config["jetstream"]["max_file_store"] = 4 * STORE
                 await trio.to_thread.run_sync(server.start)
                 # The client reconnects by itself within its reconnect wait;
                 # a start before that fails, nothing sent, as documented.
                 with trio.fail_after(30):
-                    while transport.state is not ConnectionState.CONNECTED:  # noqa: ASYNC110
-                        # The transport has no event for "connected again": poll.
-                        await trio.sleep(0.1)
+                    await connected(transport)
             ids |= await start_ledger(client, batch, prefix="after", first=2000)
 
             report = await check_run(

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from typing import Any, Final
 import pytest
 import trio
 import trio.testing
+from records import Records
 
 import actors
 from actors.core._error_info import MAX_CAUSES
@@ -79,12 +80,19 @@ async def hostile_echo(value: Any) -> Any:
 
 
 #: The activity that no worker serves until a test starts one for it.
-_late_runs: list[str] = []
+#: The instances ``hostile_late`` ran for, in one test.
+LATE_RUNS: Records[list[str]] = Records("late runs", list)
+
+
+@pytest.fixture(autouse=True)
+def late_runs() -> Iterator[list[str]]:
+    with LATE_RUNS.fresh() as records:
+        yield records
 
 
 @actors.activity(name="hostile_unserved")
 async def hostile_late(value: Any) -> Any:
-    _late_runs.append(actors.activity_info().instance_id)
+    LATE_RUNS.get().append(actors.activity_info().instance_id)
     return {"served": value}
 
 
@@ -126,12 +134,16 @@ class Engine:
 
 
 @asynccontextmanager
-async def engine(url: str, *activities: Callable[..., Any]) -> AsyncIterator[Engine]:
+async def engine(
+    url: str, *activities: Callable[..., Any], lease: float = 10.0
+) -> AsyncIterator[Engine]:
     """An orchestrator (and a worker serving ``activities``, if any) and a client on ``url``."""
     async with open_transport(url) as transport, trio.open_nursery() as nursery:
         orchestrator = actors.Orchestrator(
             transport,
-            actors.OrchestratorConfig(passivate_after=5.0, drain_timeout=2.0, start_wait=2.0),
+            actors.OrchestratorConfig(
+                passivate_after=5.0, drain_timeout=2.0, start_wait=2.0, lease=lease
+            ),
         )
         await nursery.start(orchestrator.run)
         async with actors.Client(transport) as client:
@@ -206,7 +218,9 @@ async def test_a_workflow_that_starts_itself_stops_at_the_child_depth_limit(
     assert not letters
 
 
-async def test_a_childs_start_claiming_a_depth_is_held_to_the_limit(engine_url: str) -> None:
+async def test_a_childs_start_claiming_a_depth_is_held_to_the_limit(
+    engine_url: str, clock: trio.testing.MockClock | None
+) -> None:
     """The depth travels in the start message, so a start published by hand is held to
     it too: a child's start at the limit fails its instance at its first child step
     (its result goes to a parent that does not exist, which is dead-lettered as such),
@@ -608,18 +622,19 @@ UNSERVED: Final = {"type": "unserved", "steps": [{"id": "s", "activity": "hostil
 
 
 async def test_a_step_no_worker_serves_waits_visibly_until_one_does(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, late_runs: list[str]
 ) -> None:
     """Without ``schedule_to_start``, a step whose activity no worker serves waits for
     one: after a (virtual) day the instance is ``running``, its step ``scheduled``,
     the history names the activity it waits for and the task is in
     ``ACTIVITY_TASKS``; the first worker that serves the activity runs it and the
     instance completes."""
-    _late_runs.clear()
-    async with engine("memory://") as running:
+    # One orchestrator, no other to take its partitions: a lease of an hour,
+    # renewed 96 times in the day rather than 34,560 (half a minute of CPU).
+    async with engine("memory://", lease=3600.0) as running:
         await running.client.register(UNSERVED)
         instance_id = await running.client.start("unserved", 5)
-        await trio.sleep(86_400)
+        await trio.sleep(86_400)  # the time under test: nothing times out in a day
         info = await running.client.status(instance_id)
         assert info is not None
         assert str(info.status) == "running"
@@ -632,16 +647,17 @@ async def test_a_step_no_worker_serves_waits_visibly_until_one_does(
         await running.start_worker(hostile_late)
         with trio.fail_after(SETTLE):
             assert await running.client.result(instance_id) == {"served": 5}
-    assert _late_runs == [instance_id]
+    assert late_runs == [instance_id]
 
 
-async def test_a_step_no_worker_serves_times_out_with_schedule_to_start(engine_url: str) -> None:
+async def test_a_step_no_worker_serves_times_out_with_schedule_to_start(
+    engine_url: str, clock: trio.testing.MockClock | None, late_runs: list[str]
+) -> None:
     """With ``schedule_to_start``, each attempt of a step no worker serves fails
     with ``ActivityTimeout`` when ``schedule_to_start + start_to_close`` has passed,
     and the instance fails after its last attempt. The tasks left behind never run:
     a worker started afterwards refuses them (they waited too long) and the tasks
     stream empties."""
-    _late_runs.clear()
     flow = {
         "type": "unserved_timeout",
         "steps": [
@@ -667,7 +683,7 @@ async def test_a_step_no_worker_serves_times_out_with_schedule_to_start(engine_u
                 # The worker takes and refuses the tasks on its own: poll the stream.
                 await trio.sleep(0.05)
         history = await running.transport.read(HISTORY_STREAM, f"history.{instance_id}")
-    assert _late_runs == []
+    assert late_runs == []
     kinds = [record["kind"] for message in history for record in decode_history(message.data)]
     assert kinds.count("activity.failed") == 2
     assert kinds[-1] == "workflow.failed"

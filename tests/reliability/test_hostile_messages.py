@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from bad_messages import (
     Bad,
     catalogue,
@@ -102,7 +103,9 @@ async def damage_states(transport: Transport, tag: str) -> list[Bad]:
 # -- in the test's process, on both transports ------------------------------------------
 
 
-async def test_every_bad_message_is_dead_lettered_once_with_its_reason(engine_url: str) -> None:
+async def test_every_bad_message_is_dead_lettered_once_with_its_reason(
+    engine_url: str, clock: trio.testing.MockClock | None
+) -> None:
     """Every kind of bad message on every subject, and events to damaged states: each
     makes exactly one dead letter, from the service that consumes its subject, whose
     reason says what is wrong. Healthy instances started before, among and after them
@@ -131,10 +134,9 @@ async def test_every_bad_message_is_dead_lettered_once_with_its_reason(engine_ur
         assert engine.worker.stats["completed"] >= 18
         # Dead-lettered events keep no actor alive (each would hold its instance's
         # actor for passivate_after seconds), and finished instances none either.
+        orchestrator = engine.orchestrator
         with trio.fail_after(10):
-            while engine.orchestrator.active_actors:  # noqa: ASYNC110
-                # Actors end on their own after their last event: poll the count.
-                await trio.sleep(0.05)
+            await orchestrator.wait_until(lambda: not orchestrator.active_actors)
 
 
 async def test_a_task_with_nan_timeouts_is_dead_lettered_and_the_worker_serves_on(
@@ -160,7 +162,9 @@ async def test_a_task_with_nan_timeouts_is_dead_lettered_and_the_worker_serves_o
             assert await engine.client.result(instance) == 42
 
 
-async def test_events_for_made_up_instances_leave_no_actor_in_memory(engine_url: str) -> None:
+async def test_events_for_made_up_instances_leave_no_actor_in_memory(
+    engine_url: str, clock: trio.testing.MockClock | None
+) -> None:
     """Regression: each event for an instance that does not exist kept an idle actor
     for ``passivate_after`` seconds after its dead letter; a flood of them with made-up
     ids held one per id (20,000 cancels: 20,000 actors, about 120 MB). Now the actor of
@@ -175,10 +179,10 @@ async def test_events_for_made_up_instances_leave_no_actor_in_memory(engine_url:
         with trio.fail_after(60):
             letters = await wait_deadletters(engine.transport, count)
         assert not letter_problems(bads, letters)
+        orchestrator = engine.orchestrator
         with trio.fail_after(10):
-            while engine.orchestrator.active_actors:  # noqa: ASYNC110
-                # The last actors end a moment after their dead letter is stored.
-                await trio.sleep(0.05)
+            # The last actors end a moment after their dead letter is stored.
+            await orchestrator.wait_until(lambda: not orchestrator.active_actors)
 
 
 async def test_a_damaged_definition_does_not_stop_starts_of_its_type(engine_url: str) -> None:
@@ -200,7 +204,8 @@ async def test_a_damaged_definition_does_not_stop_starts_of_its_type(engine_url:
         await definitions.put("hostile_pair.3", entry.value)
         await definitions.put("hostile_ghost.1", b"\xa3 damaged")
         with trio.fail_after(60):
-            # The orchestrator follows the bucket: let it see the entries first.
+            # The orchestrator follows the bucket, and shows no sign of having
+            # seen an entry: give it time to see them first.
             await trio.sleep(0.5)
             first = await engine.client.start("hostile_pair", 1)
             assert await engine.client.result(first) == 3

@@ -32,7 +32,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import pytest
 import trio
@@ -48,6 +48,7 @@ from faulty_memory import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from records import Records
 
 import actors
 from actors.wire import (
@@ -89,8 +90,10 @@ CHAOS: Final = int(os.environ.get("CHAOS_EXAMPLES") or 2000)
 
 # -- the activities and their ledger ----------------------------------------------------
 
-#: Every execution of an activity in the current example: (instance, step, attempt, node).
-LEDGER: list[tuple[str, str, int, str]] = []
+#: An execution of an activity: (instance, step, attempt, node).
+Run: TypeAlias = tuple[str, str, int, str]
+#: Every execution of an activity in the example running (``run_example`` makes it).
+LEDGER: Records[list[Run]] = Records("ledger", list)
 
 
 def next_value(value: dict[str, Any], step: str) -> dict[str, Any]:
@@ -102,7 +105,7 @@ async def _work(value: dict[str, Any]) -> dict[str, Any]:
     info = actors.activity_info()
     run = ActivityRun()
     node = run.node.name if run.node is not None else "?"
-    LEDGER.append((info.instance_id, info.step, info.attempt, node))
+    LEDGER.get().append((info.instance_id, info.step, info.attempt, node))
     await run.reached("begin")
     seconds = WORK.get(info.step, DEFAULT_WORK)
     await trio.sleep(seconds / 2)
@@ -233,6 +236,8 @@ class Outcome:
 
     problems: list[str] = field(default_factory=list)
     journal: Journal = field(default_factory=Journal)
+    #: Every execution of an activity in the example.
+    ledger: list[Run] = field(default_factory=list)
     #: (instance, step, attempt) -> how many runs beyond the first.
     duplicate_runs: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
@@ -295,9 +300,8 @@ async def _signal_when_started(
 
 async def run_example(example: Example) -> Outcome:
     """Run ``example`` on a fresh broker; return what the checks found."""
-    LEDGER.clear()
-    outcome = Outcome()
-    with trio.CancelScope() as root:
+    with LEDGER.fresh() as ledger, trio.CancelScope() as root:
+        outcome = Outcome(ledger=ledger)
         watchdog = Watchdog(root, stall=STALL_LIMIT, budget=REAL_BUDGET)
         trio.lowlevel.add_instrument(watchdog)
         try:
@@ -395,9 +399,9 @@ async def check(broker: MemoryTransport, ids: dict[str, tuple[str, int]], out: O
             problems.append(f"{instance}: output {state.output!r}")
         problems.extend(await _history_problems(broker, instance, workflow, state.seq))
         for step in ACTIVITY_STEPS[workflow]:
-            if not any(e[0] == instance and e[1] == step for e in LEDGER):
+            if not any(e[0] == instance and e[1] == step for e in out.ledger):
                 problems.append(f"{instance}: step {step} never ran")
-    runs = Counter((e[0], e[1], e[2]) for e in LEDGER)
+    runs = Counter((e[0], e[1], e[2]) for e in out.ledger)
     out.duplicate_runs = {key: n - 1 for key, n in runs.items() if n > 1}
     # The bucket holds instance states only: no client or index writes there.
     unknown = set(await states.keys()) - set(ids)
@@ -657,7 +661,7 @@ def test_a_run_without_faults_passes_every_check() -> None:
     """
     outcome = assert_clean(Example(workflows=TYPES))
     assert outcome.duplicate_runs == {}
-    assert sorted({(e[0], e[1]) for e in LEDGER}) == sorted(
+    assert sorted({(e[0], e[1]) for e in outcome.ledger}) == sorted(
         (f"{w}-{n}", step) for n, w in enumerate(TYPES) for step in ACTIVITY_STEPS[w]
     )
 

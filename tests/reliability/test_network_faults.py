@@ -235,6 +235,16 @@ async def engine_behind_proxies(
         proxies.cancel_scope.cancel()
 
 
+async def forwarded_past(proxy: FaultProxy, connections: int) -> None:
+    """Wait until ``proxy`` forwarded more than ``connections`` connections."""
+    await proxy.wait_until(lambda: proxy.forwarded > connections)
+
+
+async def pulled(proxy: FaultProxy, pulls: int) -> None:
+    """Wait until ``proxy`` saw ``pulls`` pull requests in all."""
+    await proxy.wait_until(lambda: sum(proxy.seen_up.values()) >= pulls)
+
+
 @dataclass
 class AfterFault:
     """Where each process stood when the last fault ended."""
@@ -252,8 +262,10 @@ class AfterFault:
         proxies = engine.network.proxies
         with trio.fail_after(60):
             # The proxies are the only witnesses of a process's new connection.
-            while any(proxies[n].forwarded <= c for n, c in connections.items()):  # noqa: ASYNC110
-                await trio.sleep(0.1)
+            for name, before in connections.items():
+                await forwarded_past(proxies[name], before)
+        # What a process buffered while cut off goes out at once on its new
+        # connection, with no sign of when it is all out: leave it 2 s.
         await trio.sleep(2)
         return cls.now(engine)
 
@@ -282,9 +294,13 @@ async def check_everything(
     async with open_transport(server.url) as transport, actors.Client(transport) as client:
         report = await check_run(transport, client, accepted, services.ledger, servers=[server])
     report.assert_ok()
-    await trio.sleep_until(mark.at + SERVING_WINDOW)
-    assert exit_codes(services, engine.everyone) == dict.fromkeys(engine.everyone)
     proxies = engine.network.proxies
+
+    # Each must pull within the window: done once all have, failed at its end.
+    with trio.move_on_at(mark.at + SERVING_WINDOW):
+        for name in engine.everyone:
+            await pulled(proxies[name], mark.pulls[name] + SERVING_PULLS)
+    assert exit_codes(services, engine.everyone) == dict.fromkeys(engine.everyone)
     pulls = {
         name: sum(proxies[name].seen_up.values()) - mark.pulls[name] for name in engine.everyone
     }

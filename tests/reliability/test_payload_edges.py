@@ -22,18 +22,21 @@ failed one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cbor2
 import pytest
 import trio
 from bad_messages import InProcess, in_process, wait_deadletters
+from flow import history_to_the_end
 from natsserver import NatsServer
 from processes import read_states
+from records import Records
 
 import actors
 from actors import InstanceStatus
@@ -55,20 +58,26 @@ LIMITS = actors.Limits(max_input=M, max_output=M, max_state=64 * 1024)
 #: The broker's largest message (nats-server's default max_payload).
 MAX_PAYLOAD = 1024 * 1024
 
-#: Runs of each activity of this module, by name.
-runs: Counter[str] = Counter()
+#: Runs of each activity of this module in one test, by name.
+RUNS: Records[Counter[str]] = Records("runs", Counter)
+
+
+@pytest.fixture(autouse=True)
+def runs() -> Iterator[Counter[str]]:
+    with RUNS.fresh() as records:
+        yield records
 
 
 @actors.activity
 async def edge_one(value: Any) -> int:
-    runs["edge_one"] += 1
+    RUNS.get()["edge_one"] += 1
     return 1
 
 
 @actors.activity
 async def edge_sized(size: int) -> str:
     """A string whose CBOR encoding is ``size`` bytes."""
-    runs["edge_sized"] += 1
+    RUNS.get()["edge_sized"] += 1
     return "x" * padding(size, lambda pad: cbor2.dumps("x" * pad))
 
 
@@ -76,7 +85,7 @@ async def edge_sized(size: int) -> str:
 async def edge_result_sized(size: int) -> str:
     """An output that makes this attempt's result message ``size`` bytes."""
     info = actors.activity_info()
-    runs["edge_result_sized"] += 1
+    RUNS.get()["edge_result_sized"] += 1
 
     def message(pad: int) -> bytes:
         return encode_result(info.instance_id, info.step, info.attempt, output="x" * pad)
@@ -149,15 +158,19 @@ async def failure_of(engine: InProcess, instance_id: str) -> actors.ErrorInfo:
     return failed.value.error
 
 
+#: A history reader's consumer per call (a durable name read again resumes).
+_READERS = itertools.count()
+
+
 async def history_kinds(engine: InProcess, instance_id: str) -> list[str]:
-    """The kinds of the instance's history records, once the terminal one is there."""
+    """The kinds of the instance's history records (``Client.history``), once the
+    terminal one is there: it is published just after the state, and a consumer of
+    the history waits for it."""
     with trio.fail_after(30):
-        while True:
-            kinds = [r["kind"] for r in await engine.client.history(instance_id)]
-            if kinds and kinds[-1] in ("workflow.completed", "workflow.failed"):
-                return kinds
-            # The records are published just after the state is stored: poll.
-            await trio.sleep(0.05)
+        await history_to_the_end(engine.transport, instance_id, f"edges{next(_READERS)}")
+    kinds = [r["kind"] for r in await engine.client.history(instance_id)]
+    assert kinds[-1] in ("workflow.completed", "workflow.failed"), kinds
+    return kinds
 
 
 async def assert_clean_failure(engine: InProcess, instance_id: str, kind: str) -> None:
@@ -169,7 +182,7 @@ async def assert_clean_failure(engine: InProcess, instance_id: str, kind: str) -
     assert state.error.type == kind
     assert state.output is None
     assert all(step.status.value != "scheduled" for step in state.steps.values())
-    assert all(type(command).__name__ == "RecordHistory" for command in state.outbox)
+    assert all(type(command).__name__ == "RecordHistory" for command in state.outbox), state.outbox
     kinds = await history_kinds(engine, instance_id)
     assert kinds.count("workflow.failed") == 1
 
@@ -216,14 +229,15 @@ async def test_a_start_at_the_input_limit_through_the_client(engine_url: str) ->
 
 
 @pytest.mark.parametrize("encoding", ["cbor", "json"])
-async def test_a_raw_start_at_the_input_limit(engine_url: str, encoding: str) -> None:
+async def test_a_raw_start_at_the_input_limit(
+    engine_url: str, encoding: str, runs: Counter[str]
+) -> None:
     """A start published raw (CBOR envelope or JSON object, as docs/wire.md allows) of
     ``max_input`` bytes runs; one of ``max_input`` + 1 creates the instance failed with
     ``InputTooLarge``, its input not stored, no step run."""
     sized = sized_start if encoding == "cbor" else sized_json_start
     async with in_process(engine_url, module(), limits=LIMITS) as engine:
         await engine.client.register(ONE)
-        before = runs["edge_one"]
         inputs = {}
         for size in (M - 1, M, M + 1):
             instance_id = f"raw-{encoding}-{size}"
@@ -248,7 +262,7 @@ async def test_a_raw_start_at_the_input_limit(engine_url: str, encoding: str) ->
         assert info.input is None
         assert info.steps == {}
         assert await history_kinds(engine, over) == ["workflow.failed"]
-        assert runs["edge_one"] - before == 2
+        assert runs["edge_one"] == 2
         await assert_still_serving(engine, f"raw-{encoding}-after")
 
 
@@ -305,7 +319,7 @@ async def test_a_signal_at_the_input_limit(engine_url: str) -> None:
 # -- max_output: a step's output and the workflow's ----------------------------------
 
 
-async def test_a_step_output_at_the_output_limit(engine_url: str) -> None:
+async def test_a_step_output_at_the_output_limit(engine_url: str, runs: Counter[str]) -> None:
     """An activity output whose encoding is ``max_output`` bytes is applied; one byte
     more fails the step at once (no retry, though the step allows three attempts) with
     ``OutputTooLarge`` naming the output's size. Regression: the result message had 1
@@ -313,7 +327,6 @@ async def test_a_step_output_at_the_output_limit(engine_url: str) -> None:
     the message gave the size of the whole message)."""
     async with in_process(engine_url, module(), limits=LIMITS) as engine:
         await engine.client.register(STEP_OUTPUT)
-        before = runs["edge_sized"]
         for size in (M - 1, M, M + 1, M + 500):
             await engine.client.start("edge_step_output", size, id=f"step-{size}")
         for size in (M - 1, M):
@@ -333,7 +346,7 @@ async def test_a_step_output_at_the_output_limit(engine_url: str) -> None:
             assert info.steps["make"]["status"] == "failed"
             assert info.steps["make"]["attempt"] == 1
             assert "after" not in info.steps
-        assert runs["edge_sized"] - before == 4
+        assert runs["edge_sized"] == 4
 
 
 async def test_a_workflow_output_at_the_output_limit(engine_url: str) -> None:

@@ -105,6 +105,11 @@ async def _crash_repeatedly(services: ServerServices, point: str, counts: list[i
                 services.url,
                 "--ack-wait",
                 ACK_WAIT,
+                # Each takes over the partitions of the one that crashed
+                # before it: a lease of 3 s, not the default 10, as the
+                # sound orchestrators here have.
+                "--lease",
+                "3",
             ],
         )
         code = await trio.to_thread.run_sync(service.proc.wait, abandon_on_cancel=True)
@@ -177,7 +182,7 @@ async def _worker_storm(
         while trio.current_time() < deadline:
             await trio.sleep(rng.uniform(*gap))
             victim = rng.choice(names)
-            services.sigkill(victim)
+            await services.sigkill(victim)
             kills.append(victim)
             services.worker(victim, "--ack-wait", ACK_WAIT)
 

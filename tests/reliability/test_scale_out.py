@@ -120,7 +120,7 @@ async def moves(
     victim, rest = member["orchestrator-0"], {member["orchestrator-1"], member["orchestrator-2"]}
     partitions = owners.of(victim)
     began = now()
-    services.sigkill("orchestrator-0")
+    await services.sigkill("orchestrator-0")
     with trio.fail_after(bound):
         await owners.wait_until(lambda: owners.held_by(rest, PARTITIONS))
     done.append(owners.moved("SIGKILL", began, partitions, lambda m: m in rest))

@@ -27,12 +27,20 @@ from pathlib import Path
 import pytest
 import trio
 from bad_messages import read_deadletters
-from checker import GATED_FLOW, GATED_TYPE, LEDGER_STEPS, check_run, ledger_input, ledger_output
+from checker import (
+    GATED_FLOW,
+    GATED_TYPE,
+    LEDGER_STEPS,
+    check_run,
+    connected,
+    ledger_input,
+    ledger_output,
+)
 from natsserver import NatsServer
 from processes import Services
 
 import actors
-from transport import ConnectionState, TransportError, open_transport
+from transport import TransportError, open_transport
 
 pytestmark = pytest.mark.jetstream
 
@@ -119,13 +127,14 @@ async def _storm(server: NatsServer, tmp_path: Path, seed: int, storm: Storm) ->
                     await trio.sleep(rng.uniform(*storm.gap))
                     if server_kills and trio.current_time() - start >= server_kills[0]:
                         server_kills.pop(0)
-                        server.kill()
+                        await trio.to_thread.run_sync(server.kill)
                         counts["server kills"] += 1
                         await trio.sleep(rng.uniform(*storm.down))
-                        server.start()
+                        # A start waits for the server to be healthy: not on the event loop.
+                        await trio.to_thread.run_sync(server.start)
                         continue
                     victim = rng.choice(ORCHESTRATORS + WORKERS)
-                    services.sigkill(victim)
+                    await services.sigkill(victim)
                     counts["service kills"] += 1
                     await trio.sleep(0.5)
                     restart(victim)
@@ -135,8 +144,7 @@ async def _storm(server: NatsServer, tmp_path: Path, seed: int, storm: Storm) ->
                 await start_all(nursery)
             # The client may still be reconnecting after the last server kill.
             with trio.fail_after(60):
-                while transport.state is not ConnectionState.CONNECTED:  # noqa: ASYNC110
-                    await trio.sleep(0.05)
+                await connected(transport)
             print(
                 f"{storm.workflows} workflows, {len(early)} signalled right after the start; "
                 f"{counts}; storm over after {time.monotonic() - began:.1f}s"
