@@ -36,6 +36,8 @@ from transport import (
 )
 
 from ..core import (
+    ActivityCompleted,
+    ActivityFailed,
     CancelActivity,
     Command,
     Definition,
@@ -483,7 +485,18 @@ class InstanceActor:
         start = event if isinstance(event, StartRequested) else None
         if state is None and start is None:
             raise RuntimeError("nothing to fail") from exc
-        return fail_instance(state, start, error, now, definition)
+        failed, commands = fail_instance(state, start, error, now, definition)
+        if isinstance(event, ActivityCompleted | ActivityFailed):
+            # The instance fails on top of the state before this result: its
+            # step still looks out, but its task has reported. Nothing to withdraw.
+            reported = (event.step, event.attempt)
+            commands = [
+                c
+                for c in commands
+                if not (isinstance(c, CancelActivity) and (c.step, c.attempt) == reported)
+            ]
+            failed = replace(failed, outbox=tuple(commands))
+        return failed, commands
 
     def _messages(self, state: InstanceState, commands: Sequence[Command]) -> list[OutMessage]:
         return messages_for(self._id, state, commands, self._transport.now())

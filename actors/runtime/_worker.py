@@ -27,6 +27,7 @@ On shutdown the actors stop taking tasks, finish the ones in hand within
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ _PUBLISH_RETRY: Final = 0.5
 #: The longest wait between two tries of a result's publish.
 _PUBLISH_RETRY_MAX: Final = 5.0
 _TRACEBACK_LIMIT: Final = 16 * 1024
+#: The longest a starting worker waits to have read the withdrawn tasks.
+_CATCH_UP: Final = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,7 +181,7 @@ class Worker:
         self._cancels = assets.buckets[CANCELS_BUCKET]
         async with trio.open_nursery() as upkeep:
             upkeep.start_soon(self._upkeep)
-            upkeep.start_soon(self._watch_withdrawals)
+            await upkeep.start(self._watch_withdrawals)
             async with trio.open_nursery() as nursery:
                 for spec in self._activities.values():
                     await nursery.start(self._serve, spec)
@@ -206,18 +209,48 @@ class Worker:
             for attempt in [a for a, (_, until) in self._withdrawn.items() if until <= now]:
                 del self._withdrawn[attempt]
 
-    async def _watch_withdrawals(self) -> None:
+    async def _watch_withdrawals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Learn of every task an instance withdraws; cancel it if it runs here.
 
         The watch starts from what the bucket holds (the withdrawals of the
         last ``cancel_ttl``), so a task withdrawn before this process started
         is refused too; it resumes by itself after the broker comes back.
+        Started once it has read what the bucket held when it began, so that
+        no task is served before the withdrawals made before it are known
+        (or after ``_CATCH_UP``, should the newest of them have expired
+        meanwhile, which a watch cannot tell from one still to come).
         """
         cancels = self._cancels
         assert cancels is not None
+        latest = await cancels.latest_revision()
         async with cancels.watch(since=0) as changes:
-            async for change in changes:
-                self._withdraw(change)
+            caught_up = latest == 0
+            if caught_up:
+                task_status.started()
+            deadline = trio.current_time() + _CATCH_UP
+            while True:
+                change: KVChange | None = None
+                with trio.move_on_at(math.inf if caught_up else deadline):
+                    try:
+                        change = await changes.receive()
+                    except trio.EndOfChannel:
+                        if caught_up:
+                            return
+                        raise TransportClosedError(
+                            "the watch of the withdrawn tasks ended before it was read"
+                        ) from None
+                if change is not None:
+                    self._withdraw(change)
+                if not caught_up and (change is None or change.revision >= latest):
+                    if change is None:
+                        log.warning(
+                            "the withdrawn tasks were not read within %ss; serving anyway",
+                            _CATCH_UP,
+                        )
+                    caught_up = True
+                    task_status.started()
 
     def _withdraw(self, change: KVChange) -> None:
         if change.op is not KVOp.PUT:
