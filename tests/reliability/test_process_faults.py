@@ -271,6 +271,7 @@ BURST = 300
 FREEZE_LEASE = 2.0
 
 
+@pytest.mark.chaos
 async def test_a_frozen_owner_loses_its_partitions_and_its_late_writes_are_refused(
     services: ServerServices,
 ) -> None:
@@ -278,6 +279,10 @@ async def test_a_frozen_owner_loses_its_partitions_and_its_late_writes_are_refus
     takes its partitions within two leases, decides what it held; once resumed, the
     frozen one's writes are refused by compare-and-set, it lets every partition go, and
     takes its share back only once handed back.
+
+    Among the chaos scenarios: whether the owner still holds undecided signals when
+    the SIGSTOP lands depends on the machine's scheduling, and on a loaded 2-core
+    machine it sometimes holds none (1 run in 4 then had no late write to refuse).
 
     The freeze comes once the owner has decided the first signal of the burst for its
     partitions, so that it still holds most of them; it lasts until the other owner
@@ -360,10 +365,12 @@ async def test_a_frozen_owner_loses_its_partitions_and_its_late_writes_are_refus
     assert takeover.seconds <= 2 * FREEZE_LEASE, str(takeover)
     log = frozen.log()
     refused = [t for t in logged(log, "state changed by another process") if t >= resumed[1]]
+    # The lines since the freeze: the shares settled before it moved partitions too.
     lost = {
         int(line.split("partition ")[1].split(":")[0])
         for line in log.splitlines()
         if "lost to another orchestrator" in line
+        and logged(line, "lost to another orchestrator")[0] >= paused[1]
     }
     print(
         f"{len(theirs)} signals for the frozen owner's partitions; after it resumed, "
