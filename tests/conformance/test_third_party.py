@@ -147,9 +147,11 @@ def test_the_suite_finds_what_a_transport_gets_wrong(tmp_path: Path) -> None:
 
 def test_the_suite_finds_an_aclose_that_cancels_the_block_around_it(tmp_path: Path) -> None:
     (tmp_path / "test_mine.py").write_text(CANCELLING)
-    ran = _pytest(tmp_path, "-k", "operations_after_aclose or channels_end_when_the_transport")
+    # The operations test checkpoints after aclose every time; the channels test
+    # only when its deliveries are not all in hand yet, so it cannot be relied on.
+    ran = _pytest(tmp_path, "-k", "operations_after_aclose")
     assert ran.returncode == 1, ran.stdout[-3000:] + ran.stderr[-3000:]
-    assert _counts(ran.stdout) == {"failed": 2}, ran.stdout[-3000:]
+    assert _counts(ran.stdout) == {"failed": 1}, ran.stdout[-3000:]
     assert "aclose() cancelled the block it was called in" in ran.stdout, ran.stdout[-3000:]
 
 
