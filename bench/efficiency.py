@@ -61,7 +61,6 @@ raw = _load("bench_transport", HERE / "transport.py")
 import trio  # noqa: E402
 
 from actors import Client  # noqa: E402
-from actors.examples import ACTIVITIES  # noqa: E402
 from actors.testing import NatsServer, http_get  # noqa: E402
 
 #: Streams whose stored messages are the engine's publishes, and the KV stream.
@@ -128,16 +127,7 @@ def run(n: int, rounds: int, scale: float) -> list[dict[str, Any]]:
         try:
             server.start()
             url = server.url
-            services = [
-                engine.ServiceProcess(
-                    "orchestrator", ["-m", "actors.orchestrator", "--url", url], workdir / "o.log"
-                ),
-                engine.ServiceProcess(
-                    "worker",
-                    ["-m", "actors.worker", "--url", url, "--activities", ACTIVITIES],
-                    workdir / "w.log",
-                ),
-            ]
+            services = engine.engine_services(url, workdir)
             deadline = time.monotonic() + engine.READY_TIMEOUT
             for service in services:
                 service.wait_ready(deadline)

@@ -397,6 +397,34 @@ class ServiceProcess:
         self.proc.wait()
 
 
+def engine_services(
+    url: str, workdir: Path, orchestrators: int = 1, workers: int = 1
+) -> list[ServiceProcess]:
+    """Start ``orchestrators`` and ``workers`` (serving the examples' activities) on ``url``.
+
+    The first of each keeps the plain name (``orchestrator``, ``worker``),
+    the others are numbered from 2; each logs into ``workdir``. Not waited
+    for: see :meth:`ServiceProcess.wait_ready`.
+    """
+
+    def numbered(name: str, i: int) -> str:
+        return name if i == 0 else f"{name}-{i + 1}"
+
+    kinds = (
+        (orchestrators, "orchestrator", ["-m", "actors.orchestrator", "--url", url]),
+        (
+            workers,
+            "worker",
+            ["-m", "actors.worker", "--url", url, "--activities", "actors.examples.activities"],
+        ),
+    )
+    return [
+        ServiceProcess(numbered(name, i), argv, workdir / f"{numbered(name, i)}.log")
+        for count, name, argv in kinds
+        for i in range(count)
+    ]
+
+
 def run_nats(n: int, m: int) -> Figures:
     return nats_figures([n], m)[0]
 
@@ -426,33 +454,7 @@ def nats_figures(
             server.start()
             url = server.url
 
-            def numbered(name: str, i: int) -> str:
-                # The first keeps the plain name: one of each reads as before.
-                return name if i == 0 else f"{name}-{i + 1}"
-
-            for i in range(orchestrators):
-                name = numbered("orchestrator", i)
-                services.append(
-                    ServiceProcess(
-                        name, ["-m", "actors.orchestrator", "--url", url], workdir / f"{name}.log"
-                    )
-                )
-            for i in range(workers):
-                name = numbered("worker", i)
-                services.append(
-                    ServiceProcess(
-                        name,
-                        [
-                            "-m",
-                            "actors.worker",
-                            "--url",
-                            url,
-                            "--activities",
-                            "actors.examples.activities",
-                        ],
-                        workdir / f"{name}.log",
-                    )
-                )
+            services.extend(engine_services(url, workdir, orchestrators, workers))
             deadline = time.monotonic() + READY_TIMEOUT
             for service in services:
                 service.wait_ready(deadline)

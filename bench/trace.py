@@ -266,25 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             server.start()
             url = server.url
-            services = [
-                engine.ServiceProcess(
-                    "orchestrator",
-                    ["-m", "actors.orchestrator", "--url", url],
-                    workdir / "orchestrator.log",
-                ),
-                engine.ServiceProcess(
-                    "worker",
-                    [
-                        "-m",
-                        "actors.worker",
-                        "--url",
-                        url,
-                        "--activities",
-                        "actors.examples.activities",
-                    ],
-                    workdir / "worker.log",
-                ),
-            ]
+            services = engine.engine_services(url, workdir)
             deadline = time.monotonic() + engine.READY_TIMEOUT
             for service in services:
                 service.wait_ready(deadline)
