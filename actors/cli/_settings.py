@@ -212,6 +212,20 @@ _ALL: Final = (
         "Seconds to finish what is in hand once told to stop.",
         bounds=_SECONDS,
     ),
+    # -- observability: every service ------------------------------------------------
+    Setting(
+        "metrics_port",
+        "int",
+        "Serve /metrics (Prometheus), /healthz and /readyz on this port (0: a free one, "
+        "logged); none by default.",
+        bounds=Bounds("int", 0, high=65_535),
+    ),
+    Setting(
+        "metrics_host",
+        "str",
+        "The address the metrics and probes port listens on.",
+        default="0.0.0.0",
+    ),
     # -- the orchestrator ---------------------------------------------------------
     Setting(
         "passivate_after",

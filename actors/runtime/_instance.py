@@ -51,6 +51,7 @@ from ..core import (
     fail_instance,
 )
 from ..errors import EngineError
+from ..observability import NO_METRICS, Metrics, clock
 from ..wire import (
     EVENTS_STREAM,
     CodecError,
@@ -107,6 +108,8 @@ class Context:
     stats: dict[str, int]
     #: Records a delivery in the dead letters with a reason, then acks it.
     deadletter: Callable[[Delivery, str], Awaitable[None]]
+    #: Where decisions are counted.
+    metrics: Metrics = NO_METRICS
     #: Events the actors hold now, waiting for their instance.
     held: int = 0
 
@@ -314,6 +317,7 @@ class InstanceActor:
 
     async def _handle(self, routed: Routed) -> None:
         delivery, event = routed.delivery, routed.event
+        began = clock()
         store = self._ctx.definitions
         assert store is not None
         # A start is nearly always for an instance that does not exist yet:
@@ -430,6 +434,8 @@ class InstanceActor:
             await self._publish(messages, commands)
             self._outbox_sent = True
             await delivery.ack()
+            lag = self._transport.now() - delivery.stored_at
+            self._ctx.metrics.decided(event, state, new, commands, clock() - began, lag)
             return
 
     async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
@@ -532,6 +538,7 @@ class InstanceActor:
                 # no other process is involved.
                 return False
             self._ctx.stats["conflicts"] += 1
+            self._ctx.metrics.conflict()
             # Rare in a healthy cluster (each event goes to one process); many
             # of these mean processes keep redelivering to each other.
             log.info(
