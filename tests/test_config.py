@@ -177,7 +177,7 @@ def test_credentials_and_tls_come_from_the_file(tmp_path: Path) -> None:
 CONNECTION = {"url", "user", "password", "token", "creds", "tls_ca", "tls_cert", "tls_key"}
 SERVICES_BOTH = {
     *CONNECTION, "replicas", "log_level", "log_format", "ack_wait", "drain_timeout",
-    "metrics_port", "metrics_host",
+    "metrics_port", "metrics_host", "trace_file",
 }  # fmt: skip
 ORCHESTRATOR_ONLY = {
     "passivate_after", "max_idle_actors", "start_wait", "max_waiting_events", "lease",

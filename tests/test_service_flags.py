@@ -159,6 +159,7 @@ SERVICE_ROWS = [
     o("--bogus", message="unrecognized arguments: --bogus"),
     o("--metrics-port", "70000", message="must be an integer from 0 to 65535, not 70000"),
     w("--metrics-port", "-1", message="must be an integer from 0 to 65535, not -1"),
+    o("--trace-file", "/nonexistent/dir/spans", message="--trace-file: [Errno 2] No such file"),
     w("--ack-wait", "-1", message=f"{SECONDS}, not -1"),
     w("--drain-timeout", "nan", message=f"{SECONDS_OR_ZERO}, not nan"),
     w("--concurrency", "0", message="must be an integer from 1 to 10000, not 0"),

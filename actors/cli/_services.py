@@ -31,7 +31,7 @@ import trio
 
 from transport import Transport, open_transport
 
-from ..observability import Metrics, Probes
+from ..observability import Metrics, Probes, tracing
 from ..runtime import (
     ActivitySpec,
     Orchestrator,
@@ -115,6 +115,7 @@ def _service_options(config: type, fields: Mapping[str, str]) -> Callable[[Decor
     """The options of a service: the file, the connection, its ``fields``' settings, logs."""
 
     def decorate(command: Decorated) -> Decorated:
+        command = setting_option("trace_file")(command)
         command = setting_option("metrics_host")(command)
         command = setting_option("metrics_port")(command)
         command = setting_option("log_format")(command)
@@ -289,6 +290,10 @@ def _serve(
 
             await serve_until_stopped(serve, grace=drain + 5)
 
+    try:
+        stop_tracing = _tracing(values.get("trace_file"), name)
+    except (tracing.TracingUnavailableError, OSError) as exc:
+        return _report(name, f"--trace-file: {exc}")
     tune_gc()
     try:
         trio.run(main)
@@ -296,7 +301,16 @@ def _serve(
         if (reason := service_error(exc)) is None:
             raise
         return _report(name, reason)
+    finally:
+        stop_tracing()
     return 0
+
+
+def _tracing(path: str | None, name: str) -> Callable[[], None]:
+    """Spans written to ``path`` if given (see ``export_to_file``); how to stop."""
+    if path is None:
+        return lambda: None
+    return tracing.export_to_file(path, f"actors-{name}")
 
 
 def _report(name: str, reason: str) -> int:

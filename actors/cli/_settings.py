@@ -226,6 +226,13 @@ _ALL: Final = (
         "The address the metrics and probes port listens on.",
         default="0.0.0.0",
     ),
+    Setting(
+        "trace_file",
+        "str",
+        "Write each finished trace span to this file as a JSON line (needs the actors[otel] "
+        "extra); for debugging and tests.",
+        metavar="FILE",
+    ),
     # -- the orchestrator ---------------------------------------------------------
     Setting(
         "passivate_after",

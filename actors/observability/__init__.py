@@ -6,6 +6,7 @@ scraped; :func:`serve_probes` serves ``/metrics``, ``/healthz`` and
 (OpenTelemetry, the optional ``actors[otel]`` extra) is in ``_tracing``.
 """
 
+from . import _tracing as tracing
 from ._asgi import MeasuredApp as MeasuredApp
 from ._metrics import MAX_SERIES as MAX_SERIES
 from ._metrics import NO_METRICS as NO_METRICS
@@ -28,4 +29,5 @@ __all__ = [
     "clock",
     "connected",
     "serve_probes",
+    "tracing",
 ]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -48,7 +48,7 @@ from transport import (
 
 from .._groups import sole
 from ..core import ErrorInfo
-from ..observability import NO_METRICS, Metrics, clock
+from ..observability import NO_METRICS, Metrics, clock, tracing
 from ..wire import (
     CANCELS_BUCKET,
     TASKS_STREAM,
@@ -367,10 +367,15 @@ class Worker:
             self.stats["cancelled"] += 1
             await self._report(delivery, task, None, ErrorInfo("ActivityCancelled", withdrawn[0]))
             return
-        began = clock()
-        output, error = await self._run(spec, task, delivery)
-        self._metrics.ran(spec.name, clock() - began)
-        await self._report(delivery, task, output, error)
+        work = task.work
+        with tracing.activity_span(
+            spec.name, task.instance_id, work.step, work.attempt, delivery.headers
+        ) as traced:
+            began = clock()
+            output, error = await self._run(spec, task, delivery)
+            self._metrics.ran(spec.name, clock() - began)
+            traced.done(error)
+            await self._report(delivery, task, output, error, traced.headers)
 
     async def _run(
         self, spec: ActivitySpec, task: Task, delivery: Delivery
@@ -450,7 +455,12 @@ class Worker:
             await trio.sleep(due - now)
 
     async def _report(
-        self, delivery: Delivery, task: Task, output: Any, error: ErrorInfo | None
+        self,
+        delivery: Delivery,
+        task: Task,
+        output: Any,
+        error: ErrorInfo | None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         try:
             data = encode_result(
@@ -471,7 +481,7 @@ class Worker:
         longest = max(_PUBLISH_RETRY, min(_PUBLISH_RETRY_MAX, self._config.ack_wait / 3))
         while True:
             try:
-                await self._transport.publish(subject, data, msg_id=msg_id)
+                await self._transport.publish(subject, data, msg_id=msg_id, headers=headers)
                 break
             except TooLargeError as exc:
                 error = ErrorInfo(
