@@ -8,16 +8,19 @@ in one process; the probes' answers; the label cap.
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from metrics_samples import Samples, parse, value
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 import actors
 from actors.observability import MAX_SERIES, Metrics, Readiness, serve_probes
@@ -60,20 +63,9 @@ steps:
   - {id: approval, wait_signal: approved}
 """
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 def samples(metrics: Metrics) -> Samples:
-    text = generate_latest(metrics.registry).decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(found: Samples, name: str, **labels: str) -> float:
-    return found.get((name, frozenset(labels.items())), 0.0)
+    return parse(generate_latest(metrics.registry).decode())
 
 
 @dataclass
@@ -240,3 +232,28 @@ async def test_the_api_counts_requests_by_route_never_by_id(running: Running) ->
     unmatched = {"method": "GET", "route": "_unmatched", "status": "404"}
     assert value(found, "actors_api_requests_total", **unmatched) == 1
     assert not [labels for name, labels in found if "nobody-0" in str(labels)]
+
+
+def test_the_docs_and_the_dashboard_name_every_metric_and_no_other() -> None:
+    """docs/observability.md lists each family; the Grafana dashboard uses only real ones."""
+    root = Path(__file__).resolve().parents[1]
+    # prometheus-client names a counter family without its _total.
+    exported = {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in Metrics().collect()
+    }
+    listed = set(
+        re.findall(r"^\| `(actors_[a-z_]+)`", (root / "docs/observability.md").read_text(), re.M)
+    )
+    assert listed == exported
+    dashboard = json.loads((root / "docs/grafana/actors.json").read_text())
+    used = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"actors_[a-z_]+", target["expr"])
+    }
+    assert used <= exported
+    assert {panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"} == {
+        "Throughput", "Latency", "Failures", "Consumer lag", "Actors"
+    }  # fmt: skip

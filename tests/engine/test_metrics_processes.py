@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from metrics_samples import Samples, parse, value
 from natsserver import NatsServer
 from processes import Service, Services, wait_results
-from prometheus_client.parser import text_string_to_metric_families
 from test_processes import COUNT, count_output, start_many
 
 import actors
@@ -27,8 +27,6 @@ pytestmark = pytest.mark.jetstream
 
 N = 20
 _URL = re.compile(r"metrics, /healthz and /readyz on (http://\S+)")
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
@@ -56,15 +54,7 @@ async def get(url: str) -> tuple[int, str]:
 async def scrape(url: str) -> Samples:
     status, text = await get(f"{url}/metrics")
     assert status == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    return parse(text)
 
 
 async def test_scraped_metrics_match_the_workload(services: Services) -> None:
