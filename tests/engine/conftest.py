@@ -82,9 +82,14 @@ async def engine(
 ) -> AsyncIterator[Engine]:
     """A running engine serving the activities of the test's module.
 
-    A module that defines ``ACTIVITY_MODULE`` serves that module's instead.
+    A module that defines ``ACTIVITY_MODULE`` serves that module's instead; one
+    that defines ``SHARED_ACTIVITIES`` (activities defined elsewhere, in ``flow``
+    say) serves those as well.
     """
-    specs = actors.collect_activities([getattr(request.module, "ACTIVITY_MODULE", request.module)])
+    module = request.module
+    specs = actors.collect_activities(
+        [getattr(module, "ACTIVITY_MODULE", module), *getattr(module, "SHARED_ACTIVITIES", ())]
+    )
     # An event for an instance that never comes waits 3 s, not the default 120.
     options = {
         "passivate_after": 5.0,

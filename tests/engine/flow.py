@@ -42,6 +42,42 @@ def note(name: str, value: Any) -> None:
     SEEN.get().ran[actors.activity_info().instance_id].append((name, value))
 
 
+# -- activities several modules serve (imported there, so the engine serves them) -------
+
+
+@actors.activity
+async def release(value: Any) -> str:
+    note("release", value)
+    return "released"
+
+
+@actors.activity
+async def charge(value: Any) -> str:
+    """Charged, or a non-retryable ``Declined`` failure when the input has ``decline``."""
+    note("charge", value)
+    if isinstance(value, dict) and value.get("decline"):
+        raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
+    return "charged"
+
+
+@actors.activity
+async def long_haul(value: Any) -> str:
+    """Heartbeat for a minute unless cancelled (which it records in ``stopped``;
+    ``hauling`` says it began)."""
+    instance = actors.activity_info().instance_id
+    seen = SEEN.get()
+    note("long_haul", value)
+    seen.hauling[instance].set()
+    try:
+        for _ in range(600):
+            actors.heartbeat()
+            await trio.sleep(0.1)
+    except trio.Cancelled:
+        seen.stopped[instance].set()
+        raise
+    return "finished"
+
+
 def instance_id() -> str:
     return f"c{trio.current_time():.0f}{id(object()) % 100000}"
 
