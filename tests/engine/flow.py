@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,16 @@ async def long_haul(value: Any) -> str:
         seen.stopped[instance].set()
         raise
     return "finished"
+
+
+def in_sequence(workflow_type: str, steps: Mapping[str, str]) -> dict[str, Any]:
+    """A workflow definition of ``workflow_type`` running ``steps`` (step id ->
+    activity) one after the other, each on the one before's output."""
+    return {
+        "type": workflow_type,
+        "version": 1,
+        "steps": [{"id": step, "activity": activity} for step, activity in steps.items()],
+    }
 
 
 def instance_id() -> str:
