@@ -9,13 +9,13 @@ cost no real time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import trio
-from flow import SEEN, Seen, history_to_the_end
+from flow import SEEN, history_to_the_end
 
 import actors
 from actors.wire import decode_deadletter
@@ -57,12 +57,9 @@ class Engine:
         return letters
 
 
-@pytest.fixture
-def seen() -> Iterator[Seen]:
-    """Fresh records of what the activities of ``flow``'s ``note`` did (modules
-    whose activities note use it for every test: ``usefixtures("seen")``)."""
-    with SEEN.fresh() as records:
-        yield records
+#: Fresh records of what the activities of ``flow``'s ``note`` did (modules
+#: whose activities note use it for every test: ``usefixtures("seen")``).
+seen = SEEN.fixture("seen")
 
 
 def worker_config(**options: Any) -> actors.WorkerConfig:

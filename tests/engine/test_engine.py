@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -47,10 +46,7 @@ class Runs:
 RUNS = Records("runs", Runs)
 
 
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[Runs]:
-    with RUNS.fresh() as records:
-        yield records
+runs = RUNS.fixture("runs", autouse=True)
 
 
 @actors.activity

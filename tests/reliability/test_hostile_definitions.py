@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,10 +85,7 @@ async def hostile_echo(value: Any) -> Any:
 LATE_RUNS: Records[list[str]] = Records("late runs", list)
 
 
-@pytest.fixture(autouse=True)
-def late_runs() -> Iterator[list[str]]:
-    with LATE_RUNS.fresh() as records:
-        yield records
+late_runs = LATE_RUNS.fixture("late_runs", autouse=True)
 
 
 @actors.activity(name="hostile_unserved")
