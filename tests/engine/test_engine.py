@@ -170,6 +170,13 @@ async def run_threes(engine: Engine, count: int) -> list[str]:
     return ids
 
 
+async def failed_after(engine: Engine, instance_id: str, attempts: int) -> actors.ErrorInfo:
+    """The error the instance fails with, which says its step gave up after ``attempts``."""
+    error = await failure_of(engine, instance_id)
+    assert f"after {attempts} attempt(s)" in error.message
+    return error
+
+
 def new_id() -> str:
     return f"t{secrets.token_hex(6)}"
 
@@ -298,9 +305,8 @@ async def test_retries_with_the_specified_backoff(
 async def test_retries_exhausted_fail_the_workflow(engine: Engine, runs: Runs) -> None:
     retry = {"max_attempts": 2, "initial_interval": 0.05}
     instance_id = await start_one_step(engine, {}, "flaky2", "fails_twice", retry=retry)
-    error = await failure_of(engine, instance_id)
+    error = await failed_after(engine, instance_id, 2)
     assert error.type == "Flaky"
-    assert "after 2 attempt(s)" in error.message
     assert "attempt 2 fails" in error.message
     assert "Traceback" in error.traceback
     assert runs.calls[instance_id] == 2
@@ -309,9 +315,8 @@ async def test_retries_exhausted_fail_the_workflow(engine: Engine, runs: Runs) -
 async def test_non_retryable_by_type_name_fails_at_once(engine: Engine) -> None:
     retry = {"max_attempts": 5, "non_retryable": ["OutOfStock"]}
     instance_id = await start_one_step(engine, None, "stock", "out_of_stock", retry=retry)
-    error = await failure_of(engine, instance_id)
+    error = await failed_after(engine, instance_id, 1)
     assert error.type == "OutOfStock"
-    assert "after 1 attempt(s)" in error.message
 
 
 async def test_non_retryable_activity_error_fails_at_once(engine: Engine) -> None:
@@ -368,17 +373,15 @@ async def test_schedule_to_start_timeout_when_no_worker_serves(
 ) -> None:
     timeout = {"schedule_to_start": 0.5, "start_to_close": 0.5}
     instance_id = await _with_timeout(engine, "nobody_serves_this", timeout)
-    error = await failure_of(engine, instance_id)
+    error = await failed_after(engine, instance_id, 2)
     assert error.type == "ActivityTimeout"
-    assert "after 2 attempt(s)" in error.message
 
 
 async def test_output_that_cannot_travel_fails_the_step(engine: Engine) -> None:
     instance_id = await start_one_step(
         engine, None, "sets", "unencodable", retry={"max_attempts": 3}
     )
-    error = await failure_of(engine, instance_id)
-    assert "after 1 attempt(s)" in error.message
+    await failed_after(engine, instance_id, 1)
 
 
 # -- bad input ----------------------------------------------------------------------
