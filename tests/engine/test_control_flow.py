@@ -93,11 +93,14 @@ ORDER = {
 @pytest.fixture
 def seconds(clock: trio.testing.MockClock | None) -> float:
     """How long the sleep tests sleep: ten minutes on memory's fake clock, a
-    second on NATS, whose clock is real."""
+    second on NATS, whose clock is real. A test using it requests ``clock`` as
+    well: the Trio runner only runs on a clock the test function itself takes."""
     return 600 if clock is not None else 1.0
 
 
-async def test_sleep_waits_and_passes_its_input_on(engine: Engine, seconds: float) -> None:
+async def test_sleep_waits_and_passes_its_input_on(
+    engine: Engine, clock: trio.testing.MockClock | None, seconds: float
+) -> None:
     await engine.client.register(
         {
             "type": "nap",
@@ -121,7 +124,7 @@ async def test_sleep_waits_and_passes_its_input_on(engine: Engine, seconds: floa
 
 
 async def test_sleeps_whose_keys_differ_only_in_punctuation_all_wake(
-    engine: Engine, seconds: float
+    engine: Engine, clock: trio.testing.MockClock | None, seconds: float
 ) -> None:
     # The map's sleeps have keys nap@0 and nap@1, beside a step nap_1: on
     # JetStream their timers once shared one schedule, and the one replaced
