@@ -9,11 +9,7 @@ the same test, is never seen, and ids need not differ between tests.
 A module declares its records once and a fixture that makes them::
 
     SEEN = Records("seen", Seen)  # Seen: a dataclass of the module's records
-
-    @pytest.fixture(autouse=True)
-    def seen() -> Iterator[Seen]:
-        with SEEN.fresh() as records:
-            yield records
+    seen = SEEN.fixture("seen", autouse=True)
 
 and its activities write to ``SEEN.get()``. The fixture is synchronous, so
 it runs before the test's Trio run begins, and every task of that run, the
@@ -26,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -59,3 +57,14 @@ class Records(Generic[T]):
             yield records
         finally:
             self._current.reset(token)
+
+    def fixture(self, name: str, *, autouse: bool = False) -> Any:
+        """A pytest fixture ``name`` that makes these records afresh for each test
+        (:meth:`fresh`) and gives them to the test. Assign it to a module-level
+        name (the same, by convention) for pytest to find it."""
+
+        def make() -> Iterator[T]:
+            with self.fresh() as records:
+                yield records
+
+        return pytest.fixture(make, name=name, autouse=autouse)

@@ -27,6 +27,7 @@ import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Final
 
 import jmespath
@@ -817,27 +818,32 @@ def start(definition: Definition, workflow_input: Any) -> tuple[InstanceState, l
     return state, commands
 
 
+def in_a_map(
+    steps: list[dict[str, Any]], then: Sequence[dict[str, Any]] = (), **options: Any
+) -> Definition:
+    """A workflow ``tree`` whose first step is a map ``m`` over ``input.items``
+    running ``steps`` per item (with ``options``: ``concurrency``...), and
+    ``then`` after it."""
+    return parse_definition(
+        {
+            "type": "tree",
+            "steps": [{"id": "m", "map": "input.items", **options, "steps": steps}, *then],
+        }
+    )
+
+
 def test_map_does_not_start_items_past_the_end() -> None:
     """Item 0 finishes at once (an empty branch) and starts item 1 itself; the
     loop that fills the map up to its concurrency must not start an item 2."""
-    definition = parse_definition(
-        {
-            "type": "tree",
-            "steps": [
-                {
-                    "id": "m",
-                    "map": "input.items",
-                    "concurrency": 2,
-                    "steps": [
-                        {
-                            "id": "c",
-                            "choice": [{"when": "index == `0`", "steps": []}],
-                            "default": [{"id": "a", "activity": "work"}],
-                        }
-                    ],
-                }
-            ],
-        }
+    definition = in_a_map(
+        [
+            {
+                "id": "c",
+                "choice": [{"when": "index == `0`", "steps": []}],
+                "default": [{"id": "a", "activity": "work"}],
+            }
+        ],
+        concurrency=2,
     )
     state, commands = start(definition, {"items": [10, 20]})
     assert [(c.step, c.input) for c in commands if isinstance(c, ScheduleActivity)] == [("a@1", 20)]
@@ -847,24 +853,15 @@ def test_map_does_not_start_items_past_the_end() -> None:
 def test_compensation_input_of_a_step_in_a_finished_map() -> None:
     """The undo of a@0 is scheduled after map m completed: its input
     expression sees the step's output and the item's index."""
-    definition = parse_definition(
-        {
-            "type": "tree",
-            "steps": [
-                {
-                    "id": "m",
-                    "map": "input.items",
-                    "steps": [
-                        {
-                            "id": "a",
-                            "activity": "work",
-                            "compensate": {"activity": "undo", "input": "{out: output, i: index}"},
-                        }
-                    ],
-                },
-                {"id": "b", "activity": "work", "retry": {"max_attempts": 1}},
-            ],
-        }
+    definition = in_a_map(
+        [
+            {
+                "id": "a",
+                "activity": "work",
+                "compensate": {"activity": "undo", "input": "{out: output, i: index}"},
+            }
+        ],
+        then=[{"id": "b", "activity": "work", "retry": {"max_attempts": 1}}],
     )
     state, _ = start(definition, {"items": [10]})
     new, _ = decide(definition, state, ActivityCompleted("a@0", 1, "x"), 1.0)
@@ -880,29 +877,18 @@ def test_a_container_that_finishes_at_once_inside_a_map() -> None:
     """The parallel step finishes as it starts (its branch is an empty choice
     branch), which finishes map item 0 and drops the parallel's state while
     the parallel step is still starting its branches."""
-    definition = parse_definition(
-        {
-            "type": "tree",
-            "steps": [
-                {
-                    "id": "m",
-                    "map": "input.items",
-                    "steps": [
-                        {
-                            "id": "p",
-                            "parallel": [
-                                {
-                                    "id": "b",
-                                    "steps": [
-                                        {"id": "c", "choice": [{"when": "input.flag", "steps": []}]}
-                                    ],
-                                }
-                            ],
-                        }
-                    ],
-                }
-            ],
-        }
+    definition = in_a_map(
+        [
+            {
+                "id": "p",
+                "parallel": [
+                    {
+                        "id": "b",
+                        "steps": [{"id": "c", "choice": [{"when": "input.flag", "steps": []}]}],
+                    }
+                ],
+            }
+        ]
     )
     state, _ = start(definition, {"items": [1], "flag": True})
     assert (state.status, state.output) == (InstanceStatus.COMPLETED, [{"b": 1}])

@@ -101,8 +101,10 @@ def refusal(decoder: Any, data: bytes) -> str:
     return str(caught.value)
 
 
-def wrongs(fields: dict[str, list[Any]]) -> list[tuple[str, Any]]:
-    return [(name, value) for name, values in fields.items() for value in values]
+def each_wrong_field(fields: dict[str, list[Any]]) -> pytest.MarkDecorator:
+    """Run the test once per ``(name, value)``: each field with each wrong value for it."""
+    cases = [(name, value) for name, values in fields.items() for value in values]
+    return pytest.mark.parametrize(("name", "value"), cases)
 
 
 # --- results and their errors ----------------------------------------------------------
@@ -154,17 +156,14 @@ def test_a_string_non_retryable_is_refused_not_taken_for_true() -> None:
     assert reason == ("field 'error.non_retryable' must be a boolean or null, got string 'false'")
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    wrongs(
-        {
-            "type": [None, DROP, *WRONG_FOR_STRING],
-            "message": WRONG_FOR_STRING,
-            "traceback": WRONG_FOR_STRING,
-            "non_retryable": WRONG_FOR_BOOLEAN,
-            "cause": WRONG_FOR_MAP,
-        }
-    ),
+@each_wrong_field(
+    {
+        "type": [None, DROP, *WRONG_FOR_STRING],
+        "message": WRONG_FOR_STRING,
+        "traceback": WRONG_FOR_STRING,
+        "non_retryable": WRONG_FOR_BOOLEAN,
+        "cause": WRONG_FOR_MAP,
+    }
 )
 def test_every_error_field_of_another_type_is_refused_by_name(name: str, value: Any) -> None:
     error = with_field({"type": "E", "message": "m"}, name, value)
@@ -203,15 +202,12 @@ def test_a_null_error_is_a_completed_result() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    wrongs(
-        {
-            "instance": [None, DROP, *WRONG_FOR_STRING],
-            "step": [None, DROP, *WRONG_FOR_STRING],
-            "attempt": [None, DROP, *WRONG_FOR_INTEGER],
-        }
-    ),
+@each_wrong_field(
+    {
+        "instance": [None, DROP, *WRONG_FOR_STRING],
+        "step": [None, DROP, *WRONG_FOR_STRING],
+        "attempt": [None, DROP, *WRONG_FOR_INTEGER],
+    }
 )
 def test_every_result_field_of_another_type_is_refused_by_name(name: str, value: Any) -> None:
     body = with_field({**RESULT, "output": 1}, name, value)
@@ -231,16 +227,13 @@ def test_a_timer_round_trips() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    wrongs(
-        {
-            "instance": [None, DROP, *WRONG_FOR_STRING],
-            "kind": [None, DROP, "bogus", "RETRY", *WRONG_FOR_STRING],
-            "step": [None, DROP, *WRONG_FOR_STRING],
-            "attempt": [None, DROP, *WRONG_FOR_INTEGER],
-        }
-    ),
+@each_wrong_field(
+    {
+        "instance": [None, DROP, *WRONG_FOR_STRING],
+        "kind": [None, DROP, "bogus", "RETRY", *WRONG_FOR_STRING],
+        "step": [None, DROP, *WRONG_FOR_STRING],
+        "attempt": [None, DROP, *WRONG_FOR_INTEGER],
+    }
 )
 def test_every_timer_field_of_another_type_is_refused_by_name(name: str, value: Any) -> None:
     body = with_field(TIMER, name, value)
@@ -274,16 +267,13 @@ def test_a_withdrawal_round_trips_and_its_reason_is_optional() -> None:
         assert decoded == ActivityCancel("i-1", "ship@3", 2, "")
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    wrongs(
-        {
-            "instance": [None, DROP, *WRONG_FOR_STRING],
-            "step": [None, DROP, *WRONG_FOR_STRING],
-            "attempt": [None, DROP, *WRONG_FOR_INTEGER],
-            "reason": WRONG_FOR_STRING,
-        }
-    ),
+@each_wrong_field(
+    {
+        "instance": [None, DROP, *WRONG_FOR_STRING],
+        "step": [None, DROP, *WRONG_FOR_STRING],
+        "attempt": [None, DROP, *WRONG_FOR_INTEGER],
+        "reason": WRONG_FOR_STRING,
+    }
 )
 def test_every_withdrawal_field_of_another_type_is_refused_by_name(name: str, value: Any) -> None:
     body = with_field(WITHDRAWAL, name, value)
@@ -327,21 +317,18 @@ def test_a_task_s_optional_fields_may_be_absent_or_null() -> None:
         )
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    wrongs(
-        {
-            "instance": [None, DROP, *WRONG_FOR_STRING],
-            "type": WRONG_FOR_STRING,
-            "step": [None, DROP, *WRONG_FOR_STRING],
-            "attempt": [None, DROP, *WRONG_FOR_INTEGER],
-            "activity": [None, DROP, *WRONG_FOR_STRING],
-            "scheduled_at": [None, DROP, *WRONG_FOR_NUMBER],
-            "schedule_to_start": WRONG_FOR_NUMBER,
-            "start_to_close": WRONG_FOR_NUMBER,
-            "heartbeat": WRONG_FOR_NUMBER,
-        }
-    ),
+@each_wrong_field(
+    {
+        "instance": [None, DROP, *WRONG_FOR_STRING],
+        "type": WRONG_FOR_STRING,
+        "step": [None, DROP, *WRONG_FOR_STRING],
+        "attempt": [None, DROP, *WRONG_FOR_INTEGER],
+        "activity": [None, DROP, *WRONG_FOR_STRING],
+        "scheduled_at": [None, DROP, *WRONG_FOR_NUMBER],
+        "schedule_to_start": WRONG_FOR_NUMBER,
+        "start_to_close": WRONG_FOR_NUMBER,
+        "heartbeat": WRONG_FOR_NUMBER,
+    }
 )
 def test_every_task_field_of_another_type_is_refused_by_name(name: str, value: Any) -> None:
     body = with_field(TASK, name, value)
@@ -400,17 +387,14 @@ def test_history_records_round_trip_and_a_null_detail_is_empty() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    wrongs(
-        {
-            "seq": [None, DROP, *WRONG_FOR_INTEGER],
-            "kind": [None, DROP, *WRONG_FOR_STRING],
-            "at": [None, DROP, *WRONG_FOR_NUMBER],
-            "detail": WRONG_FOR_MAP,
-            "instance": WRONG_FOR_STRING,
-        }
-    ),
+@each_wrong_field(
+    {
+        "seq": [None, DROP, *WRONG_FOR_INTEGER],
+        "kind": [None, DROP, *WRONG_FOR_STRING],
+        "at": [None, DROP, *WRONG_FOR_NUMBER],
+        "detail": WRONG_FOR_MAP,
+        "instance": WRONG_FOR_STRING,
+    }
 )
 def test_every_history_field_of_another_type_is_refused_by_name(name: str, value: Any) -> None:
     record = {"instance": "i", "seq": 1, "kind": "k", "at": 1.0, "detail": {}}

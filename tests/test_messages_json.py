@@ -21,7 +21,7 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_codec import INT_MAX, INT_MIN, assert_identical, data_model
+from test_codec import INT_MAX, INT_MIN, assert_identical, data_model, nested_lists
 
 from actors.wire import (
     DEFAULT_LIMITS,
@@ -55,13 +55,6 @@ json_values = data_model(json_scalars, 30)
 def short_id(value: object) -> str:
     """A test id: the value's repr, cut short (some are 100 kB long)."""
     return repr(value)[:40]
-
-
-def nested(depth: int) -> Any:
-    value: Any = 0
-    for _ in range(depth):
-        value = [value]
-    return value
 
 
 # --- decode_json: what it accepts -----------------------------------------------------
@@ -365,8 +358,8 @@ def test_a_json_start_is_held_to_the_codec_s_rules(text: bytes, reason: str) -> 
 def test_a_start_s_input_nests_as_deep_as_json_and_as_cbor() -> None:
     # The body is one level: its input may nest max_depth - 1 deep, in either form.
     deepest = DEFAULT_LIMITS.max_depth - 1
-    fits = {"id": "d", "input": nested(deepest)}
-    too_deep = {"id": "d", "input": nested(deepest + 1)}
+    fits = {"id": "d", "input": nested_lists(deepest)}
+    too_deep = {"id": "d", "input": nested_lists(deepest + 1)}
     assert decode_start(json.dumps(fits).encode()).input == fits["input"]
     assert decode_start(encode("workflow.start", fits)).input == fits["input"]
     with pytest.raises(MessageError, match="max_depth"):
@@ -424,12 +417,12 @@ def test_a_signal_payload_nests_as_deep_as_json_and_as_cbor() -> None:
     """The envelope holds the payload one level down (``{"payload": value}``): a JSON
     payload may nest exactly as deep as a payload in an envelope, no deeper."""
     deepest = DEFAULT_LIMITS.max_depth - 1
-    assert decode_signal(json.dumps(nested(deepest)).encode()) == nested(deepest)
-    assert decode_signal(encode_signal(nested(deepest))) == nested(deepest)
+    assert decode_signal(json.dumps(nested_lists(deepest)).encode()) == nested_lists(deepest)
+    assert decode_signal(encode_signal(nested_lists(deepest))) == nested_lists(deepest)
     with pytest.raises(MessageError, match="max_depth"):
-        decode_signal(json.dumps(nested(deepest + 1)).encode())
+        decode_signal(json.dumps(nested_lists(deepest + 1)).encode())
     with pytest.raises(CodecError, match="max_depth"):
-        encode_signal(nested(deepest + 1))
+        encode_signal(nested_lists(deepest + 1))
 
 
 def test_a_signal_payload_has_as_many_items_as_json_and_as_cbor() -> None:

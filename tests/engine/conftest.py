@@ -9,13 +9,13 @@ cost no real time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import trio
-from flow import SEEN, Seen, history_to_the_end
+from flow import SEEN, history_to_the_end
 
 import actors
 from actors.wire import decode_deadletter
@@ -57,12 +57,9 @@ class Engine:
         return letters
 
 
-@pytest.fixture
-def seen() -> Iterator[Seen]:
-    """Fresh records of what the activities of ``flow``'s ``note`` did (modules
-    whose activities note use it for every test: ``usefixtures("seen")``)."""
-    with SEEN.fresh() as records:
-        yield records
+#: Fresh records of what the activities of ``flow``'s ``note`` did (modules
+#: whose activities note use it for every test: ``usefixtures("seen")``).
+seen = SEEN.fixture("seen")
 
 
 def worker_config(**options: Any) -> actors.WorkerConfig:
@@ -82,9 +79,14 @@ async def engine(
 ) -> AsyncIterator[Engine]:
     """A running engine serving the activities of the test's module.
 
-    A module that defines ``ACTIVITY_MODULE`` serves that module's instead.
+    A module that defines ``ACTIVITY_MODULE`` serves that module's instead; one
+    that defines ``SHARED_ACTIVITIES`` (activities defined elsewhere, in ``flow``
+    say) serves those as well.
     """
-    specs = actors.collect_activities([getattr(request.module, "ACTIVITY_MODULE", request.module)])
+    module = request.module
+    specs = actors.collect_activities(
+        [getattr(module, "ACTIVITY_MODULE", module), *getattr(module, "SHARED_ACTIVITIES", ())]
+    )
     # An event for an instance that never comes waits 3 s, not the default 120.
     options = {
         "passivate_after": 5.0,

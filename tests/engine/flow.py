@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,52 @@ SEEN = Records("seen", Seen)
 def note(name: str, value: Any) -> None:
     """Record, from inside an activity, that ``name`` ran with ``value``."""
     SEEN.get().ran[actors.activity_info().instance_id].append((name, value))
+
+
+# -- activities several modules serve (imported there, so the engine serves them) -------
+
+
+@actors.activity
+async def release(value: Any) -> str:
+    note("release", value)
+    return "released"
+
+
+@actors.activity
+async def charge(value: Any) -> str:
+    """Charged, or a non-retryable ``Declined`` failure when the input has ``decline``."""
+    note("charge", value)
+    if isinstance(value, dict) and value.get("decline"):
+        raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
+    return "charged"
+
+
+@actors.activity
+async def long_haul(value: Any) -> str:
+    """Heartbeat for a minute unless cancelled (which it records in ``stopped``;
+    ``hauling`` says it began)."""
+    instance = actors.activity_info().instance_id
+    seen = SEEN.get()
+    note("long_haul", value)
+    seen.hauling[instance].set()
+    try:
+        for _ in range(600):
+            actors.heartbeat()
+            await trio.sleep(0.1)
+    except trio.Cancelled:
+        seen.stopped[instance].set()
+        raise
+    return "finished"
+
+
+def in_sequence(workflow_type: str, steps: Mapping[str, str]) -> dict[str, Any]:
+    """A workflow definition of ``workflow_type`` running ``steps`` (step id ->
+    activity) one after the other, each on the one before's output."""
+    return {
+        "type": workflow_type,
+        "version": 1,
+        "steps": [{"id": step, "activity": activity} for step, activity in steps.items()],
+    }
 
 
 def instance_id() -> str:

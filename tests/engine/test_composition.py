@@ -10,7 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from flow import SEEN, Seen, failure_of, kinds, note, result_of, wait_for_step
+from flow import (
+    SEEN,
+    Seen,
+    charge,
+    failure_of,
+    kinds,
+    long_haul,
+    note,
+    release,
+    result_of,
+    wait_for_step,
+)
 
 import actors
 from actors import InstanceStatus
@@ -21,6 +32,8 @@ if TYPE_CHECKING:
 
 # Every test: the activities note what they ran.
 pytestmark = pytest.mark.usefixtures("seen")
+
+SHARED_ACTIVITIES = (release, charge, long_haul)
 
 
 @actors.activity
@@ -54,34 +67,15 @@ async def reserve(value: Any) -> str:
     return f"r-{value}"
 
 
-@actors.activity
-async def release(value: Any) -> str:
-    note("release", value)
-    return "released"
-
-
-@actors.activity
-async def charge(value: Any) -> str:
-    note("charge", value)
-    if isinstance(value, dict) and value.get("decline"):
-        raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
-    return "charged"
-
-
-@actors.activity
-async def long_haul(value: Any) -> str:
-    """Heartbeat for a minute unless cancelled (which it records)."""
-    instance = actors.activity_info().instance_id
-    seen = SEEN.get()
-    seen.hauling[instance].set()
-    try:
-        for _ in range(600):
-            actors.heartbeat()
-            await trio.sleep(0.1)
-    except trio.Cancelled:
-        seen.stopped[instance].set()
-        raise
-    return "finished"
+def _hold(reservation: str) -> dict[str, Any]:
+    """A step ``hold`` that reserves ``reservation`` (an expression) and releases it
+    when compensated."""
+    return {
+        "id": "hold",
+        "activity": "reserve",
+        "input": reservation,
+        "compensate": {"activity": "release"},
+    }
 
 
 def _memory(engine: Engine) -> bool:
@@ -142,12 +136,7 @@ async def test_a_failed_branch_cancels_its_siblings_and_compensates(
                         {
                             "id": "pay",
                             "steps": [
-                                {
-                                    "id": "hold",
-                                    "activity": "reserve",
-                                    "input": "input.order",
-                                    "compensate": {"activity": "release"},
-                                },
+                                _hold("input.order"),
                                 {"id": "card", "activity": "charge", "input": "input"},
                             ],
                         },
@@ -272,12 +261,7 @@ async def test_a_failed_item_compensates_every_completed_item_latest_first(
                     "map": "input.orders",
                     "concurrency": 1,
                     "steps": [
-                        {
-                            "id": "hold",
-                            "activity": "reserve",
-                            "input": "item.id",
-                            "compensate": {"activity": "release"},
-                        },
+                        _hold("item.id"),
                         {"id": "card", "activity": "charge", "input": "item"},
                     ],
                 }
@@ -421,12 +405,7 @@ async def test_a_child_failure_fails_the_parent_with_the_childs_error_as_cause(
         {
             "type": "checkout",
             "steps": [
-                {
-                    "id": "hold",
-                    "activity": "reserve",
-                    "input": "input.order",
-                    "compensate": {"activity": "release"},
-                },
+                _hold("input.order"),
                 {"id": "pay", "workflow": "payer", "input": "input"},
             ],
         }

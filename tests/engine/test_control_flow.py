@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 import trio.testing
-from flow import SEEN, Seen, kinds, note, result_of, wait_for_step
+from flow import Seen, charge, failure_of, kinds, long_haul, note, release, result_of, wait_for_step
 
 import actors
 from actors import InstanceStatus
@@ -25,25 +26,13 @@ if TYPE_CHECKING:
 # Every test: the activities note what they ran.
 pytestmark = pytest.mark.usefixtures("seen")
 
+SHARED_ACTIVITIES = (release, charge, long_haul)
+
 
 @actors.activity
 async def reserve(value: Any) -> dict[str, Any]:
     note("reserve", value)
     return {"reservation": f"r-{value['order']}"}
-
-
-@actors.activity
-async def release(value: Any) -> str:
-    note("release", value)
-    return "released"
-
-
-@actors.activity
-async def charge(value: Any) -> str:
-    note("charge", value)
-    if value.get("decline"):
-        raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
-    return "charged"
 
 
 @actors.activity
@@ -74,22 +63,6 @@ async def decline_after(value: Any) -> str:
     raise actors.ActivityError("card declined", type="Declined", non_retryable=True)
 
 
-@actors.activity
-async def long_haul(value: Any) -> str:
-    instance = actors.activity_info().instance_id
-    seen = SEEN.get()
-    note("long_haul", value)
-    seen.hauling[instance].set()
-    try:
-        for _ in range(600):
-            actors.heartbeat()
-            await trio.sleep(0.1)
-    except trio.Cancelled:
-        seen.stopped[instance].set()
-        raise
-    return "finished"
-
-
 ORDER = {
     "type": "saga",
     "steps": [
@@ -117,10 +90,17 @@ ORDER = {
 # -- durable sleep ---------------------------------------------------------------
 
 
+@pytest.fixture
+def seconds(clock: trio.testing.MockClock | None) -> float:
+    """How long the sleep tests sleep: ten minutes on memory's fake clock, a
+    second on NATS, whose clock is real. A test using it requests ``clock`` as
+    well: the Trio runner only runs on a clock the test function itself takes."""
+    return 600 if clock is not None else 1.0
+
+
 async def test_sleep_waits_and_passes_its_input_on(
-    engine: Engine, clock: trio.testing.MockClock | None
+    engine: Engine, clock: trio.testing.MockClock | None, seconds: float
 ) -> None:
-    seconds = 600 if clock is not None else 1.0
     await engine.client.register(
         {
             "type": "nap",
@@ -144,12 +124,11 @@ async def test_sleep_waits_and_passes_its_input_on(
 
 
 async def test_sleeps_whose_keys_differ_only_in_punctuation_all_wake(
-    engine: Engine, clock: trio.testing.MockClock | None
+    engine: Engine, clock: trio.testing.MockClock | None, seconds: float
 ) -> None:
     # The map's sleeps have keys nap@0 and nap@1, beside a step nap_1: on
     # JetStream their timers once shared one schedule, and the one replaced
     # never fired, so the instance waited for ever.
-    seconds = 600 if clock is not None else 1.0
     await engine.client.register(
         {
             "type": "naps",
@@ -200,9 +179,7 @@ async def test_sleep_until_something_that_is_not_a_time_fails(engine: Engine) ->
         {"type": "badalarm", "steps": [{"id": "wake", "sleep_until": "input.at"}]}
     )
     instance = await engine.client.start("badalarm", {"at": "tomorrow-ish"})
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance)
-    assert caught.value.error.type == "ExpressionError"
+    assert (await failure_of(engine, instance)).type == "ExpressionError"
 
 
 # -- signals -------------------------------------------------------------------
@@ -259,9 +236,7 @@ async def test_a_signal_that_never_comes_times_out(
         {"type": "impatient", "steps": [{"id": "w", "wait_signal": "ok", "timeout": 1.5}]}
     )
     instance = await engine.client.start("impatient", None)
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance)
-    assert caught.value.error.type == "SignalTimeout"
+    assert (await failure_of(engine, instance)).type == "SignalTimeout"
 
 
 @pytest.mark.parametrize("orchestrator_options", [{"start_wait": 1.0}], ids=["start_wait=1s"])
@@ -290,9 +265,7 @@ async def test_a_failure_runs_the_compensations_in_reverse(engine: Engine, seen:
         }
     )
     instance = await engine.client.start("saga1", {"order": "o1", "decline": True})
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance)
-    assert caught.value.error.type == "Declined"
+    assert (await failure_of(engine, instance)).type == "Declined"
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
@@ -360,9 +333,7 @@ async def test_every_step_whose_task_went_out_is_compensated(
         }
     )
     instance = await engine.client.start("saga_parallel", {"order": "o9", **pauses})
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance)
-    assert caught.value.error.type == "Declined"
+    assert (await failure_of(engine, instance)).type == "Declined"
     info = await engine.client.status(instance)
     assert info is not None
     assert (info.status, info.compensation) == (InstanceStatus.FAILED, "completed")
@@ -392,15 +363,26 @@ async def test_every_step_whose_task_went_out_is_compensated(
         assert "slow_reserve" not in [name for name, _ in seen.ran[instance]]
 
 
-async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine, seen: Seen) -> None:
+async def _stop_at_approval(
+    engine: Engine, value: Any, stop: Callable[[str], Awaitable[None]]
+) -> tuple[str, actors.InstanceInfo]:
+    """Start an ``ORDER`` saga on ``value``, ``stop(instance)`` once it waits for
+    approval, and return the instance and its status (it must end cancelled)."""
     await engine.client.register(ORDER)
-    instance = await engine.client.start("saga", {"order": "o2"})
+    instance = await engine.client.start("saga", value)
     await wait_for_step(engine, instance, "approval", "waiting")
-    await engine.client.cancel(instance, "customer changed their mind")
+    await stop(instance)
     with pytest.raises(actors.WorkflowCancelledError):
         await result_of(engine, instance)
     info = await engine.client.status(instance)
     assert info is not None
+    return instance, info
+
+
+async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine, seen: Seen) -> None:
+    instance, info = await _stop_at_approval(
+        engine, {"order": "o2"}, lambda i: engine.client.cancel(i, "customer changed their mind")
+    )
     assert (info.status, info.compensation) == (InstanceStatus.CANCELLED, "completed")
     assert [name for name, _ in seen.ran[instance]] == ["reserve", "charge", "refund", "release"]
     assert seen.ran[instance][2] == ("refund", {"order": "o2", "refund_fails": None})
@@ -411,27 +393,17 @@ async def test_cancel_compensates_completed_steps_in_reverse(engine: Engine, see
 
 
 async def test_a_compensation_that_fails_is_reported(engine: Engine) -> None:
-    await engine.client.register(ORDER)
-    instance = await engine.client.start("saga", {"order": "o3", "refund_fails": True})
-    await wait_for_step(engine, instance, "approval", "waiting")
-    await engine.client.cancel(instance)
-    with pytest.raises(actors.WorkflowCancelledError):
-        await result_of(engine, instance)
-    info = await engine.client.status(instance)
-    assert info is not None
+    instance, info = await _stop_at_approval(
+        engine, {"order": "o3", "refund_fails": True}, engine.client.cancel
+    )
     assert (info.status, info.compensation) == (InstanceStatus.CANCELLED, "failed")
     assert "compensation.failed" in await kinds(engine, instance)
 
 
 async def test_terminate_stops_at_once_without_compensation(engine: Engine, seen: Seen) -> None:
-    await engine.client.register(ORDER)
-    instance = await engine.client.start("saga", {"order": "o4"})
-    await wait_for_step(engine, instance, "approval", "waiting")
-    await engine.client.terminate(instance, "operator")
-    with pytest.raises(actors.WorkflowCancelledError):
-        await result_of(engine, instance)
-    info = await engine.client.status(instance)
-    assert info is not None
+    instance, info = await _stop_at_approval(
+        engine, {"order": "o4"}, lambda i: engine.client.terminate(i, "operator")
+    )
     assert (info.status, info.compensation) == (InstanceStatus.TERMINATED, None)
     assert [name for name, _ in seen.ran[instance]] == ["reserve", "charge"]
     # Signals and cancels after the end change nothing.

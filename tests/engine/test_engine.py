@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 import trio.testing
+from flow import failure_of, result_of
 from records import Records
 
 import actors
@@ -46,10 +46,7 @@ class Runs:
 RUNS = Records("runs", Runs)
 
 
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[Runs]:
-    with RUNS.fresh() as records:
-        yield records
+runs = RUNS.fixture("runs", autouse=True)
 
 
 @actors.activity
@@ -146,13 +143,42 @@ def one_step(
     return {"type": workflow_type, "version": version, "steps": [step]}
 
 
+async def start_one_step(
+    engine: Engine, value: Any, workflow_type: str, activity: str, **options: Any
+) -> str:
+    """Register ``one_step(workflow_type, activity, **options)`` and start an
+    instance of it on ``value``; return the instance's id."""
+    await engine.client.register(one_step(workflow_type, activity, **options))
+    return await engine.client.start(workflow_type, value)
+
+
+async def run_threes(engine: Engine, count: int) -> list[str]:
+    """Start ``count`` instances of ``THREE`` at once (counts 0, 1, ...), check
+    each output once all have ended, and return their ids in order."""
+    await engine.client.register(THREE)
+    ids = [await engine.client.start("three", {"count": i}) for i in range(count)]
+    results: dict[str, Any] = {}
+
+    async def collect(instance_id: str) -> None:
+        results[instance_id] = await engine.client.result(instance_id)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for instance_id in ids:
+                nursery.start_soon(collect, instance_id)
+    assert [results[i]["count"] for i in ids] == [i + 3 for i in range(count)]
+    return ids
+
+
+async def failed_after(engine: Engine, instance_id: str, attempts: int) -> actors.ErrorInfo:
+    """The error the instance fails with, which says its step gave up after ``attempts``."""
+    error = await failure_of(engine, instance_id)
+    assert f"after {attempts} attempt(s)" in error.message
+    return error
+
+
 def new_id() -> str:
     return f"t{secrets.token_hex(6)}"
-
-
-async def result_of(engine: Engine, instance_id: str, limit: float = 60) -> Any:
-    with trio.fail_after(limit):
-        return await engine.client.result(instance_id)
 
 
 # -- the happy path -------------------------------------------------------------
@@ -179,18 +205,7 @@ async def test_three_steps_through_the_client(engine: Engine) -> None:
 
 
 async def test_many_instances_and_listing(engine: Engine) -> None:
-    await engine.client.register(THREE)
-    ids = [await engine.client.start("three", {"count": i}) for i in range(20)]
-    results: dict[str, Any] = {}
-
-    async def collect(instance_id: str) -> None:
-        results[instance_id] = await engine.client.result(instance_id)
-
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            for instance_id in ids:
-                nursery.start_soon(collect, instance_id)
-    assert [results[i]["count"] for i in ids] == [i + 3 for i in range(20)]
+    ids = await run_threes(engine, 20)
     listed = await engine.client.list(workflow_type="three", status="completed")
     assert {info.id for info in listed} == set(ids)
     assert await engine.client.list(workflow_type="three", status="failed") == []
@@ -272,8 +287,7 @@ async def test_retries_with_the_specified_backoff(
 ) -> None:
     # Real seconds on NATS, virtual ones on memory: same numbers either way.
     retry = {"max_attempts": 3, "initial_interval": 0.5, "backoff": 3.0, "max_interval": 1.2}
-    await engine.client.register(one_step("flaky", "fails_twice", retry=retry))
-    instance_id = await engine.client.start("flaky", {})
+    instance_id = await start_one_step(engine, {}, "flaky", "fails_twice", retry=retry)
     assert await result_of(engine, instance_id) == {"attempt": 3}
     assert runs.calls[instance_id] == 3
     history = await engine.history(instance_id)
@@ -290,94 +304,84 @@ async def test_retries_with_the_specified_backoff(
 
 async def test_retries_exhausted_fail_the_workflow(engine: Engine, runs: Runs) -> None:
     retry = {"max_attempts": 2, "initial_interval": 0.05}
-    await engine.client.register(one_step("flaky2", "fails_twice", retry=retry))
-    instance_id = await engine.client.start("flaky2", {})
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert caught.value.error.type == "Flaky"
-    assert "after 2 attempt(s)" in caught.value.error.message
-    assert "attempt 2 fails" in caught.value.error.message
-    assert "Traceback" in caught.value.error.traceback
+    instance_id = await start_one_step(engine, {}, "flaky2", "fails_twice", retry=retry)
+    error = await failed_after(engine, instance_id, 2)
+    assert error.type == "Flaky"
+    assert "attempt 2 fails" in error.message
+    assert "Traceback" in error.traceback
     assert runs.calls[instance_id] == 2
 
 
 async def test_non_retryable_by_type_name_fails_at_once(engine: Engine) -> None:
     retry = {"max_attempts": 5, "non_retryable": ["OutOfStock"]}
-    await engine.client.register(one_step("stock", "out_of_stock", retry=retry))
-    instance_id = await engine.client.start("stock", None)
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert caught.value.error.type == "OutOfStock"
-    assert "after 1 attempt(s)" in caught.value.error.message
+    instance_id = await start_one_step(engine, None, "stock", "out_of_stock", retry=retry)
+    error = await failed_after(engine, instance_id, 1)
+    assert error.type == "OutOfStock"
 
 
 async def test_non_retryable_activity_error_fails_at_once(engine: Engine) -> None:
-    await engine.client.register(one_step("declined", "refuses", retry={"max_attempts": 5}))
-    instance_id = await engine.client.start("declined", None)
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert caught.value.error.type == "Declined"
+    instance_id = await start_one_step(
+        engine, None, "declined", "refuses", retry={"max_attempts": 5}
+    )
+    error = await failure_of(engine, instance_id)
+    assert error.type == "Declined"
     history = await engine.history(instance_id)
     assert [r["kind"] for r in history].count("activity.scheduled") == 1
+
+
+#: The retry policy of the timeout tests: one more attempt, soon.
+TWO_ATTEMPTS = {"max_attempts": 2, "initial_interval": 0.1}
+
+
+async def _with_timeout(engine: Engine, activity: str, limits: dict[str, Any]) -> str:
+    """Start a one-step workflow of ``activity`` (the type's name too) with the
+    step timeouts ``limits`` and two attempts; return the instance's id."""
+    return await start_one_step(
+        engine, None, activity, activity, retry=TWO_ATTEMPTS, timeout=limits
+    )
+
+
+async def _second_try(
+    engine: Engine, activity: str, limits: dict[str, Any]
+) -> tuple[Any, list[str]]:
+    """Run ``_with_timeout``'s workflow to its end; return its output and the
+    error types of its failed attempts, in order."""
+    instance_id = await _with_timeout(engine, activity, limits)
+    output = await result_of(engine, instance_id)
+    history = await engine.history(instance_id)
+    failed = [r["detail"]["error"]["type"] for r in history if r["kind"] == "activity.failed"]
+    return output, failed
 
 
 async def test_start_to_close_timeout_retries(
     engine: Engine, clock: trio.testing.MockClock | None
 ) -> None:
-    definition = one_step(
-        "slow",
-        "slow_first_attempt",
-        retry={"max_attempts": 2, "initial_interval": 0.1},
-        timeout={"start_to_close": 1.0},
-    )
-    await engine.client.register(definition)
-    instance_id = await engine.client.start("slow", None)
-    assert await result_of(engine, instance_id) == "fast enough"
-    history = await engine.history(instance_id)
-    failed = [r for r in history if r["kind"] == "activity.failed"]
-    assert [r["detail"]["error"]["type"] for r in failed] == ["StartToCloseTimeout"]
+    outcome = await _second_try(engine, "slow_first_attempt", {"start_to_close": 1.0})
+    assert outcome == ("fast enough", ["StartToCloseTimeout"])
 
 
 async def test_missed_heartbeat_retries(
     engine: Engine, clock: trio.testing.MockClock | None
 ) -> None:
-    definition = one_step(
-        "beats",
-        "silent_first_attempt",
-        retry={"max_attempts": 2, "initial_interval": 0.1},
-        timeout={"start_to_close": 30, "heartbeat": 1.0},
-    )
-    await engine.client.register(definition)
-    instance_id = await engine.client.start("beats", None)
-    assert await result_of(engine, instance_id) == "kept beating"
-    history = await engine.history(instance_id)
-    failed = [r for r in history if r["kind"] == "activity.failed"]
-    assert [r["detail"]["error"]["type"] for r in failed] == ["HeartbeatTimeout"]
+    timeout = {"start_to_close": 30, "heartbeat": 1.0}
+    outcome = await _second_try(engine, "silent_first_attempt", timeout)
+    assert outcome == ("kept beating", ["HeartbeatTimeout"])
 
 
 async def test_schedule_to_start_timeout_when_no_worker_serves(
     engine: Engine, clock: trio.testing.MockClock | None
 ) -> None:
-    definition = one_step(
-        "orphan",
-        "nobody_serves_this",
-        retry={"max_attempts": 2, "initial_interval": 0.1},
-        timeout={"schedule_to_start": 0.5, "start_to_close": 0.5},
-    )
-    await engine.client.register(definition)
-    instance_id = await engine.client.start("orphan", None)
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert caught.value.error.type == "ActivityTimeout"
-    assert "after 2 attempt(s)" in caught.value.error.message
+    timeout = {"schedule_to_start": 0.5, "start_to_close": 0.5}
+    instance_id = await _with_timeout(engine, "nobody_serves_this", timeout)
+    error = await failed_after(engine, instance_id, 2)
+    assert error.type == "ActivityTimeout"
 
 
 async def test_output_that_cannot_travel_fails_the_step(engine: Engine) -> None:
-    await engine.client.register(one_step("sets", "unencodable", retry={"max_attempts": 3}))
-    instance_id = await engine.client.start("sets", None)
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert "after 1 attempt(s)" in caught.value.error.message
+    instance_id = await start_one_step(
+        engine, None, "sets", "unencodable", retry={"max_attempts": 3}
+    )
+    await failed_after(engine, instance_id, 1)
 
 
 # -- bad input ----------------------------------------------------------------------
@@ -416,9 +420,8 @@ async def test_unknown_type_on_a_raw_start_fails_that_instance(engine: Engine) -
     await engine.transport.publish(
         "workflow.start.nonesuch", json.dumps({"id": instance_id}).encode()
     )
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert caught.value.error.type == "UnknownWorkflowType"
+    error = await failure_of(engine, instance_id)
+    assert error.type == "UnknownWorkflowType"
     # The service goes on.
     await engine.client.register(THREE)
     assert await result_of(engine, await engine.client.start("three", {})) == {
@@ -467,8 +470,7 @@ def _result(instance_id: str, step: str) -> bytes:
 async def test_cancel_a_running_instance(
     engine: Engine, clock: trio.testing.MockClock | None
 ) -> None:
-    await engine.client.register(one_step("long", "gated"))
-    instance_id = await engine.client.start("long", {"sleep": 5})
+    instance_id = await start_one_step(engine, {"sleep": 5}, "long", "gated")
     await engine.client.cancel(instance_id, "changed my mind")
     with pytest.raises(actors.WorkflowCancelledError):
         await result_of(engine, instance_id)
@@ -573,18 +575,7 @@ async def test_two_orchestrators_never_lose_an_event_to_a_stale_cache(engine: En
     """
     second = actors.Orchestrator(engine.transport)
     await engine.nursery.start(second.run)
-    await engine.client.register(THREE)
-    ids = [await engine.client.start("three", {"count": i}) for i in range(60)]
-    outputs: dict[str, Any] = {}
-
-    async def collect(instance_id: str) -> None:
-        outputs[instance_id] = await engine.client.result(instance_id)
-
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            for instance_id in ids:
-                nursery.start_soon(collect, instance_id)
-    assert [outputs[i]["count"] for i in ids] == [i + 3 for i in range(60)]
+    await run_threes(engine, 60)
     both = engine.orchestrator.stats["events"], second.stats["events"]
     assert min(both) > 0, both
     second.shutdown()
@@ -609,11 +600,10 @@ async def test_a_bug_in_the_engine_fails_only_that_instance(
     await engine.client.register(THREE)
     poisoned = await engine.client.start("three", {"poison": True})
     healthy = await engine.client.start("three", {"count": 1})
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, poisoned)
-    assert caught.value.error.type == "EngineError"
-    assert "ZeroDivisionError: a bug" in caught.value.error.message
-    assert "Traceback" in caught.value.error.traceback
+    error = await failure_of(engine, poisoned)
+    assert error.type == "EngineError"
+    assert "ZeroDivisionError: a bug" in error.message
+    assert "Traceback" in error.traceback
     assert await result_of(engine, healthy) == {"count": 4, "tag": None}
 
 
@@ -625,10 +615,9 @@ async def test_an_expression_failing_at_run_time_fails_the_instance(engine: Engi
         }
     )
     instance_id = await engine.client.start("typo", {"name": "not a number"})
-    with pytest.raises(actors.WorkflowFailedError) as caught:
-        await result_of(engine, instance_id)
-    assert caught.value.error.type == "ExpressionError"
-    assert "step 'a' input" in caught.value.error.message
+    error = await failure_of(engine, instance_id)
+    assert error.type == "ExpressionError"
+    assert "step 'a' input" in error.message
 
 
 async def test_services_stopped_mid_run_hand_their_work_to_others(

@@ -32,6 +32,21 @@ async def _start(engine: Engine, instance: str, items: list[dict[str, Any]], car
     )
 
 
+async def _failed_and_undone(
+    engine: Engine, instance: str, items: list[dict[str, Any]], card: str, error: str
+) -> actors.InstanceInfo:
+    """Run an order that fails with ``error``; return its final state, once its
+    compensation completed, the reservation undone among it."""
+    await _start(engine, instance, items, card)
+    failure = await failure_of(engine, instance)
+    assert failure.type == error
+    with trio.fail_after(30):
+        info = await engine.client.wait(instance)
+    assert info.compensation == "completed"
+    assert info.steps["reserve~undo"]["status"] == "completed"
+    return info
+
+
 async def _scheduled(engine: Engine, instance: str) -> list[str]:
     history = await engine.history(instance)
     return [r["detail"]["step"] for r in history if r["kind"] == "activity.scheduled"]
@@ -84,17 +99,13 @@ async def test_a_rejected_order_is_undone_latest_first(engine: Engine) -> None:
 
 
 async def test_an_order_without_stock_fails_and_voids_the_hold(engine: Engine) -> None:
-    await _start(engine, "o-short", [{"sku": "melon", "quantity": 50}], "visa")
-    failure = await failure_of(engine, "o-short")
-    assert failure.type == "OutOfStock"
-    with trio.fail_after(30):
-        info = await engine.client.wait("o-short")
+    info = await _failed_and_undone(
+        engine, "o-short", [{"sku": "melon", "quantity": 50}], "visa", "OutOfStock"
+    )
     # Every step whose task went out is undone (rule 11): the failed
     # reservation (its compensation tolerates "nothing to undo") and the card
     # hold, placed before the failure or still under way then (its
     # compensation waits for it to report).
-    assert info.compensation == "completed"
-    assert info.steps["reserve~undo"]["status"] == "completed"
     assert info.steps["authorize~undo"]["status"] == "completed"
     assert "charge" not in info.steps
 
@@ -102,13 +113,9 @@ async def test_an_order_without_stock_fails_and_voids_the_hold(engine: Engine) -
 async def test_an_order_without_a_card_fails_and_releases_the_stock(engine: Engine) -> None:
     """Regression: the reservation ran beside the declined authorization, but
     was abandoned and never released."""
-    await _start(engine, "o-nocard", [{"sku": "apple", "quantity": 2}], "")
-    failure = await failure_of(engine, "o-nocard")
-    assert failure.type == "CardDeclined"
-    with trio.fail_after(30):
-        info = await engine.client.wait("o-nocard")
-    assert info.compensation == "completed"
-    assert info.steps["reserve~undo"]["status"] == "completed"
+    info = await _failed_and_undone(
+        engine, "o-nocard", [{"sku": "apple", "quantity": 2}], "", "CardDeclined"
+    )
     assert info.steps["reserve~undo"]["output"] == {"order": "o-nocard", "released": True}
     # Nothing was held: voiding it is a no-op.
     assert info.steps["authorize~undo"]["output"] == {"order": "o-nocard", "voided": None}

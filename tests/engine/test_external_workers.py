@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import trio
+from flow import in_sequence
 from natsserver import NatsServer
 from processes import (
     Service,
@@ -53,28 +54,17 @@ CONCURRENCY = 4
 #: A worker's least share of the tasks of a type it serves, with one other.
 FAIR_SHARE = 0.2
 
-MIX = """
-type: spread_mix
-version: 1
-steps:
-  - {id: a1, activity: spread_a}
-  - {id: b1, activity: spread_b}
-  - {id: c1, activity: spread_c}
-  - {id: a2, activity: spread_a}
-  - {id: c2, activity: spread_c}
-"""
 MIX_STEPS = {"a1": "A", "b1": "B", "c1": "C", "a2": "A", "c2": "C"}
-
-CHAIN = """
-type: spread_chain
-version: 1
-steps:
-  - {id: s1, activity: spread_a}
-  - {id: s2, activity: spread_a}
-  - {id: s3, activity: spread_a}
-  - {id: s4, activity: spread_a}
-"""
 CHAIN_STEPS = {"s1": "A", "s2": "A", "s3": "A", "s4": "A"}
+
+
+def _spread(workflow_type: str, steps: dict[str, str]) -> dict[str, Any]:
+    """A workflow of ``steps`` (step id -> activity type, a key of ``ACTIVITIES``) in order."""
+    return in_sequence(workflow_type, {step: ACTIVITIES[kind] for step, kind in steps.items()})
+
+
+MIX = _spread("spread_mix", MIX_STEPS)
+CHAIN = _spread("spread_chain", CHAIN_STEPS)
 
 
 @pytest.fixture
@@ -127,11 +117,16 @@ async def start_all(
 
 
 async def check_exactly_once(
-    transport: Transport, ids: Iterable[str], steps: Iterable[str]
+    transport: Transport,
+    inputs: dict[str, dict[str, Any]],
+    results: dict[str, Any],
+    steps: dict[str, str],
 ) -> None:
-    """Every instance completed, each step once, at attempt 1, in state and history."""
-    ids = sorted(ids)
-    steps = sorted(steps)
+    """Every instance completed with the output its input and ``steps`` make (see
+    ``expected_output``), each step once, at attempt 1, in state and history."""
+    assert results == {i: expected_output(v, steps) for i, v in inputs.items()}
+    ids = sorted(inputs)
+    step_ids = sorted(steps)
     with trio.fail_after(60):
         states = await read_states(transport, ids)
     assert sorted(states) == ids
@@ -139,7 +134,7 @@ async def check_exactly_once(
     for instance_id, state in states.items():
         if str(state.status) != "completed":
             problems.append(f"{instance_id}: {state.status} {state.error}")
-        if sorted(state.steps) != steps:
+        if sorted(state.steps) != step_ids:
             problems.append(f"{instance_id}: steps {sorted(state.steps)}")
         for key, step in state.steps.items():
             if (str(step.status), step.attempt) != ("completed", 1):
@@ -154,7 +149,7 @@ async def check_exactly_once(
     for record in records:
         by_instance[record["instance"]].append(record)
     assert sorted(by_instance) == ids, "history of unknown instances"
-    problems += history_problems(by_instance, states, ids, steps)
+    problems += history_problems(by_instance, states, ids, step_ids)
     assert not problems, "\n".join(problems[:20])
 
 
@@ -218,8 +213,7 @@ async def test_tasks_spread_over_every_worker_serving_their_type(
             with trio.fail_after(120):
                 await wait_results(client, inputs, results)
         print(f"{MIX_COUNT} workflows of {len(MIX_STEPS)} steps in {time.monotonic() - began:.1f}s")
-        assert results == {i: expected_output(v, MIX_STEPS) for i, v in inputs.items()}
-        await check_exactly_once(transport, inputs, MIX_STEPS)
+        await check_exactly_once(transport, inputs, results, MIX_STEPS)
 
     entries = read_ledger(services.ledger)
     table = spread(entries, names)
@@ -321,8 +315,7 @@ async def test_workers_joining_and_leaving_mid_run_lose_nothing(
             with trio.fail_after(120):
                 await wait_results(client, inputs, results)
             note("every workflow finished")
-        assert results == {i: expected_output(v, CHAIN_STEPS) for i, v in inputs.items()}
-        await check_exactly_once(transport, inputs, CHAIN_STEPS)
+        await check_exactly_once(transport, inputs, results, CHAIN_STEPS)
 
     entries = read_ledger(services.ledger)
     table = spread(entries, names)

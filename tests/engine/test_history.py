@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -33,10 +32,7 @@ if TYPE_CHECKING:
 CALLS: Records[Counter[str]] = Records("calls", Counter)
 
 
-@pytest.fixture(autouse=True)
-def calls() -> Iterator[Counter[str]]:
-    with CALLS.fresh() as records:
-        yield records
+calls = CALLS.fixture("calls", autouse=True)
 
 
 class Hiccup(Exception):

@@ -8,7 +8,6 @@ it is written or published, with an error that names the limit.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,10 +29,7 @@ LIMITS = actors.Limits(max_input=4096, max_output=4096, max_state=16384)
 RUNS: Records[Counter[str]] = Records("runs", Counter)
 
 
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[Counter[str]]:
-    with RUNS.fresh() as records:
-        yield records
+runs = RUNS.fixture("runs", autouse=True)
 
 
 @pytest.fixture

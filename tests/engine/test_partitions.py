@@ -80,8 +80,7 @@ async def test_a_joining_orchestrator_takes_its_share_and_hands_it_back_when_it_
 ) -> None:
     await engine.client.register(FLOW)
     first = engine.orchestrator
-    second = actors.Orchestrator(engine.transport, actors.OrchestratorConfig(lease=LEASE))
-    engine.nursery.start_soon(_run_until_cancelled, second, trio.CancelScope())
+    second = _join(engine, trio.CancelScope())
     await served([first, second], [8, 8])
     await run_flows(engine, "shared", 40)
     assert min(first.stats["events"], second.stats["events"]) > 0
@@ -102,9 +101,8 @@ async def test_a_crashed_orchestrators_partitions_move_after_its_lease(
 ) -> None:
     await engine.client.register(FLOW)
     first = engine.orchestrator
-    second = actors.Orchestrator(engine.transport, actors.OrchestratorConfig(lease=LEASE))
     crash = trio.CancelScope()
-    engine.nursery.start_soon(_run_until_cancelled, second, crash)
+    second = _join(engine, crash)
     await served([first, second], [8, 8])
     # Started on both, the second's share waiting for a signal...
     ids = [f"crash-{n}" for n in range(20)]
@@ -127,6 +125,14 @@ async def test_a_crashed_orchestrators_partitions_move_after_its_lease(
         assert await result_of(engine, instance, 60) == {"n": n + 2}
 
 
+def _join(engine: Engine, crash: trio.CancelScope) -> actors.Orchestrator:
+    """Another orchestrator on the engine's transport, running in the engine's
+    nursery until it is shut down or ``crash`` is cancelled."""
+    orchestrator = actors.Orchestrator(engine.transport, actors.OrchestratorConfig(lease=LEASE))
+    engine.nursery.start_soon(_run_until_cancelled, orchestrator, crash)
+    return orchestrator
+
+
 async def _run_until_cancelled(orchestrator: actors.Orchestrator, scope: trio.CancelScope) -> None:
     """Run ``orchestrator`` until ``scope`` is cancelled (a crash: no hand-over)."""
     with scope:
@@ -147,9 +153,8 @@ async def test_one_that_joins_after_a_crash_takes_its_whole_share_at_once(
     The survivors now delete a dead member's key once they take it for dead.
     """
     first = engine.orchestrator
-    second = actors.Orchestrator(engine.transport, actors.OrchestratorConfig(lease=LEASE))
     crash = trio.CancelScope()
-    engine.nursery.start_soon(_run_until_cancelled, second, crash)
+    second = _join(engine, crash)
     await served([first, second], [8, 8])
     second_leases = second.leases
     assert second_leases is not None
@@ -158,9 +163,8 @@ async def test_one_that_joins_after_a_crash_takes_its_whole_share_at_once(
     # After the takeover (for as long as the bucket would keep the key), a third joins.
     bucket = await engine.transport.kv(PARTITIONS_BUCKET)
     assert f"member.{second_leases.member}" not in await bucket.keys()
-    third = actors.Orchestrator(engine.transport, actors.OrchestratorConfig(lease=LEASE))
     began = trio.current_time()
-    engine.nursery.start_soon(_run_until_cancelled, third, trio.CancelScope())
+    third = _join(engine, trio.CancelScope())
     await served([first, third], [8, 8])
     took = trio.current_time() - began
     third.shutdown()

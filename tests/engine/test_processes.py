@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import trio
+from flow import in_sequence
 from ledger_activities import duplicate_runs, read_ledger
 from natsserver import NatsServer
 from processes import (
@@ -41,15 +42,8 @@ from transport import ConsumerSpec, Transport, open_transport
 
 pytestmark = pytest.mark.jetstream
 
-COUNT = """
-type: ledger_count
-version: 1
-steps:
-  - {id: first, activity: ledger_increment}
-  - {id: second, activity: ledger_increment}
-  - {id: third, activity: ledger_increment}
-"""
 COUNT_STEPS = ("first", "second", "third")
+COUNT = in_sequence("ledger_count", dict.fromkeys(COUNT_STEPS, "ledger_increment"))
 
 SLOW = """
 type: ledger_slow_flow

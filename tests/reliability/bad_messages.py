@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import cbor2
 import trio
+from test_codec import nested_lists
 
 import actors
 from actors.core import InstanceState, InstanceStatus
@@ -82,13 +83,6 @@ def _head(major: int, length: int) -> bytes:
     return bytes([major << 5 | 27]) + length.to_bytes(8, "big")
 
 
-def _nested(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 def poisons(kind: str, good: bytes) -> list[tuple[str, bytes, str]]:
     """(what, data, reason) for bodies broken at the envelope level.
 
@@ -109,7 +103,7 @@ def poisons(kind: str, good: bytes) -> list[tuple[str, bytes, str]]:
         ("epoch-time tag in the body", prefix + b"\xc1\x1a\x00\x00\x00\x00", "tags are not"),
         ("self-described (tag 55799) envelope", b"\xd9\xd9\xf7" + good, "header byte is 0xd9"),
         ("bignum tag in the body", prefix + b"\xc2\x41\x01", "tags are not allowed"),
-        ("nested 40 deep", envelope(kind, _nested(40)), "nests deeper than max_depth"),
+        ("nested 40 deep", envelope(kind, nested_lists(40)), "nests deeper than max_depth"),
         ("indefinite-length array", prefix + b"\x9f\x01\xff", "indefinite-length"),
         ("undefined simple value", prefix + b"\xf7", "unsupported CBOR simple value"),
         ("trailing bytes", good + b"\x00", "trailing bytes"),

@@ -30,7 +30,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,69 @@ async def _serve(
     return orchs, works
 
 
+@dataclass
+class _LedgerRun:
+    """Services serving ``LEDGER_FLOW`` on a broker, and a client starting workflows."""
+
+    services: Services
+    #: The names of the services that must serve to the end.
+    everyone: list[str]
+    transport: Transport
+    client: actors.Client
+    nursery: trio.Nursery
+    starter: Starter
+
+    def watch(self, server: NatsServer) -> ServingProbe:
+        """A probe, running from now on, that every service in ``everyone`` serves."""
+        probe = ServingProbe(
+            server, self.services, self.everyone, len(read_ledger(self.services.ledger))
+        )
+        self.nursery.start_soon(probe.run)
+        return probe
+
+    async def check(
+        self, server: NatsServer, probe: ServingProbe, *, republished: bool = False
+    ) -> None:
+        """Once every start is accepted: each workflow ran exactly once
+        (``check_run``), every service still runs and served since ``probe``
+        began. ``republished``: history records stored twice after a long
+        outage are not problems (``_without_republished``)."""
+        starter = self.starter
+        with trio.fail_after(300):
+            await starter.done.wait()
+        print(f"{len(starter.accepted)} starts accepted, {starter.failures} failed and retried")
+        report = await check_run(
+            self.transport, self.client, starter.accepted, self.services.ledger, servers=[server]
+        )
+        if republished:
+            report.problems = await _without_republished(
+                self.transport, self.client, starter.accepted, report.problems
+            )
+        report.assert_ok()
+        assert running(self.services, self.everyone) == dict.fromkeys(self.everyone)
+        await probe.check()
+
+
+@asynccontextmanager
+async def _ledger_run(
+    server: NatsServer, tmp_path: Path, orchestrators: int, workers: int, ack_wait: str
+) -> AsyncIterator[_LedgerRun]:
+    """``_serve`` these services, with ``LEDGER_FLOW`` registered; after the
+    block, each of ``everyone`` must still drain and stop cleanly (exit 0), as
+    a supervisor's stop expects."""
+    with Services(server.url, tmp_path / "services", tmp_path / "ledger") as services:
+        orchs, works = await _serve(services, orchestrators, workers, ack_wait)
+        everyone = orchs + works
+        async with (
+            open_transport(server.url) as transport,
+            actors.Client(transport) as client,
+            trio.open_nursery() as nursery,
+        ):
+            await client.register(LEDGER_FLOW)
+            yield _LedgerRun(services, everyone, transport, client, nursery, Starter(client))
+        assert await services.terminate_all() == dict.fromkeys(everyone, 0)
+
+
 # -- 4a. a short outage ------------------------------------------------------------------
 
 
@@ -218,48 +283,29 @@ async def _short_outages(
     ack_wait: str = ACK_WAIT,
 ) -> None:
     rng = random.Random(seed)
-    with Services(server.url, tmp_path / "services", tmp_path / "ledger") as services:
-        orchs, works = await _serve(services, orchestrators, workers, ack_wait)
-        everyone = orchs + works
-        async with (
-            open_transport(server.url) as transport,
-            actors.Client(transport) as client,
-            trio.open_nursery() as nursery,
-        ):
-            await client.register(LEDGER_FLOW)
-            starter = Starter(client)
-            # Paced so that starts go on through every outage.
-            pause = (outages * (down + 4)) / workflows
-            nursery.start_soon(starter.run, workflows, pause)
-            steps = 4 * workflows
-            # Each outage lands while workflows are in flight: after a random
-            # number of activity runs, spread over the run.
-            marks = sorted(rng.sample(range(steps // 10, steps * 2 // 3), outages))
-            print(f"SIGKILL of nats-server after {marks} activity runs, {down}s each")
-            for mark in marks:
-                await ledger_ends(services.ledger, mark)
-                await trio.to_thread.run_sync(server.kill)
-                killed = time.monotonic()
-                await trio.sleep(down)
-                assert running(services, everyone) == dict.fromkeys(everyone), (
-                    "a service exited while the broker was away"
-                )
-                await trio.to_thread.run_sync(server.restart)
-                print(f"broker back after {time.monotonic() - killed:.1f}s")
-            # Watched from the last restart on.
-            probe = ServingProbe(server, services, everyone, len(read_ledger(services.ledger)))
-            nursery.start_soon(probe.run)
-            with trio.fail_after(300):
-                await starter.done.wait()
-            print(f"{len(starter.accepted)} starts accepted, {starter.failures} failed and retried")
-            report = await check_run(
-                transport, client, starter.accepted, services.ledger, servers=[server]
+    async with _ledger_run(server, tmp_path, orchestrators, workers, ack_wait) as run:
+        services, everyone = run.services, run.everyone
+        # Paced so that starts go on through every outage.
+        pause = (outages * (down + 4)) / workflows
+        run.nursery.start_soon(run.starter.run, workflows, pause)
+        steps = 4 * workflows
+        # Each outage lands while workflows are in flight: after a random
+        # number of activity runs, spread over the run.
+        marks = sorted(rng.sample(range(steps // 10, steps * 2 // 3), outages))
+        print(f"SIGKILL of nats-server after {marks} activity runs, {down}s each")
+        for mark in marks:
+            await ledger_ends(services.ledger, mark)
+            await trio.to_thread.run_sync(server.kill)
+            killed = time.monotonic()
+            await trio.sleep(down)
+            assert running(services, everyone) == dict.fromkeys(everyone), (
+                "a service exited while the broker was away"
             )
-            report.assert_ok()
-            assert running(services, everyone) == dict.fromkeys(everyone)
-            await probe.check()
-        # Still able to drain and stop cleanly, as a supervisor's stop expects.
-        assert await services.terminate_all() == dict.fromkeys(everyone, 0)
+            await trio.to_thread.run_sync(server.restart)
+            print(f"broker back after {time.monotonic() - killed:.1f}s")
+        # Watched from the last restart on.
+        probe = run.watch(server)
+        await run.check(server, probe)
 
 
 async def test_broker_killed_for_five_seconds(
@@ -407,56 +453,34 @@ async def _long_outage(
 ) -> None:
     assert down > CONNECT_WINDOW, "the outage must outlast a fresh process's connect window"
     print(f"data (store, service logs, ledger): {tmp_path}")
-    with Services(server.url, tmp_path / "services", tmp_path / "ledger") as services:
-        orchs, works = await _serve(services, orchestrators, workers, ack_wait)
-        everyone = orchs + works
-        async with (
-            open_transport(server.url) as transport,
-            actors.Client(transport) as client,
-            trio.open_nursery() as nursery,
-        ):
-            await client.register(LEDGER_FLOW)
-            starter = Starter(client)
-            # Starts go on through the outage: the one under way is retried.
-            nursery.start_soon(starter.run, workflows, 0.1)
-            await ledger_ends(services.ledger, workflows // 2)
-            await trio.to_thread.run_sync(server.kill)
-            killed = time.monotonic()
-            async with trio.open_nursery() as checks:
-                checks.start_soon(_late_service_gives_up, services, "late-worker")
-                checks.start_soon(_clients_fail_fast, server.url, client)
-                checks.start_soon(_cli_fails_fast, server.url)
-            await trio.sleep(max(0.0, down - (time.monotonic() - killed)))
-            # Services that were serving wait for the broker as long as it takes.
-            assert running(services, everyone) == dict.fromkeys(everyone)
-            await trio.to_thread.run_sync(server.restart)
-            print(f"broker back after {time.monotonic() - killed:.1f}s")
-            # The supervisor restarts what exited; now it connects.
-            services.worker("late-worker", "--ack-wait", ack_wait)
-            everyone.append("late-worker")
-            probe = ServingProbe(server, services, everyone, len(read_ledger(services.ledger)))
-            nursery.start_soon(probe.run)
-            # The start that failed during the outage may still have been stored:
-            # nats-py sends what it buffered once it reconnects ("the outcome is
-            # unknown", the error said). Retried with its id, it counts once.
-            retry = Starter(client, prefix=AMBIGUOUS)
-            await retry.run_one(AMBIGUOUS, -1)
-            starter.accepted[AMBIGUOUS] = -1
-            await services.wait_ready("late-worker")
-            with trio.fail_after(300):
-                await starter.done.wait()
-            print(f"{len(starter.accepted)} starts accepted, {starter.failures} failed and retried")
-            report = await check_run(
-                transport, client, starter.accepted, services.ledger, servers=[server]
-            )
-            if down > DUPLICATE_WINDOW:
-                report.problems = await _without_republished(
-                    transport, client, starter.accepted, report.problems
-                )
-            report.assert_ok()
-            assert running(services, everyone) == dict.fromkeys(everyone)
-            await probe.check()
-        assert await services.terminate_all() == dict.fromkeys(everyone, 0)
+    async with _ledger_run(server, tmp_path, orchestrators, workers, ack_wait) as run:
+        services, everyone, client = run.services, run.everyone, run.client
+        # Starts go on through the outage: the one under way is retried.
+        run.nursery.start_soon(run.starter.run, workflows, 0.1)
+        await ledger_ends(services.ledger, workflows // 2)
+        await trio.to_thread.run_sync(server.kill)
+        killed = time.monotonic()
+        async with trio.open_nursery() as checks:
+            checks.start_soon(_late_service_gives_up, services, "late-worker")
+            checks.start_soon(_clients_fail_fast, server.url, client)
+            checks.start_soon(_cli_fails_fast, server.url)
+        await trio.sleep(max(0.0, down - (time.monotonic() - killed)))
+        # Services that were serving wait for the broker as long as it takes.
+        assert running(services, everyone) == dict.fromkeys(everyone)
+        await trio.to_thread.run_sync(server.restart)
+        print(f"broker back after {time.monotonic() - killed:.1f}s")
+        # The supervisor restarts what exited; now it connects.
+        services.worker("late-worker", "--ack-wait", ack_wait)
+        everyone.append("late-worker")
+        probe = run.watch(server)
+        # The start that failed during the outage may still have been stored:
+        # nats-py sends what it buffered once it reconnects ("the outcome is
+        # unknown", the error said). Retried with its id, it counts once.
+        retry = Starter(client, prefix=AMBIGUOUS)
+        await retry.run_one(AMBIGUOUS, -1)
+        run.starter.accepted[AMBIGUOUS] = -1
+        await services.wait_ready("late-worker")
+        await run.check(server, probe, republished=down > DUPLICATE_WINDOW)
 
 
 async def test_broker_down_past_the_connect_window(
@@ -503,6 +527,15 @@ def _reload_with_token(server: NatsServer, token: str) -> None:
     os.kill(server.pid, signal.SIGHUP)
 
 
+async def _serve_with_token(services: Services, token: str) -> ConnectOptions:
+    """Start the services ``orchestrator`` and ``worker`` with ``token`` and wait
+    until both serve; a client's options with the same token."""
+    services.orchestrator("orchestrator", "--ack-wait", ACK_WAIT, "--token", token)
+    services.worker("worker", "--ack-wait", ACK_WAIT, "--token", token)
+    await services.wait_ready("orchestrator", "worker")
+    return ConnectOptions(token=token)
+
+
 @pytest.mark.parametrize("how", ["reload", "restart"])
 async def test_revoked_credentials_make_services_exit_nonzero(tmp_path: Path, how: str) -> None:
     """The server stops accepting the services' token while workflows are in flight,
@@ -525,10 +558,7 @@ async def test_revoked_credentials_make_services_exit_nonzero(tmp_path: Path, ho
     names = ["orchestrator", "worker"]
     try:
         with Services(server.url, tmp_path / "services", tmp_path / "ledger") as services:
-            services.orchestrator("orchestrator", "--ack-wait", ACK_WAIT, "--token", "old-token")
-            services.worker("worker", "--ack-wait", ACK_WAIT, "--token", "old-token")
-            await services.wait_ready(*names)
-            old = ConnectOptions(token="old-token")
+            old = await _serve_with_token(services, "old-token")
             async with (
                 open_transport(server.url, old) as transport,
                 actors.Client(transport) as client,
@@ -572,10 +602,7 @@ async def test_revoked_credentials_make_services_exit_nonzero(tmp_path: Path, ho
             said = last_run(services, "worker")
             assert any(line.endswith("refused the credentials") for line in said), said
             # With the new one, the work is finished.
-            services.orchestrator("orchestrator", "--ack-wait", ACK_WAIT, "--token", "new-token")
-            services.worker("worker", "--ack-wait", ACK_WAIT, "--token", "new-token")
-            await services.wait_ready(*names)
-            new = ConnectOptions(token="new-token")
+            new = await _serve_with_token(services, "new-token")
             async with (
                 open_transport(server.url, new) as transport,
                 actors.Client(transport) as client,

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ import pytest
 import trio
 import trio.testing
 from records import Records
+from test_codec import nested_lists
 
 import actors
 from actors.core._error_info import MAX_CAUSES
@@ -84,10 +85,7 @@ async def hostile_echo(value: Any) -> Any:
 LATE_RUNS: Records[list[str]] = Records("late runs", list)
 
 
-@pytest.fixture(autouse=True)
-def late_runs() -> Iterator[list[str]]:
-    with LATE_RUNS.fresh() as records:
-        yield records
+late_runs = LATE_RUNS.fixture("late_runs", autouse=True)
 
 
 @actors.activity(name="hostile_unserved")
@@ -578,18 +576,11 @@ async def test_an_exploding_expression_fails_its_instance_and_the_engine_serves_
 # -- values the codec cannot carry --------------------------------------------------------
 
 
-def _nested(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 @pytest.mark.parametrize(
     ("flow_input", "expression", "kind"),
     [
         # Accepted by the start (the codec allows it there), too deep inside the state.
-        pytest.param(_nested(30), None, "UnencodableValue", id="input-nested-30-deep"),
+        pytest.param(nested_lists(30), None, "UnencodableValue", id="input-nested-30-deep"),
         pytest.param([2**63, 2**63], "sum(input)", "UnencodableValue", id="65-bit-sum"),
         pytest.param({"a": "x", "b": 1}, "input.a < input.b", "ExpressionError", id="str-lt-int"),
         pytest.param(1e400, "ceil(input)", "ExpressionError", id="ceil-of-infinity"),

@@ -666,91 +666,86 @@ def test_a_run_without_faults_passes_every_check() -> None:
     )
 
 
-@_settings(QUICK)
-@given(example=orchestrator_crash_examples(max_faults=4))
-def test_orchestrator_crashes_at_each_point(example: Example) -> None:
+#: Each scenario twice: ``quick`` (QUICK examples, fewer faults) in every run,
+#: ``long`` (CHAOS examples, more faults) among the chaos scenarios.
+LENGTHS = pytest.mark.parametrize(
+    "long",
+    [pytest.param(False, id="quick"), pytest.param(True, id="long", marks=pytest.mark.chaos)],
+)
+
+
+def explore(
+    examples: st.SearchStrategy[Example],
+    long: bool,
+    check: Callable[[Example], object] = assert_clean,
+) -> None:
+    """``check`` each of the examples hypothesis draws from ``examples`` (QUICK of
+    them, or CHAOS when ``long``), shrinking the first that fails.
+
+    Every scenario explores through this one function, so they share one key
+    in hypothesis's example database: a failure saved by one is replayed first
+    by the others too (as one more example of their own strategy, which is
+    harmless), and a failure the long run found is retried by the quick one.
+    """
+
+    @_settings(CHAOS if long else QUICK)
+    @given(example=examples)
+    def run_one(example: Example) -> None:
+        check(example)
+
+    run_one()
+
+
+@LENGTHS
+def test_orchestrator_crashes_at_each_point(long: bool) -> None:
     """Scenario 1: an orchestrator dying anywhere in its event handling loses nothing.
 
     A replacement takes over on the same broker; what the dead one held comes
     back after the ack wait.
     """
-    assert_clean(example)
+    explore(orchestrator_crash_examples(max_faults=8 if long else 4), long)
 
 
-@pytest.mark.chaos
-@_settings(CHAOS)
-@given(example=orchestrator_crash_examples(max_faults=8))
-def test_orchestrator_crashes_at_each_point_long(example: Example) -> None:
-    """Scenario 1 with more faults and examples."""
-    assert_clean(example)
-
-
-@_settings(QUICK)
-@given(example=worker_kill_examples(max_faults=5))
-def test_workers_killed_mid_activity(example: Example) -> None:
+@LENGTHS
+def test_workers_killed_mid_activity(long: bool) -> None:
     """Scenario 2: workers killed repeatedly while they run activities lose nothing.
 
     Each killed worker is replaced; its task comes back after the ack wait
     and runs again (counted, not an error).
     """
-    assert_clean(example)
+    explore(worker_kill_examples(max_faults=10 if long else 5), long)
 
 
-@pytest.mark.chaos
-@_settings(CHAOS)
-@given(example=worker_kill_examples(max_faults=10))
-def test_workers_killed_mid_activity_long(example: Example) -> None:
-    """Scenario 2 with more faults and examples."""
-    assert_clean(example)
+def _no_thawed_write(example: Example) -> None:
+    outcome = assert_clean(example)
+    assert outcome.journal.thawed_writes in ([], ["conflict"]), outcome.report()
 
 
-@_settings(QUICK)
-@given(example=competing_examples(max_faults=3))
-def test_a_frozen_orchestrator_cannot_overwrite(example: Example) -> None:
+@LENGTHS
+def test_a_frozen_orchestrator_cannot_overwrite(long: bool) -> None:
     """Scenario 3: an orchestrator frozen past the ack wait, then resumed, changes nothing.
 
     Its event went to the other orchestrator meanwhile, so its write, made
     on the revision it read before, is refused (and the run stays correct).
     """
-    outcome = assert_clean(example)
-    assert outcome.journal.thawed_writes in ([], ["conflict"]), outcome.report()
+    explore(competing_examples(max_faults=6 if long else 3), long, _no_thawed_write)
 
 
-@pytest.mark.chaos
-@_settings(CHAOS)
-@given(example=competing_examples(max_faults=6))
-def test_a_frozen_orchestrator_cannot_overwrite_long(example: Example) -> None:
-    """Scenario 3 with more faults and examples."""
-    outcome = assert_clean(example)
-    assert outcome.journal.thawed_writes in ([], ["conflict"]), outcome.report()
-
-
-@_settings(QUICK)
-@given(example=duplicate_examples(max_faults=6))
-def test_duplicates_are_applied_once(example: Example) -> None:
+@LENGTHS
+def test_duplicates_are_applied_once(long: bool) -> None:
     """Scenario 7: starts, results, timers and signals arriving twice are applied once.
 
     Every instance is started twice at once and once more without a message
     id; events and tasks are stored again under other ids, deliveries handed
     over twice or late, acks lost.
     """
-    assert_clean(example)
+    explore(duplicate_examples(max_faults=12 if long else 6), long)
 
 
 @pytest.mark.chaos
-@_settings(CHAOS)
-@given(example=duplicate_examples(max_faults=12))
-def test_duplicates_are_applied_once_long(example: Example) -> None:
-    """Scenario 7 with more faults and examples."""
-    assert_clean(example)
-
-
-@pytest.mark.chaos
-@_settings(CHAOS)
-@given(example=mixed_examples(max_faults=12))
-def test_every_fault_at_once_long(example: Example) -> None:
+def test_every_fault_at_once_long() -> None:
     """Scenarios 1, 2, 3 and 7 mixed, on two orchestrators and two workers."""
-    assert_clean(example)
+    explore(mixed_examples(max_faults=12), long=True)
 
 
 # -- regressions -----------------------------------------------------------------------

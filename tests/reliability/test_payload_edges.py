@@ -26,7 +26,7 @@ import itertools
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -62,10 +62,7 @@ MAX_PAYLOAD = 1024 * 1024
 RUNS: Records[Counter[str]] = Records("runs", Counter)
 
 
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[Counter[str]]:
-    with RUNS.fresh() as records:
-        yield records
+runs = RUNS.fixture("runs", autouse=True)
 
 
 @actors.activity

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from checker import (
     LEDGER_TYPE,
     SLOW_LEDGER_FLOW,
     SLOW_LEDGER_TYPE,
+    Report,
     check_run,
     ledger_input,
     ledger_output,
@@ -63,7 +64,7 @@ from actors.wire import (
     signal_subject,
 )
 from actors.wire._names import plain_start_subject
-from transport import OutMessage, open_transport
+from transport import OutMessage, Transport, open_transport
 
 pytestmark = pytest.mark.jetstream
 
@@ -77,6 +78,14 @@ class ServerServices(Services):
     def __init__(self, server: NatsServer, directory: Path, ledger: Path) -> None:
         super().__init__(server.url, directory, ledger)
         self.server = server
+
+    async def check(
+        self, transport: Transport, client: actors.Client, ids: Mapping[str, int], **options: Any
+    ) -> Report:
+        """:func:`check_run` of the instances ``ids`` on this ledger and nats-server."""
+        return await check_run(
+            transport, client, ids, self.ledger, servers=[self.server], **options
+        )
 
 
 @pytest.fixture
@@ -139,7 +148,7 @@ async def _orchestrator_crashes(
         await client.register(LEDGER_FLOW)
         nursery.start_soon(_crash_repeatedly, services, point, counts)
         ids = await start_ledger(client, workflows, pause=0.01)
-        report = await check_run(transport, client, ids, services.ledger, servers=[services.server])
+        report = await services.check(transport, client, ids)
         report.assert_ok()
         nursery.cancel_scope.cancel()
     log = services.services["orchestrator"].log()
@@ -199,13 +208,8 @@ async def _worker_storm(
                 seconds=0.2,
             )
         print(f"killed {len(kills)} times: {kills}")
-        report = await check_run(
-            transport,
-            client,
-            ids,
-            services.ledger,
-            servers=[services.server],
-            output=lambda n: ledger_output(n, seconds=0.2),
+        report = await services.check(
+            transport, client, ids, output=lambda n: ledger_output(n, seconds=0.2)
         )
         report.assert_ok()
     assert len(kills) >= duration / gap[1] - 1
@@ -246,7 +250,7 @@ async def _frozen_orchestrator(services: ServerServices, workflows: int, freezes
         async with trio.open_nursery() as nursery:
             nursery.start_soon(freeze)
             ids = await start_ledger(client, workflows, pause=freezes * 9.0 / workflows)
-        report = await check_run(transport, client, ids, services.ledger, servers=[services.server])
+        report = await services.check(transport, client, ids)
         report.assert_ok()
     assert frozen.proc.poll() is None, "the resumed orchestrator died"
     refused = frozen.log().count("state changed by another process")
@@ -349,15 +353,8 @@ async def test_a_frozen_owner_loses_its_partitions_and_its_late_writes_are_refus
             os.kill(frozen.pid, signal.SIGCONT)
         with trio.fail_after(30):
             await owners.wait_until(lambda: len(owners.of(a)) == 8)
-        report = await check_run(
-            transport,
-            client,
-            ids,
-            services.ledger,
-            servers=[services.server],
-            steps=LEDGER_STEPS,
-            output=ledger_output,
-            signals=1,
+        report = await services.check(
+            transport, client, ids, steps=LEDGER_STEPS, output=ledger_output, signals=1
         )
         watching.cancel_scope.cancel()
     report.assert_ok()
@@ -428,7 +425,7 @@ async def _duplicates(services: ServerServices, workflows: int) -> None:
         async with trio.open_nursery() as nursery:
             for instance_id, n in ids.items():
                 nursery.start_soon(start_twice, instance_id, n)
-        report = await check_run(transport, client, ids, services.ledger, servers=[services.server])
+        report = await services.check(transport, client, ids)
         report.assert_ok()
 
         # Every event again, late, each twice, with fresh message ids: a
@@ -456,7 +453,7 @@ async def _duplicates(services: ServerServices, workflows: int) -> None:
                 )
             )
         await transport.publish_many(messages)
-        report = await check_run(transport, client, ids, services.ledger, servers=[services.server])
+        report = await services.check(transport, client, ids)
         report.assert_ok()
         after = {i: (await client.status(i)) for i in ids}
         assert after == before
