@@ -991,4 +991,7 @@ def test_map_over_10000_items_keeps_state_bounded() -> None:
     assert state.status is InstanceStatus.COMPLETED
     assert state.output == [item + 1 for item in items]
     assert list(state.steps) == ["m"]  # every item's step states were dropped
-    assert time.monotonic() - started < 10.0
+    # Not a speed figure (bench/ has those): a guard against work that grows with
+    # the map's size per event, which would take minutes here; about 3 s is usual,
+    # 25 s has been seen on a loaded machine.
+    assert time.monotonic() - started < 90.0
