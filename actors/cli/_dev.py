@@ -111,6 +111,7 @@ async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> No
 
             api_url = await nursery.start(api_server)
             print(f"HTTP API      {api_url}  (OpenAPI: {api_url}/openapi.json)", flush=True)
+            print(f"web UI        {api_url}/ui/  (API docs: {api_url}/docs)", flush=True)
             if options.run_examples:
                 with trio.fail_after(_EXAMPLES_TIMEOUT):
                     await run_examples(client, options.count)

@@ -55,6 +55,9 @@ class InstanceQuery(TypedDict, total=False):
     ``started_before`` bound the start time (seconds since the epoch;
     inclusive, exclusive); ``limit`` (default 1000, at most
     :data:`MAX_LIMIT`) and ``offset`` (default 0) choose the page.
+    ``version`` and ``id_prefix`` filter too, but are not indexed: a query
+    with either reads every instance its other filters select.
+    ``newest_first`` lists the latest started first.
     """
 
     workflow_type: str | None
@@ -63,14 +66,19 @@ class InstanceQuery(TypedDict, total=False):
     started_before: float | None
     limit: int
     offset: int
+    version: int | None
+    id_prefix: str | None
+    newest_first: bool
 
 
 _Group = tuple[str, InstanceStatus]
 
 
-def _slice(group: list[tuple[float, str]], start: int, stop: int) -> Iterator[tuple[float, str]]:
-    """``group[start:stop]`` without copying it."""
-    for i in range(start, stop):
+def _slice(
+    group: list[tuple[float, str]], start: int, stop: int, backwards: bool = False
+) -> Iterator[tuple[float, str]]:
+    """``group[start:stop]`` (reversed if ``backwards``) without copying it."""
+    for i in range(stop - 1, start - 1, -1) if backwards else range(start, stop):
         yield group[i]
 
 
@@ -181,6 +189,9 @@ class InstanceIndex:
         started_before: float | None = None,
         limit: int = 1000,
         offset: int = 0,
+        version: int | None = None,
+        id_prefix: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[InstanceSummary], int]:
         """One page of the instances that match, oldest first, and how many match.
 
@@ -192,17 +203,79 @@ class InstanceIndex:
         if not 0 <= limit <= MAX_LIMIT or offset < 0:
             raise ValueError(f"limit must be from 0 to {MAX_LIMIT} and offset at least 0")
         wanted = None if status is None else InstanceStatus(status)
-        low = (-float("inf") if started_after is None else started_after, "")
-        high = (float("inf") if started_before is None else started_before, "")
         ranges: list[Iterator[tuple[float, str]]] = []
         total = 0
         for (group_type, group_status), group in self._groups.items():
-            if workflow_type is not None and group_type != workflow_type:
-                continue
             if wanted is not None and group_status is not wanted:
                 continue
-            start, stop = bisect.bisect_left(group, low), bisect.bisect_left(group, high)
+            start, stop = self._bounds(
+                group_type, group, workflow_type, started_after, started_before
+            )
             total += stop - start
-            ranges.append(_slice(group, start, stop))
-        page = itertools.islice(heapq.merge(*ranges), offset, offset + limit)
-        return [self._summaries[instance_id] for _, instance_id in page], total
+            ranges.append(_slice(group, start, stop, newest_first))
+        entries = heapq.merge(*ranges, reverse=newest_first)
+        if version is None and not id_prefix:
+            page = itertools.islice(entries, offset, offset + limit)
+            return [self._summaries[instance_id] for _, instance_id in page], total
+        # Not indexed: every entry the indexed filters selected is looked at.
+        found: list[InstanceSummary] = []
+        total = 0
+        for _, instance_id in entries:
+            summary = self._summaries[instance_id]
+            if self._matches(summary, version, id_prefix):
+                if offset <= total < offset + limit:
+                    found.append(summary)
+                total += 1
+        return found, total
+
+    def counts(
+        self,
+        *,
+        workflow_type: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        version: int | None = None,
+        id_prefix: str | None = None,
+    ) -> dict[InstanceStatus, int]:
+        """How many instances of each status match these filters (:meth:`query`'s).
+
+        Statuses no instance has are left out. Costs ``log n`` per group of
+        the index unless ``version`` or ``id_prefix`` is given; then every
+        instance the other filters select is looked at.
+        """
+        counts: dict[InstanceStatus, int] = {}
+        for (group_type, group_status), group in self._groups.items():
+            start, stop = self._bounds(
+                group_type, group, workflow_type, started_after, started_before
+            )
+            if version is None and not id_prefix:
+                number = stop - start
+            else:
+                number = sum(
+                    self._matches(self._summaries[instance_id], version, id_prefix)
+                    for _, instance_id in _slice(group, start, stop)
+                )
+            if number:
+                counts[group_status] = counts.get(group_status, 0) + number
+        return counts
+
+    @staticmethod
+    def _bounds(
+        group_type: str,
+        group: list[tuple[float, str]],
+        workflow_type: str | None,
+        started_after: float | None,
+        started_before: float | None,
+    ) -> tuple[int, int]:
+        """The slice of ``group`` within the time range; empty for another type."""
+        if workflow_type is not None and group_type != workflow_type:
+            return 0, 0
+        low = (-float("inf") if started_after is None else started_after, "")
+        high = (float("inf") if started_before is None else started_before, "")
+        return bisect.bisect_left(group, low), bisect.bisect_left(group, high)
+
+    @staticmethod
+    def _matches(summary: InstanceSummary, version: int | None, id_prefix: str | None) -> bool:
+        if version is not None and summary.version != version:
+            return False
+        return not id_prefix or summary.id.startswith(id_prefix)

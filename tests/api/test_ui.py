@@ -1,0 +1,198 @@
+"""The web UI over HTTP: sign-in, CSRF, filters, actions, the live fragments.
+
+The same engine and API as the API's tests (``conftest.py``), on the memory
+transport: the pages' logic, quickly. ``tests/ui/`` drives them in a real
+browser against the engine on NATS.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+import trio
+
+import actors
+
+if TYPE_CHECKING:
+    from conftest import Served
+
+pytestmark = pytest.mark.parametrize("engine_url", ["memory://"])
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is not None, page.text[:2000]
+    return found.group(1)
+
+
+@asynccontextmanager
+async def browser(served: Served) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that keeps cookies, without the API's bearer header, signed in with the token."""
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+        form = await client.get("/ui/login")
+        assert form.status_code == 200
+        signed = await client.post(
+            "/ui/login", data={"csrf": csrf_of(form), "token": served.token or "", "next": "/ui/"}
+        )
+        assert signed.status_code == 303, signed.text
+        yield client
+
+
+async def test_pages_ask_for_the_token_and_keep_it_in_a_strict_httponly_cookie(
+    served: Served,
+) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as anonymous:
+        assert (await anonymous.get("/")).headers["location"] == "/ui/"
+        page = await anonymous.get("/ui/instances/x")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/ui/login?next=/ui/instances/x"
+        # A fragment or a form is refused outright, never redirected.
+        assert (await anonymous.get("/ui/instances/live")).status_code == 401
+        form = await anonymous.get("/ui/login")
+        csrf = csrf_of(form)
+        wrong = await anonymous.post("/ui/login", data={"csrf": csrf, "token": "nope"})
+        assert wrong.status_code == 401
+        assert "That is not the API token." in wrong.text
+        assert "actors_session" not in anonymous.cookies
+        # Without the form's CSRF token, even the right token signs nobody in.
+        forged = await anonymous.post("/ui/login", data={"csrf": "x" * 43, "token": served.token})
+        assert forged.status_code == 403
+        right = await anonymous.post(
+            "/ui/login", data={"csrf": csrf, "token": served.token, "next": "https://evil/"}
+        )
+        assert right.status_code == 303
+        assert right.headers["location"] == "/ui/"  # never another site
+        cookie = next(
+            header
+            for header in right.headers.get_list("set-cookie")
+            if header.startswith("actors_session=")
+        )
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+        assert served.token is not None
+        assert served.token not in cookie
+        page = await anonymous.get("/ui/")
+        assert page.status_code == 200
+        assert "Content-Security-Policy" in page.headers
+        # The API itself still wants its bearer token: the cookie is the UI's.
+        assert (await anonymous.get("/workflows")).status_code == 401
+        signout = await anonymous.post("/ui/logout", data={"csrf": csrf_of(page)})
+        assert signout.status_code == 303
+        assert (await anonymous.get("/ui/")).status_code == 303
+
+
+async def test_actions_need_the_forms_csrf_token_and_a_confirmation(served: Served) -> None:
+    await served.register_examples()
+    instance_id = await served.client.start("approval", {}, id="ui-csrf")
+    await served.client.wait_for(instance_id, lambda info: "wait" in info.steps)
+    async with browser(served) as client:
+        page = await client.get(f"/ui/instances/{instance_id}")
+        assert page.status_code == 200
+        csrf = csrf_of(page)
+        refused = await client.post(f"/ui/instances/{instance_id}/cancel", data={"reason": "x"})
+        assert refused.status_code == 403
+        other = await client.post(
+            f"/ui/instances/{instance_id}/cancel",
+            data={"csrf": csrf, "reason": "x"},
+            headers={"Origin": "https://elsewhere.example"},
+        )
+        assert other.status_code == 403
+        asked = await client.post(
+            f"/ui/instances/{instance_id}/cancel", data={"csrf": csrf, "reason": "no longer"}
+        )
+        assert asked.status_code == 200
+        assert "Cancel ui-csrf?" in asked.text
+        info = await served.client.status(instance_id)
+        assert info is not None
+        assert info.status is actors.InstanceStatus.RUNNING
+        done = await client.post(
+            f"/ui/instances/{instance_id}/cancel",
+            data={"csrf": csrf, "reason": "no longer", "confirmed": "yes"},
+        )
+        assert done.status_code == 303
+        with trio.fail_after(10):
+            ended = await served.client.wait(instance_id)
+        assert ended.status is actors.InstanceStatus.CANCELLED
+
+
+async def test_a_signal_with_bad_json_is_refused_with_its_error_and_nothing_is_sent(
+    served: Served,
+) -> None:
+    await served.register_examples()
+    instance_id = await served.client.start("approval", {}, id="ui-json")
+    await served.client.wait_for(instance_id, lambda info: "wait" in info.steps)
+    async with browser(served) as client:
+        page = await client.get(f"/ui/instances/{instance_id}")
+        csrf = csrf_of(page)
+        for payload in ('{"by": }', "NaN", '{"a": 1, "a": 2}'):
+            bad = await client.post(
+                f"/ui/instances/{instance_id}/signal",
+                data={"csrf": csrf, "name": "approved", "payload": payload, "confirmed": "yes"},
+            )
+            assert bad.status_code == 400, payload
+            assert "payload is not valid JSON" in bad.text
+            assert "ui-json" in bad.text
+        bad_name = await client.post(
+            f"/ui/instances/{instance_id}/signal",
+            data={"csrf": csrf, "name": "no such.name", "payload": "1", "confirmed": "yes"},
+        )
+        assert bad_name.status_code == 400
+        records = await served.client.history(instance_id)
+        assert not [r for r in records if r["kind"] == "signal.received"]
+        sent = await client.post(
+            f"/ui/instances/{instance_id}/signal",
+            data={"csrf": csrf, "name": "approved", "payload": '{"by": "ann"}', "confirmed": "yes"},
+        )
+        assert sent.status_code == 303
+        with trio.fail_after(10):
+            ended = await served.client.wait(instance_id)
+        assert ended.status is actors.InstanceStatus.COMPLETED
+
+
+async def test_filters_paging_and_counts(served: Served) -> None:
+    await served.register_examples()
+    for number in range(60):
+        await served.client.start("greet", {"name": "x"}, id=f"ui-list-{number:02d}")
+    await served.client.start("failing", {}, id="ui-other-1")
+    for number in range(60):
+        await served.client.wait(f"ui-list-{number:02d}")
+    await served.client.wait("ui-other-1")
+    async with browser(served) as client:
+        page = await client.get("/ui/", params={"prefix": "ui-list-", "order": "oldest"})
+        assert page.status_code == 200
+        rows = re.findall(r'href="/ui/instances/(ui-[^"]+)"', page.text)
+        assert rows == [f"ui-list-{number:02d}" for number in range(50)]
+        assert "Instances 1\u201350 of 60" in page.text
+        assert 'data-status="completed">60<' in page.text
+        second = await client.get("/ui/", params={"prefix": "ui-list-", "page": "2"})
+        rows = re.findall(r'href="/ui/instances/(ui-[^"]+)"', second.text)
+        assert rows == [f"ui-list-{number:02d}" for number in range(9, -1, -1)]  # newest first
+        failed = await client.get("/ui/instances/live", params={"status": "failed"})
+        assert re.findall(r'href="/ui/instances/(ui-[^"]+)"', failed.text) == ["ui-other-1"]
+        versioned = await client.get("/ui/", params={"type": "greet", "version": "2"})
+        assert "No instance matches" in versioned.text
+        bad = await client.get("/ui/", params={"after": "yesterday", "version": "x"})
+        assert bad.status_code == 400
+        assert "version must be a whole number" in bad.text
+
+
+async def test_an_instance_page_shows_its_steps_timeline_and_history(served: Served) -> None:
+    await served.register_examples()
+    instance_id = await served.client.start("failing", {}, id="ui-failed")
+    await served.client.wait(instance_id)
+    async with browser(served) as client:
+        page = await client.get(f"/ui/instances/{instance_id}")
+        assert page.status_code == 200
+        assert 'id="status">failed<' in page.text
+        assert "Declined" in page.text  # the error, shown
+        assert '<svg class="timeline"' in page.text
+        assert 'data-step="refuse"' in page.text
+        assert "activity.failed" in page.text
+        missing = await client.get("/ui/instances/nobody")
+        assert missing.status_code == 404
+        assert "no workflow instance" in missing.text
