@@ -153,7 +153,9 @@ class WebUi:
 
     def _refuse(self, request: Request) -> Response:
         if request.method in ("GET", "HEAD") and not request.url.path.endswith("/live"):
-            target = urllib.parse.quote(request.url.path, safe="/")
+            # Back to this page once signed in: its path and query (filters, never secrets).
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            target = urllib.parse.quote(target, safe="/")
             return RedirectResponse(f"/ui/login?next={target}", 303, headers=_HEADERS)
         return self.render(
             request,
