@@ -129,6 +129,11 @@ class Client:
         async with open_transport(url, options) as transport, cls(transport, layout=layout) as c:
             yield c
 
+    @property
+    def transport(self) -> Transport:
+        """The transport the client talks through (the caller's, or the one ``connect`` opened)."""
+        return self._transport
+
     async def __aenter__(self) -> Client:
         await self._layout.provision(self._transport)
         self._states = await self._transport.kv(STATES_BUCKET)

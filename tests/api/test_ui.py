@@ -17,6 +17,8 @@ import pytest
 import trio
 
 import actors
+from actors.wire import DEADLETTER_STREAM
+from transport import ConsumerSpec
 
 if TYPE_CHECKING:
     from conftest import Served
@@ -196,3 +198,58 @@ async def test_an_instance_page_shows_its_steps_timeline_and_history(served: Ser
         missing = await client.get("/ui/instances/nobody")
         assert missing.status_code == 404
         assert "no workflow instance" in missing.text
+
+
+async def test_definitions_diagram_yaml_and_diff(served: Served) -> None:
+    await served.register_examples()
+    await served.client.register(
+        served.definitions["greet"]
+        .replace("version: 1", "version: 2")
+        .replace("say hello", "say hello twice")
+        + "  - {id: again, activity: greet}\n"
+    )
+    async with browser(served) as client:
+        listed = await client.get("/ui/definitions")
+        assert 'href="/ui/definitions/greet/2"' in listed.text
+        newest = await client.get("/ui/definitions/greet")
+        assert newest.headers["location"] == "/ui/definitions/greet/2"
+        page = await client.get("/ui/definitions/greet/2", params={"against": "1"})
+        assert page.status_code == 200
+        assert '<svg class="diagram"' in page.text
+        assert ">again</text>" in page.text
+        assert 'class="add">+- id: again' in page.text
+        assert 'class="del">-description: say hello<' in page.text
+        assert "version: 2" in page.text  # the YAML
+        bad = await client.get("/ui/definitions/greet/2", params={"against": "0"})
+        assert bad.status_code == 400
+        missing = await client.get("/ui/definitions/greet/7")
+        assert missing.status_code == 404
+
+
+async def test_dead_letters_workers_and_docs(served: Served) -> None:
+    await served.register_examples()
+    # A start no orchestrator can read: dead-lettered, with its reason.
+    await served.transport.publish("workflow.start.greet", b"\xff\x00 not a start")
+    async with browser(served) as client:
+        # The letter is stored by the orchestrator: wait for it on the stream.
+        spec = ConsumerSpec(durable="ui-letters")
+        with trio.fail_after(10):
+            async with served.transport.consume(DEADLETTER_STREAM, spec) as letters:
+                await letters.receive()
+        page = await client.get("/ui/deadletters")
+        assert "malformed" in page.text
+        assert "workflow.start.greet" in page.text
+        assert "ff 00 20 6e 6f 74" in page.text  # the sample, as hex: it is not text
+        workers = await client.get("/ui/workers")
+        assert workers.status_code == 200
+        assert "<code>greet</code>" in workers.text
+        assert "1 running" in workers.text  # the test's orchestrator
+        # The API docs need no sign-in, as the document they render.
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as anonymous:
+            docs = await anonymous.get("/docs")
+            assert docs.status_code == 200
+            assert 'data-path="/workflows/{id}/signals/{name}"' in docs.text
+            assert "Cancel: compensations run" in docs.text
+            script = await anonymous.get("/ui/static/docs.js")
+            assert script.status_code == 200
+            assert "javascript" in script.headers["content-type"]

@@ -330,3 +330,57 @@ def test_keyboard_reaches_the_pages_and_the_filters(browser: WebDriver, dev: Dev
         )
     assert "Definitions" in focused
     assert "f-type" in focused
+
+
+def test_open_a_definitions_diagram_and_compare_versions(
+    browser: WebDriver, dev: Dev, shots: Path
+) -> None:
+    sign_in(browser, dev, "/ui/definitions")
+    shoot(browser, shots, "definitions")
+    browser.find_element(By.LINK_TEXT, "order").click()
+    wait_for(browser, expected_conditions.title_contains("order v3"), "the definition did not open")
+    diagram = find(browser, "#diagram svg")
+    steps = diagram.text
+    for step in ("prepare", "reserve", "undo: release_stock", "approval", "deliver", "ship_line"):
+        assert step in steps, steps
+    assert "type: order" in text_of(browser, "#yaml")
+    shoot(browser, shots, "definition")
+    # A second version of count, compared with the first.
+    response = httpx.post(
+        f"{dev.api_url}/definitions",
+        content=(
+            "type: count\nversion: 2\nsteps:\n  - {id: first, activity: increment}\n"
+            "  - {id: pause, sleep: 1}\n"
+        ),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/yaml"},
+    )
+    assert response.status_code == 201, response.text
+    browser.get(dev.api_url + "/ui/definitions/count/2")
+    Select(find(browser, "#against")).select_by_visible_text("v1")
+    find(browser, "#against").submit()
+    diff = text_of(browser, "#diff")
+    assert "+  sleep: 1.0" in diff or "+  sleep: 1" in diff, diff
+    assert "-- id: second" in diff, diff
+    shoot(browser, shots, "definition-diff")
+
+
+def test_dead_letters_workers_and_api_docs(browser: WebDriver, dev: Dev, shots: Path) -> None:
+    sign_in(browser, dev, "/ui/workers")
+    assert "1 running" in text_of(browser, "#orchestrators")
+    assert "increment" in text_of(browser, "#queues")
+    shoot(browser, shots, "workers")
+    browser.find_element(By.LINK_TEXT, "Dead letters").click()
+    wait_for(browser, expected_conditions.title_contains("Dead letters"), "no dead letters page")
+    shoot(browser, shots, "deadletters")
+    browser.find_element(By.LINK_TEXT, "API docs").click()
+    wait_for(browser, expected_conditions.title_contains("API docs"), "no API docs page")
+    shoot(browser, shots, "docs")
+    # Try a call from the page: the answer shows under its form.
+    section = find(browser, "#get--workflows-type_or_id")
+    section.find_element(By.CSS_SELECTOR, "details.try summary").click()
+    section.find_element(By.CSS_SELECTOR, "input[name=type_or_id]").send_keys("ui-count-0")
+    section.find_element(By.CSS_SELECTOR, "input[name=token]").send_keys(TOKEN)
+    section.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    answer = section.find_element(By.CSS_SELECTOR, "output.answer")
+    wait_for(browser, lambda _: answer.text.startswith("200"), "the call got no answer")
+    assert '"id": "ui-count-0"' in answer.text

@@ -31,6 +31,7 @@ from ...wire import JsonError, check_payload, dumps, loads
 from .._bounds import MAX_REASON
 from .._guards import _error_response
 from .._requests import ApiError, _read_body
+from ._more import MorePages
 from ._security import CSRF_FIELD, Guard
 from ._steps import apply_states, diagram_svg, nodes_of, walk
 from ._timeline import build_timeline, durations, timeline_svg
@@ -100,28 +101,40 @@ class WebUi:
         static = StaticFiles(directory=str(resources.files("actors.http.ui") / "static"))
         ui = [
             Mount("/static", static, name="static"),
-            self._route("/login", GET=self.login_form, POST=self.login, open=True),
-            self._route("/logout", POST=self.logout, open=True),
-            self._route("/", GET=self.instances),
-            self._route("/instances/live", GET=self.instances_live),
-            self._route("/instances/{id}", GET=self.instance),
-            self._route("/instances/{id}/live", GET=self.instance_live),
-            self._route("/instances/{id}/signal", POST=self.signal),
-            self._route("/instances/{id}/cancel", POST=self.cancel),
-            self._route("/instances/{id}/terminate", POST=self.terminate),
+            self.route("/login", GET=self.login_form, POST=self.login, open=True),
+            self.route("/logout", POST=self.logout, open=True),
+            self.route("/", GET=self.instances),
+            self.route("/instances/live", GET=self.instances_live),
+            self.route("/instances/{id}", GET=self.instance),
+            self.route("/instances/{id}/live", GET=self.instance_live),
+            self.route("/instances/{id}/signal", POST=self.signal),
+            self.route("/instances/{id}/cancel", POST=self.cancel),
+            self.route("/instances/{id}/terminate", POST=self.terminate),
             *self.more_routes(),
         ]
         return [
             Route("/", self.root, methods=["GET"]),
+            self.route("/docs", GET=self.docs, open=True),
             Route("/ui", self.root, methods=["GET"]),
             Mount("/ui", routes=ui),
         ]
 
     def more_routes(self) -> list[BaseRoute]:
         """The routes of the other pages (definitions, queues, dead letters)."""
-        return []
+        return MorePages(self).routes()
 
-    def _route(self, path: str, *, open: bool = False, **handlers: Page) -> Route:
+    @property
+    def client(self) -> Client:
+        """The client the pages read from and act through."""
+        return self._client
+
+    def route(self, path: str, *, open: bool = False, **handlers: Page) -> Route:
+        """A route to ``handlers`` (by method) that wants a sign-in unless ``open``.
+
+        Whatever a handler raises becomes an error page, by the API's
+        mapping of errors to statuses.
+        """
+
         async def endpoint(request: Request) -> Response:
             method = "GET" if request.method == "HEAD" else request.method
             try:
@@ -201,6 +214,16 @@ class WebUi:
         return fields
 
     # -- sign-in ---------------------------------------------------------------------
+
+    async def docs(self, request: Request) -> Response:
+        """The OpenAPI document as a page: every operation, and a form to try it."""
+        return self.render(
+            request,
+            "docs.html",
+            title="API docs",
+            api=self._openapi,
+            operations=_operations(self._openapi),
+        )
 
     async def root(self, request: Request) -> Response:
         return RedirectResponse("/ui/", 303, headers=_HEADERS)
@@ -426,6 +449,46 @@ class WebUi:
         stop = self._client.cancel if action == "cancel" else self._client.terminate
         await stop(info.id, reason)
         return RedirectResponse(f"/ui/instances/{info.id}?done={action}", 303, headers=_HEADERS)
+
+
+def _operations(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The document's operations in its order, each with what the page shows of it."""
+    found = []
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in ("get", "post", "put", "delete", "patch"):
+                continue
+            body = operation.get("requestBody", {}).get("content", {})
+            found.append(
+                {
+                    "id": f"{method}-{path}".replace("/", "-").replace("{", "").replace("}", ""),
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": operation.get("summary", ""),
+                    "description": operation.get("description", ""),
+                    "parameters": operation.get("parameters", []) + item.get("parameters", []),
+                    "body": {
+                        kind: _pretty(_resolve(document, spec.get("schema", {})))
+                        for kind, spec in body.items()
+                    },
+                    "responses": {
+                        status: _resolve(document, answer).get("description", "")
+                        for status, answer in operation.get("responses", {}).items()
+                    },
+                }
+            )
+    return found
+
+
+def _resolve(document: Mapping[str, Any], part: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``part``, or what its ``$ref`` (``#/components/...``) points to in ``document``."""
+    reference = part.get("$ref")
+    if not isinstance(reference, str) or not reference.startswith("#/"):
+        return part
+    found: Any = document
+    for name in reference[2:].split("/"):
+        found = found.get(name, {}) if isinstance(found, Mapping) else {}
+    return found if isinstance(found, Mapping) else {}
 
 
 def _local(target: str | None) -> str:

@@ -303,7 +303,7 @@ def _layout(node: Node, states: bool) -> tuple[float, float, _Draw]:
         for name, (w, _, draw) in branches:
             parts.append(
                 f'<text class="branch-label" x="{left + w / 2:.1f}" y="{y + _HEAD + _PAD + 8:.1f}" '
-                f'text-anchor="middle">{escape(_clip(name, 34))}</text>'
+                f'text-anchor="middle">{escape(_clip(name, max(8, int(w / 6.5))))}</text>'
             )
             parts += draw(left, y + _HEAD + _PAD + 18)
             left += w + _GAP
