@@ -86,7 +86,7 @@ async def run(instances: int) -> None:
                     )
                     deep = max(1, instances // 50 // 2)
                     pages = {
-                        "first page": "/ui/",
+                        "page 1": "/ui/",
                         "deep page": f"/ui/?page={deep}",
                         "type+status": "/ui/?type=refund&status=running",
                         "time window": f"/ui/?after={after}&before={before}",

@@ -24,7 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from devserver import Dev, start_dev, stop_dev
+
+from transport import open_transport
 
 pytestmark = pytest.mark.jetstream
 
@@ -94,9 +97,16 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
             for workflow_type, body in starts:
                 response = api.post(f"/workflows/{workflow_type}", json=body)
                 assert response.status_code == 201, response.text
+        # And a message the orchestrator cannot read, for the dead letters page.
+        trio.run(_publish, server.nats_url, "workflow.start.count", b"\xff\x00 not a start")
         yield server
     finally:
         stop_dev(server)
+
+
+async def _publish(url: str, subject: str, data: bytes) -> None:
+    async with open_transport(url) as transport:
+        await transport.publish(subject, data)
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +296,15 @@ def test_cancel_and_see_the_compensations(browser: WebDriver, dev: Dev, shots: P
         lambda b: "reserve~undo" in b.find_element(By.CSS_SELECTOR, "svg.timeline").text,
         "no compensation on the timeline",
     )
+    # Once the history holds the end, the page has it, and offers no action.
+    wait_for(
+        browser,
+        lambda b: (
+            "workflow.cancelled" in b.find_element(By.ID, "history").text
+            and not b.find_elements(By.ID, "actions-h")
+        ),
+        "the history did not end, or the actions stayed",
+    )
     tree = text_of(browser, "#step-tree")
     assert "reserve reserve_stock compensated" in tree
     assert "authorize authorize_card compensated" in tree
@@ -371,6 +390,14 @@ def test_dead_letters_workers_and_api_docs(browser: WebDriver, dev: Dev, shots: 
     shoot(browser, shots, "workers")
     browser.find_element(By.LINK_TEXT, "Dead letters").click()
     wait_for(browser, expected_conditions.title_contains("Dead letters"), "no dead letters page")
+    wait_for(
+        browser,
+        lambda b: (
+            "malformed" in b.find_element(By.TAG_NAME, "main").text or b.refresh()
+        ),  # the orchestrator writes the letter as it reads the message
+        "no dead letter for the message the orchestrator could not read",
+    )
+    assert "workflow.start.count" in text_of(browser, "#letters")
     shoot(browser, shots, "deadletters")
     browser.find_element(By.LINK_TEXT, "API docs").click()
     wait_for(browser, expected_conditions.title_contains("API docs"), "no API docs page")

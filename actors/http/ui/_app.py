@@ -54,6 +54,12 @@ _HEADERS: Final = {
     "Cache-Control": "no-store",
 }
 _STATUSES: Final = [str(status) for status in InstanceStatus]
+#: What the instance page says after an action (``?done=...``).
+_DONE: Final = {
+    "signal": "The signal was sent.",
+    "cancel": "Cancel requested.",
+    "terminate": "Terminate requested.",
+}
 _FINAL_RECORDS: Final = frozenset(
     {"workflow.completed", "workflow.failed", "workflow.cancelled", "workflow.terminated"}
 )
@@ -317,29 +323,13 @@ class WebUi:
 
     async def instance(self, request: Request, status: int = 200, **extra: Any) -> Response:
         info = await self._info(request)
-        context = await self._instance_context(info)
-        records = context["records"]
-        pages = max(1, -(-len(records) // HISTORY_PAGE))
-        try:
-            history_page = min(
-                _positive(request.query_params.get("history", "1"), "history"), pages
-            )
-        except FormError:
-            history_page = 1
-        start = (history_page - 1) * HISTORY_PAGE
+        context = await self._instance_context(info, request)
         done = request.query_params.get("done", "")
         return self.render(
             request,
             "instance.html",
             status,
-            history=records[start : start + HISTORY_PAGE],
-            history_page=history_page,
-            history_pages=pages,
-            done={
-                "signal": "The signal was sent.",
-                "cancel": "Cancel requested.",
-                "terminate": "Terminate requested.",
-            }.get(done, ""),
+            done=_DONE.get(done, ""),
             form=extra.pop("form", {}),
             form_error=extra.pop("form_error", ""),
             **context,
@@ -348,14 +338,23 @@ class WebUi:
 
     async def instance_live(self, request: Request) -> Response:
         info = await self._info(request)
-        context = await self._instance_context(info)
+        context = await self._instance_context(info, request)
         response = self.render(request, "instance_live.html", **context)
         if context["settled"]:
             response.headers["X-Live-Final"] = "1"
         return response
 
-    async def _instance_context(self, info: InstanceInfo) -> dict[str, Any]:
+    async def _instance_context(self, info: InstanceInfo, request: Request) -> dict[str, Any]:
+        """What the instance's page and its live part show; ``history`` in the query pages."""
         records = await self._client.history(info.id, limit=HISTORY_LIMIT)
+        pages = max(1, -(-len(records) // HISTORY_PAGE))
+        try:
+            history_page = min(
+                _positive(request.query_params.get("history", "1"), "history"), pages
+            )
+        except FormError:
+            history_page = 1
+        start = (history_page - 1) * HISTORY_PAGE
         try:
             definition = await self._client.definition(info.type, info.version)
         except UnknownWorkflowTypeError:
@@ -380,6 +379,9 @@ class WebUi:
         return {
             "info": info,
             "records": records,
+            "history": records[start : start + HISTORY_PAGE],
+            "history_page": history_page,
+            "history_pages": pages,
             "truncated": len(records) >= HISTORY_LIMIT,
             "tree": walk(nodes),
             "diagram": diagram_svg(

@@ -28,7 +28,12 @@ function followLive(region) {
           }
         }
         if (response.headers.get("X-Live-Final") === "1") {
-          return; // the instance ended and its history is complete: nothing more will change
+          // The instance ended and its history is complete: nothing more will
+          // change, and what only a running instance offers (its actions) goes.
+          for (const part of document.querySelectorAll("[data-while-running]")) {
+            part.remove();
+          }
+          return;
         }
       } else if (response && (response.status === 401 || response.status === 404)) {
         return;
