@@ -71,7 +71,7 @@ from ._instances import (
     _unknown,
 )
 from ._registry import DefinitionStore
-from ._visibility import InstanceIndex, InstanceQuery, InstanceSummary
+from ._visibility import InstanceFilters, InstanceIndex, InstanceQuery, InstanceSummary
 
 # The errors it raises are _instances.py's, and exported from there.
 __all__ = ["Client"]
@@ -485,28 +485,16 @@ class Client:
         return index.query(**query)
 
     async def count_by_status(
-        self,
-        *,
-        workflow_type: str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        version: int | None = None,
-        id_prefix: str | None = None,
+        self, **filters: Unpack[InstanceFilters]
     ) -> dict[InstanceStatus, int]:
-        """How many instances of each status match these filters (:meth:`list`'s).
+        """How many instances of each status match ``filters`` (:class:`InstanceFilters`).
 
         Statuses no instance has are left out. Answered from the client's
         index, as :meth:`list` is.
         """
         index = await self._index_ready()
         await index.sync()
-        return index.counts(
-            workflow_type=workflow_type,
-            started_after=started_after,
-            started_before=started_before,
-            version=version,
-            id_prefix=id_prefix,
-        )
+        return index.counts(**filters)
 
     # -- internals ----------------------------------------------------------------
 

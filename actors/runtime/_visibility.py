@@ -21,7 +21,7 @@ import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, TypedDict
+from typing import Final, TypedDict, Unpack
 
 import trio
 
@@ -30,7 +30,7 @@ from transport import KeyValue, KVChange, KVOp
 from ..core import InstanceStatus
 from ..wire import MessageError, decode_state
 
-__all__ = ["InstanceIndex", "InstanceQuery", "InstanceSummary"]
+__all__ = ["InstanceFilters", "InstanceIndex", "InstanceQuery", "InstanceSummary"]
 
 #: The most rows one query returns.
 MAX_LIMIT: Final = 10_000
@@ -48,26 +48,33 @@ class InstanceSummary:
     updated_at: float
 
 
-class InstanceQuery(TypedDict, total=False):
-    """Which instances :meth:`~actors.Client.list` lists: every key may be left out.
+class InstanceFilters(TypedDict, total=False):
+    """Which instances :meth:`~actors.Client.count_by_status` counts: any key may be left out.
 
-    ``workflow_type`` and ``status`` filter; ``started_after`` and
+    ``workflow_type`` and ``version`` filter; ``started_after`` and
     ``started_before`` bound the start time (seconds since the epoch;
-    inclusive, exclusive); ``limit`` (default 1000, at most
-    :data:`MAX_LIMIT`) and ``offset`` (default 0) choose the page.
-    ``version`` and ``id_prefix`` filter too (a prefix is looked up in the
-    ids in order: it costs the number of ids that have it).
-    ``newest_first`` lists the latest started first.
+    inclusive, exclusive); ``id_prefix`` keeps the ids that start with it
+    (looked up in the ids in order: it costs the number of ids that have it).
     """
 
     workflow_type: str | None
-    status: InstanceStatus | str | None
+    version: int | None
     started_after: float | None
     started_before: float | None
+    id_prefix: str | None
+
+
+class InstanceQuery(InstanceFilters, total=False):
+    """Which instances :meth:`~actors.Client.list` lists: every key may be left out.
+
+    :class:`InstanceFilters`' keys, and ``status``; ``limit`` (default
+    1000, at most :data:`MAX_LIMIT`) and ``offset`` (default 0) choose the
+    page; ``newest_first`` lists the latest started first.
+    """
+
+    status: InstanceStatus | str | None
     limit: int
     offset: int
-    version: int | None
-    id_prefix: str | None
     newest_first: bool
 
 
@@ -245,20 +252,17 @@ class InstanceIndex:
         ]
         return (page[::-1] if backwards else page), total
 
-    def counts(
-        self,
-        *,
-        workflow_type: str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        version: int | None = None,
-        id_prefix: str | None = None,
-    ) -> dict[InstanceStatus, int]:
-        """How many instances of each status match these filters (:meth:`query`'s).
+    def counts(self, **filters: Unpack[InstanceFilters]) -> dict[InstanceStatus, int]:
+        """How many instances of each status match ``filters``.
 
         Statuses no instance has are left out. Costs ``log n`` per group of
         the index, or, with ``id_prefix``, a look at each id that has it.
         """
+        workflow_type = filters.get("workflow_type")
+        version = filters.get("version")
+        started_after = filters.get("started_after")
+        started_before = filters.get("started_before")
+        id_prefix = filters.get("id_prefix")
         counts: dict[InstanceStatus, int] = {}
         if id_prefix:
             for summary in self._prefixed(id_prefix, workflow_type, version):
