@@ -53,6 +53,9 @@ async def test_pages_ask_for_the_token_and_keep_it_in_a_strict_httponly_cookie(
         page = await anonymous.get("/ui/instances/x")
         assert page.status_code == 303
         assert page.headers["location"] == "/ui/login?next=/ui/instances/x"
+        # A path that does not exist is not told apart from one that does.
+        nowhere = await anonymous.get("/ui/nowhere")
+        assert nowhere.headers["location"] == "/ui/login?next=/ui/nowhere"
         # A fragment or a form is refused outright, never redirected.
         assert (await anonymous.get("/ui/instances/live")).status_code == 401
         form = await anonymous.get("/ui/login")
@@ -81,6 +84,9 @@ async def test_pages_ask_for_the_token_and_keep_it_in_a_strict_httponly_cookie(
         page = await anonymous.get("/ui/")
         assert page.status_code == 200
         assert "Content-Security-Policy" in page.headers
+        nowhere = await anonymous.get("/ui/nowhere")
+        assert nowhere.status_code == 404
+        assert "no page /ui/nowhere" in nowhere.text
         # The API itself still wants its bearer token: the cookie is the UI's.
         assert (await anonymous.get("/workflows")).status_code == 401
         signout = await anonymous.post("/ui/logout", data={"csrf": csrf_of(page)})
@@ -253,3 +259,30 @@ async def test_dead_letters_workers_and_docs(served: Served) -> None:
             script = await anonymous.get("/ui/static/docs.js")
             assert script.status_code == 200
             assert "javascript" in script.headers["content-type"]
+
+
+async def test_parent_and_children_are_linked_both_ways(served: Served) -> None:
+    await served.register_examples()
+    await served.client.register(
+        """
+type: family
+version: 1
+steps:
+  - {id: kid, workflow: greet, input: "{name: input.name}"}
+  - id: each
+    map: input.names
+    concurrency: 2
+    steps: [{id: hi, activity: greet, input: "{name: @}"}]
+"""
+    )
+    parent = await served.client.start("family", {"name": "a", "names": ["b", "c", "d"]}, id="fam")
+    with trio.fail_after(10):
+        done = await served.client.wait(parent)
+    assert done.status is actors.InstanceStatus.COMPLETED, done
+    async with browser(served) as client:
+        page = (await client.get("/ui/instances/fam")).text
+        assert '<a href="/ui/instances/fam-kid">fam-kid</a> (greet, step kid)' in page
+        assert 'data-step="each"' in page
+        assert "all items done" in page
+        child = (await client.get("/ui/instances/fam-kid")).text
+        assert 'Parent: <a href="/ui/instances/fam" id="parent-link">fam</a>' in child

@@ -117,6 +117,9 @@ class WebUi:
             self.route("/instances/{id}/cancel", POST=self.cancel),
             self.route("/instances/{id}/terminate", POST=self.terminate),
             *self.more_routes(),
+            # Last: any other path under /ui, behind the sign-in like the rest
+            # (so that it tells a stranger nothing), answered with a page.
+            self.route("/{rest:path}", GET=self.not_found, POST=self.not_found),
         ]
         return [
             Route("/", self.root, methods=["GET"]),
@@ -230,6 +233,9 @@ class WebUi:
             api=self._openapi,
             operations=_operations(self._openapi),
         )
+
+    async def not_found(self, request: Request) -> Response:
+        raise ApiError(404, "NotFound", f"no page {request.url.path}")
 
     async def root(self, request: Request) -> Response:
         return RedirectResponse("/ui/", 303, headers=_HEADERS)
