@@ -17,7 +17,7 @@ import pytest
 import trio
 
 import actors
-from actors.wire import DEADLETTER_STREAM
+from actors.wire import DEADLETTER_STREAM, TASKS_STREAM, Layout
 from transport import ConsumerSpec
 
 if TYPE_CHECKING:
@@ -286,3 +286,24 @@ steps:
         assert "all items done" in page
         child = (await client.get("/ui/instances/fam-kid")).text
         assert 'Parent: <a href="/ui/instances/fam" id="parent-link">fam</a>' in child
+
+
+async def test_an_activity_no_worker_serves_is_flagged(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await served.client.register("type: lonely\nsteps: [{id: a, activity: nobody_serves_this}]\n")
+    await served.client.start("lonely", None, id="ui-lonely")
+    # The task, once published, seen through the consumer a worker would use,
+    # and handed back at once when the context ends.
+    spec = Layout().activity_consumer("nobody_serves_this", ack_wait=30.0)
+    with trio.fail_after(10):
+        async with served.transport.consume(TASKS_STREAM, spec) as tasks:
+            await tasks.receive()
+    # Flagged after 30 s; here at once.
+    monkeypatch.setattr("actors.http.ui._more.STUCK_AFTER", 0.0)
+    async with browser(served) as client:
+        page = (await client.get("/ui/workers")).text
+        row = page[page.index("<code>nobody_serves_this</code>") :].split("</tr>")[0]
+        assert "<td>1</td>" in row
+        assert "is a worker serving nobody_serves_this?" in row
+        assert "lonely v1" in row
