@@ -17,7 +17,7 @@ import pytest
 import trio
 
 import actors
-from actors.wire import DEADLETTER_STREAM, TASKS_STREAM, Layout
+from actors.wire import DEADLETTER_STREAM, PARTITIONS_BUCKET, TASKS_STREAM, Layout
 from transport import ConsumerSpec
 
 if TYPE_CHECKING:
@@ -307,3 +307,19 @@ async def test_an_activity_no_worker_serves_is_flagged(
         assert "<td>1</td>" in row
         assert "is a worker serving nobody_serves_this?" in row
         assert "lonely v1" in row
+
+
+async def test_an_orchestrator_that_stopped_renewing_is_flagged(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a crashed orchestrator leaves behind: its announcement, never renewed.
+    partitions = await served.transport.kv(PARTITIONS_BUCKET)
+    await partitions.put("member.ghost-1", b'{"member": "ghost-1"}')
+    monkeypatch.setattr("actors.http.ui._more.SILENT_AFTER", 0.0)
+    async with browser(served) as client:
+        first = (await client.get("/ui/workers")).text
+        assert "2 running" in first  # seen once: nothing to tell yet
+        second = (await client.get("/ui/workers")).text
+        ghost = second[second.index("<code>ghost-1</code>") :].split("</li>")[0]
+        assert "has not changed for" in ghost
+        assert "it stopped" in ghost

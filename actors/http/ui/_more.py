@@ -46,6 +46,20 @@ SAMPLE_SHOWN: Final = 2048
 TASKS_COUNTED: Final = 10_000
 #: A task held longer than this, with no worker known to serve its type, is flagged.
 STUCK_AFTER: Final = 30.0
+#: An orchestrator whose announcement has not changed for this long is flagged:
+#: a running one renews it every quarter of its lease (10 s by default).
+SILENT_AFTER: Final = 15.0
+
+
+@dataclass
+class Member:
+    """An orchestrator announced in the partitions bucket, as this process has seen it."""
+
+    name: str
+    #: Seconds since this process first saw its current announcement (``None``:
+    #: seen changed since the previous look, or seen for the first time).
+    unchanged_for: float | None
+    silent: bool
 
 
 @dataclass
@@ -65,6 +79,9 @@ class MorePages:
     def __init__(self, ui: WebUi) -> None:
         self._ui = ui
         self._client = ui.client
+        #: Each orchestrator's announcement: its revision, and when this
+        #: process first saw that revision (the bucket keeps no times).
+        self._announced: dict[str, tuple[int, float]] = {}
 
     def routes(self) -> list[BaseRoute]:
         route = self._ui.route
@@ -212,16 +229,41 @@ class MorePages:
                 break
         return Queue(activity, used_by, min(held, TASKS_COUNTED), held >= TASKS_COUNTED, oldest)
 
-    async def _orchestrators(self) -> tuple[list[str], int]:
-        """The orchestrators that announced themselves, and how many partitions have an owner."""
+    async def _orchestrators(self) -> tuple[list[Member], int]:
+        """The orchestrators announced, and how many partitions have an owner.
+
+        A running orchestrator rewrites its announcement every few seconds;
+        one that stopped cleanly deletes it, one that crashed leaves it
+        behind until another takes its partitions (or the bucket's hour-long
+        TTL passes). So an announcement this process has seen unchanged for
+        :data:`SILENT_AFTER` seconds is flagged: that orchestrator stopped.
+        """
         try:
             kv = await self._client.transport.kv(PARTITIONS_BUCKET)
             keys = await kv.keys()
         except NotFoundError:
             return [], 0
-        # A member's key names it (its value says the same).
-        members = [key.removeprefix("member.") for key in keys if key.startswith("member.")]
-        return sorted(members), sum(key.startswith("owner.") for key in keys)
+        now = self._client.transport.now()
+        members = []
+        seen: dict[str, tuple[int, float]] = {}
+        for key in sorted(keys):
+            if not key.startswith("member."):
+                continue
+            entry = await kv.get(key)
+            if entry is None:
+                continue
+            name = key.removeprefix("member.")
+            before = self._announced.get(name)
+            if before is not None and before[0] == entry.revision:
+                seen[name] = before
+                unchanged: float | None = now - before[1]
+            else:
+                seen[name] = (entry.revision, now)
+                unchanged = None
+            silent = unchanged is not None and unchanged > SILENT_AFTER
+            members.append(Member(name, unchanged, silent))
+        self._announced = seen
+        return members, sum(key.startswith("owner.") for key in keys)
 
 
 def _type(request: Request) -> str:
