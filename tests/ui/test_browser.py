@@ -160,6 +160,7 @@ def shoot(browser: WebDriver, shots: Path, name: str, width: int = 1280) -> None
     browser.set_window_size(width, 900)
     height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.set_window_size(width, min(int(height) + 120, 4000))
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(shots / f"{name}.png"))
     browser.set_window_size(1280, 900)
 

@@ -30,7 +30,7 @@ from ...runtime import HISTORY_LIMIT, Client, InstanceInfo, UnknownWorkflowTypeE
 from ...wire import JsonError, check_payload, dumps, loads
 from .._bounds import MAX_REASON
 from .._guards import _error_response
-from .._requests import ApiError, _read_body
+from .._requests import ApiError, _body_fault, _read_body
 from ._more import MorePages
 from ._security import CSRF_FIELD, Guard
 from ._steps import apply_states, diagram_svg, nodes_of, walk
@@ -563,7 +563,10 @@ def _json_field(text: str, name: str) -> Any:
         return None
     try:
         value = loads(text)
+    except JsonError as exc:
+        raise FormError(f"{name} is {_body_fault(exc)}") from None
+    try:
         check_payload(value, name)
     except JsonError as exc:
-        raise FormError(f"{name} is not valid JSON: {exc}") from None
+        raise FormError(f"{name} is beyond what the engine carries: {exc}") from None
     return value
