@@ -323,3 +323,44 @@ async def test_an_orchestrator_that_stopped_renewing_is_flagged(
         ghost = second[second.index("<code>ghost-1</code>") :].split("</li>")[0]
         assert "has not changed for" in ghost
         assert "it stopped" in ghost
+
+
+async def test_a_long_history_is_paged_and_terminate_is_confirmed(served: Served) -> None:
+    await served.register_examples()
+    await served.client.register(
+        "type: many\nsteps:\n  - id: each\n    map: input\n    concurrency: 20\n"
+        '    steps: [{id: hi, activity: greet, input: "{name: @}"}]\n'
+        "  - {id: hold, wait_signal: never}\n"
+    )
+    instance_id = await served.client.start("many", [f"n{i}" for i in range(60)], id="ui-many")
+    with trio.fail_after(20):
+        await served.client.wait_for(instance_id, lambda info: "hold" in info.steps)
+    records = await served.client.history(instance_id)
+    assert len(records) > 100
+    async with browser(served) as client:
+        first = (await client.get(f"/ui/instances/{instance_id}")).text
+        assert "Records 1\u2013100 of" in first
+        assert "page 1 of 2" in first
+        second = (await client.get(f"/ui/instances/{instance_id}", params={"history": "2"})).text
+        assert f"Records 101\u2013{len(records)} of {len(records)}" in second
+        assert "signal.waiting" in second
+        # The live part keeps to the page asked for.
+        live = (await client.get(f"/ui/instances/{instance_id}/live", params={"history": "2"})).text
+        assert f"Records 101\u2013{len(records)} of" in live
+        csrf = csrf_of(await client.get(f"/ui/instances/{instance_id}"))
+        asked = await client.post(f"/ui/instances/{instance_id}/terminate", data={"csrf": csrf})
+        assert "without compensation" in asked.text
+        info = await served.client.status(instance_id)
+        assert info is not None
+        assert not info.status.terminal
+        done = await client.post(
+            f"/ui/instances/{instance_id}/terminate",
+            data={"csrf": csrf, "reason": "enough", "confirmed": "yes"},
+        )
+        assert done.headers["location"] == f"/ui/instances/{instance_id}?done=terminate"
+        with trio.fail_after(10):
+            ended = await served.client.wait(instance_id)
+        assert ended.status is actors.InstanceStatus.TERMINATED
+        page = (await client.get(done.headers["location"])).text
+        assert "Terminate requested." in page
+        assert 'id="actions-h"' not in page  # nothing more to do to it
