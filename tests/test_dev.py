@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from devserver import ROOT, Dev, start_dev, stop_dev
+from metrics_samples import parse, value
 
 pytestmark = pytest.mark.jetstream
 
@@ -31,7 +32,7 @@ def _actors(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Co
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
-    server = start_dev(tmp_path / "data", "--count", "5", "--token", "s3cret")
+    server = start_dev(tmp_path / "data", "--count", "5", "--token", "s3cret", "--metrics-port", "0")
     try:
         yield server
     finally:
@@ -68,6 +69,24 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
     ui = httpx.get(dev.ui_url)
     assert (ui.status_code, ui.headers["location"]) == (303, "/ui/login?next=/ui/")
     assert httpx.get(dev.ui_url, headers=auth).status_code == 200
+
+    # The three services' metrics on one port, with the probes.
+    found = re.search(r"metrics\s+(http://\S+)/metrics", text)
+    assert found is not None, text
+    probes = found.group(1)
+    assert httpx.get(f"{probes}/readyz").text == "ready\n"
+    scraped = parse(httpx.get(f"{probes}/metrics").text)
+    orders = value(scraped, "actors_workflows_started_total", type="order")
+    assert orders == 5  # the order along its five paths
+    ended = sum(
+        value(scraped, f"actors_workflows_{end}_total", type="order")
+        for end in ("completed", "failed", "cancelled")
+    )
+    assert ended == orders
+    assert value(scraped, "actors_workflows_completed_total", type="count") >= 6
+    assert value(scraped, "actors_activity_attempts_total", activity="ship", outcome="completed")
+    listing = {"method": "GET", "route": "/workflows", "status": "200"}
+    assert value(scraped, "actors_api_requests_total", **listing) == 1
 
     dev.process.send_signal(signal.SIGINT)
     out, _ = dev.process.communicate(timeout=60)

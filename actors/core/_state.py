@@ -129,3 +129,6 @@ class InstanceState:
     parent_step: str | None = None
     #: How deep the instance nests (0 at the top; see ``MAX_CHILD_DEPTH``).
     depth: int = 0
+    #: The W3C ``traceparent`` of the instance's workflow span, when it is
+    #: traced. Set by the orchestrator, not by ``decide``, which keeps it.
+    trace: str | None = None

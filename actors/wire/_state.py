@@ -189,7 +189,7 @@ def _step_data(step: StepState) -> dict[str, Any]:
 
 def state_to_data(state: InstanceState) -> dict[str, Any]:
     """The plain form stored in ``WORKFLOW_STATES`` (also what clients read)."""
-    return {
+    data = {
         "id": state.id,
         "type": state.type,
         "version": state.version,
@@ -212,6 +212,9 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "parent_step": state.parent_step,
         "depth": state.depth,
     }
+    if state.trace is not None:
+        data["trace"] = state.trace
+    return data
 
 
 def encode_state(state: InstanceState) -> bytes:
@@ -275,6 +278,7 @@ def _state_from(fields: _Fields) -> InstanceState:
         parent=fields.get("parent", _STR, None),
         parent_step=fields.get("parent_step", _STR, None),
         depth=fields.count("depth", default=0, least=0, wanted="an integer >= 0"),
+        trace=fields.get("trace", _STR, None),
     )
 
 
