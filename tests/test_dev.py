@@ -32,7 +32,9 @@ def _actors(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Co
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
-    server = start_dev(tmp_path / "data", "--count", "5", "--token", "s3cret", "--metrics-port", "0")
+    server = start_dev(
+        tmp_path / "data", "--count", "5", "--token", "s3cret", "--metrics-port", "0"
+    )
     try:
         yield server
     finally:
