@@ -1,8 +1,8 @@
 """The web UI over HTTP: sign-in, CSRF, filters, actions, the live fragments.
 
 The same engine and API as the API's tests (``conftest.py``), on the memory
-transport: the pages' logic, quickly. ``tests/ui/`` drives them in a real
-browser against the engine on NATS.
+transport and on a NATS server of the test's own: the pages' logic and
+answers. ``tests/ui/`` drives them in a real browser against the dev server.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from transport import ConsumerSpec
 if TYPE_CHECKING:
     from conftest import Served
 
-pytestmark = pytest.mark.parametrize("engine_url", ["memory://"])
+# On both transports, as the API's tests (conftest.py's engine_url, by name).
+pytestmark = pytest.mark.parametrize(
+    "engine_url",
+    ["memory", pytest.param("jetstream", marks=pytest.mark.jetstream)],
+    indirect=True,
+)
 
 
 def csrf_of(page: httpx.Response) -> str:
@@ -167,19 +172,21 @@ async def test_filters_paging_and_counts(served: Served) -> None:
     for number in range(60):
         await served.client.start("greet", {"name": "x"}, id=f"ui-list-{number:02d}")
     await served.client.start("failing", {}, id="ui-other-1")
-    for number in range(60):
-        await served.client.wait(f"ui-list-{number:02d}")
+    ended = [await served.client.wait(f"ui-list-{number:02d}") for number in range(60)]
     await served.client.wait("ui-other-1")
+    # In the order the orchestrator took the starts (each stamps its own), not
+    # the order they were sent in: partitions are served at once.
+    oldest_first = [info.id for info in sorted(ended, key=lambda i: (i.created_at, i.id))]
     async with browser(served) as client:
         page = await client.get("/ui/", params={"prefix": "ui-list-", "order": "oldest"})
         assert page.status_code == 200
         rows = re.findall(r'href="/ui/instances/(ui-[^"]+)"', page.text)
-        assert rows == [f"ui-list-{number:02d}" for number in range(50)]
+        assert rows == oldest_first[:50]
         assert "Instances 1\u201350 of 60" in page.text
         assert 'data-status="completed">60<' in page.text
         second = await client.get("/ui/", params={"prefix": "ui-list-", "page": "2"})
         rows = re.findall(r'href="/ui/instances/(ui-[^"]+)"', second.text)
-        assert rows == [f"ui-list-{number:02d}" for number in range(9, -1, -1)]  # newest first
+        assert rows == oldest_first[9::-1]  # newest first: the oldest ten, last
         failed = await client.get("/ui/instances/live", params={"status": "failed"})
         assert re.findall(r'href="/ui/instances/(ui-[^"]+)"', failed.text) == ["ui-other-1"]
         versioned = await client.get("/ui/", params={"type": "greet", "version": "2"})
@@ -293,20 +300,30 @@ async def test_an_activity_no_worker_serves_is_flagged(
 ) -> None:
     await served.client.register("type: lonely\nsteps: [{id: a, activity: nobody_serves_this}]\n")
     await served.client.start("lonely", None, id="ui-lonely")
-    # The task, once published, seen through the consumer a worker would use,
-    # and handed back at once when the context ends.
-    spec = Layout().activity_consumer("nobody_serves_this", ack_wait=30.0)
-    with trio.fail_after(10):
-        async with served.transport.consume(TASKS_STREAM, spec) as tasks:
-            await tasks.receive()
-    # Flagged after 30 s; here at once.
-    monkeypatch.setattr("actors.http.ui._more.STUCK_AFTER", 0.0)
+
+    def row(page: str) -> str:
+        return page[page.index("<code>nobody_serves_this</code>") :].split("</tr>")[0]
+
+    def cells(page: str) -> list[str]:
+        return re.findall(r"<td>([^<]*)</td>", row(page))
+
+    monkeypatch.setattr("actors.http.ui._more.STUCK_AFTER", 0.0)  # 30 s; here at once
     async with browser(served) as client:
-        page = (await client.get("/ui/workers")).text
-        row = page[page.index("<code>nobody_serves_this</code>") :].split("</tr>")[0]
-        assert "<td>1</td>" in row
-        assert "is a worker serving nobody_serves_this?" in row
-        assert "lonely v1" in row
+        # No worker ever made the type's consumer.
+        unserved = (await client.get("/ui/workers")).text
+        assert "no worker has ever served it" in row(unserved)
+        assert "lonely v1" in row(unserved)
+        # A worker comes (the consumer a worker would use), takes the task...
+        spec = Layout().activity_consumer("nobody_serves_this", ack_wait=30.0)
+        with trio.fail_after(10):
+            async with served.transport.consume(TASKS_STREAM, spec) as tasks:
+                await tasks.receive()
+                taken = (await client.get("/ui/workers")).text
+                assert "no worker has ever served it" not in row(taken)
+                assert cells(taken)[:2] == ["0", "1"]  # none waiting, one running
+            # ...and goes away, handing it back: the task is held on, and flagged.
+        left = (await client.get("/ui/workers")).text
+        assert "is no worker serving nobody_serves_this?" in row(left)
 
 
 async def test_an_orchestrator_that_stopped_renewing_is_flagged(

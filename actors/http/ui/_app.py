@@ -105,27 +105,26 @@ class WebUi:
     def routes(self) -> list[BaseRoute]:
         """The UI's routes: ``/`` (to the UI), ``/docs`` and everything under ``/ui``."""
         static = StaticFiles(directory=str(resources.files("actors.http.ui") / "static"))
-        ui = [
-            Mount("/static", static, name="static"),
-            self.route("/login", GET=self.login_form, POST=self.login, open=True),
-            self.route("/logout", POST=self.logout, open=True),
-            self.route("/", GET=self.instances),
-            self.route("/instances/live", GET=self.instances_live),
-            self.route("/instances/{id}", GET=self.instance),
-            self.route("/instances/{id}/live", GET=self.instance_live),
-            self.route("/instances/{id}/signal", POST=self.signal),
-            self.route("/instances/{id}/cancel", POST=self.cancel),
-            self.route("/instances/{id}/terminate", POST=self.terminate),
-            *self.more_routes(),
-            # Last: any other path under /ui, behind the sign-in like the rest
-            # (so that it tells a stranger nothing), answered with a page.
-            self.route("/{rest:path}", GET=self.not_found, POST=self.not_found),
-        ]
+        # Whole paths, not a mount: each route is then known by its own
+        # template (``/ui/instances/{id}``), as the API's request metrics name it.
         return [
             Route("/", self.root, methods=["GET"]),
             self.route("/docs", GET=self.docs, open=True),
             Route("/ui", self.root, methods=["GET"]),
-            Mount("/ui", routes=ui),
+            Mount("/ui/static", static, name="static"),
+            self.route("/ui/login", GET=self.login_form, POST=self.login, open=True),
+            self.route("/ui/logout", POST=self.logout, open=True),
+            self.route("/ui/", GET=self.instances),
+            self.route("/ui/instances/live", GET=self.instances_live),
+            self.route("/ui/instances/{id}", GET=self.instance),
+            self.route("/ui/instances/{id}/live", GET=self.instance_live),
+            self.route("/ui/instances/{id}/signal", POST=self.signal),
+            self.route("/ui/instances/{id}/cancel", POST=self.cancel),
+            self.route("/ui/instances/{id}/terminate", POST=self.terminate),
+            *self.more_routes(),
+            # Last: any other path under /ui, behind the sign-in like the rest
+            # (so that it tells a stranger nothing), answered with a page.
+            self.route("/ui/{rest:path}", GET=self.not_found, POST=self.not_found),
         ]
 
     def more_routes(self) -> list[BaseRoute]:

@@ -1,10 +1,11 @@
 """The web UI's pages beyond instances: definitions, dead letters, workers and queues, API docs.
 
 Each reads what the engine stores, through the same client as the API:
-definitions from their bucket, dead letters and the tasks still held from
-their streams (read without a consumer, so reading changes nothing), the
-orchestrators from the partitions bucket, and the OpenAPI document the API
-serves.
+definitions from their bucket, dead letters and the oldest task of each
+activity type from their streams (read without a consumer, so reading
+changes nothing), the tasks waiting and running from the workers'
+consumers (``Transport.consumer_lag``), and the orchestrators from the
+partitions bucket.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ...wire import (
     DEADLETTER_STREAM,
     PARTITIONS_BUCKET,
     TASKS_STREAM,
+    Layout,
     MessageError,
     decode_deadletter,
     task_subject,
@@ -42,9 +44,7 @@ __all__ = ["MorePages"]
 LETTERS_PAGE: Final = 25
 #: Bytes of a dead letter's sample shown.
 SAMPLE_SHOWN: Final = 2048
-#: Tasks counted per activity type at most (a read of the stream per page of 1000).
-TASKS_COUNTED: Final = 10_000
-#: A task held longer than this, with no worker known to serve its type, is flagged.
+#: A task held longer than this is flagged: a long run, or no worker serving its type.
 STUCK_AFTER: Final = 30.0
 #: An orchestrator whose announcement has not changed for this long is flagged:
 #: a running one renews it every quarter of its lease (10 s by default).
@@ -68,8 +68,11 @@ class Queue:
 
     activity: str
     used_by: list[str]
-    held: int
-    more: bool
+    #: Tasks not yet handed to a worker, and handed out but not yet acknowledged;
+    #: ``None`` when no worker ever made the type's consumer.
+    waiting: int | None
+    running: int | None
+    #: When the oldest task still held was stored.
     oldest: float | None
 
 
@@ -86,11 +89,11 @@ class MorePages:
     def routes(self) -> list[BaseRoute]:
         route = self._ui.route
         return [
-            route("/definitions", GET=self.definitions),
-            route("/definitions/{type}", GET=self.newest),
-            route("/definitions/{type}/{version}", GET=self.definition),
-            route("/deadletters", GET=self.deadletters),
-            route("/workers", GET=self.workers),
+            route("/ui/definitions", GET=self.definitions),
+            route("/ui/definitions/{type}", GET=self.newest),
+            route("/ui/definitions/{type}/{version}", GET=self.definition),
+            route("/ui/deadletters", GET=self.deadletters),
+            route("/ui/workers", GET=self.workers),
         ]
 
     # -- definitions ---------------------------------------------------------------
@@ -209,25 +212,26 @@ class MorePages:
         )
 
     async def _queue(self, activity: str, used_by: list[str]) -> Queue:
-        """The tasks of ``activity`` the tasks stream still holds: waiting or running."""
-        held, oldest, start = 0, None, 1
+        """The tasks of ``activity``: waiting and running, as its workers' consumer counts them.
+
+        Workers of a type share one durable consumer, made by the first
+        worker that serves the type: without it, no worker ever served it.
+        """
         transport = self._client.transport
-        while held < TASKS_COUNTED:
-            try:
-                page = await transport.read(
-                    TASKS_STREAM, task_subject(activity), start_seq=start, limit=1000
-                )
-            except NotFoundError:
-                break
-            if not page:
-                break
-            if oldest is None:
-                oldest = page[0].time
-            held += len(page)
-            start = page[-1].stream_seq + 1
-            if len(page) < 1000:
-                break
-        return Queue(activity, used_by, min(held, TASKS_COUNTED), held >= TASKS_COUNTED, oldest)
+        consumer = Layout().activity_consumer(activity, 1.0).durable
+        waiting: int | None = None
+        running: int | None = None
+        try:
+            lag = await transport.consumer_lag(TASKS_STREAM, consumer)
+        except NotFoundError:
+            pass  # no such consumer (or stream): no worker ever served the type
+        else:
+            waiting, running = lag.pending, lag.unacked
+        try:
+            first = await transport.read(TASKS_STREAM, task_subject(activity), limit=1)
+        except NotFoundError:
+            first = []
+        return Queue(activity, used_by, waiting, running, first[0].time if first else None)
 
     async def _orchestrators(self) -> tuple[list[Member], int]:
         """The orchestrators announced, and how many partitions have an owner.
