@@ -187,6 +187,8 @@ async def test_filters_paging_and_counts(served: Served) -> None:
         second = await client.get("/ui/", params={"prefix": "ui-list-", "page": "2"})
         rows = re.findall(r'href="/ui/instances/(ui-[^"]+)"', second.text)
         assert rows == oldest_first[9::-1]  # newest first: the oldest ten, last
+        past = await client.get("/ui/", params={"prefix": "ui-list-", "page": "9"})
+        assert "Instances 51\u201360 of 60" in past.text  # the last page
         failed = await client.get("/ui/instances/live", params={"status": "failed"})
         assert re.findall(r'href="/ui/instances/(ui-[^"]+)"', failed.text) == ["ui-other-1"]
         versioned = await client.get("/ui/", params={"type": "greet", "version": "2"})

@@ -10,7 +10,6 @@ fragment fetched every few seconds) and copies JSON to the clipboard.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,8 +36,6 @@ from ._steps import apply_states, diagram_svg, nodes_of, walk
 from ._timeline import build_timeline, durations, timeline_svg
 
 __all__ = ["PAGE_SIZE", "WebUi"]
-
-log = logging.getLogger("actors.api.ui")
 
 #: Rows of the instances table per page, and history records per page.
 PAGE_SIZE: Final = 50
@@ -221,7 +218,7 @@ class WebUi:
             )
         return fields
 
-    # -- sign-in ---------------------------------------------------------------------
+    # -- the API docs, sign-in, what is not a page -------------------------------------
 
     async def docs(self, request: Request) -> Response:
         """The OpenAPI document as a page: every operation, and a form to try it."""
@@ -292,6 +289,12 @@ class WebUi:
             rows, total = await self._client.count_and_list(
                 **query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
             )
+            if not rows and total:
+                # Past the last page (the list shrank, or a hand-made link): the last.
+                page = -(-total // PAGE_SIZE)
+                rows, total = await self._client.count_and_list(
+                    **query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+                )
             counted = {
                 key: value for key, value in query.items() if key not in ("status", "newest_first")
             }
