@@ -115,6 +115,14 @@ async def test_actions_need_the_forms_csrf_token_and_a_confirmation(served: Serv
             headers={"Origin": "https://elsewhere.example"},
         )
         assert other.status_code == 403
+        # Behind a proxy that ends TLS: the browser's origin says https, same host.
+        host = httpx.URL(served.url).netloc.decode()
+        proxied = await client.post(
+            f"/ui/instances/{instance_id}/cancel",
+            data={"csrf": csrf, "reason": "x"},
+            headers={"Origin": f"https://{host}"},
+        )
+        assert proxied.status_code == 200  # the confirmation
         asked = await client.post(
             f"/ui/instances/{instance_id}/cancel", data={"csrf": csrf, "reason": "no longer"}
         )

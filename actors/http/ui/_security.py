@@ -11,7 +11,9 @@ Every form carries a CSRF token, checked on every POST against a cookie of
 its own (the double-submit pattern): a page of another site can make a
 browser post to the UI, but can neither read that cookie nor, with
 ``SameSite=Strict``, have the browser send it. The ``Origin`` header, when
-a browser sends one, must also be the UI's own.
+a browser sends one, must also name the host the request was sent to
+(``null``, which sandboxed and privacy-minded contexts send, names none:
+the cookie decides alone).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 from typing import Final
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -106,9 +109,12 @@ class Guard:
     def csrf_valid(request: Request, given: str) -> bool:
         """Whether a form's ``given`` token matches the request's CSRF cookie and origin."""
         origin = request.headers.get("origin")
-        if origin is not None and origin != "null":
-            own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-            if origin != own:
-                return False
+        # The host only, not the scheme: behind a proxy that ends TLS, the
+        # browser says https and the request arrives here over http.
+        # ``null`` names no origin: the cookie decides alone.
+        if origin not in (None, "null") and urlsplit(origin).netloc != request.headers.get(
+            "host", ""
+        ):
+            return False
         cookie = request.cookies.get(CSRF_COOKIE, "")
         return bool(cookie) and hmac.compare_digest(cookie.encode(), given.encode())
