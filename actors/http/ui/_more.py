@@ -60,6 +60,8 @@ class Member:
     #: seen changed since the previous look, or seen for the first time).
     unchanged_for: float | None
     silent: bool
+    #: Not seen by an earlier look: nothing to compare yet.
+    new: bool
 
 
 @dataclass
@@ -258,6 +260,7 @@ class MorePages:
                 continue
             name = key.removeprefix("member.")
             before = self._announced.get(name)
+            new = before is None
             if before is not None and before[0] == entry.revision:
                 seen[name] = before
                 unchanged: float | None = now - before[1]
@@ -265,7 +268,7 @@ class MorePages:
                 seen[name] = (entry.revision, now)
                 unchanged = None
             silent = unchanged is not None and unchanged > SILENT_AFTER
-            members.append(Member(name, unchanged, silent))
+            members.append(Member(name, unchanged, silent, new))
         self._announced = seen
         return members, sum(key.startswith("owner.") for key in keys)
 
