@@ -45,6 +45,7 @@ from .runtime import ActivityInfo as ActivityInfo
 from .runtime import ActivitySpec as ActivitySpec
 from .runtime import Client as Client
 from .runtime import InstanceConflictError as InstanceConflictError
+from .runtime import InstanceFilters as InstanceFilters
 from .runtime import InstanceInfo as InstanceInfo
 from .runtime import InstanceQuery as InstanceQuery
 from .runtime import InstanceSummary as InstanceSummary
@@ -90,6 +91,7 @@ __all__ = [
     "InstanceConflictError",
     "InstanceInfo",
     "InstanceStatus",
+    "InstanceFilters",
     "InstanceQuery",
     "InstanceSummary",
     "InvalidNameError",

@@ -44,7 +44,7 @@ from actors.core import InstanceState, StepState, StepStatus  # noqa: E402
 from actors.runtime._visibility import InstanceIndex  # noqa: E402
 from actors.testing import NatsServer  # noqa: E402
 from actors.wire import STATES_BUCKET, encode_state  # noqa: E402
-from transport import open_transport  # noqa: E402
+from transport import Transport, open_transport  # noqa: E402
 
 TYPES: Final = ("order", "refund", "count", "report")
 STATUSES: Final = (
@@ -87,25 +87,32 @@ async def _timed(call: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     return time.perf_counter() - started, value
 
 
+async def store_states(transport: Transport, instances: int) -> float:
+    """Store ``instances`` states (see :func:`_state`); return the first one's start time."""
+    await Layout().provision(transport)
+    states = await transport.kv(STATES_BUCKET)
+    base = time.time() - instances
+    started = time.perf_counter()
+    numbers = iter(range(instances))
+
+    async def writer() -> None:
+        # WINDOW writers share one sequence of numbers: that many puts
+        # are in flight at once.
+        for i in numbers:
+            await states.put(f"i{i:07d}", _state(i, base))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(WINDOW):
+            nursery.start_soon(writer)
+    print(f"stored        {instances:,} states in {time.perf_counter() - started:.1f} s")
+    return base
+
+
 async def run(instances: int) -> None:
     with tempfile.TemporaryDirectory() as folder, NatsServer(Path(folder)) as server:
         async with open_transport(server.url) as transport:
-            await Layout().provision(transport)
+            base = await store_states(transport, instances)
             states = await transport.kv(STATES_BUCKET)
-            base = time.time() - instances
-            started = time.perf_counter()
-            numbers = iter(range(instances))
-
-            async def writer() -> None:
-                # WINDOW writers share one sequence of numbers: that many puts
-                # are in flight at once.
-                for i in numbers:
-                    await states.put(f"i{i:07d}", _state(i, base))
-
-            async with trio.open_nursery() as nursery:
-                for _ in range(WINDOW):
-                    nursery.start_soon(writer)
-            print(f"stored        {instances:,} states in {time.perf_counter() - started:.1f} s")
 
             async with Client(transport) as client:
                 first, listed = await _timed(lambda: client.list(limit=10))

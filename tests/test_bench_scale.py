@@ -1,4 +1,4 @@
-"""The scale, efficiency and scaling programs still run (smoke runs: figures not judged)."""
+"""The scale, efficiency, scaling and web UI programs still run (smoke runs: figures not judged)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,11 @@ def test_scaling_calibration_quick_run() -> None:
     checks = re.findall(r"every broker cost is taken ([\d.]+) times", out)
     assert len(checks) == 2, out
     assert PLAN_ROW.search(out), out
+
+
+@pytest.mark.jetstream
+def test_ui_pages_benchmark_quick_run() -> None:
+    out = quick_run("ui_pages.py", timeout=300)
+    # Each page was answered 200 (the program checks), and every one is timed.
+    timed = re.findall(r"^(.+?)\s+([\d.]+)\s+([\d.]+)\s+(ok|OVER)\s+(/\S+)$", out, re.MULTILINE)
+    assert {name.strip() for name, *_ in timed} >= {"page 1", "id prefix", "instance"}, out

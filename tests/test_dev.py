@@ -3,45 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from devserver import ROOT, Dev, start_dev, stop_dev
 from metrics_samples import parse, value
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.jetstream
-
-
-class Dev:
-    """A running dev server: its process and where it listens."""
-
-    def __init__(self, process: subprocess.Popen[str], lines: list[str]) -> None:
-        self.process = process
-        self.lines = lines
-        text = "\n".join(lines)
-        nats = re.search(r"nats-server\s+(nats://\S+)", text)
-        api = re.search(r"HTTP API\s+(http://\S+)", text)
-        assert nats is not None, text
-        assert api is not None, text
-        self.nats_url, self.api_url = nats.group(1), api.group(1)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "actors", "--url", self.nats_url, *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
 
 
 def _actors(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -56,38 +30,15 @@ def _actors(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Co
     )
 
 
-def _start(data: Path | None, *options: str, cwd: Path = ROOT) -> Dev:
-    """A dev server on ``data`` (``None``: its default, ``./data`` of ``cwd``), once it serves."""
-    folder = () if data is None else ("--data", str(data))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "actors", "dev", *folder, "--api-port", "0", *options],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if line.startswith(("serving", "stopped")):
-            return Dev(process, lines)
-    process.kill()
-    raise AssertionError("the dev server did not come up:\n" + "\n".join(lines))
-
-
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
-    server = _start(tmp_path / "data", "--count", "5", "--token", "s3cret", "--metrics-port", "0")
+    server = start_dev(
+        tmp_path / "data", "--count", "5", "--token", "s3cret", "--metrics-port", "0"
+    )
     try:
         yield server
     finally:
-        _stop(server)
+        stop_dev(server)
 
 
 def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
@@ -115,6 +66,11 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
     page = httpx.get(f"{dev.api_url}/workflows", params={"type": "order"}, headers=auth)
     assert page.status_code == 200
     assert page.json()["total"] == 5
+    # The web UI, at the address it printed, asks for the token.
+    assert dev.ui_url == f"{dev.api_url}/ui/"
+    ui = httpx.get(dev.ui_url)
+    assert (ui.status_code, ui.headers["location"]) == (303, "/ui/login?next=/ui/")
+    assert httpx.get(dev.ui_url, headers=auth).status_code == 200
 
     # The three services' metrics on one port, with the probes.
     found = re.search(r"metrics\s+(http://\S+)/metrics", text)
@@ -140,7 +96,7 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
     assert "stopped" in out
 
     # The data folder survives: a second run finds what the first stored.
-    again = _start(tmp_path / "data", "--no-examples", "--once")
+    again = start_dev(tmp_path / "data", "--no-examples", "--once")
     rest, _ = again.process.communicate(timeout=60)
     assert again.process.returncode == 0, rest
     assert "registered    order v3" in "\n".join(again.lines)
@@ -149,7 +105,7 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
 def test_one_data_folder_one_server(tmp_path: Path) -> None:
     # Regression: a second server on a store in use corrupted it ("corrupt
     # state file" on recovery, completed instances with a step scheduled).
-    first = _start(None, "--no-examples", cwd=tmp_path)
+    first = start_dev(None, "--no-examples", cwd=tmp_path)
     try:
         data = tmp_path / "data"
         log = data / "nats" / "nats-server.log"
@@ -177,7 +133,7 @@ def test_one_data_folder_one_server(tmp_path: Path) -> None:
         # and what the first stored.
         first.process.kill()
         first.process.wait()
-        again = _start(data, "--no-examples")
+        again = start_dev(data, "--no-examples")
         try:
             status = again.cli("--json", "status", "kept")
             assert status.returncode == 0, status.stderr
@@ -186,15 +142,6 @@ def test_one_data_folder_one_server(tmp_path: Path) -> None:
             out, _ = again.process.communicate(timeout=60)
             assert again.process.returncode == 0, out
         finally:
-            _stop(again)
+            stop_dev(again)
     finally:
-        _stop(first)
-
-
-def _stop(server: Dev) -> None:
-    """Kill the dev server's process if it still runs, and close its pipe."""
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait()
-    assert server.process.stdout is not None
-    server.process.stdout.close()
+        stop_dev(first)

@@ -78,6 +78,9 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_the_examples(tmp_path: Path) -
         packaged = set(archive.namelist())
     for name in ("count.yaml", "order.yaml", "refund.yaml", "activities.py"):
         assert f"actors/examples/{name}" in packaged, f"the wheel lacks actors/examples/{name}"
+    # The web UI's templates and static files are package data too.
+    for name in ("templates/base.html", "templates/instance.html", "static/ui.css", "static/ui.js"):
+        assert f"actors/http/ui/{name}" in packaged, f"the wheel lacks actors/http/ui/{name}"
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, timeout=STEP_TIMEOUT)
@@ -116,6 +119,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_the_examples(tmp_path: Path) -
         timeout=STEP_TIMEOUT,
     ).stdout.strip()
     assert Path(where).is_relative_to(venv), where
+    assert "web UI        http://127.0.0.1:" in out, out
     for definition in (
         "count v1  (count.yaml)",
         "order v3  (order.yaml)",

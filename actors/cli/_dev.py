@@ -124,6 +124,7 @@ async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> No
 
             api_url = await nursery.start(api_server)
             print(f"HTTP API      {api_url}  (OpenAPI: {api_url}/openapi.json)", flush=True)
+            print(f"web UI        {api_url}/ui/  (API docs: {api_url}/docs)", flush=True)
             serving[0] = True
             if metrics is not None:
                 print(f"metrics       {probes_url}/metrics  (/healthz, /readyz)", flush=True)

@@ -81,6 +81,7 @@ from ._requests import (
     _string,
     _version,
 )
+from .ui import WebUi
 
 __all__ = ["ApiError", "create_app", "serve_api"]
 
@@ -178,6 +179,11 @@ class _Api:
 
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok"})
+
+    @property
+    def openapi_document(self) -> dict[str, Any]:
+        """The OpenAPI document this API serves."""
+        return self._openapi
 
     async def openapi(self, request: Request) -> Response:
         return _json(self._openapi)
@@ -410,7 +416,10 @@ def _build(
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
     api = _Api(client, auth=token is not None)
-    app: ASGIApp = Starlette(routes=api.routes(), exception_handlers={HTTPException: _http_error})
+    ui = WebUi(client, token=token, openapi=api.openapi_document)
+    app: ASGIApp = Starlette(
+        routes=[*api.routes(), *ui.routes()], exception_handlers={HTTPException: _http_error}
+    )
     if token is not None:
         app = _BearerAuth(app, token)
     if metrics is not None:

@@ -28,8 +28,11 @@ from ._requests import ApiError, _clip
 
 log = logging.getLogger("actors.api")
 
-#: Paths served without a token (probes and tooling must reach them).
-_OPEN_PATHS: Final = frozenset({"/health", "/openapi.json"})
+#: Paths served without a token (probes and tooling must reach them), and the
+#: web UI's entry points (``/`` leads to it; ``/docs`` renders the open document).
+_OPEN_PATHS: Final = frozenset({"/health", "/openapi.json", "/", "/docs", "/ui"})
+#: The web UI checks the token itself: a browser signs in once and sends a cookie.
+_UI_PREFIX: Final = "/ui/"
 
 
 # -- errors ----------------------------------------------------------------------
@@ -208,7 +211,8 @@ class _BearerAuth:
         self._digest = hashlib.sha256(token.encode()).digest()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan" or scope.get("path") in _OPEN_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] == "lifespan" or path in _OPEN_PATHS or path.startswith(_UI_PREFIX):
             await self._app(scope, receive, send)
             return
         given = self._token(scope)

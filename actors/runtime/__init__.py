@@ -23,6 +23,7 @@ from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
 from ._visibility import MAX_LIMIT as MAX_LIMIT
+from ._visibility import InstanceFilters as InstanceFilters
 from ._visibility import InstanceQuery as InstanceQuery
 from ._visibility import InstanceSummary as InstanceSummary
 from ._worker import Worker as Worker
@@ -36,6 +37,7 @@ __all__ = [
     "HISTORY_LIMIT",
     "InstanceConflictError",
     "InstanceInfo",
+    "InstanceFilters",
     "InstanceQuery",
     "InstanceSummary",
     "MAX_LIMIT",

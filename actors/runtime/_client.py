@@ -72,7 +72,7 @@ from ._instances import (
     _unknown,
 )
 from ._registry import DefinitionStore
-from ._visibility import InstanceIndex, InstanceQuery, InstanceSummary
+from ._visibility import InstanceFilters, InstanceIndex, InstanceQuery, InstanceSummary
 
 # The errors it raises are _instances.py's, and exported from there.
 __all__ = ["Client"]
@@ -129,6 +129,11 @@ class Client:
         """Open a transport to ``url`` and a client on it; close both on exit."""
         async with open_transport(url, options) as transport, cls(transport, layout=layout) as c:
             yield c
+
+    @property
+    def transport(self) -> Transport:
+        """The transport the client talks through (the caller's, or the one ``connect`` opened)."""
+        return self._transport
 
     async def __aenter__(self) -> Client:
         await self._layout.provision(self._transport)
@@ -481,6 +486,18 @@ class Client:
         # Read-your-writes: whatever was stored before this call is listed.
         await index.sync()
         return index.query(**query)
+
+    async def count_by_status(
+        self, **filters: Unpack[InstanceFilters]
+    ) -> dict[InstanceStatus, int]:
+        """How many instances of each status match ``filters`` (:class:`InstanceFilters`).
+
+        Statuses no instance has are left out. Answered from the client's
+        index, as :meth:`list` is.
+        """
+        index = await self._index_ready()
+        await index.sync()
+        return index.counts(**filters)
 
     # -- internals ----------------------------------------------------------------
 

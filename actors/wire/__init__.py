@@ -45,6 +45,7 @@ from ._messages import encode_start as encode_start
 from ._messages import encode_task as encode_task
 from ._messages import encode_timer as encode_timer
 from ._names import CANCELS_BUCKET as CANCELS_BUCKET
+from ._names import DEADLETTER_STREAM as DEADLETTER_STREAM
 from ._names import DEFINITIONS_BUCKET as DEFINITIONS_BUCKET
 from ._names import EVENT_CANCEL as EVENT_CANCEL
 from ._names import EVENT_COMPLETED as EVENT_COMPLETED
@@ -97,6 +98,7 @@ __all__ = [
     "EVENT_START",
     "EVENT_TERMINATE",
     "EVENT_TIMER",
+    "DEADLETTER_STREAM",
     "HISTORY_STREAM",
     "INSTANCE_PREFIX",
     "MAX_NUMBER",
