@@ -24,6 +24,7 @@ from ._places import Place, place_steps
 
 if TYPE_CHECKING:
     from ._expressions import Expression
+    from ._flow import ConcurrencyLimit
     from ._steps import Step
 
 __all__ = [
@@ -74,6 +75,8 @@ class Definition:
     steps: tuple[Step, ...]
     output: Expression | None = None
     description: str = ""
+    #: Workflow-level concurrency limits (see ``_flow.py``); empty: none.
+    concurrency: tuple[ConcurrencyLimit, ...] = ()
     places: Mapping[str, Place] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,4 +102,6 @@ class Definition:
             data["output"] = self.output.source
         if self.description:
             data["description"] = self.description
+        if self.concurrency:
+            data["concurrency"] = [limit.to_data() for limit in self.concurrency]
         return data

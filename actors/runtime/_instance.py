@@ -44,11 +44,14 @@ from ..core import (
     ErrorInfo,
     Event,
     InstanceState,
+    InstanceStatus,
     LimitExceededError,
     Limits,
+    SlotGranted,
     StartRequested,
     decide,
     fail_instance,
+    queue_instance,
 )
 from ..errors import EngineError
 from ..wire import (
@@ -60,6 +63,7 @@ from ..wire import (
     decode_state,
     encode_activity_cancel,
 )
+from ._flow import QueueFullError, WorkflowSlots
 from ._outbox import messages_for
 from ._registry import DefinitionStore
 from ._sizes import checked, encoded, slim, within_limits
@@ -77,6 +81,8 @@ _START_RETRY_FIRST: Final = 0.02
 _START_RETRY_MAX: Final = 2.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
+#: What ``InstanceActor._flow`` says when the state must be read first.
+_READ_FIRST: Final = object()
 
 
 @dataclass(slots=True)
@@ -105,6 +111,8 @@ class Context:
     max_waiting_events: int
     #: The orchestrator's counters.
     stats: dict[str, int]
+    #: The slots of workflow-level concurrency limits (``FLOW_SLOTS``).
+    slots: WorkflowSlots
     #: Records a delivery in the dead letters with a reason, then acks it.
     deadletter: Callable[[Delivery, str], Awaitable[None]]
     #: Events the actors hold now, waiting for their instance.
@@ -350,7 +358,14 @@ class InstanceActor:
                 if isinstance(admitted, tuple):
                     new, commands = admitted
                 else:
-                    new, commands = decide(definition, state, admitted, now)
+                    flow = await self._flow(definition, state, admitted, now)
+                    if flow is _READ_FIRST:
+                        self._loaded = False
+                        continue
+                    if isinstance(flow, tuple):
+                        new, commands = flow
+                    else:
+                        new, commands = decide(definition, state, admitted, now)
             except Exception as exc:
                 log.exception(
                     "instance %s: the engine failed deciding %r",
@@ -378,6 +393,7 @@ class InstanceActor:
                     # Publishing again is deduplicated by message id (rule 2).
                     await self._publish(self._messages(state, state.outbox), state.outbox)
                     self._outbox_sent = True
+                    await self._free_slots(definition, state)
                 if (
                     state is not None
                     and isinstance(event, StartRequested)
@@ -429,8 +445,55 @@ class InstanceActor:
                     continue
             await self._publish(messages, commands)
             self._outbox_sent = True
+            await self._free_slots(definition, new)
             await delivery.ack()
             return
+
+    async def _flow(
+        self,
+        definition: Definition | None,
+        state: InstanceState | None,
+        event: Event,
+        now: float,
+    ) -> tuple[InstanceState, list[Command]] | object | None:
+        """Take the slots of the workflow-level limits a start (or an admission) needs.
+
+        ``None``: decide the event as it is (no limits, or every slot is
+        held). A decision in its place: the instance is queued, or fails (a
+        key without a value, a full queue). ``_READ_FIRST``: read the state
+        before taking anything, since a start of an instance that exists
+        (a duplicate) must not take a slot nobody would free.
+        """
+        if definition is None or not definition.concurrency:
+            return None
+        if isinstance(event, StartRequested) and state is None:
+            if self._unread:
+                return _READ_FIRST
+            start: StartRequested | None = event
+            input = event.input
+        elif (
+            isinstance(event, SlotGranted)
+            and state is not None
+            and state.status is InstanceStatus.QUEUED
+        ):
+            start = None
+            input = state.input
+        else:
+            return None
+        try:
+            admission = await self._ctx.slots.admit(definition, self._id, input)
+        except (ValueError, QueueFullError) as exc:
+            kind = "QueueFull" if isinstance(exc, QueueFullError) else "InvalidConcurrencyKey"
+            error = ErrorInfo(kind, str(exc), non_retryable=True)
+            return fail_instance(state, start, error, now, definition)
+        if admission.behind is None:
+            return None
+        return queue_instance(definition, state, start, admission.behind, now)
+
+    async def _free_slots(self, definition: Definition | None, state: InstanceState) -> None:
+        """Free the slots an instance that ended held (again, if it is redelivered)."""
+        if state.status.terminal and definition is not None and definition.concurrency:
+            await self._ctx.slots.release(definition, state)
 
     async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
         """Publish ``state``'s outbox if the event that made it may not be acked yet.

@@ -19,6 +19,8 @@ WORKFLOW_STATES        KV         ``{instance}`` -> state (compare-and-set)
 WORKFLOW_PARTITIONS    KV         which orchestrator owns which partition
 ACTIVITY_CANCELS       KV         ``{instance}.{step token}.{attempt}`` ->
                                   a withdrawn task (kept a day)
+FLOW_SLOTS             KV         ``workflow.{type}.{digest}`` -> the slots
+                                  of one key value of a concurrency limit
 =====================  =========  ===========================================
 
 Events of an instance are published on ``instance.{instance}.{event...}``;
@@ -57,6 +59,8 @@ STATES_BUCKET: Final = "WORKFLOW_STATES"
 PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
 #: Tasks withdrawn by their instance, which the workers watch.
 CANCELS_BUCKET: Final = "ACTIVITY_CANCELS"
+#: The slots and queues of concurrency limits (``_flow.py``), by compare-and-set.
+SLOTS_BUCKET: Final = "FLOW_SLOTS"
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -75,6 +79,8 @@ EVENT_SIGNAL: Final = "signal"  # .{name}
 EVENT_COMPLETED: Final = "completed"  # .{step key}
 EVENT_FAILED: Final = "failed"  # .{step key}
 EVENT_TIMER: Final = "timer"
+#: A queued instance was given a slot (``_flow.py``).
+EVENT_ADMIT: Final = "admit"
 TASK_PREFIX: Final = "activity.tasks"
 HISTORY_PREFIX: Final = "history"
 DEADLETTER_PREFIX: Final = "deadletter"
@@ -258,6 +264,7 @@ class Layout:
             # keys are ignored once stale, and gone after an hour.
             KVSpec(bucket=PARTITIONS_BUCKET, replicas=self.replicas, ttl=3600.0),
             KVSpec(bucket=CANCELS_BUCKET, replicas=self.replicas, ttl=self.cancel_ttl),
+            KVSpec(bucket=SLOTS_BUCKET, replicas=self.replicas, max_value_size=self.max_payload),
         )
 
     def intake_consumer(self) -> ConsumerSpec:

@@ -189,6 +189,13 @@ def _step_data(step: StepState) -> dict[str, Any]:
 
 def state_to_data(state: InstanceState) -> dict[str, Any]:
     """The plain form stored in ``WORKFLOW_STATES`` (also what clients read)."""
+    data = _state_data(state)
+    if state.queued is not None:
+        data["queued"] = state.queued
+    return data
+
+
+def _state_data(state: InstanceState) -> dict[str, Any]:
     return {
         "id": state.id,
         "type": state.type,
@@ -275,6 +282,7 @@ def _state_from(fields: _Fields) -> InstanceState:
         parent=fields.get("parent", _STR, None),
         parent_step=fields.get("parent_step", _STR, None),
         depth=fields.count("depth", default=0, least=0, wanted="an integer >= 0"),
+        queued=fields.get("queued", _STR, None),
     )
 
 

@@ -1,0 +1,268 @@
+"""Workflow-level concurrency limits, held on the broker.
+
+Each value of each limit's key has one entry in ``FLOW_SLOTS`` (see
+``actors.wire._flow``): the instances holding its slots and those queued
+for one, first come first. Every change is a compare-and-set of that one
+entry, so taking, queueing and handing on never race, whichever
+orchestrators do them. What holds and what frees a slot
+(``docs/engine.md``, "Flow control"):
+
+* an instance's start takes a slot of each of its limits, in the order the
+  definition lists them, or queues in the first that is full (keeping those
+  it took: a fixed order cannot deadlock);
+* the decision that ends an instance (completed, failed, cancelled,
+  terminated, queued or running) frees every slot it holds and its place in
+  any queue; a freed slot goes to the first instance queued for it, which
+  is sent an admission event (``instance.{id}.admit``) that takes its next
+  limits and starts it;
+* every step is idempotent (an instance holding or queued already is left
+  as it is; a free re-sends the admissions it made), so that the event
+  that did it, redelivered after a crash, does it again harmlessly;
+* :meth:`WorkflowSlots.sweep` frees the slots of holders that cannot free
+  them (an instance that ended, or never came to be stored), should any be
+  left by a path that skipped the free.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Final
+
+from transport import ConflictError, KeyValue, OutMessage, Transport
+
+from ..core import ConcurrencyLimit, Definition, InstanceState, key_values
+from ..wire import (
+    MessageError,
+    Slot,
+    SlotHolder,
+    admit_msg_id,
+    admit_subject,
+    decode_slot,
+    decode_state,
+    encode_admit,
+    encode_slot,
+    workflow_slot_key,
+)
+
+__all__ = ["MAX_QUEUE", "Admission", "WorkflowSlots", "describe"]
+
+log = logging.getLogger("actors.orchestrator")
+
+#: Instances one key value's queue holds at most (its entry is one message):
+#: a start beyond it fails with ``QueueFull``.
+MAX_QUEUE: Final = 10_000
+
+
+class QueueFullError(Exception):
+    """A key value's queue holds :data:`MAX_QUEUE` instances already."""
+
+
+def describe(index: int, limit: ConcurrencyLimit, value: str | int | float) -> str:
+    """How ``status`` names a limit an instance waits behind."""
+    shown = f'"{value}"' if isinstance(value, str) else repr(value)
+    return f"concurrency[{index}]: {limit.key.source} = {shown} (limit {limit.limit})"
+
+
+class Admission:
+    """Where an instance stands with its limits: held all (``behind is None``), or queued."""
+
+    __slots__ = ("behind",)
+
+    def __init__(self, behind: str | None) -> None:
+        self.behind = behind
+
+
+class WorkflowSlots:
+    """The slots of workflow-level concurrency limits, in one bucket shared by all processes."""
+
+    def __init__(self, transport: Transport, bucket: KeyValue) -> None:
+        self._transport = transport
+        self._bucket = bucket
+
+    @property
+    def bucket(self) -> KeyValue:
+        return self._bucket
+
+    def keys_of(
+        self, definition: Definition, instance_id: str, input: object
+    ) -> list[tuple[int, ConcurrencyLimit, str | int | float, str]]:
+        """Each limit of ``definition`` with its key's value and slot key, in order.
+
+        Raises :class:`~actors.core.ExpressionError` if a key does not give a value.
+        """
+        values = key_values(definition, instance_id, input)
+        return [
+            (i, limit, value, workflow_slot_key(definition.type, limit.key.source, value))
+            for i, (limit, value) in enumerate(zip(definition.concurrency, values, strict=True))
+        ]
+
+    async def admit(self, definition: Definition, instance_id: str, input: object) -> Admission:
+        """Take a slot of every limit, in order, or queue in the first that is full.
+
+        Idempotent: slots held are kept, a place in a queue too. Raises
+        :class:`~actors.core.ExpressionError` for a key without a value and
+        :class:`QueueFullError` for a queue that is full.
+        """
+        for index, limit, value, key in self.keys_of(definition, instance_id, input):
+            if not await self._take(key, definition.type, limit, value, instance_id):
+                return Admission(describe(index, limit, value))
+        return Admission(None)
+
+    async def _take(
+        self,
+        key: str,
+        workflow_type: str,
+        limit: ConcurrencyLimit,
+        value: str | int | float,
+        instance_id: str,
+    ) -> bool:
+        """Hold a slot of ``key`` (``True``) or wait in its queue (``False``)."""
+        now = self._transport.now()
+        me = SlotHolder(instance_id, now)
+        fresh = Slot(workflow_type, limit.key.source, value, limit.limit, holders=(me,))
+        bucket = self._bucket
+        try:
+            # The common case when a limit does not bind: nobody holds this value.
+            await bucket.create(key, encode_slot(fresh))
+            return True
+        except ConflictError:
+            pass
+        while True:
+            entry = await bucket.get(key)
+            if entry is None:
+                try:
+                    await bucket.create(key, encode_slot(fresh))
+                    return True
+                except ConflictError:
+                    continue
+            slot = self._decode(key, entry.value)
+            if slot.holds(instance_id):
+                return True
+            if slot.place(instance_id):
+                return False
+            slot = replace(slot, limit=limit.limit)
+            # First come first: with others queued, a newcomer goes behind them.
+            taken = len(slot.holders) < slot.limit and not slot.queue
+            if taken:
+                slot = replace(slot, holders=(*slot.holders, me))
+            elif len(slot.queue) >= MAX_QUEUE:
+                raise QueueFullError(
+                    f"{describe(0, limit, value)}: {MAX_QUEUE} instances are queued already"
+                )
+            else:
+                slot = replace(slot, queue=(*slot.queue, me))
+            try:
+                await bucket.update(key, encode_slot(slot), entry.revision)
+            except ConflictError:
+                continue
+            return taken
+
+    async def release(self, definition: Definition, state: InstanceState) -> None:
+        """Free every slot ``state``'s instance holds and its place in every queue.
+
+        The freed slots go to the first instances queued for them, which are
+        sent their admission (again, for those this instance admitted
+        before: the broker drops copies). A key that cannot be computed
+        (the instance failed on it) holds nothing.
+        """
+        try:
+            keys = self.keys_of(definition, state.id, state.input)
+        except ValueError:
+            return
+        for _, _, _, key in keys:
+            await self.free(key, state.id)
+
+    async def free(self, key: str, instance_id: str) -> list[str]:
+        """Free ``instance_id``'s slot of ``key`` (or its place in the queue); who got it.
+
+        Returns the instances admitted, now or before, by this instance.
+        """
+        bucket = self._bucket
+        while True:
+            entry = await bucket.get(key)
+            if entry is None:
+                return []
+            slot = self._decode(key, entry.value)
+            holders = [h for h in slot.holders if h.id != instance_id]
+            queue = [w for w in slot.queue if w.id != instance_id]
+            changed = len(holders) != len(slot.holders) or len(queue) != len(slot.queue)
+            if changed:
+                now = self._transport.now()
+                while queue and len(holders) < slot.limit:
+                    waiter = queue.pop(0)
+                    holders.append(SlotHolder(waiter.id, now, by=instance_id))
+            admitted = [h.id for h in holders if h.by == instance_id]
+            try:
+                if changed and not holders and not queue:
+                    # An empty entry is deleted, so that the bucket holds
+                    # only the key values in use, however many there are.
+                    await bucket.delete(key, revision=entry.revision)
+                elif changed:
+                    updated = replace(slot, holders=tuple(holders), queue=tuple(queue))
+                    await bucket.update(key, encode_slot(updated), entry.revision)
+            except ConflictError:
+                continue
+            await self._send_admissions(key, admitted)
+            return admitted
+
+    async def _send_admissions(self, key: str, admitted: Sequence[str]) -> None:
+        if admitted:
+            await self._transport.publish_many(
+                [
+                    OutMessage(
+                        admit_subject(instance_id),
+                        encode_admit(instance_id, key),
+                        msg_id=admit_msg_id(instance_id, key),
+                    )
+                    for instance_id in admitted
+                ]
+            )
+
+    async def slots(self) -> list[tuple[str, Slot]]:
+        """Every key value in use, with its holders and queue (for listing)."""
+        found: list[tuple[str, Slot]] = []
+        for key in sorted(await self._bucket.keys()):
+            entry = await self._bucket.get(key)
+            if entry is not None:
+                try:
+                    found.append((key, decode_slot(entry.value)))
+                except MessageError as exc:
+                    log.warning("slot %s is damaged: %s", key, exc)
+        return found
+
+    async def sweep(self, states: KeyValue, grace: float) -> int:
+        """Free the slots of holders that will never free them; how many were freed.
+
+        A holder whose instance has ended, or has not been stored ``grace``
+        seconds after it took its slot (its start went to dead letters), frees
+        nothing by itself. Only entries with instances queued are looked
+        at: elsewhere a stale holder keeps nobody waiting.
+        """
+        freed = 0
+        now = self._transport.now()
+        for key, slot in await self.slots():
+            if not slot.queue:
+                continue
+            for holder in slot.holders:
+                entry = await states.get(holder.id)
+                if entry is None:
+                    stale = now - holder.at >= grace
+                else:
+                    try:
+                        stale = decode_state(entry.value).status.terminal
+                    except MessageError:
+                        stale = False
+                if stale:
+                    log.warning("freeing the slot of %s in %s: it ended without", holder.id, key)
+                    await self.free(key, holder.id)
+                    freed += 1
+        return freed
+
+    @staticmethod
+    def _decode(key: str, data: bytes) -> Slot:
+        try:
+            return decode_slot(data)
+        except MessageError as exc:
+            raise MessageError(f"the slot entry {key!r} is damaged: {exc}") from None

@@ -1,0 +1,159 @@
+"""Flow control on the wire: the slots of concurrency limits, and the event that admits.
+
+A workflow-level concurrency limit keeps, per value of its key, one entry
+in the ``FLOW_SLOTS`` bucket: the instances holding a slot and those queued
+for one, in the order they came. Every change to an entry is a
+compare-and-set of the whole entry, so that taking a slot, queueing for one
+and handing one on never race. Its form is in ``docs/wire.md`` ("Flow
+control").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ._codec import encode
+from ._fields import _LIST, _NUMBER, _STR, MessageError, _body, _Fields
+from ._names import EVENT_ADMIT, INSTANCE_PREFIX
+
+__all__ = [
+    "Slot",
+    "SlotHolder",
+    "admit_msg_id",
+    "admit_subject",
+    "decode_admit",
+    "decode_slot",
+    "encode_admit",
+    "encode_slot",
+    "workflow_slot_key",
+]
+
+KIND_SLOT: Final = "flow.slot"
+KIND_ADMIT: Final = "flow.admit"
+#: Where the slots of workflow-level limits are kept in ``FLOW_SLOTS``.
+WORKFLOW_SLOT_PREFIX: Final = "workflow"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotHolder:
+    """An instance holding (or waiting for) a slot, since ``at`` (seconds since the epoch).
+
+    ``by``: for a slot handed on, the instance that freed it, which sends
+    the holder its admission (again, while it is redelivered).
+    """
+
+    id: str
+    at: float
+    by: str | None = None
+
+    def to_data(self) -> list[Any]:
+        return [self.id, self.at] if self.by is None else [self.id, self.at, self.by]
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One key value of one limit: who holds its slots and who waits, first first."""
+
+    #: The workflow type, the key expression and the key's value it counts.
+    type: str
+    key: str
+    value: str | int | float
+    #: The limit, as the definition that wrote the entry last says.
+    limit: int
+    holders: tuple[SlotHolder, ...] = ()
+    queue: tuple[SlotHolder, ...] = field(default=())
+
+    def holds(self, instance_id: str) -> bool:
+        return any(holder.id == instance_id for holder in self.holders)
+
+    def place(self, instance_id: str) -> int:
+        """1 for the first in the queue; 0 if ``instance_id`` is not queued here."""
+        for index, waiter in enumerate(self.queue):
+            if waiter.id == instance_id:
+                return index + 1
+        return 0
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "key": self.key,
+            "value": self.value,
+            "limit": self.limit,
+            "holders": [holder.to_data() for holder in self.holders],
+            "queue": [waiter.to_data() for waiter in self.queue],
+        }
+
+
+def workflow_slot_key(workflow_type: str, key: str, value: str | int | float) -> str:
+    """The ``FLOW_SLOTS`` key of ``value`` of key expression ``key`` of ``workflow_type``.
+
+    ``workflow.{type}.{digest}``: the digest (128 bits of SHA-256) of the key
+    expression and its value as JSON, so that any value makes a valid key
+    token. The entry holds the three, and a reader checks them.
+    """
+    text = json.dumps([key, value], ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    return f"{WORKFLOW_SLOT_PREFIX}.{workflow_type}.{digest}"
+
+
+def encode_slot(slot: Slot) -> bytes:
+    return encode(KIND_SLOT, slot.to_data())
+
+
+def decode_slot(data: bytes) -> Slot:
+    """A slot entry as :func:`encode_slot` writes it. Raises :class:`MessageError`."""
+    fields = _Fields(_body(data, KIND_SLOT))
+    value = fields.data.get("value")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise fields.wrong("value", "a string or a number")
+    limit = fields.count("limit", default=0, least=1, wanted="an integer >= 1")
+    return Slot(
+        fields.text("type"),
+        fields.text("key"),
+        value,
+        limit,
+        tuple(_holders(fields, "holders")),
+        tuple(_holders(fields, "queue")),
+    )
+
+
+def _holders(fields: _Fields, name: str) -> list[SlotHolder]:
+    found: list[SlotHolder] = []
+    for index, item in enumerate(fields.get(name, _LIST, [])):
+        ok = (
+            isinstance(item, list)
+            and len(item) in (2, 3)
+            and type(item[0]) in _STR.types
+            and type(item[1]) in _NUMBER.types
+            and (len(item) == 2 or type(item[2]) in _STR.types)
+        )
+        if not ok:
+            raise MessageError(
+                f"field {fields.path(name)}[{index}] must be [instance, time] or "
+                "[instance, time, by]"
+            )
+        found.append(SlotHolder(item[0], float(item[1]), item[2] if len(item) == 3 else None))
+    return found
+
+
+def admit_subject(instance_id: str) -> str:
+    """Where an instance is told it was given a slot it waited for."""
+    return f"{INSTANCE_PREFIX}.{instance_id}.{EVENT_ADMIT}"
+
+
+def admit_msg_id(instance_id: str, slot_key: str) -> str:
+    """An admission's id: an instance waits for a slot of one key value once."""
+    return f"admit.{instance_id}.{slot_key}"
+
+
+def encode_admit(instance_id: str, slot_key: str) -> bytes:
+    return encode(KIND_ADMIT, {"instance": instance_id, "slot": slot_key})
+
+
+def decode_admit(data: bytes) -> tuple[str, str]:
+    """The instance and the slot key an admission names. Raises :class:`MessageError`."""
+    fields = _Fields(_body(data, KIND_ADMIT))
+    return fields.text("instance"), fields.text("slot")

@@ -1,0 +1,309 @@
+"""Workflow-level concurrency limits (``concurrency:`` in a definition), on both transports.
+
+The activities write down when they run (on the test's clock), so that the
+limits are checked from what really ran, not from what the engine says.
+Every test ends by checking that no slot is left held: the slots bucket is
+empty once every instance has ended.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+from flow import result_of
+from records import Records
+
+import actors
+from actors import InstanceStatus
+from actors.wire import SLOTS_BUCKET, decode_slot
+
+if TYPE_CHECKING:
+    from conftest import Engine
+
+
+@dataclass
+class Ledger:
+    #: Per run: (key, instance, start time, end time), in the order they ended.
+    runs: list[tuple[str, str, float, float]] = field(default_factory=list)
+    #: Runs per key, in the order they started.
+    started: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: When each instance's span began.
+    began: dict[str, float] = field(default_factory=dict)
+
+
+LEDGER: Records[Ledger] = Records("ledger", Ledger)
+
+
+@pytest.fixture(autouse=True)
+def ledger() -> Iterator[Ledger]:
+    with LEDGER.fresh() as records:
+        yield records
+
+
+@actors.activity
+async def serve_order(order: dict[str, Any]) -> str:
+    """Run for ``order["for"]`` seconds, writing down when."""
+    records = LEDGER.get()
+    instance = actors.activity_info().instance_id
+    began = trio.current_time()
+    records.started[order["customer"]].append(instance)
+    await trio.sleep(order.get("for", 0.01))
+    records.runs.append((order["customer"], instance, began, trio.current_time()))
+    return instance
+
+
+@actors.activity
+async def begin_span(order: dict[str, Any]) -> dict[str, Any]:
+    """Note when an instance's span begins; pass the order on."""
+    LEDGER.get().began[actors.activity_info().instance_id] = trio.current_time()
+    return order
+
+
+@actors.activity
+async def end_span(order: dict[str, Any]) -> None:
+    """Note when the span ends: the instance ran from its begin_span to here."""
+    records = LEDGER.get()
+    instance = actors.activity_info().instance_id
+    began = records.began[instance]
+    records.runs.append((order["customer"], instance, began, trio.current_time()))
+
+
+#: An instance that runs a while without holding a worker (a durable sleep):
+#: its span, from its first activity to its last, is when it surely ran.
+SPANS = """
+type: spans
+concurrency: [{key: input.customer, limit: 2}]
+steps:
+  - {id: begin, activity: begin_span}
+  - {id: pause, sleep: 50ms}
+  - {id: end, activity: end_span}
+"""
+
+
+@actors.activity
+async def fail_order(order: dict[str, Any]) -> None:
+    raise actors.ActivityError("no", non_retryable=True)
+
+
+def per_customer(limit: int, *, total: int | None = None, workflow: str = "order") -> str:
+    limits = [f'{{key: "input.customer", limit: {limit}}}']
+    if total is not None:
+        limits.append(f"{{key: \"'all'\", limit: {total}}}")
+    return f"""
+type: {workflow}
+concurrency: [{", ".join(limits)}]
+steps:
+  - {{id: serve, activity: serve_order}}
+"""
+
+
+GATED = """
+type: gated
+concurrency: [{key: input.customer, limit: 1}]
+steps:
+  - {id: gate, wait_signal: go, timeout: 1h}
+  - {id: serve, activity: serve_order, input: input}
+"""
+
+
+def most_at_once(runs: list[tuple[float, float]]) -> int:
+    """The most of ``runs`` (start, end) that overlapped at any moment."""
+    edges = sorted([(start, 1) for start, _ in runs] + [(end, -1) for _, end in runs])
+    most = now = 0
+    for _, step in edges:  # an end sorts before a start at the same time
+        now += step
+        most = max(most, now)
+    return most
+
+
+async def no_slots_left(engine: Engine) -> None:
+    """Wait until every slot is freed (an instance's end is stored just before its free)."""
+    bucket = await engine.transport.kv(SLOTS_BUCKET)
+    with trio.fail_after(30):
+        async with bucket.watch() as changes:
+            while await bucket.keys():
+                await changes.receive()
+
+
+async def slots_left(engine: Engine) -> dict[str, Any]:
+    bucket = await engine.transport.kv(SLOTS_BUCKET)
+    left = {}
+    for key in await bucket.keys():
+        entry = await bucket.get(key)
+        if entry is not None:
+            left[key] = decode_slot(entry.value)
+    return left
+
+
+async def status_of(engine: Engine, instance: str) -> actors.InstanceInfo:
+    info = await engine.client.status(instance)
+    assert info is not None
+    return info
+
+
+async def test_one_per_key_in_start_order(engine: Engine, clock: Any, ledger: Ledger) -> None:
+    await engine.client.register(per_customer(1))
+    ids = [f"o{i}" for i in range(12)]
+    for i, instance in enumerate(ids):
+        customer = f"c{i % 3}"
+        await engine.client.start("order", {"customer": customer, "for": 0.05}, id=instance)
+    for instance in ids:
+        assert await result_of(engine, instance) == instance
+    by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for key, _, began, ended in ledger.runs:
+        by_key[key].append((began, ended))
+    assert {key: most_at_once(runs) for key, runs in by_key.items()} == {
+        "c0": 1,
+        "c1": 1,
+        "c2": 1,
+    }
+    # Queued starts run in the order they were started.
+    assert ledger.started["c0"] == ids[0::3]
+    assert ledger.started["c1"] == ids[1::3]
+    await no_slots_left(engine)
+
+
+async def test_several_limits_at_once(engine: Engine, clock: Any, ledger: Ledger) -> None:
+    """One per customer and two in all: both hold at every moment."""
+    await engine.client.register(per_customer(1, total=2))
+    ids = [f"o{i}" for i in range(10)]
+    for i, instance in enumerate(ids):
+        await engine.client.start("order", {"customer": f"c{i % 4}", "for": 0.05}, id=instance)
+    for instance in ids:
+        await result_of(engine, instance)
+    assert most_at_once([(began, ended) for _, _, began, ended in ledger.runs]) == 2
+    for customer in ("c0", "c1", "c2", "c3"):
+        runs = [(began, ended) for key, _, began, ended in ledger.runs if key == customer]
+        assert most_at_once(runs) == 1
+    await no_slots_left(engine)
+
+
+async def test_status_shows_the_queue_and_each_ending_frees_the_slot(
+    engine: Engine, clock: Any
+) -> None:
+    """Completion, cancel, terminate and failure each free the slot for the next in line."""
+    client = engine.client
+    await client.register(GATED)
+    for i in range(4):
+        await client.start("gated", {"customer": "ann", "for": 0}, id=f"g{i}")
+    with trio.fail_after(30):
+        await client.wait_for("g3", lambda info: info.status is InstanceStatus.QUEUED)
+        await client.wait_for("g0", lambda info: "gate" in info.steps)
+    for queued in ("g1", "g2", "g3"):
+        info = await status_of(engine, queued)
+        assert info.status is InstanceStatus.QUEUED
+        assert info.queued == 'concurrency[0]: input.customer = "ann" (limit 1)'
+        assert info.to_data()["queued"] == info.queued
+    (slot,) = (await slots_left(engine)).values()
+    assert [holder.id for holder in slot.holders] == ["g0"]
+    assert [waiter.id for waiter in slot.queue] == ["g1", "g2", "g3"]
+    # A queued instance takes signals, and keeps them for when it runs.
+    await client.signal("g2", "go")
+
+    # Cancelled while it runs: the next starts.
+    await client.cancel("g0")
+    with trio.fail_after(30):
+        await client.wait_for("g1", lambda info: "gate" in info.steps)
+    # Terminated while queued: it leaves the queue and never runs.
+    await client.terminate("g3")
+    with trio.fail_after(30):
+        await client.wait_for("g3", lambda info: info.status.terminal)
+    assert (await status_of(engine, "g3")).status is InstanceStatus.TERMINATED
+    assert (await status_of(engine, "g3")).steps == {}
+    # Completed: g1 goes on once signalled, then g2 runs with the signal it had.
+    await client.signal("g1", "go")
+    assert await result_of(engine, "g1") == "g1"
+    assert await result_of(engine, "g2") == "g2"
+    assert (await status_of(engine, "g0")).status is InstanceStatus.CANCELLED
+    history = [record["kind"] for record in await engine.history("g2")]
+    assert history[:3] == ["flow.queued", "signal.received", "workflow.started"]
+    await no_slots_left(engine)
+
+
+async def test_a_failure_frees_the_slot(engine: Engine, clock: Any) -> None:
+    await engine.client.register(
+        """
+type: failing
+concurrency: [{key: input.customer, limit: 1}]
+steps: [{id: fail, activity: fail_order}]
+"""
+    )
+    for i in range(3):
+        await engine.client.start("failing", {"customer": "bob"}, id=f"f{i}")
+    for i in range(3):
+        with pytest.raises(actors.WorkflowFailedError):
+            await result_of(engine, f"f{i}")
+    await no_slots_left(engine)
+
+
+async def test_a_key_without_a_value_fails_the_start(engine: Engine, clock: Any) -> None:
+    await engine.client.register(per_customer(1))
+    await engine.client.start("order", {"client": "typo"}, id="nokey")
+    with pytest.raises(actors.WorkflowFailedError) as caught:
+        await result_of(engine, "nokey")
+    assert caught.value.error.type == "InvalidConcurrencyKey"
+    assert "gave null" in caught.value.error.message
+    await no_slots_left(engine)
+
+
+async def test_a_duplicate_start_takes_no_slot(engine: Engine, clock: Any) -> None:
+    """A start again of an instance that ended must not take (and keep) a slot."""
+    await engine.client.register(per_customer(1))
+    await engine.client.start("order", {"customer": "dup", "for": 0}, id="d1")
+    await result_of(engine, "d1")
+    # Published straight to the instance's subject, past the client's check.
+    from actors.wire import StartMessage, encode_start, start_subject
+
+    seen = engine.orchestrator.stats["events"]
+    await engine.transport.publish(
+        start_subject("d1", "order"), encode_start(StartMessage("d1", {"customer": "dup"}, 0))
+    )
+    with trio.fail_after(30):
+        await engine.orchestrator.wait_until(
+            lambda: (
+                engine.orchestrator.stats["events"] > seen and not engine.orchestrator.active_actors
+            )
+        )
+    await no_slots_left(engine)
+
+
+async def spans_over_keys(engine: Engine, ledger: Ledger, starts: int, keys: int) -> None:
+    """``starts`` instances started at once over ``keys`` customers, two at a time each."""
+    await engine.client.register(SPANS)
+    ids = [f"m{i}" for i in range(starts)]
+
+    async def start(first: int) -> None:
+        for i in range(first, len(ids), 25):
+            await engine.client.start("spans", {"customer": f"c{i % keys}"}, id=ids[i])
+
+    async with trio.open_nursery() as nursery:
+        for first in range(25):
+            nursery.start_soon(start, first)
+    with trio.fail_after(240):
+        for instance in ids:
+            await engine.client.result(instance)
+    assert len(ledger.runs) == starts
+    by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for key, _, began, ended in ledger.runs:
+        by_key[key].append((began, ended))
+    assert len(by_key) == keys
+    # Never a third; and the limit did bind (two at once were seen).
+    assert max(most_at_once(runs) for runs in by_key.values()) == 2
+    await no_slots_left(engine)
+
+
+async def test_exact_under_concurrent_starts(engine: Engine, clock: Any, ledger: Ledger) -> None:
+    await spans_over_keys(engine, ledger, 200, 10)
+
+
+@pytest.mark.slow
+async def test_exact_under_a_thousand_concurrent_starts(
+    engine: Engine, clock: Any, ledger: Ledger
+) -> None:
+    """1,000 starts at once over 50 customers, two at a time each: never a third."""
+    await spans_over_keys(engine, ledger, 1000, 50)
