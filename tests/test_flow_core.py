@@ -19,6 +19,7 @@ from actors.core import (
     load_definition,
     parse_definition,
     queue_instance,
+    step_limit,
 )
 from actors.wire import decode_state, encode_state
 
@@ -113,3 +114,53 @@ def test_a_queued_instance_keeps_signals_starts_when_admitted_and_ends_unstarted
         assert ended is not None
         assert ended.status is status
         assert ended.steps == {}
+
+
+STEP_LIMIT = """
+type: pay
+steps:
+  - {id: charge, activity: charge, concurrency: {key: input.account, limit: 2}}
+  - {id: mail, activity: mail, concurrency: {limit: 1}}
+"""
+
+
+def test_step_limits_round_trip_and_name_their_activity() -> None:
+    definition = load_definition(STEP_LIMIT)
+    assert definition.limited_steps
+    steps = definition.to_data()["steps"]
+    assert steps[0]["concurrency"] == {"key": "input.account", "limit": 2}
+    assert steps[1]["concurrency"] == {"limit": 1}
+    assert parse_definition(definition.to_data()) == definition
+    found = step_limit(definition, "charge")
+    assert found is not None
+    assert found[0] == "charge"
+    assert found[1].limit == 2
+    assert step_limit(definition, "nothing") is None
+    assert not load_definition(LIMITED).limited_steps
+
+
+def test_a_step_key_without_a_value_fails_the_attempt_unretried() -> None:
+    definition = load_definition(STEP_LIMIT)
+    start = StartRequested("p", "pay", 1, {"amount": 3})
+    state, commands = decide(definition, None, start, 1.0)
+    assert state is not None
+    assert state.status is InstanceStatus.FAILED
+    assert state.error is not None
+    assert state.error.type == "InvalidConcurrencyKey"
+    assert "input.account" in state.error.message
+    assert not [c for c in commands if type(c).__name__ == "ScheduleActivity"]
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        ("{key: a}", "concurrency.limit: must be from 1 to 1000000"),
+        ("[{key: a, limit: 1}]", "concurrency: a concurrency limit"),
+        ("{limit: 1, rate: 2}", "concurrency.rate: unknown field"),
+    ],
+)
+def test_bad_step_limits_are_refused_with_their_path(limit: str, message: str) -> None:
+    text = f"type: t\nsteps: [{{id: a, activity: x, concurrency: {limit}}}]\n"
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(text)
+    assert any(message in str(error) for error in caught.value.errors), caught.value.errors

@@ -87,7 +87,11 @@ from ._events import TimerFired as TimerFired
 from ._events import TimerKind as TimerKind
 from ._expressions import ExpressionError as ExpressionError
 from ._flow import ConcurrencyLimit as ConcurrencyLimit
+from ._flow import StepLimit as StepLimit
+from ._flow import attempt_key_value as attempt_key_value
 from ._flow import key_values as key_values
+from ._flow import step_key_value as step_key_value
+from ._flow import step_limit as step_limit
 from ._keys import ID_PATTERN as ID_PATTERN
 from ._keys import NAME_PATTERN as NAME_PATTERN
 from ._keys import InvalidNameError as InvalidNameError
@@ -140,6 +144,7 @@ __all__ = [
     "StartRequested",
     "StartTimer",
     "StepState",
+    "StepLimit",
     "StepStatus",
     "Steps",
     "TerminateRequested",
@@ -151,10 +156,13 @@ __all__ = [
     "check_name",
     "check_step_key",
     "admit_instance",
+    "attempt_key_value",
     "decide",
     "fail_instance",
     "key_values",
     "load_definition",
     "parse_definition",
     "queue_instance",
+    "step_key_value",
+    "step_limit",
 ]

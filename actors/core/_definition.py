@@ -78,9 +78,15 @@ class Definition:
     #: Workflow-level concurrency limits (see ``_flow.py``); empty: none.
     concurrency: tuple[ConcurrencyLimit, ...] = ()
     places: Mapping[str, Place] = field(default_factory=dict, compare=False, repr=False)
+    #: Whether any activity step has a concurrency limit (``_flow.py``).
+    limited_steps: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "places", place_steps(self.steps))
+        limited = any(
+            getattr(place.step, "concurrency", None) is not None for place in self.places.values()
+        )
+        object.__setattr__(self, "limited_steps", limited)
 
     def step(self, step_id: str) -> Step | None:
         place = self.places.get(step_id)

@@ -19,8 +19,19 @@ from ._expressions import Expression, ExpressionError
 if TYPE_CHECKING:
     from ._definition import Definition
     from ._parse import Checker
+    from ._state import InstanceState
 
-__all__ = ["MAX_CONCURRENCY_LIMITS", "ConcurrencyLimit", "key_values", "parse_concurrency"]
+__all__ = [
+    "MAX_CONCURRENCY_LIMITS",
+    "ConcurrencyLimit",
+    "StepLimit",
+    "attempt_key_value",
+    "key_values",
+    "parse_concurrency",
+    "parse_step_limit",
+    "step_key_value",
+    "step_limit",
+]
 
 #: Limits one definition may have (each costs a slot read and write per start).
 MAX_CONCURRENCY_LIMITS: Final = 8
@@ -40,6 +51,100 @@ class ConcurrencyLimit:
 
     def to_data(self) -> dict[str, Any]:
         return {"key": self.key.source, "limit": self.limit}
+
+
+@dataclass(frozen=True, slots=True)
+class StepLimit:
+    """At most ``limit`` attempts of an activity step out at once per value of ``key``.
+
+    ``key=None``: one count for every attempt of the step's activity under this limit.
+    """
+
+    key: Expression | None
+    limit: int
+
+    @property
+    def source(self) -> str:
+        """The key expression as written (``""`` without one)."""
+        return "" if self.key is None else self.key.source
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"limit": self.limit}
+        if self.key is not None:
+            data["key"] = self.key.source
+        return data
+
+
+def parse_step_limit(checker: Checker, data: object) -> StepLimit | None:
+    """An activity step's ``concurrency`` (absent: ``None``), problems to ``checker``."""
+    if data is None:
+        return None
+    with checker.at("concurrency"):
+        fields = checker.mapping(data, _FIELDS, "a concurrency limit ({key, limit})")
+        if fields is None:
+            return None
+        key = checker.expression(fields, "key")
+        limit = checker.integer(fields, "limit", 0, 1, MAX_LIMIT, f"must be from 1 to {MAX_LIMIT}")
+        return None if limit is None else StepLimit(key, limit)
+
+
+def step_limit(definition: Definition, step: str) -> tuple[str, StepLimit] | None:
+    """The activity and the limit of the step ``step`` (a step key) names, if it has one.
+
+    A compensation (``~undo``) has none: undoing is never held back.
+    """
+    from ._refs import resolve
+    from ._steps import ActivityStep
+
+    ref = resolve(definition, step)
+    if ref is None or ref.undo or not isinstance(ref.step, ActivityStep):
+        return None
+    limit = ref.step.concurrency
+    return None if limit is None else (ref.step.activity, limit)
+
+
+def attempt_key_value(
+    definition: Definition, state: InstanceState, step: str
+) -> tuple[str, StepLimit, str | int | float] | None:
+    """The activity, limit and key value of the attempts of ``step`` (a step key).
+
+    ``None`` for a step without a limit, or one whose input or key fails
+    (its attempt failed on it and took no slot). The input is computed
+    again from ``state``: what it depends on (the workflow's input, the
+    outputs of completed steps) does not change while the step runs.
+    """
+    from ._refs import resolve
+    from ._scope import input_of
+    from ._steps import ActivityStep
+
+    ref = resolve(definition, step)
+    if ref is None or ref.undo or not isinstance(ref.step, ActivityStep):
+        return None
+    limit = ref.step.concurrency
+    if limit is None:
+        return None
+    try:
+        value = input_of(state, definition, ref, ref.step.input)
+        return ref.step.activity, limit, step_key_value(limit, definition, state.id, value)
+    except ExpressionError:
+        return None
+
+
+def step_key_value(
+    limit: StepLimit, definition: Definition, instance_id: str, input: Any
+) -> str | int | float:
+    """The value of a step limit's key for an attempt given ``input`` (the activity's input).
+
+    The key sees ``input`` (what the activity is given) and ``workflow``.
+    Raises :class:`ExpressionError` as :func:`key_values` does.
+    """
+    if limit.key is None:
+        return ""
+    context = {
+        "input": input,
+        "workflow": {"id": instance_id, "type": definition.type, "version": definition.version},
+    }
+    return _checked(limit.key, limit.key.evaluate(context), "concurrency.key")
 
 
 def parse_concurrency(checker: Checker, data: object) -> tuple[ConcurrencyLimit, ...]:
@@ -80,21 +185,22 @@ def key_values(definition: Definition, instance_id: str, input: Any) -> list[str
         "input": input,
         "workflow": {"id": instance_id, "type": definition.type, "version": definition.version},
     }
-    values: list[str | int | float] = []
-    for i, limit in enumerate(definition.concurrency):
-        value = limit.key.evaluate(context)
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ExpressionError(
-                f"concurrency[{i}].key {limit.key.source!r} gave {_kind(value)}; "
-                "a key must be a string or a number"
-            )
-        if isinstance(value, str) and len(value) > MAX_KEY_LENGTH:
-            raise ExpressionError(
-                f"concurrency[{i}].key gave a string of {len(value)} characters; "
-                f"the limit is {MAX_KEY_LENGTH}"
-            )
-        values.append(value)
-    return values
+    return [
+        _checked(limit.key, limit.key.evaluate(context), f"concurrency[{i}].key")
+        for i, limit in enumerate(definition.concurrency)
+    ]
+
+
+def _checked(key: Expression, value: object, where: str) -> str | int | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ExpressionError(
+            f"{where} {key.source!r} gave {_kind(value)}; a key must be a string or a number"
+        )
+    if isinstance(value, str) and len(value) > MAX_KEY_LENGTH:
+        raise ExpressionError(
+            f"{where} gave a string of {len(value)} characters; the limit is {MAX_KEY_LENGTH}"
+        )
+    return value
 
 
 def _kind(value: object) -> str:

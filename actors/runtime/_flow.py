@@ -30,13 +30,25 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
-from transport import ConflictError, KeyValue, OutMessage, Transport
+from transport import ConflictError, KeyValue, OutMessage, Transport, TransportError
 
-from ..core import ConcurrencyLimit, Definition, InstanceState, key_values
+from ..core import (
+    ConcurrencyLimit,
+    Definition,
+    InstanceState,
+    ScheduleActivity,
+    StepStatus,
+    attempt_key_value,
+    key_values,
+    step_key_value,
+    step_limit,
+)
 from ..wire import (
     MessageError,
+    PayloadTooLargeError,
     Slot,
     SlotHolder,
+    activity_slot_key,
     admit_msg_id,
     admit_subject,
     decode_slot,
@@ -55,8 +67,12 @@ log = logging.getLogger("actors.orchestrator")
 MAX_QUEUE: Final = 10_000
 
 
-class QueueFullError(Exception):
-    """A key value's queue holds :data:`MAX_QUEUE` instances already."""
+class QueueFullError(TransportError):
+    """A key value's queue holds :data:`MAX_QUEUE` waiting already (or as much as its entry can).
+
+    A transport error, so that an attempt's task that cannot wait is handed
+    back and tried again later rather than lost.
+    """
 
 
 def describe(index: int, limit: ConcurrencyLimit, value: str | int | float) -> str:
@@ -119,9 +135,51 @@ class WorkflowSlots:
         instance_id: str,
     ) -> bool:
         """Hold a slot of ``key`` (``True``) or wait in its queue (``False``)."""
-        now = self._transport.now()
-        me = SlotHolder(instance_id, now)
-        fresh = Slot(workflow_type, limit.key.source, value, limit.limit, holders=(me,))
+        fresh = Slot(workflow_type, limit.key.source, value, limit.limit)
+        return await self._hold(key, fresh, SlotHolder(instance_id, self._transport.now()))
+
+    async def take_attempt(
+        self, definition: Definition, instance_id: str, command: ScheduleActivity, task: OutMessage
+    ) -> bool:
+        """Hold a slot for an attempt of a limited activity step, or queue its ``task``.
+
+        ``True``: the task may be published now. ``False``: it waits in its
+        key value's queue and is published by whoever frees the slot it
+        gets. Steps without a limit always get ``True``. Idempotent.
+        """
+        found = step_limit(definition, command.step)
+        if found is None:
+            return True
+        activity, limit = found
+        value = step_key_value(limit, definition, instance_id, command.input)
+        key = activity_slot_key(activity, limit.source, value)
+        holder = SlotHolder(
+            attempt_id(instance_id, command.step, command.attempt),
+            self._transport.now(),
+            task=(task.subject, task.data),
+        )
+        return await self._hold(key, Slot(activity, limit.source, value, limit.limit), holder)
+
+    async def free_attempt(
+        self, definition: Definition, state: InstanceState, step: str, attempt: int
+    ) -> None:
+        """Free the slot (or the place in a queue) of an attempt of a limited step."""
+        found = attempt_key_value(definition, state, step)
+        if found is not None:
+            activity, limit, value = found
+            key = activity_slot_key(activity, limit.source, value)
+            await self.free(key, attempt_id(state.id, step, attempt))
+
+    async def _hold(self, key: str, fresh: Slot, me: SlotHolder) -> bool:
+        """Hold a slot of ``key`` as ``me`` (``True``) or wait in its queue (``False``).
+
+        ``fresh``: the entry as it is written if nobody holds the key value
+        (its holders and queue are ignored).
+        """
+        # A holder keeps no task: it is published at once.
+        holding = replace(me, task=None)
+        fresh = replace(fresh, holders=(holding,), queue=())
+        limit = fresh.limit
         bucket = self._bucket
         try:
             # The common case when a limit does not bind: nobody holds this value.
@@ -138,23 +196,27 @@ class WorkflowSlots:
                 except ConflictError:
                     continue
             slot = self._decode(key, entry.value)
-            if slot.holds(instance_id):
+            if slot.holds(me.id):
                 return True
-            if slot.place(instance_id):
+            if slot.place(me.id):
                 return False
-            slot = replace(slot, limit=limit.limit)
+            slot = replace(slot, limit=limit)
             # First come first: with others queued, a newcomer goes behind them.
             taken = len(slot.holders) < slot.limit and not slot.queue
             if taken:
-                slot = replace(slot, holders=(*slot.holders, me))
+                slot = replace(slot, holders=(*slot.holders, holding))
             elif len(slot.queue) >= MAX_QUEUE:
-                raise QueueFullError(
-                    f"{describe(0, limit, value)}: {MAX_QUEUE} instances are queued already"
-                )
+                raise QueueFullError(f"slot {key}: {MAX_QUEUE} are queued already")
             else:
                 slot = replace(slot, queue=(*slot.queue, me))
             try:
-                await bucket.update(key, encode_slot(slot), entry.revision)
+                data = encode_slot(slot)
+            except PayloadTooLargeError:
+                raise QueueFullError(
+                    f"slot {key}: its queue is as large as an entry can be"
+                ) from None
+            try:
+                await bucket.update(key, data, entry.revision)
             except ConflictError:
                 continue
             return taken
@@ -177,7 +239,9 @@ class WorkflowSlots:
     async def free(self, key: str, instance_id: str) -> list[str]:
         """Free ``instance_id``'s slot of ``key`` (or its place in the queue); who got it.
 
-        Returns the instances admitted, now or before, by this instance.
+        ``instance_id`` is an attempt for a step's limit. Returns the holders
+        admitted, now or before, by it: instances are sent their admission,
+        attempts' tasks are published.
         """
         bucket = self._bucket
         while True:
@@ -192,8 +256,9 @@ class WorkflowSlots:
                 now = self._transport.now()
                 while queue and len(holders) < slot.limit:
                     waiter = queue.pop(0)
-                    holders.append(SlotHolder(waiter.id, now, by=instance_id))
-            admitted = [h.id for h in holders if h.by == instance_id]
+                    holders.append(replace(waiter, at=now, by=instance_id))
+            given = [h for h in holders if h.by == instance_id]
+            admitted = [h.id for h in given]
             try:
                 if changed and not holders and not queue:
                     # An empty entry is deleted, so that the bucket holds
@@ -204,21 +269,23 @@ class WorkflowSlots:
                     await bucket.update(key, encode_slot(updated), entry.revision)
             except ConflictError:
                 continue
-            await self._send_admissions(key, admitted)
+            await self._send_admissions(key, given)
             return admitted
 
-    async def _send_admissions(self, key: str, admitted: Sequence[str]) -> None:
-        if admitted:
-            await self._transport.publish_many(
-                [
-                    OutMessage(
-                        admit_subject(instance_id),
-                        encode_admit(instance_id, key),
-                        msg_id=admit_msg_id(instance_id, key),
-                    )
-                    for instance_id in admitted
-                ]
+    async def _send_admissions(self, key: str, given: Sequence[SlotHolder]) -> None:
+        messages = [
+            OutMessage(
+                admit_subject(holder.id),
+                encode_admit(holder.id, key),
+                msg_id=admit_msg_id(holder.id, key),
             )
+            if holder.task is None
+            # An attempt's own task, under its own message id (rule 2).
+            else OutMessage(holder.task[0], holder.task[1], msg_id=f"task.{holder.id}")
+            for holder in given
+        ]
+        if messages:
+            await self._transport.publish_many(messages)
 
     async def slots(self) -> list[tuple[str, Slot]]:
         """Every key value in use, with its holders and queue (for listing)."""
@@ -237,8 +304,9 @@ class WorkflowSlots:
 
         A holder whose instance has ended, or has not been stored ``grace``
         seconds after it took its slot (its start went to dead letters), frees
-        nothing by itself. Only entries with instances queued are looked
-        at: elsewhere a stale holder keeps nobody waiting.
+        nothing by itself; nor does an attempt its step is no longer waiting
+        for. Only entries with instances queued are looked at: elsewhere a
+        stale holder keeps nobody waiting.
         """
         freed = 0
         now = self._transport.now()
@@ -246,14 +314,16 @@ class WorkflowSlots:
             if not slot.queue:
                 continue
             for holder in slot.holders:
-                entry = await states.get(holder.id)
+                instance_id, _, rest = holder.id.partition(".")
+                entry = await states.get(instance_id)
                 if entry is None:
                     stale = now - holder.at >= grace
                 else:
                     try:
-                        stale = decode_state(entry.value).status.terminal
+                        state = decode_state(entry.value)
                     except MessageError:
-                        stale = False
+                        continue
+                    stale = state.status.terminal or (bool(rest) and _settled(state, rest))
                 if stale:
                     log.warning("freeing the slot of %s in %s: it ended without", holder.id, key)
                     await self.free(key, holder.id)
@@ -266,3 +336,24 @@ class WorkflowSlots:
             return decode_slot(data)
         except MessageError as exc:
             raise MessageError(f"the slot entry {key!r} is damaged: {exc}") from None
+
+
+def _settled(state: InstanceState, attempt: str) -> bool:
+    """Whether ``attempt`` (``{step key}.{attempt}``) of ``state`` is out no more."""
+    step, _, number = attempt.rpartition(".")
+    current = state.steps.get(step)
+    return (
+        current is None
+        or str(current.attempt) != number
+        or current.status is not StepStatus.SCHEDULED
+    )
+
+
+def attempt_id(instance_id: str, step: str, attempt: int) -> str:
+    """How an attempt holds a slot: ``{instance}.{step key}.{attempt}``.
+
+    One string per attempt and never one for two: an instance id holds no
+    ``.``, and the attempt is the last token. Its task's message id is this
+    with ``task.`` before it.
+    """
+    return f"{instance_id}.{step}.{attempt}"

@@ -47,8 +47,11 @@ from ..core import (
     InstanceStatus,
     LimitExceededError,
     Limits,
+    ScheduleActivity,
     SlotGranted,
     StartRequested,
+    TimerFired,
+    TimerKind,
     decide,
     fail_instance,
     queue_instance,
@@ -62,6 +65,7 @@ from ..wire import (
     activity_cancel_key,
     decode_state,
     encode_activity_cancel,
+    task_msg_id,
 )
 from ._flow import QueueFullError, WorkflowSlots
 from ._outbox import messages_for
@@ -391,9 +395,11 @@ class InstanceActor:
                     # Rule 5: this event made the last decision and is back,
                     # so its ack (and maybe the publish before it) was lost.
                     # Publishing again is deduplicated by message id (rule 2).
-                    await self._publish(self._messages(state, state.outbox), state.outbox)
+                    await self._publish(
+                        self._messages(state, state.outbox), state.outbox, definition
+                    )
                     self._outbox_sent = True
-                    await self._free_slots(definition, state)
+                    await self._free_slots(definition, state, event)
                 if (
                     state is not None
                     and isinstance(event, StartRequested)
@@ -443,9 +449,9 @@ class InstanceActor:
                     delivery.stream_seq,
                 ):
                     continue
-            await self._publish(messages, commands)
+            await self._publish(messages, commands, definition)
             self._outbox_sent = True
-            await self._free_slots(definition, new)
+            await self._free_slots(definition, new, event)
             await delivery.ack()
             return
 
@@ -490,10 +496,48 @@ class InstanceActor:
             return None
         return queue_instance(definition, state, start, admission.behind, now)
 
-    async def _free_slots(self, definition: Definition | None, state: InstanceState) -> None:
-        """Free the slots an instance that ended held (again, if it is redelivered)."""
-        if state.status.terminal and definition is not None and definition.concurrency:
-            await self._ctx.slots.release(definition, state)
+    async def _slotted(
+        self, messages: list[OutMessage], commands: Sequence[Command], definition: Definition
+    ) -> list[OutMessage]:
+        """``messages`` without the tasks that wait for a slot of their step's limit."""
+        waiting: set[str] = set()
+        by_id = {message.msg_id: message for message in messages if message.msg_id}
+        for command in commands:
+            if not isinstance(command, ScheduleActivity):
+                continue
+            msg_id = task_msg_id(self._id, command.step, command.attempt)
+            task = by_id.get(msg_id)
+            if task is not None and not await self._ctx.slots.take_attempt(
+                definition, self._id, command, task
+            ):
+                waiting.add(msg_id)
+        return [m for m in messages if m.msg_id not in waiting] if waiting else messages
+
+    async def _free_slots(
+        self, definition: Definition | None, state: InstanceState, event: Event
+    ) -> None:
+        """Free the slots the decision just carried out let go (again, if it is redelivered).
+
+        An instance's own when it ended; an attempt's when its result or its
+        timeout came, or when the instance ended.
+        """
+        if definition is None:
+            return
+        slots = self._ctx.slots
+        if state.status.terminal and definition.concurrency:
+            await slots.release(definition, state)
+        if not definition.limited_steps:
+            return
+        ended: list[tuple[str, int]] = []
+        timed_out = isinstance(event, TimerFired) and event.kind is TimerKind.TIMEOUT
+        if isinstance(event, ActivityCompleted | ActivityFailed | TimerFired) and (
+            timed_out or not isinstance(event, TimerFired)
+        ):
+            ended.append((event.step, event.attempt))
+        if state.status.terminal:
+            ended.extend((key, step.attempt) for key, step in state.steps.items())
+        for key, attempt in ended:
+            await slots.free_attempt(definition, state, key, attempt)
 
     async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
         """Publish ``state``'s outbox if the event that made it may not be acked yet.
@@ -516,15 +560,26 @@ class InstanceActor:
             and cause != delivery.stream_seq
             and await self._transport.holds(EVENTS_STREAM, cause)
         ):
-            await self._publish(self._messages(state, state.outbox), state.outbox)
+            definition = await self._ctx.definitions.get(state.type, state.version)
+            await self._publish(self._messages(state, state.outbox), state.outbox, definition)
         self._outbox_sent = True
 
-    async def _publish(self, messages: list[OutMessage], commands: Sequence[Command]) -> None:
+    async def _publish(
+        self,
+        messages: list[OutMessage],
+        commands: Sequence[Command],
+        definition: Definition | None,
+    ) -> None:
         """Carry out a decision: publish its ``messages``, then write its withdrawn tasks.
 
         A withdrawal is a key of ``ACTIVITY_CANCELS``, which every worker
         watches; written again when the outbox is sent again, it is the same.
+        The task of an attempt of a step with a concurrency limit goes out
+        only if it gets a slot; otherwise it waits in the slot's queue, and
+        whoever frees a slot publishes it.
         """
+        if definition is not None and definition.limited_steps:
+            messages = await self._slotted(messages, commands, definition)
         await self._transport.publish_many(messages)
         for command in commands:
             if isinstance(command, CancelActivity):

@@ -14,6 +14,7 @@ from ._codec import encode as encode
 from ._fields import MessageError as MessageError
 from ._flow import Slot as Slot
 from ._flow import SlotHolder as SlotHolder
+from ._flow import activity_slot_key as activity_slot_key
 from ._flow import admit_msg_id as admit_msg_id
 from ._flow import admit_subject as admit_subject
 from ._flow import decode_admit as decode_admit
@@ -132,6 +133,7 @@ __all__ = [
     "StartMessage",
     "Task",
     "activity_cancel_key",
+    "activity_slot_key",
     "admit_msg_id",
     "admit_subject",
     "cancel_subject",

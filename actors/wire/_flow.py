@@ -22,6 +22,7 @@ from ._names import EVENT_ADMIT, INSTANCE_PREFIX
 __all__ = [
     "Slot",
     "SlotHolder",
+    "activity_slot_key",
     "admit_msg_id",
     "admit_subject",
     "decode_admit",
@@ -35,6 +36,8 @@ KIND_SLOT: Final = "flow.slot"
 KIND_ADMIT: Final = "flow.admit"
 #: Where the slots of workflow-level limits are kept in ``FLOW_SLOTS``.
 WORKFLOW_SLOT_PREFIX: Final = "workflow"
+#: Where the slots of activity steps' limits are kept.
+ACTIVITY_SLOT_PREFIX: Final = "activity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +45,20 @@ class SlotHolder:
     """An instance holding (or waiting for) a slot, since ``at`` (seconds since the epoch).
 
     ``by``: for a slot handed on, the instance that freed it, which sends
-    the holder its admission (again, while it is redelivered).
+    the holder its admission (again, while it is redelivered). For an
+    activity step's limit, ``id`` is the attempt (``{instance}.{step
+    key}.{attempt}``) and ``task`` the task message (subject, body) that is
+    published when it gets its slot.
     """
 
     id: str
     at: float
     by: str | None = None
+    task: tuple[str, bytes] | None = None
 
     def to_data(self) -> list[Any]:
+        if self.task is not None:
+            return [self.id, self.at, self.by, self.task[0], self.task[1]]
         return [self.id, self.at] if self.by is None else [self.id, self.at, self.by]
 
 
@@ -57,7 +66,8 @@ class SlotHolder:
 class Slot:
     """One key value of one limit: who holds its slots and who waits, first first."""
 
-    #: The workflow type, the key expression and the key's value it counts.
+    #: The workflow type (the activity, for a step's limit), the key
+    #: expression and the key's value it counts.
     type: str
     key: str
     value: str | int | float
@@ -94,9 +104,22 @@ def workflow_slot_key(workflow_type: str, key: str, value: str | int | float) ->
     expression and its value as JSON, so that any value makes a valid key
     token. The entry holds the three, and a reader checks them.
     """
+    return _slot_key(WORKFLOW_SLOT_PREFIX, workflow_type, key, value)
+
+
+def _slot_key(prefix: str, name: str, key: str, value: str | int | float) -> str:
     text = json.dumps([key, value], ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    return f"{WORKFLOW_SLOT_PREFIX}.{workflow_type}.{digest}"
+    return f"{prefix}.{name}.{digest}"
+
+
+def activity_slot_key(activity: str, key: str, value: str | int | float) -> str:
+    """The ``FLOW_SLOTS`` key of a step limit's key value: ``activity.{activity}.{digest}``.
+
+    Steps of any workflow that limit the same activity by the same key
+    expression share its slots.
+    """
+    return _slot_key(ACTIVITY_SLOT_PREFIX, activity, key, value)
 
 
 def encode_slot(slot: Slot) -> bytes:
@@ -125,17 +148,19 @@ def _holders(fields: _Fields, name: str) -> list[SlotHolder]:
     for index, item in enumerate(fields.get(name, _LIST, [])):
         ok = (
             isinstance(item, list)
-            and len(item) in (2, 3)
+            and len(item) in (2, 3, 5)
             and type(item[0]) in _STR.types
             and type(item[1]) in _NUMBER.types
-            and (len(item) == 2 or type(item[2]) in _STR.types)
+            and (len(item) == 2 or item[2] is None or type(item[2]) in _STR.types)
+            and (len(item) < 5 or (type(item[3]) is str and type(item[4]) is bytes))
         )
         if not ok:
             raise MessageError(
-                f"field {fields.path(name)}[{index}] must be [instance, time] or "
-                "[instance, time, by]"
+                f"field {fields.path(name)}[{index}] must be [instance, time], "
+                "[instance, time, by] or [attempt, time, by, subject, task]"
             )
-        found.append(SlotHolder(item[0], float(item[1]), item[2] if len(item) == 3 else None))
+        task = (item[3], item[4]) if len(item) == 5 else None
+        found.append(SlotHolder(item[0], float(item[1]), item[2] if len(item) >= 3 else None, task))
     return found
 
 

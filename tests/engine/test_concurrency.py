@@ -307,3 +307,71 @@ async def test_exact_under_a_thousand_concurrent_starts(
 ) -> None:
     """1,000 starts at once over 50 customers, two at a time each: never a third."""
     await spans_over_keys(engine, ledger, 1000, 50)
+
+
+# -- step-level limits ------------------------------------------------------------------
+
+STEP_LIMITED = """
+type: payments
+steps:
+  - {id: note, sleep: 0s}
+  - id: pay
+    activity: serve_order
+    input: input
+    concurrency: {key: input.customer, limit: 2}
+"""
+
+
+async def test_a_step_limit_holds_across_instances(
+    engine: Engine, clock: Any, ledger: Ledger
+) -> None:
+    """At most two attempts of the step at once per customer, whatever the instances."""
+    await engine.client.register(STEP_LIMITED)
+    ids = [f"p{i}" for i in range(24)]
+    for i, instance in enumerate(ids):
+        await engine.client.start("payments", {"customer": f"c{i % 3}", "for": 0.05}, id=instance)
+    for instance in ids:
+        assert await result_of(engine, instance) == instance
+    by_key: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for key, _, began, ended in ledger.runs:
+        by_key[key].append((began, ended))
+    assert {key: most_at_once(runs) for key, runs in by_key.items()} == {
+        "c0": 2,
+        "c1": 2,
+        "c2": 2,
+    }
+    await no_slots_left(engine)
+
+
+FLAKY = """
+type: flaky
+steps:
+  - id: pay
+    activity: flaky_payment
+    concurrency: {limit: 1}
+    retry: {max_attempts: 2, initial_interval: 1h}
+"""
+
+
+@actors.activity
+async def flaky_payment(value: dict[str, Any]) -> str:
+    """Fail the first attempt of instance ``first``; note the others."""
+    info = actors.activity_info()
+    if info.instance_id == "first" and info.attempt == 1:
+        raise ValueError("declined")
+    LEDGER.get().started["flaky"].append(info.instance_id)
+    return info.instance_id
+
+
+async def test_a_step_waiting_for_its_retry_holds_no_slot(engine: Engine, clock: Any) -> None:
+    """Only an attempt out holds a slot: one waiting an hour for its retry lets others run."""
+    await engine.client.register(FLAKY)
+    await engine.client.start("flaky", {}, id="first")
+    with trio.fail_after(30):
+        await engine.client.wait_for(
+            "first", lambda info: info.steps.get("pay", {}).get("status") == "retry_wait"
+        )
+    await engine.client.start("flaky", {}, id="second")
+    assert await result_of(engine, "second", limit=60) == "second"
+    await engine.client.cancel("first")
+    await no_slots_left(engine)
