@@ -9,6 +9,7 @@ from actors.core import (
     DefinitionError,
     ExpressionError,
     InstanceStatus,
+    ScheduleActivity,
     SignalReceived,
     SlotGranted,
     StartRequested,
@@ -21,7 +22,7 @@ from actors.core import (
     queue_instance,
     step_limit,
 )
-from actors.wire import decode_state, encode_state
+from actors.wire import decode_state, decode_task, encode_state, encode_task
 
 LIMITED = """
 type: order
@@ -161,6 +162,42 @@ def test_a_step_key_without_a_value_fails_the_attempt_unretried() -> None:
 )
 def test_bad_step_limits_are_refused_with_their_path(limit: str, message: str) -> None:
     text = f"type: t\nsteps: [{{id: a, activity: x, concurrency: {limit}}}]\n"
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(text)
+    assert any(message in str(error) for error in caught.value.errors), caught.value.errors
+
+
+def test_a_rate_limit_rides_on_its_tasks() -> None:
+    definition = load_definition(
+        "type: r\nsteps: [{id: call, activity: api, "
+        "rate: {limit: 20, period: 1s, burst: 5, key: input.tenant}}]\n"
+    )
+    assert parse_definition(definition.to_data()) == definition
+    _, commands = decide(definition, None, StartRequested("i", "r", 1, {"tenant": "t"}), 1.0)
+    (task,) = [c for c in commands if isinstance(c, ScheduleActivity)]
+    assert task.rate == {
+        "activity": "api",
+        "key": "input.tenant",
+        "value": "t",
+        "limit": 20,
+        "period": 1.0,
+        "burst": 5,
+    }
+    assert decode_task(encode_task("i", "r", task)).work == task
+
+
+@pytest.mark.parametrize(
+    ("rate", "message"),
+    [
+        ("{limit: 20}", "rate.period: required"),
+        ("{limit: 20, period: 2d}", "rate.period: must be at most a day"),
+        ("{limit: 0, period: 1s}", "rate.limit: must be from 1"),
+        ("{limit: 1, period: 1s, burst: 0}", "rate.burst: must be from 1"),
+        ("{limit: 1, period: 1s, every: 2}", "rate.every: unknown field"),
+    ],
+)
+def test_bad_rate_limits_are_refused_with_their_path(rate: str, message: str) -> None:
+    text = f"type: t\nsteps: [{{id: a, activity: x, rate: {rate}}}]\n"
     with pytest.raises(DefinitionError) as caught:
         load_definition(text)
     assert any(message in str(error) for error in caught.value.errors), caught.value.errors

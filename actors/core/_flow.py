@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_CONCURRENCY_LIMITS",
     "ConcurrencyLimit",
+    "RateLimit",
     "StepLimit",
     "attempt_key_value",
     "key_values",
     "parse_concurrency",
+    "parse_rate",
     "parse_step_limit",
     "step_key_value",
     "step_limit",
@@ -73,6 +75,83 @@ class StepLimit:
         if self.key is not None:
             data["key"] = self.key.source
         return data
+
+
+#: The fields of a rate limit.
+_RATE_FIELDS: Final = frozenset({"limit", "period", "burst", "key"})
+#: The longest period of a rate limit (a day).
+MAX_PERIOD: Final = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` attempts started per ``period`` seconds per value of ``key``.
+
+    ``burst``: how many may start at once after a quiet time (1: evenly
+    spaced, one every ``period / limit`` seconds).
+    """
+
+    limit: int
+    period: float
+    burst: int = 1
+    key: Expression | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"limit": self.limit, "period": self.period, "burst": self.burst}
+        if self.key is not None:
+            data["key"] = self.key.source
+        return data
+
+    def pace(
+        self, activity: str, definition: Definition, instance_id: str, input: Any
+    ) -> dict[str, Any]:
+        """What a task carries for its worker to pace it (``ScheduleActivity.rate``).
+
+        Raises :class:`ExpressionError` if the key gives no string or number.
+        """
+        value: str | int | float = ""
+        if self.key is not None:
+            context = {
+                "input": input,
+                "workflow": {
+                    "id": instance_id,
+                    "type": definition.type,
+                    "version": definition.version,
+                },
+            }
+            value = _checked(self.key, self.key.evaluate(context), "rate.key")
+        return {
+            "activity": activity,
+            "key": "" if self.key is None else self.key.source,
+            "value": value,
+            "limit": self.limit,
+            "period": self.period,
+            "burst": self.burst,
+        }
+
+
+def parse_rate(checker: Checker, data: object) -> RateLimit | None:
+    """An activity step's ``rate`` (absent: ``None``), problems to ``checker``."""
+    if data is None:
+        return None
+    with checker.at("rate"):
+        fields = checker.mapping(data, _RATE_FIELDS, "a rate limit ({limit, period, burst, key})")
+        if fields is None:
+            return None
+        before = len(checker.errors)
+        limit = checker.integer(fields, "limit", 0, 1, MAX_LIMIT, f"must be from 1 to {MAX_LIMIT}")
+        period = checker.duration(fields, "period", positive=True)
+        if "period" not in fields:
+            with checker.at("period"):
+                checker.error("required: a duration (1s, 1m)")
+        elif period is not None and period > MAX_PERIOD:
+            with checker.at("period"):
+                checker.error("must be at most a day")
+        burst = checker.integer(fields, "burst", 1, 1, MAX_LIMIT, f"must be from 1 to {MAX_LIMIT}")
+        key = checker.expression(fields, "key")
+        if len(checker.errors) != before or limit is None or period is None or burst is None:
+            return None
+        return RateLimit(limit, period, burst, key)
 
 
 def parse_step_limit(checker: Checker, data: object) -> StepLimit | None:

@@ -26,9 +26,9 @@ orchestrators do them. What holds and what frees a slot
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 from transport import ConflictError, KeyValue, OutMessage, Transport, TransportError
 
@@ -51,14 +51,17 @@ from ..wire import (
     activity_slot_key,
     admit_msg_id,
     admit_subject,
+    decode_pace,
     decode_slot,
     decode_state,
     encode_admit,
+    encode_pace,
     encode_slot,
+    rate_slot_key,
     workflow_slot_key,
 )
 
-__all__ = ["MAX_QUEUE", "Admission", "WorkflowSlots", "describe"]
+__all__ = ["MAX_QUEUE", "Admission", "Pacer", "WorkflowSlots", "describe"]
 
 log = logging.getLogger("actors.orchestrator")
 
@@ -336,6 +339,54 @@ class WorkflowSlots:
             return decode_slot(data)
         except MessageError as exc:
             raise MessageError(f"the slot entry {key!r} is damaged: {exc}") from None
+
+
+class Pacer:
+    """Rate limits, paced by the workers through one bucket (``FLOW_RATES``).
+
+    Each key value of a rate limit has an entry holding when its next
+    attempt is due if attempts came steadily (the "theoretical arrival
+    time" of the generic cell rate algorithm). A worker about to run an
+    attempt reserves its start by compare-and-set: it may start at the
+    later of now and that time less the burst's allowance, and moves the
+    time on by one interval (``period / limit``). Reservations are handed
+    out in the order the workers make them, whichever workers they are, so
+    that attempts start in order and never faster than the rate; a worker
+    that dies after reserving wastes its turn and nothing else.
+    """
+
+    def __init__(self, transport: Transport, bucket: KeyValue) -> None:
+        self._transport = transport
+        self._bucket = bucket
+
+    async def reserve(self, rate: Mapping[str, Any]) -> float:
+        """Reserve a start for an attempt paced by ``rate`` (``ScheduleActivity.rate``).
+
+        Returns when it may start, on the transport's clock.
+        """
+        key = rate_slot_key(rate["activity"], rate["key"], rate["value"])
+        interval = rate["period"] / rate["limit"]
+        allowance = (rate["burst"] - 1) * interval
+        bucket = self._bucket
+        while True:
+            now = self._transport.now()
+            entry = await bucket.get(key)
+            due = now
+            if entry is not None:
+                try:
+                    due = decode_pace(entry.value)
+                except MessageError as exc:
+                    log.warning("rate %s is damaged (%s); starting it afresh", key, exc)
+            start: float = max(now, due - allowance)
+            data = encode_pace(rate, max(due, now) + interval)
+            try:
+                if entry is None:
+                    await bucket.create(key, data)
+                else:
+                    await bucket.update(key, data, entry.revision)
+            except ConflictError:
+                continue
+            return start
 
 
 def _settled(state: InstanceState, attempt: str) -> bool:

@@ -50,6 +50,7 @@ from .._groups import sole
 from ..core import ErrorInfo
 from ..wire import (
     CANCELS_BUCKET,
+    RATES_BUCKET,
     TASKS_STREAM,
     CodecError,
     Layout,
@@ -65,6 +66,7 @@ from ..wire import (
 from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
 from ._counters import Counters
 from ._deadletters import deadletter
+from ._flow import Pacer
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -145,6 +147,8 @@ class Worker:
         self._stopping = False
         self._stopped = trio.Event()
         self._cancels: KeyValue | None = None
+        #: Paces the attempts of steps with a rate limit (once running).
+        self._pacer: Pacer | None = None
         #: Activities running now, kept alive by ``_upkeep``, by their attempt.
         self._running: dict[_Attempt, _Running] = {}
         #: Attempts their instances withdrew, with why, and the Trio time
@@ -179,6 +183,7 @@ class Worker:
         """Provision, serve every activity type, return after shutdown and drain."""
         assets = await self._config.layout.provision(self._transport)
         self._cancels = assets.buckets[CANCELS_BUCKET]
+        self._pacer = Pacer(self._transport, assets.buckets[RATES_BUCKET])
         async with trio.open_nursery() as upkeep:
             upkeep.start_soon(self._upkeep)
             await upkeep.start(self._watch_withdrawals)
@@ -352,6 +357,8 @@ class Worker:
             )
             await self._report(delivery, task, None, late)
             return
+        if task.work.rate is not None:
+            await self._pace(task, delivery)
         withdrawn = self._withdrawn.get(_attempt_of(task))
         if withdrawn is not None:
             # Reported, so that an instance waiting for the attempt to settle
@@ -361,6 +368,22 @@ class Worker:
             return
         output, error = await self._run(spec, task, delivery)
         await self._report(delivery, task, output, error)
+
+    async def _pace(self, task: Task, delivery: Delivery) -> None:
+        """Wait for the start the attempt's rate limit allows, keeping the task alive.
+
+        The wait holds one of this type's worker actors, not a slot of any
+        limit; a withdrawal during it is seen by the check that follows.
+        """
+        pacer = self._pacer
+        assert pacer is not None
+        assert task.work.rate is not None
+        start = await pacer.reserve(task.work.rate)
+        keep_alive = self._config.ack_wait / 3
+        while (wait := start - self._transport.now()) > 0:
+            await trio.sleep(min(wait, keep_alive))
+            if start - self._transport.now() > 0:
+                await delivery.in_progress()
 
     async def _run(
         self, spec: ActivitySpec, task: Task, delivery: Delivery

@@ -18,9 +18,12 @@ from ._flow import activity_slot_key as activity_slot_key
 from ._flow import admit_msg_id as admit_msg_id
 from ._flow import admit_subject as admit_subject
 from ._flow import decode_admit as decode_admit
+from ._flow import decode_pace as decode_pace
 from ._flow import decode_slot as decode_slot
 from ._flow import encode_admit as encode_admit
+from ._flow import encode_pace as encode_pace
 from ._flow import encode_slot as encode_slot
+from ._flow import rate_slot_key as rate_slot_key
 from ._flow import workflow_slot_key as workflow_slot_key
 from ._json import MAX_NUMBER as MAX_NUMBER
 from ._json import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
@@ -68,6 +71,7 @@ from ._names import EVENTS_STREAM as EVENTS_STREAM
 from ._names import HISTORY_STREAM as HISTORY_STREAM
 from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
 from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
+from ._names import RATES_BUCKET as RATES_BUCKET
 from ._names import SLOTS_BUCKET as SLOTS_BUCKET
 from ._names import START_PREFIX as START_PREFIX
 from ._names import STATES_BUCKET as STATES_BUCKET
@@ -116,6 +120,7 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MIN_NUMBER",
     "PARTITIONS_BUCKET",
+    "RATES_BUCKET",
     "SLOTS_BUCKET",
     "START_PREFIX",
     "STATES_BUCKET",
@@ -143,6 +148,7 @@ __all__ = [
     "decode",
     "decode_activity_cancel",
     "decode_admit",
+    "decode_pace",
     "decode_cancel",
     "decode_deadletter",
     "decode_definition",
@@ -161,6 +167,7 @@ __all__ = [
     "encode",
     "encode_activity_cancel",
     "encode_admit",
+    "encode_pace",
     "encode_cancel",
     "encode_deadletter",
     "encode_definition",
@@ -178,6 +185,7 @@ __all__ = [
     "instance_partition",
     "loads",
     "published_subject",
+    "rate_slot_key",
     "result_msg_id",
     "result_subject",
     "signal_subject",

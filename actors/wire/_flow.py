@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -26,9 +27,12 @@ __all__ = [
     "admit_msg_id",
     "admit_subject",
     "decode_admit",
+    "decode_pace",
     "decode_slot",
     "encode_admit",
+    "encode_pace",
     "encode_slot",
+    "rate_slot_key",
     "workflow_slot_key",
 ]
 
@@ -38,6 +42,9 @@ KIND_ADMIT: Final = "flow.admit"
 WORKFLOW_SLOT_PREFIX: Final = "workflow"
 #: Where the slots of activity steps' limits are kept.
 ACTIVITY_SLOT_PREFIX: Final = "activity"
+#: Where the pace of rate limits is kept.
+RATE_SLOT_PREFIX: Final = "rate"
+KIND_RATE: Final = "flow.rate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,24 @@ def activity_slot_key(activity: str, key: str, value: str | int | float) -> str:
     expression share its slots.
     """
     return _slot_key(ACTIVITY_SLOT_PREFIX, activity, key, value)
+
+
+def rate_slot_key(activity: str, key: str, value: str | int | float) -> str:
+    """The ``FLOW_SLOTS`` key of a rate limit's key value: ``rate.{activity}.{digest}``."""
+    return _slot_key(RATE_SLOT_PREFIX, activity, key, value)
+
+
+def encode_pace(rate: Mapping[str, Any], next_at: float) -> bytes:
+    """A rate limit's key value, and when its next attempt is due (seconds since the epoch)."""
+    return encode(
+        KIND_RATE,
+        {"activity": rate["activity"], "key": rate["key"], "value": rate["value"], "tat": next_at},
+    )
+
+
+def decode_pace(data: bytes) -> float:
+    """When the next attempt of a rate limit's key value is due. Raises :class:`MessageError`."""
+    return _Fields(_body(data, KIND_RATE)).number("tat")
 
 
 def encode_slot(slot: Slot) -> bytes:

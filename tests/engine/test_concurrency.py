@@ -8,6 +8,7 @@ empty once every instance has ended.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -375,3 +376,75 @@ async def test_a_step_waiting_for_its_retry_holds_no_slot(engine: Engine, clock:
     assert await result_of(engine, "second", limit=60) == "second"
     await engine.client.cancel("first")
     await no_slots_left(engine)
+
+
+# -- rate limits ------------------------------------------------------------------------
+
+
+def paced(limit: int, period: str, burst: int) -> str:
+    return f"""
+type: paced
+steps:
+  - id: call
+    activity: serve_order
+    input: input
+    rate: {{limit: {limit}, period: {period}, burst: {burst}, key: input.customer}}
+"""
+
+
+def starts_within(times: list[float], window: float) -> int:
+    """The most of ``times`` in any span of ``window`` seconds (end excluded)."""
+    times = sorted(times)
+    most = 0
+    first = 0
+    for last, at in enumerate(times):
+        while at - times[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+async def test_a_rate_limit_paces_attempts(engine: Engine, clock: Any, ledger: Ledger) -> None:
+    """10 a second with a burst of 3, per customer: waiting attempts are not failed."""
+    await engine.client.register(paced(10, "1s", 3))
+    ids = [f"r{i}" for i in range(40)]
+    for i, instance in enumerate(ids):
+        customer = "busy" if i < 30 else "quiet"
+        await engine.client.start("paced", {"customer": customer, "for": 0}, id=instance)
+    for instance in ids:
+        assert await result_of(engine, instance) == instance
+    busy = [began for key, _, began, _ in ledger.runs if key == "busy"]
+    quiet = [began for key, _, began, _ in ledger.runs if key == "quiet"]
+    # The burst, then one every 0.1 s: in any second, at most the burst and
+    # the ten that the rate lets through.
+    assert starts_within(busy, 1.0) <= 10 + 3
+    assert starts_within(busy, 0.05) == 3
+    assert max(busy) - min(busy) >= (30 - 3) * 0.1 - 0.05
+    # Another key value is not held back by the busy one.
+    assert max(quiet) - min(quiet) < 1.0
+
+
+@pytest.mark.slow
+async def test_a_rate_of_twenty_a_second_holds_for_a_minute_over_three_workers(
+    engine: Engine, clock: Any, ledger: Ledger
+) -> None:
+    """1,300 attempts wait for a rate of 20/s served by three workers: 1,200 start in
+    the minute after the burst, within 10%."""
+    await engine.client.register(paced(20, "1s", 5))
+    specs = actors.collect_activities([sys.modules[__name__]])
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            worker = actors.Worker(engine.transport, specs, actors.WorkerConfig(concurrency=8))
+            await nursery.start(worker.run)
+        ids = [f"t{i}" for i in range(1300)]
+        for instance in ids:
+            await engine.client.start("paced", {"customer": "one", "for": 0}, id=instance)
+        with trio.fail_after(200):
+            for instance in ids:
+                await engine.client.result(instance)
+        nursery.cancel_scope.cancel()
+    starts = sorted(began for _, _, began, _ in ledger.runs)
+    first = starts[0]
+    in_the_minute = [at for at in starts if first + 2 <= at < first + 62]
+    assert abs(len(in_the_minute) - 1200) <= 120
+    assert starts_within(starts, 1.0) <= 20 + 5
