@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from transport import ConflictError, KeyValue, OutMessage, Transport, TransportError
@@ -61,7 +61,7 @@ from ..wire import (
     workflow_slot_key,
 )
 
-__all__ = ["MAX_QUEUE", "Admission", "Pacer", "WorkflowSlots", "describe"]
+__all__ = ["MAX_QUEUE", "Admission", "Pacer", "SlotInfo", "WorkflowSlots", "describe", "slot_infos"]
 
 log = logging.getLogger("actors.orchestrator")
 
@@ -82,6 +82,64 @@ def describe(index: int, limit: ConcurrencyLimit, value: str | int | float) -> s
     """How ``status`` names a limit an instance waits behind."""
     shown = f'"{value}"' if isinstance(value, str) else repr(value)
     return f"concurrency[{index}]: {limit.key.source} = {shown} (limit {limit.limit})"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    """One key value of one concurrency limit: who holds its slots, who waits, in order.
+
+    ``scope``: ``"workflow"`` (holders are instances) or ``"activity"`` (a
+    step's limit: holders are attempts, ``{instance}.{step key}.{attempt}``).
+    """
+
+    slot: str
+    scope: str
+    #: The workflow type, or the activity.
+    name: str
+    key: str
+    value: str | int | float
+    limit: int
+    holders: tuple[str, ...]
+    queue: tuple[str, ...]
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot,
+            "scope": self.scope,
+            "name": self.name,
+            "key": self.key,
+            "value": self.value,
+            "limit": self.limit,
+            "holders": list(self.holders),
+            "queue": list(self.queue),
+        }
+
+
+async def slot_infos(bucket: KeyValue) -> list[SlotInfo]:
+    """Every key value of every concurrency limit in use, by slot key."""
+    found: list[SlotInfo] = []
+    for key in sorted(await bucket.keys()):
+        entry = await bucket.get(key)
+        if entry is None:
+            continue
+        try:
+            slot = decode_slot(entry.value)
+        except MessageError as exc:
+            log.warning("slot %s is damaged: %s", key, exc)
+            continue
+        found.append(
+            SlotInfo(
+                key,
+                key.partition(".")[0],
+                slot.type,
+                slot.key,
+                slot.value,
+                slot.limit,
+                tuple(holder.id for holder in slot.holders),
+                tuple(waiter.id for waiter in slot.queue),
+            )
+        )
+    return found
 
 
 class Admission:
