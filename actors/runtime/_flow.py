@@ -26,6 +26,7 @@ orchestrators do them. What holds and what frees a slot
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -65,6 +66,8 @@ __all__ = ["MAX_QUEUE", "Admission", "Pacer", "SlotInfo", "WorkflowSlots", "desc
 
 log = logging.getLogger("actors.orchestrator")
 
+#: Entries created for one holder whose revision is remembered, at most.
+_ALONE_REMEMBERED: Final = 100_000
 #: Instances one key value's queue holds at most (its entry is one message):
 #: a start beyond it fails with ``QueueFull``.
 MAX_QUEUE: Final = 10_000
@@ -157,6 +160,10 @@ class WorkflowSlots:
     def __init__(self, transport: Transport, bucket: KeyValue) -> None:
         self._transport = transport
         self._bucket = bucket
+        #: (key, holder) -> the revision of the entry this process created
+        #: for that holder alone: if the entry is still at it when the holder
+        #: frees its slot, nobody else came, and one delete frees it.
+        self._alone: OrderedDict[tuple[str, str], int] = OrderedDict()
 
     @property
     def bucket(self) -> KeyValue:
@@ -244,7 +251,7 @@ class WorkflowSlots:
         bucket = self._bucket
         try:
             # The common case when a limit does not bind: nobody holds this value.
-            await bucket.create(key, encode_slot(fresh))
+            self._remember(key, me.id, await bucket.create(key, encode_slot(fresh)))
             return True
         except ConflictError:
             pass
@@ -305,6 +312,13 @@ class WorkflowSlots:
         attempts' tasks are published.
         """
         bucket = self._bucket
+        alone = self._alone.pop((key, instance_id), None)
+        if alone is not None:
+            try:
+                await bucket.delete(key, revision=alone)
+                return []
+            except ConflictError:
+                pass  # others came since: free it the long way
         while True:
             entry = await bucket.get(key)
             if entry is None:
@@ -332,6 +346,11 @@ class WorkflowSlots:
                 continue
             await self._send_admissions(key, given)
             return admitted
+
+    def _remember(self, key: str, holder: str, revision: int) -> None:
+        self._alone[(key, holder)] = revision
+        while len(self._alone) > _ALONE_REMEMBERED:
+            self._alone.popitem(last=False)
 
     async def _send_admissions(self, key: str, given: Sequence[SlotHolder]) -> None:
         messages = [

@@ -85,8 +85,6 @@ _START_RETRY_FIRST: Final = 0.02
 _START_RETRY_MAX: Final = 2.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
-#: What ``InstanceActor._flow`` says when the state must be read first.
-_READ_FIRST: Final = object()
 
 
 @dataclass(slots=True)
@@ -363,9 +361,6 @@ class InstanceActor:
                     new, commands = admitted
                 else:
                     flow = await self._flow(definition, state, admitted, now)
-                    if flow is _READ_FIRST:
-                        self._loaded = False
-                        continue
                     if isinstance(flow, tuple):
                         new, commands = flow
                     else:
@@ -399,6 +394,11 @@ class InstanceActor:
                         self._messages(state, state.outbox), state.outbox, definition
                     )
                     self._outbox_sent = True
+                    await self._free_slots(definition, state, event)
+                if isinstance(event, StartRequested) and state is not None:
+                    # A duplicate start may have taken a slot before the
+                    # instance was found to exist: free it if it has ended
+                    # (while it runs or waits, it holds its own already).
                     await self._free_slots(definition, state, event)
                 if (
                     state is not None
@@ -461,20 +461,19 @@ class InstanceActor:
         state: InstanceState | None,
         event: Event,
         now: float,
-    ) -> tuple[InstanceState, list[Command]] | object | None:
+    ) -> tuple[InstanceState, list[Command]] | None:
         """Take the slots of the workflow-level limits a start (or an admission) needs.
 
         ``None``: decide the event as it is (no limits, or every slot is
         held). A decision in its place: the instance is queued, or fails (a
-        key without a value, a full queue). ``_READ_FIRST``: read the state
-        before taking anything, since a start of an instance that exists
-        (a duplicate) must not take a slot nobody would free.
+        key without a value, a full queue). A start is taken for one of an
+        instance not stored yet, as ``_handle`` assumes: if it was a
+        duplicate, of an instance that has ended, what it took is freed
+        when it is found out (see ``_handle``).
         """
         if definition is None or not definition.concurrency:
             return None
         if isinstance(event, StartRequested) and state is None:
-            if self._unread:
-                return _READ_FIRST
             start: StartRequested | None = event
             input = event.input
         elif (
