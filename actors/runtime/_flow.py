@@ -164,6 +164,9 @@ class WorkflowSlots:
         #: for that holder alone: if the entry is still at it when the holder
         #: frees its slot, nobody else came, and one delete frees it.
         self._alone: OrderedDict[tuple[str, str], int] = OrderedDict()
+        #: Instance -> the slot keys its start took here, so that its end
+        #: need not compute its keys again (the same data gives the same keys).
+        self._taken: OrderedDict[str, list[str]] = OrderedDict()
 
     @property
     def bucket(self) -> KeyValue:
@@ -189,9 +192,13 @@ class WorkflowSlots:
         :class:`~actors.core.ExpressionError` for a key without a value and
         :class:`QueueFullError` for a queue that is full.
         """
-        for index, limit, value, key in self.keys_of(definition, instance_id, input):
+        keys = self.keys_of(definition, instance_id, input)
+        for index, limit, value, key in keys:
             if not await self._take(key, definition.type, limit, value, instance_id):
                 return Admission(describe(index, limit, value))
+        self._taken[instance_id] = [key for _, _, _, key in keys]
+        while len(self._taken) > _ALONE_REMEMBERED:
+            self._taken.popitem(last=False)
         return Admission(None)
 
     async def _take(
@@ -297,11 +304,13 @@ class WorkflowSlots:
         before: the broker drops copies). A key that cannot be computed
         (the instance failed on it) holds nothing.
         """
-        try:
-            keys = self.keys_of(definition, state.id, state.input)
-        except ValueError:
-            return
-        for _, _, _, key in keys:
+        keys = self._taken.pop(state.id, None)
+        if keys is None:
+            try:
+                keys = [key for _, _, _, key in self.keys_of(definition, state.id, state.input)]
+            except ValueError:
+                return
+        for key in keys:
             await self.free(key, state.id)
 
     async def free(self, key: str, instance_id: str) -> list[str]:
