@@ -152,21 +152,6 @@ def test_a_step_key_without_a_value_fails_the_attempt_unretried() -> None:
     assert not [c for c in commands if type(c).__name__ == "ScheduleActivity"]
 
 
-@pytest.mark.parametrize(
-    ("limit", "message"),
-    [
-        ("{key: a}", "concurrency.limit: must be from 1 to 1000000"),
-        ("[{key: a, limit: 1}]", "concurrency: a concurrency limit"),
-        ("{limit: 1, rate: 2}", "concurrency.rate: unknown field"),
-    ],
-)
-def test_bad_step_limits_are_refused_with_their_path(limit: str, message: str) -> None:
-    text = f"type: t\nsteps: [{{id: a, activity: x, concurrency: {limit}}}]\n"
-    with pytest.raises(DefinitionError) as caught:
-        load_definition(text)
-    assert any(message in str(error) for error in caught.value.errors), caught.value.errors
-
-
 def test_a_rate_limit_rides_on_its_tasks() -> None:
     definition = load_definition(
         "type: r\nsteps: [{id: call, activity: api, "
@@ -187,17 +172,20 @@ def test_a_rate_limit_rides_on_its_tasks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rate", "message"),
+    ("field", "message"),
     [
-        ("{limit: 20}", "rate.period: required"),
-        ("{limit: 20, period: 2d}", "rate.period: must be at most a day"),
-        ("{limit: 0, period: 1s}", "rate.limit: must be from 1"),
-        ("{limit: 1, period: 1s, burst: 0}", "rate.burst: must be from 1"),
-        ("{limit: 1, period: 1s, every: 2}", "rate.every: unknown field"),
+        ("concurrency: {key: a}", "concurrency.limit: must be from 1 to 1000000"),
+        ("concurrency: [{key: a, limit: 1}]", "concurrency: a concurrency limit"),
+        ("concurrency: {limit: 1, rate: 2}", "concurrency.rate: unknown field"),
+        ("rate: {limit: 20}", "rate.period: required"),
+        ("rate: {limit: 20, period: 2d}", "rate.period: must be at most a day"),
+        ("rate: {limit: 0, period: 1s}", "rate.limit: must be from 1"),
+        ("rate: {limit: 1, period: 1s, burst: 0}", "rate.burst: must be from 1"),
+        ("rate: {limit: 1, period: 1s, every: 2}", "rate.every: unknown field"),
     ],
 )
-def test_bad_rate_limits_are_refused_with_their_path(rate: str, message: str) -> None:
-    text = f"type: t\nsteps: [{{id: a, activity: x, rate: {rate}}}]\n"
+def test_bad_step_limits_are_refused_with_their_path(field: str, message: str) -> None:
+    text = f"type: t\nsteps: [{{id: a, activity: x, {field}}}]\n"
     with pytest.raises(DefinitionError) as caught:
         load_definition(text)
     assert any(message in str(error) for error in caught.value.errors), caught.value.errors

@@ -37,6 +37,7 @@ from ..core import (
     ConcurrencyLimit,
     Definition,
     InstanceState,
+    InstanceStatus,
     ScheduleActivity,
     StepStatus,
     attempt_key_value,
@@ -185,16 +186,20 @@ class WorkflowSlots:
             for i, (limit, value) in enumerate(zip(definition.concurrency, values, strict=True))
         ]
 
-    async def admit(self, definition: Definition, instance_id: str, input: object) -> Admission:
+    async def admit(
+        self, definition: Definition, instance_id: str, input: object, seq: int = 0
+    ) -> Admission:
         """Take a slot of every limit, in order, or queue in the first that is full.
 
-        Idempotent: slots held are kept, a place in a queue too. Raises
+        ``seq``: the stream sequence of the instance's start (0: unknown),
+        by which the queues are ordered. Idempotent: slots held are kept, a
+        place in a queue too. Raises
         :class:`~actors.core.ExpressionError` for a key without a value and
         :class:`QueueFullError` for a queue that is full.
         """
         keys = self.keys_of(definition, instance_id, input)
         for index, limit, value, key in keys:
-            if not await self._take(key, definition.type, limit, value, instance_id):
+            if not await self._take(key, definition.type, limit, value, instance_id, seq):
                 return Admission(describe(index, limit, value))
         self._taken[instance_id] = [key for _, _, _, key in keys]
         while len(self._taken) > _ALONE_REMEMBERED:
@@ -208,10 +213,12 @@ class WorkflowSlots:
         limit: ConcurrencyLimit,
         value: str | int | float,
         instance_id: str,
+        seq: int,
     ) -> bool:
         """Hold a slot of ``key`` (``True``) or wait in its queue (``False``)."""
         fresh = Slot(workflow_type, limit.key.source, value, limit.limit)
-        return await self._hold(key, fresh, SlotHolder(instance_id, self._transport.now()))
+        me = SlotHolder(instance_id, self._transport.now(), seq=seq)
+        return await self._hold(key, fresh, me)
 
     async def take_attempt(
         self, definition: Definition, instance_id: str, command: ScheduleActivity, task: OutMessage
@@ -283,7 +290,7 @@ class WorkflowSlots:
             elif len(slot.queue) >= MAX_QUEUE:
                 raise QueueFullError(f"slot {key}: {MAX_QUEUE} are queued already")
             else:
-                slot = replace(slot, queue=(*slot.queue, me))
+                slot = replace(slot, queue=_in_order(slot.queue, me))
             try:
                 data = encode_slot(slot)
             except PayloadTooLargeError:
@@ -394,7 +401,8 @@ class WorkflowSlots:
         A holder whose instance has ended, or has not been stored ``grace``
         seconds after it took its slot (its start went to dead letters), frees
         nothing by itself; nor does an attempt its step is no longer waiting
-        for. Only entries with instances queued are looked at: elsewhere a
+        for. An instance given a slot ``grace`` seconds ago and still queued
+        is sent its admission again. Only entries with instances queued are looked at: elsewhere a
         stale holder keeps nobody waiting.
         """
         freed = 0
@@ -413,6 +421,15 @@ class WorkflowSlots:
                     except MessageError:
                         continue
                     stale = state.status.terminal or (bool(rest) and _settled(state, rest))
+                    if (
+                        not stale
+                        and state.status is InstanceStatus.QUEUED
+                        and holder.by is not None
+                        and now - holder.at >= grace
+                    ):
+                        # Given a slot long ago and still queued: its
+                        # admission was lost (dead-lettered). Send it again.
+                        await self._send_admissions(key, [holder])
                 if stale:
                     log.warning("freeing the slot of %s in %s: it ended without", holder.id, key)
                     await self.free(key, holder.id)
@@ -473,6 +490,15 @@ class Pacer:
             except ConflictError:
                 continue
             return start
+
+
+def _in_order(queue: tuple[SlotHolder, ...], me: SlotHolder) -> tuple[SlotHolder, ...]:
+    """``queue`` with ``me`` in its place: before the first queued by a later start."""
+    if me.seq:
+        for index, waiter in enumerate(queue):
+            if waiter.seq > me.seq:
+                return (*queue[:index], me, *queue[index:])
+    return (*queue, me)
 
 
 def _settled(state: InstanceState, attempt: str) -> bool:

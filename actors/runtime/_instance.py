@@ -360,7 +360,7 @@ class InstanceActor:
                 if isinstance(admitted, tuple):
                     new, commands = admitted
                 else:
-                    flow = await self._flow(definition, state, admitted, now)
+                    flow = await self._flow(definition, state, admitted, now, delivery.stream_seq)
                     if isinstance(flow, tuple):
                         new, commands = flow
                     else:
@@ -461,8 +461,11 @@ class InstanceActor:
         state: InstanceState | None,
         event: Event,
         now: float,
+        cause: int,
     ) -> tuple[InstanceState, list[Command]] | None:
         """Take the slots of the workflow-level limits a start (or an admission) needs.
+
+        ``cause``: the event's stream sequence (a start's orders its queue).
 
         ``None``: decide the event as it is (no limits, or every slot is
         held). A decision in its place: the instance is queued, or fails (a
@@ -476,6 +479,7 @@ class InstanceActor:
         if isinstance(event, StartRequested) and state is None:
             start: StartRequested | None = event
             input = event.input
+            seq = cause
         elif (
             isinstance(event, SlotGranted)
             and state is not None
@@ -483,10 +487,11 @@ class InstanceActor:
         ):
             start = None
             input = state.input
+            seq = 0  # its start's is not kept: behind a further limit, it goes last
         else:
             return None
         try:
-            admission = await self._ctx.slots.admit(definition, self._id, input)
+            admission = await self._ctx.slots.admit(definition, self._id, input, seq)
         except (ValueError, QueueFullError) as exc:
             kind = "QueueFull" if isinstance(exc, QueueFullError) else "InvalidConcurrencyKey"
             error = ErrorInfo(kind, str(exc), non_retryable=True)

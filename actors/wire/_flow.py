@@ -62,10 +62,16 @@ class SlotHolder:
     at: float
     by: str | None = None
     task: tuple[str, bytes] | None = None
+    #: The stream sequence of the start that queued it (0: none), which
+    #: orders the queue: instances are admitted in the order their starts
+    #: were stored, whichever orchestrators decided them first.
+    seq: int = 0
 
     def to_data(self) -> list[Any]:
         if self.task is not None:
-            return [self.id, self.at, self.by, self.task[0], self.task[1]]
+            return [self.id, self.at, self.by, self.seq, self.task[0], self.task[1]]
+        if self.seq:
+            return [self.id, self.at, self.by, self.seq]
         return [self.id, self.at] if self.by is None else [self.id, self.at, self.by]
 
 
@@ -173,19 +179,23 @@ def _holders(fields: _Fields, name: str) -> list[SlotHolder]:
     for index, item in enumerate(fields.get(name, _LIST, [])):
         ok = (
             isinstance(item, list)
-            and len(item) in (2, 3, 5)
+            and len(item) in (2, 3, 4, 6)
             and type(item[0]) in _STR.types
             and type(item[1]) in _NUMBER.types
             and (len(item) == 2 or item[2] is None or type(item[2]) in _STR.types)
-            and (len(item) < 5 or (type(item[3]) is str and type(item[4]) is bytes))
+            and (len(item) < 4 or (type(item[3]) is int and item[3] >= 0))
+            and (len(item) < 6 or (type(item[4]) is str and type(item[5]) is bytes))
         )
         if not ok:
             raise MessageError(
                 f"field {fields.path(name)}[{index}] must be [instance, time], "
-                "[instance, time, by] or [attempt, time, by, subject, task]"
+                "[instance, time, by], [instance, time, by, seq] or "
+                "[attempt, time, by, seq, subject, task]"
             )
-        task = (item[3], item[4]) if len(item) == 5 else None
-        found.append(SlotHolder(item[0], float(item[1]), item[2] if len(item) >= 3 else None, task))
+        task = (item[4], item[5]) if len(item) == 6 else None
+        by = item[2] if len(item) >= 3 else None
+        seq = item[3] if len(item) >= 4 else 0
+        found.append(SlotHolder(item[0], float(item[1]), by, task, seq))
     return found
 
 
