@@ -138,3 +138,6 @@ class InstanceState:
     #: While queued: the limit it waits behind (``concurrency[0]: input.customer
     #: = "c-1" (limit 1)``).
     queued: str | None = None
+    #: The W3C ``traceparent`` of the instance's workflow span, when it is
+    #: traced. Set by the orchestrator, not by ``decide``, which keeps it.
+    trace: str | None = None

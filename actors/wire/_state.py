@@ -217,14 +217,7 @@ def _step_data(step: StepState) -> dict[str, Any]:
 
 def state_to_data(state: InstanceState) -> dict[str, Any]:
     """The plain form stored in ``WORKFLOW_STATES`` (also what clients read)."""
-    data = _state_data(state)
-    if state.queued is not None:
-        data["queued"] = state.queued
-    return data
-
-
-def _state_data(state: InstanceState) -> dict[str, Any]:
-    return {
+    data = {
         "id": state.id,
         "type": state.type,
         "version": state.version,
@@ -247,6 +240,11 @@ def _state_data(state: InstanceState) -> dict[str, Any]:
         "parent_step": state.parent_step,
         "depth": state.depth,
     }
+    if state.trace is not None:
+        data["trace"] = state.trace
+    if state.queued is not None:
+        data["queued"] = state.queued
+    return data
 
 
 def encode_state(state: InstanceState) -> bytes:
@@ -311,6 +309,7 @@ def _state_from(fields: _Fields) -> InstanceState:
         parent_step=fields.get("parent_step", _STR, None),
         depth=fields.count("depth", default=0, least=0, wanted="an integer >= 0"),
         queued=fields.get("queued", _STR, None),
+        trace=fields.get("trace", _STR, None),
     )
 
 
