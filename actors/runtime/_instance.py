@@ -360,15 +360,18 @@ class InstanceActor:
             except LimitExceededError as exc:
                 await self._ctx.deadletter(delivery, f"instance {self._id}: {exc}")
                 return
+            # Outside the net below: a broker error taking a slot hands the
+            # event back (``_handle_one``); it is no failure of the instance.
+            flow = None
+            if not isinstance(admitted, tuple):
+                flow = await self._flow(definition, state, admitted, now, delivery.stream_seq)
             try:
                 if isinstance(admitted, tuple):
                     new, commands = admitted
+                elif flow is not None:
+                    new, commands = flow
                 else:
-                    flow = await self._flow(definition, state, admitted, now, delivery.stream_seq)
-                    if isinstance(flow, tuple):
-                        new, commands = flow
-                    else:
-                        new, commands = decide(definition, state, admitted, now)
+                    new, commands = decide(definition, state, admitted, now)
             except Exception as exc:
                 log.exception(
                     "instance %s: the engine failed deciding %r",

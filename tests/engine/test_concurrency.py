@@ -30,6 +30,7 @@ from actors.wire import (
     encode_slot,
     workflow_slot_key,
 )
+from transport import ConnectionLostError
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -486,3 +487,24 @@ async def test_a_queue_is_in_the_order_the_starts_were_stored(engine: Engine) ->
     (slot,) = (await slots_left(engine)).values()
     assert [holder.id for holder in slot.holders] == ["first"]
     assert [waiter.id for waiter in slot.queue] == ["early", "late", "unknown"]
+
+
+async def test_a_broker_error_taking_a_slot_hands_the_start_back(
+    engine: Engine, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker failing as a start takes its slot is no failure of the instance:
+    the start comes back and runs."""
+    failures = [ConnectionLostError("injected: the broker went away")]
+    admit = WorkflowSlots.admit
+
+    async def flaky_admit(self: WorkflowSlots, *args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await admit(self, *args)
+
+    monkeypatch.setattr(WorkflowSlots, "admit", flaky_admit)
+    await engine.client.register(per_customer(1))
+    await engine.client.start("order", {"customer": "flaky", "for": 0}, id="flaky")
+    assert await result_of(engine, "flaky") == "flaky"
+    assert not failures
+    await no_slots_left(engine)
