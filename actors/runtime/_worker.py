@@ -365,8 +365,8 @@ class Worker:
             await self._report(delivery, task, None, late)
             return
         self._metrics.task_taken(spec.name, now - task.work.scheduled_at)
-        if task.work.rate is not None:
-            await self._pace(task, delivery)
+        if task.work.rate is not None and not await self._pace(task, delivery):
+            return
         withdrawn = self._withdrawn.get(_attempt_of(task))
         if withdrawn is not None:
             # Reported, so that an instance waiting for the attempt to settle
@@ -384,21 +384,32 @@ class Worker:
             traced.done(error)
             await self._report(delivery, task, output, error, traced.headers)
 
-    async def _pace(self, task: Task, delivery: Delivery) -> None:
+    async def _pace(self, task: Task, delivery: Delivery) -> bool:
         """Wait for the start the attempt's rate limit allows, keeping the task alive.
 
         The wait holds one of this type's worker actors, not a slot of any
         limit; a withdrawal during it is seen by the check that follows.
+        ``False``: the broker failed the reservation, and the task was handed
+        back to be tried again.
         """
         pacer = self._pacer
         assert pacer is not None
         assert task.work.rate is not None
-        start = await pacer.reserve(task.work.rate)
+        try:
+            start = await pacer.reserve(task.work.rate)
+        except TransportClosedError:
+            raise
+        except TransportError as exc:
+            log.warning("could not reserve a rate turn (%s); handing the task back", exc)
+            self.stats["handed_back"] += 1
+            await delivery.nak(_PUBLISH_RETRY)
+            return False
         keep_alive = self._config.ack_wait / 3
         while (wait := start - self._transport.now()) > 0:
             await trio.sleep(min(wait, keep_alive))
             if start - self._transport.now() > 0:
                 await delivery.in_progress()
+        return True
 
     async def _run(
         self, spec: ActivitySpec, task: Task, delivery: Delivery

@@ -21,7 +21,7 @@ from records import Records
 
 import actors
 from actors import InstanceStatus
-from actors.runtime._flow import WorkflowSlots
+from actors.runtime._flow import Pacer, WorkflowSlots
 from actors.wire import (
     SLOTS_BUCKET,
     Slot,
@@ -508,3 +508,24 @@ async def test_a_broker_error_taking_a_slot_hands_the_start_back(
     assert await result_of(engine, "flaky") == "flaky"
     assert not failures
     await no_slots_left(engine)
+
+
+async def test_a_broker_error_reserving_a_rate_turn_hands_the_task_back(
+    engine: Engine, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker failing a worker's rate reservation neither stops the worker nor
+    fails the attempt: the task comes back and runs."""
+    failures = [ConnectionLostError("injected: the broker went away")]
+    reserve = Pacer.reserve
+
+    async def flaky_reserve(self: Pacer, *args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await reserve(self, *args)
+
+    monkeypatch.setattr(Pacer, "reserve", flaky_reserve)
+    await engine.client.register(paced(10, "1s", 1))
+    await engine.client.start("paced", {"customer": "flaky", "for": 0}, id="paced-flaky")
+    assert await result_of(engine, "paced-flaky") == "paced-flaky"
+    assert not failures
+    assert engine.worker.stats["handed_back"] == 1
