@@ -115,7 +115,8 @@ def workflow_slot_key(workflow_type: str, key: str, value: str | int | float) ->
 
     ``workflow.{type}.{digest}``: the digest (128 bits of SHA-256) of the key
     expression and its value as JSON, so that any value makes a valid key
-    token. The entry holds the three, and a reader checks them.
+    token. The entry holds the three, for those who list it; two values
+    sharing a digest (a 2^-128 chance) would share their slots.
     """
     return _slot_key(WORKFLOW_SLOT_PREFIX, workflow_type, key, value)
 
