@@ -51,6 +51,7 @@ from .runtime import InstanceQuery as InstanceQuery
 from .runtime import InstanceSummary as InstanceSummary
 from .runtime import Orchestrator as Orchestrator
 from .runtime import OrchestratorConfig as OrchestratorConfig
+from .runtime import SlotInfo as SlotInfo
 from .runtime import UnknownWorkflowTypeError as UnknownWorkflowTypeError
 from .runtime import VersionConflictError as VersionConflictError
 from .runtime import Worker as Worker
@@ -101,6 +102,7 @@ __all__ = [
     "MessageError",
     "Orchestrator",
     "OrchestratorConfig",
+    "SlotInfo",
     "OutcomeError",
     "PayloadTooLargeError",
     "RequestError",

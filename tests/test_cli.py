@@ -626,7 +626,7 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
 
 #: Every command of the command line.
 COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
-            "terminate", "orchestrator", "worker", "dev", "demo")  # fmt: skip
+            "terminate", "slots", "orchestrator", "worker", "dev", "demo")  # fmt: skip
 
 
 def _commands_in_help(text: str) -> set[str]:
@@ -799,3 +799,34 @@ def test_a_missing_creds_file_is_refused_though_this_server_needs_none(
     run = engine("--creds", str(missing), "list")
     assert_clean_error(run, ExitCode.INVALID, f"--creds {missing}: No such file or directory")
     assert engine("list").code == 0
+
+
+@jetstream
+def test_slots_and_a_queued_status(engine: Engine) -> None:
+    """``slots`` lists who holds a limit's slot and who waits; ``status`` says what it waits for."""
+    assert engine("definitions", "register", str(EXAMPLES / "payout.yaml")).code == 0
+    big = json.dumps({"account": "cli-acc", "amount": 5000})
+    small = json.dumps({"account": "cli-acc", "amount": 5})
+    assert engine("start", "payout", "--input", big, "--id", "cli-pay-big").code == 0
+    engine.wait_until(
+        "cli-pay-big", "waited for approval", lambda state: "approval" in state["steps"]
+    )
+    assert engine("start", "payout", "--input", small, "--id", "cli-pay-small").code == 0
+    engine.wait_until("cli-pay-small", "queued", lambda state: state["status"] == "queued")
+
+    (slot,) = [s for s in engine.json("slots")["slots"] if s["value"] == "cli-acc"]
+    assert slot["scope"] == "workflow"
+    assert (slot["name"], slot["key"], slot["limit"]) == ("payout", "input.account", 1)
+    assert (slot["holders"], slot["queue"]) == (["cli-pay-big"], ["cli-pay-small"])
+    assert_ok(
+        engine("slots"), "workflow payout", "input.account", "cli-acc", "1/1", "cli-pay-small"
+    )
+    assert_ok(
+        engine("status", "cli-pay-small"),
+        "queued",
+        'concurrency[0]: input.account = "cli-acc" (limit 1)',
+    )
+
+    assert engine("signal", "cli-pay-big", "approved", "--data", '{"by": "cli"}').code == 0
+    result = engine.json("result", "cli-pay-small", "--wait", "30")
+    assert result["output"] == {"account": "cli-acc", "paid": 5}

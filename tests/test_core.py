@@ -658,9 +658,9 @@ def test_error_info_round_trips_through_data() -> None:
     assert ErrorInfo.from_data({}) == ErrorInfo("Error", "", "", False)
 
 
-def test_only_running_and_compensating_are_not_terminal() -> None:
+def test_only_queued_running_and_compensating_are_not_terminal() -> None:
     live = {status for status in InstanceStatus if not status.terminal}
-    assert live == {InstanceStatus.RUNNING, InstanceStatus.COMPENSATING}
+    assert live == {InstanceStatus.QUEUED, InstanceStatus.RUNNING, InstanceStatus.COMPENSATING}
 
 
 # -- signals, compensation, terminate ------------------------------------------------

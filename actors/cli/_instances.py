@@ -48,6 +48,8 @@ def status(app: App, instance_id: str) -> ExitCode:
         grid.add_row("status", status_text(str(info.status)))
         if info.compensation:
             grid.add_row("compensation", info.compensation)
+        if info.queued:
+            grid.add_row("queued behind", info.queued)
         grid.add_row("created", clock(info.created_at))
         grid.add_row(
             "updated", f"{clock(info.updated_at)}  (+{span(info.updated_at - info.created_at)})"

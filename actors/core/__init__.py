@@ -17,6 +17,8 @@ listed before it; type annotations aside):
   ``_map.py``, ``_choice.py``), and ``_dispatch.py``, the kind table:
   ``Step``, the union of the step classes, and one function per concern
   that dispatches on the kind.
+* ``_flow.py``: workflow-level concurrency limits (``concurrency:``) and
+  the keys they give.
 * ``_places.py`` (where each step sits), ``_definition.py`` (the
   ``Definition`` and its errors), ``_parse.py`` (validation of plain data),
   ``_builder.py`` (definitions written in Python).
@@ -63,8 +65,10 @@ from ._commands import RecordHistory as RecordHistory
 from ._commands import ScheduleActivity as ScheduleActivity
 from ._commands import StartChild as StartChild
 from ._commands import StartTimer as StartTimer
+from ._decide import admit_instance as admit_instance
 from ._decide import decide as decide
 from ._decide import fail_instance as fail_instance
+from ._decide import queue_instance as queue_instance
 from ._definition import MAX_STEPS as MAX_STEPS
 from ._definition import MAX_VERSION as MAX_VERSION
 from ._definition import Definition as Definition
@@ -76,11 +80,18 @@ from ._events import ActivityFailed as ActivityFailed
 from ._events import CancelRequested as CancelRequested
 from ._events import Event as Event
 from ._events import SignalReceived as SignalReceived
+from ._events import SlotGranted as SlotGranted
 from ._events import StartRequested as StartRequested
 from ._events import TerminateRequested as TerminateRequested
 from ._events import TimerFired as TimerFired
 from ._events import TimerKind as TimerKind
 from ._expressions import ExpressionError as ExpressionError
+from ._flow import ConcurrencyLimit as ConcurrencyLimit
+from ._flow import StepLimit as StepLimit
+from ._flow import attempt_key_value as attempt_key_value
+from ._flow import key_values as key_values
+from ._flow import step_key_value as step_key_value
+from ._flow import step_limit as step_limit
 from ._keys import ID_PATTERN as ID_PATTERN
 from ._keys import NAME_PATTERN as NAME_PATTERN
 from ._keys import InvalidNameError as InvalidNameError
@@ -107,6 +118,7 @@ __all__ = [
     "CancelChild",
     "CancelRequested",
     "Command",
+    "ConcurrencyLimit",
     "Definition",
     "DefinitionError",
     "ErrorInfo",
@@ -127,10 +139,12 @@ __all__ = [
     "RetryPolicy",
     "ScheduleActivity",
     "SignalReceived",
+    "SlotGranted",
     "StartChild",
     "StartRequested",
     "StartTimer",
     "StepState",
+    "StepLimit",
     "StepStatus",
     "Steps",
     "TerminateRequested",
@@ -141,8 +155,14 @@ __all__ = [
     "check_instance_id",
     "check_name",
     "check_step_key",
+    "admit_instance",
+    "attempt_key_value",
     "decide",
     "fail_instance",
+    "key_values",
     "load_definition",
     "parse_definition",
+    "queue_instance",
+    "step_key_value",
+    "step_limit",
 ]

@@ -38,6 +38,10 @@ class ScheduleActivity:
     schedule_to_start: float | None
     start_to_close: float
     heartbeat: float | None
+    #: The step's rate limit, for the worker that paces the attempt (see
+    #: ``_flow.RateLimit.pace``): ``activity``, ``key``, ``value``, ``limit``,
+    #: ``period``, ``burst``. ``None``: no rate limit.
+    rate: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from ._events import (
     CancelRequested,
     Event,
     SignalReceived,
+    SlotGranted,
     StartRequested,
     StepEvent,
     TerminateRequested,
@@ -50,7 +51,7 @@ from ._refs import Ref, resolve
 from ._state import InstanceState, InstanceStatus, StepState, StepStatus
 from ._steps import _child, _signal
 
-__all__ = ["decide", "fail_instance"]
+__all__ = ["admit_instance", "decide", "fail_instance", "queue_instance"]
 
 
 def decide(
@@ -104,6 +105,8 @@ def decide(
             non_retryable=True,
         )
         return fail_instance(state, None, error, now)
+    if isinstance(event, SlotGranted):
+        return admit_instance(definition, state, now)
     if isinstance(event, SignalReceived):
         build = Decision(state, now)
         return build.finish() if _signal.received(build, definition, event) else (state, [])
@@ -201,13 +204,66 @@ def _start(
         )
         return fail_instance(None, event, error, now)
     state = _new_state(event, definition.type, definition.version, event.input, now)
-    build = Decision(state, now)
+    return _begin(definition, Decision(state, now))
+
+
+def _begin(definition: Definition, build: Decision) -> tuple[InstanceState, list[Command]]:
+    """Record the start of ``build``'s instance and begin its first step."""
+    state = build.state
     detail: dict[str, Any] = {"type": definition.type, "version": definition.version}
-    if event.parent is not None:
-        detail["parent"] = event.parent
+    if state.parent is not None:
+        detail["parent"] = state.parent
     build.history("workflow.started", **detail)
     build.begin(definition, Ref(definition.places[definition.steps[0].id], ()))
     return build.finish()
+
+
+def queue_instance(
+    definition: Definition,
+    state: InstanceState | None,
+    start: StartRequested | None,
+    behind: str,
+    now: float,
+) -> tuple[InstanceState, list[Command]]:
+    """An instance that waits behind a workflow-level concurrency limit.
+
+    ``state`` is the queued instance as stored, or ``None`` with the
+    ``start`` that creates it queued; ``behind`` describes the limit it
+    waits for. What it is queued behind is recorded in its history each
+    time it changes; the same limit again changes nothing (``state`` is
+    returned as it is, with no commands).
+    """
+    if state is None:
+        if start is None:
+            raise ValueError("queue_instance needs a state or a start")
+        state = _new_state(start, definition.type, definition.version, start.input, now)
+        state = replace(state, status=InstanceStatus.QUEUED)
+    elif state.status is not InstanceStatus.QUEUED or state.queued == behind:
+        return state, []
+    build = Decision(replace(state, queued=behind), now)
+    build.history("flow.queued", behind=behind)
+    return build.finish()
+
+
+def admit_instance(
+    definition: Definition | None, state: InstanceState, now: float
+) -> tuple[InstanceState, list[Command]]:
+    """Start a queued instance: every slot it needs is held now.
+
+    An instance that is not queued (started already, or ended while it
+    waited) is returned as it is, with no commands.
+    """
+    if state.status is not InstanceStatus.QUEUED:
+        return state, []
+    if definition is None or (definition.type, definition.version) != (state.type, state.version):
+        error = ErrorInfo(
+            "DefinitionMissing",
+            f"workflow type {state.type!r} version {state.version} is no longer registered",
+            non_retryable=True,
+        )
+        return fail_instance(state, None, error, now)
+    build = Decision(replace(state, status=InstanceStatus.RUNNING, queued=None), now)
+    return _begin(definition, build)
 
 
 def _new_state(

@@ -24,6 +24,7 @@ from ._places import Place, place_steps
 
 if TYPE_CHECKING:
     from ._expressions import Expression
+    from ._flow import ConcurrencyLimit
     from ._steps import Step
 
 __all__ = [
@@ -74,10 +75,18 @@ class Definition:
     steps: tuple[Step, ...]
     output: Expression | None = None
     description: str = ""
+    #: Workflow-level concurrency limits (see ``_flow.py``); empty: none.
+    concurrency: tuple[ConcurrencyLimit, ...] = ()
     places: Mapping[str, Place] = field(default_factory=dict, compare=False, repr=False)
+    #: Whether any activity step has a concurrency limit (``_flow.py``).
+    limited_steps: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "places", place_steps(self.steps))
+        limited = any(
+            getattr(place.step, "concurrency", None) is not None for place in self.places.values()
+        )
+        object.__setattr__(self, "limited_steps", limited)
 
     def step(self, step_id: str) -> Step | None:
         place = self.places.get(step_id)
@@ -99,4 +108,6 @@ class Definition:
             data["output"] = self.output.source
         if self.description:
             data["description"] = self.description
+        if self.concurrency:
+            data["concurrency"] = [limit.to_data() for limit in self.concurrency]
         return data

@@ -19,6 +19,7 @@ __all__ = [
     "CancelRequested",
     "Event",
     "SignalReceived",
+    "SlotGranted",
     "StartRequested",
     "StepEvent",
     "TerminateRequested",
@@ -103,6 +104,17 @@ class SignalReceived:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class SlotGranted:
+    """A queued instance was given a slot of ``slot`` (a key of the slots bucket).
+
+    The runtime decides it only once the instance holds a slot of every
+    concurrency limit it has; ``decide`` then starts the instance.
+    """
+
+    slot: str
+
+
 Event: TypeAlias = (
     StartRequested
     | ActivityCompleted
@@ -111,6 +123,7 @@ Event: TypeAlias = (
     | CancelRequested
     | TerminateRequested
     | SignalReceived
+    | SlotGranted
 )
 #: The events about one step: its task's result, or one of its timers.
 StepEvent: TypeAlias = ActivityCompleted | ActivityFailed | TimerFired

@@ -26,6 +26,7 @@ from ._definition import (
     FieldError,
 )
 from ._expressions import Expression, ExpressionError
+from ._flow import parse_concurrency
 from ._keys import InvalidNameError, check_name
 from ._steps import STEP_KEYS, Step, syntax
 
@@ -33,7 +34,7 @@ __all__ = ["Checker", "load_definition", "parse_definition", "parse_duration"]
 
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_TOP_KEYS: Final = frozenset({"type", "version", "steps", "output", "description"})
+_TOP_KEYS: Final = frozenset({"type", "version", "steps", "output", "description", "concurrency"})
 
 
 def parse_duration(value: object) -> float:
@@ -246,6 +247,7 @@ class Checker:
                 self.error("must be a string")
         steps = self.steps(top.get("steps"))
         output = self.expression(top, "output")
+        concurrency = parse_concurrency(self, top.get("concurrency"))
         if self.errors or workflow_type is None or version is None:
             return None
         return Definition(
@@ -254,6 +256,7 @@ class Checker:
             steps=tuple(steps),
             output=output,
             description=description,
+            concurrency=concurrency,
         )
 
     def steps(self, data: object, depth: int = 0, *, empty: bool = False) -> list[Step]:

@@ -18,6 +18,8 @@ __all__ = ["InstanceState", "InstanceStatus", "StepState", "StepStatus"]
 
 
 class InstanceStatus(enum.StrEnum):
+    #: Started, and waiting for a slot of a workflow-level concurrency limit.
+    QUEUED = "queued"
     RUNNING = "running"
     #: Failed or cancelled; the compensations of completed steps are running.
     COMPENSATING = "compensating"
@@ -29,7 +31,11 @@ class InstanceStatus(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (InstanceStatus.RUNNING, InstanceStatus.COMPENSATING)
+        return self not in (
+            InstanceStatus.QUEUED,
+            InstanceStatus.RUNNING,
+            InstanceStatus.COMPENSATING,
+        )
 
 
 class StepStatus(enum.StrEnum):
@@ -129,6 +135,9 @@ class InstanceState:
     parent_step: str | None = None
     #: How deep the instance nests (0 at the top; see ``MAX_CHILD_DEPTH``).
     depth: int = 0
+    #: While queued: the limit it waits behind (``concurrency[0]: input.customer
+    #: = "c-1" (limit 1)``).
+    queued: str | None = None
     #: The W3C ``traceparent`` of the instance's workflow span, when it is
     #: traced. Set by the orchestrator, not by ``decide``, which keeps it.
     trace: str | None = None

@@ -92,3 +92,10 @@ async def ship(request: dict[str, Any]) -> dict[str, Any]:
 async def increment(value: dict[str, Any]) -> dict[str, Any]:
     """Return the input with its counter incremented (the benchmark's activity)."""
     return {**value, "count": value.get("count", 0) + 1}
+
+
+@actors.activity
+async def send_payout(request: dict[str, Any]) -> dict[str, Any]:
+    """Transfer the amount to the account (the bank takes a moment)."""
+    await trio.sleep(0.01)
+    return {"account": request["account"], "paid": request["amount"]}

@@ -175,6 +175,7 @@ class _Api:
             route("/workflows/{id}/signals/{name}", POST=self.signal),
             route("/workflows/{id}/cancel", POST=self.cancel),
             route("/workflows/{id}/terminate", POST=self.terminate),
+            route("/slots", GET=self.list_slots),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -335,6 +336,9 @@ class _Api:
         if found is None:
             return _json({"status": "pending"}, 202)
         return _outcome(found)
+
+    async def list_slots(self, request: Request) -> Response:
+        return _json({"items": [info.to_data() for info in await self._client.slots()]})
 
     async def history(self, request: Request) -> Response:
         info = await self._existing(request.path_params["id"])

@@ -276,6 +276,13 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "terminateWorkflow", "Stop at once, without compensation (no-op if finished)"
             )
         },
+        "/slots": {
+            "get": operation(
+                "listSlots",
+                "The key values of concurrency limits in use: holders and queue, in order",
+                {"200": _ok("The key values.", _ref("Slots"))},
+            )
+        },
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",

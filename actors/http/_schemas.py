@@ -316,6 +316,7 @@ def _schemas() -> dict[str, Any]:
                 "updated_at": {"type": "number"},
                 "steps": {"type": "object", "additionalProperties": _ref("StepState")},
                 "compensation": {"enum": ["completed", "failed", None]},
+                "queued": {"type": "string"},
             },
         },
         "Completed": {
@@ -328,7 +329,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["status"],
             "additionalProperties": False,
-            "properties": {"status": {"enum": ["pending", "running", "compensating"]}},
+            "properties": {"status": {"enum": ["pending", "queued", "running", "compensating"]}},
         },
         "Unsuccessful": {
             "type": "object",
@@ -358,6 +359,27 @@ def _schemas() -> dict[str, Any]:
                 "kind": {"type": "string"},
                 "at": {"type": "number", "description": "Seconds since the epoch."},
                 "detail": {"type": "object"},
+            },
+        },
+        "Slots": {
+            "type": "object",
+            "required": ["items"],
+            "additionalProperties": False,
+            "properties": {"items": {"type": "array", "items": _ref("Slot")}},
+        },
+        "Slot": {
+            "type": "object",
+            "required": ["slot", "scope", "name", "key", "value", "limit", "holders", "queue"],
+            "additionalProperties": False,
+            "properties": {
+                "slot": {"type": "string"},
+                "scope": {"enum": ["workflow", "activity"]},
+                "name": _NAME,
+                "key": {"type": "string"},
+                "value": {"type": ["string", "number"]},
+                "limit": {"type": "integer", "minimum": 1},
+                "holders": {"type": "array", "items": {"type": "string"}},
+                "queue": {"type": "array", "items": {"type": "string"}},
             },
         },
         "History": {

@@ -12,6 +12,7 @@ from ._activity import activity_info as activity_info
 from ._activity import collect_activities as collect_activities
 from ._activity import heartbeat as heartbeat
 from ._client import Client as Client
+from ._flow import SlotInfo as SlotInfo
 from ._history import HISTORY_LIMIT as HISTORY_LIMIT
 from ._instances import InstanceConflictError as InstanceConflictError
 from ._instances import InstanceInfo as InstanceInfo
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_LIMIT",
     "Orchestrator",
     "OrchestratorConfig",
+    "SlotInfo",
     "UnknownWorkflowTypeError",
     "VersionConflictError",
     "Worker",

@@ -44,6 +44,7 @@ from ..observability import tracing
 from ..wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
+    SLOTS_BUCKET,
     STATES_BUCKET,
     Layout,
     MessageError,
@@ -59,6 +60,7 @@ from ..wire import (
     start_subject,
     terminate_subject,
 )
+from ._flow import SlotInfo, slot_infos
 from ._history import HISTORY_LIMIT, read_history
 from ._instances import (
     InstanceInfo,
@@ -463,6 +465,15 @@ class Client:
         ``limit`` below 1, and the transport's errors.
         """
         return await read_history(self._transport, check_instance_id(instance_id), limit)
+
+    async def slots(self) -> builtins.list[SlotInfo]:
+        """Every key value of every concurrency limit in use: its holders and its queue.
+
+        Workflow limits and step limits alike (see :class:`SlotInfo`), read
+        from ``FLOW_SLOTS`` now; a key value no instance holds or waits for
+        is not there. Costs one read per key value.
+        """
+        return await slot_infos(await self._transport.kv(SLOTS_BUCKET))
 
     async def list(self, **query: Unpack[InstanceQuery]) -> list[InstanceSummary]:
         """Summaries of the instances that match ``query``, oldest first (one page of them).

@@ -44,11 +44,17 @@ from ..core import (
     ErrorInfo,
     Event,
     InstanceState,
+    InstanceStatus,
     LimitExceededError,
     Limits,
+    ScheduleActivity,
+    SlotGranted,
     StartRequested,
+    TimerFired,
+    TimerKind,
     decide,
     fail_instance,
+    queue_instance,
 )
 from ..errors import EngineError
 from ..observability import NO_METRICS, Metrics, clock, tracing
@@ -60,7 +66,9 @@ from ..wire import (
     activity_cancel_key,
     decode_state,
     encode_activity_cancel,
+    task_msg_id,
 )
+from ._flow import QueueFullError, WorkflowSlots
 from ._outbox import messages_for
 from ._registry import DefinitionStore
 from ._sizes import checked, encoded, slim, within_limits
@@ -106,6 +114,8 @@ class Context:
     max_waiting_events: int
     #: The orchestrator's counters.
     stats: dict[str, int]
+    #: The slots of workflow-level concurrency limits (``FLOW_SLOTS``).
+    slots: WorkflowSlots
     #: Records a delivery in the dead letters with a reason, then acks it.
     deadletter: Callable[[Delivery, str], Awaitable[None]]
     #: Where decisions are counted.
@@ -350,9 +360,16 @@ class InstanceActor:
             except LimitExceededError as exc:
                 await self._ctx.deadletter(delivery, f"instance {self._id}: {exc}")
                 return
+            # Outside the net below: a broker error taking a slot hands the
+            # event back (``_handle_one``); it is no failure of the instance.
+            flow = None
+            if not isinstance(admitted, tuple):
+                flow = await self._flow(definition, state, admitted, now, delivery.stream_seq)
             try:
                 if isinstance(admitted, tuple):
                     new, commands = admitted
+                elif flow is not None:
+                    new, commands = flow
                 else:
                     new, commands = decide(definition, state, admitted, now)
             except Exception as exc:
@@ -380,8 +397,16 @@ class InstanceActor:
                     # Rule 5: this event made the last decision and is back,
                     # so its ack (and maybe the publish before it) was lost.
                     # Publishing again is deduplicated by message id (rule 2).
-                    await self._publish(self._messages(state, state.outbox), state.outbox)
+                    await self._publish(
+                        self._messages(state, state.outbox), state.outbox, definition
+                    )
                     self._outbox_sent = True
+                    await self._free_slots(definition, state, event)
+                if isinstance(event, StartRequested) and state is not None:
+                    # A duplicate start may have taken a slot before the
+                    # instance was found to exist: free it if it has ended
+                    # (while it runs or waits, it holds its own already).
+                    await self._free_slots(definition, state, event)
                 if (
                     state is not None
                     and isinstance(event, StartRequested)
@@ -436,8 +461,9 @@ class InstanceActor:
                     delivery.stream_seq,
                 ):
                     continue
-            await self._publish(messages, commands)
+            await self._publish(messages, commands, definition)
             self._outbox_sent = True
+            await self._free_slots(definition, new, event)
             await delivery.ack()
             lag = self._transport.now() - delivery.stored_at
             self._ctx.metrics.decided(event, state, new, commands, clock() - began, lag)
@@ -445,6 +471,94 @@ class InstanceActor:
                 tracing.decision_span(self._id, new.trace, event, delivery.headers, began_at)
             tracing.end_span(root)
             return
+
+    async def _flow(
+        self,
+        definition: Definition | None,
+        state: InstanceState | None,
+        event: Event,
+        now: float,
+        cause: int,
+    ) -> tuple[InstanceState, list[Command]] | None:
+        """Take the slots of the workflow-level limits a start (or an admission) needs.
+
+        ``cause``: the event's stream sequence (a start's orders its queue).
+
+        ``None``: decide the event as it is (no limits, or every slot is
+        held). A decision in its place: the instance is queued, or fails (a
+        key without a value, a full queue). A start is taken for one of an
+        instance not stored yet, as ``_handle`` assumes: if it was a
+        duplicate, of an instance that has ended, what it took is freed
+        when it is found out (see ``_handle``).
+        """
+        if definition is None or not definition.concurrency:
+            return None
+        if isinstance(event, StartRequested) and state is None:
+            start: StartRequested | None = event
+            input = event.input
+            seq = cause
+        elif (
+            isinstance(event, SlotGranted)
+            and state is not None
+            and state.status is InstanceStatus.QUEUED
+        ):
+            start = None
+            input = state.input
+            seq = 0  # its start's is not kept: behind a further limit, it goes last
+        else:
+            return None
+        try:
+            admission = await self._ctx.slots.admit(definition, self._id, input, seq)
+        except (ValueError, QueueFullError) as exc:
+            kind = "QueueFull" if isinstance(exc, QueueFullError) else "InvalidConcurrencyKey"
+            error = ErrorInfo(kind, str(exc), non_retryable=True)
+            return fail_instance(state, start, error, now, definition)
+        if admission.behind is None:
+            return None
+        return queue_instance(definition, state, start, admission.behind, now)
+
+    async def _slotted(
+        self, messages: list[OutMessage], commands: Sequence[Command], definition: Definition
+    ) -> list[OutMessage]:
+        """``messages`` without the tasks that wait for a slot of their step's limit."""
+        waiting: set[str] = set()
+        by_id = {message.msg_id: message for message in messages if message.msg_id}
+        for command in commands:
+            if not isinstance(command, ScheduleActivity):
+                continue
+            msg_id = task_msg_id(self._id, command.step, command.attempt)
+            task = by_id.get(msg_id)
+            if task is not None and not await self._ctx.slots.take_attempt(
+                definition, self._id, command, task
+            ):
+                waiting.add(msg_id)
+        return [m for m in messages if m.msg_id not in waiting] if waiting else messages
+
+    async def _free_slots(
+        self, definition: Definition | None, state: InstanceState, event: Event
+    ) -> None:
+        """Free the slots the decision just carried out let go (again, if it is redelivered).
+
+        An instance's own when it ended; an attempt's when its result or its
+        timeout came, or when the instance ended.
+        """
+        if definition is None:
+            return
+        slots = self._ctx.slots
+        if state.status.terminal and definition.concurrency:
+            await slots.release(definition, state)
+        if not definition.limited_steps:
+            return
+        ended: list[tuple[str, int]] = []
+        timed_out = isinstance(event, TimerFired) and event.kind is TimerKind.TIMEOUT
+        if isinstance(event, ActivityCompleted | ActivityFailed | TimerFired) and (
+            timed_out or not isinstance(event, TimerFired)
+        ):
+            ended.append((event.step, event.attempt))
+        if state.status.terminal:
+            ended.extend((key, step.attempt) for key, step in state.steps.items())
+        for key, attempt in ended:
+            await slots.free_attempt(definition, state, key, attempt)
 
     async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
         """Publish ``state``'s outbox if the event that made it may not be acked yet.
@@ -467,15 +581,26 @@ class InstanceActor:
             and cause != delivery.stream_seq
             and await self._transport.holds(EVENTS_STREAM, cause)
         ):
-            await self._publish(self._messages(state, state.outbox), state.outbox)
+            definition = await self._ctx.definitions.get(state.type, state.version)
+            await self._publish(self._messages(state, state.outbox), state.outbox, definition)
         self._outbox_sent = True
 
-    async def _publish(self, messages: list[OutMessage], commands: Sequence[Command]) -> None:
+    async def _publish(
+        self,
+        messages: list[OutMessage],
+        commands: Sequence[Command],
+        definition: Definition | None,
+    ) -> None:
         """Carry out a decision: publish its ``messages``, then write its withdrawn tasks.
 
         A withdrawal is a key of ``ACTIVITY_CANCELS``, which every worker
         watches; written again when the outbox is sent again, it is the same.
+        The task of an attempt of a step with a concurrency limit goes out
+        only if it gets a slot; otherwise it waits in the slot's queue, and
+        whoever frees a slot publishes it.
         """
+        if definition is not None and definition.limited_steps:
+            messages = await self._slotted(messages, commands, definition)
         await self._transport.publish_many(messages)
         for command in commands:
             if isinstance(command, CancelActivity):

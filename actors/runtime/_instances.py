@@ -94,6 +94,8 @@ class InstanceInfo:
     steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``"completed"`` or ``"failed"`` if compensations ran, else ``None``.
     compensation: str | None = None
+    #: While queued: the concurrency limit it waits behind.
+    queued: str | None = None
 
     def to_data(self) -> dict[str, Any]:
         """The snapshot as plain JSON-able data (what the CLI and the API show)."""
@@ -109,6 +111,7 @@ class InstanceInfo:
             "updated_at": self.updated_at,
             "steps": {key: dict(step) for key, step in self.steps.items()},
             "compensation": self.compensation,
+            **({} if self.queued is None else {"queued": self.queued}),
         }
 
 
@@ -130,6 +133,7 @@ def _info_of(state: InstanceState) -> InstanceInfo:
         updated_at=state.updated_at,
         steps=plain["steps"],
         compensation=state.compensation,
+        queued=state.queued,
     )
 
 

@@ -34,6 +34,7 @@ from ..core import (
     InvalidNameError,
     Limits,
     SignalReceived,
+    SlotGranted,
     StartRequested,
     TerminateRequested,
     check_instance_id,
@@ -43,6 +44,7 @@ from ..observability import NO_METRICS, Metrics
 from ..wire import (
     CANCELS_BUCKET,
     DEFINITIONS_BUCKET,
+    EVENT_ADMIT,
     EVENT_CANCEL,
     EVENT_COMPLETED,
     EVENT_FAILED,
@@ -53,11 +55,13 @@ from ..wire import (
     EVENTS_STREAM,
     INSTANCE_PREFIX,
     PARTITIONS_BUCKET,
+    SLOTS_BUCKET,
     START_PREFIX,
     STATES_BUCKET,
     CodecError,
     Layout,
     MessageError,
+    decode_admit,
     decode_cancel,
     decode_result,
     decode_signal,
@@ -70,6 +74,7 @@ from ..wire import (
 )
 from ._counters import Counters
 from ._deadletters import deadletter
+from ._flow import WorkflowSlots
 from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
 from ._registry import DefinitionStore
@@ -109,6 +114,10 @@ class OrchestratorConfig:
     #: orchestrator's partitions are taken over this long after its last
     #: renewal (see ``_partitions.py``).
     lease: float = 10.0
+    #: How often the orchestrator owning partition 0 looks for slots of
+    #: concurrency limits held by instances that will never free them (see
+    #: ``WorkflowSlots.sweep``); ``None``: never.
+    slot_sweep: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.max_idle_actors < 0:
@@ -260,6 +269,7 @@ class Orchestrator:
             max_waiting_events=config.max_waiting_events,
             stats=self.stats,
             deadletter=self._deadletter,
+            slots=WorkflowSlots(self._transport, assets.buckets[SLOTS_BUCKET]),
             metrics=self._metrics,
         )
         leases = self._leases = Leases(
@@ -268,6 +278,7 @@ class Orchestrator:
         async with trio.open_nursery() as services:
             await services.start(definitions.follow)
             await services.start(leases.run)
+            services.start_soon(self._sweep_slots)
             async with trio.open_nursery() as served:
                 services.start_soon(self._follow_leases, leases, served)
                 await served.start(self._intake)
@@ -280,6 +291,26 @@ class Orchestrator:
             services.cancel_scope.cancel()
         # Nothing is decided here any more: let the others take over now.
         await leases.close()
+
+    async def _sweep_slots(self) -> None:
+        """Now and then, free slots whose holders will never free them (partition 0's owner)."""
+        every = self._config.slot_sweep
+        context = self._context
+        if every is None or context is None:
+            return
+        # An instance not stored this long after it took a slot never will be:
+        # its start waits no longer than ``start_wait`` plus an ack wait.
+        grace = self.start_wait + 2 * self._config.layout.ack_wait
+        while True:
+            await trio.sleep(every)
+            if 0 not in self._partitions:
+                continue
+            try:
+                await context.slots.sweep(context.states, grace)
+            except TransportClosedError:
+                raise
+            except (TransportError, MessageError) as exc:
+                log.warning("could not sweep the slots (%s); trying again later", exc)
 
     async def _follow_leases(self, leases: Leases, served: trio.Nursery) -> None:
         """Serve the partitions this process acquires; stop those it loses or hands back."""
@@ -451,6 +482,11 @@ class Orchestrator:
             if (kind == EVENT_COMPLETED) != isinstance(result, ActivityCompleted):
                 raise MessageError("result outcome disagrees with its subject")
             return instance_id, result
+        if kind == EVENT_ADMIT and not rest:
+            named, slot = decode_admit(data)
+            if named != instance_id:
+                raise MessageError("admission body names another instance than its subject")
+            return instance_id, SlotGranted(slot)
         if kind == EVENT_TIMER and not rest:
             named, timer = decode_timer(data)
             if named != instance_id:

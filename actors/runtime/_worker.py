@@ -51,6 +51,7 @@ from ..core import ErrorInfo
 from ..observability import NO_METRICS, Metrics, clock, tracing
 from ..wire import (
     CANCELS_BUCKET,
+    RATES_BUCKET,
     TASKS_STREAM,
     CodecError,
     Layout,
@@ -66,6 +67,7 @@ from ..wire import (
 from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
 from ._counters import Counters
 from ._deadletters import deadletter
+from ._flow import Pacer
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -150,6 +152,8 @@ class Worker:
         self._stopping = False
         self._stopped = trio.Event()
         self._cancels: KeyValue | None = None
+        #: Paces the attempts of steps with a rate limit (once running).
+        self._pacer: Pacer | None = None
         #: Activities running now, kept alive by ``_upkeep``, by their attempt.
         self._running: dict[_Attempt, _Running] = {}
         #: Attempts their instances withdrew, with why, and the Trio time
@@ -185,6 +189,7 @@ class Worker:
         """Provision, serve every activity type, return after shutdown and drain."""
         assets = await self._config.layout.provision(self._transport)
         self._cancels = assets.buckets[CANCELS_BUCKET]
+        self._pacer = Pacer(self._transport, assets.buckets[RATES_BUCKET])
         async with trio.open_nursery() as upkeep:
             upkeep.start_soon(self._upkeep)
             await upkeep.start(self._watch_withdrawals)
@@ -360,6 +365,8 @@ class Worker:
             await self._report(delivery, task, None, late)
             return
         self._metrics.task_taken(spec.name, now - task.work.scheduled_at)
+        if task.work.rate is not None and not await self._pace(task, delivery):
+            return
         withdrawn = self._withdrawn.get(_attempt_of(task))
         if withdrawn is not None:
             # Reported, so that an instance waiting for the attempt to settle
@@ -376,6 +383,33 @@ class Worker:
             self._metrics.ran(spec.name, clock() - began)
             traced.done(error)
             await self._report(delivery, task, output, error, traced.headers)
+
+    async def _pace(self, task: Task, delivery: Delivery) -> bool:
+        """Wait for the start the attempt's rate limit allows, keeping the task alive.
+
+        The wait holds one of this type's worker actors, not a slot of any
+        limit; a withdrawal during it is seen by the check that follows.
+        ``False``: the broker failed the reservation, and the task was handed
+        back to be tried again.
+        """
+        pacer = self._pacer
+        assert pacer is not None
+        assert task.work.rate is not None
+        try:
+            start = await pacer.reserve(task.work.rate)
+        except TransportClosedError:
+            raise
+        except TransportError as exc:
+            log.warning("could not reserve a rate turn (%s); handing the task back", exc)
+            self.stats["handed_back"] += 1
+            await delivery.nak(_PUBLISH_RETRY)
+            return False
+        keep_alive = self._config.ack_wait / 3
+        while (wait := start - self._transport.now()) > 0:
+            await trio.sleep(min(wait, keep_alive))
+            if start - self._transport.now() > 0:
+                await delivery.in_progress()
+        return True
 
     async def _run(
         self, spec: ActivitySpec, task: Task, delivery: Delivery

@@ -12,6 +12,19 @@ from ._codec import PayloadTooLargeError as PayloadTooLargeError
 from ._codec import decode as decode
 from ._codec import encode as encode
 from ._fields import MessageError as MessageError
+from ._flow import Slot as Slot
+from ._flow import SlotHolder as SlotHolder
+from ._flow import activity_slot_key as activity_slot_key
+from ._flow import admit_msg_id as admit_msg_id
+from ._flow import admit_subject as admit_subject
+from ._flow import decode_admit as decode_admit
+from ._flow import decode_pace as decode_pace
+from ._flow import decode_slot as decode_slot
+from ._flow import encode_admit as encode_admit
+from ._flow import encode_pace as encode_pace
+from ._flow import encode_slot as encode_slot
+from ._flow import rate_slot_key as rate_slot_key
+from ._flow import workflow_slot_key as workflow_slot_key
 from ._json import MAX_NUMBER as MAX_NUMBER
 from ._json import MAX_PAYLOAD_DEPTH as MAX_PAYLOAD_DEPTH
 from ._json import MIN_NUMBER as MIN_NUMBER
@@ -47,6 +60,7 @@ from ._messages import encode_timer as encode_timer
 from ._names import CANCELS_BUCKET as CANCELS_BUCKET
 from ._names import DEADLETTER_STREAM as DEADLETTER_STREAM
 from ._names import DEFINITIONS_BUCKET as DEFINITIONS_BUCKET
+from ._names import EVENT_ADMIT as EVENT_ADMIT
 from ._names import EVENT_CANCEL as EVENT_CANCEL
 from ._names import EVENT_COMPLETED as EVENT_COMPLETED
 from ._names import EVENT_FAILED as EVENT_FAILED
@@ -58,6 +72,8 @@ from ._names import EVENTS_STREAM as EVENTS_STREAM
 from ._names import HISTORY_STREAM as HISTORY_STREAM
 from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
 from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
+from ._names import RATES_BUCKET as RATES_BUCKET
+from ._names import SLOTS_BUCKET as SLOTS_BUCKET
 from ._names import START_PREFIX as START_PREFIX
 from ._names import STATES_BUCKET as STATES_BUCKET
 from ._names import TASKS_STREAM as TASKS_STREAM
@@ -91,6 +107,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFINITIONS_BUCKET",
     "EVENTS_STREAM",
+    "EVENT_ADMIT",
     "EVENT_CANCEL",
     "EVENT_COMPLETED",
     "EVENT_FAILED",
@@ -105,6 +122,8 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MIN_NUMBER",
     "PARTITIONS_BUCKET",
+    "RATES_BUCKET",
+    "SLOTS_BUCKET",
     "START_PREFIX",
     "STATES_BUCKET",
     "TASKS_STREAM",
@@ -116,21 +135,29 @@ __all__ = [
     "Layout",
     "MessageError",
     "PayloadTooLargeError",
+    "Slot",
+    "SlotHolder",
     "StartMessage",
     "Task",
     "activity_cancel_key",
+    "activity_slot_key",
+    "admit_msg_id",
+    "admit_subject",
     "cancel_subject",
     "check_payload",
     "deadletter_msg_id",
     "deadletter_subject",
     "decode",
     "decode_activity_cancel",
+    "decode_admit",
+    "decode_pace",
     "decode_cancel",
     "decode_deadletter",
     "decode_definition",
     "decode_history",
     "decode_result",
     "decode_signal",
+    "decode_slot",
     "decode_start",
     "decode_state",
     "decode_status",
@@ -141,6 +168,8 @@ __all__ = [
     "dumps",
     "encode",
     "encode_activity_cancel",
+    "encode_admit",
+    "encode_pace",
     "encode_cancel",
     "encode_deadletter",
     "encode_definition",
@@ -148,6 +177,7 @@ __all__ = [
     "encode_history_records",
     "encode_result",
     "encode_signal",
+    "encode_slot",
     "encode_start",
     "encode_state",
     "encode_task",
@@ -157,6 +187,7 @@ __all__ = [
     "instance_partition",
     "loads",
     "published_subject",
+    "rate_slot_key",
     "result_msg_id",
     "result_subject",
     "signal_subject",
@@ -168,4 +199,5 @@ __all__ = [
     "terminate_subject",
     "timer_msg_id",
     "timer_subject",
+    "workflow_slot_key",
 ]

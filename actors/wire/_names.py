@@ -19,6 +19,10 @@ WORKFLOW_STATES        KV         ``{instance}`` -> state (compare-and-set)
 WORKFLOW_PARTITIONS    KV         which orchestrator owns which partition
 ACTIVITY_CANCELS       KV         ``{instance}.{step token}.{attempt}`` ->
                                   a withdrawn task (kept a day)
+FLOW_SLOTS             KV         ``workflow.{type}.{digest}`` -> the slots
+                                  of one key value of a concurrency limit
+FLOW_RATES             KV         ``rate.{activity}.{digest}`` -> when the
+                                  next attempt of a rate limit is due
 =====================  =========  ===========================================
 
 Events of an instance are published on ``instance.{instance}.{event...}``;
@@ -57,6 +61,12 @@ STATES_BUCKET: Final = "WORKFLOW_STATES"
 PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
 #: Tasks withdrawn by their instance, which the workers watch.
 CANCELS_BUCKET: Final = "ACTIVITY_CANCELS"
+#: The slots and queues of concurrency limits (``_flow.py``), by compare-and-set.
+SLOTS_BUCKET: Final = "FLOW_SLOTS"
+#: The pace of rate limits: when each key value's next attempt is due.
+RATES_BUCKET: Final = "FLOW_RATES"
+#: How long a rate limit's pace is kept unwritten (then it is long past anyway).
+RATES_TTL: Final = 2 * 86400.0
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -75,6 +85,8 @@ EVENT_SIGNAL: Final = "signal"  # .{name}
 EVENT_COMPLETED: Final = "completed"  # .{step key}
 EVENT_FAILED: Final = "failed"  # .{step key}
 EVENT_TIMER: Final = "timer"
+#: A queued instance was given a slot (``_flow.py``).
+EVENT_ADMIT: Final = "admit"
 TASK_PREFIX: Final = "activity.tasks"
 HISTORY_PREFIX: Final = "history"
 DEADLETTER_PREFIX: Final = "deadletter"
@@ -258,6 +270,8 @@ class Layout:
             # keys are ignored once stale, and gone after an hour.
             KVSpec(bucket=PARTITIONS_BUCKET, replicas=self.replicas, ttl=3600.0),
             KVSpec(bucket=CANCELS_BUCKET, replicas=self.replicas, ttl=self.cancel_ttl),
+            KVSpec(bucket=SLOTS_BUCKET, replicas=self.replicas, max_value_size=self.max_payload),
+            KVSpec(bucket=RATES_BUCKET, replicas=self.replicas, ttl=RATES_TTL),
         )
 
     def intake_consumer(self) -> ConsumerSpec:

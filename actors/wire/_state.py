@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -70,7 +71,10 @@ def _command_fields(command: Command) -> dict[str, Any]:
     (a history record's detail) as a dict; payloads as they are.
     """
     return {
-        field.name: _plain(getattr(command, field.name)) for field in dataclasses.fields(command)
+        field.name: _plain(getattr(command, field.name))
+        for field in dataclasses.fields(command)
+        # A task's rate is written only when it has one (tasks before it had none).
+        if not (field.name == "rate" and getattr(command, "rate", None) is None)
     }
 
 
@@ -103,7 +107,31 @@ def _schedule_from(fields: _Fields) -> ScheduleActivity:
         schedule_to_start=_duration(fields, "schedule_to_start"),
         start_to_close=300.0 if start_to_close is None else start_to_close,
         heartbeat=_duration(fields, "heartbeat"),
+        rate=_rate_from(fields),
     )
+
+
+def _rate_from(fields: _Fields) -> dict[str, Any] | None:
+    """A task's ``rate`` (see ``RateLimit.pace``), checked; ``None`` if absent."""
+    rate = fields.maybe_fields("rate")
+    if rate is None:
+        return None
+    value = rate.data.get("value")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise rate.wrong("value", "a string or a number")
+    with _names():
+        activity = check_name("activity", rate.text("activity"))
+    period = rate.number("period")
+    if not 0 < period < math.inf:
+        raise rate.wrong("period", "a positive number of seconds")
+    return {
+        "activity": activity,
+        "key": rate.text("key"),
+        "value": value,
+        "limit": rate.count("limit", default=0, least=1, wanted="an integer >= 1"),
+        "period": period,
+        "burst": rate.count("burst", default=1, least=1, wanted="an integer >= 1"),
+    }
 
 
 def _command_data(command: Command) -> dict[str, Any]:
@@ -214,6 +242,8 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
     }
     if state.trace is not None:
         data["trace"] = state.trace
+    if state.queued is not None:
+        data["queued"] = state.queued
     return data
 
 
@@ -278,6 +308,7 @@ def _state_from(fields: _Fields) -> InstanceState:
         parent=fields.get("parent", _STR, None),
         parent_step=fields.get("parent_step", _STR, None),
         depth=fields.count("depth", default=0, least=0, wanted="an integer >= 0"),
+        queued=fields.get("queued", _STR, None),
         trace=fields.get("trace", _STR, None),
     )
 

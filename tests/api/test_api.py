@@ -735,3 +735,32 @@ async def test_a_port_in_use_raises(served: Served) -> None:
     port = int(served.url.rsplit(":", 1)[1])
     with pytest.raises(OSError, match="in use"):
         await serve_api(served.client, port=port)
+
+
+async def test_slots_list_holders_and_queues(served: Served) -> None:
+    limited = served.definitions["approval"].replace(
+        "type: approval", "type: limited\nconcurrency: [{key: input.name, limit: 1}]"
+    )
+    await served.client.register(limited)
+    for instance in ("lim-1", "lim-2"):
+        await served.client.start("limited", {"name": "ann"}, id=instance)
+    with trio.fail_after(30):
+        await served.client.wait_for(
+            "lim-2", lambda info: info.status is actors.InstanceStatus.QUEUED
+        )
+    listed = await served.http.get("/slots")
+    assert listed.status_code == 200
+    (slot,) = listed.json()["items"]
+    assert (slot["scope"], slot["name"], slot["key"], slot["value"], slot["limit"]) == (
+        "workflow",
+        "limited",
+        "input.name",
+        "ann",
+        1,
+    )
+    assert (slot["holders"], slot["queue"]) == (["lim-1"], ["lim-2"])
+    queued = await served.http.get("/workflows/lim-2")
+    assert queued.json()["status"] == "queued"
+    assert queued.json()["queued"] == 'concurrency[0]: input.name = "ann" (limit 1)'
+    pending = await served.http.get("/workflows/lim-2/result")
+    assert (pending.status_code, pending.json()) == (202, {"status": "queued"})

@@ -119,3 +119,27 @@ async def test_an_order_without_a_card_fails_and_releases_the_stock(engine: Engi
     assert info.steps["reserve~undo"]["output"] == {"order": "o-nocard", "released": True}
     # Nothing was held: voiding it is a no-op.
     assert info.steps["authorize~undo"]["output"] == {"order": "o-nocard", "voided": None}
+
+
+PAYOUT = dict(actors.examples.definitions())["payout.yaml"]
+
+
+async def test_payouts_of_one_account_wait_for_each_other(engine: Engine) -> None:
+    """The payout example: a second payout to an account is queued behind the first."""
+    client = engine.client
+    await client.register(PAYOUT)
+    await client.start("payout", {"account": "acc-1", "amount": 5000}, id="pay-big")
+    await wait_for_step(engine, "pay-big", "approval", "waiting")
+    await client.start("payout", {"account": "acc-1", "amount": 10}, id="pay-small")
+    await client.start("payout", {"account": "acc-2", "amount": 10}, id="pay-other")
+    # Another account's payout is not held back.
+    assert await result_of(engine, "pay-other") == {"account": "acc-2", "paid": 10}
+    with trio.fail_after(30):
+        await client.wait_for("pay-small", lambda info: info.status is InstanceStatus.QUEUED)
+    (slot,) = [info for info in await client.slots() if info.value == "acc-1"]
+    assert (slot.holders, slot.queue) == (("pay-big",), ("pay-small",))
+    await client.signal("pay-big", "approved", {"by": "ann"})
+    assert await result_of(engine, "pay-big") == {"account": "acc-1", "paid": 5000}
+    assert await result_of(engine, "pay-small") == {"account": "acc-1", "paid": 10}
+    history = await kinds(engine, "pay-small")
+    assert history[:2] == ["flow.queued", "workflow.started"]

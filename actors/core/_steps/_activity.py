@@ -28,6 +28,7 @@ from .._commands import CancelActivity, ScheduleActivity, StartTimer
 from .._error_info import ErrorInfo
 from .._events import ActivityCompleted, ActivityFailed, StepEvent, TimerFired, TimerKind
 from .._expressions import ExpressionError
+from .._flow import RateLimit, StepLimit, parse_rate, parse_step_limit, step_key_value
 from .._refs import step_key
 from .._scope import context, input_of
 from .._state import StepState, StepStatus
@@ -142,6 +143,11 @@ class ActivityStep:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: Timeouts = field(default_factory=Timeouts)
     compensate: Compensation | None = None
+    #: At most ``limit`` attempts out at once per value of its key, across
+    #: every instance (see ``_flow.py``); ``None``: no limit.
+    concurrency: StepLimit | None = None
+    #: At most so many attempts started per period (paced by the workers).
+    rate: RateLimit | None = None
 
     def to_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "activity": self.activity}
@@ -151,13 +157,19 @@ class ActivityStep:
         data["timeout"] = self.timeout.to_data()
         if self.compensate is not None:
             data["compensate"] = self.compensate.to_data()
+        if self.concurrency is not None:
+            data["concurrency"] = self.concurrency.to_data()
+        if self.rate is not None:
+            data["rate"] = self.rate.to_data()
         return data
 
 
 # -- the definition format ---------------------------------------------------------
 
 #: The fields of an activity step (its kind: the key ``activity``).
-FIELDS: Final = frozenset({"id", "activity", "input", "retry", "timeout", "compensate"})
+FIELDS: Final = frozenset(
+    {"id", "activity", "input", "retry", "timeout", "compensate", "concurrency", "rate"}
+)
 _COMPENSATE_FIELDS: Final = frozenset({"activity", "input"})
 _RETRY_FIELDS: Final = frozenset(RetryPolicy.__dataclass_fields__)
 _TIMEOUT_FIELDS: Final = frozenset(Timeouts.__dataclass_fields__)
@@ -171,9 +183,13 @@ def parse(
     retry = _retry(checker, step.get("retry"))
     timeout = _timeouts(checker, step.get("timeout"))
     compensate = _compensation(checker, step.get("compensate"))
+    concurrency = parse_step_limit(checker, step.get("concurrency"))
+    rate = parse_rate(checker, step.get("rate"))
     if step_id is None or activity is None or retry is None or timeout is None:
         return None
-    return ActivityStep(step_id, activity, expression, retry, timeout, compensate)
+    return ActivityStep(
+        step_id, activity, expression, retry, timeout, compensate, concurrency, rate
+    )
 
 
 def _compensation(checker: Checker, data: object) -> Compensation | None:
@@ -272,6 +288,21 @@ def schedule(build: Decision, definition: Definition, ref: Ref, *, attempt: int)
         what = f"step {ref.key!r} {'compensation ' if ref.undo else ''}input"
         build.step_failed(definition, ref, ErrorInfo("ExpressionError", f"{what}: {exc}"))
         return
+    rate = None
+    if not ref.undo:
+        # Keys are checked here, so that the runtime, which takes the
+        # attempt's slot by one and paces it by the other, finds a value.
+        try:
+            if step.concurrency is not None:
+                step_key_value(step.concurrency, definition, state.id, value)
+            if step.rate is not None:
+                rate = step.rate.pace(step.activity, definition, state.id, value)
+        except ExpressionError as exc:
+            error = ErrorInfo(
+                "InvalidConcurrencyKey", f"step {ref.key!r}: {exc}", non_retryable=True
+            )
+            build.step_failed(definition, ref, error)
+            return
     now = build.now
     activity = step.compensate.activity if ref.undo and step.compensate else step.activity
     previous = build.state.steps.get(ref.key)
@@ -292,6 +323,7 @@ def schedule(build: Decision, definition: Definition, ref: Ref, *, attempt: int)
             timeout.schedule_to_start,
             timeout.start_to_close,
             timeout.heartbeat,
+            rate,
         )
     )
     build.history("activity.scheduled", step=ref.key, attempt=attempt, activity=activity)

@@ -89,6 +89,9 @@ def begin(build: Decision, definition: Definition, ref: Ref, step: SignalStep) -
         )
 
 
+_TAKES_SIGNALS: Final = frozenset({InstanceStatus.RUNNING, InstanceStatus.QUEUED})
+
+
 def received(build: Decision, definition: Definition, event: SignalReceived) -> bool:
     """Signal ``event.name`` came: the step waiting longest for it takes it, else it is kept.
 
@@ -96,7 +99,8 @@ def received(build: Decision, definition: Definition, event: SignalReceived) -> 
     the instance no longer runs its steps (it is compensating).
     """
     state = build.state
-    if event.seq in state.seen_signals or state.status is not InstanceStatus.RUNNING:
+    # A queued instance keeps its signals for when it runs.
+    if event.seq in state.seen_signals or state.status not in _TAKES_SIGNALS:
         return False
     seen = (*state.seen_signals, event.seq)[-_SEEN_SIGNALS:]
     build.state = replace(build.state, seen_signals=seen)
