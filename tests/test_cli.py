@@ -626,7 +626,8 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
 
 #: Every command of the command line.
 COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
-            "terminate", "orchestrator", "worker", "dev", "demo")  # fmt: skip
+            "terminate", "orchestrator", "worker", "dev", "demo",
+            "signal-with-start")  # fmt: skip
 
 
 def _commands_in_help(text: str) -> set[str]:
@@ -799,3 +800,22 @@ def test_a_missing_creds_file_is_refused_though_this_server_needs_none(
     run = engine("--creds", str(missing), "list")
     assert_clean_error(run, ExitCode.INVALID, f"--creds {missing}: No such file or directory")
     assert engine("list").code == 0
+
+
+# -- instance operations ---------------------------------------------------------------------
+
+
+@jetstream
+def test_signal_with_start(engine: Engine) -> None:
+    refund = json.dumps({**REFUND, "order_id": "cli-sws"})
+    first = engine(
+        "signal-with-start", "refund", "cli-sws", "approved", "--data", '{"by": "sws"}',
+        "--input", refund, "--signal-id", "once",
+    )  # fmt: skip
+    assert_ok(first, "sent approved to cli-sws (starting it)")
+    result = engine.json("result", "cli-sws", "--wait", "30")
+    assert (result["status"], result["output"]["approved_by"]) == ("completed", "sws"), result
+    again = engine.json("signal-with-start", "refund", "cli-sws", "approved", "--input", refund)
+    assert again == {"id": "cli-sws", "signal": "approved", "started": False}
+    other = engine("signal-with-start", "count", "cli-sws", "approved")
+    assert_clean_error(other, ExitCode.INVALID, "'cli-sws' is a 'refund' workflow")

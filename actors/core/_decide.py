@@ -72,10 +72,13 @@ def decide(
             return None, []
         return _start(definition, event, now)
     if isinstance(event, StartRequested):
-        if event.parent is None:
+        if event.parent is not None:
+            build = Decision(state, now)
+            return build.finish() if _child.conflict(build, event) else (state, [])
+        if event.signal is None or event.workflow_type != state.type:
             return state, []
-        build = Decision(state, now)
-        return build.finish() if _child.conflict(build, event) else (state, [])
+        # Signal-with-start of an instance that exists (as that type): the signal alone.
+        event = event.signal
     if state.status.terminal:
         return state, []
     if isinstance(event, TerminateRequested):
@@ -207,6 +210,11 @@ def _start(
         detail["parent"] = event.parent
     build.history("workflow.started", **detail)
     build.begin(definition, Ref(definition.places[definition.steps[0].id], ()))
+    if event.signal is not None:
+        # Signal-with-start: the signal comes once the first steps have begun,
+        # as it would have had it been sent right after the start.
+        build.run_later()
+        _signal.received(build, definition, event.signal)
     return build.finish()
 
 

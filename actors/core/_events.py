@@ -40,7 +40,12 @@ class TimerKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class StartRequested:
-    """Start an instance; a child names its ``parent`` and the parent's step key."""
+    """Start an instance; a child names its ``parent`` and the parent's step key.
+
+    With a ``signal`` (signal-with-start), the signal is delivered too: right
+    after the start if the instance did not exist, or on its own if it did
+    (as the same type).
+    """
 
     instance_id: str
     workflow_type: str
@@ -50,6 +55,7 @@ class StartRequested:
     parent_step: str | None = None
     #: How deep the instance nests: 0 at the top, its parent's depth + 1 for a child.
     depth: int = 0
+    signal: SignalReceived | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -416,6 +416,12 @@ class Orchestrator:
             start = decode_start(data)
             if start.instance_id not in (None, instance_id):
                 raise MessageError("start body names another instance than its subject")
+            # A signal-with-start's signal is identified by its message, as a signal is.
+            signal = (
+                None
+                if start.signal is None
+                else SignalReceived(start.signal[0], start.signal[1], delivery.stream_seq)
+            )
             return instance_id, StartRequested(
                 instance_id,
                 workflow_type,
@@ -424,6 +430,7 @@ class Orchestrator:
                 start.parent,
                 start.parent_step,
                 start.depth,
+                signal,
             )
         if kind == EVENT_CANCEL and not rest:
             return instance_id, CancelRequested(decode_cancel(data))
