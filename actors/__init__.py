@@ -46,8 +46,10 @@ from .runtime import ActivitySpec as ActivitySpec
 from .runtime import Client as Client
 from .runtime import InstanceConflictError as InstanceConflictError
 from .runtime import InstanceInfo as InstanceInfo
+from .runtime import InstanceNotFoundError as InstanceNotFoundError
 from .runtime import InstanceQuery as InstanceQuery
 from .runtime import InstanceSummary as InstanceSummary
+from .runtime import OperationRefusedError as OperationRefusedError
 from .runtime import Orchestrator as Orchestrator
 from .runtime import OrchestratorConfig as OrchestratorConfig
 from .runtime import UnknownWorkflowTypeError as UnknownWorkflowTypeError
@@ -88,6 +90,8 @@ __all__ = [
     "ExpressionError",
     "FieldError",
     "InstanceConflictError",
+    "InstanceNotFoundError",
+    "OperationRefusedError",
     "InstanceInfo",
     "InstanceStatus",
     "InstanceQuery",

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, assert_never
 
-from . import _steps
+from . import _operations, _steps
 from ._commands import Command
 from ._compensation import settle
 from ._decision import Decision
@@ -40,6 +40,9 @@ from ._events import (
     ActivityFailed,
     CancelRequested,
     Event,
+    PauseRequested,
+    ResumeRequested,
+    RetryRequested,
     SignalReceived,
     StartRequested,
     StepEvent,
@@ -66,11 +69,30 @@ def decide(
     fails the instance. ``state`` is ``None`` for an instance that does not
     exist yet; only a start creates one. An event that changes nothing
     returns ``state`` itself and no commands.
+
+    Attempts are numbered as the wire numbers them, run by run (see
+    ``_operations.py``): an event's are read, and the commands' written, so.
     """
     if state is None:
         if not isinstance(event, StartRequested):
             return None, []
         return _start(definition, event, now)
+    local = _operations.to_local(state, event)
+    if local is None:
+        return state, []
+    new, commands = _decide(definition, state, local, now)
+    if new is state:
+        return state, commands
+    return _operations.to_wire(new, commands)
+
+
+def _decide(
+    definition: Definition | None,
+    state: InstanceState,
+    event: Event,
+    now: float,
+) -> tuple[InstanceState, list[Command]]:
+    """``decide`` for an instance that exists, with attempts numbered within its run."""
     if isinstance(event, StartRequested):
         if event.parent is not None:
             build = Decision(state, now)
@@ -79,14 +101,34 @@ def decide(
             return state, []
         # Signal-with-start of an instance that exists (as that type): the signal alone.
         event = event.signal
+    if isinstance(event, RetryRequested):
+        return _operations.retry(definition, state, event, now)
     if state.status.terminal:
         return state, []
     if isinstance(event, TerminateRequested):
         build = Decision(state, now)
         abandon(build, definition, terminate=True, reason=event.reason)
-        build.state = replace(build.state, status=InstanceStatus.TERMINATED, compensations=())
+        build.state = replace(
+            build.state,
+            status=InstanceStatus.TERMINATED,
+            compensations=(),
+            paused=None,
+            held=(),
+        )
         build.history("workflow.terminated", reason=event.reason)
         return build.finish()
+    if isinstance(event, PauseRequested):
+        return _operations.pause(state, event, now)
+    if isinstance(event, ResumeRequested):
+        return _operations.resume(definition, state, event, now, _decide)
+    if state.paused is not None:
+        if not isinstance(event, CancelRequested):
+            return _operations.hold(state, event, now)
+        # A cancel's compensations need tasks: it resumes the instance, and
+        # takes effect before what was held is decided.
+        return _operations.resume(
+            definition, state, ResumeRequested(reason="cancelled"), now, _decide, first=event
+        )
     runnable = definition is not None and (definition.type, definition.version) == (
         state.type,
         state.version,
@@ -186,9 +228,16 @@ def fail_instance(
         return state, []
     build = Decision(state, now)
     abandon(build, definition, terminate=False, reason=error.message)
-    build.state = replace(build.state, status=InstanceStatus.FAILED, error=error, compensations=())
+    build.state = replace(
+        build.state,
+        status=InstanceStatus.FAILED,
+        error=error,
+        compensations=(),
+        paused=None,
+        held=(),
+    )
     build.history("workflow.failed", error=error.to_data())
-    return build.finish()
+    return _operations.to_wire(*build.finish())
 
 
 def _start(
@@ -208,7 +257,12 @@ def _start(
     detail: dict[str, Any] = {"type": definition.type, "version": definition.version}
     if event.parent is not None:
         detail["parent"] = event.parent
+    if event.rerun_of is not None:
+        detail["rerun_of"] = event.rerun_of
     build.history("workflow.started", **detail)
+    if event.pause is not None:
+        # Its type is paused: stored, and begun when the type is resumed.
+        return _operations.held_start(build, event, event.pause)
     build.begin(definition, Ref(definition.places[definition.steps[0].id], ()))
     if event.signal is not None:
         # Signal-with-start: the signal comes once the first steps have begun,
@@ -232,4 +286,5 @@ def _new_state(
         parent=start.parent,
         parent_step=start.parent_step,
         depth=start.depth,
+        parent_attempt=start.parent_attempt,
     )

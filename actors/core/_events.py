@@ -18,8 +18,13 @@ __all__ = [
     "ActivityFailed",
     "CancelRequested",
     "Event",
+    "Pause",
+    "PauseRequested",
+    "ResumeRequested",
+    "RetryRequested",
     "SignalReceived",
     "StartRequested",
+    "HeldEvent",
     "StepEvent",
     "TerminateRequested",
     "TimerFired",
@@ -36,6 +41,20 @@ class TimerKind(enum.StrEnum):
     SLEEP = "sleep"
     #: A signal step waited as long as it may.
     SIGNAL_TIMEOUT = "signal_timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Who paused an instance, when and why.
+
+    ``by_type``: it was paused with its whole workflow type (and is resumed
+    with it), not on its own.
+    """
+
+    by: str
+    reason: str
+    at: float
+    by_type: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +75,13 @@ class StartRequested:
     #: How deep the instance nests: 0 at the top, its parent's depth + 1 for a child.
     depth: int = 0
     signal: SignalReceived | None = None
+    #: For a child: the attempt number its result must carry (its parent's run's).
+    parent_attempt: int = 1
+    #: For a rerun: the instance whose type, version and input it repeats.
+    rerun_of: str | None = None
+    #: Its workflow type is paused: the instance is stored paused, its first
+    #: step not begun. Set by the orchestrator; never on the wire.
+    pause: Pause | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +135,40 @@ class SignalReceived:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class PauseRequested:
+    """Pause the instance: nothing new is dispatched until it is resumed.
+
+    ``by_type``: its workflow type was paused (with its running instances).
+    """
+
+    by: str = ""
+    reason: str = ""
+    by_type: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequested:
+    """Resume a paused instance; ``by_type`` resumes only one paused with its type."""
+
+    by: str = ""
+    reason: str = ""
+    by_type: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequested:
+    """Run a failed, cancelled or terminated instance again, as a new run.
+
+    From the top-level step ``step`` (``None``: the first one that did not
+    complete); the steps before it, and their outputs, are kept.
+    """
+
+    step: str | None = None
+    by: str = ""
+    reason: str = ""
+
+
 Event: TypeAlias = (
     StartRequested
     | ActivityCompleted
@@ -117,6 +177,11 @@ Event: TypeAlias = (
     | CancelRequested
     | TerminateRequested
     | SignalReceived
+    | PauseRequested
+    | ResumeRequested
+    | RetryRequested
 )
+#: The events a paused instance keeps until it is resumed.
+HeldEvent: TypeAlias = ActivityCompleted | ActivityFailed | TimerFired | SignalReceived
 #: The events about one step: its task's result, or one of its timers.
 StepEvent: TypeAlias = ActivityCompleted | ActivityFailed | TimerFired

@@ -19,6 +19,8 @@ from ._instances import UnknownWorkflowTypeError as UnknownWorkflowTypeError
 from ._instances import WorkflowCancelledError as WorkflowCancelledError
 from ._instances import WorkflowError as WorkflowError
 from ._instances import WorkflowFailedError as WorkflowFailedError
+from ._operations import InstanceNotFoundError as InstanceNotFoundError
+from ._operations import OperationRefusedError as OperationRefusedError
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
@@ -36,6 +38,8 @@ __all__ = [
     "HISTORY_LIMIT",
     "InstanceConflictError",
     "InstanceInfo",
+    "InstanceNotFoundError",
+    "OperationRefusedError",
     "InstanceQuery",
     "InstanceSummary",
     "MAX_LIMIT",

@@ -70,6 +70,7 @@ from ._instances import (
     _same_type,
     _unknown,
 )
+from ._operations import Operations
 from ._registry import DefinitionStore
 from ._visibility import InstanceIndex, InstanceQuery, InstanceSummary
 
@@ -85,7 +86,7 @@ _STARTS_KEPT: Final = 100_000
 _FIRST_START_LOOKS: Final = 6
 
 
-class Client:
+class Client(Operations):
     """Talks to the engine through a transport. Use as an async context manager::
 
         async with Client.connect("nats://localhost:4222") as client:
@@ -244,62 +245,6 @@ class Client:
         if watching is not None and not ack.duplicate:
             self._follow(instance_id, watching)
         return instance_id
-
-    async def signal_with_start(
-        self,
-        workflow_type: str,
-        instance_id: str,
-        name: str,
-        payload: Any = None,
-        *,
-        input: Any = None,
-        version: int = 0,
-        signal_id: str | None = None,
-    ) -> bool:
-        """Send signal ``name`` to instance ``instance_id``, starting it first if it does not exist.
-
-        One message (a start that carries the signal): the orchestrator starts
-        the instance as ``workflow_type`` with ``input`` (and ``version``) if
-        it is not stored, then delivers the signal; if it is stored (as that
-        type), it delivers the signal alone. A finished instance takes no
-        signal. ``signal_id`` makes a retried call count once (within the
-        broker's duplicate window); without one, each call is a signal of
-        its own. Returns whether the instance existed when the call was made
-        (read at the same time as the publish, so only a hint under races).
-
-        Raises as :meth:`start` does: :class:`InstanceConflictError` if the
-        id belongs to another type (the message changes nothing then),
-        :class:`UnknownWorkflowTypeError`, ``InvalidNameError``,
-        :class:`LimitExceededError` for a message over ``limits.max_input``.
-        """
-        check_name("workflow type", workflow_type)
-        check_instance_id(instance_id)
-        check_name("signal name", name)
-        if signal_id is not None:
-            check_instance_id(signal_id)
-        data = encode_start(StartMessage(instance_id, input, version, signal=(name, payload)))
-        if len(data) > self._limits.max_input:
-            raise LimitExceededError(
-                "the signal-with-start message", len(data), self._limits.max_input, "InputTooLarge"
-            )
-        if await self._store().get(workflow_type, version) is None:
-            raise UnknownWorkflowTypeError(_unknown(workflow_type, version))
-        # Not the start's message id: that would drop this signal as a
-        # duplicate of an earlier start of the instance within the window.
-        msg_id = f"signalstart.{instance_id}.{signal_id or secrets.token_hex(12)}"
-        watching = self._live_watch()
-        entry, ack = await _together(
-            self._kv().get(instance_id),
-            self._transport.publish(start_subject(instance_id, workflow_type), data, msg_id=msg_id),
-        )
-        if entry is not None:
-            _same_type(instance_id, decode_state(entry.value).type, workflow_type)
-            return True
-        if not ack.duplicate:
-            self._remember_start(instance_id, ack.seq)
-            if watching is not None:
-                self._follow(instance_id, watching)
-        return False
 
     async def start_pending(self, instance_id: str) -> bool:
         """Whether the instance's start is accepted by the broker but not picked up yet.

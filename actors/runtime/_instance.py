@@ -46,6 +46,7 @@ from ..core import (
     InstanceState,
     LimitExceededError,
     Limits,
+    Pause,
     StartRequested,
     decide,
     fail_instance,
@@ -109,6 +110,8 @@ class Context:
     deadletter: Callable[[Delivery, str], Awaitable[None]]
     #: Events the actors hold now, waiting for their instance.
     held: int = 0
+    #: How a new instance of a workflow type is paused (``None``: the type is not).
+    type_pause: Callable[[str], Pause | None] = lambda workflow_type: None
 
 
 class DamagedStateError(EngineError):
@@ -341,6 +344,11 @@ class InstanceActor:
                 return
             definition = await self._definition_for(state, event)
             now = self._transport.now()
+            if state is None and isinstance(event, StartRequested):
+                # A start of a paused type is stored paused (``_pauses.py``).
+                paused = self._ctx.type_pause(event.workflow_type)
+                if paused is not None:
+                    event = replace(event, pause=paused)
             try:
                 admitted = within_limits(self._ctx.limits, state, event, len(delivery.data), now)
             except LimitExceededError as exc:

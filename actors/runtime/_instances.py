@@ -94,6 +94,12 @@ class InstanceInfo:
     steps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``"completed"`` or ``"failed"`` if compensations ran, else ``None``.
     compensation: str | None = None
+    #: While paused: ``by``, ``reason``, ``at`` and ``by_type`` (paused with its type).
+    paused: Mapping[str, Any] | None = None
+    #: What it kept while paused (results, timers, signals), to decide on resume.
+    held: int = 0
+    #: Its run: 1, then one more each time it is retried.
+    run: int = 1
 
     def to_data(self) -> dict[str, Any]:
         """The snapshot as plain JSON-able data (what the CLI and the API show)."""
@@ -109,6 +115,9 @@ class InstanceInfo:
             "updated_at": self.updated_at,
             "steps": {key: dict(step) for key, step in self.steps.items()},
             "compensation": self.compensation,
+            "paused": None if self.paused is None else dict(self.paused),
+            "held": self.held,
+            "run": self.run,
         }
 
 
@@ -130,6 +139,9 @@ def _info_of(state: InstanceState) -> InstanceInfo:
         updated_at=state.updated_at,
         steps=plain["steps"],
         compensation=state.compensation,
+        paused=plain.get("paused"),
+        held=len(state.held),
+        run=state.run,
     )
 
 

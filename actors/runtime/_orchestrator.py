@@ -45,12 +45,16 @@ from ..wire import (
     EVENT_CANCEL,
     EVENT_COMPLETED,
     EVENT_FAILED,
+    EVENT_PAUSE,
+    EVENT_RESUME,
+    EVENT_RETRY,
     EVENT_SIGNAL,
     EVENT_START,
     EVENT_TERMINATE,
     EVENT_TIMER,
     EVENTS_STREAM,
     INSTANCE_PREFIX,
+    OPERATIONS_BUCKET,
     PARTITIONS_BUCKET,
     START_PREFIX,
     STATES_BUCKET,
@@ -58,7 +62,10 @@ from ..wire import (
     Layout,
     MessageError,
     decode_cancel,
+    decode_pause,
     decode_result,
+    decode_resume,
+    decode_retry,
     decode_signal,
     decode_start,
     decode_terminate,
@@ -71,6 +78,7 @@ from ._counters import Counters
 from ._deadletters import deadletter
 from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
+from ._pauses import TypePauses
 from ._registry import DefinitionStore
 
 __all__ = ["Orchestrator", "OrchestratorConfig"]
@@ -239,6 +247,7 @@ class Orchestrator:
                 config.layout.partitions,
             )
         definitions = DefinitionStore(assets.buckets[DEFINITIONS_BUCKET])
+        pauses = TypePauses(assets.buckets[OPERATIONS_BUCKET])
         self._context = Context(
             transport=self._transport,
             states=assets.buckets[STATES_BUCKET],
@@ -250,12 +259,14 @@ class Orchestrator:
             max_waiting_events=config.max_waiting_events,
             stats=self.stats,
             deadletter=self._deadletter,
+            type_pause=pauses.pause_for,
         )
         leases = self._leases = Leases(
             assets.buckets[PARTITIONS_BUCKET], self._count, lease=config.lease
         )
         async with trio.open_nursery() as services:
             await services.start(definitions.follow)
+            await services.start(pauses.follow)
             await services.start(leases.run)
             async with trio.open_nursery() as served:
                 services.start_soon(self._follow_leases, leases, served)
@@ -431,6 +442,8 @@ class Orchestrator:
                 start.parent_step,
                 start.depth,
                 signal,
+                start.parent_attempt,
+                start.rerun_of,
             )
         if kind == EVENT_CANCEL and not rest:
             return instance_id, CancelRequested(decode_cancel(data))
@@ -446,6 +459,12 @@ class Orchestrator:
             if (kind == EVENT_COMPLETED) != isinstance(result, ActivityCompleted):
                 raise MessageError("result outcome disagrees with its subject")
             return instance_id, result
+        if kind == EVENT_PAUSE and not rest:
+            return instance_id, decode_pause(data)
+        if kind == EVENT_RESUME and not rest:
+            return instance_id, decode_resume(data)
+        if kind == EVENT_RETRY and not rest:
+            return instance_id, decode_retry(data)
         if kind == EVENT_TIMER and not rest:
             named, timer = decode_timer(data)
             if named != instance_id:

@@ -80,12 +80,48 @@ from ._names import task_subject as task_subject
 from ._names import terminate_subject as terminate_subject
 from ._names import timer_msg_id as timer_msg_id
 from ._names import timer_subject as timer_subject
+from ._operations import EVENT_PAUSE as EVENT_PAUSE
+from ._operations import EVENT_RESUME as EVENT_RESUME
+from ._operations import EVENT_RETRY as EVENT_RETRY
+from ._operations import OPERATIONS_BUCKET as OPERATIONS_BUCKET
+from ._operations import TypePause as TypePause
+from ._operations import decode_pause as decode_pause
+from ._operations import decode_resume as decode_resume
+from ._operations import decode_retry as decode_retry
+from ._operations import decode_type_pause as decode_type_pause
+from ._operations import encode_pause as encode_pause
+from ._operations import encode_resume as encode_resume
+from ._operations import encode_retry as encode_retry
+from ._operations import encode_type_pause as encode_type_pause
+from ._operations import pause_subject as pause_subject
+from ._operations import paused_type as paused_type
+from ._operations import resume_subject as resume_subject
+from ._operations import retry_subject as retry_subject
+from ._operations import type_pause_key as type_pause_key
 from ._state import decode_state as decode_state
 from ._state import decode_status as decode_status
 from ._state import encode_state as encode_state
 from ._state import state_to_data as state_to_data
 
 __all__ = [
+    "EVENT_PAUSE",
+    "EVENT_RESUME",
+    "EVENT_RETRY",
+    "OPERATIONS_BUCKET",
+    "TypePause",
+    "decode_pause",
+    "decode_resume",
+    "decode_retry",
+    "decode_type_pause",
+    "encode_pause",
+    "encode_resume",
+    "encode_retry",
+    "encode_type_pause",
+    "pause_subject",
+    "paused_type",
+    "resume_subject",
+    "retry_subject",
+    "type_pause_key",
     "CANCELS_BUCKET",
     "DEFAULT_LIMITS",
     "DEFINITIONS_BUCKET",

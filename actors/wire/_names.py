@@ -57,6 +57,8 @@ STATES_BUCKET: Final = "WORKFLOW_STATES"
 PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
 #: Tasks withdrawn by their instance, which the workers watch.
 CANCELS_BUCKET: Final = "ACTIVITY_CANCELS"
+#: Operations that are no instance's own: paused workflow types (``_operations.py``).
+OPERATIONS_BUCKET: Final = "WORKFLOW_OPERATIONS"
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -258,6 +260,7 @@ class Layout:
             # keys are ignored once stale, and gone after an hour.
             KVSpec(bucket=PARTITIONS_BUCKET, replicas=self.replicas, ttl=3600.0),
             KVSpec(bucket=CANCELS_BUCKET, replicas=self.replicas, ttl=self.cancel_ttl),
+            KVSpec(bucket=OPERATIONS_BUCKET, replicas=self.replicas),
         )
 
     def intake_consumer(self) -> ConsumerSpec:
