@@ -627,7 +627,7 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
 #: Every command of the command line.
 COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
             "terminate", "orchestrator", "worker", "dev", "demo",
-            "signal-with-start", "pause", "resume", "retry", "rerun")  # fmt: skip
+            "signal-with-start", "pause", "resume", "retry", "rerun", "delete")  # fmt: skip
 
 
 def _commands_in_help(text: str) -> set[str]:
@@ -875,3 +875,10 @@ def test_retry_rerun_and_retry_in_bulk(engine: Engine) -> None:
     assert bulk["count"] == len(bulk["retried"])
     both = engine("retry", "cli-nocard", "--type", "order")
     assert_clean_error(both, ExitCode.INVALID, "give an instance ID, or --type")
+
+    engine.wait_until(
+        "cli-nocard-2", "ended again", lambda s: s["run"] == 2 and s["status"] == "failed"
+    )
+    assert_ok(engine("delete", "cli-nocard-2", "--wait"), "removed cli-nocard-2")
+    gone = engine("status", "cli-nocard-2")
+    assert gone.code == ExitCode.NOT_FOUND, gone

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import trio
 
 from ..core import RETRYABLE, parse_duration
-from ..runtime import Client, InstanceInfo
-from ..runtime._operations import BULK_RATE
+from ..runtime import BULK_RATE, Client, InstanceInfo
 from ._app import App, cli, pass_app
 from ._errors import ExitCode
 from ._inputs import VERSION, given_payload, id_argument, name_argument, payload_options
@@ -17,7 +17,7 @@ from ._options import BoundedNumber
 from ._output import clock
 from ._settings import MAX_SECONDS, Bounds
 
-__all__ = ["pause", "paused_line", "rerun", "resume", "retry", "signal_with_start"]
+__all__ = ["delete", "pause", "paused_line", "rerun", "resume", "retry", "signal_with_start"]
 
 
 @cli.command("signal-with-start")
@@ -95,6 +95,17 @@ _TYPE = click.option(
 )
 
 
+def _requested(app: App, info: InstanceInfo, verb: str, unchanged: str | None) -> ExitCode:
+    """Report a request sent to one instance (``unchanged``: why it changes nothing)."""
+    if app.json:
+        app.document({"id": info.id, "requested": verb, "status": str(info.status)})
+    elif unchanged is not None:
+        app.warn(unchanged)
+    else:
+        app.show(f"{verb} requested for {info.id}")
+    return ExitCode.OK
+
+
 def _target(instance_id: str | None, workflow_type: str | None) -> None:
     if (instance_id is None) == (workflow_type is None):
         raise click.UsageError("give an instance ID or --type TYPE (one of them)")
@@ -136,13 +147,8 @@ def pause(
             return ExitCode.OK
         assert instance_id is not None
         info = await client.pause(instance_id, reason, by=by)
-        if app.json:
-            app.document({"id": instance_id, "requested": "pause", "status": str(info.status)})
-        elif info.paused is not None:
-            app.warn(f"{instance_id} is already paused")
-        else:
-            app.show(f"pause requested for {instance_id}")
-        return ExitCode.OK
+        unchanged = f"{instance_id} is already paused" if info.paused is not None else None
+        return _requested(app, info, "pause", unchanged)
 
     return app.run(run)
 
@@ -169,13 +175,10 @@ def resume(
             return ExitCode.OK
         assert instance_id is not None
         info = await client.resume(instance_id, reason, by=by)
-        if app.json:
-            app.document({"id": instance_id, "requested": "resume", "status": str(info.status)})
-        elif info.paused is None:
-            app.warn(f"{instance_id} is not paused: nothing to resume")
-        else:
-            app.show(f"resume requested for {instance_id}")
-        return ExitCode.OK
+        unchanged = (
+            f"{instance_id} is not paused: nothing to resume" if info.paused is None else None
+        )
+        return _requested(app, info, "resume", unchanged)
 
     return app.run(run)
 
@@ -307,6 +310,27 @@ def rerun(app: App, instance_id: str, new_id: str | None) -> ExitCode:
             app.document({"id": started, "rerun_of": instance_id})
         else:
             app.show(started)
+        return ExitCode.OK
+
+    return app.run(run)
+
+
+@cli.command()
+@click.argument("instance_id", metavar="ID", callback=id_argument)
+@click.option("--wait", is_flag=True, help="Wait until it is removed.")
+@pass_app
+def delete(app: App, instance_id: str, wait: bool) -> ExitCode:
+    """Remove a finished instance now: its state, its history and its index entries."""
+
+    async def run(client: Client) -> ExitCode:
+        info = await client.delete(instance_id)
+        if wait:
+            with trio.fail_after(60):
+                await client.wait_for_removal(instance_id)
+        if app.json:
+            app.document({"id": instance_id, "status": str(info.status), "removed": wait})
+        else:
+            app.show(f"{'removed' if wait else 'removal requested for'} {instance_id}")
         return ExitCode.OK
 
     return app.run(run)

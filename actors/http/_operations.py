@@ -16,8 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..core import InvalidNameError, check_instance_id, check_name
-from ..runtime import Client
-from ..runtime._operations import BULK_RATE
+from ..runtime import BULK_RATE, Client
 from ._bounds import MAX_REASON
 from ._requests import (
     _fields,
@@ -108,7 +107,14 @@ class Operations:
             ("/types/{type}/pause", "POST", self.pause_type),
             ("/types/{type}/resume", "POST", self.resume_type),
             ("/retries", "POST", self.retry_matching),
+            ("/workflows/{id}/delete", "POST", self.delete),
         ]
+
+    async def delete(self, request: Request) -> Response:
+        instance_id = check_instance_id(request.path_params["id"])
+        _fields(await _json_body(request, required=False))
+        await self._client.delete(instance_id)
+        return _json({"id": instance_id}, 202)
 
     async def pause(self, request: Request) -> Response:
         instance_id = check_instance_id(request.path_params["id"])
@@ -323,6 +329,20 @@ def operation_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                 errors=("400", "413", "415", "422"),
                 parameters=[_TYPE],
                 requestBody=optional(_ref("WhoRequest")),
+            )
+        },
+        "/workflows/{id}/delete": {
+            "post": operation(
+                "deleteWorkflow",
+                "Remove a finished instance now: its state, history and index entries",
+                accepted,
+                errors=("400", "404", "409", "413", "415", "422"),
+                description=(
+                    "What its type's retention period does later, now. 409 for an "
+                    "instance that has not ended."
+                ),
+                parameters=[_INSTANCE_ID],
+                requestBody=optional({"type": "object", "additionalProperties": False}),
             )
         },
         "/retries": {

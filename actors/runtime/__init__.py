@@ -19,6 +19,7 @@ from ._instances import UnknownWorkflowTypeError as UnknownWorkflowTypeError
 from ._instances import WorkflowCancelledError as WorkflowCancelledError
 from ._instances import WorkflowError as WorkflowError
 from ._instances import WorkflowFailedError as WorkflowFailedError
+from ._operations import BULK_RATE as BULK_RATE
 from ._operations import InstanceNotFoundError as InstanceNotFoundError
 from ._operations import OperationRefusedError as OperationRefusedError
 from ._orchestrator import Orchestrator as Orchestrator
@@ -31,6 +32,7 @@ from ._worker import Worker as Worker
 from ._worker import WorkerConfig as WorkerConfig
 
 __all__ = [
+    "BULK_RATE",
     "ActivityError",
     "ActivityInfo",
     "ActivitySpec",

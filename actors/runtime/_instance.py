@@ -60,6 +60,9 @@ from ..wire import (
     activity_cancel_key,
     decode_state,
     encode_activity_cancel,
+    encode_expire,
+    expire_msg_id,
+    expire_subject,
 )
 from ._outbox import messages_for
 from ._registry import DefinitionStore
@@ -112,6 +115,8 @@ class Context:
     held: int = 0
     #: How a new instance of a workflow type is paused (``None``: the type is not).
     type_pause: Callable[[str], Pause | None] = lambda workflow_type: None
+    #: How long a finished instance of a workflow type is kept (``None``: for ever).
+    retention: Callable[[str], float | None] = lambda workflow_type: None
 
 
 class DamagedStateError(EngineError):
@@ -384,7 +389,7 @@ class InstanceActor:
                     # Rule 5: this event made the last decision and is back,
                     # so its ack (and maybe the publish before it) was lost.
                     # Publishing again is deduplicated by message id (rule 2).
-                    await self._publish(self._messages(state, state.outbox), state.outbox)
+                    await self._publish(self._messages(state, state.outbox), state.outbox, state)
                     self._outbox_sent = True
                 if (
                     state is not None
@@ -435,7 +440,7 @@ class InstanceActor:
                     delivery.stream_seq,
                 ):
                     continue
-            await self._publish(messages, commands)
+            await self._publish(messages, commands, new)
             self._outbox_sent = True
             await delivery.ack()
             return
@@ -461,22 +466,41 @@ class InstanceActor:
             and cause != delivery.stream_seq
             and await self._transport.holds(EVENTS_STREAM, cause)
         ):
-            await self._publish(self._messages(state, state.outbox), state.outbox)
+            await self._publish(self._messages(state, state.outbox), state.outbox, state)
         self._outbox_sent = True
 
-    async def _publish(self, messages: list[OutMessage], commands: Sequence[Command]) -> None:
+    async def _publish(
+        self, messages: list[OutMessage], commands: Sequence[Command], state: InstanceState
+    ) -> None:
         """Carry out a decision: publish its ``messages``, then write its withdrawn tasks.
 
         A withdrawal is a key of ``ACTIVITY_CANCELS``, which every worker
         watches; written again when the outbox is sent again, it is the same.
+        The decision that ended ``state`` also publishes its removal, delayed
+        by its type's retention (``_retention.py``): sent again with that
+        outbox, it is the same message.
         """
-        await self._transport.publish_many(messages)
+        expiry = self._expiry(state) if state.status.terminal else None
+        await self._transport.publish_many(messages if expiry is None else [*messages, expiry])
         for command in commands:
             if isinstance(command, CancelActivity):
                 await self._ctx.cancels.put(
                     activity_cancel_key(self._id, command.step, command.attempt),
                     encode_activity_cancel(self._id, command.step, command.attempt, command.reason),
                 )
+
+    def _expiry(self, state: InstanceState) -> OutMessage | None:
+        """The removal of the ended ``state``, due when its type's retention is over."""
+        retention = self._ctx.retention(state.type)
+        if retention is None:
+            return None
+        due = state.updated_at + retention
+        return OutMessage(
+            expire_subject(self._id),
+            encode_expire(state.seq),
+            msg_id=expire_msg_id(self._id, state.seq),
+            deliver_at=due if due > self._transport.now() else None,
+        )
 
     def _fail(
         self,

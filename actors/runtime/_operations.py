@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from transport import KeyValue
+from transport import KeyValue, KVOp
 
 from ..core import (
     RETRYABLE,
@@ -37,11 +37,13 @@ from ..wire import (
     TypePause,
     decode_state,
     decode_type_pause,
+    encode_expire,
     encode_pause,
     encode_resume,
     encode_retry,
     encode_start,
     encode_type_pause,
+    expire_subject,
     pause_subject,
     resume_subject,
     retry_subject,
@@ -376,6 +378,38 @@ class Operations:
             # Paced, so as not to flood the workers with every first task at once.
             await trio.sleep(1 / rate)
         return retried
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def delete(self, instance_id: str) -> InstanceInfo:
+        """Remove a finished instance now: its state, its history and its index entries.
+
+        What its type's retention period would do later (``docs/operations.md``,
+        "Retention"), decided by its orchestrator in order with its other
+        events; returns the state it was asked on. Wait for the removal with
+        ``wait_for_removal``. Raises :class:`InstanceNotFoundError`, and
+        :class:`OperationRefusedError` for an instance that has not ended.
+        """
+        info = await self._existing(check_instance_id(instance_id))
+        if not info.status.terminal:
+            raise OperationRefusedError(
+                f"{instance_id} is {info.status}: only a finished instance can be deleted "
+                "(cancel or terminate it first)"
+            )
+        await self._transport.publish(expire_subject(instance_id), encode_expire(None))
+        return info
+
+    async def wait_for_removal(self, instance_id: str) -> None:
+        """Return once the instance's state is gone (removed, or never stored).
+
+        Event-driven (a watch of its key). Bound it with ``trio.fail_after``.
+        """
+        async with self._kv().watch(check_instance_id(instance_id)) as changes:
+            if await self._kv().get(instance_id) is None:
+                return
+            async for change in changes:
+                if change.op is not KVOp.PUT:
+                    return
 
     # -- starts ---------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -80,6 +80,7 @@ from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
 from ._pauses import TypePauses
 from ._registry import DefinitionStore
+from ._retention import DEFAULT_REMOVAL_RATE, DEFAULT_RETENTION, Sweeper, retention_periods
 
 __all__ = ["Orchestrator", "OrchestratorConfig"]
 
@@ -116,8 +117,24 @@ class OrchestratorConfig:
     #: orchestrator's partitions are taken over this long after its last
     #: renewal (see ``_partitions.py``).
     lease: float = 10.0
+    #: How long a finished instance's state and history are kept (``None``:
+    #: for ever), unless its type has a period in ``retention_by_type``.
+    retention: float | None = DEFAULT_RETENTION
+    #: Per workflow type, ``TYPE=DURATION`` (``order=1d``): its own retention.
+    retention_by_type: tuple[str, ...] = ()
+    #: Finished instances this process removes a second at most, so that many
+    #: expiring at once do not slow the running ones (see ``_retention.py``).
+    removal_rate: float = DEFAULT_REMOVAL_RATE
 
     def __post_init__(self) -> None:
+        if self.retention is not None and not 0 < self.retention < math.inf:
+            raise ValueError(
+                f"retention must be a positive number of seconds, got {self.retention}"
+            )
+        # Checked now, so that a typo stops the service at its start.
+        retention_periods(self.retention_by_type)
+        if not 0 < self.removal_rate < math.inf:
+            raise ValueError(f"removal_rate must be a positive number, got {self.removal_rate}")
         if self.max_idle_actors < 0:
             raise ValueError(f"max_idle_actors must not be negative, got {self.max_idle_actors}")
         if self.start_wait is not None and not 0 <= self.start_wait < math.inf:
@@ -135,6 +152,12 @@ class OrchestratorConfig:
                 f"max_state ({self.limits.max_state}) must not be over the broker's "
                 f"largest message ({self.layout.max_payload} bytes)"
             )
+
+
+def _retention_for(config: OrchestratorConfig) -> Callable[[str], float | None]:
+    """How long a finished instance of each type is kept, by the config."""
+    periods: Mapping[str, float] = retention_periods(config.retention_by_type)
+    return lambda workflow_type: periods.get(workflow_type, config.retention)
 
 
 @dataclass(eq=False)
@@ -183,6 +206,7 @@ class Orchestrator:
                 "instance_failures",
                 "waits_for_start",
                 "starts_forwarded",
+                "expired",
             )
         )
 
@@ -260,6 +284,7 @@ class Orchestrator:
             stats=self.stats,
             deadletter=self._deadletter,
             type_pause=pauses.pause_for,
+            retention=_retention_for(config),
         )
         leases = self._leases = Leases(
             assets.buckets[PARTITIONS_BUCKET], self._count, lease=config.lease
@@ -267,6 +292,15 @@ class Orchestrator:
         async with trio.open_nursery() as services:
             await services.start(definitions.follow)
             await services.start(pauses.follow)
+            sweeper = Sweeper(
+                self._transport,
+                assets.buckets[STATES_BUCKET],
+                config.layout,
+                config.removal_rate,
+                self.stats,
+                self._deadletter,
+            )
+            await services.start(sweeper.run)
             await services.start(leases.run)
             async with trio.open_nursery() as served:
                 services.start_soon(self._follow_leases, leases, served)

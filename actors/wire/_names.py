@@ -52,6 +52,8 @@ EVENTS_STREAM: Final = "WORKFLOW_EVENTS"
 TASKS_STREAM: Final = "ACTIVITY_TASKS"
 HISTORY_STREAM: Final = "WORKFLOW_HISTORY"
 DEADLETTER_STREAM: Final = "WORKFLOW_DEADLETTERS"
+#: Finished instances' removals, each delayed to the end of its retention.
+EXPIRIES_STREAM: Final = "WORKFLOW_EXPIRIES"
 DEFINITIONS_BUCKET: Final = "WORKFLOW_DEFINITIONS"
 STATES_BUCKET: Final = "WORKFLOW_STATES"
 PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
@@ -80,6 +82,9 @@ EVENT_TIMER: Final = "timer"
 TASK_PREFIX: Final = "activity.tasks"
 HISTORY_PREFIX: Final = "history"
 DEADLETTER_PREFIX: Final = "deadletter"
+EXPIRE_PREFIX: Final = "expire"
+#: The consumer of ``WORKFLOW_EXPIRIES``, shared by every orchestrator.
+EXPIRIES_CONSUMER: Final = "expiries"
 
 
 def plain_start_subject(workflow_type: str) -> str:
@@ -246,6 +251,13 @@ class Layout:
                 subjects=(f"{DEADLETTER_PREFIX}.>",),
                 **common,  # type: ignore[arg-type]
             ),
+            StreamSpec(
+                name=EXPIRIES_STREAM,
+                subjects=(f"{EXPIRE_PREFIX}.>",),
+                retention=Retention.WORK_QUEUE,
+                allow_delayed=True,
+                **common,  # type: ignore[arg-type]
+            ),
         )
 
     def buckets(self) -> tuple[KVSpec, ...]:
@@ -274,6 +286,10 @@ class Layout:
             filter_subjects=("workflow.>", f"{INSTANCE_PREFIX}.*"),
             ack_wait=self.ack_wait,
         )
+
+    def expiries_consumer(self) -> ConsumerSpec:
+        """The removals of finished instances, for any orchestrator (``_retention.py``)."""
+        return ConsumerSpec(durable=EXPIRIES_CONSUMER, ack_wait=self.ack_wait)
 
     def partition_consumer(self, partition: int, partitions: int) -> ConsumerSpec:
         """The events of one partition (of ``partitions``), for its owner."""

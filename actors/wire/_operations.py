@@ -1,5 +1,6 @@
-"""The wire forms of the instance operations: pause, resume and retry messages, and
-the records of ``WORKFLOW_OPERATIONS`` (paused workflow types).
+"""The wire forms of the instance operations: pause, resume and retry messages,
+removals (``WORKFLOW_EXPIRIES``), and the records of ``WORKFLOW_OPERATIONS``
+(paused workflow types).
 
 An operation on an instance is an event on its own subject,
 ``instance.{id}.pause``, ``.resume`` or ``.retry``, decided by the instance's
@@ -17,12 +18,13 @@ from ..core import (
     PauseRequested,
     ResumeRequested,
     RetryRequested,
+    check_instance_id,
     check_name,
     check_step_key,
 )
 from ._codec import encode
-from ._fields import _BOOL, _STR, MessageError, _body, _Fields, _names
-from ._names import INSTANCE_PREFIX, OPERATIONS_BUCKET
+from ._fields import _BOOL, _INT, _STR, MessageError, _body, _Fields, _names
+from ._names import EXPIRE_PREFIX, INSTANCE_PREFIX, OPERATIONS_BUCKET
 
 __all__ = [
     "EVENT_PAUSE",
@@ -30,14 +32,19 @@ __all__ = [
     "EVENT_RETRY",
     "OPERATIONS_BUCKET",
     "TypePause",
+    "decode_expire",
     "decode_pause",
     "decode_resume",
     "decode_retry",
     "decode_type_pause",
+    "encode_expire",
     "encode_pause",
     "encode_resume",
     "encode_retry",
     "encode_type_pause",
+    "expire_msg_id",
+    "expired_instance",
+    "expire_subject",
     "pause_subject",
     "paused_type",
     "resume_subject",
@@ -51,6 +58,7 @@ EVENT_RETRY: Final = "retry"
 KIND_PAUSE: Final = "workflow.pause"
 KIND_RESUME: Final = "workflow.resume"
 KIND_RETRY: Final = "workflow.retry"
+KIND_EXPIRE: Final = "workflow.expire"
 KIND_TYPE_PAUSE: Final = "workflow.type_pause"
 _TYPE_PAUSE_PREFIX: Final = "paused."
 
@@ -65,6 +73,35 @@ def resume_subject(instance_id: str) -> str:
 
 def retry_subject(instance_id: str) -> str:
     return f"{INSTANCE_PREFIX}.{instance_id}.{EVENT_RETRY}"
+
+
+def expire_subject(instance_id: str) -> str:
+    """Where the removal of ``instance_id`` is published (``WORKFLOW_EXPIRIES``)."""
+    return f"{EXPIRE_PREFIX}.{instance_id}"
+
+
+def expired_instance(subject: str) -> str:
+    """The instance an ``expire.{id}`` subject names. Raises :class:`MessageError`."""
+    prefix, _, instance_id = subject.partition(".")
+    if prefix != EXPIRE_PREFIX or not instance_id:
+        raise MessageError(f"no removal is published on {subject!r}")
+    with _names():
+        return check_instance_id(instance_id)
+
+
+def expire_msg_id(instance_id: str, seq: int) -> str:
+    """The expiry of the end recorded as ``seq``: one per end, however often it is sent."""
+    return f"expire.{instance_id}.{seq}"
+
+
+def encode_expire(seq: int | None) -> bytes:
+    return encode(KIND_EXPIRE, {"seq": seq})
+
+
+def decode_expire(data: bytes) -> int | None:
+    """A ``workflow.expire``: the ``seq`` of the end it expires; null (absent): delete now."""
+    seq: int | None = _Fields(_body(data, KIND_EXPIRE)).get("seq", _INT, None)
+    return seq
 
 
 def type_pause_key(workflow_type: str) -> str:

@@ -115,3 +115,20 @@ async def test_retry_rerun_and_bulk_retry(served: Served) -> None:
     assert running.status_code == 201
     refused = await served.http.post("/workflows/a-3/retry")
     assert (refused.status_code, error_of(refused)["type"]) == (409, "OperationRefused")
+
+
+async def test_delete_removes_a_finished_instance(served: Served) -> None:
+    await served.register_examples()
+    started = await served.http.post("/workflows/approval", json={"input": None, "id": "d-1"})
+    assert started.status_code == 201
+    running = await served.http.post("/workflows/d-1/delete")
+    assert (running.status_code, error_of(running)["type"]) == (409, "OperationRefused")
+    await served.http.post("/workflows/d-1/terminate")
+    with trio.fail_after(30):
+        await served.client.wait_for("d-1", lambda info: info.status.terminal)
+    deleted = await served.http.post("/workflows/d-1/delete")
+    assert (deleted.status_code, deleted.json()) == (202, {"id": "d-1"})
+    with trio.fail_after(30):
+        await served.client.wait_for_removal("d-1")
+    gone = await served.http.get("/workflows/d-1")
+    assert (gone.status_code, error_of(gone)["type"]) == (404, "NotFound")
