@@ -43,6 +43,9 @@ The systems (``--systems``, in this order by default):
   (JetStream fsyncs every 2 minutes), one ``actors.orchestrator`` and one
   ``actors.worker`` process with their default settings; the client is this
   process.
+* ``nats-metrics``: ``nats`` with every service counting its metrics and
+  serving them (``--metrics-port 0``): the cost of the metrics, A/B against
+  ``nats`` in the same run.
 * ``nats-sync``: the same with ``sync_interval: always`` (an fsync on every
   write).
 * ``temporal-normal``, ``temporal-full``: ``temporal server start-dev`` (the
@@ -215,6 +218,8 @@ OURS: Final[dict[str, str]] = {
     "memory": "memory:// transport; orchestrator, worker, client in 1 process; defaults",
     "nats": "nats-server defaults (fsync every 2 min); 1 orchestrator + 1 worker process",
     "nats-sync": "nats-server sync_interval: always (fsync every write); 1 orch. + 1 worker",
+    "nats-metrics": "as nats, each service counting its metrics and serving them "
+    "(--metrics-port 0)",
     "nats-2x2": "nats-server defaults; 2 orchestrator + 2 worker processes",
     "nats-4x4": "nats-server defaults; 4 orchestrator + 4 worker processes",
 }
@@ -223,6 +228,7 @@ SCALED: Final[dict[str, int]] = {"nats-2x2": 2, "nats-4x4": 4}
 ALL_SYSTEMS: Final = (
     "memory",
     "nats",
+    "nats-metrics",
     "nats-sync",
     "temporal-normal",
     "temporal-full",
@@ -246,6 +252,7 @@ CLASSES: Final[dict[str, str]] = {
     "memory": "outside: in memory only",
     "nats": PROCESS_CRASH,
     "nats-sync": POWER_LOSS,
+    "nats-metrics": PROCESS_CRASH,
     "nats-2x2": PROCESS_CRASH,
     "nats-4x4": PROCESS_CRASH,
     "temporal-normal": PROCESS_CRASH,
@@ -418,6 +425,9 @@ def run_ours(system: str, sizes: Sequence[int], m: int) -> Round:
         found = engine.memory_figures(sizes, m, label=system)
     elif system == "nats":
         found = engine.nats_figures(sizes, m, label=system)
+    elif system == "nats-metrics":
+        args = ("--metrics-port", "0", "--metrics-host", "127.0.0.1")
+        found = engine.nats_figures(sizes, m, label=system, service_args=args)
     elif system == "nats-sync":
         config = {"jetstream": {"sync_interval": "always"}}
         found = engine.nats_figures(sizes, m, label=system, config=config)

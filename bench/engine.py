@@ -398,9 +398,15 @@ class ServiceProcess:
 
 
 def engine_services(
-    url: str, workdir: Path, orchestrators: int = 1, workers: int = 1
+    url: str,
+    workdir: Path,
+    orchestrators: int = 1,
+    workers: int = 1,
+    extra: Sequence[str] = (),
 ) -> list[ServiceProcess]:
     """Start ``orchestrators`` and ``workers`` (serving the examples' activities) on ``url``.
+
+    ``extra`` is given to every one of them (``--metrics-port 0``).
 
     The first of each keeps the plain name (``orchestrator``, ``worker``),
     the others are numbered from 2; each logs into ``workdir``. Not waited
@@ -411,11 +417,14 @@ def engine_services(
         return name if i == 0 else f"{name}-{i + 1}"
 
     kinds = (
-        (orchestrators, "orchestrator", ["-m", "actors.orchestrator", "--url", url]),
+        (orchestrators, "orchestrator", ["-m", "actors.orchestrator", "--url", url, *extra]),
         (
             workers,
             "worker",
-            ["-m", "actors.worker", "--url", url, "--activities", "actors.examples.activities"],
+            [
+                *("-m", "actors.worker", "--url", url),
+                *("--activities", "actors.examples.activities", *extra),
+            ],
         ),
     )
     return [
@@ -437,6 +446,7 @@ def nats_figures(
     config: Mapping[str, Any] | None = None,
     orchestrators: int = 1,
     workers: int = 1,
+    service_args: Sequence[str] = (),
 ) -> list[Figures]:
     """The engine on a fresh ``nats-server``: :func:`measure_sizes` with services as processes.
 
@@ -444,7 +454,8 @@ def nats_figures(
     ``{"jetstream": {"sync_interval": "always"}}``); ``orchestrators`` and
     ``workers`` are how many processes of each service share the work. The
     client is this process. At the end every service gets SIGTERM and must
-    exit 0 (``RuntimeError`` otherwise, with its log tail).
+    exit 0 (``RuntimeError`` otherwise, with its log tail). ``service_args``
+    go to every service process.
     """
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as folder:
         workdir = Path(folder)
@@ -454,7 +465,7 @@ def nats_figures(
             server.start()
             url = server.url
 
-            services.extend(engine_services(url, workdir, orchestrators, workers))
+            services.extend(engine_services(url, workdir, orchestrators, workers, service_args))
             deadline = time.monotonic() + READY_TIMEOUT
             for service in services:
                 service.wait_ready(deadline)

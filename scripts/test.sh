@@ -8,4 +8,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check actors transport tests bench
 .venv/bin/ruff format --check actors transport tests bench
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+# Most tests wait on a broker, a timer or a process, not on the CPU: four test
+# processes (ACTORS_TEST_PROCESSES) overlap those waits even on two cores.
+# Work stealing keeps one process from ending up with every long scenario.
+.venv/bin/python -m pytest -n "${ACTORS_TEST_PROCESSES:-4}" --dist worksteal "$@"

@@ -203,7 +203,7 @@ class MyStr(str):
         frozenset({1}),
         (1, 2),
         bytearray(b"ab"),
-        object(),
+        pytest.param(object(), id="object()"),
         Color.RED,
         MyStr("x"),
         decimal.Decimal("1.5"),

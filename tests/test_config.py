@@ -175,7 +175,10 @@ def test_credentials_and_tls_come_from_the_file(tmp_path: Path) -> None:
 
 
 CONNECTION = {"url", "user", "password", "token", "creds", "tls_ca", "tls_cert", "tls_key"}
-SERVICES_BOTH = {*CONNECTION, "replicas", "log_level", "log_format", "ack_wait", "drain_timeout"}
+SERVICES_BOTH = {
+    *CONNECTION, "replicas", "log_level", "log_format", "ack_wait", "drain_timeout",
+    "metrics_port", "metrics_host", "trace_file",
+}  # fmt: skip
 ORCHESTRATOR_ONLY = {
     "passivate_after", "max_idle_actors", "start_wait", "max_waiting_events", "lease",
     "partitions", "max_input", "max_output", "max_state", "retention", "retention_by_type",
@@ -193,7 +196,8 @@ def _options(command: click.Command) -> Iterator[click.Option]:
 def test_each_table_holds_the_settings_of_its_commands() -> None:
     """What a file may hold, table by table, as docs/operations.md lists it."""
     assert config_tables() == {
-        "cli": {*CONNECTION, "replicas", "connect_timeout", "log_level", "log_format"},
+        "cli": {*CONNECTION, "replicas", "connect_timeout", "log_level", "log_format"}
+        | {"metrics_port"},
         "orchestrator": SERVICES_BOTH | ORCHESTRATOR_ONLY,
         "worker": SERVICES_BOTH | {"activities", "only", "concurrency", "threads"},
     }

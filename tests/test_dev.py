@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from metrics_samples import parse, value
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.jetstream
@@ -82,7 +83,7 @@ def _start(data: Path | None, *options: str, cwd: Path = ROOT) -> Dev:
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
-    server = _start(tmp_path / "data", "--count", "5", "--token", "s3cret")
+    server = _start(tmp_path / "data", "--count", "5", "--token", "s3cret", "--metrics-port", "0")
     try:
         yield server
     finally:
@@ -114,6 +115,24 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
     page = httpx.get(f"{dev.api_url}/workflows", params={"type": "order"}, headers=auth)
     assert page.status_code == 200
     assert page.json()["total"] == 5
+
+    # The three services' metrics on one port, with the probes.
+    found = re.search(r"metrics\s+(http://\S+)/metrics", text)
+    assert found is not None, text
+    probes = found.group(1)
+    assert httpx.get(f"{probes}/readyz").text == "ready\n"
+    scraped = parse(httpx.get(f"{probes}/metrics").text)
+    orders = value(scraped, "actors_workflows_started_total", type="order")
+    assert orders == 5  # the order along its five paths
+    ended = sum(
+        value(scraped, f"actors_workflows_{end}_total", type="order")
+        for end in ("completed", "failed", "cancelled")
+    )
+    assert ended == orders
+    assert value(scraped, "actors_workflows_completed_total", type="count") >= 6
+    assert value(scraped, "actors_activity_attempts_total", activity="ship", outcome="completed")
+    listing = {"method": "GET", "route": "/workflows", "status": "200"}
+    assert value(scraped, "actors_api_requests_total", **listing) == 1
 
     dev.process.send_signal(signal.SIGINT)
     out, _ = dev.process.communicate(timeout=60)

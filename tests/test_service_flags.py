@@ -161,6 +161,9 @@ SERVICE_ROWS = [
     o("--retention-by-type", "=1d", message="'=1d' is not TYPE=DURATION"),
     o("--removal-rate", "0", message="must be a number above 0 and at most 1000000, not 0"),
     o("--bogus", message="unrecognized arguments: --bogus"),
+    o("--metrics-port", "70000", message="must be an integer from 0 to 65535, not 70000"),
+    w("--metrics-port", "-1", message="must be an integer from 0 to 65535, not -1"),
+    o("--trace-file", "/nonexistent/dir/spans", message="--trace-file: [Errno 2] No such file"),
     w("--ack-wait", "-1", message=f"{SECONDS}, not -1"),
     w("--drain-timeout", "nan", message=f"{SECONDS_OR_ZERO}, not nan"),
     w("--concurrency", "0", message="must be an integer from 1 to 10000, not 0"),
@@ -254,6 +257,7 @@ CLI_ROWS = [
     # dev and demo: refused before a server starts
     c("dev", "--data", FOLDER, "--api-port", "70000", message="from 0 to 65535, not 70000"),
     c("dev", "--data", FOLDER, "--api-port", "-1", message="from 0 to 65535, not -1"),
+    c("dev", "--data", FOLDER, "--metrics-port", "x", message="invalid int value: 'x'"),
     c("dev", "--data", FOLDER, "--nats-port", "65536", message="from 0 to 65535, not 65536"),
     c("dev", "--data", FOLDER, "--count", "-1", message="from 0 to 10000, not -1"),
     c("dev", "--data", FOLDER, "--token", "", message="'--token': must not be empty"),
@@ -415,10 +419,10 @@ def test_the_table_covers_every_flag() -> None:
     flags = _flags(cli)
     assert {"--ack-wait", "--lease", "--activities", "--only"} <= flags
     # No value, or any text: nothing to get wrong before a server says so
-    # (--host is checked when dev binds its port: one line, exit 1).
+    # (--host and --metrics-host are checked when their port is bound).
     free = {
         "--help", "--json", "--once", "--examples", "--no-examples", "--reason", "--password",
-        "--host", "--by", "--yes",
+        "--host", "--metrics-host", "--by", "--yes",
     }  # fmt: skip
     assert flags - free - given == set()
 

@@ -26,6 +26,7 @@ from ._specs import DELIVER_AT_HEADER as DELIVER_AT_HEADER
 from ._specs import MAX_PARTITIONS as MAX_PARTITIONS
 from ._specs import ConnectionEvent as ConnectionEvent
 from ._specs import ConnectionState as ConnectionState
+from ._specs import ConsumerLag as ConsumerLag
 from ._specs import ConsumerSpec as ConsumerSpec
 from ._specs import Discard as Discard
 from ._specs import KVChange as KVChange
@@ -48,6 +49,7 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionLostError",
     "ConnectionState",
+    "ConsumerLag",
     "ConsumerSpec",
     "DELIVER_AT_HEADER",
     "Delivery",

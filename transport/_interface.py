@@ -23,6 +23,7 @@ import trio
 from ._specs import (
     ConnectionEvent,
     ConnectionState,
+    ConsumerLag,
     ConsumerSpec,
     KVChange,
     KVEntry,
@@ -236,6 +237,13 @@ class Transport(Protocol):
         Raises :class:`NotFoundError` if the stream does not exist,
         :class:`InvalidSpecError` for a buffer below 1 or a consumer the
         broker refuses.
+        """
+
+    async def consumer_lag(self, stream: str, consumer: str) -> ConsumerLag:
+        """How far durable ``consumer`` of ``stream`` is behind, as the broker counts it now.
+
+        One request to the broker, for monitoring. Raises :class:`NotFoundError`
+        if the stream or the consumer does not exist.
         """
 
     async def read(

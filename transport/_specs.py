@@ -370,6 +370,16 @@ class KVChange:
     op: KVOp = KVOp.PUT
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    """How far a durable consumer is behind, as its broker counts it."""
+
+    #: Messages of its stream it has still to deliver (past its cursor, or delayed).
+    pending: int
+    #: Messages it delivered and awaits the acknowledgement of.
+    unacked: int
+
+
 class ConnectionState(enum.Enum):
     """The transport's link to its broker."""
 

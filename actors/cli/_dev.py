@@ -26,6 +26,7 @@ from transport import open_transport
 
 from ..examples import ACTIVITIES
 from ..http import serve_api
+from ..observability import Metrics, Readiness, connected, serve_probes
 from ..runtime import ActivitySpec, Client, Orchestrator, OrchestratorConfig, Worker, WorkerConfig
 from ..testing import NatsServer
 from ._app import cli
@@ -60,6 +61,8 @@ class DevOptions:
     count: int = DEFAULT_COUNT
     #: Exit once the examples have run, instead of serving until stopped.
     once: bool = False
+    #: Serve every service's metrics and probes on this port (``None``: not at all).
+    metrics_port: int | None = None
 
 
 def data_folder(data: Path) -> Path:
@@ -90,8 +93,17 @@ def run_dev(options: DevOptions) -> int:
 
 async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> None:
     async with open_transport(url) as transport, trio.open_nursery() as nursery:
-        orchestrator = Orchestrator(transport, OrchestratorConfig())
-        worker = Worker(transport, specs, WorkerConfig())
+        # One registry for the three services of this process.
+        metrics = None if options.metrics_port is None else Metrics()
+        orchestrator = Orchestrator(transport, OrchestratorConfig(), metrics=metrics)
+        worker = Worker(transport, specs, WorkerConfig(), metrics=metrics)
+        probes = trio.CancelScope()
+        readiness = Readiness()
+        serving = [False]  # set once everything serves, cleared when stopping
+        readiness.add(lambda: connected(transport))
+        readiness.add(lambda: None if serving[0] else "not serving (starting, or stopping)")
+        if metrics is not None:
+            probes_url = await nursery.start(_probes, probes, metrics, readiness, options)
         await nursery.start(orchestrator.run)
         await nursery.start(worker.run)
         names = ", ".join(sorted(spec.name for spec in specs))
@@ -106,11 +118,15 @@ async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> No
                         host=options.host,
                         port=options.api_port,
                         token=options.token,
+                        metrics=metrics,
                         task_status=task_status,
                     )
 
             api_url = await nursery.start(api_server)
             print(f"HTTP API      {api_url}  (OpenAPI: {api_url}/openapi.json)", flush=True)
+            serving[0] = True
+            if metrics is not None:
+                print(f"metrics       {probes_url}/metrics  (/healthz, /readyz)", flush=True)
             if options.run_examples:
                 with trio.fail_after(_EXAMPLES_TIMEOUT):
                     await run_examples(client, options.count)
@@ -122,8 +138,30 @@ async def _serve(url: str, options: DevOptions, specs: list[ActivitySpec]) -> No
                     async for _ in signals:
                         break
             api.cancel()
+        serving[0] = False
         orchestrator.shutdown()
         worker.shutdown()
+        probes.cancel()
+
+
+async def _probes(
+    scope: trio.CancelScope,
+    metrics: Metrics,
+    readiness: Readiness,
+    options: DevOptions,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the metrics and probes of every service until ``scope`` is cancelled."""
+    assert options.metrics_port is not None
+    with scope:
+        await serve_probes(
+            metrics,
+            readiness,
+            host=options.host,
+            port=options.metrics_port,
+            task_status=task_status,
+        )
 
 
 def _option(flag: str, field: str | None = None, **kwargs: Any) -> Callable[[Decorated], Decorated]:
@@ -153,6 +191,7 @@ def _option(flag: str, field: str | None = None, **kwargs: Any) -> Callable[[Dec
 @_option("--examples/--no-examples", "run_examples", help="Run the example workflows once.")
 @_option("--count", type=COUNT, help="Count workflows to run (0 to 10000).")
 @click.option("--once", is_flag=True, help="Stop once the examples have run.")
+@setting_option("metrics_port")
 # WARNING: what Python printed before dev set logging up; INFO adds the services' notes.
 @setting_option("log_level", default="WARNING")
 @setting_option("log_format")

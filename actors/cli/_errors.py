@@ -33,6 +33,7 @@ from transport import (
 from .._groups import leaves
 from ..core import DefinitionError
 from ..errors import ActorsError, BrokerError, RequestError, SizeLimitError
+from ..observability import ProbesPortError
 from ..runtime import WorkflowError
 from ..testing import NatsServerError
 from ._config import ConfigError
@@ -144,7 +145,7 @@ def service_error(exc: BaseException) -> str | None:
     the service's nurseries too), options that contradict each other, a file
     of the connection that cannot be read. ``None`` for anything else (a bug).
     """
-    if isinstance(exc, TransportError | ConfigError):
+    if isinstance(exc, TransportError | ConfigError | ProbesPortError):
         # InvalidSpecError (user and token) is a TransportError too.
         return str(exc)
     if isinstance(exc, BaseExceptionGroup):

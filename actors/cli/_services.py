@@ -31,6 +31,7 @@ import trio
 
 from transport import Transport, open_transport
 
+from ..observability import Metrics, Probes, tracing
 from ..runtime import (
     ActivitySpec,
     Orchestrator,
@@ -117,6 +118,9 @@ def _service_options(config: type, fields: Mapping[str, str]) -> Callable[[Decor
     """The options of a service: the file, the connection, its ``fields``' settings, logs."""
 
     def decorate(command: Decorated) -> Decorated:
+        command = setting_option("trace_file")(command)
+        command = setting_option("metrics_host")(command)
+        command = setting_option("metrics_port")(command)
         command = setting_option("log_format")(command)
         command = setting_option("log_level")(command)
         for key, path in reversed(list(fields.items())):
@@ -138,7 +142,11 @@ def orchestrator(url: str, log_level: str, log_format: str, **values: Any) -> in
     setup_logging(log_level, log_format)
     config = _configured(OrchestratorConfig, ORCHESTRATOR_FIELDS, values)
     return _serve(
-        "orchestrator", url, values, config.drain_timeout, lambda t: Orchestrator(t, config)
+        "orchestrator",
+        url,
+        values,
+        config.drain_timeout,
+        lambda t, m: Orchestrator(t, config, metrics=m),
     )
 
 
@@ -172,7 +180,13 @@ def worker(
             raise click.UsageError(f"no such activities: {', '.join(sorted(unknown))}")
         specs = [spec for spec in specs if spec.name in only]
     config = _configured(WorkerConfig, WORKER_FIELDS, values)
-    return _serve("worker", url, values, config.drain_timeout, lambda t: Worker(t, specs, config))
+    return _serve(
+        "worker",
+        url,
+        values,
+        config.drain_timeout,
+        lambda t, m: Worker(t, specs, config, metrics=m),
+    )
 
 
 def _configured(
@@ -241,9 +255,12 @@ def _serve(
     url: str,
     values: Mapping[str, Any],
     drain: float,
-    make: Callable[[Transport], _Service],
+    make: Callable[[Transport, Metrics | None], _Service],
 ) -> int:
     """Connect, run the service ``make`` builds until a signal, drain; the exit code.
+
+    With a ``metrics_port`` among the ``values``, the service counts its
+    metrics and serves them with its probes (:func:`observed`).
 
     The service has ``drain`` seconds (its ``drain_timeout``) and 5 more to
     stop once signalled. A broker that cannot be reached (or refuses the
@@ -263,12 +280,23 @@ def _serve(
         async with open_transport(url, options) as transport:
 
             async def serve(nursery: trio.Nursery) -> Callable[[], None]:
-                service = make(transport)
-                await nursery.start(service.run)
-                return service.shutdown
+                port: int | None = values.get("metrics_port")
+                if port is None:
+                    service = make(transport, None)
+                    await nursery.start(service.run)
+                    return service.shutdown
+                metrics = Metrics()
+                service = make(transport, metrics)
+                probes = Probes(metrics, transport, host=values["metrics_host"], port=port)
+                await nursery.start(probes.run, service)
+                return probes.shutdown
 
             await serve_until_stopped(serve, grace=drain + 5)
 
+    try:
+        stop_tracing = _tracing(values.get("trace_file"), name)
+    except (tracing.TracingUnavailableError, OSError) as exc:
+        return _report(name, f"--trace-file: {exc}")
     tune_gc()
     try:
         trio.run(main)
@@ -276,7 +304,16 @@ def _serve(
         if (reason := service_error(exc)) is None:
             raise
         return _report(name, reason)
+    finally:
+        stop_tracing()
     return 0
+
+
+def _tracing(path: str | None, name: str) -> Callable[[], None]:
+    """Spans written to ``path`` if given (see ``export_to_file``); how to stop."""
+    if path is None:
+        return lambda: None
+    return tracing.export_to_file(path, f"actors-{name}")
 
 
 def _report(name: str, reason: str) -> int:

@@ -212,6 +212,27 @@ _ALL: Final = (
         "Seconds to finish what is in hand once told to stop.",
         bounds=_SECONDS,
     ),
+    # -- observability: every service ------------------------------------------------
+    Setting(
+        "metrics_port",
+        "int",
+        "Serve /metrics (Prometheus), /healthz and /readyz on this port (0: a free one, "
+        "logged); none by default.",
+        bounds=Bounds("int", 0, high=65_535),
+    ),
+    Setting(
+        "metrics_host",
+        "str",
+        "The address the metrics and probes port listens on.",
+        default="0.0.0.0",
+    ),
+    Setting(
+        "trace_file",
+        "str",
+        "Write each finished trace span to this file as a JSON line (needs the actors[otel] "
+        "extra); for debugging and tests.",
+        metavar="FILE",
+    ),
     # -- the orchestrator ---------------------------------------------------------
     Setting(
         "passivate_after",

@@ -145,3 +145,6 @@ class InstanceState:
     held: tuple[HeldEvent, ...] = ()
     #: Its run: 1, then one more each time it is retried (see ``RUN_ATTEMPTS``).
     run: int = 1
+    #: The W3C ``traceparent`` of the instance's workflow span, when it is
+    #: traced. Set by the orchestrator, not by ``decide``, which keeps it.
+    trace: str | None = None

@@ -49,6 +49,7 @@ from ..core import (
     load_definition,
     parse_definition,
 )
+from ..observability import MeasuredApp, Metrics
 from ..runtime import (
     HISTORY_LIMIT,
     Client,
@@ -410,7 +411,9 @@ class _Api:
         return _json({"id": instance_id}, 202)
 
 
-def _build(client: Client, token: str | None, max_in_flight: int) -> tuple[ASGIApp, _Api]:
+def _build(
+    client: Client, token: str | None, max_in_flight: int, metrics: Metrics | None = None
+) -> tuple[ASGIApp, _Api]:
     if token is not None and not token:
         raise ValueError("the token must not be empty (use None for no token)")
     if max_in_flight < 1:
@@ -419,6 +422,8 @@ def _build(client: Client, token: str | None, max_in_flight: int) -> tuple[ASGIA
     app: ASGIApp = Starlette(routes=api.routes(), exception_handlers={HTTPException: _http_error})
     if token is not None:
         app = _BearerAuth(app, token)
+    if metrics is not None:
+        app = MeasuredApp(app, metrics)
     # Outermost: a request over the limit costs neither a token check nor routing.
     return _Admission(app, max_in_flight), api
 
@@ -465,6 +470,7 @@ async def serve_api(
     port: int = 8080,
     token: str | None = None,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the Engine API over HTTP on ``host:port`` until cancelled.
@@ -476,9 +482,10 @@ async def serve_api(
     ``max_in_flight`` below 1 (see :func:`create_app`). Cancelling it stops
     the server cleanly: no new connections, waits on results end at once
     (answered 202), and requests in progress get :data:`SHUTDOWN_GRACE`
-    seconds to finish.
+    seconds to finish. With ``metrics``, each request is counted and timed
+    there (:class:`~actors.observability.MeasuredApp`).
     """
-    app, api = _build(client, token, max_in_flight)
+    app, api = _build(client, token, max_in_flight, metrics)
     config = Config()
     # Hypercorn adopts the descriptor (and listens on it) as soon as it
     # starts; it runs shielded, so nothing can stop it before it does.

@@ -40,6 +40,7 @@ from ..core import (
     load_definition,
     parse_definition,
 )
+from ..observability import tracing
 from ..wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
@@ -218,6 +219,7 @@ class Client(Operations):
             start_subject(instance_id, workflow_type),
             data,
             msg_id=start_msg_id(instance_id),
+            headers=tracing.start_span(workflow_type, instance_id),
         )
         if id is None:
             ack = await publish()  # a random id is new
@@ -431,6 +433,7 @@ class Client(Operations):
             subject,
             data,
             msg_id=None if signal_id is None else f"signal.{instance_id}.{signal_id}",
+            headers=tracing.current_headers(),
         )
 
     async def history(

@@ -52,6 +52,7 @@ from ..core import (
     fail_instance,
 )
 from ..errors import EngineError
+from ..observability import NO_METRICS, Metrics, clock, tracing
 from ..wire import (
     EVENTS_STREAM,
     CodecError,
@@ -111,6 +112,8 @@ class Context:
     stats: dict[str, int]
     #: Records a delivery in the dead letters with a reason, then acks it.
     deadletter: Callable[[Delivery, str], Awaitable[None]]
+    #: Where decisions are counted.
+    metrics: Metrics = NO_METRICS
     #: Events the actors hold now, waiting for their instance.
     held: int = 0
     #: How a new instance of a workflow type is paused (``None``: the type is not).
@@ -322,6 +325,7 @@ class InstanceActor:
 
     async def _handle(self, routed: Routed) -> None:
         delivery, event = routed.delivery, routed.event
+        began, began_at = clock(), tracing.wall()
         store = self._ctx.definitions
         assert store is not None
         # A start is nearly always for an instance that does not exist yet:
@@ -406,6 +410,10 @@ class InstanceActor:
                     return
                 await delivery.ack()
                 return
+            root = None
+            if state is None and isinstance(event, StartRequested):
+                root, traceparent = tracing.workflow_span(event, delivery.headers, began_at)
+                new = replace(new, trace=traceparent)
             if state is not None and not self._outbox_sent:
                 await self._send_previous(state, delivery)
             # Everything is encoded and measured before anything is written,
@@ -415,6 +423,7 @@ class InstanceActor:
                 new, commands, messages = checked(
                     self._ctx.limits, self._id, definition, new, commands, now
                 )
+                messages = tracing.traced(messages, new.trace)
                 data = self._encoded(new, delivery.stream_seq)
             except (LimitExceededError, CodecError) as exc:
                 # A CodecError: a value the codec cannot carry once in place (an
@@ -443,6 +452,11 @@ class InstanceActor:
             await self._publish(messages, commands, new)
             self._outbox_sent = True
             await delivery.ack()
+            lag = self._transport.now() - delivery.stored_at
+            self._ctx.metrics.decided(event, state, new, commands, clock() - began, lag)
+            if root is None:
+                tracing.decision_span(self._id, new.trace, event, delivery.headers, began_at)
+            tracing.end_span(root)
             return
 
     async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
@@ -531,7 +545,9 @@ class InstanceActor:
         return failed, commands
 
     def _messages(self, state: InstanceState, commands: Sequence[Command]) -> list[OutMessage]:
-        return messages_for(self._id, state, commands, self._transport.now())
+        messages = messages_for(self._id, state, commands, self._transport.now())
+        # Each message carries the instance's trace on (docs/observability.md).
+        return tracing.traced(messages, state.trace)
 
     def _encoded(self, new: InstanceState, cause: int) -> bytes:
         return encoded(self._ctx.limits.max_state, new, cause)
@@ -564,6 +580,7 @@ class InstanceActor:
                 # no other process is involved.
                 return False
             self._ctx.stats["conflicts"] += 1
+            self._ctx.metrics.conflict()
             # Rare in a healthy cluster (each event goes to one process); many
             # of these mean processes keep redelivering to each other.
             log.info(

@@ -39,6 +39,7 @@ from ..core import (
     check_instance_id,
     check_name,
 )
+from ..observability import NO_METRICS, Metrics
 from ..wire import (
     CANCELS_BUCKET,
     DEFINITIONS_BUCKET,
@@ -182,9 +183,17 @@ class Orchestrator:
     orchestrators; it raises only for a broken transport.
     """
 
-    def __init__(self, transport: Transport, config: OrchestratorConfig | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        config: OrchestratorConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._transport = transport
         self._config = config or OrchestratorConfig()
+        #: Where it counts what it does (``None``: nowhere); see ``actors.observability``.
+        self._metrics = metrics or NO_METRICS
         self._mailboxes: dict[str, trio.MemorySendChannel[Routed]] = {}
         #: The idle actors' waits, longest idle first (see ``max_idle_actors``).
         self._idle: OrderedDict[str, trio.CancelScope] = OrderedDict()
@@ -209,6 +218,7 @@ class Orchestrator:
                 "expired",
             )
         )
+        _observed(self, self._metrics, transport)
 
     @property
     def active_actors(self) -> int:
@@ -285,6 +295,7 @@ class Orchestrator:
             deadletter=self._deadletter,
             type_pause=pauses.pause_for,
             retention=_retention_for(config),
+            metrics=self._metrics,
         )
         leases = self._leases = Leases(
             assets.buckets[PARTITIONS_BUCKET], self._count, lease=config.lease
@@ -429,6 +440,7 @@ class Orchestrator:
         self, delivery: Delivery, nursery: trio.Nursery, partition: _Partition
     ) -> None:
         self.stats["events"] += 1
+        self._metrics.delivered("events", delivery.num_delivered)
         try:
             instance_id, event = self._parse(delivery, partition.number)
         except (MessageError, CodecError, InvalidNameError) as exc:
@@ -513,6 +525,7 @@ class Orchestrator:
         can be published again as it is.
         """
         self.stats["deadletters"] += 1
+        self._metrics.dead_letter("events")
         await deadletter(
             self._transport,
             delivery,
@@ -584,3 +597,24 @@ class Orchestrator:
         while len(self._idle) > self._config.max_idle_actors:
             _, oldest = self._idle.popitem(last=False)
             oldest.cancel()  # it exits unless an event came meanwhile
+
+
+def _observed(orchestrator: Orchestrator, metrics: Metrics, transport: Transport) -> None:
+    """Have ``metrics`` report the orchestrator's gauges and its consumers' lag when scraped."""
+    metrics.add_gauges(
+        lambda: [
+            ("actors_actors_alive", (), len(orchestrator._mailboxes)),
+            ("actors_actors_idle", (), len(orchestrator._idle)),
+            ("actors_partitions_owned", (), len(orchestrator._partitions)),
+        ]
+    )
+    layout = orchestrator._config.layout
+    metrics.add_consumers(
+        transport,
+        EVENTS_STREAM,
+        lambda: [
+            layout.intake_consumer().durable,
+            *(layout.partition_consumer(n, 1).durable for n in orchestrator.partitions),
+        ],
+    )
+    metrics.add_connection(transport)

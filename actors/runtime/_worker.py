@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -48,6 +48,7 @@ from transport import (
 
 from .._groups import sole
 from ..core import ErrorInfo
+from ..observability import NO_METRICS, Metrics, clock, tracing
 from ..wire import (
     CANCELS_BUCKET,
     TASKS_STREAM,
@@ -134,8 +135,12 @@ class Worker:
         transport: Transport,
         activities: Iterable[ActivitySpec],
         config: WorkerConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self._transport = transport
+        #: Where it counts what it does (``None``: nowhere); see ``actors.observability``.
+        self._metrics = metrics or NO_METRICS
         self._activities = {spec.name: spec for spec in activities}
         if not self._activities:
             raise ValueError("a worker needs at least one activity")
@@ -152,6 +157,7 @@ class Worker:
         self._withdrawn: dict[_Attempt, tuple[str, float]] = {}
         #: Counters for tests and operators (a ``dict``; see :meth:`wait_until`).
         self.stats = Counters(("completed", "failed", "handed_back", "cancelled"))
+        _observed(self, self._metrics, transport)
 
     @property
     def activity_names(self) -> list[str]:
@@ -332,6 +338,7 @@ class Worker:
         if task.work.activity != spec.name:
             await self._deadletter(delivery, f"task for {task.work.activity!r} on {spec.name!r}")
             return
+        self._metrics.delivered("tasks", delivery.num_delivered)
         if delivery.num_delivered > self._config.max_deliveries:
             lost = ErrorInfo(
                 "WorkerLost",
@@ -352,6 +359,7 @@ class Worker:
             )
             await self._report(delivery, task, None, late)
             return
+        self._metrics.task_taken(spec.name, now - task.work.scheduled_at)
         withdrawn = self._withdrawn.get(_attempt_of(task))
         if withdrawn is not None:
             # Reported, so that an instance waiting for the attempt to settle
@@ -359,8 +367,15 @@ class Worker:
             self.stats["cancelled"] += 1
             await self._report(delivery, task, None, ErrorInfo("ActivityCancelled", withdrawn[0]))
             return
-        output, error = await self._run(spec, task, delivery)
-        await self._report(delivery, task, output, error)
+        work = task.work
+        with tracing.activity_span(
+            spec.name, task.instance_id, work.step, work.attempt, delivery.headers
+        ) as traced:
+            began = clock()
+            output, error = await self._run(spec, task, delivery)
+            self._metrics.ran(spec.name, clock() - began)
+            traced.done(error)
+            await self._report(delivery, task, output, error, traced.headers)
 
     async def _run(
         self, spec: ActivitySpec, task: Task, delivery: Delivery
@@ -440,7 +455,12 @@ class Worker:
             await trio.sleep(due - now)
 
     async def _report(
-        self, delivery: Delivery, task: Task, output: Any, error: ErrorInfo | None
+        self,
+        delivery: Delivery,
+        task: Task,
+        output: Any,
+        error: ErrorInfo | None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         try:
             data = encode_result(
@@ -461,7 +481,7 @@ class Worker:
         longest = max(_PUBLISH_RETRY, min(_PUBLISH_RETRY_MAX, self._config.ack_wait / 3))
         while True:
             try:
-                await self._transport.publish(subject, data, msg_id=msg_id)
+                await self._transport.publish(subject, data, msg_id=msg_id, headers=headers)
                 break
             except TooLargeError as exc:
                 error = ErrorInfo(
@@ -490,9 +510,11 @@ class Worker:
                 await trio.sleep(retry)
                 retry = min(2 * retry, longest)
         self.stats["completed" if error is None else "failed"] += 1
+        self._metrics.reported(task.work.activity, error)
         await delivery.ack()
 
     async def _deadletter(self, delivery: Delivery, reason: str) -> None:
+        self._metrics.dead_letter("tasks")
         await deadletter(
             self._transport,
             delivery,
@@ -502,6 +524,25 @@ class Worker:
             retry_delay=_PUBLISH_RETRY,
             log=log,
         )
+
+
+def _observed(worker: Worker, metrics: Metrics, transport: Transport) -> None:
+    """Have ``metrics`` report the worker's running activities and its consumers' lag."""
+
+    def running() -> list[tuple[str, tuple[str, ...], float]]:
+        counts = dict.fromkeys(worker._activities, 0)
+        for entry in worker._running.values():
+            counts[entry.task.work.activity] = counts.get(entry.task.work.activity, 0) + 1
+        return [("actors_activities_running", (name,), n) for name, n in counts.items()]
+
+    metrics.add_gauges(running)
+    layout = worker._config.layout
+    metrics.add_consumers(
+        transport,
+        TASKS_STREAM,
+        lambda: [layout.activity_consumer(name, 1).durable for name in worker._activities],
+    )
+    metrics.add_connection(transport)
 
 
 def _attempt_of(task: Task) -> _Attempt:

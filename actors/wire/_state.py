@@ -197,7 +197,7 @@ def _step_data(step: StepState) -> dict[str, Any]:
 
 def state_to_data(state: InstanceState) -> dict[str, Any]:
     """The plain form stored in ``WORKFLOW_STATES`` (also what clients read)."""
-    return {
+    data = {
         "id": state.id,
         "type": state.type,
         "version": state.version,
@@ -221,6 +221,9 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "depth": state.depth,
         **_operations_data(state),
     }
+    if state.trace is not None:
+        data["trace"] = state.trace
+    return data
 
 
 def _operations_data(state: InstanceState) -> dict[str, Any]:
@@ -361,6 +364,7 @@ def _state_from(fields: _Fields) -> InstanceState:
             for index, event in enumerate(fields.get("held", _LIST, []))
         ),
         run=fields.count("run", default=1, least=1, wanted="an integer >= 1"),
+        trace=fields.get("trace", _STR, None),
     )
 
 

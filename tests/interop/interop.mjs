@@ -19,7 +19,7 @@
 // broker's answers to its starts and signals. It exits 0 once every instance
 // has ended, 1 at the deadline or on an error (after printing what it saw).
 
-import { AckPolicy, DeliverPolicy, connect, nanos } from "nats";
+import { AckPolicy, DeliverPolicy, ErrorCode, connect, nanos } from "nats";
 import { decode, encode } from "cbor-x";
 
 const config = JSON.parse(process.argv[2] ?? "{}");
@@ -159,15 +159,36 @@ async function runTask(js, msg, ackWait) {
     clearInterval(keepalive);
   }
   const outcome = result.error === undefined ? "completed" : "failed";
-  // The step's key goes into the subject and the message id as it is.
-  await js.publish(
-    `instance.${task.instance}.${outcome}.${task.step}`,
-    envelope("activity.result", result),
-    { msgID: `result.${task.instance}.${task.step}.${task.attempt}` },
+  // The step's key goes into the subject and the message id as it is. The
+  // message id makes a repeated publish harmless, so a publish whose answer
+  // is late (a loaded machine) is tried again rather than given up.
+  await patiently(() =>
+    js.publish(
+      `instance.${task.instance}.${outcome}.${task.step}`,
+      envelope("activity.result", result),
+      { msgID: `result.${task.instance}.${task.step}.${task.attempt}`, timeout: ANSWER_MS },
+    ),
   );
-  // Only once the broker has stored the result.
-  await msg.ackAck();
+  // Only once the broker has stored the result; acking twice is harmless too.
+  await patiently(() => msg.ackAck({ timeout: ANSWER_MS }));
   record.outcome = outcome;
+}
+
+/** How long one request to the server may wait for its answer. */
+const ANSWER_MS = 10_000;
+
+/**
+ * Run `request` (an idempotent request to the server) until it is answered:
+ * a timeout is tried again, up to four times; any other error is thrown.
+ */
+async function patiently(request) {
+  for (let tries = 1; ; tries += 1) {
+    try {
+      return await request();
+    } catch (error) {
+      if (tries >= 4 || error?.code !== ErrorCode.Timeout) throw error;
+    }
+  }
 }
 
 async function serve(js, jsm, name) {
@@ -196,7 +217,9 @@ async function start(js, type, body, encoding) {
   const data = encoding === "json" ? json(body) : envelope("workflow.start", body);
   const subject =
     encoding === "json" ? `workflow.start.${type}` : `instance.${body.id}.start.${type}`;
-  const ack = await js.publish(subject, data, { msgID: `start.${body.id}` });
+  const ack = await patiently(() =>
+    js.publish(subject, data, { msgID: `start.${body.id}`, timeout: ANSWER_MS }),
+  );
   report.starts.push({ id: body.id, encoding, seq: ack.seq, duplicate: ack.duplicate });
 }
 
@@ -204,9 +227,12 @@ async function start(js, type, body, encoding) {
 async function signal(js, id, name, payload, encoding) {
   const data =
     encoding === "json" ? json(payload) : envelope("workflow.signal", { payload });
-  const ack = await js.publish(`instance.${id}.signal.${name}`, data, {
-    msgID: `signal.${id}.${name}`,
-  });
+  const ack = await patiently(() =>
+    js.publish(`instance.${id}.signal.${name}`, data, {
+      msgID: `signal.${id}.${name}`,
+      timeout: ANSWER_MS,
+    }),
+  );
   report.signals.push({ id, encoding, seq: ack.seq, duplicate: ack.duplicate });
 }
 

@@ -68,6 +68,7 @@ from transport import (
     ConnectionEvent,
     ConnectionLostError,
     ConnectionState,
+    ConsumerLag,
     ConsumerSpec,
     Delivery,
     KeyValue,
@@ -258,6 +259,10 @@ class FaultyTransport(Transport):
     async def holds(self, stream: str, seq: int) -> bool:
         await self._node.gate()
         return await self._broker.holds(stream, seq)
+
+    async def consumer_lag(self, stream: str, consumer: str) -> ConsumerLag:
+        await self._node.gate()
+        return await self._broker.consumer_lag(stream, consumer)
 
     def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
         return self._broker.connection_events()

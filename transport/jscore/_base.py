@@ -37,6 +37,7 @@ from .._specs import (
     DELIVER_AT_HEADER,
     SCHEDULE_PREFIX,
     ConnectionEvent,
+    ConsumerLag,
     ConsumerSpec,
     KVSpec,
     OutMessage,
@@ -44,6 +45,7 @@ from .._specs import (
     Retention,
     StreamSpec,
     check_holds,
+    check_name,
     check_purge,
     check_subject,
     schedule_token,
@@ -252,6 +254,13 @@ class JetStreamBase(Transport):
                 return False
             raise
         return True
+
+    async def consumer_lag(self, stream: str, consumer: str) -> ConsumerLag:
+        self._check_open()
+        check_name("stream", stream)
+        check_name("consumer", consumer)
+        info = await self._api(f"CONSUMER.INFO.{stream}.{consumer}")
+        return ConsumerLag(int(info.get("num_pending", 0)), int(info.get("num_ack_pending", 0)))
 
     # -- key-value ---------------------------------------------------------
 

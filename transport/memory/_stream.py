@@ -22,7 +22,15 @@ import trio
 
 from .._errors import InvalidSpecError, StorageFullError, TooLargeError
 from .._interface import Delivery, Settlement
-from .._specs import ConsumerSpec, Discard, PubAck, Retention, StreamSpec, subject_matches
+from .._specs import (
+    ConsumerLag,
+    ConsumerSpec,
+    Discard,
+    PubAck,
+    Retention,
+    StreamSpec,
+    subject_matches,
+)
 from .._subjects import SubjectFilter, any_collide, check_consumer_filters
 
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
@@ -402,6 +410,20 @@ class Consumer:
                 continue
             return self._hand_out(self._track(seq), message, session, now)
         return None
+
+    def lag(self) -> ConsumerLag:
+        """Its backlog (matching messages past the cursor, delayed ones not yet
+        handed out) and its deliveries awaiting an ack, as JetStream counts them."""
+        stream = self.stream
+        matches = self._matches
+        ahead = sum(
+            1
+            for seq in range(max(self._next_seq, stream.first_seq), stream.last_seq + 1)
+            if (message := stream.messages.get(seq)) is not None and matches(message.subject)
+        )
+        delayed = sum(1 for _, seq in set(self._delayed) if seq not in self._pending)
+        out = sum(1 for p in self._pending.values() if p.delivery is not None)
+        return ConsumerLag(ahead + delayed, out)
 
     def settle(self, delivery: MemoryDelivery, how: Settlement, delay: float | None) -> None:
         """Apply ack, nak or term.

@@ -41,6 +41,7 @@ from .._specs import (
     DELIVER_AT_HEADER,
     ConnectionEvent,
     ConnectionState,
+    ConsumerLag,
     ConsumerSpec,
     KVChange,
     KVEntry,
@@ -321,6 +322,16 @@ class MemoryTransport(Transport):
                 yield receive
             finally:
                 consumer.end_session(session, receive)
+
+    async def consumer_lag(self, stream: str, consumer: str) -> ConsumerLag:
+        await self._enter_op()
+        owner = self._streams.get(stream)
+        if owner is None:
+            raise NotFoundError(f"no stream {stream!r}")
+        found = owner.consumers.get(consumer)
+        if found is None:
+            raise NotFoundError(f"no consumer {consumer!r} on stream {stream!r}")
+        return found.lag()
 
     async def read(
         self, stream: str, subject: str, *, start_seq: int = 1, limit: int = 1000

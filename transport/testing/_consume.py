@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from .. import (
+    ConsumerLag,
     ConsumerSpec,
     Delivery,
     InvalidSpecError,
@@ -119,6 +120,39 @@ class ConsumeTests(SuiteBase):
         assert [d.headers.get("X-Index") for d in got] == [str(i) for i in range(5)]
         assert [d.num_delivered for d in got] == [1] * 5
         assert [d.stream_seq for d in got] == [1, 2, 3, 4, 5]
+
+    async def test_consumer_lag_counts_the_backlog_and_the_deliveries_awaiting_an_ack(
+        self, transport: Transport, make_stream: MakeStream, names: Names
+    ) -> None:
+        spec = await make_stream(retention=Retention.WORK_QUEUE)
+        space = names.space()
+        consumer = ConsumerSpec(durable=names.durable(), filter_subjects=(f"{space}.a",))
+
+        async def lag_becomes(expected: ConsumerLag) -> None:
+            # The broker's counts change with no event to wait on: poll them.
+            while await transport.consumer_lag(spec.name, consumer.durable) != expected:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+        for i in range(5):
+            await transport.publish(f"{space}.a", b"%d" % i)
+        await transport.publish(f"{space}.b", b"not for this consumer")
+        with trio.fail_after(10):
+            async with transport.consume(spec.name, consumer) as inbox:
+                got = [await inbox.receive() for _ in range(5)]
+                await lag_becomes(ConsumerLag(pending=0, unacked=5))
+                for delivery in got[:3]:
+                    await delivery.ack()
+                await lag_becomes(ConsumerLag(pending=0, unacked=2))
+                for delivery in got[3:]:
+                    await delivery.ack()
+                await lag_becomes(ConsumerLag(pending=0, unacked=0))
+            for i in range(2):
+                await transport.publish(f"{space}.a", b"later %d" % i)
+            await lag_becomes(ConsumerLag(pending=2, unacked=0))
+        with pytest.raises(NotFoundError):
+            await transport.consumer_lag(spec.name, names.durable("absent"))
+        with pytest.raises(NotFoundError):
+            await transport.consumer_lag(names.stream("absent"), consumer.durable)
 
     @pytest.mark.parametrize("retention", [Retention.LIMITS, Retention.WORK_QUEUE])
     async def test_a_durable_goes_on_after_what_it_acked_while_no_context_is_open(
