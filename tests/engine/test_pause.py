@@ -87,14 +87,20 @@ async def until(engine: Engine, instance: str, check: Any) -> InstanceInfo:
         return await engine.client.wait_for(instance, check)
 
 
+async def start_gated(engine: Engine, gates: Gates, instance: str, n: int) -> str:
+    """Start ``two`` as ``instance``; return once its first (gated) activity runs."""
+    await engine.client.start("two", {"n": n}, id=instance)
+    with trio.fail_after(60):
+        await gates.began[instance].wait()
+    return instance
+
+
 async def test_a_result_that_comes_while_paused_is_held_and_nothing_new_goes_out(
     engine: Engine, gates: Gates
 ) -> None:
     client = engine.client
     await client.register(TWO)
-    instance = await client.start("two", {"n": 1}, id="p-1")
-    with trio.fail_after(60):
-        await gates.began[instance].wait()
+    instance = await start_gated(engine, gates, "p-1", 1)
     await client.pause(instance, "downstream is down", by="ann")
     paused = await until(engine, instance, lambda info: info.paused is not None)
     assert paused.paused is not None
@@ -144,9 +150,7 @@ async def test_a_cancel_resumes_and_compensates_a_terminate_drops_what_was_held(
     client = engine.client
     await client.register(TWO)
     for instance in ("p-3", "p-4"):
-        await client.start("two", {"n": 2}, id=instance)
-        with trio.fail_after(60):
-            await gates.began[instance].wait()
+        await start_gated(engine, gates, instance, 2)
         await client.pause(instance)
         await until(engine, instance, lambda info: info.paused is not None)
         gates.release[instance].set()
@@ -182,12 +186,8 @@ async def test_a_paused_type_stores_its_starts_and_begins_them_on_resume(
 ) -> None:
     client = engine.client
     await client.register(TWO)
-    running = await client.start("two", {"n": 0}, id="t-0")
-    with trio.fail_after(60):
-        await gates.began[running].wait()
-    alone = await client.start("two", {"n": 9}, id="t-9")
-    with trio.fail_after(60):
-        await gates.began[alone].wait()
+    running = await start_gated(engine, gates, "t-0", 0)
+    alone = await start_gated(engine, gates, "t-9", 9)
     await client.pause(alone, "on its own")
     await until(engine, alone, lambda info: info.paused is not None)
 
