@@ -47,8 +47,10 @@ from .runtime import Client as Client
 from .runtime import InstanceConflictError as InstanceConflictError
 from .runtime import InstanceFilters as InstanceFilters
 from .runtime import InstanceInfo as InstanceInfo
+from .runtime import InstanceNotFoundError as InstanceNotFoundError
 from .runtime import InstanceQuery as InstanceQuery
 from .runtime import InstanceSummary as InstanceSummary
+from .runtime import OperationRefusedError as OperationRefusedError
 from .runtime import Orchestrator as Orchestrator
 from .runtime import OrchestratorConfig as OrchestratorConfig
 from .runtime import SlotInfo as SlotInfo
@@ -90,6 +92,8 @@ __all__ = [
     "ExpressionError",
     "FieldError",
     "InstanceConflictError",
+    "InstanceNotFoundError",
+    "OperationRefusedError",
     "InstanceInfo",
     "InstanceStatus",
     "InstanceFilters",

@@ -626,7 +626,8 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
 
 #: Every command of the command line.
 COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
-            "terminate", "slots", "orchestrator", "worker", "dev", "demo")  # fmt: skip
+            "terminate", "slots", "orchestrator", "worker", "dev", "demo",
+            "signal-with-start", "pause", "resume", "retry", "rerun", "delete")  # fmt: skip
 
 
 def _commands_in_help(text: str) -> set[str]:
@@ -830,3 +831,85 @@ def test_slots_and_a_queued_status(engine: Engine) -> None:
     assert engine("signal", "cli-pay-big", "approved", "--data", '{"by": "cli"}').code == 0
     result = engine.json("result", "cli-pay-small", "--wait", "30")
     assert result["output"] == {"account": "cli-acc", "paid": 5}
+
+
+# -- instance operations ---------------------------------------------------------------------
+
+
+@jetstream
+def test_signal_with_start(engine: Engine) -> None:
+    refund = json.dumps({**REFUND, "order_id": "cli-sws"})
+    first = engine(
+        "signal-with-start", "refund", "cli-sws", "approved", "--data", '{"by": "sws"}',
+        "--input", refund, "--signal-id", "once",
+    )  # fmt: skip
+    assert_ok(first, "sent approved to cli-sws (starting it)")
+    result = engine.json("result", "cli-sws", "--wait", "30")
+    assert (result["status"], result["output"]["approved_by"]) == ("completed", "sws"), result
+    again = engine.json("signal-with-start", "refund", "cli-sws", "approved", "--input", refund)
+    assert again == {"id": "cli-sws", "signal": "approved", "started": False}
+    other = engine("signal-with-start", "count", "cli-sws", "approved")
+    assert_clean_error(other, ExitCode.INVALID, "'cli-sws' is a 'refund' workflow")
+
+
+@jetstream
+def test_pause_and_resume(engine: Engine) -> None:
+    refund = json.dumps({**REFUND, "order_id": "cli-pause"})
+    assert engine("start", "refund", "--input", refund, "--id", "cli-pause").code == 0
+    engine.wait_until("cli-pause", "waited for approval", _waiting_for_approval)
+    assert_ok(engine("pause", "cli-pause", "--reason", "audit", "--by", "ann"), "pause requested")
+    engine.wait_until("cli-pause", "paused", lambda state: state["paused"] is not None)
+    shown = engine("status", "cli-pause")
+    assert_ok(shown, "paused", "by ann", "audit")
+    assert_ok(engine("signal", "cli-pause", "approved", "--data", '{"by": "cli"}'))
+    engine.wait_until("cli-pause", "held the signal", lambda state: state["held"] == 1)
+    assert engine.json("status", "cli-pause")["status"] == "running"
+    assert_ok(engine("resume", "cli-pause"), "resume requested")
+    result = engine.json("result", "cli-pause", "--wait", "30")
+    assert (result["status"], result["output"]["approved_by"]) == ("completed", "cli"), result
+
+    assert_ok(engine("pause", "--type", "count"), "paused count")
+    assert_ok(engine("resume", "--type", "count"), "resumed count")
+    both = engine("pause", "cli-pause", "--type", "count")
+    assert_clean_error(both, ExitCode.INVALID, "give an instance ID or --type TYPE")
+    finished = engine("pause", "cli-pause")
+    assert_clean_error(finished, ExitCode.INVALID, "cli-pause is completed: nothing to pause")
+
+
+@jetstream
+def test_retry_rerun_and_retry_in_bulk(engine: Engine) -> None:
+    cardless = json.dumps({"order_id": "cli-nocard", "items": SMALL_ORDER["items"]})
+    assert engine("start", "order", "--input", cardless, "--id", "cli-nocard").code == 0
+    failed = engine("--json", "result", "cli-nocard", "--wait", "30")
+    assert failed.code == ExitCode.NOT_COMPLETED, failed
+
+    unknown = engine("retry", "cli-nocard", "--from", "nowhere")
+    assert_clean_error(unknown, ExitCode.INVALID, "not a top-level step of order")
+    assert_ok(engine("retry", "cli-nocard", "--reason", "card added"), "run 2")
+    engine.wait_until(
+        "cli-nocard", "ended its run 2", lambda s: s["run"] == 2 and s["status"] == "failed"
+    )
+    assert_ok(engine("status", "cli-nocard"), "run", "2")
+
+    again = engine.json("rerun", "cli-nocard", "--id", "cli-nocard-2")
+    assert again == {"id": "cli-nocard-2", "rerun_of": "cli-nocard"}
+    rerun = engine("--json", "result", "cli-nocard-2", "--wait", "30")
+    assert rerun.code == ExitCode.NOT_COMPLETED, rerun
+
+    # Asked first; "n" retries nothing.
+    asked = engine("retry", "--type", "order", "--status", "failed", "--since", "1h", stdin="n\n")
+    assert asked.code == 0, asked
+    assert "failed instance(s) of order?" in asked.err
+    assert "retried 0 instance(s)" in asked.out
+    bulk = engine.json("retry", "--type", "order", "--since", "1h", "--yes", "--rate", "100")
+    assert {"cli-nocard", "cli-nocard-2"} <= set(bulk["retried"])
+    assert bulk["count"] == len(bulk["retried"])
+    both = engine("retry", "cli-nocard", "--type", "order")
+    assert_clean_error(both, ExitCode.INVALID, "give an instance ID, or --type")
+
+    engine.wait_until(
+        "cli-nocard-2", "ended again", lambda s: s["run"] == 2 and s["status"] == "failed"
+    )
+    assert_ok(engine("delete", "cli-nocard-2", "--wait"), "removed cli-nocard-2")
+    gone = engine("status", "cli-nocard-2")
+    assert gone.code == ExitCode.NOT_FOUND, gone

@@ -181,7 +181,8 @@ SERVICES_BOTH = {
 }  # fmt: skip
 ORCHESTRATOR_ONLY = {
     "passivate_after", "max_idle_actors", "start_wait", "max_waiting_events", "lease",
-    "partitions", "max_input", "max_output", "max_state",
+    "partitions", "max_input", "max_output", "max_state", "retention", "retention_by_type",
+    "removal_rate",
 }  # fmt: skip
 
 
@@ -495,3 +496,20 @@ async def test_the_orchestrators_logs_carry_instance_step_and_attempt(
         1,
     )
     assert "RuntimeError: a bug in the engine" in failed[0]["exception"]
+
+
+def test_the_retention_settings_fill_the_orchestrators_config() -> None:
+    """What the flags, variables and file give reaches ``OrchestratorConfig``; a bad
+    per-type period is refused by the config itself."""
+    values = {
+        key: default_of(OrchestratorConfig, path) for key, path in ORCHESTRATOR_FIELDS.items()
+    }
+    values |= {"retention": 3600.0, "retention_by_type": ("order=1d",), "removal_rate": 50.0}
+    config = build(OrchestratorConfig, ORCHESTRATOR_FIELDS, values)
+    assert (config.retention, config.retention_by_type, config.removal_rate) == (
+        3600.0,
+        ("order=1d",),
+        50.0,
+    )
+    with pytest.raises(ValueError, match="'order=soon'"):
+        OrchestratorConfig(retention_by_type=("order=soon",))

@@ -54,7 +54,9 @@ from actors.core import (
     Event,
     InstanceState,
     InstanceStatus,
+    PauseRequested,
     RecordHistory,
+    ResumeRequested,
     ScheduleActivity,
     StartChild,
     StartRequested,
@@ -366,6 +368,8 @@ class TreeMachine(RuleBasedStateMachine):
         #: Whether the drain at the end fails a task once something can be
         #: undone (so that many runs compensate).
         self.fail_at_end = False
+        #: Whether the decision under check resumes the instance.
+        self.resuming = False
 
     # -- the one way events reach the core ------------------------------------------
 
@@ -373,6 +377,12 @@ class TreeMachine(RuleBasedStateMachine):
         self.broken = True
         self.now += 1.0
         before = self.state
+        # A resume (a cancel resumes too) decides what was held: several events at once.
+        self.resuming = (
+            isinstance(event, ResumeRequested | CancelRequested)
+            and before is not None
+            and before.paused is not None
+        )
         new, commands = decide(self.definition, before, event, self.now)  # never raises
         self.log.append(event)
         assert new is not None
@@ -384,21 +394,29 @@ class TreeMachine(RuleBasedStateMachine):
             assert new.outbox == tuple(commands)
             assert new.updated_at == self.now
             # Ended otherwise than the definition and input alone decide.
+            # (A resume decides the results held while paused, failures too.)
             if isinstance(event, CancelRequested | TerminateRequested) or (
-                isinstance(event, ActivityFailed)
+                isinstance(event, ActivityFailed | ResumeRequested)
                 and new.status is not InstanceStatus.RUNNING
                 and before is not None
                 and before.status is InstanceStatus.RUNNING
             ):
                 self.disrupted = True
+        held = (
+            {e.step: e for e in before.held if isinstance(e, ActivityCompleted)}
+            if (before is not None and self.resuming)
+            else {}
+        )
         for command in commands:
-            self.check_command(new, command)
-            if isinstance(event, ActivityCompleted) and (
-                isinstance(command, RecordHistory)
-                and command.kind in ("activity.completed", "child.result", "activity.settled")
+            if isinstance(command, RecordHistory) and (
+                command.kind in ("activity.completed", "child.result", "activity.settled")
             ):
-                assert command.detail["step"] == event.step
-                self.outputs[event.step] = event.output
+                if isinstance(event, ActivityCompleted):
+                    assert command.detail["step"] == event.step
+                    self.outputs[event.step] = event.output
+                elif command.detail["step"] in held:
+                    self.outputs[command.detail["step"]] = held[command.detail["step"]].output
+            self.check_command(new, command)
         self.check_cancelled_children(before, new, commands)
         self.check_withdrawals(before, new, event, commands)
         # The same event again, right away, changes nothing.
@@ -464,10 +482,14 @@ class TreeMachine(RuleBasedStateMachine):
         assert 1 <= task.attempt <= step.retry.max_attempts
         self.asked[(task.step, task.attempt)] += 1
         assert self.asked[(task.step, task.attempt)] == 1, f"{task.step} #{task.attempt} twice"
-        # Scheduled now (or already abandoned, if the same decision failed the instance).
+        # Scheduled now (or already abandoned, if the same decision failed the
+        # instance; or done, if a resume's held events went on past it).
         scheduled = new.steps[task.step]
         assert (scheduled.attempt, scheduled.scheduled_at) == (task.attempt, self.now)
-        assert scheduled.status in (StepStatus.SCHEDULED, StepStatus.CANCELLED)
+        ended = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.RETRY_WAIT)
+        assert scheduled.status in (StepStatus.SCHEDULED, StepStatus.CANCELLED) or (
+            self.resuming and scheduled.status in ended
+        )
         if undo:
             assert step.compensate is not None
             assert task.activity == step.compensate.activity
@@ -551,11 +573,27 @@ class TreeMachine(RuleBasedStateMachine):
         for command in commands:
             if isinstance(command, ScheduleActivity):
                 out[command.step] = command.attempt
-        if (
-            isinstance(event, ActivityCompleted | ActivityFailed)
-            and out.get(event.step) == event.attempt
-        ):
-            del out[event.step]
+        reported = [event] if isinstance(event, ActivityCompleted | ActivityFailed) else []
+        if isinstance(event, ResumeRequested | CancelRequested) and before is not None:
+            # Resumed (a cancel resumes too): the results held meanwhile are decided.
+            reported += [
+                e for e in before.held if isinstance(e, ActivityCompleted | ActivityFailed)
+            ]
+        for result in reported:
+            if out.get(result.step) == result.attempt:
+                del out[result.step]
+        if self.resuming:
+            # Several events in one decision: a task scheduled by one (a held
+            # retry timer) may be reported by the next (a held late success).
+            reported_now = {(r.step, r.attempt) for r in reported}
+            scheduled_now = {
+                (c.step, c.attempt) for c in commands if isinstance(c, ScheduleActivity)
+            }
+            out = {
+                key: attempt
+                for key, attempt in out.items()
+                if (key, attempt) not in reported_now or (key, attempt) not in scheduled_now
+            }
         expected = {
             (key, attempt)
             for key, attempt in out.items()
@@ -747,11 +785,23 @@ class TreeMachine(RuleBasedStateMachine):
         elif dice == 1:
             self.send(TerminateRequested("admin"))
 
+    @precondition(lambda self: self.running())
+    @rule(dice=st.integers(0, 9))
+    def pause_or_resume(self, dice: int) -> None:
+        """Sometimes pause the instance (what comes is then held), and resume it later."""
+        assert self.state is not None
+        if self.state.paused is None and dice < 2:
+            self.send(PauseRequested("ops", "a pause"))
+        elif self.state.paused is not None and dice < 4:
+            self.send(ResumeRequested("ops"))
+
     def teardown(self) -> None:
         """Drain: complete whatever is out until the instance ends (in some runs,
         fail a task once something can be undone), then check the end."""
         if self.broken or self.state is None:
             return
+        if self.state.paused is not None and not self.state.status.terminal:
+            self.send(ResumeRequested("ops"))
         for _ in range(10_000):
             if self.state.status.terminal:
                 break

@@ -156,6 +156,10 @@ SERVICE_ROWS = [
     o("--max-state", "10", message="must be an integer from 1024 to 1048576, not 10"),
     o("--max-state", "3000000", message="must be an integer from 1024 to 1048576, not 3000000"),
     o(message="argument --max-input: invalid int value: 'lots'", env={"ACTORS_MAX_INPUT": "lots"}),
+    o("--retention", "0", message=f"{SECONDS}, not 0"),
+    o("--retention-by-type", "order=soon", message="retention_by_type: 'order=soon'"),
+    o("--retention-by-type", "=1d", message="'=1d' is not TYPE=DURATION"),
+    o("--removal-rate", "0", message="must be a number above 0 and at most 1000000, not 0"),
     o("--bogus", message="unrecognized arguments: --bogus"),
     o("--metrics-port", "70000", message="must be an integer from 0 to 65535, not 70000"),
     w("--metrics-port", "-1", message="must be an integer from 0 to 65535, not -1"),
@@ -192,6 +196,13 @@ CLI_ROWS = [
     c("definitions", "show", "no such", message="workflow type 'no such' is not a valid name"),
     c("definitions", "show", "count", "--version", "0", message="from 1 to 1000000, not 0"),
     c("definitions", "show", "count", "--version", "9" * 30, message="from 1 to 1000000"),
+    # instance operations
+    c("signal-with-start", "count", "x", "go", "--signal-id", "a b", message="'a b' is not valid"),
+    c("pause", "x", "--type", "count", message="give an instance ID or --type TYPE"),
+    c("pause", "x", "--running", message="--running goes with --type"),
+    c("retry", "x", "--from", "a b", message="step id 'a b' is not a valid name"),
+    c("retry", "--type", "count", "--since", "soon", message="'soon' is not a duration"),
+    c("retry", "--type", "count", "--rate", "0", message="above 0 and at most 1000, not 0"),
     # start
     c("start", message="Missing argument 'TYPE'"),
     c("start", "count", "--input", "[bad", message="not valid JSON"),
@@ -411,7 +422,7 @@ def test_the_table_covers_every_flag() -> None:
     # (--host and --metrics-host are checked when their port is bound).
     free = {
         "--help", "--json", "--once", "--examples", "--no-examples", "--reason", "--password",
-        "--host", "--metrics-host",
+        "--host", "--metrics-host", "--by", "--yes",
     }  # fmt: skip
     assert flags - free - given == set()
 

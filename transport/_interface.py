@@ -277,6 +277,14 @@ class Transport(Protocol):
         :class:`InvalidSpecError` for a bad name or a ``seq`` below 1.
         """
 
+    async def purge(self, stream: str, subject: str) -> int:
+        """Remove every message of ``stream`` on a subject matching ``subject``; how many.
+
+        ``subject`` may hold wildcards. What is removed is gone for every
+        reader and consumer. Raises :class:`NotFoundError` if the stream
+        does not exist, :class:`InvalidSpecError` for a bad name or subject.
+        """
+
     def connection_events(self) -> trio.MemoryReceiveChannel[ConnectionEvent]:
         """A channel of connection state changes from now on, for the owner.
 

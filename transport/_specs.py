@@ -330,6 +330,12 @@ def check_read(stream: str, subject: str, start_seq: int, limit: int) -> None:
         raise InvalidSpecError(f"limit must be at least 1, got {limit!r}")
 
 
+def check_purge(stream: str, subject: str) -> None:
+    """Raise :class:`InvalidSpecError` unless these are valid arguments of ``purge``."""
+    check_name("stream", stream)
+    check_subject(subject, wildcards=True)
+
+
 def check_holds(stream: str, seq: int) -> None:
     """Raise :class:`InvalidSpecError` unless these are valid arguments of ``holds``."""
     check_name("stream", stream)

@@ -16,6 +16,7 @@ from ..wire import dumps
 from ._app import App, cli, pass_app
 from ._errors import CliError, ExitCode
 from ._inputs import count_option, given_payload, id_argument, name_argument, payload_options
+from ._operations import paused_line
 from ._output import clock, error_line, json_view, new_table, span, status_text
 
 __all__ = ["cancel", "history", "list_", "signal", "status", "terminate"]
@@ -50,6 +51,10 @@ def status(app: App, instance_id: str) -> ExitCode:
             grid.add_row("compensation", info.compensation)
         if info.queued:
             grid.add_row("queued behind", info.queued)
+        if info.run > 1:
+            grid.add_row("run", str(info.run))
+        if info.paused is not None:
+            grid.add_row("paused", paused_line(info))
         grid.add_row("created", clock(info.created_at))
         grid.add_row(
             "updated", f"{clock(info.updated_at)}  (+{span(info.updated_at - info.created_at)})"

@@ -269,6 +269,27 @@ _ALL: Final = (
         bounds=_POSITIVE_SECONDS,
     ),
     Setting(
+        "retention",
+        "float",
+        "Seconds a finished instance's state and history are kept before they are removed "
+        "(unless its type has its own in --retention-by-type).",
+        bounds=_POSITIVE_SECONDS,
+    ),
+    Setting(
+        "retention_by_type",
+        "list",
+        "A workflow type's own retention, TYPE=DURATION (order=1d, refund=3600s); repeat "
+        "the flag (the variable: comma-separated).",
+        metavar="TYPE=DURATION",
+    ),
+    Setting(
+        "removal_rate",
+        "float",
+        "Finished instances an orchestrator removes a second at most once their retention "
+        "is over (so that many at once do not slow the running ones).",
+        bounds=Bounds("float", 0, above=True, high=1e6),
+    ),
+    Setting(
         "partitions",
         "int",
         "Partitions of the instances, for an events stream created now (an existing stream "

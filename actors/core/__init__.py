@@ -79,6 +79,11 @@ from ._events import ActivityCompleted as ActivityCompleted
 from ._events import ActivityFailed as ActivityFailed
 from ._events import CancelRequested as CancelRequested
 from ._events import Event as Event
+from ._events import HeldEvent as HeldEvent
+from ._events import Pause as Pause
+from ._events import PauseRequested as PauseRequested
+from ._events import ResumeRequested as ResumeRequested
+from ._events import RetryRequested as RetryRequested
 from ._events import SignalReceived as SignalReceived
 from ._events import SlotGranted as SlotGranted
 from ._events import StartRequested as StartRequested
@@ -100,8 +105,12 @@ from ._keys import check_name as check_name
 from ._keys import check_step_key as check_step_key
 from ._limits import LimitExceededError as LimitExceededError
 from ._limits import Limits as Limits
+from ._operations import RETRYABLE as RETRYABLE
+from ._operations import restart_step as restart_step
 from ._parse import load_definition as load_definition
 from ._parse import parse_definition as parse_definition
+from ._parse import parse_duration as parse_duration
+from ._state import RUN_ATTEMPTS as RUN_ATTEMPTS
 from ._state import InstanceState as InstanceState
 from ._state import InstanceStatus as InstanceStatus
 from ._state import StepState as StepState
@@ -124,6 +133,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "ExpressionError",
+    "HeldEvent",
     "FieldError",
     "ID_PATTERN",
     "InstanceState",
@@ -135,7 +145,13 @@ __all__ = [
     "MAX_VERSION",
     "NAME_PATTERN",
     "NotifyParent",
+    "Pause",
+    "PauseRequested",
+    "RETRYABLE",
+    "RUN_ATTEMPTS",
     "RecordHistory",
+    "ResumeRequested",
+    "RetryRequested",
     "RetryPolicy",
     "ScheduleActivity",
     "SignalReceived",
@@ -165,4 +181,6 @@ __all__ = [
     "queue_instance",
     "step_key_value",
     "step_limit",
+    "parse_duration",
+    "restart_step",
 ]

@@ -87,6 +87,8 @@ class StartChild:
     version: int
     input: Any
     step: str
+    #: The attempt the child's result must carry (that of the parent's run).
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ class NotifyParent:
     step: str
     output: Any
     error: ErrorInfo | None
+    #: The attempt of the parent's step it reports (see ``StartChild.attempt``).
+    attempt: int = 1
 
 
 Command: TypeAlias = (

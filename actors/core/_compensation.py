@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._refs import UNDO, resolve
-from ._state import InstanceStatus, StepState
+from ._state import InstanceStatus, StepState, StepStatus
 from ._steps import _activity
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ def compensate(
             # whether or not it was seen to complete.
             if not step.dispatched or key.endswith(UNDO):
                 continue
+            undone = build.state.steps.get(key + UNDO)
+            if undone is not None and undone.status is StepStatus.COMPLETED:
+                continue  # undone in an earlier run (see ``_operations.retry``)
             ref = resolve(definition, key)
             if ref is None or not ref.place.compensable:
                 continue

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, assert_never
 
-from . import _steps
+from . import _operations, _steps
 from ._commands import Command
 from ._compensation import settle
 from ._decision import Decision
@@ -40,6 +40,9 @@ from ._events import (
     ActivityFailed,
     CancelRequested,
     Event,
+    PauseRequested,
+    ResumeRequested,
+    RetryRequested,
     SignalReceived,
     SlotGranted,
     StartRequested,
@@ -67,24 +70,66 @@ def decide(
     fails the instance. ``state`` is ``None`` for an instance that does not
     exist yet; only a start creates one. An event that changes nothing
     returns ``state`` itself and no commands.
+
+    Attempts are numbered as the wire numbers them, run by run (see
+    ``_operations.py``): an event's are read, and the commands' written, so.
     """
     if state is None:
         if not isinstance(event, StartRequested):
             return None, []
         return _start(definition, event, now)
+    local = _operations.to_local(state, event)
+    if local is None:
+        return state, []
+    new, commands = _decide(definition, state, local, now)
+    if new is state:
+        return state, commands
+    return _operations.to_wire(new, commands)
+
+
+def _decide(
+    definition: Definition | None,
+    state: InstanceState,
+    event: Event,
+    now: float,
+) -> tuple[InstanceState, list[Command]]:
+    """``decide`` for an instance that exists, with attempts numbered within its run."""
     if isinstance(event, StartRequested):
-        if event.parent is None:
+        if event.parent is not None:
+            build = Decision(state, now)
+            return build.finish() if _child.conflict(build, event) else (state, [])
+        if event.signal is None or event.workflow_type != state.type:
             return state, []
-        build = Decision(state, now)
-        return build.finish() if _child.conflict(build, event) else (state, [])
+        # Signal-with-start of an instance that exists (as that type): the signal alone.
+        event = event.signal
+    if isinstance(event, RetryRequested):
+        return _operations.retry(definition, state, event, now)
     if state.status.terminal:
         return state, []
     if isinstance(event, TerminateRequested):
         build = Decision(state, now)
         abandon(build, definition, terminate=True, reason=event.reason)
-        build.state = replace(build.state, status=InstanceStatus.TERMINATED, compensations=())
+        build.state = replace(
+            build.state,
+            status=InstanceStatus.TERMINATED,
+            compensations=(),
+            paused=None,
+            held=(),
+        )
         build.history("workflow.terminated", reason=event.reason)
         return build.finish()
+    if isinstance(event, PauseRequested):
+        return _operations.pause(state, event, now)
+    if isinstance(event, ResumeRequested):
+        return _operations.resume(definition, state, event, now, _decide)
+    if state.paused is not None:
+        if not isinstance(event, CancelRequested):
+            return _operations.hold(state, event, now)
+        # A cancel's compensations need tasks: it resumes the instance, and
+        # takes effect before what was held is decided.
+        return _operations.resume(
+            definition, state, ResumeRequested(reason="cancelled"), now, _decide, first=event
+        )
     runnable = definition is not None and (definition.type, definition.version) == (
         state.type,
         state.version,
@@ -186,9 +231,16 @@ def fail_instance(
         return state, []
     build = Decision(state, now)
     abandon(build, definition, terminate=False, reason=error.message)
-    build.state = replace(build.state, status=InstanceStatus.FAILED, error=error, compensations=())
+    build.state = replace(
+        build.state,
+        status=InstanceStatus.FAILED,
+        error=error,
+        compensations=(),
+        paused=None,
+        held=(),
+    )
     build.history("workflow.failed", error=error.to_data())
-    return build.finish()
+    return _operations.to_wire(*build.finish())
 
 
 def _start(
@@ -204,17 +256,34 @@ def _start(
         )
         return fail_instance(None, event, error, now)
     state = _new_state(event, definition.type, definition.version, event.input, now)
-    return _begin(definition, Decision(state, now))
+    return _begin(definition, Decision(state, now), event)
 
 
-def _begin(definition: Definition, build: Decision) -> tuple[InstanceState, list[Command]]:
-    """Record the start of ``build``'s instance and begin its first step."""
+def _begin(
+    definition: Definition, build: Decision, start: StartRequested | None = None
+) -> tuple[InstanceState, list[Command]]:
+    """Record the start of ``build``'s instance and begin its first step.
+
+    ``start``: the event that created it, when it begins as it is stored (a
+    queued instance begins later, admitted, with what its start carried
+    already applied by :func:`queue_instance`).
+    """
     state = build.state
     detail: dict[str, Any] = {"type": definition.type, "version": definition.version}
     if state.parent is not None:
         detail["parent"] = state.parent
+    if start is not None and start.rerun_of is not None:
+        detail["rerun_of"] = start.rerun_of
     build.history("workflow.started", **detail)
+    if start is not None and start.pause is not None:
+        # Its type is paused: stored, and begun when the type is resumed.
+        return _operations.held_start(build, start, start.pause)
     build.begin(definition, Ref(definition.places[definition.steps[0].id], ()))
+    if start is not None and start.signal is not None:
+        # Signal-with-start: the signal comes once the first steps have begun,
+        # as it would have had it been sent right after the start.
+        build.run_later()
+        _signal.received(build, definition, start.signal)
     return build.finish()
 
 
@@ -233,6 +302,7 @@ def queue_instance(
     time it changes; the same limit again changes nothing (``state`` is
     returned as it is, with no commands).
     """
+    created = state is None
     if state is None:
         if start is None:
             raise ValueError("queue_instance needs a state or a start")
@@ -242,6 +312,14 @@ def queue_instance(
         return state, []
     build = Decision(replace(state, queued=behind), now)
     build.history("flow.queued", behind=behind)
+    if created and start is not None:
+        # What the start carried holds while it waits: a paused type keeps it
+        # paused (its admission is then held until it is resumed), and a
+        # signal-with-start's signal is kept for when it runs.
+        if start.pause is not None:
+            return _operations.held_start(build, start, start.pause)
+        if start.signal is not None:
+            _signal.received(build, definition, start.signal)
     return build.finish()
 
 
@@ -280,4 +358,5 @@ def _new_state(
         parent=start.parent,
         parent_step=start.parent_step,
         depth=start.depth,
+        parent_attempt=start.parent_attempt,
     )

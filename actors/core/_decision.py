@@ -66,10 +66,14 @@ class Decision:
             del steps[key]
         self.state = replace(self.state, steps=steps)
 
-    def finish(self) -> tuple[InstanceState, list[Command]]:
-        """Run what is left to run; the new state (its outbox set) and the commands."""
+    def run_later(self) -> None:
+        """Run what finished steps set going (see ``later``), until nothing is left."""
         while self.later:
             self.later.popleft()()
+
+    def finish(self) -> tuple[InstanceState, list[Command]]:
+        """Run what is left to run; the new state (its outbox set) and the commands."""
+        self.run_later()
         state = self.state
         if state.status.terminal and not self.was_terminal and state.parent is not None:
             self.commands.append(_child.notice(state))

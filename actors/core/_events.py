@@ -18,9 +18,14 @@ __all__ = [
     "ActivityFailed",
     "CancelRequested",
     "Event",
+    "Pause",
+    "PauseRequested",
+    "ResumeRequested",
+    "RetryRequested",
     "SignalReceived",
     "SlotGranted",
     "StartRequested",
+    "HeldEvent",
     "StepEvent",
     "TerminateRequested",
     "TimerFired",
@@ -40,8 +45,27 @@ class TimerKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """Who paused an instance, when and why.
+
+    ``by_type``: it was paused with its whole workflow type (and is resumed
+    with it), not on its own.
+    """
+
+    by: str
+    reason: str
+    at: float
+    by_type: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StartRequested:
-    """Start an instance; a child names its ``parent`` and the parent's step key."""
+    """Start an instance; a child names its ``parent`` and the parent's step key.
+
+    With a ``signal`` (signal-with-start), the signal is delivered too: right
+    after the start if the instance did not exist, or on its own if it did
+    (as the same type).
+    """
 
     instance_id: str
     workflow_type: str
@@ -51,6 +75,14 @@ class StartRequested:
     parent_step: str | None = None
     #: How deep the instance nests: 0 at the top, its parent's depth + 1 for a child.
     depth: int = 0
+    signal: SignalReceived | None = None
+    #: For a child: the attempt number its result must carry (its parent's run's).
+    parent_attempt: int = 1
+    #: For a rerun: the instance whose type, version and input it repeats.
+    rerun_of: str | None = None
+    #: Its workflow type is paused: the instance is stored paused, its first
+    #: step not begun. Set by the orchestrator; never on the wire.
+    pause: Pause | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +147,40 @@ class SlotGranted:
     slot: str
 
 
+@dataclass(frozen=True, slots=True)
+class PauseRequested:
+    """Pause the instance: nothing new is dispatched until it is resumed.
+
+    ``by_type``: its workflow type was paused (with its running instances).
+    """
+
+    by: str = ""
+    reason: str = ""
+    by_type: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequested:
+    """Resume a paused instance; ``by_type`` resumes only one paused with its type."""
+
+    by: str = ""
+    reason: str = ""
+    by_type: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequested:
+    """Run a failed, cancelled or terminated instance again, as a new run.
+
+    From the top-level step ``step`` (``None``: the first one that did not
+    complete); the steps before it, and their outputs, are kept.
+    """
+
+    step: str | None = None
+    by: str = ""
+    reason: str = ""
+
+
 Event: TypeAlias = (
     StartRequested
     | ActivityCompleted
@@ -124,6 +190,14 @@ Event: TypeAlias = (
     | TerminateRequested
     | SignalReceived
     | SlotGranted
+    | PauseRequested
+    | ResumeRequested
+    | RetryRequested
+)
+#: The events a paused instance keeps until it is resumed.
+#: A queued instance's admission is among them: a paused instance begins no step.
+HeldEvent: TypeAlias = (
+    ActivityCompleted | ActivityFailed | TimerFired | SignalReceived | SlotGranted
 )
 #: The events about one step: its task's result, or one of its timers.
 StepEvent: TypeAlias = ActivityCompleted | ActivityFailed | TimerFired

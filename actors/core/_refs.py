@@ -42,12 +42,14 @@ def parse_key(key: str) -> tuple[str, tuple[int, ...], bool] | None:
     return step_id, tuple(int(index) for index in indices), undo
 
 
-def child_id(parent: str, key: str) -> str:
-    """The instance id of the child that step ``key`` of ``parent`` starts.
+def child_id(parent: str, key: str, run: int = 1) -> str:
+    """The instance id of the child that step ``key`` of ``parent`` starts in run ``run``.
 
-    Derived, never random, so that a repeated start finds the same child.
+    Derived, never random, so that a repeated start finds the same child. A
+    retried parent's later runs start children of their own (``-r{run}``).
     """
-    return f"{parent}-{key.replace('@', '-')}"
+    child = f"{parent}-{key.replace('@', '-')}"
+    return child if run == 1 else f"{child}-r{run}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,15 @@ from typing import Any, Final
 
 from ._commands import Command
 from ._error_info import ErrorInfo
+from ._events import HeldEvent, Pause
 
-__all__ = ["InstanceState", "InstanceStatus", "StepState", "StepStatus"]
+__all__ = ["RUN_ATTEMPTS", "InstanceState", "InstanceStatus", "StepState", "StepStatus"]
+
+#: The attempt numbers of one run: on the wire, attempt ``a`` of run ``r`` is
+#: ``(r - 1) * RUN_ATTEMPTS + a`` (no step has more than 10,000 attempts),
+#: so that a task, result, timer or withdrawal of one run is never taken
+#: for another's, and their message ids never meet.
+RUN_ATTEMPTS: Final = 10_000
 
 
 class InstanceStatus(enum.StrEnum):
@@ -138,6 +145,15 @@ class InstanceState:
     #: While queued: the limit it waits behind (``concurrency[0]: input.customer
     #: = "c-1" (limit 1)``).
     queued: str | None = None
+    #: For a child: the attempt its result carries to the parent's step.
+    parent_attempt: int = 1
+    #: Who paused it, when and why; ``None`` while it is not paused.
+    paused: Pause | None = None
+    #: What came while it was paused (results, timers, signals), in order:
+    #: decided when it is resumed.
+    held: tuple[HeldEvent, ...] = ()
+    #: Its run: 1, then one more each time it is retried (see ``RUN_ATTEMPTS``).
+    run: int = 1
     #: The W3C ``traceparent`` of the instance's workflow span, when it is
     #: traced. Set by the orchestrator, not by ``decide``, which keeps it.
     trace: str | None = None

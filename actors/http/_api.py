@@ -65,6 +65,7 @@ from ._openapi import (
     MAX_WAIT,
     openapi_document,
 )
+from ._operations import Operations
 from ._requests import (
     _YAML_TYPES,
     ApiError,
@@ -176,7 +177,15 @@ class _Api:
             route("/workflows/{id}/cancel", POST=self.cancel),
             route("/workflows/{id}/terminate", POST=self.terminate),
             route("/slots", GET=self.list_slots),
+            *self._operation_routes(route),
         ]
+
+    def _operation_routes(self, route: Callable[..., Route]) -> list[Route]:
+        """The instance operations' routes (``_operations.py``), by path."""
+        by_path: dict[str, dict[str, Handler]] = {}
+        for path, method, handler in Operations(self._client).handlers():
+            by_path.setdefault(path, {})[method] = handler
+        return [route(path, **handlers) for path, handlers in by_path.items()]
 
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok"})

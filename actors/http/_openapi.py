@@ -20,6 +20,7 @@ from ._bounds import (
     MAX_REASON,
     MAX_WAIT,
 )
+from ._operations import operation_paths, operation_schemas
 from ._schemas import (
     _ID,
     _INSTANCE_ID,
@@ -284,6 +285,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             )
         },
     }
+    paths.update(operation_paths(operation))
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -297,7 +299,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **operation_schemas()},
             "responses": _responses(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

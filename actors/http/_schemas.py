@@ -317,6 +317,28 @@ def _schemas() -> dict[str, Any]:
                 "steps": {"type": "object", "additionalProperties": _ref("StepState")},
                 "compensation": {"enum": ["completed", "failed", None]},
                 "queued": {"type": "string"},
+                "paused": {
+                    "description": "While paused: who paused it, when and why.",
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["by", "reason", "at", "by_type"],
+                            "properties": {
+                                "by": {"type": "string"},
+                                "reason": {"type": "string"},
+                                "at": {"type": "number"},
+                                "by_type": {"type": "boolean"},
+                            },
+                        },
+                        {"type": "null"},
+                    ],
+                },
+                "held": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Results, timers and signals kept while paused.",
+                },
+                "run": {"type": "integer", "minimum": 1, "description": "1, +1 per retry."},
             },
         },
         "Completed": {

@@ -20,6 +20,9 @@ from ._instances import UnknownWorkflowTypeError as UnknownWorkflowTypeError
 from ._instances import WorkflowCancelledError as WorkflowCancelledError
 from ._instances import WorkflowError as WorkflowError
 from ._instances import WorkflowFailedError as WorkflowFailedError
+from ._operations import BULK_RATE as BULK_RATE
+from ._operations import InstanceNotFoundError as InstanceNotFoundError
+from ._operations import OperationRefusedError as OperationRefusedError
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
@@ -31,6 +34,7 @@ from ._worker import Worker as Worker
 from ._worker import WorkerConfig as WorkerConfig
 
 __all__ = [
+    "BULK_RATE",
     "ActivityError",
     "ActivityInfo",
     "ActivitySpec",
@@ -39,6 +43,8 @@ __all__ = [
     "InstanceConflictError",
     "InstanceInfo",
     "InstanceFilters",
+    "InstanceNotFoundError",
+    "OperationRefusedError",
     "InstanceQuery",
     "InstanceSummary",
     "MAX_LIMIT",

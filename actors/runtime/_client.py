@@ -73,6 +73,7 @@ from ._instances import (
     _same_type,
     _unknown,
 )
+from ._operations import Operations
 from ._registry import DefinitionStore
 from ._visibility import InstanceFilters, InstanceIndex, InstanceQuery, InstanceSummary
 
@@ -88,7 +89,7 @@ _STARTS_KEPT: Final = 100_000
 _FIRST_START_LOOKS: Final = 6
 
 
-class Client:
+class Client(Operations):
     """Talks to the engine through a transport. Use as an async context manager::
 
         async with Client.connect("nats://localhost:4222") as client:

@@ -47,6 +47,7 @@ from ..core import (
     InstanceStatus,
     LimitExceededError,
     Limits,
+    Pause,
     ScheduleActivity,
     SlotGranted,
     StartRequested,
@@ -66,6 +67,9 @@ from ..wire import (
     activity_cancel_key,
     decode_state,
     encode_activity_cancel,
+    encode_expire,
+    expire_msg_id,
+    expire_subject,
     task_msg_id,
 )
 from ._flow import QueueFullError, WorkflowSlots
@@ -122,6 +126,10 @@ class Context:
     metrics: Metrics = NO_METRICS
     #: Events the actors hold now, waiting for their instance.
     held: int = 0
+    #: How a new instance of a workflow type is paused (``None``: the type is not).
+    type_pause: Callable[[str], Pause | None] = lambda workflow_type: None
+    #: How long a finished instance of a workflow type is kept (``None``: for ever).
+    retention: Callable[[str], float | None] = lambda workflow_type: None
 
 
 class DamagedStateError(EngineError):
@@ -355,6 +363,11 @@ class InstanceActor:
                 return
             definition = await self._definition_for(state, event)
             now = self._transport.now()
+            if state is None and isinstance(event, StartRequested):
+                # A start of a paused type is stored paused (``_pauses.py``).
+                paused = self._ctx.type_pause(event.workflow_type)
+                if paused is not None:
+                    event = replace(event, pause=paused)
             try:
                 admitted = within_limits(self._ctx.limits, state, event, len(delivery.data), now)
             except LimitExceededError as exc:
@@ -398,7 +411,7 @@ class InstanceActor:
                     # so its ack (and maybe the publish before it) was lost.
                     # Publishing again is deduplicated by message id (rule 2).
                     await self._publish(
-                        self._messages(state, state.outbox), state.outbox, definition
+                        self._messages(state, state.outbox), state.outbox, definition, state
                     )
                     self._outbox_sent = True
                     await self._free_slots(definition, state, event)
@@ -461,7 +474,7 @@ class InstanceActor:
                     delivery.stream_seq,
                 ):
                     continue
-            await self._publish(messages, commands, definition)
+            await self._publish(messages, commands, definition, new)
             self._outbox_sent = True
             await self._free_slots(definition, new, event)
             await delivery.ack()
@@ -582,7 +595,9 @@ class InstanceActor:
             and await self._transport.holds(EVENTS_STREAM, cause)
         ):
             definition = await self._ctx.definitions.get(state.type, state.version)
-            await self._publish(self._messages(state, state.outbox), state.outbox, definition)
+            await self._publish(
+                self._messages(state, state.outbox), state.outbox, definition, state
+            )
         self._outbox_sent = True
 
     async def _publish(
@@ -590,6 +605,7 @@ class InstanceActor:
         messages: list[OutMessage],
         commands: Sequence[Command],
         definition: Definition | None,
+        state: InstanceState,
     ) -> None:
         """Carry out a decision: publish its ``messages``, then write its withdrawn tasks.
 
@@ -597,17 +613,33 @@ class InstanceActor:
         watches; written again when the outbox is sent again, it is the same.
         The task of an attempt of a step with a concurrency limit goes out
         only if it gets a slot; otherwise it waits in the slot's queue, and
-        whoever frees a slot publishes it.
+        whoever frees a slot publishes it. The decision that ended ``state``
+        also publishes its removal, delayed by its type's retention
+        (``_retention.py``): sent again with that outbox, it is the same message.
         """
         if definition is not None and definition.limited_steps:
             messages = await self._slotted(messages, commands, definition)
-        await self._transport.publish_many(messages)
+        expiry = self._expiry(state) if state.status.terminal else None
+        await self._transport.publish_many(messages if expiry is None else [*messages, expiry])
         for command in commands:
             if isinstance(command, CancelActivity):
                 await self._ctx.cancels.put(
                     activity_cancel_key(self._id, command.step, command.attempt),
                     encode_activity_cancel(self._id, command.step, command.attempt, command.reason),
                 )
+
+    def _expiry(self, state: InstanceState) -> OutMessage | None:
+        """The removal of the ended ``state``, due when its type's retention is over."""
+        retention = self._ctx.retention(state.type)
+        if retention is None:
+            return None
+        due = state.updated_at + retention
+        return OutMessage(
+            expire_subject(self._id),
+            encode_expire(state.seq),
+            msg_id=expire_msg_id(self._id, state.seq),
+            deliver_at=due if due > self._transport.now() else None,
+        )
 
     def _fail(
         self,

@@ -96,6 +96,12 @@ class InstanceInfo:
     compensation: str | None = None
     #: While queued: the concurrency limit it waits behind.
     queued: str | None = None
+    #: While paused: ``by``, ``reason``, ``at`` and ``by_type`` (paused with its type).
+    paused: Mapping[str, Any] | None = None
+    #: What it kept while paused (results, timers, signals), to decide on resume.
+    held: int = 0
+    #: Its run: 1, then one more each time it is retried.
+    run: int = 1
 
     def to_data(self) -> dict[str, Any]:
         """The snapshot as plain JSON-able data (what the CLI and the API show)."""
@@ -112,6 +118,9 @@ class InstanceInfo:
             "steps": {key: dict(step) for key, step in self.steps.items()},
             "compensation": self.compensation,
             **({} if self.queued is None else {"queued": self.queued}),
+            "paused": None if self.paused is None else dict(self.paused),
+            "held": self.held,
+            "run": self.run,
         }
 
 
@@ -134,6 +143,9 @@ def _info_of(state: InstanceState) -> InstanceInfo:
         steps=plain["steps"],
         compensation=state.compensation,
         queued=state.queued,
+        paused=plain.get("paused"),
+        held=len(state.held),
+        run=state.run,
     )
 
 

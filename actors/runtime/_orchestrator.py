@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -48,12 +48,16 @@ from ..wire import (
     EVENT_CANCEL,
     EVENT_COMPLETED,
     EVENT_FAILED,
+    EVENT_PAUSE,
+    EVENT_RESUME,
+    EVENT_RETRY,
     EVENT_SIGNAL,
     EVENT_START,
     EVENT_TERMINATE,
     EVENT_TIMER,
     EVENTS_STREAM,
     INSTANCE_PREFIX,
+    OPERATIONS_BUCKET,
     PARTITIONS_BUCKET,
     SLOTS_BUCKET,
     START_PREFIX,
@@ -63,7 +67,10 @@ from ..wire import (
     MessageError,
     decode_admit,
     decode_cancel,
+    decode_pause,
     decode_result,
+    decode_resume,
+    decode_retry,
     decode_signal,
     decode_start,
     decode_terminate,
@@ -77,7 +84,9 @@ from ._deadletters import deadletter
 from ._flow import WorkflowSlots
 from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
+from ._pauses import TypePauses
 from ._registry import DefinitionStore
+from ._retention import DEFAULT_REMOVAL_RATE, DEFAULT_RETENTION, Sweeper, retention_periods
 
 __all__ = ["Orchestrator", "OrchestratorConfig"]
 
@@ -118,8 +127,24 @@ class OrchestratorConfig:
     #: concurrency limits held by instances that will never free them (see
     #: ``WorkflowSlots.sweep``); ``None``: never.
     slot_sweep: float | None = 30.0
+    #: How long a finished instance's state and history are kept (``None``:
+    #: for ever), unless its type has a period in ``retention_by_type``.
+    retention: float | None = DEFAULT_RETENTION
+    #: Per workflow type, ``TYPE=DURATION`` (``order=1d``): its own retention.
+    retention_by_type: tuple[str, ...] = ()
+    #: Finished instances this process removes a second at most, so that many
+    #: expiring at once do not slow the running ones (see ``_retention.py``).
+    removal_rate: float = DEFAULT_REMOVAL_RATE
 
     def __post_init__(self) -> None:
+        if self.retention is not None and not 0 < self.retention < math.inf:
+            raise ValueError(
+                f"retention must be a positive number of seconds, got {self.retention}"
+            )
+        # Checked now, so that a typo stops the service at its start.
+        retention_periods(self.retention_by_type)
+        if not 0 < self.removal_rate < math.inf:
+            raise ValueError(f"removal_rate must be a positive number, got {self.removal_rate}")
         if self.max_idle_actors < 0:
             raise ValueError(f"max_idle_actors must not be negative, got {self.max_idle_actors}")
         if self.start_wait is not None and not 0 <= self.start_wait < math.inf:
@@ -137,6 +162,12 @@ class OrchestratorConfig:
                 f"max_state ({self.limits.max_state}) must not be over the broker's "
                 f"largest message ({self.layout.max_payload} bytes)"
             )
+
+
+def _retention_for(config: OrchestratorConfig) -> Callable[[str], float | None]:
+    """How long a finished instance of each type is kept, by the config."""
+    periods: Mapping[str, float] = retention_periods(config.retention_by_type)
+    return lambda workflow_type: periods.get(workflow_type, config.retention)
 
 
 @dataclass(eq=False)
@@ -193,6 +224,7 @@ class Orchestrator:
                 "instance_failures",
                 "waits_for_start",
                 "starts_forwarded",
+                "expired",
             )
         )
         _observed(self, self._metrics, transport)
@@ -258,6 +290,7 @@ class Orchestrator:
                 config.layout.partitions,
             )
         definitions = DefinitionStore(assets.buckets[DEFINITIONS_BUCKET])
+        pauses = TypePauses(assets.buckets[OPERATIONS_BUCKET])
         self._context = Context(
             transport=self._transport,
             states=assets.buckets[STATES_BUCKET],
@@ -270,6 +303,8 @@ class Orchestrator:
             stats=self.stats,
             deadletter=self._deadletter,
             slots=WorkflowSlots(self._transport, assets.buckets[SLOTS_BUCKET]),
+            type_pause=pauses.pause_for,
+            retention=_retention_for(config),
             metrics=self._metrics,
         )
         leases = self._leases = Leases(
@@ -277,6 +312,16 @@ class Orchestrator:
         )
         async with trio.open_nursery() as services:
             await services.start(definitions.follow)
+            await services.start(pauses.follow)
+            sweeper = Sweeper(
+                self._transport,
+                assets.buckets[STATES_BUCKET],
+                config.layout,
+                config.removal_rate,
+                self.stats,
+                self._deadletter,
+            )
+            await services.start(sweeper.run)
             await services.start(leases.run)
             services.start_soon(self._sweep_slots)
             async with trio.open_nursery() as served:
@@ -459,6 +504,12 @@ class Orchestrator:
             start = decode_start(data)
             if start.instance_id not in (None, instance_id):
                 raise MessageError("start body names another instance than its subject")
+            # A signal-with-start's signal is identified by its message, as a signal is.
+            signal = (
+                None
+                if start.signal is None
+                else SignalReceived(start.signal[0], start.signal[1], delivery.stream_seq)
+            )
             return instance_id, StartRequested(
                 instance_id,
                 workflow_type,
@@ -467,6 +518,9 @@ class Orchestrator:
                 start.parent,
                 start.parent_step,
                 start.depth,
+                signal,
+                start.parent_attempt,
+                start.rerun_of,
             )
         if kind == EVENT_CANCEL and not rest:
             return instance_id, CancelRequested(decode_cancel(data))
@@ -487,6 +541,12 @@ class Orchestrator:
             if named != instance_id:
                 raise MessageError("admission body names another instance than its subject")
             return instance_id, SlotGranted(slot)
+        if kind == EVENT_PAUSE and not rest:
+            return instance_id, decode_pause(data)
+        if kind == EVENT_RESUME and not rest:
+            return instance_id, decode_resume(data)
+        if kind == EVENT_RETRY and not rest:
+            return instance_id, decode_retry(data)
         if kind == EVENT_TIMER and not rest:
             named, timer = decode_timer(data)
             if named != instance_id:

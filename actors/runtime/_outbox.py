@@ -130,6 +130,7 @@ def command_messages(
                 instance_id,
                 command.step,
                 depth=state.depth + 1,
+                parent_attempt=command.attempt,
             )
             message = OutMessage(
                 start_subject(command.child, command.workflow),
@@ -150,11 +151,11 @@ def command_messages(
                 encode_result(
                     command.parent,
                     command.step,
-                    1,
+                    command.attempt,
                     output=command.output,
                     error=command.error,
                 ),
-                msg_id=result_msg_id(command.parent, command.step, 1),
+                msg_id=result_msg_id(command.parent, command.step, command.attempt),
             )
         else:
             key = f"{command.kind}.{command.step}.{command.attempt}"

@@ -108,7 +108,8 @@ def checked(
         refused = LimitExceededError(
             f"the input of step {command.step!r}", size, limits.max_input, "InputTooLarge"
         )
-        attempt = command.attempt if isinstance(command, ScheduleActivity) else 1
+        # A child's start carries the attempt its step's result will have.
+        attempt = command.attempt
         failure = ActivityFailed(
             command.step,
             attempt,

@@ -69,6 +69,7 @@ from ._names import EVENT_START as EVENT_START
 from ._names import EVENT_TERMINATE as EVENT_TERMINATE
 from ._names import EVENT_TIMER as EVENT_TIMER
 from ._names import EVENTS_STREAM as EVENTS_STREAM
+from ._names import EXPIRIES_STREAM as EXPIRIES_STREAM
 from ._names import HISTORY_STREAM as HISTORY_STREAM
 from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
 from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
@@ -97,12 +98,59 @@ from ._names import task_subject as task_subject
 from ._names import terminate_subject as terminate_subject
 from ._names import timer_msg_id as timer_msg_id
 from ._names import timer_subject as timer_subject
+from ._operations import EVENT_PAUSE as EVENT_PAUSE
+from ._operations import EVENT_RESUME as EVENT_RESUME
+from ._operations import EVENT_RETRY as EVENT_RETRY
+from ._operations import OPERATIONS_BUCKET as OPERATIONS_BUCKET
+from ._operations import TypePause as TypePause
+from ._operations import decode_expire as decode_expire
+from ._operations import decode_pause as decode_pause
+from ._operations import decode_resume as decode_resume
+from ._operations import decode_retry as decode_retry
+from ._operations import decode_type_pause as decode_type_pause
+from ._operations import encode_expire as encode_expire
+from ._operations import encode_pause as encode_pause
+from ._operations import encode_resume as encode_resume
+from ._operations import encode_retry as encode_retry
+from ._operations import encode_type_pause as encode_type_pause
+from ._operations import expire_msg_id as expire_msg_id
+from ._operations import expire_subject as expire_subject
+from ._operations import expired_instance as expired_instance
+from ._operations import pause_subject as pause_subject
+from ._operations import paused_type as paused_type
+from ._operations import resume_subject as resume_subject
+from ._operations import retry_subject as retry_subject
+from ._operations import type_pause_key as type_pause_key
 from ._state import decode_state as decode_state
 from ._state import decode_status as decode_status
 from ._state import encode_state as encode_state
 from ._state import state_to_data as state_to_data
 
 __all__ = [
+    "EXPIRIES_STREAM",
+    "expire_subject",
+    "expire_msg_id",
+    "encode_expire",
+    "decode_expire",
+    "expired_instance",
+    "EVENT_PAUSE",
+    "EVENT_RESUME",
+    "EVENT_RETRY",
+    "OPERATIONS_BUCKET",
+    "TypePause",
+    "decode_pause",
+    "decode_resume",
+    "decode_retry",
+    "decode_type_pause",
+    "encode_pause",
+    "encode_resume",
+    "encode_retry",
+    "encode_type_pause",
+    "pause_subject",
+    "paused_type",
+    "resume_subject",
+    "retry_subject",
+    "type_pause_key",
     "CANCELS_BUCKET",
     "DEFAULT_LIMITS",
     "DEFINITIONS_BUCKET",

@@ -26,6 +26,7 @@ from ..core import (
     TimerFired,
     TimerKind,
     check_instance_id,
+    check_name,
     check_step_key,
 )
 from ._codec import DEFAULT_LIMITS, encode
@@ -84,16 +85,29 @@ class StartMessage:
     parent_step: str | None = None
     #: A child's depth (its parent's + 1); 0 for a start without a parent.
     depth: int = 0
+    #: Signal-with-start: the signal's name and payload, delivered with the
+    #: start (or alone, if the instance exists). Needs an ``instance_id``.
+    signal: tuple[str, Any] | None = None
+    #: A child's: the attempt its result is to carry (1 but in a retried parent's later runs).
+    parent_attempt: int = 1
+    #: A rerun's: the instance whose type, version and input it repeats.
+    rerun_of: str | None = None
 
 
 def encode_start(message: StartMessage) -> bytes:
     body: dict[str, Any] = {"input": message.input}
+    if message.signal is not None:
+        body["signal"] = {"name": message.signal[0], "payload": message.signal[1]}
+    if message.rerun_of is not None:
+        body["rerun_of"] = message.rerun_of
     if message.instance_id is not None:
         body["id"] = message.instance_id
     if message.version:
         body["version"] = message.version
     if message.parent is not None:
         body["parent"] = {"id": message.parent, "step": message.parent_step}
+        if message.parent_attempt != 1:
+            body["parent"]["attempt"] = message.parent_attempt
         body["depth"] = message.depth
     return encode(KIND_START, body)
 
@@ -117,8 +131,17 @@ def decode_start(data: bytes) -> StartMessage:
             check_instance_id(instance_id)
     version = fields.count("version", default=0, least=0, wanted="a positive integer or 0")
     parent = fields.maybe_fields("parent")
+    signal = _start_signal(fields, instance_id)
+    rerun_of = fields.get("rerun_of", _STR, None)
+    if rerun_of is not None:
+        with _names("rerun_of: "):
+            check_instance_id(rerun_of)
     if parent is None:
-        return StartMessage(instance_id, body.get("input"), version)
+        return StartMessage(
+            instance_id, body.get("input"), version, signal=signal, rerun_of=rerun_of
+        )
+    if signal is not None:
+        raise MessageError("field 'signal' is set in a child's start")
     if instance_id is None:
         raise MessageError("field 'parent' is set, and a child's start needs an id")
     with _names("parent: "):
@@ -126,7 +149,29 @@ def decode_start(data: bytes) -> StartMessage:
         parent_step = check_step_key(parent.data.get("step"))
     # A child's start from an engine that did not send depths is one level down.
     depth = fields.count("depth", default=1, least=1, wanted="an integer >= 1 (a child's depth)")
-    return StartMessage(instance_id, body.get("input"), version, parent_id, parent_step, depth)
+    attempt = parent.count("attempt", default=1, least=1, wanted="an integer >= 1")
+    return StartMessage(
+        instance_id,
+        body.get("input"),
+        version,
+        parent_id,
+        parent_step,
+        depth,
+        parent_attempt=attempt,
+        rerun_of=rerun_of,
+    )
+
+
+def _start_signal(fields: _Fields, instance_id: str | None) -> tuple[str, Any] | None:
+    """A signal-with-start's ``signal`` (``{"name", "payload"?}``), or ``None`` if absent."""
+    signal = fields.maybe_fields("signal")
+    if signal is None:
+        return None
+    if instance_id is None:
+        raise MessageError("field 'signal' is set, and a signal-with-start needs an id")
+    with _names("signal: "):
+        name = check_name("signal name", signal.data.get("name"))
+    return name, signal.data.get("payload")
 
 
 def encode_cancel(reason: str, *, terminate: bool = False) -> bytes:

@@ -56,6 +56,8 @@ EVENTS_STREAM: Final = "WORKFLOW_EVENTS"
 TASKS_STREAM: Final = "ACTIVITY_TASKS"
 HISTORY_STREAM: Final = "WORKFLOW_HISTORY"
 DEADLETTER_STREAM: Final = "WORKFLOW_DEADLETTERS"
+#: Finished instances' removals, each delayed to the end of its retention.
+EXPIRIES_STREAM: Final = "WORKFLOW_EXPIRIES"
 DEFINITIONS_BUCKET: Final = "WORKFLOW_DEFINITIONS"
 STATES_BUCKET: Final = "WORKFLOW_STATES"
 PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
@@ -67,6 +69,8 @@ SLOTS_BUCKET: Final = "FLOW_SLOTS"
 RATES_BUCKET: Final = "FLOW_RATES"
 #: How long a rate limit's pace is kept unwritten (then it is long past anyway).
 RATES_TTL: Final = 2 * 86400.0
+#: Operations that are no instance's own: paused workflow types (``_operations.py``).
+OPERATIONS_BUCKET: Final = "WORKFLOW_OPERATIONS"
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -90,6 +94,9 @@ EVENT_ADMIT: Final = "admit"
 TASK_PREFIX: Final = "activity.tasks"
 HISTORY_PREFIX: Final = "history"
 DEADLETTER_PREFIX: Final = "deadletter"
+EXPIRE_PREFIX: Final = "expire"
+#: The consumer of ``WORKFLOW_EXPIRIES``, shared by every orchestrator.
+EXPIRIES_CONSUMER: Final = "expiries"
 
 
 def plain_start_subject(workflow_type: str) -> str:
@@ -256,6 +263,13 @@ class Layout:
                 subjects=(f"{DEADLETTER_PREFIX}.>",),
                 **common,  # type: ignore[arg-type]
             ),
+            StreamSpec(
+                name=EXPIRIES_STREAM,
+                subjects=(f"{EXPIRE_PREFIX}.>",),
+                retention=Retention.WORK_QUEUE,
+                allow_delayed=True,
+                **common,  # type: ignore[arg-type]
+            ),
         )
 
     def buckets(self) -> tuple[KVSpec, ...]:
@@ -272,6 +286,7 @@ class Layout:
             KVSpec(bucket=CANCELS_BUCKET, replicas=self.replicas, ttl=self.cancel_ttl),
             KVSpec(bucket=SLOTS_BUCKET, replicas=self.replicas, max_value_size=self.max_payload),
             KVSpec(bucket=RATES_BUCKET, replicas=self.replicas, ttl=RATES_TTL),
+            KVSpec(bucket=OPERATIONS_BUCKET, replicas=self.replicas),
         )
 
     def intake_consumer(self) -> ConsumerSpec:
@@ -285,6 +300,10 @@ class Layout:
             filter_subjects=("workflow.>", f"{INSTANCE_PREFIX}.*"),
             ack_wait=self.ack_wait,
         )
+
+    def expiries_consumer(self) -> ConsumerSpec:
+        """The removals of finished instances, for any orchestrator (``_retention.py``)."""
+        return ConsumerSpec(durable=EXPIRIES_CONSUMER, ack_wait=self.ack_wait)
 
     def partition_consumer(self, partition: int, partitions: int) -> ConsumerSpec:
         """The events of one partition (of ``partitions``), for its owner."""

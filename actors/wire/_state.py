@@ -14,19 +14,26 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ..core import (
+    ActivityCompleted,
+    ActivityFailed,
     CancelActivity,
     CancelChild,
     Command,
     ErrorInfo,
+    HeldEvent,
     InstanceState,
     InstanceStatus,
     NotifyParent,
+    Pause,
     RecordHistory,
     ScheduleActivity,
+    SignalReceived,
+    SlotGranted,
     StartChild,
     StartTimer,
     StepState,
     StepStatus,
+    TimerFired,
     TimerKind,
     check_name,
     check_step_key,
@@ -164,6 +171,7 @@ def _command_from(fields: _Fields) -> Command:
             fields.integer("version"),
             fields.data.get("input"),
             fields.text("step"),
+            fields.count("attempt", default=1, least=1, wanted="an integer >= 1"),
         )
     if op == "cancel_activity":
         return CancelActivity(
@@ -184,6 +192,7 @@ def _command_from(fields: _Fields) -> Command:
             fields.text("step"),
             fields.data.get("output"),
             None if error is None else _error_from(error),
+            fields.count("attempt", default=1, least=1, wanted="an integer >= 1"),
         )
     raise fields.wrong("op", "an outbox command (schedule, timer, history, start_child, ...)")
 
@@ -239,12 +248,87 @@ def state_to_data(state: InstanceState) -> dict[str, Any]:
         "parent": state.parent,
         "parent_step": state.parent_step,
         "depth": state.depth,
+        **_operations_data(state),
     }
     if state.trace is not None:
         data["trace"] = state.trace
     if state.queued is not None:
         data["queued"] = state.queued
     return data
+
+
+def _operations_data(state: InstanceState) -> dict[str, Any]:
+    """The fields of the instance operations, each only when it is set."""
+    data: dict[str, Any] = {}
+    if state.parent_attempt != 1:
+        data["parent_attempt"] = state.parent_attempt
+    if state.paused is not None:
+        paused = state.paused
+        data["paused"] = {
+            "by": paused.by,
+            "reason": paused.reason,
+            "at": paused.at,
+            "by_type": paused.by_type,
+        }
+    if state.held:
+        data["held"] = [_held_data(event) for event in state.held]
+    if state.run != 1:
+        data["run"] = state.run
+    return data
+
+
+def _held_data(event: HeldEvent) -> dict[str, Any]:
+    match event:
+        case ActivityCompleted():
+            return {"event": "completed", "step": event.step, "attempt": event.attempt,
+                    "output": event.output}  # fmt: skip
+        case ActivityFailed():
+            return {"event": "failed", "step": event.step, "attempt": event.attempt,
+                    "error": event.error.to_data()}  # fmt: skip
+        case TimerFired():
+            return {"event": "timer", "step": event.step, "attempt": event.attempt,
+                    "kind": str(event.kind)}  # fmt: skip
+        case SignalReceived():
+            return {"event": "signal", "name": event.name, "payload": event.payload,
+                    "seq": event.seq}  # fmt: skip
+        case SlotGranted():
+            return {"event": "admitted", "slot": event.slot}
+
+
+def _held_from(fields: _Fields) -> HeldEvent:
+    """One held event, checked as ``_held_data`` writes it."""
+    kind = fields.data.get("event")
+    if kind == "completed":
+        return ActivityCompleted(
+            fields.text("step"), fields.integer("attempt"), fields.data.get("output")
+        )
+    if kind == "failed":
+        return ActivityFailed(
+            fields.text("step"), fields.integer("attempt"), _error_from(fields.fields("error"))
+        )
+    if kind == "timer":
+        return TimerFired(
+            fields.choice("kind", TimerKind), fields.text("step"), fields.integer("attempt")
+        )
+    if kind == "signal":
+        return SignalReceived(
+            fields.text("name"), fields.data.get("payload"), fields.integer("seq")
+        )
+    if kind == "admitted":
+        return SlotGranted(fields.text("slot"))
+    raise fields.wrong("event", "a held event (completed, failed, timer, signal or admitted)")
+
+
+def _paused_from(fields: _Fields) -> Pause | None:
+    paused = fields.maybe_fields("paused")
+    if paused is None:
+        return None
+    return Pause(
+        paused.get("by", _STR, ""),
+        paused.get("reason", _STR, ""),
+        paused.number("at"),
+        paused.get("by_type", _BOOL, False),
+    )
 
 
 def encode_state(state: InstanceState) -> bytes:
@@ -309,6 +393,13 @@ def _state_from(fields: _Fields) -> InstanceState:
         parent_step=fields.get("parent_step", _STR, None),
         depth=fields.count("depth", default=0, least=0, wanted="an integer >= 0"),
         queued=fields.get("queued", _STR, None),
+        parent_attempt=fields.count("parent_attempt", default=1, least=1, wanted="an integer >= 1"),
+        paused=_paused_from(fields),
+        held=tuple(
+            _held_from(fields.element("held", index, event))
+            for index, event in enumerate(fields.get("held", _LIST, []))
+        ),
+        run=fields.count("run", default=1, least=1, wanted="an integer >= 1"),
         trace=fields.get("trace", _STR, None),
     )
 

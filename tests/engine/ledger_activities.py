@@ -74,6 +74,21 @@ def ledger_increment(value: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
+#: Beside the ledger, a file whose presence says ``ledger_buggy``'s bug is fixed.
+FIXED_SUFFIX: Final = ".fixed"
+
+
+@actors.activity
+def ledger_buggy(value: dict[str, Any]) -> dict[str, Any]:
+    """Like ``ledger_increment``, but fails for good until the bug is fixed (see FIXED_SUFFIX)."""
+    record("begin")
+    if not Path(os.environ[LEDGER_ENV] + FIXED_SUFFIX).exists():
+        raise actors.ActivityError("the bug", type="Bug", non_retryable=True)
+    output = next_value(value, actors.activity_info().step)
+    record("end")
+    return output
+
+
 @actors.activity
 async def ledger_slow(value: dict[str, Any]) -> dict[str, Any]:
     """Like ``ledger_increment``, after ``value["seconds"]`` of heartbeating work."""

@@ -46,6 +46,7 @@ from .._specs import (
     StreamSpec,
     check_holds,
     check_name,
+    check_purge,
     check_subject,
     schedule_token,
     subject_matches,
@@ -225,6 +226,13 @@ class JetStreamBase(Transport):
                 self._streams[spec.name] = spec
                 return spec
         raise InvalidSpecError(f"no stream that allows delayed delivery takes {subject!r}")
+
+    async def purge(self, stream: str, subject: str) -> int:
+        """One purge request, filtered: the server finds the subject's messages by its index."""
+        self._check_open()
+        check_purge(stream, subject)
+        reply = await self._api(f"STREAM.PURGE.{stream}", {"filter": subject})
+        return int(reply.get("purged", 0))
 
     async def holds(self, stream: str, seq: int) -> bool:
         """A message get of that one sequence, answered by the stream's leader

@@ -22,7 +22,15 @@ import trio
 
 from .._errors import InvalidSpecError, StorageFullError, TooLargeError
 from .._interface import Delivery, Settlement
-from .._specs import ConsumerLag, ConsumerSpec, Discard, PubAck, Retention, StreamSpec
+from .._specs import (
+    ConsumerLag,
+    ConsumerSpec,
+    Discard,
+    PubAck,
+    Retention,
+    StreamSpec,
+    subject_matches,
+)
 from .._subjects import SubjectFilter, any_collide, check_consumer_filters
 
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
@@ -147,6 +155,17 @@ class Stream:
         message = self.messages.pop(seq, None)
         if message is not None:
             self.bytes -= message.size
+
+    def purge(self, subject: str) -> int:
+        """Forget every message on a subject matching ``subject``; how many."""
+        matching = [
+            seq
+            for seq, message in self.messages.items()
+            if subject_matches(subject, message.subject)
+        ]
+        for seq in matching:
+            self.remove(seq)
+        return len(matching)
 
     def expire(self, now: float) -> None:
         """Drop messages older than ``max_age`` (they sit at the head: oldest first)."""

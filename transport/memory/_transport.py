@@ -53,6 +53,7 @@ from .._specs import (
     StreamSpec,
     check_holds,
     check_key,
+    check_purge,
     check_read,
     check_subject,
     subject_matches,
@@ -348,6 +349,15 @@ class MemoryTransport(Transport):
             StoredMessage(m.subject, m.data, m.seq, m.stored_at + epoch, m.headers)
             for m in owner.read(SubjectFilter((subject,)), start_seq, limit, now)
         ]
+
+    async def purge(self, stream: str, subject: str) -> int:
+        """A scan of the stream (the broker keeps an index of subjects; this does not)."""
+        await self._enter_op()
+        check_purge(stream, subject)
+        owner = self._streams.get(stream)
+        if owner is None:
+            raise NotFoundError(f"no stream {stream!r}")
+        return owner.purge(subject)
 
     async def holds(self, stream: str, seq: int) -> bool:
         await self._enter_op()

@@ -254,6 +254,29 @@ class ReadTests(SuiteBase):
             with pytest.raises(InvalidSpecError):
                 await transport.holds(bad_stream, bad_seq)
 
+    async def test_purge_removes_the_messages_of_one_subject(
+        self, transport: Transport, make_stream: MakeStream, names: Names
+    ) -> None:
+        spec = await make_stream()
+        space = names.space()
+        for i in range(6):
+            await transport.publish(f"{space}.{'ab'[i % 2]}", b"%d" % i)
+        assert await transport.purge(spec.name, f"{space}.a") == 3
+        left = await transport.read(spec.name, f"{space}.>")
+        assert [(m.subject, m.data) for m in left] == [
+            (f"{space}.b", b"1"),
+            (f"{space}.b", b"3"),
+            (f"{space}.b", b"5"),
+        ]
+        assert await transport.purge(spec.name, f"{space}.a") == 0
+        assert await transport.purge(spec.name, f"{space}.*") == 3
+        assert await transport.read(spec.name, f"{space}.>") == []
+        with pytest.raises(NotFoundError):
+            await transport.purge(f"{spec.name}_none", f"{space}.a")
+        for bad_stream, bad_subject in ((spec.name, "a..b"), ("a.b", "x"), ("", "x")):
+            with pytest.raises(InvalidSpecError):
+                await transport.purge(bad_stream, bad_subject)
+
     async def test_read_skips_messages_removed_by_a_limit(
         self, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:

@@ -105,7 +105,7 @@ def begin(build: Decision, definition: Definition, ref: Ref, step: ChildStep) ->
         error = ErrorInfo("ExpressionError", f"step {key!r} input: {exc}")
         build.fail_workflow(definition, error)
         return
-    child = child_id(build.state.id, key)
+    child = child_id(build.state.id, key, build.state.run)
     if len(child) > _MAX_ID:
         error = ErrorInfo(
             "ChildIdTooLong",
@@ -156,7 +156,11 @@ def result(
 def abandoned(build: Decision, ref: Ref, *, terminate: bool, reason: str) -> None:
     """The parent gave up on the step: the child is cancelled (or terminated) too."""
     build.commands.append(
-        CancelChild(child_id(build.state.id, ref.key), terminate, reason or "parent ended")
+        CancelChild(
+            child_id(build.state.id, ref.key, build.state.run),
+            terminate,
+            reason or "parent ended",
+        )
     )
 
 
@@ -165,7 +169,9 @@ def notice(state: InstanceState) -> NotifyParent:
     assert state.parent is not None
     assert state.parent_step is not None
     if state.status is InstanceStatus.COMPLETED:
-        return NotifyParent(state.parent, state.parent_step, state.output, None)
+        return NotifyParent(
+            state.parent, state.parent_step, state.output, None, state.parent_attempt
+        )
     cause = state.error or ErrorInfo(
         "Cancelled" if state.status is InstanceStatus.CANCELLED else "Terminated",
         f"the child was {state.status}",
@@ -177,7 +183,7 @@ def notice(state: InstanceState) -> NotifyParent:
         non_retryable=True,
         cause=cause.to_data(),
     )
-    return NotifyParent(state.parent, state.parent_step, None, error)
+    return NotifyParent(state.parent, state.parent_step, None, error, state.parent_attempt)
 
 
 def conflict(build: Decision, event: StartRequested) -> bool:
@@ -199,7 +205,7 @@ def conflict(build: Decision, event: StartRequested) -> bool:
         f"{event.parent_step!r} of {event.parent!r}",
         non_retryable=True,
     )
-    refusal = NotifyParent(event.parent, event.parent_step, None, error)
+    refusal = NotifyParent(event.parent, event.parent_step, None, error, event.parent_attempt)
     if refusal in state.outbox:
         return False  # the same start again, already refused
     build.history("child.refused", parent=event.parent, step=event.parent_step)
