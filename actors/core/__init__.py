@@ -75,6 +75,7 @@ from ._events import ActivityCompleted as ActivityCompleted
 from ._events import ActivityFailed as ActivityFailed
 from ._events import CancelRequested as CancelRequested
 from ._events import Event as Event
+from ._events import ScheduleRef as ScheduleRef
 from ._events import SignalReceived as SignalReceived
 from ._events import StartRequested as StartRequested
 from ._events import TerminateRequested as TerminateRequested
@@ -91,6 +92,30 @@ from ._limits import LimitExceededError as LimitExceededError
 from ._limits import Limits as Limits
 from ._parse import load_definition as load_definition
 from ._parse import parse_definition as parse_definition
+from ._schedule import MAX_BACKFILL_FIRES as MAX_BACKFILL_FIRES
+from ._schedule import RECENT_RUNS as RECENT_RUNS
+from ._schedule import Backfill as Backfill
+from ._schedule import CancelRun as CancelRun
+from ._schedule import CronSpec as CronSpec
+from ._schedule import Fire as Fire
+from ._schedule import FireKind as FireKind
+from ._schedule import IntervalSpec as IntervalSpec
+from ._schedule import InvalidScheduleError as InvalidScheduleError
+from ._schedule import Overlap as Overlap
+from ._schedule import Run as Run
+from ._schedule import Schedule as Schedule
+from ._schedule import ScheduleEffect as ScheduleEffect
+from ._schedule import ScheduleSpec as ScheduleSpec
+from ._schedule import ScheduleState as ScheduleState
+from ._schedule import StartRun as StartRun
+from ._schedule import TerminateRun as TerminateRun
+from ._schedule import advance as advance
+from ._schedule import fire_instance_id as fire_instance_id
+from ._schedule import parse_time as parse_time
+from ._schedule import request_backfill as request_backfill
+from ._schedule import request_trigger as request_trigger
+from ._schedule import schedule_from_data as schedule_from_data
+from ._schedule import schedule_to_data as schedule_to_data
 from ._state import InstanceState as InstanceState
 from ._state import InstanceStatus as InstanceStatus
 from ._state import StepState as StepState
@@ -145,4 +170,30 @@ __all__ = [
     "fail_instance",
     "load_definition",
     "parse_definition",
+    # schedules
+    "Backfill",
+    "CancelRun",
+    "CronSpec",
+    "Fire",
+    "FireKind",
+    "IntervalSpec",
+    "InvalidScheduleError",
+    "MAX_BACKFILL_FIRES",
+    "Overlap",
+    "RECENT_RUNS",
+    "Run",
+    "Schedule",
+    "ScheduleEffect",
+    "ScheduleRef",
+    "ScheduleSpec",
+    "ScheduleState",
+    "StartRun",
+    "TerminateRun",
+    "advance",
+    "fire_instance_id",
+    "parse_time",
+    "request_backfill",
+    "request_trigger",
+    "schedule_from_data",
+    "schedule_to_data",
 ]

@@ -205,6 +205,8 @@ def _start(
     detail: dict[str, Any] = {"type": definition.type, "version": definition.version}
     if event.parent is not None:
         detail["parent"] = event.parent
+    if event.schedule is not None:
+        detail["schedule"] = event.schedule.to_data()
     build.history("workflow.started", **detail)
     build.begin(definition, Ref(definition.places[definition.steps[0].id], ()))
     return build.finish()

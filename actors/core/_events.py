@@ -19,6 +19,7 @@ __all__ = [
     "CancelRequested",
     "Event",
     "SignalReceived",
+    "ScheduleRef",
     "StartRequested",
     "StepEvent",
     "TerminateRequested",
@@ -39,6 +40,20 @@ class TimerKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleRef:
+    """Which schedule started an instance, for which fire time and why (see ``_schedule.py``)."""
+
+    id: str
+    #: The fire time (seconds since the epoch), not when the start was sent.
+    fire: float
+    #: ``scheduled``, ``trigger`` or ``backfill``.
+    kind: str
+
+    def to_data(self) -> dict[str, Any]:
+        return {"id": self.id, "fire": self.fire, "kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
 class StartRequested:
     """Start an instance; a child names its ``parent`` and the parent's step key."""
 
@@ -50,6 +65,8 @@ class StartRequested:
     parent_step: str | None = None
     #: How deep the instance nests: 0 at the top, its parent's depth + 1 for a child.
     depth: int = 0
+    #: The schedule that started it, if one did.
+    schedule: ScheduleRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,11 @@ from ._instances import WorkflowFailedError as WorkflowFailedError
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
+from ._schedules import ScheduleDescription as ScheduleDescription
+from ._schedules import ScheduleExistsError as ScheduleExistsError
+from ._schedules import ScheduleNotFoundError as ScheduleNotFoundError
+from ._schedules import ScheduleRun as ScheduleRun
+from ._schedules import Schedules as Schedules
 from ._visibility import MAX_LIMIT as MAX_LIMIT
 from ._visibility import InstanceQuery as InstanceQuery
 from ._visibility import InstanceSummary as InstanceSummary
@@ -41,6 +46,11 @@ __all__ = [
     "MAX_LIMIT",
     "Orchestrator",
     "OrchestratorConfig",
+    "ScheduleDescription",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
+    "ScheduleRun",
+    "Schedules",
     "UnknownWorkflowTypeError",
     "VersionConflictError",
     "Worker",

@@ -52,6 +52,7 @@ from ..wire import (
     EVENTS_STREAM,
     INSTANCE_PREFIX,
     PARTITIONS_BUCKET,
+    SCHEDULES_BUCKET,
     START_PREFIX,
     STATES_BUCKET,
     CodecError,
@@ -72,6 +73,7 @@ from ._deadletters import deadletter
 from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
 from ._partitions import Leases, Ownership
 from ._registry import DefinitionStore
+from ._scheduler import Scheduler
 
 __all__ = ["Orchestrator", "OrchestratorConfig"]
 
@@ -175,6 +177,9 @@ class Orchestrator:
                 "instance_failures",
                 "waits_for_start",
                 "starts_forwarded",
+                "schedule_starts",
+                "schedule_skips",
+                "schedule_missed",
             )
         )
 
@@ -257,6 +262,14 @@ class Orchestrator:
         async with trio.open_nursery() as services:
             await services.start(definitions.follow)
             await services.start(leases.run)
+            scheduler = Scheduler(
+                self._transport,
+                assets.buckets[SCHEDULES_BUCKET],
+                assets.buckets[STATES_BUCKET],
+                owns=self._fires,
+                stats=self.stats,
+            )
+            await services.start(scheduler.run)
             async with trio.open_nursery() as served:
                 services.start_soon(self._follow_leases, leases, served)
                 await served.start(self._intake)
@@ -269,6 +282,17 @@ class Orchestrator:
             services.cancel_scope.cancel()
         # Nothing is decided here any more: let the others take over now.
         await leases.close()
+
+    def _fires(self, schedule_id: str) -> bool:
+        """Whether this process fires the schedule now: it owns the id's partition."""
+        number = instance_partition(schedule_id, self._count)
+        leases = self._leases
+        return (
+            number in self._partitions
+            and leases is not None
+            and leases.valid(number)
+            and not self._stopping.is_set()
+        )
 
     async def _follow_leases(self, leases: Leases, served: trio.Nursery) -> None:
         """Serve the partitions this process acquires; stop those it loses or hands back."""
@@ -424,6 +448,7 @@ class Orchestrator:
                 start.parent,
                 start.parent_step,
                 start.depth,
+                start.schedule,
             )
         if kind == EVENT_CANCEL and not rest:
             return instance_id, CancelRequested(decode_cancel(data))

@@ -57,6 +57,7 @@ from ._names import EVENTS_STREAM as EVENTS_STREAM
 from ._names import HISTORY_STREAM as HISTORY_STREAM
 from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
 from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
+from ._names import SCHEDULES_BUCKET as SCHEDULES_BUCKET
 from ._names import START_PREFIX as START_PREFIX
 from ._names import STATES_BUCKET as STATES_BUCKET
 from ._names import TASKS_STREAM as TASKS_STREAM
@@ -80,6 +81,9 @@ from ._names import task_subject as task_subject
 from ._names import terminate_subject as terminate_subject
 from ._names import timer_msg_id as timer_msg_id
 from ._names import timer_subject as timer_subject
+from ._schedules import KIND_SCHEDULE as KIND_SCHEDULE
+from ._schedules import decode_schedule as decode_schedule
+from ._schedules import encode_schedule as encode_schedule
 from ._state import decode_state as decode_state
 from ._state import decode_status as decode_status
 from ._state import encode_state as encode_state
@@ -104,7 +108,11 @@ __all__ = [
     "MIN_NUMBER",
     "PARTITIONS_BUCKET",
     "START_PREFIX",
+    "SCHEDULES_BUCKET",
     "STATES_BUCKET",
+    "KIND_SCHEDULE",
+    "decode_schedule",
+    "encode_schedule",
     "TASKS_STREAM",
     "ActivityCancel",
     "CodecError",

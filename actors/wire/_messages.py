@@ -22,10 +22,12 @@ from ..core import (
     ErrorInfo,
     RecordHistory,
     ScheduleActivity,
+    ScheduleRef,
     StartTimer,
     TimerFired,
     TimerKind,
     check_instance_id,
+    check_name,
     check_step_key,
 )
 from ._codec import DEFAULT_LIMITS, encode
@@ -84,6 +86,8 @@ class StartMessage:
     parent_step: str | None = None
     #: A child's depth (its parent's + 1); 0 for a start without a parent.
     depth: int = 0
+    #: The schedule that sends the start, if one does.
+    schedule: ScheduleRef | None = None
 
 
 def encode_start(message: StartMessage) -> bytes:
@@ -95,6 +99,8 @@ def encode_start(message: StartMessage) -> bytes:
     if message.parent is not None:
         body["parent"] = {"id": message.parent, "step": message.parent_step}
         body["depth"] = message.depth
+    if message.schedule is not None:
+        body["schedule"] = message.schedule.to_data()
     return encode(KIND_START, body)
 
 
@@ -117,8 +123,17 @@ def decode_start(data: bytes) -> StartMessage:
             check_instance_id(instance_id)
     version = fields.count("version", default=0, least=0, wanted="a positive integer or 0")
     parent = fields.maybe_fields("parent")
+    scheduled = fields.maybe_fields("schedule")
+    schedule = None
+    if scheduled is not None:
+        with _names("schedule: "):
+            schedule = ScheduleRef(
+                check_name("schedule id", scheduled.data.get("id")),
+                scheduled.number("fire"),
+                scheduled.text("kind"),
+            )
     if parent is None:
-        return StartMessage(instance_id, body.get("input"), version)
+        return StartMessage(instance_id, body.get("input"), version, schedule=schedule)
     if instance_id is None:
         raise MessageError("field 'parent' is set, and a child's start needs an id")
     with _names("parent: "):

@@ -19,6 +19,7 @@ WORKFLOW_STATES        KV         ``{instance}`` -> state (compare-and-set)
 WORKFLOW_PARTITIONS    KV         which orchestrator owns which partition
 ACTIVITY_CANCELS       KV         ``{instance}.{step token}.{attempt}`` ->
                                   a withdrawn task (kept a day)
+WORKFLOW_SCHEDULES     KV         ``{schedule}`` -> schedule and its firing
 =====================  =========  ===========================================
 
 Events of an instance are published on ``instance.{instance}.{event...}``;
@@ -57,6 +58,8 @@ STATES_BUCKET: Final = "WORKFLOW_STATES"
 PARTITIONS_BUCKET: Final = "WORKFLOW_PARTITIONS"
 #: Tasks withdrawn by their instance, which the workers watch.
 CANCELS_BUCKET: Final = "ACTIVITY_CANCELS"
+#: Schedules by id (``actors.core.ScheduleState``), written by compare-and-set.
+SCHEDULES_BUCKET: Final = "WORKFLOW_SCHEDULES"
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -258,6 +261,9 @@ class Layout:
             # keys are ignored once stale, and gone after an hour.
             KVSpec(bucket=PARTITIONS_BUCKET, replicas=self.replicas, ttl=3600.0),
             KVSpec(bucket=CANCELS_BUCKET, replicas=self.replicas, ttl=self.cancel_ttl),
+            KVSpec(
+                bucket=SCHEDULES_BUCKET, replicas=self.replicas, max_value_size=self.max_payload
+            ),
         )
 
     def intake_consumer(self) -> ConsumerSpec:
