@@ -28,7 +28,7 @@ import hashlib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -74,6 +74,12 @@ FIRES_PER_ROUND: Final = 100
 MAX_BACKFILL_FIRES: Final = 10_000
 #: Requested triggers and backfills waiting at once, at most.
 MAX_REQUESTS: Final = 100
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: Less than the gap between two fires (which are on whole seconds): "just
+#: before ``t``" is ``t - _TICK``, so that a fire at ``t`` counts.
+_TICK: Final = 0.001
 
 
 class InvalidScheduleError(RequestError, ValueError, http_type="InvalidSchedule"):
@@ -150,7 +156,11 @@ class CronSpec:
     def next_after(self, t: float) -> float | None:
         """The first fire strictly after ``t`` (seconds since the epoch), if any."""
         zone = ZoneInfo(self.timezone)
-        times = cronsim.CronSim(self.expression, datetime.fromtimestamp(t, zone))
+        # To the microsecond below (datetime's precision), exactly: a time a
+        # hair before a fire must not round up onto it.
+        micros = math.floor(t * 1_000_000)
+        start = (_EPOCH + timedelta(microseconds=micros)).astimezone(zone)
+        times = cronsim.CronSim(self.expression, start)
         try:
             return next(times).timestamp()
         except (StopIteration, cronsim.CronSimError):
@@ -215,7 +225,7 @@ class ScheduleSpec:
     def next_after(self, t: float) -> float | None:
         """The first fire strictly after ``t``, within the start and end times; ``None``: none."""
         if self.start_at is not None and t < self.start_at:
-            t = math.nextafter(self.start_at, -math.inf)
+            t = self.start_at - _TICK
         found: list[float] = [interval.next_after(t) for interval in self.intervals]
         for cron in self.cron:
             at = cron.next_after(t)
@@ -431,7 +441,7 @@ def request_backfill(state: ScheduleState, start: float, end: float) -> tuple[Sc
     if end < start:
         raise InvalidScheduleError("a backfill's end is before its start")
     _check_requests(state)
-    after = math.nextafter(start, -math.inf)
+    after = start - _TICK
     count = 0
     for _ in state.schedule.spec.fires(after, end):
         count += 1

@@ -123,6 +123,8 @@ class Scheduler:
         #: Instances watched until they end (the newest run of a schedule
         #: with fires buffered behind it), with the scope that stops the watch.
         self._watched: dict[str, trio.CancelScope] = {}
+        #: Watched instances seen ended: their schedules' buffered fires are due.
+        self._ended: set[str] = set()
         self._wake = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -175,28 +177,36 @@ class Scheduler:
                 if retry_at is not None and retry_at > now:
                     earliest = min(earliest, retry_at)
                     continue
-                due = state.due_at()
+                due = self._due(state)
                 if due is not None and due <= now:
                     await self._deal_with(schedule_id, now)
                     state = self._known.get(schedule_id, state)
-                    due = state.due_at()
-                    if schedule_id in self._backoff:
-                        due = self._backoff[schedule_id]
+                    due = self._backoff.get(schedule_id, self._due(state))
                 if due is not None:
                     earliest = min(earliest, due)
-                self._watch_newest(nursery, schedule_id, state)
+                self._watch_newest(nursery, state)
             delay = min(earliest - self._transport.now(), _LONGEST_SLEEP)
             with trio.move_on_after(max(delay, 0.0)):
                 await self._wake.wait()
 
-    def _watch_newest(self, nursery: trio.Nursery, schedule_id: str, state: ScheduleState) -> None:
+    def _due(self, state: ScheduleState) -> float | None:
+        """When the schedule has something to do next (see ``ScheduleState.due_at``)."""
+        newest = state.newest
+        if state.buffered and newest is not None and newest.instance_id in self._ended:
+            return -math.inf  # what it waited for ended
+        return state.due_at()
+
+    def _watch_newest(self, nursery: trio.Nursery, state: ScheduleState) -> None:
         """Watch the newest run if fires wait for it to end (and it is not watched yet)."""
         newest = state.newest
-        if not state.buffered or newest is None or newest.instance_id in self._watched:
+        if not state.buffered or newest is None:
+            return
+        instance_id = newest.instance_id
+        if instance_id in self._watched or instance_id in self._ended:
             return
         scope = trio.CancelScope()
-        self._watched[newest.instance_id] = scope
-        nursery.start_soon(self._await_end, newest.instance_id, scope)
+        self._watched[instance_id] = scope
+        nursery.start_soon(self._await_end, instance_id, scope)
 
     async def _await_end(self, instance_id: str, scope: trio.CancelScope) -> None:
         try:
@@ -204,6 +214,7 @@ class Scheduler:
                 async with self._states.watch(instance_id) as changes:
                     async for change in changes:
                         if change.op is not KVOp.PUT or _terminal(change.value):
+                            self._ended.add(instance_id)
                             break
         except TransportClosedError:
             raise
@@ -216,6 +227,10 @@ class Scheduler:
 
     async def _deal_with(self, schedule_id: str, now: float) -> None:
         """Advance one schedule as far as is due; on a broker error, try again later."""
+        known = self._known.get(schedule_id)
+        if known is not None and known.newest is not None:
+            # Read again in the round: no need to remember it ended.
+            self._ended.discard(known.newest.instance_id)
         try:
             for _ in range(_ROUNDS):
                 if not await self._round(schedule_id, now):
