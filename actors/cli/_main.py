@@ -26,7 +26,7 @@ from typing import Any, Final
 import click
 
 from .._groups import leaves
-from . import _definitions, _demo, _dev, _instances, _services, _waiting
+from . import _definitions, _demo, _dev, _instances, _schedules, _services, _waiting
 from ._app import App, cli
 from ._config import ConfigError, config_path, load_config
 from ._errors import SERVICE_ERROR, ExitCode, client_error, service_usage
@@ -37,7 +37,15 @@ __all__ = ["PROG", "SERVICES", "config_tables", "main", "run_service"]
 #: The command line's name when run as a module, and in messages of calls in this process.
 PROG: Final = "python -m actors"
 # The command modules register their commands when imported.
-_COMMAND_MODULES: Final = (_definitions, _demo, _dev, _instances, _services, _waiting)
+_COMMAND_MODULES: Final = (
+    _definitions,
+    _demo,
+    _dev,
+    _instances,
+    _schedules,
+    _services,
+    _waiting,
+)
 #: The commands that run as services (see the module's docstring): orchestrator, worker.
 SERVICES: Final[Mapping[str, click.Command]] = {
     name: command for name, command in cli.commands.items() if is_service(command)

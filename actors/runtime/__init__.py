@@ -27,6 +27,7 @@ from ._schedules import ScheduleExistsError as ScheduleExistsError
 from ._schedules import ScheduleNotFoundError as ScheduleNotFoundError
 from ._schedules import ScheduleRun as ScheduleRun
 from ._schedules import Schedules as Schedules
+from ._schedules import schedule_summary as schedule_summary
 from ._visibility import MAX_LIMIT as MAX_LIMIT
 from ._visibility import InstanceQuery as InstanceQuery
 from ._visibility import InstanceSummary as InstanceSummary
@@ -62,4 +63,5 @@ __all__ = [
     "activity_info",
     "collect_activities",
     "heartbeat",
+    "schedule_summary",
 ]

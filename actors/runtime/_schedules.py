@@ -30,6 +30,7 @@ from ..core import (
     request_backfill,
     request_trigger,
     schedule_from_data,
+    schedule_to_data,
 )
 from ..errors import RequestError
 from ..wire import (
@@ -49,6 +50,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "ScheduleRun",
     "Schedules",
+    "schedule_summary",
 ]
 
 #: Compare-and-set attempts on one schedule before giving up (each one lost
@@ -81,6 +83,43 @@ class ScheduleDescription:
     #: many as asked for; none while paused.
     next_fires: tuple[float, ...]
     runs: tuple[ScheduleRun, ...]
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): :func:`schedule_summary`'s, with the fires and runs."""
+        return {
+            **schedule_summary(self.state),
+            "next_fires": list(self.next_fires),
+            "buffered": [{"at": f.at, "kind": f.kind.value} for f in self.state.buffered],
+            "pending_triggers": list(self.state.triggers),
+            "pending_backfills": [
+                {"start": b.start, "end": b.end, "done_until": b.cursor}
+                for b in self.state.backfills
+            ],
+            "runs": [
+                {
+                    "instance": r.run.instance_id,
+                    "fire": r.run.fire.at,
+                    "kind": r.run.fire.kind.value,
+                    "started_at": r.run.started_at,
+                    "status": None if r.status is None else r.status.value,
+                }
+                for r in self.runs
+            ],
+        }
+
+
+def schedule_summary(state: ScheduleState) -> dict[str, Any]:
+    """A schedule as plain data: its definition, whether paused, its counts and next fire."""
+    return {
+        **schedule_to_data(state.schedule),
+        "paused": state.paused,
+        "note": state.note,
+        "created_at": state.created_at,
+        "next_fire": None if state.paused else state.next_fire(),
+        "started": state.started,
+        "skipped": state.skipped,
+        "missed": state.missed,
+    }
 
 
 class Schedules:
