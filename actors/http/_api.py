@@ -80,6 +80,7 @@ from ._requests import (
     _string,
     _version,
 )
+from ._schedules import ScheduleEndpoints
 
 __all__ = ["ApiError", "create_app", "serve_api"]
 
@@ -130,6 +131,7 @@ class _Api:
 
     def __init__(self, client: Client, *, auth: bool) -> None:
         self._client = client
+        self._schedules = ScheduleEndpoints(client)
         self._openapi = openapi_document(auth=auth)
         self._waits: set[trio.CancelScope] = set()
         self._closing = False
@@ -173,6 +175,7 @@ class _Api:
             route("/workflows/{id}/signals/{name}", POST=self.signal),
             route("/workflows/{id}/cancel", POST=self.cancel),
             route("/workflows/{id}/terminate", POST=self.terminate),
+            *(route(path, **handlers) for path, handlers in self._schedules.routes()),
         ]
 
     async def health(self, request: Request) -> Response:

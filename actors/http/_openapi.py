@@ -20,6 +20,7 @@ from ._bounds import (
     MAX_REASON,
     MAX_WAIT,
 )
+from ._schedules import schedule_paths
 from ._schemas import (
     _ID,
     _INSTANCE_ID,
@@ -277,6 +278,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             )
         },
     }
+    paths.update(schedule_paths(operation))
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
