@@ -80,6 +80,9 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: Less than the gap between two fires (which are on whole seconds): "just
 #: before ``t``" is ``t - _TICK``, so that a fire at ``t`` counts.
 _TICK: Final = 0.001
+#: The times a schedule deals in: from the epoch to the end of year 9999
+#: (what ``datetime`` can hold), in seconds.
+_LAST_TIME: Final = 253402214400.0
 
 
 class InvalidScheduleError(RequestError, ValueError, http_type="InvalidSchedule"):
@@ -127,6 +130,13 @@ def _finite(what: str, value: object, *, least: float = 0.0) -> float:
     return float(value)
 
 
+def _time(what: str, value: object) -> float:
+    t = _finite(what, value)
+    if t > _LAST_TIME:
+        raise InvalidScheduleError(f"{what} must be a time before the year 10000, got {value!r}")
+    return t
+
+
 @dataclass(frozen=True, slots=True)
 class CronSpec:
     """A cron expression (minute, hour, day of month, month, day of week) in a time zone.
@@ -159,12 +169,15 @@ class CronSpec:
         # To the microsecond below (datetime's precision), exactly: a time a
         # hair before a fire must not round up onto it.
         micros = math.floor(t * 1_000_000)
-        start = (_EPOCH + timedelta(microseconds=micros)).astimezone(zone)
-        times = cronsim.CronSim(self.expression, start)
+        try:
+            start = (_EPOCH + timedelta(microseconds=micros)).astimezone(zone)
+            times = cronsim.CronSim(self.expression, start)
+        except (OverflowError, ValueError, cronsim.CronSimError):
+            return None
         try:
             return next(times).timestamp()
-        except (StopIteration, cronsim.CronSimError):
-            return None
+        except (StopIteration, cronsim.CronSimError, OverflowError, ValueError):
+            return None  # no fire before the end of year 9999
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +229,9 @@ class ScheduleSpec:
             raise InvalidScheduleError("a schedule needs a cron expression or an interval")
         _finite("jitter", self.jitter)
         if self.start_at is not None:
-            _finite("start_at", self.start_at)
+            _time("start_at", self.start_at)
         if self.end_at is not None:
-            _finite("end_at", self.end_at)
+            _time("end_at", self.end_at)
         if self.start_at is not None and self.end_at is not None and self.end_at < self.start_at:
             raise InvalidScheduleError("end_at is before start_at")
 
@@ -436,8 +449,8 @@ def request_backfill(state: ScheduleState, start: float, end: float) -> tuple[Sc
     :class:`InvalidScheduleError` for an empty or reversed range, or one of
     more than :data:`MAX_BACKFILL_FIRES` fires.
     """
-    _finite("backfill start", start, least=-math.inf)
-    _finite("backfill end", end, least=-math.inf)
+    _time("backfill start", start)
+    _time("backfill end", end)
     if end < start:
         raise InvalidScheduleError("a backfill's end is before its start")
     _check_requests(state)
@@ -606,8 +619,8 @@ def parse_time(value: object, what: str) -> float:
             ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    return _finite(what, value, least=-math.inf)
+        return _time(what, parsed.timestamp())
+    return _time(what, value)
 
 
 def _seconds(value: object, what: str) -> float:

@@ -18,7 +18,7 @@ from ..core import check_name, parse_time, schedule_from_data
 from ..runtime import Client, schedule_summary
 from ._bounds import MAX_REASON
 from ._requests import _fields, _json, _json_body, _optional, _string
-from ._schemas import _JSON, _content, _ok, _param
+from ._schemas import _JSON, _NAME, _content, _ok, _param
 
 __all__ = ["ScheduleEndpoints", "schedule_paths"]
 
@@ -97,7 +97,10 @@ class ScheduleEndpoints:
 
 
 _TIME = {
-    "oneOf": [{"type": "number"}, {"type": "string"}],
+    "oneOf": [
+        {"type": "number", "minimum": 0, "maximum": 253402214400},
+        {"type": "string", "format": "date-time"},
+    ],
     "description": "Seconds since the epoch, or an ISO 8601 time (UTC if it names no zone).",
 }
 _SCHEDULE = {
@@ -118,14 +121,16 @@ _DESCRIPTION = {
 }
 _NEW_SCHEDULE = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["id", "workflow", "spec"],
     "properties": {
-        "id": {"type": "string"},
-        "workflow": {"type": "string"},
+        "id": _NAME,
+        "workflow": _NAME,
         "version": {"type": "integer", "minimum": 0},
         "input": {},
         "spec": {
             "type": "object",
+            "additionalProperties": False,
             "properties": {
                 "cron": {"oneOf": [{"type": "string"}, {"type": "array"}]},
                 "timezone": {"type": "string"},
@@ -152,11 +157,15 @@ _NEW_SCHEDULE = {
 
 def schedule_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """The OpenAPI paths of the schedule endpoints (``operation`` as the document's)."""
-    schedule_id = _param("path", "id", "The schedule's id.", {"type": "string"})
+    schedule_id = _param("path", "id", "The schedule's id.", _NAME)
     note_body = {
         "required": False,
         "content": _content(
-            {"type": "object", "properties": {"note": {"type": "string", "maxLength": MAX_REASON}}}
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"note": {"type": "string", "maxLength": MAX_REASON}},
+            }
         ),
     }
     one = _ok("The schedule.", _SCHEDULE)
@@ -232,6 +241,7 @@ def schedule_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                     "content": _content(
                         {
                             "type": "object",
+                            "additionalProperties": False,
                             "required": ["start", "end"],
                             "properties": {"start": _TIME, "end": _TIME},
                         }
