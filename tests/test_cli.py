@@ -626,7 +626,7 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
 
 #: Every command of the command line.
 COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
-            "terminate", "orchestrator", "worker", "dev", "demo")  # fmt: skip
+            "terminate", "schedules", "orchestrator", "worker", "dev", "demo")  # fmt: skip
 
 
 def _commands_in_help(text: str) -> set[str]:

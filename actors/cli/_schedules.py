@@ -189,34 +189,25 @@ def schedules_describe(app: App, schedule_id: str, upcoming: int) -> ExitCode:
     return app.run(describe)
 
 
-@schedules.command("pause")
-@ID
-@click.option("--note", default="", help="Why (shown by describe).")
-@pass_app
-def schedules_pause(app: App, schedule_id: str, note: str) -> ExitCode:
-    """Stop the schedule's fires until unpaused (triggers and backfills still run)."""
+def _pausing(name: str, paused: bool, doc: str) -> None:
+    """Define ``schedules pause`` or ``unpause`` (the same but for which)."""
 
-    async def pause(client: Client) -> ExitCode:
-        await client.schedules.pause(schedule_id, note)
-        app.show(f"paused {schedule_id}")
-        return ExitCode.OK
+    @schedules.command(name, help=doc)
+    @ID
+    @click.option("--note", default="", help="Why (shown by describe).")
+    @pass_app
+    def command(app: App, schedule_id: str, note: str) -> ExitCode:
+        async def change(client: Client) -> ExitCode:
+            operation = client.schedules.pause if paused else client.schedules.unpause
+            await operation(schedule_id, note)
+            app.show(f"{name}d {schedule_id}")
+            return ExitCode.OK
 
-    return app.run(pause)
+        return app.run(change)
 
 
-@schedules.command("unpause")
-@ID
-@click.option("--note", default="", help="Why (shown by describe).")
-@pass_app
-def schedules_unpause(app: App, schedule_id: str, note: str) -> ExitCode:
-    """Fire again from now on (the fires that fell in the pause are not run)."""
-
-    async def unpause(client: Client) -> ExitCode:
-        await client.schedules.unpause(schedule_id, note)
-        app.show(f"unpaused {schedule_id}")
-        return ExitCode.OK
-
-    return app.run(unpause)
+_pausing("pause", True, "Stop the schedule's fires until unpaused (triggers and backfills run).")
+_pausing("unpause", False, "Fire again from now on (the fires that fell in the pause are not run).")
 
 
 @schedules.command("trigger")

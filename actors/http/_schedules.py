@@ -71,16 +71,17 @@ class ScheduleEndpoints:
         return _json({"id": schedule_id})
 
     async def pause(self, request: Request) -> Response:
-        schedule_id = self._id(request)
-        body = _fields(await _json_body(request, required=False), (), ("note",))
-        state = await self._client.schedules.pause(schedule_id, _note(body))
-        return _json(schedule_summary(state))
+        return await self._pausing(request, paused=True)
 
     async def unpause(self, request: Request) -> Response:
+        return await self._pausing(request, paused=False)
+
+    async def _pausing(self, request: Request, *, paused: bool) -> Response:
         schedule_id = self._id(request)
         body = _fields(await _json_body(request, required=False), (), ("note",))
-        state = await self._client.schedules.unpause(schedule_id, _note(body))
-        return _json(schedule_summary(state))
+        schedules = self._client.schedules
+        change = schedules.pause if paused else schedules.unpause
+        return _json(schedule_summary(await change(schedule_id, _note(body))))
 
     async def trigger(self, request: Request) -> Response:
         schedule_id = self._id(request)
@@ -169,6 +170,17 @@ def schedule_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
         ),
     }
     one = _ok("The schedule.", _SCHEDULE)
+
+    def pausing(operation_id: str, summary: str) -> dict[str, Any]:
+        return operation(
+            operation_id,
+            summary,
+            {"200": one},
+            errors=("400", "404", "413", "415", "422"),
+            parameters=[schedule_id],
+            requestBody=note_body,
+        )
+
     return {
         "/schedules": {
             "get": operation(
@@ -201,23 +213,13 @@ def schedule_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
             ),
         },
         "/schedules/{id}/pause": {
-            "post": operation(
-                "pauseSchedule",
-                "Stop its fires until unpaused (triggers and backfills still run)",
-                {"200": one},
-                errors=("400", "404", "413", "415", "422"),
-                parameters=[schedule_id],
-                requestBody=note_body,
+            "post": pausing(
+                "pauseSchedule", "Stop its fires until unpaused (triggers and backfills still run)"
             )
         },
         "/schedules/{id}/unpause": {
-            "post": operation(
-                "unpauseSchedule",
-                "Fire again from now on (fires in the pause are not run)",
-                {"200": one},
-                errors=("400", "404", "413", "415", "422"),
-                parameters=[schedule_id],
-                requestBody=note_body,
+            "post": pausing(
+                "unpauseSchedule", "Fire again from now on (fires in the pause are not run)"
             )
         },
         "/schedules/{id}/trigger": {

@@ -6,10 +6,14 @@ fixture's HTTP client does that for every call).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
-from conftest import Served
 
 import actors
+
+if TYPE_CHECKING:
+    from conftest import Served
 
 
 async def test_a_schedule_over_http_from_create_to_delete(served: Served) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import trio
-from conftest import Engine
 
 import actors
+
+if TYPE_CHECKING:
+    from conftest import Engine
 from actors.core import FireKind, ScheduleState, fire_instance_id
 from actors.runtime._counters import Counters
 from actors.runtime._scheduler import Scheduler
