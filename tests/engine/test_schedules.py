@@ -258,3 +258,48 @@ async def test_each_overlap_policy_meets_a_running_instance(
         assert [r.run.instance_id for r in description.runs] == [r.instance_id for r in state.runs]
         assert all(r.status is not None and r.status.terminal for r in description.runs)
         assert len(description.next_fires) == 5
+
+
+async def test_two_schedulers_that_both_think_they_own_a_schedule_fire_each_time_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As when a frozen owner wakes after its lease was taken over: CAS decides."""
+    async with open_transport("memory://") as transport:
+        assets = await Layout().provision(transport)
+        stats = [Counters(("schedule_starts", "schedule_skips", "schedule_missed")) for _ in "ab"]
+        schedulers = [
+            Scheduler(
+                transport,
+                assets.buckets[SCHEDULES_BUCKET],
+                assets.buckets[STATES_BUCKET],
+                owns=lambda _: True,
+                stats=counters,
+            )
+            for counters in stats
+        ]
+        async with actors.Client(transport) as client, trio.open_nursery() as nursery:
+            await client.register(QUICK)
+            now = transport.now()
+            await client.schedules.create(
+                {
+                    "id": "shared",
+                    "workflow": "quick",
+                    "spec": {"intervals": [{"every": 7}], "end_at": now + 700},
+                    "overlap": "allow_all",
+                }
+            )
+            for scheduler in schedulers:
+                await nursery.start(scheduler.run)
+            with trio.fail_after(1000):
+                await trio.sleep(710)
+            final = await client.schedules.get("shared")
+            nursery.cancel_scope.cancel()
+        starts = await transport.read(EVENTS_STREAM, "instance.>", limit=10_000)
+    expected = list(final.schedule.spec.fires(now, now + 700))
+    ids = [decode_start(m.data).instance_id for m in starts]
+    assert sorted(ids) == sorted(
+        fire_instance_id("shared", t, FireKind.SCHEDULED) for t in expected
+    )
+    assert final.started == len(expected) == 100
+    # Each fire was decided by one of them: the counts add up to the fires.
+    assert sum(counters["schedule_starts"] for counters in stats) == len(expected)
