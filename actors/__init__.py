@@ -17,16 +17,23 @@ categories that say whose fault it is: :class:`RequestError` (the caller's),
 from transport import StorageFullError as StorageFullError
 
 from .core import ActivityStep as ActivityStep
+from .core import CronSpec as CronSpec
 from .core import Definition as Definition
 from .core import DefinitionError as DefinitionError
 from .core import ErrorInfo as ErrorInfo
 from .core import ExpressionError as ExpressionError
 from .core import FieldError as FieldError
 from .core import InstanceStatus as InstanceStatus
+from .core import IntervalSpec as IntervalSpec
 from .core import InvalidNameError as InvalidNameError
+from .core import InvalidScheduleError as InvalidScheduleError
 from .core import LimitExceededError as LimitExceededError
 from .core import Limits as Limits
+from .core import Overlap as Overlap
 from .core import RetryPolicy as RetryPolicy
+from .core import Schedule as Schedule
+from .core import ScheduleSpec as ScheduleSpec
+from .core import ScheduleState as ScheduleState
 from .core import Steps as Steps
 from .core import Timeouts as Timeouts
 from .core import WorkflowBuilder as WorkflowBuilder
@@ -53,6 +60,10 @@ from .runtime import InstanceSummary as InstanceSummary
 from .runtime import OperationRefusedError as OperationRefusedError
 from .runtime import Orchestrator as Orchestrator
 from .runtime import OrchestratorConfig as OrchestratorConfig
+from .runtime import ScheduleDescription as ScheduleDescription
+from .runtime import ScheduleExistsError as ScheduleExistsError
+from .runtime import ScheduleNotFoundError as ScheduleNotFoundError
+from .runtime import ScheduleRun as ScheduleRun
 from .runtime import SlotInfo as SlotInfo
 from .runtime import UnknownWorkflowTypeError as UnknownWorkflowTypeError
 from .runtime import VersionConflictError as VersionConflictError
@@ -133,4 +144,16 @@ __all__ = [
     "load_definition",
     "parse_definition",
     "serve_api",
+    # schedules
+    "CronSpec",
+    "IntervalSpec",
+    "InvalidScheduleError",
+    "Overlap",
+    "Schedule",
+    "ScheduleDescription",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
+    "ScheduleRun",
+    "ScheduleSpec",
+    "ScheduleState",
 ]

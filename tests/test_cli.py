@@ -627,7 +627,8 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
 #: Every command of the command line.
 COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
             "terminate", "slots", "orchestrator", "worker", "dev", "demo",
-            "signal-with-start", "pause", "resume", "retry", "rerun", "delete")  # fmt: skip
+            "signal-with-start", "pause", "resume", "retry", "rerun", "delete",
+            "schedules")  # fmt: skip
 
 
 def _commands_in_help(text: str) -> set[str]:

@@ -48,6 +48,10 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
     assert "registered    order v3" in text
     assert re.search(r"order-\d+-large\s+completed", text), text
     assert "5 of 5 returned" in text
+    assert "schedule      count-every-10-minutes" in text
+    schedules = dev.cli("--json", "schedules", "list")
+    assert schedules.returncode == 0, schedules.stderr
+    assert [s["id"] for s in json.loads(schedules.stdout)] == ["count-every-10-minutes"]
 
     started = dev.cli("start", "count", "--input", '{"count": 0}', "--id", "dev-1", "--wait")
     assert started.returncode == 0, started.stderr
@@ -100,6 +104,7 @@ def test_dev_runs_the_examples_serves_the_cli_and_api_and_stops_on_ctrl_c(
     rest, _ = again.process.communicate(timeout=60)
     assert again.process.returncode == 0, rest
     assert "registered    order v3" in "\n".join(again.lines)
+    assert "count-every-10-minutes (exists already)" in "\n".join(again.lines)
 
 
 def test_one_data_folder_one_server(tmp_path: Path) -> None:

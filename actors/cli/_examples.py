@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import trio
+import yaml
 
 from ..core import InstanceStatus
-from ..examples import definitions
-from ..runtime import MAX_LIMIT, Client, InstanceInfo
+from ..examples import definitions, schedules
+from ..runtime import MAX_LIMIT, Client, InstanceInfo, ScheduleExistsError
 from ._options import BoundedNumber
 from ._settings import Bounds
 
@@ -53,6 +54,14 @@ async def register_examples(client: Client) -> None:
     for name, text in definitions():
         definition = await client.register(text)
         print(f"registered    {definition.type} v{definition.version}  ({name})", flush=True)
+    for name, text in schedules():
+        data = yaml.safe_load(text)
+        try:
+            state = await client.schedules.create(data)
+        except ScheduleExistsError:
+            print(f"schedule      {data['id']} (exists already)", flush=True)
+            continue
+        print(f"schedule      {state.schedule.id}  ({name})", flush=True)
 
 
 async def run_examples(client: Client, count: int) -> None:

@@ -26,7 +26,17 @@ from typing import Any, Final
 import click
 
 from .._groups import leaves
-from . import _definitions, _demo, _dev, _flow, _instances, _operations, _services, _waiting
+from . import (
+    _definitions,
+    _demo,
+    _dev,
+    _flow,
+    _instances,
+    _operations,
+    _schedules,
+    _services,
+    _waiting,
+)
 from ._app import App, cli
 from ._config import ConfigError, config_path, load_config
 from ._errors import SERVICE_ERROR, ExitCode, client_error, service_usage
@@ -44,6 +54,7 @@ _COMMAND_MODULES: Final = (
     _flow,
     _instances,
     _operations,
+    _schedules,
     _services,
     _waiting,
 )

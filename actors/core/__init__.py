@@ -84,6 +84,7 @@ from ._events import Pause as Pause
 from ._events import PauseRequested as PauseRequested
 from ._events import ResumeRequested as ResumeRequested
 from ._events import RetryRequested as RetryRequested
+from ._events import ScheduleRef as ScheduleRef
 from ._events import SignalReceived as SignalReceived
 from ._events import SlotGranted as SlotGranted
 from ._events import StartRequested as StartRequested
@@ -110,6 +111,30 @@ from ._operations import restart_step as restart_step
 from ._parse import load_definition as load_definition
 from ._parse import parse_definition as parse_definition
 from ._parse import parse_duration as parse_duration
+from ._schedule import MAX_BACKFILL_FIRES as MAX_BACKFILL_FIRES
+from ._schedule import RECENT_RUNS as RECENT_RUNS
+from ._schedule import Backfill as Backfill
+from ._schedule import CancelRun as CancelRun
+from ._schedule import CronSpec as CronSpec
+from ._schedule import Fire as Fire
+from ._schedule import FireKind as FireKind
+from ._schedule import IntervalSpec as IntervalSpec
+from ._schedule import InvalidScheduleError as InvalidScheduleError
+from ._schedule import Overlap as Overlap
+from ._schedule import Run as Run
+from ._schedule import Schedule as Schedule
+from ._schedule import ScheduleEffect as ScheduleEffect
+from ._schedule import ScheduleSpec as ScheduleSpec
+from ._schedule import ScheduleState as ScheduleState
+from ._schedule import StartRun as StartRun
+from ._schedule import TerminateRun as TerminateRun
+from ._schedule import advance as advance
+from ._schedule import fire_instance_id as fire_instance_id
+from ._schedule import parse_time as parse_time
+from ._schedule import request_backfill as request_backfill
+from ._schedule import request_trigger as request_trigger
+from ._schedule import schedule_from_data as schedule_from_data
+from ._schedule import schedule_to_data as schedule_to_data
 from ._state import RUN_ATTEMPTS as RUN_ATTEMPTS
 from ._state import InstanceState as InstanceState
 from ._state import InstanceStatus as InstanceStatus
@@ -183,4 +208,30 @@ __all__ = [
     "step_limit",
     "parse_duration",
     "restart_step",
+    # schedules
+    "Backfill",
+    "CancelRun",
+    "CronSpec",
+    "Fire",
+    "FireKind",
+    "IntervalSpec",
+    "InvalidScheduleError",
+    "MAX_BACKFILL_FIRES",
+    "Overlap",
+    "RECENT_RUNS",
+    "Run",
+    "Schedule",
+    "ScheduleEffect",
+    "ScheduleRef",
+    "ScheduleSpec",
+    "ScheduleState",
+    "StartRun",
+    "TerminateRun",
+    "advance",
+    "fire_instance_id",
+    "parse_time",
+    "request_backfill",
+    "request_trigger",
+    "schedule_from_data",
+    "schedule_to_data",
 ]

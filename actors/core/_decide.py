@@ -274,6 +274,8 @@ def _begin(
         detail["parent"] = state.parent
     if start is not None and start.rerun_of is not None:
         detail["rerun_of"] = start.rerun_of
+    if start is not None and start.schedule is not None:
+        detail["schedule"] = start.schedule.to_data()
     build.history("workflow.started", **detail)
     if start is not None and start.pause is not None:
         # Its type is paused: stored, and begun when the type is resumed.

@@ -24,6 +24,7 @@ __all__ = [
     "RetryRequested",
     "SignalReceived",
     "SlotGranted",
+    "ScheduleRef",
     "StartRequested",
     "HeldEvent",
     "StepEvent",
@@ -59,6 +60,20 @@ class Pause:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleRef:
+    """Which schedule started an instance, for which fire time and why (see ``_schedule.py``)."""
+
+    id: str
+    #: The fire time (seconds since the epoch), not when the start was sent.
+    fire: float
+    #: ``scheduled``, ``trigger`` or ``backfill``.
+    kind: str
+
+    def to_data(self) -> dict[str, Any]:
+        return {"id": self.id, "fire": self.fire, "kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
 class StartRequested:
     """Start an instance; a child names its ``parent`` and the parent's step key.
 
@@ -83,6 +98,8 @@ class StartRequested:
     #: Its workflow type is paused: the instance is stored paused, its first
     #: step not begun. Set by the orchestrator; never on the wire.
     pause: Pause | None = None
+    #: The schedule that started it, if one did.
+    schedule: ScheduleRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,3 +18,13 @@ def definitions() -> list[tuple[str, str]]:
         for entry in resources.files(_PACKAGE).iterdir()
         if entry.name.endswith(".yaml")
     )
+
+
+def schedules() -> list[tuple[str, str]]:
+    """Every example schedule: its file name and its YAML text, by file name."""
+    folder = resources.files(_PACKAGE).joinpath("schedules")
+    return sorted(
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
+    )

@@ -82,6 +82,7 @@ from ._requests import (
     _string,
     _version,
 )
+from ._schedules import ScheduleEndpoints
 from .ui import WebUi
 
 __all__ = ["ApiError", "create_app", "serve_api"]
@@ -133,6 +134,7 @@ class _Api:
 
     def __init__(self, client: Client, *, auth: bool) -> None:
         self._client = client
+        self._schedules = ScheduleEndpoints(client)
         self._openapi = openapi_document(auth=auth)
         self._waits: set[trio.CancelScope] = set()
         self._closing = False
@@ -178,6 +180,7 @@ class _Api:
             route("/workflows/{id}/terminate", POST=self.terminate),
             route("/slots", GET=self.list_slots),
             *self._operation_routes(route),
+            *(route(path, **handlers) for path, handlers in self._schedules.routes()),
         ]
 
     def _operation_routes(self, route: Callable[..., Route]) -> list[Route]:

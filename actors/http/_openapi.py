@@ -21,6 +21,7 @@ from ._bounds import (
     MAX_WAIT,
 )
 from ._operations import operation_paths, operation_schemas
+from ._schedules import schedule_paths
 from ._schemas import (
     _ID,
     _INSTANCE_ID,
@@ -286,6 +287,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
         },
     }
     paths.update(operation_paths(operation))
+    paths.update(schedule_paths(operation))
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

@@ -26,6 +26,12 @@ from ._operations import OperationRefusedError as OperationRefusedError
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
 from ._registry import VersionConflictError as VersionConflictError
+from ._schedules import ScheduleDescription as ScheduleDescription
+from ._schedules import ScheduleExistsError as ScheduleExistsError
+from ._schedules import ScheduleNotFoundError as ScheduleNotFoundError
+from ._schedules import ScheduleRun as ScheduleRun
+from ._schedules import Schedules as Schedules
+from ._schedules import schedule_summary as schedule_summary
 from ._visibility import MAX_LIMIT as MAX_LIMIT
 from ._visibility import InstanceFilters as InstanceFilters
 from ._visibility import InstanceQuery as InstanceQuery
@@ -51,6 +57,11 @@ __all__ = [
     "Orchestrator",
     "OrchestratorConfig",
     "SlotInfo",
+    "ScheduleDescription",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
+    "ScheduleRun",
+    "Schedules",
     "UnknownWorkflowTypeError",
     "VersionConflictError",
     "Worker",
@@ -62,4 +73,5 @@ __all__ = [
     "activity_info",
     "collect_activities",
     "heartbeat",
+    "schedule_summary",
 ]

@@ -44,6 +44,7 @@ from ..observability import tracing
 from ..wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
+    SCHEDULES_BUCKET,
     SLOTS_BUCKET,
     STATES_BUCKET,
     Layout,
@@ -75,6 +76,7 @@ from ._instances import (
 )
 from ._operations import Operations
 from ._registry import DefinitionStore
+from ._schedules import Schedules
 from ._visibility import InstanceFilters, InstanceIndex, InstanceQuery, InstanceSummary
 
 # The errors it raises are _instances.py's, and exported from there.
@@ -107,6 +109,7 @@ class Client(Operations):
         self._limits = limits or Limits()
         self._states: KeyValue | None = None
         self._definitions: DefinitionStore | None = None
+        self._schedules: Schedules | None = None
         self._nursery: trio.Nursery | None = None
         self._waiters: dict[str, list[trio.MemorySendChannel[InstanceInfo]]] = {}
         self._watch_ready: trio.Event | None = None
@@ -142,6 +145,13 @@ class Client(Operations):
         await self._layout.provision(self._transport)
         self._states = await self._transport.kv(STATES_BUCKET)
         self._definitions = DefinitionStore(await self._transport.kv(DEFINITIONS_BUCKET))
+        self._schedules = Schedules(
+            self._transport,
+            await self._transport.kv(SCHEDULES_BUCKET),
+            self._states,
+            self._definitions,
+            self._limits,
+        )
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         return self
@@ -179,6 +189,15 @@ class Client(Operations):
     async def definitions(self) -> dict[str, list[int]]:
         """Every registered workflow type with its versions, ascending."""
         return await self._store().types()
+
+    # -- schedules --------------------------------------------------------------
+
+    @property
+    def schedules(self) -> Schedules:
+        """Create, list, describe, pause, unpause, trigger, backfill and delete schedules."""
+        if self._schedules is None:
+            raise RuntimeError("use the client inside 'async with'")
+        return self._schedules
 
     # -- instances --------------------------------------------------------------
 

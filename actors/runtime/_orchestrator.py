@@ -59,6 +59,7 @@ from ..wire import (
     INSTANCE_PREFIX,
     OPERATIONS_BUCKET,
     PARTITIONS_BUCKET,
+    SCHEDULES_BUCKET,
     SLOTS_BUCKET,
     START_PREFIX,
     STATES_BUCKET,
@@ -87,6 +88,7 @@ from ._partitions import Leases, Ownership
 from ._pauses import TypePauses
 from ._registry import DefinitionStore
 from ._retention import DEFAULT_REMOVAL_RATE, DEFAULT_RETENTION, Sweeper, retention_periods
+from ._scheduler import Scheduler
 
 __all__ = ["Orchestrator", "OrchestratorConfig"]
 
@@ -225,6 +227,9 @@ class Orchestrator:
                 "waits_for_start",
                 "starts_forwarded",
                 "expired",
+                "schedule_starts",
+                "schedule_skips",
+                "schedule_missed",
             )
         )
         _observed(self, self._metrics, transport)
@@ -324,6 +329,14 @@ class Orchestrator:
             await services.start(sweeper.run)
             await services.start(leases.run)
             services.start_soon(self._sweep_slots)
+            scheduler = Scheduler(
+                self._transport,
+                assets.buckets[SCHEDULES_BUCKET],
+                assets.buckets[STATES_BUCKET],
+                owns=self._fires,
+                stats=self.stats,
+            )
+            await services.start(scheduler.run)
             async with trio.open_nursery() as served:
                 services.start_soon(self._follow_leases, leases, served)
                 await served.start(self._intake)
@@ -356,6 +369,17 @@ class Orchestrator:
                 raise
             except (TransportError, MessageError) as exc:
                 log.warning("could not sweep the slots (%s); trying again later", exc)
+
+    def _fires(self, schedule_id: str) -> bool:
+        """Whether this process fires the schedule now: it owns the id's partition."""
+        number = instance_partition(schedule_id, self._count)
+        leases = self._leases
+        return (
+            number in self._partitions
+            and leases is not None
+            and leases.valid(number)
+            and not self._stopping.is_set()
+        )
 
     async def _follow_leases(self, leases: Leases, served: trio.Nursery) -> None:
         """Serve the partitions this process acquires; stop those it loses or hands back."""
@@ -518,9 +542,10 @@ class Orchestrator:
                 start.parent,
                 start.parent_step,
                 start.depth,
-                signal,
-                start.parent_attempt,
-                start.rerun_of,
+                signal=signal,
+                parent_attempt=start.parent_attempt,
+                rerun_of=start.rerun_of,
+                schedule=start.schedule,
             )
         if kind == EVENT_CANCEL and not rest:
             return instance_id, CancelRequested(decode_cancel(data))

@@ -74,6 +74,7 @@ from ._names import HISTORY_STREAM as HISTORY_STREAM
 from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
 from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
 from ._names import RATES_BUCKET as RATES_BUCKET
+from ._names import SCHEDULES_BUCKET as SCHEDULES_BUCKET
 from ._names import SLOTS_BUCKET as SLOTS_BUCKET
 from ._names import START_PREFIX as START_PREFIX
 from ._names import STATES_BUCKET as STATES_BUCKET
@@ -121,6 +122,9 @@ from ._operations import paused_type as paused_type
 from ._operations import resume_subject as resume_subject
 from ._operations import retry_subject as retry_subject
 from ._operations import type_pause_key as type_pause_key
+from ._schedules import KIND_SCHEDULE as KIND_SCHEDULE
+from ._schedules import decode_schedule as decode_schedule
+from ._schedules import encode_schedule as encode_schedule
 from ._state import decode_state as decode_state
 from ._state import decode_status as decode_status
 from ._state import encode_state as encode_state
@@ -173,7 +177,11 @@ __all__ = [
     "RATES_BUCKET",
     "SLOTS_BUCKET",
     "START_PREFIX",
+    "SCHEDULES_BUCKET",
     "STATES_BUCKET",
+    "KIND_SCHEDULE",
+    "decode_schedule",
+    "encode_schedule",
     "TASKS_STREAM",
     "ActivityCancel",
     "CodecError",

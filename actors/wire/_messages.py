@@ -22,6 +22,7 @@ from ..core import (
     ErrorInfo,
     RecordHistory,
     ScheduleActivity,
+    ScheduleRef,
     StartTimer,
     TimerFired,
     TimerKind,
@@ -92,6 +93,8 @@ class StartMessage:
     parent_attempt: int = 1
     #: A rerun's: the instance whose type, version and input it repeats.
     rerun_of: str | None = None
+    #: The schedule that sends the start, if one does.
+    schedule: ScheduleRef | None = None
 
 
 def encode_start(message: StartMessage) -> bytes:
@@ -109,6 +112,8 @@ def encode_start(message: StartMessage) -> bytes:
         if message.parent_attempt != 1:
             body["parent"]["attempt"] = message.parent_attempt
         body["depth"] = message.depth
+    if message.schedule is not None:
+        body["schedule"] = message.schedule.to_data()
     return encode(KIND_START, body)
 
 
@@ -136,9 +141,23 @@ def decode_start(data: bytes) -> StartMessage:
     if rerun_of is not None:
         with _names("rerun_of: "):
             check_instance_id(rerun_of)
+    scheduled = fields.maybe_fields("schedule")
+    schedule = None
+    if scheduled is not None:
+        with _names("schedule: "):
+            schedule = ScheduleRef(
+                check_name("schedule id", scheduled.data.get("id")),
+                scheduled.number("fire"),
+                scheduled.text("kind"),
+            )
     if parent is None:
         return StartMessage(
-            instance_id, body.get("input"), version, signal=signal, rerun_of=rerun_of
+            instance_id,
+            body.get("input"),
+            version,
+            signal=signal,
+            rerun_of=rerun_of,
+            schedule=schedule,
         )
     if signal is not None:
         raise MessageError("field 'signal' is set in a child's start")

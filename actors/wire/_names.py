@@ -23,6 +23,7 @@ FLOW_SLOTS             KV         ``workflow.{type}.{digest}`` -> the slots
                                   of one key value of a concurrency limit
 FLOW_RATES             KV         ``rate.{activity}.{digest}`` -> when the
                                   next attempt of a rate limit is due
+WORKFLOW_SCHEDULES     KV         ``{schedule}`` -> schedule and its firing
 =====================  =========  ===========================================
 
 Events of an instance are published on ``instance.{instance}.{event...}``;
@@ -71,6 +72,8 @@ RATES_BUCKET: Final = "FLOW_RATES"
 RATES_TTL: Final = 2 * 86400.0
 #: Operations that are no instance's own: paused workflow types (``_operations.py``).
 OPERATIONS_BUCKET: Final = "WORKFLOW_OPERATIONS"
+#: Schedules by id (``actors.core.ScheduleState``), written by compare-and-set.
+SCHEDULES_BUCKET: Final = "WORKFLOW_SCHEDULES"
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -287,6 +290,9 @@ class Layout:
             KVSpec(bucket=SLOTS_BUCKET, replicas=self.replicas, max_value_size=self.max_payload),
             KVSpec(bucket=RATES_BUCKET, replicas=self.replicas, ttl=RATES_TTL),
             KVSpec(bucket=OPERATIONS_BUCKET, replicas=self.replicas),
+            KVSpec(
+                bucket=SCHEDULES_BUCKET, replicas=self.replicas, max_value_size=self.max_payload
+            ),
         )
 
     def intake_consumer(self) -> ConsumerSpec:
