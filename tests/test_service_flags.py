@@ -283,6 +283,43 @@ CLI_ROWS = [
     c("demo", "--count", "-1", message="from 0 to 10000, not -1"),
     c("demo", "--count", "many", message="invalid int value: 'many'"),
     c("demo", "--data", UNMAKEABLE, message="cannot make the data folder {tmp}/file/data"),
+    # Schedules: every field of a schedule is checked before anything is sent.
+    *(
+        c("schedules", "create", "--id", "s1", "--workflow", "count", *argv, message=message)
+        for argv, message in [
+            (("--cron", "bad"), "cron expression 'bad'"),
+            (("--cron", "0 * * * *", "--timezone", "Mars/Base"), "unknown time zone 'Mars/Base'"),
+            (("--every", "-5s"), "spec.intervals[0].every: '-5s' is not a duration"),
+            (("--every", "1h", "--offset", "xyz"), "offset: 'xyz' is not a duration"),
+            (("--every", "1h", "--jitter", "-1s"), "spec.jitter: '-1s' is not a duration"),
+            (("--every", "1h", "--start-at", "yesterday"), "'yesterday' is not an ISO 8601 time"),
+            (("--every", "1h", "--end-at", "nope"), "spec.end_at: 'nope' is not an ISO 8601"),
+            (("--every", "1h", "--overlap", "sometimes"), "'sometimes' is not one of 'skip'"),
+            (("--every", "1h", "--catchup-window", "forever"), "'forever' is not a duration"),
+        ]
+    ),
+    c(
+        "schedules",
+        "create",
+        "--id",
+        "s1",
+        "--workflow",
+        "bad type!",
+        "--every",
+        "1h",
+        message="workflow type 'bad type!' is not a valid name",
+    ),
+    c("schedules", "describe", "s1", "--next", "0", message="0 is not in the range 1<=x<=100"),
+    c(
+        "schedules",
+        "backfill",
+        "s1",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "never",
+        message="--to: 'never' is not an ISO 8601 time",
+    ),
 ]
 
 # The services' rows again, as commands of the command line.
@@ -422,7 +459,7 @@ def test_the_table_covers_every_flag() -> None:
     # (--host and --metrics-host are checked when their port is bound).
     free = {
         "--help", "--json", "--once", "--examples", "--no-examples", "--reason", "--password",
-        "--host", "--metrics-host", "--by", "--yes",
+        "--host", "--metrics-host", "--by", "--yes", "--note",
     }  # fmt: skip
     assert flags - free - given == set()
 
