@@ -358,7 +358,9 @@ def plan(
     for asset, (kind, writes, deliveries) in work.assets().items():
         per_workflow = writes * broker[kind].leader + deliveries * delivery.leader
         leaders[asset] = rate * per_workflow
-        ceilings[asset] = LEADER_BUSY / per_workflow
+        # A quick calibration on a busy machine can measure a leader's share
+        # as nothing: no ceiling is known then, rather than a division by zero.
+        ceilings[asset] = LEADER_BUSY / per_workflow if per_workflow > 0 else math.inf
         server += rate * (writes * broker[kind].total + deliveries * delivery.total)
     # A consumer is a group of its own: the tasks of one activity type all go
     # through one consumer's leader (the events are spread over the partitions').
