@@ -53,11 +53,12 @@ from ..wire import (
     published_subject,
     start_subject,
 )
+from ._actor_context import Context, Routed
 from ._counters import Counters
 from ._deadletters import deadletter
 from ._flow import WorkflowSlots
 from ._incoming import decode_event
-from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
+from ._instance import RETRY_DELAY, InstanceActor
 from ._partitions import Leases, Ownership
 from ._pauses import TypePauses
 from ._registry import DefinitionStore
