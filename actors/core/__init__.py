@@ -22,6 +22,9 @@ listed before it; type annotations aside):
 * ``_places.py`` (where each step sits), ``_definition.py`` (the
   ``Definition`` and its errors), ``_parse.py`` (validation of plain data),
   ``_builder.py`` (definitions written in Python).
+* ``_schedule_spec.py`` (when a schedule fires: cron in a time zone,
+  intervals, jitter), ``_schedule.py`` (what its fires do: the firing
+  rule, overlap policies, catch-up, backfills).
 * ``_compensation.py`` (undoing what was done), ``_ending.py`` (how an
   instance ends), ``_decision.py`` (one decision under construction, and
   the moves the kinds make with it), ``_decide.py`` (``decide`` and
@@ -115,16 +118,12 @@ from ._schedule import MAX_BACKFILL_FIRES as MAX_BACKFILL_FIRES
 from ._schedule import RECENT_RUNS as RECENT_RUNS
 from ._schedule import Backfill as Backfill
 from ._schedule import CancelRun as CancelRun
-from ._schedule import CronSpec as CronSpec
 from ._schedule import Fire as Fire
 from ._schedule import FireKind as FireKind
-from ._schedule import IntervalSpec as IntervalSpec
-from ._schedule import InvalidScheduleError as InvalidScheduleError
 from ._schedule import Overlap as Overlap
 from ._schedule import Run as Run
 from ._schedule import Schedule as Schedule
 from ._schedule import ScheduleEffect as ScheduleEffect
-from ._schedule import ScheduleSpec as ScheduleSpec
 from ._schedule import ScheduleState as ScheduleState
 from ._schedule import StartRun as StartRun
 from ._schedule import TerminateRun as TerminateRun
@@ -135,6 +134,10 @@ from ._schedule import request_backfill as request_backfill
 from ._schedule import request_trigger as request_trigger
 from ._schedule import schedule_from_data as schedule_from_data
 from ._schedule import schedule_to_data as schedule_to_data
+from ._schedule_spec import CronSpec as CronSpec
+from ._schedule_spec import IntervalSpec as IntervalSpec
+from ._schedule_spec import InvalidScheduleError as InvalidScheduleError
+from ._schedule_spec import ScheduleSpec as ScheduleSpec
 from ._state import RUN_ATTEMPTS as RUN_ATTEMPTS
 from ._state import InstanceState as InstanceState
 from ._state import InstanceStatus as InstanceStatus

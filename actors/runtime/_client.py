@@ -5,17 +5,20 @@ by every waiter, wakes each when its instance reaches a terminal state. The
 watch starts at the bucket's latest revision, so it never replays the
 bucket's past (which may hold millions of instances), and the client writes
 nothing there: the bucket holds instance states only.
+
+Two groups of its methods live beside it, as classes it inherits: the
+instance operations (:class:`Operations`, ``_operations.py``) and the
+listings (:class:`Listing`, ``_listing.py``: history, slots, list, counts).
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, TypeVar, Unpack
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -45,7 +48,6 @@ from ..wire import (
     DEFINITIONS_BUCKET,
     EVENTS_STREAM,
     SCHEDULES_BUCKET,
-    SLOTS_BUCKET,
     STATES_BUCKET,
     Layout,
     MessageError,
@@ -61,8 +63,6 @@ from ..wire import (
     start_subject,
     terminate_subject,
 )
-from ._flow import SlotInfo, slot_infos
-from ._history import HISTORY_LIMIT, read_history
 from ._instances import (
     InstanceInfo,
     UnknownWorkflowTypeError,
@@ -74,10 +74,11 @@ from ._instances import (
     _same_type,
     _unknown,
 )
+from ._listing import Listing
 from ._operations import Operations
 from ._registry import DefinitionStore
 from ._schedules import Schedules
-from ._visibility import InstanceFilters, InstanceIndex, InstanceQuery, InstanceSummary
+from ._visibility import InstanceIndex
 
 # The errors it raises are _instances.py's, and exported from there.
 __all__ = ["Client"]
@@ -91,7 +92,7 @@ _STARTS_KEPT: Final = 100_000
 _FIRST_START_LOOKS: Final = 6
 
 
-class Client(Operations):
+class Client(Operations, Listing):
     """Talks to the engine through a transport. Use as an async context manager::
 
         async with Client.connect("nats://localhost:4222") as client:
@@ -462,74 +463,6 @@ class Client(Operations):
             headers=tracing.current_headers(),
         )
 
-    async def history(
-        self, instance_id: str, *, limit: int = HISTORY_LIMIT
-    ) -> builtins.list[dict[str, Any]]:
-        """The instance's history records, oldest first: at most ``limit`` of them.
-
-        Each record is a dict with ``instance``, ``seq`` (numbered from 1),
-        ``kind``, ``at`` (seconds since the epoch) and ``detail``, as
-        docs/wire.md describes; each ``seq`` appears once. ``[]`` for an
-        instance that does not exist (or has no record yet).
-
-        The records are read from the history stream in pages, with no
-        consumer: nothing is left behind on the broker, and calling it again
-        reads the same records (and any written since). The orchestrator
-        stores an instance's state before it publishes the history records of
-        that change, so right after :meth:`wait` returns the last records may
-        not be readable yet: a finished instance's history is complete once
-        it holds the ``workflow.completed`` (``failed``, ``cancelled``,
-        ``terminated``) record.
-        Records the stream no longer holds (``history_max_age``) are not
-        there. Raises ``InvalidNameError`` for a bad id, ``ValueError`` for a
-        ``limit`` below 1, and the transport's errors.
-        """
-        return await read_history(self._transport, check_instance_id(instance_id), limit)
-
-    async def slots(self) -> builtins.list[SlotInfo]:
-        """Every key value of every concurrency limit in use: its holders and its queue.
-
-        Workflow limits and step limits alike (see :class:`SlotInfo`), read
-        from ``FLOW_SLOTS`` now; a key value no instance holds or waits for
-        is not there. Costs one read per key value.
-        """
-        return await slot_infos(await self._transport.kv(SLOTS_BUCKET))
-
-    async def list(self, **query: Unpack[InstanceQuery]) -> list[InstanceSummary]:
-        """Summaries of the instances that match ``query``, oldest first (one page of them).
-
-        The query's keys (filters, start times, page) are :class:`InstanceQuery`'s.
-        The first call reads every stored instance once to build the
-        client's index (see ``actors/runtime/_visibility.py``); later calls
-        are answered from it, and it follows every change. Every change
-        stored before the call is reflected (at the cost of one write and the
-        watch's delay). Raises ``ValueError`` for an unknown status or a
-        limit over 10,000.
-        """
-        page, _ = await self.count_and_list(**query)
-        return page
-
-    async def count_and_list(
-        self, **query: Unpack[InstanceQuery]
-    ) -> tuple[builtins.list[InstanceSummary], int]:
-        """As :meth:`list`, with the number of instances that match in all."""
-        index = await self._index_ready()
-        # Read-your-writes: whatever was stored before this call is listed.
-        await index.sync()
-        return index.query(**query)
-
-    async def count_by_status(
-        self, **filters: Unpack[InstanceFilters]
-    ) -> dict[InstanceStatus, int]:
-        """How many instances of each status match ``filters`` (:class:`InstanceFilters`).
-
-        Statuses no instance has are left out. Answered from the client's
-        index, as :meth:`list` is.
-        """
-        index = await self._index_ready()
-        await index.sync()
-        return index.counts(**filters)
-
     # -- internals ----------------------------------------------------------------
 
     def _store(self) -> DefinitionStore:
@@ -541,16 +474,6 @@ class Client(Operations):
         if self._states is None:
             raise RuntimeError("use the client inside 'async with'")
         return self._states
-
-    async def _index_ready(self) -> InstanceIndex:
-        """The client's instance index, started (and caught up) on first use."""
-        if self._index is None:
-            if self._nursery is None:
-                raise RuntimeError("use the client inside 'async with'")
-            index = InstanceIndex(self._kv())
-            await self._nursery.start(index.run)
-            self._index = index
-        return self._index
 
     async def _ensure_watch(self) -> None:
         # None yet, or the last one failed (its waiters saw the error): start

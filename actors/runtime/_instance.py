@@ -12,25 +12,23 @@ rarely, until it is stored or ``start_wait`` has passed since the event was
 stored; later events of the instance wait behind it, so that they are
 decided in the order they came.
 
-An actor sees of its orchestrator only a :class:`Context`: what it reads,
-writes and counts.
+An actor sees of its orchestrator only a :class:`Context`
+(``_actor_context.py``): what it reads, writes and counts.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Final
 
 from transport import (
     ConflictError,
     Delivery,
-    KeyValue,
     OutMessage,
     TooLargeError,
-    Transport,
     TransportClosedError,
     TransportError,
 )
@@ -44,21 +42,13 @@ from ..core import (
     ErrorInfo,
     Event,
     InstanceState,
-    InstanceStatus,
     LimitExceededError,
-    Limits,
-    Pause,
-    ScheduleActivity,
-    SlotGranted,
     StartRequested,
-    TimerFired,
-    TimerKind,
     decide,
     fail_instance,
-    queue_instance,
 )
 from ..errors import EngineError
-from ..observability import NO_METRICS, Metrics, clock, tracing
+from ..observability import clock, tracing
 from ..wire import (
     EVENTS_STREAM,
     CodecError,
@@ -70,14 +60,13 @@ from ..wire import (
     encode_expire,
     expire_msg_id,
     expire_subject,
-    task_msg_id,
 )
-from ._flow import QueueFullError, WorkflowSlots
+from ._actor_context import Context, Routed
+from ._instance_slots import admit, free_slots, hold_back
 from ._outbox import messages_for
-from ._registry import DefinitionStore
 from ._sizes import checked, encoded, slim, within_limits
 
-__all__ = ["Context", "DamagedStateError", "InstanceActor", "Routed"]
+__all__ = ["DamagedStateError", "InstanceActor"]
 
 log = logging.getLogger("actors.orchestrator")
 
@@ -90,46 +79,6 @@ _START_RETRY_FIRST: Final = 0.02
 _START_RETRY_MAX: Final = 2.0
 #: Deliveries of an event that keeps failing before it goes to dead letters.
 _POISON_DELIVERIES: Final = 5
-
-
-@dataclass(slots=True)
-class Routed:
-    """An event, decoded, with the delivery that brought it."""
-
-    delivery: Delivery
-    event: Event
-
-
-@dataclass(eq=False, kw_only=True)
-class Context:
-    """What an instance actor needs of the orchestrator that runs it, and nothing more."""
-
-    transport: Transport
-    states: KeyValue
-    #: ``ACTIVITY_CANCELS``: where tasks the instances withdraw are written.
-    cancels: KeyValue
-    definitions: DefinitionStore
-    limits: Limits
-    #: The events consumer's ack wait: held events are kept alive within it.
-    ack_wait: float
-    #: How long an event for an instance not stored yet waits for it.
-    start_wait: float
-    #: Events held at most by all the actors of the process.
-    max_waiting_events: int
-    #: The orchestrator's counters.
-    stats: dict[str, int]
-    #: The slots of workflow-level concurrency limits (``FLOW_SLOTS``).
-    slots: WorkflowSlots
-    #: Records a delivery in the dead letters with a reason, then acks it.
-    deadletter: Callable[[Delivery, str], Awaitable[None]]
-    #: Where decisions are counted.
-    metrics: Metrics = NO_METRICS
-    #: Events the actors hold now, waiting for their instance.
-    held: int = 0
-    #: How a new instance of a workflow type is paused (``None``: the type is not).
-    type_pause: Callable[[str], Pause | None] = lambda workflow_type: None
-    #: How long a finished instance of a workflow type is kept (``None``: for ever).
-    retention: Callable[[str], float | None] = lambda workflow_type: None
 
 
 class DamagedStateError(EngineError):
@@ -377,7 +326,9 @@ class InstanceActor:
             # event back (``_handle_one``); it is no failure of the instance.
             flow = None
             if not isinstance(admitted, tuple):
-                flow = await self._flow(definition, state, admitted, now, delivery.stream_seq)
+                flow = await admit(
+                    self._ctx.slots, self._id, definition, state, admitted, now, delivery.stream_seq
+                )
             try:
                 if isinstance(admitted, tuple):
                     new, commands = admitted
@@ -414,12 +365,12 @@ class InstanceActor:
                         self._messages(state, state.outbox), state.outbox, definition, state
                     )
                     self._outbox_sent = True
-                    await self._free_slots(definition, state, event)
+                    await free_slots(self._ctx.slots, definition, state, event)
                 if isinstance(event, StartRequested) and state is not None:
                     # A duplicate start may have taken a slot before the
                     # instance was found to exist: free it if it has ended
                     # (while it runs or waits, it holds its own already).
-                    await self._free_slots(definition, state, event)
+                    await free_slots(self._ctx.slots, definition, state, event)
                 if (
                     state is not None
                     and isinstance(event, StartRequested)
@@ -476,7 +427,7 @@ class InstanceActor:
                     continue
             await self._publish(messages, commands, definition, new)
             self._outbox_sent = True
-            await self._free_slots(definition, new, event)
+            await free_slots(self._ctx.slots, definition, new, event)
             await delivery.ack()
             lag = self._transport.now() - delivery.stored_at
             self._ctx.metrics.decided(event, state, new, commands, clock() - began, lag)
@@ -484,94 +435,6 @@ class InstanceActor:
                 tracing.decision_span(self._id, new.trace, event, delivery.headers, began_at)
             tracing.end_span(root)
             return
-
-    async def _flow(
-        self,
-        definition: Definition | None,
-        state: InstanceState | None,
-        event: Event,
-        now: float,
-        cause: int,
-    ) -> tuple[InstanceState, list[Command]] | None:
-        """Take the slots of the workflow-level limits a start (or an admission) needs.
-
-        ``cause``: the event's stream sequence (a start's orders its queue).
-
-        ``None``: decide the event as it is (no limits, or every slot is
-        held). A decision in its place: the instance is queued, or fails (a
-        key without a value, a full queue). A start is taken for one of an
-        instance not stored yet, as ``_handle`` assumes: if it was a
-        duplicate, of an instance that has ended, what it took is freed
-        when it is found out (see ``_handle``).
-        """
-        if definition is None or not definition.concurrency:
-            return None
-        if isinstance(event, StartRequested) and state is None:
-            start: StartRequested | None = event
-            input = event.input
-            seq = cause
-        elif (
-            isinstance(event, SlotGranted)
-            and state is not None
-            and state.status is InstanceStatus.QUEUED
-        ):
-            start = None
-            input = state.input
-            seq = 0  # its start's is not kept: behind a further limit, it goes last
-        else:
-            return None
-        try:
-            admission = await self._ctx.slots.admit(definition, self._id, input, seq)
-        except (ValueError, QueueFullError) as exc:
-            kind = "QueueFull" if isinstance(exc, QueueFullError) else "InvalidConcurrencyKey"
-            error = ErrorInfo(kind, str(exc), non_retryable=True)
-            return fail_instance(state, start, error, now, definition)
-        if admission.behind is None:
-            return None
-        return queue_instance(definition, state, start, admission.behind, now)
-
-    async def _slotted(
-        self, messages: list[OutMessage], commands: Sequence[Command], definition: Definition
-    ) -> list[OutMessage]:
-        """``messages`` without the tasks that wait for a slot of their step's limit."""
-        waiting: set[str] = set()
-        by_id = {message.msg_id: message for message in messages if message.msg_id}
-        for command in commands:
-            if not isinstance(command, ScheduleActivity):
-                continue
-            msg_id = task_msg_id(self._id, command.step, command.attempt)
-            task = by_id.get(msg_id)
-            if task is not None and not await self._ctx.slots.take_attempt(
-                definition, self._id, command, task
-            ):
-                waiting.add(msg_id)
-        return [m for m in messages if m.msg_id not in waiting] if waiting else messages
-
-    async def _free_slots(
-        self, definition: Definition | None, state: InstanceState, event: Event
-    ) -> None:
-        """Free the slots the decision just carried out let go (again, if it is redelivered).
-
-        An instance's own when it ended; an attempt's when its result or its
-        timeout came, or when the instance ended.
-        """
-        if definition is None:
-            return
-        slots = self._ctx.slots
-        if state.status.terminal and definition.concurrency:
-            await slots.release(definition, state)
-        if not definition.limited_steps:
-            return
-        ended: list[tuple[str, int]] = []
-        timed_out = isinstance(event, TimerFired) and event.kind is TimerKind.TIMEOUT
-        if isinstance(event, ActivityCompleted | ActivityFailed | TimerFired) and (
-            timed_out or not isinstance(event, TimerFired)
-        ):
-            ended.append((event.step, event.attempt))
-        if state.status.terminal:
-            ended.extend((key, step.attempt) for key, step in state.steps.items())
-        for key, attempt in ended:
-            await slots.free_attempt(definition, state, key, attempt)
 
     async def _send_previous(self, state: InstanceState, delivery: Delivery) -> None:
         """Publish ``state``'s outbox if the event that made it may not be acked yet.
@@ -618,7 +481,7 @@ class InstanceActor:
         (``_retention.py``): sent again with that outbox, it is the same message.
         """
         if definition is not None and definition.limited_steps:
-            messages = await self._slotted(messages, commands, definition)
+            messages = await hold_back(self._ctx.slots, self._id, messages, commands, definition)
         expiry = self._expiry(state) if state.status.terminal else None
         await self._transport.publish_many(messages if expiry is None else [*messages, expiry])
         for command in commands:

@@ -3,10 +3,11 @@
 Every event of an instance is filed under the instance's partition of the
 events stream. The orchestrator serves the partitions it holds a lease on
 (``_partitions.py``): for each, it pulls the partition's consumer and hands
-each event to its instance's actor (``_instance.py``), spawning one if
-needed; an actor decides its events one at a time, in the order they were
-stored. Any orchestrator also takes plain starts (``workflow.start.{type}``)
-from the shared intake and files each under its instance.
+each event (decoded by ``_incoming.py``) to its instance's actor
+(``_instance.py``), spawning one if needed; an actor decides its events one
+at a time, in the order they were stored. Any orchestrator also takes
+plain starts (``workflow.start.{type}``) from the shared intake and files
+each under its instance.
 
 What cannot be processed (a malformed message, an event for an instance
 that never comes) goes to the dead-letter stream with its reason and is
@@ -28,33 +29,14 @@ import trio
 from transport import Delivery, Transport, TransportClosedError, TransportError
 
 from ..core import (
-    ActivityCompleted,
-    CancelRequested,
-    Event,
     InvalidNameError,
     Limits,
-    SignalReceived,
-    SlotGranted,
-    StartRequested,
-    TerminateRequested,
-    check_instance_id,
     check_name,
 )
 from ..observability import NO_METRICS, Metrics
 from ..wire import (
     CANCELS_BUCKET,
     DEFINITIONS_BUCKET,
-    EVENT_ADMIT,
-    EVENT_CANCEL,
-    EVENT_COMPLETED,
-    EVENT_FAILED,
-    EVENT_PAUSE,
-    EVENT_RESUME,
-    EVENT_RETRY,
-    EVENT_SIGNAL,
-    EVENT_START,
-    EVENT_TERMINATE,
-    EVENT_TIMER,
     EVENTS_STREAM,
     INSTANCE_PREFIX,
     OPERATIONS_BUCKET,
@@ -66,24 +48,17 @@ from ..wire import (
     CodecError,
     Layout,
     MessageError,
-    decode_admit,
-    decode_cancel,
-    decode_pause,
-    decode_result,
-    decode_resume,
-    decode_retry,
-    decode_signal,
     decode_start,
-    decode_terminate,
-    decode_timer,
     instance_partition,
     published_subject,
     start_subject,
 )
+from ._actor_context import Context, Routed
 from ._counters import Counters
 from ._deadletters import deadletter
 from ._flow import WorkflowSlots
-from ._instance import RETRY_DELAY, Context, InstanceActor, Routed
+from ._incoming import decode_event
+from ._instance import RETRY_DELAY, InstanceActor
 from ._partitions import Leases, Ownership
 from ._pauses import TypePauses
 from ._registry import DefinitionStore
@@ -497,7 +472,7 @@ class Orchestrator:
         self.stats["events"] += 1
         self._metrics.delivered("events", delivery.num_delivered)
         try:
-            instance_id, event = self._parse(delivery, partition.number)
+            instance_id, event = decode_event(delivery, partition.number, self._count)
         except (MessageError, CodecError, InvalidNameError) as exc:
             await self._deadletter(delivery, f"malformed: {exc}")
             return
@@ -511,73 +486,6 @@ class Orchestrator:
                 self._actor, instance_id, receive, partition, name=f"instance {instance_id}"
             )
         mailbox.send_nowait(Routed(delivery, event))
-
-    def _parse(self, delivery: Delivery, partition: int) -> tuple[str, Event]:
-        """The instance and event a stored ``instance.{p}.{id}.{event...}`` message carries."""
-        subject = delivery.subject
-        tokens = subject.split(".")
-        if len(tokens) < 4 or tokens[0] != INSTANCE_PREFIX:
-            raise MessageError(f"no event is published on {subject!r}")
-        instance_id = check_instance_id(tokens[2])
-        if instance_partition(instance_id, self._count) != partition:
-            raise MessageError(f"{subject!r} is filed in another partition than its instance's")
-        kind, rest = tokens[3], tokens[4:]
-        data = delivery.data
-        if kind == EVENT_START and len(rest) == 1:
-            workflow_type = check_name("workflow type", rest[0])
-            start = decode_start(data)
-            if start.instance_id not in (None, instance_id):
-                raise MessageError("start body names another instance than its subject")
-            # A signal-with-start's signal is identified by its message, as a signal is.
-            signal = (
-                None
-                if start.signal is None
-                else SignalReceived(start.signal[0], start.signal[1], delivery.stream_seq)
-            )
-            return instance_id, StartRequested(
-                instance_id,
-                workflow_type,
-                start.version,
-                start.input,
-                start.parent,
-                start.parent_step,
-                start.depth,
-                signal=signal,
-                parent_attempt=start.parent_attempt,
-                rerun_of=start.rerun_of,
-                schedule=start.schedule,
-            )
-        if kind == EVENT_CANCEL and not rest:
-            return instance_id, CancelRequested(decode_cancel(data))
-        if kind == EVENT_TERMINATE and not rest:
-            return instance_id, TerminateRequested(decode_terminate(data))
-        if kind == EVENT_SIGNAL and len(rest) == 1:
-            name = check_name("signal name", rest[0])
-            return instance_id, SignalReceived(name, decode_signal(data), delivery.stream_seq)
-        if kind in (EVENT_COMPLETED, EVENT_FAILED) and len(rest) == 1:
-            named, result = decode_result(data)
-            if named != instance_id or result.step != rest[0]:
-                raise MessageError("result body names another instance or step than its subject")
-            if (kind == EVENT_COMPLETED) != isinstance(result, ActivityCompleted):
-                raise MessageError("result outcome disagrees with its subject")
-            return instance_id, result
-        if kind == EVENT_ADMIT and not rest:
-            named, slot = decode_admit(data)
-            if named != instance_id:
-                raise MessageError("admission body names another instance than its subject")
-            return instance_id, SlotGranted(slot)
-        if kind == EVENT_PAUSE and not rest:
-            return instance_id, decode_pause(data)
-        if kind == EVENT_RESUME and not rest:
-            return instance_id, decode_resume(data)
-        if kind == EVENT_RETRY and not rest:
-            return instance_id, decode_retry(data)
-        if kind == EVENT_TIMER and not rest:
-            named, timer = decode_timer(data)
-            if named != instance_id:
-                raise MessageError("timer body names another instance than its subject")
-            return instance_id, timer
-        raise MessageError(f"no event is published on {subject!r}")
 
     async def _deadletter(self, delivery: Delivery, reason: str) -> None:
         """Record ``delivery`` in the dead-letter stream, then ack it (rule 7).
