@@ -23,7 +23,8 @@ from flow import failure_of, result_of
 from records import Records
 
 import actors
-from transport import open_transport
+from actors.runtime import _asyncio_activities
+from transport import KVSpec, open_transport
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -37,6 +38,8 @@ class Calls:
     cancelled: trio.Event = field(default_factory=trio.Event)
     #: Heartbeats sent from asyncio code.
     beats: int = 0
+    #: A call that ignored its cancellation has ended after all.
+    stubborn_ended: trio.Event = field(default_factory=trio.Event)
 
 
 CALLS = Records("calls", Calls)
@@ -96,6 +99,18 @@ async def beating(value: dict[str, Any]) -> int:
         CALLS.get().cancelled.set()
         raise
     return CALLS.get().beats
+
+
+@actors.activity(loop="asyncio")
+async def stubborn(value: Any) -> str:
+    """Catch the cancellation and go on for another second."""
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        CALLS.get().cancelled.set()
+        await asyncio.sleep(1.0)
+    CALLS.get().stubborn_ended.set()
+    return "ignored the cancellation"
 
 
 @actors.activity(loop="asyncio")
@@ -266,6 +281,21 @@ async def test_an_asyncio_call_without_heartbeats_times_out(engine: Engine, call
         await calls.cancelled.wait()
 
 
+async def test_a_call_that_ignores_its_cancellation_is_abandoned_after_a_grace(
+    engine: Engine, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_asyncio_activities, "CANCEL_GRACE", 0.2)
+    await engine.client.register(one_step("stubborn", "stubborn", timeout={"start_to_close": 0.5}))
+    instance_id = await engine.client.start("stubborn", None)
+    await failure_of(engine, instance_id)
+    # Reported as timed out, though the task it abandoned has not ended yet.
+    assert await failed_types(engine, instance_id) == ["StartToCloseTimeout"]
+    assert calls.cancelled.is_set()
+    assert not calls.stubborn_ended.is_set()
+    with trio.fail_after(10):
+        await calls.stubborn_ended.wait()
+
+
 async def test_an_asyncio_exception_is_reported_with_its_type_and_message(
     engine: Engine,
 ) -> None:
@@ -318,3 +348,21 @@ async def test_a_worker_without_trio_asyncio_says_what_to_install(
         with pytest.raises(RuntimeError, match=r"\(fetch, lookup\) need trio-asyncio") as caught:
             actors.Worker(transport, specs)
     assert "actors[asyncio]" in str(caught.value)
+
+
+async def test_the_nats_py_transport_opens_beside_trio_asyncio(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker serving an asyncio activity imports trio-asyncio, which changes
+    # asyncio's loop functions for the whole process; nats-py's own loop
+    # (in the JetStream transport's thread) must still be a stock one.
+    async with open_transport("memory://") as memory:
+        actors.Worker(memory, actors.collect_activities([fetch]))
+    assert "trio_asyncio" in sys.modules
+    monkeypatch.setenv("ACTORS_NATS_CLIENT", "nats-py")
+    async with open_transport(nats_url) as transport:
+        bucket = await transport.ensure_kv(KVSpec(bucket="asyncio_beside"))
+        revision = await bucket.put("key", b"value")
+        entry = await bucket.get("key")
+        assert entry is not None
+        assert (entry.value, entry.revision) == (b"value", revision)
