@@ -31,7 +31,7 @@ import trio
 
 from ._activity import ActivityError
 
-__all__ = ["AsyncioLoop", "wrong_loop"]
+__all__ = ["AsyncioLoop", "require_trio_asyncio", "wrong_loop"]
 
 log = logging.getLogger("actors.worker")
 
@@ -58,14 +58,7 @@ class AsyncioLoop:
     """
 
     def __init__(self, activities: Iterable[str]) -> None:
-        try:
-            import trio_asyncio  # noqa: F401
-        except ImportError as exc:
-            names = ", ".join(sorted(activities))
-            raise RuntimeError(
-                f'activities declared loop="asyncio" ({names}) need trio-asyncio: '
-                "pip install 'actors[asyncio]'"
-            ) from exc
+        require_trio_asyncio(activities)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -127,6 +120,22 @@ class AsyncioLoop:
                 "the activity's asyncio task was cancelled by asyncio code, not by the worker",
                 type="CancelledError",
             ) from None
+
+
+def require_trio_asyncio(activities: Iterable[str]) -> None:
+    """Import trio-asyncio, for ``activities`` (declared ``loop="asyncio"``).
+
+    Raises ``RuntimeError`` naming them and the extra to install if it is
+    not installed.
+    """
+    try:
+        import trio_asyncio  # noqa: F401
+    except ImportError as exc:
+        names = ", ".join(sorted(activities))
+        raise RuntimeError(
+            f'activities declared loop="asyncio" ({names}) need trio-asyncio: '
+            "pip install 'actors[asyncio]'"
+        ) from exc
 
 
 def wrong_loop(activity: str, exc: BaseException) -> str | None:

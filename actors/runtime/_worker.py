@@ -66,7 +66,7 @@ from ..wire import (
     result_subject,
 )
 from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
-from ._asyncio_activities import AsyncioLoop, wrong_loop
+from ._asyncio_activities import AsyncioLoop, require_trio_asyncio, wrong_loop
 from ._counters import Counters
 from ._deadletters import deadletter
 from ._flow import Pacer
@@ -167,6 +167,18 @@ class Worker:
         #: Counters for tests and operators (a ``dict``; see :meth:`wait_until`).
         self.stats = Counters(("completed", "failed", "handed_back", "cancelled"))
         _observed(self, self._metrics, transport)
+
+    @staticmethod
+    def check(activities: Iterable[ActivitySpec]) -> None:
+        """Raise ``RuntimeError`` if this process cannot serve ``activities``:
+        some are declared ``loop="asyncio"`` and trio-asyncio is not installed.
+
+        The constructor checks the same; this lets a front end refuse
+        before it connects.
+        """
+        names = [spec.name for spec in activities if spec.loop == "asyncio"]
+        if names:
+            require_trio_asyncio(names)
 
     @property
     def activity_names(self) -> list[str]:

@@ -23,6 +23,7 @@ from flow import failure_of, result_of
 from records import Records
 
 import actors
+from actors import worker
 from actors.runtime import _asyncio_activities
 from transport import KVSpec, open_transport
 
@@ -348,6 +349,18 @@ async def test_a_worker_without_trio_asyncio_says_what_to_install(
         with pytest.raises(RuntimeError, match=r"\(fetch, lookup\) need trio-asyncio") as caught:
             actors.Worker(transport, specs)
     assert "actors[asyncio]" in str(caught.value)
+
+
+def test_the_worker_command_without_trio_asyncio_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "trio_asyncio", None)
+    # Refused before it connects: nothing listens at this URL.
+    argv = ["--url", "nats://127.0.0.1:1", "--activities", __name__, "--only", "fetch"]
+    assert worker.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "(fetch) need trio-asyncio: pip install 'actors[asyncio]'" in err
 
 
 async def test_the_nats_py_transport_opens_beside_trio_asyncio(
