@@ -179,6 +179,10 @@ def worker(
         if unknown:
             raise click.UsageError(f"no such activities: {', '.join(sorted(unknown))}")
         specs = [spec for spec in specs if spec.name in only]
+    try:
+        Worker.check(specs)
+    except RuntimeError as exc:
+        raise click.UsageError(str(exc)) from None
     config = _configured(WorkerConfig, WORKER_FIELDS, values)
     return _serve(
         "worker",

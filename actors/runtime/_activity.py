@@ -2,7 +2,9 @@
 
 An activity is an ordinary function of one argument (the step's input) that
 returns the step's output; ``async def`` functions run in the worker's Trio
-loop, plain functions in worker threads. Inside one, :func:`heartbeat` says
+loop, plain functions in worker threads, and ``async def`` functions declared
+``@activity(loop="asyncio")`` as asyncio tasks on the worker's trio-asyncio
+loop (for libraries written for asyncio). Inside one, :func:`heartbeat` says
 "still alive" and :func:`activity_info` tells which instance, step and
 attempt it is running for.
 """
@@ -15,7 +17,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import trio
 
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: The event loops an ``async def`` activity can be written for.
+Loop = Literal["trio", "asyncio"]
 _ATTR = "__actors_activity__"
 
 
@@ -52,11 +56,16 @@ class ActivityError(OutcomeError):
 
 @dataclass(frozen=True, slots=True)
 class ActivitySpec:
-    """A registered activity: its name, function and how it runs."""
+    """A registered activity: its name, function and how it runs.
+
+    ``is_async``: an ``async def`` function (else run in a thread);
+    ``loop``: the event loop it is written for (``"trio"`` for sync ones).
+    """
 
     name: str
     fn: Callable[[Any], Any]
     is_async: bool
+    loop: Loop = "trio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +87,24 @@ class ActivityInfo:
 @overload
 def activity(fn: F, /) -> F: ...
 @overload
-def activity(*, name: str | None = None) -> Callable[[F], F]: ...
-def activity(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+def activity(*, name: str | None = None, loop: Loop = "trio") -> Callable[[F], F]: ...
+def activity(
+    fn: F | None = None, /, *, name: str | None = None, loop: Loop = "trio"
+) -> F | Callable[[F], F]:
     """Mark ``fn`` as an activity named ``name`` (default: the function's name).
+
+    ``loop="asyncio"`` says that ``fn`` (an ``async def`` function) is asyncio
+    code: the worker runs it as an asyncio task through trio-asyncio (the
+    ``actors[asyncio]`` extra), with timeouts, withdrawals and heartbeats as
+    for Trio activities.
 
     The function is returned unchanged, so it can still be called directly.
     Raises ``TypeError`` / ``ValueError`` at decoration time for something that
     cannot be an activity (not callable, a bad name, more than one required
-    argument).
+    argument, an unknown ``loop``, ``loop="asyncio"`` on a plain function).
     """
+    if loop not in ("trio", "asyncio"):
+        raise ValueError(f'@activity(loop=...) is "trio" or "asyncio", not {loop!r}')
 
     def mark(fn: F) -> F:
         if not callable(fn):
@@ -110,7 +128,12 @@ def activity(fn: F | None = None, /, *, name: str | None = None) -> F | Callable
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004
         )
-        setattr(fn, _ATTR, ActivitySpec(activity_name, fn, is_async))
+        if loop == "asyncio" and not is_async:
+            raise TypeError(
+                f'activity {activity_name!r} is declared loop="asyncio" but is not '
+                "an async def function"
+            )
+        setattr(fn, _ATTR, ActivitySpec(activity_name, fn, is_async, loop))
         return fn
 
     return mark(fn) if fn is not None else mark
@@ -162,7 +185,8 @@ _current: contextvars.ContextVar[_Context] = contextvars.ContextVar("actors_acti
 
 def heartbeat() -> None:
     """Tell the worker this activity is alive; call it more often than its
-    heartbeat timeout. Safe from threads (sync activities) and from Trio.
+    heartbeat timeout. Safe from threads (sync activities), from Trio and
+    from asyncio activities.
 
     Raises ``RuntimeError`` outside an activity.
     """

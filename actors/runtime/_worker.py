@@ -7,7 +7,8 @@ task a worker actor:
 
 1. refuses it if it waited longer than ``schedule_to_start``, or if its
    instance withdrew it;
-2. runs the activity (async in Trio, sync in a thread under a limiter),
+2. runs the activity (async in Trio, asyncio code as a task on the worker's
+   trio-asyncio loop, sync in a thread under a limiter),
    telling the broker it is in progress every third of the ack wait, and
    cancelling it when ``start_to_close`` passes, a ``heartbeat`` is missed,
    or its instance withdraws it;
@@ -30,7 +31,7 @@ import logging
 import math
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 
 import trio
@@ -65,6 +66,7 @@ from ..wire import (
     result_subject,
 )
 from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
+from ._asyncio_activities import AsyncioLoop, require_trio_asyncio, wrong_loop
 from ._counters import Counters
 from ._deadletters import deadletter
 from ._flow import Pacer
@@ -147,6 +149,9 @@ class Worker:
         if not self._activities:
             raise ValueError("a worker needs at least one activity")
         self._config = config or WorkerConfig()
+        #: The trio-asyncio loop of the asyncio activities, if there are any.
+        asyncio_names = [s.name for s in self._activities.values() if s.loop == "asyncio"]
+        self._asyncio = AsyncioLoop(asyncio_names) if asyncio_names else None
         self._limiter = trio.CapacityLimiter(self._config.threads)
         self._fetch_scopes: set[trio.CancelScope] = set()
         self._stopping = False
@@ -162,6 +167,18 @@ class Worker:
         #: Counters for tests and operators (a ``dict``; see :meth:`wait_until`).
         self.stats = Counters(("completed", "failed", "handed_back", "cancelled"))
         _observed(self, self._metrics, transport)
+
+    @staticmethod
+    def check(activities: Iterable[ActivitySpec]) -> None:
+        """Raise ``RuntimeError`` if this process cannot serve ``activities``:
+        some are declared ``loop="asyncio"`` and trio-asyncio is not installed.
+
+        The constructor checks the same; this lets a front end refuse
+        before it connects.
+        """
+        names = [spec.name for spec in activities if spec.loop == "asyncio"]
+        if names:
+            require_trio_asyncio(names)
 
     @property
     def activity_names(self) -> list[str]:
@@ -193,6 +210,9 @@ class Worker:
         async with trio.open_nursery() as upkeep:
             upkeep.start_soon(self._upkeep)
             await upkeep.start(self._watch_withdrawals)
+            if self._asyncio is not None:
+                # Closed with the upkeep, once every activity has ended.
+                await upkeep.start(self._asyncio.run)
             async with trio.open_nursery() as nursery:
                 for spec in self._activities.values():
                     await nursery.start(self._serve, spec)
@@ -465,6 +485,8 @@ class Worker:
             if spec.is_async:
                 token = _current.set(context)
                 try:
+                    if self._asyncio is not None and spec.loop == "asyncio":
+                        return await self._asyncio.call(spec.fn, value), None
                     return await spec.fn(value), None
                 finally:
                     _current.reset(token)
@@ -473,7 +495,15 @@ class Worker:
             )
             return output, None
         except Exception as exc:
-            return None, _error_info(sole(exc))
+            error = _error_info(sole(exc))
+            if spec.is_async and spec.loop == "trio":
+                # Asyncio code run on Trio fails the same way every time.
+                message = wrong_loop(spec.name, sole(exc))
+                if message is not None:
+                    error = replace(
+                        error, type="WrongEventLoop", message=message, non_retryable=True
+                    )
+            return None, error
 
     @staticmethod
     async def _watch_heartbeat(

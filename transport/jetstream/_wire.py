@@ -99,7 +99,10 @@ class _LoopThread:
     """
 
     def __init__(self, token: trio.lowlevel.TrioToken) -> None:
-        self.loop = asyncio.new_event_loop()
+        # A stock loop by name, not asyncio.new_event_loop(): in a process
+        # that imported trio-asyncio (a worker serving asyncio activities)
+        # that function refuses to run in Trio.
+        self.loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop()
         self._token = token
         self._lock = threading.Lock()
         self._pending: list[Callable[[], object]] = []
