@@ -607,3 +607,23 @@ async def test_the_schedules_pages_and_their_confirmed_actions(served: Served) -
         assert not (await served.client.schedules.get("nightly")).paused
         missing = await client.get("/ui/schedules/nowhere")
         assert missing.status_code == 404
+
+
+async def test_an_instance_queued_behind_a_concurrency_limit_shows_the_limit(
+    served: Served,
+) -> None:
+    await served.client.register(
+        "type: single\nconcurrency: [{key: \"'all'\", limit: 1}]\n"
+        "steps: [{id: hold, wait_signal: go}]\n"
+    )
+    first = await served.client.start("single", {}, id="ui-first")
+    second = await served.client.start("single", {}, id="ui-second")
+    with trio.fail_after(10):
+        await served.client.wait_for(second, lambda info: info.queued is not None)
+        await served.client.wait_for(first, lambda info: "hold" in info.steps)
+    async with browser(served) as client:
+        queued = (await client.get(f"/ui/instances/{second}")).text
+        assert "<dt>Queued</dt>" in queued
+        assert "concurrency[0]: &#39;all&#39; = &#34;all&#34; (limit 1)" in queued
+        running = (await client.get(f"/ui/instances/{first}")).text
+        assert "<dt>Queued</dt>" not in running
