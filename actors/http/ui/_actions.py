@@ -17,14 +17,14 @@ shows the rest.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
-from ...core import RETRYABLE, InvalidNameError, check_instance_id, check_name
+from ...core import RETRYABLE, InvalidNameError, ScheduleSpec, check_instance_id, check_name
 from ...runtime import Client, InstanceInfo, OperationRefusedError, UnknownWorkflowTypeError
 from .._bounds import MAX_REASON
 from .._requests import ApiError
@@ -165,10 +165,7 @@ class ActionPages:
 
     async def schedules(self, request: Request) -> Response:
         states = await self._client.schedules.list()
-        now = self._client.transport.now()
-        return self._ui.render(
-            request, "schedules.html", title="Schedules", schedules=states, now=now
-        )
+        return self._ui.render(request, "schedules.html", title="Schedules", schedules=states)
 
     async def schedule(self, request: Request) -> Response:
         schedule_id = _schedule_id(request)
@@ -267,8 +264,8 @@ def _is_id(text: str) -> bool:
     return True
 
 
-def _pretty_spec(spec: Any) -> list[str]:
-    """The spec as lines a person reads: each cron and interval, the jitter and the window."""
+def _pretty_spec(spec: ScheduleSpec) -> list[str]:
+    """The spec as lines a person reads: each cron and interval, and the jitter."""
     lines = [f"cron {c.expression} ({c.timezone})" for c in spec.cron]
     lines += [
         f"every {i.every:g} s" + (f", offset {i.offset:g} s" if i.offset else "")
