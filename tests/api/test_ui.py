@@ -539,6 +539,14 @@ async def test_the_schedules_pages_and_their_confirmed_actions(served: Served) -
             "spec": {"cron": "0 3 * * *"},
         }
     )
+    await served.client.schedules.create(
+        {
+            "id": "every-ten",
+            "workflow": "greet",
+            "input": {"name": "bo"},
+            "spec": {"intervals": [{"every": "10m", "offset": "1m"}], "jitter": "30s"},
+        }
+    )
     async with (
         browser(served) as client,
         httpx.AsyncClient(base_url=served.url, timeout=30) as stranger,
@@ -552,6 +560,12 @@ async def test_the_schedules_pages_and_their_confirmed_actions(served: Served) -
         assert '<a href="/ui/schedules/nightly">nightly</a>' in row.group(0)
         assert "greet" in row.group(0)
         assert "<td>no</td>" in row.group(0)
+        assert listed.text.index('data-schedule="every-ten"') < listed.text.index(
+            'data-schedule="nightly"'
+        )  # by id
+        often = (await client.get("/ui/schedules/every-ten")).text
+        assert "<li>every 600 s, offset 60 s</li>" in often
+        assert "<li>jitter up to 30 s</li>" in often
         page = await client.get("/ui/schedules/nightly")
         assert "cron 0 3 * * *" in page.text
         assert page.text.count("03:00:00.000</time></li>") == 5
