@@ -391,3 +391,253 @@ async def test_a_long_history_is_paged_and_terminate_is_confirmed(served: Served
         page = (await client.get(done.headers["location"])).text
         assert "Terminate requested." in page
         assert 'id="actions-h"' not in page  # nothing more to do to it
+
+
+async def test_pause_and_resume_are_offered_confirmed_and_refused_when_they_do_not_apply(
+    served: Served,
+) -> None:
+    await served.register_examples()
+    instance_id = await served.client.start("approval", {}, id="ui-pause")
+    with trio.fail_after(10):
+        await served.client.wait_for(instance_id, lambda info: "wait" in info.steps)
+    page_url = f"/ui/instances/{instance_id}"
+    async with (
+        browser(served) as client,
+        httpx.AsyncClient(base_url=served.url, timeout=30) as stranger,
+    ):
+        page = await client.get(page_url)
+        assert 'id="pause-form"' in page.text
+        assert 'id="resume-form"' not in page.text
+        assert 'id="retry-form"' not in page.text
+        assert '<dd id="run">1</dd>' in page.text
+        csrf = csrf_of(page)
+        # Without a sign-in (or the bearer token), with a stale CSRF token, or
+        # an action that does not apply: refused, and nothing is done.
+        unsigned = await stranger.post(f"{page_url}/pause", data={"csrf": csrf, "confirmed": "yes"})
+        assert unsigned.status_code == 401
+        forged = await client.post(f"{page_url}/pause", data={"csrf": "x" * 43, "confirmed": "yes"})
+        assert forged.status_code == 403
+        for action in ("resume", "retry", "rerun"):
+            refused = await client.post(
+                f"{page_url}/{action}", data={"csrf": csrf, "confirmed": "yes"}
+            )
+            assert refused.status_code == 409, (action, refused.text)
+            assert "OperationRefused" in refused.text
+        asked = await client.post(f"{page_url}/pause", data={"csrf": csrf, "reason": "disk full"})
+        assert asked.status_code == 200
+        assert f"Pause {instance_id}?" in asked.text
+        info = await served.client.status(instance_id)
+        assert info is not None
+        assert info.paused is None
+        assert info.run == 1
+        done = await client.post(
+            f"{page_url}/pause", data={"csrf": csrf, "reason": "disk full", "confirmed": "yes"}
+        )
+        assert done.status_code == 303
+        assert done.headers["location"] == f"{page_url}?done=pause"
+        # The page it leads to shows the pause: the action waited for it.
+        paused = (await client.get(done.headers["location"])).text
+        assert "Pause requested." in paused
+        assert 'id="paused-badge"' in paused
+        assert "by web UI" in paused
+        assert "disk full" in paused
+        assert 'id="resume-form"' in paused
+        assert 'id="pause-form"' not in paused
+        again = await client.post(f"{page_url}/pause", data={"csrf": csrf, "confirmed": "yes"})
+        assert again.status_code == 409
+        # A signal that arrives while paused is held, and the page counts it.
+        await served.client.signal(instance_id, "approved", {"by": "ann"})
+        with trio.fail_after(10):
+            await served.client.wait_for(instance_id, lambda info: info.held >= 1)
+        assert "holding 1 event;" not in paused
+        assert "holding 1 event" in (await client.get(page_url)).text
+        resumed = await client.post(
+            f"{page_url}/resume", data={"csrf": csrf, "reason": "fixed", "confirmed": "yes"}
+        )
+        assert resumed.headers["location"] == f"{page_url}?done=resume"
+        with trio.fail_after(10):
+            ended = await served.client.wait(instance_id)
+        assert ended.status is actors.InstanceStatus.COMPLETED
+        assert ended.output == {"greeting": "hello ann"}
+        final = (await client.get(page_url)).text
+        assert 'id="paused"' not in final
+        assert 'id="rerun-form"' not in final  # completed: nothing to run again
+
+
+async def test_retry_from_a_chosen_step_and_rerun_with_a_link_to_the_new_instance(
+    served: Served,
+) -> None:
+    await served.register_examples()
+    instance_id = await served.client.start("failing", {}, id="ui-retry")
+    with trio.fail_after(10):
+        failed = await served.client.wait(instance_id)
+    assert failed.status is actors.InstanceStatus.FAILED
+    page_url = f"/ui/instances/{instance_id}"
+    async with browser(served) as client:
+        page = await client.get(page_url)
+        assert 'id="retry-form"' in page.text
+        assert '<option value="refuse">step refuse</option>' in page.text
+        assert 'id="rerun-form"' in page.text
+        assert 'id="pause-form"' not in page.text
+        csrf = csrf_of(page)
+        paused = await client.post(f"{page_url}/pause", data={"csrf": csrf, "confirmed": "yes"})
+        assert paused.status_code == 409
+        no_csrf = await client.post(f"{page_url}/retry", data={"confirmed": "yes"})
+        assert no_csrf.status_code == 403
+        wrong = await client.post(
+            f"{page_url}/retry", data={"csrf": csrf, "step": "nope", "confirmed": "yes"}
+        )
+        assert wrong.status_code == 400
+        assert "&#39;nope&#39; is not a top-level step of failing (it has: refuse)" in wrong.text
+        asked = await client.post(f"{page_url}/retry", data={"csrf": csrf, "step": "refuse"})
+        assert f"Retry {instance_id} from step refuse, as run 2?" in asked.text
+        info = await served.client.status(instance_id)
+        assert info is not None
+        assert info.run == 1
+        done = await client.post(
+            f"{page_url}/retry",
+            data={"csrf": csrf, "step": "refuse", "reason": "card fixed", "confirmed": "yes"},
+        )
+        assert done.headers["location"] == f"{page_url}?done=retry"
+        shown = (await client.get(done.headers["location"])).text
+        assert "Retry requested." in shown
+        assert '<dd id="run">2</dd>' in shown
+        history = await served.client.history(instance_id)
+        retried = [r for r in history if r["kind"] == "instance.retried"]
+        assert len(retried) == 1
+        assert retried[0]["detail"]["by"] == "web UI"
+        with trio.fail_after(10):
+            again = await served.client.wait_for(
+                instance_id, lambda info: info.run == 2 and info.status.terminal
+            )
+        assert again.status is actors.InstanceStatus.FAILED  # the card is still declined
+        rerun = await client.post(f"{page_url}/rerun", data={"csrf": csrf})
+        assert "Start a new instance of failing v1 with the input of ui-retry?" in rerun.text
+        started = await client.post(f"{page_url}/rerun", data={"csrf": csrf, "confirmed": "yes"})
+        assert started.status_code == 303
+        location = started.headers["location"]
+        found = re.fullmatch(rf"{page_url}\?done=rerun&rerun=([0-9a-f]+)", location)
+        assert found is not None, location
+        new_id = found.group(1)
+        shown = (await client.get(location)).text
+        assert f'<a href="/ui/instances/{new_id}" id="rerun-link">' in shown
+        with trio.fail_after(10):
+            new = await served.client.wait(new_id)
+        assert (new.type, new.input, new.run) == ("failing", {}, 1)
+        # A hand-made link never puts anything but an instance id in the page.
+        odd = await client.get(page_url, params={"done": "rerun", "rerun": '"><script>'})
+        assert "rerun-link" not in odd.text
+
+
+async def test_the_schedules_pages_and_their_confirmed_actions(served: Served) -> None:
+    await served.register_examples()
+    await served.client.schedules.create(
+        {
+            "id": "nightly",
+            "workflow": "greet",
+            "input": {"name": "ann"},
+            "spec": {"cron": "0 3 * * *"},
+        }
+    )
+    await served.client.schedules.create(
+        {
+            "id": "every-ten",
+            "workflow": "greet",
+            "input": {"name": "bo"},
+            "spec": {"intervals": [{"every": "10m", "offset": "1m"}], "jitter": "30s"},
+        }
+    )
+    async with (
+        browser(served) as client,
+        httpx.AsyncClient(base_url=served.url, timeout=30) as stranger,
+    ):
+        assert (await stranger.get("/ui/schedules")).status_code == 303
+        listed = await client.get("/ui/schedules")
+        assert listed.status_code == 200
+        assert '<a href="/ui/schedules" aria-current="page">Schedules</a>' in listed.text
+        row = re.search(r'<tr data-schedule="nightly">.*?</tr>', listed.text, re.S)
+        assert row is not None
+        assert '<a href="/ui/schedules/nightly">nightly</a>' in row.group(0)
+        assert "greet" in row.group(0)
+        assert "<td>no</td>" in row.group(0)
+        assert listed.text.index('data-schedule="every-ten"') < listed.text.index(
+            'data-schedule="nightly"'
+        )  # by id
+        often = (await client.get("/ui/schedules/every-ten")).text
+        assert "<li>every 600 s, offset 60 s</li>" in often
+        assert "<li>jitter up to 30 s</li>" in often
+        page = await client.get("/ui/schedules/nightly")
+        assert "cron 0 3 * * *" in page.text
+        assert page.text.count("03:00:00.000</time></li>") == 5
+        csrf = csrf_of(page)
+        forged = await client.post(
+            "/ui/schedules/nightly/pause", data={"csrf": "y" * 43, "confirmed": "yes"}
+        )
+        assert forged.status_code == 403
+        assert (
+            await stranger.post("/ui/schedules/nightly/trigger", data={"csrf": csrf})
+        ).status_code == 401
+        not_paused = await client.post(
+            "/ui/schedules/nightly/unpause", data={"csrf": csrf, "confirmed": "yes"}
+        )
+        assert not_paused.status_code == 409
+        asked = await client.post(
+            "/ui/schedules/nightly/pause", data={"csrf": csrf, "note": "holiday"}
+        )
+        assert "Pause schedule nightly?" in asked.text
+        assert 'action="/ui/schedules/nightly/pause"' in asked.text
+        assert not (await served.client.schedules.get("nightly")).paused
+        done = await client.post(
+            "/ui/schedules/nightly/pause",
+            data={"csrf": csrf, "note": "holiday", "confirmed": "yes"},
+        )
+        assert done.headers["location"] == "/ui/schedules/nightly?done=pause"
+        state = await served.client.schedules.get("nightly")
+        assert (state.paused, state.note) == (True, "holiday")
+        paused = (await client.get(done.headers["location"])).text
+        assert "None: it is paused." in paused
+        assert 'id="unpause-form"' in paused
+        assert (
+            await client.post(
+                "/ui/schedules/nightly/pause", data={"csrf": csrf, "confirmed": "yes"}
+            )
+        ).status_code == 409
+        triggered = await client.post(
+            "/ui/schedules/nightly/trigger", data={"csrf": csrf, "confirmed": "yes"}
+        )
+        found = re.fullmatch(
+            r"/ui/schedules/nightly\?done=trigger&started=(.+)", triggered.headers["location"]
+        )
+        assert found is not None, triggered.headers["location"]
+        with trio.fail_after(20):
+            assert await served.client.result(found.group(1)) == {"greeting": "hello ann"}
+        runs = (await client.get("/ui/schedules/nightly")).text
+        assert f'<a href="/ui/instances/{found.group(1)}">' in runs
+        assert "status-completed" in runs
+        unpaused = await client.post(
+            "/ui/schedules/nightly/unpause", data={"csrf": csrf, "confirmed": "yes"}
+        )
+        assert unpaused.status_code == 303
+        assert not (await served.client.schedules.get("nightly")).paused
+        missing = await client.get("/ui/schedules/nowhere")
+        assert missing.status_code == 404
+
+
+async def test_an_instance_queued_behind_a_concurrency_limit_shows_the_limit(
+    served: Served,
+) -> None:
+    await served.client.register(
+        "type: single\nconcurrency: [{key: \"'all'\", limit: 1}]\n"
+        "steps: [{id: hold, wait_signal: go}]\n"
+    )
+    first = await served.client.start("single", {}, id="ui-first")
+    second = await served.client.start("single", {}, id="ui-second")
+    with trio.fail_after(10):
+        await served.client.wait_for(second, lambda info: info.queued is not None)
+        await served.client.wait_for(first, lambda info: "hold" in info.steps)
+    async with browser(served) as client:
+        queued = (await client.get(f"/ui/instances/{second}")).text
+        assert "<dt>Queued</dt>" in queued
+        assert "concurrency[0]: &#39;all&#39; = &#34;all&#34; (limit 1)" in queued
+        running = (await client.get(f"/ui/instances/{first}")).text
+        assert "<dt>Queued</dt>" not in running

@@ -5,8 +5,9 @@ the orchestrator, a worker for the example activities and the API with its
 UI, with a token. The tests do what a person does: sign in, find an
 instance with the filters, open it, read its timeline, approve a waiting
 refund with a signal, cancel an order and watch its compensations appear,
-send a signal with bad JSON and read the error, and be refused without the
-token. Every page they visit is saved as a PNG (``ACTORS_UI_SCREENSHOTS``
+send a signal with bad JSON and read the error, pause and resume an
+instance, retry a failed one, trigger a schedule, and be refused without
+the token. Every page they visit is saved as a PNG (``ACTORS_UI_SCREENSHOTS``
 names the folder; ``docs/ui/`` holds the ones ``docs/ui.md`` shows).
 
 They need Debian's ``chromium`` and ``chromium-driver``: without them the
@@ -410,3 +411,83 @@ def test_dead_letters_workers_and_api_docs(browser: WebDriver, dev: Dev, shots: 
     answer = section.find_element(By.CSS_SELECTOR, "output.answer")
     wait_for(browser, lambda _: answer.text.startswith("200"), "the call got no answer")
     assert '"id": "ui-count-0"' in answer.text
+
+
+def test_pause_resume_and_retry_an_instance_and_visit_the_schedules(
+    browser: WebDriver, dev: Dev, shots: Path
+) -> None:
+    api = httpx.Client(
+        base_url=dev.api_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
+    with api:
+        large = [{"sku": "apple", "quantity": 60}]
+        for body in (
+            {"id": "ui-pause-1", "input": {"order_id": "r-9", "items": large}},
+            {"id": "ui-nocard-1", "input": {"order_id": "o-9", "items": large}},
+        ):
+            workflow_type = "refund" if body["id"] == "ui-pause-1" else "order"
+            assert api.post(f"/workflows/{workflow_type}", json=body).status_code == 201
+        created = api.post(
+            "/schedules",
+            json={
+                "id": "nightly-count",
+                "workflow": "count",
+                "input": {"count": 1},
+                "spec": {"cron": "0 3 * * *", "timezone": "Europe/Berlin"},
+            },
+        )
+        assert created.status_code == 201, created.text
+    # Pause a refund waiting for its approval; the page shows who paused it and why.
+    sign_in(browser, dev, "/ui/instances/ui-pause-1")
+    browser.find_element(By.ID, "pause-reason").send_keys("checking the stock")
+    browser.find_element(By.CSS_SELECTOR, "#pause-form button").click()
+    assert "Pause ui-pause-1?" in text_of(browser, "#question")
+    find(browser, "#confirm").click()
+    assert text_of(browser, "#done") == "Pause requested."
+    paused = text_of(browser, "#paused")
+    assert "by web UI" in paused
+    assert "checking the stock" in paused
+    assert text_of(browser, "#paused-badge") == "paused"
+    shoot(browser, shots, "instance-paused")
+    browser.find_element(By.CSS_SELECTOR, "#resume-form button").click()
+    find(browser, "#confirm").click()
+    assert text_of(browser, "#done") == "Resume requested."
+    assert not browser.find_elements(By.ID, "paused")
+    assert browser.find_elements(By.ID, "pause-form")
+    # An order without a card fails; retried from its first step, it shows run 2.
+    browser.get(dev.api_url + "/ui/instances/ui-nocard-1")
+    wait_for(
+        browser,
+        lambda b: b.find_elements(By.ID, "retry-form") or b.refresh(),
+        "the order did not fail",
+    )
+    assert text_of(browser, "#run") == "1"
+    Select(find(browser, "#retry-step")).select_by_visible_text("step prepare")
+    browser.find_element(By.CSS_SELECTOR, "#retry-form button").click()
+    assert "from step prepare, as run 2?" in text_of(browser, "#question")
+    find(browser, "#confirm").click()
+    assert text_of(browser, "#done") == "Retry requested."
+    wait_for(
+        browser,
+        lambda b: b.find_element(By.ID, "run").text == "2" or b.refresh(),
+        "the page did not show run 2",
+    )
+    # The schedules, from the navigation.
+    browser.find_element(By.LINK_TEXT, "Schedules").click()
+    wait_for(browser, expected_conditions.title_contains("Schedules"), "no schedules page")
+    shoot(browser, shots, "schedules")
+    browser.find_element(By.LINK_TEXT, "nightly-count").click()
+    find(browser, "#trigger-form button").click()
+    find(browser, "#confirm").click()
+    run = find(browser, "#started-link").text
+    # The scheduler starts the run and lists it: a reload shows it, linked.
+    wait_for(
+        browser,
+        lambda b: (
+            b.find_elements(By.CSS_SELECTOR, f"#runs a[href='/ui/instances/{run}']")
+            or b.get(f"{dev.api_url}/ui/schedules/nightly-count")
+        ),
+        "the triggered run is not listed",
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#next-fires li")) == 5
+    shoot(browser, shots, "schedule")

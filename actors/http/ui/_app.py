@@ -30,8 +30,10 @@ from ...wire import JsonError, check_payload, dumps, loads
 from .._bounds import MAX_REASON
 from .._guards import _error_response
 from .._requests import ApiError, _body_fault, _read_body
+from ._actions import ActionPages, offered, top_steps
 from ._more import MorePages
 from ._security import CSRF_FIELD, Guard
+from ._security import HEADERS as _HEADERS
 from ._steps import apply_states, diagram_svg, nodes_of, walk
 from ._timeline import build_timeline, durations, timeline_svg
 
@@ -40,22 +42,16 @@ __all__ = ["PAGE_SIZE", "WebUi"]
 #: Rows of the instances table per page, and history records per page.
 PAGE_SIZE: Final = 50
 HISTORY_PAGE: Final = 100
-#: The headers of every page: nothing from elsewhere runs, nothing frames it.
-_HEADERS: Final = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 _STATUSES: Final = [str(status) for status in InstanceStatus]
 #: What the instance page says after an action (``?done=...``).
 _DONE: Final = {
     "signal": "The signal was sent.",
     "cancel": "Cancel requested.",
     "terminate": "Terminate requested.",
+    "pause": "Pause requested.",
+    "resume": "Resume requested.",
+    "retry": "Retry requested.",
+    "rerun": "Rerun started.",
 }
 _FINAL_RECORDS: Final = frozenset(
     {"workflow.completed", "workflow.failed", "workflow.cancelled", "workflow.terminated"}
@@ -125,8 +121,8 @@ class WebUi:
         ]
 
     def more_routes(self) -> list[BaseRoute]:
-        """The routes of the other pages (definitions, queues, dead letters)."""
-        return MorePages(self).routes()
+        """The routes of the other pages (definitions, queues, operations, schedules...)."""
+        return MorePages(self).routes() + ActionPages(self).routes()
 
     @property
     def client(self) -> Client:
@@ -318,7 +314,7 @@ class WebUi:
             "page_link": lambda number: "?" + urllib.parse.urlencode({**kept, "page": number}),
         }
 
-    async def _info(self, request: Request) -> InstanceInfo:
+    async def info(self, request: Request) -> InstanceInfo:
         instance_id = request.path_params["id"]
         try:
             check_instance_id(instance_id)
@@ -330,14 +326,22 @@ class WebUi:
         return info
 
     async def instance(self, request: Request, status: int = 200, **extra: Any) -> Response:
-        info = await self._info(request)
+        info = await self.info(request)
         context = await self._instance_context(info, request)
         done = request.query_params.get("done", "")
+        rerun = request.query_params.get("rerun", "") if done == "rerun" else ""
+        try:
+            check_instance_id(rerun)
+        except InvalidNameError:
+            rerun = ""
         return self.render(
             request,
             "instance.html",
             status,
             done=_DONE.get(done, ""),
+            rerun=rerun,
+            offered=offered(info),
+            tops=await top_steps(self._client, info),
             form=extra.pop("form", {}),
             form_error=extra.pop("form_error", ""),
             **context,
@@ -345,7 +349,7 @@ class WebUi:
         )
 
     async def instance_live(self, request: Request) -> Response:
-        info = await self._info(request)
+        info = await self.info(request)
         context = await self._instance_context(info, request)
         response = self.render(request, "instance_live.html", **context)
         if context["settled"]:
@@ -410,7 +414,7 @@ class WebUi:
     # -- actions ---------------------------------------------------------------------
 
     async def signal(self, request: Request) -> Response:
-        info = await self._info(request)
+        info = await self.info(request)
         fields = await self.form(request)
         form = {"name": fields.get("name", ""), "payload": fields.get("payload", "")}
         try:
@@ -438,7 +442,7 @@ class WebUi:
         return await self._stop(request, "terminate")
 
     async def _stop(self, request: Request, action: str) -> Response:
-        info = await self._info(request)
+        info = await self.info(request)
         fields = await self.form(request)
         reason = fields.get("reason", "")[:MAX_REASON]
         if fields.get("confirmed") != "yes":

@@ -27,13 +27,23 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["CSRF_COOKIE", "CSRF_FIELD", "SESSION_COOKIE", "Guard"]
+__all__ = ["CSRF_COOKIE", "CSRF_FIELD", "HEADERS", "SESSION_COOKIE", "Guard"]
 
 SESSION_COOKIE: Final = "actors_session"
 CSRF_COOKIE: Final = "actors_csrf"
 #: The name of the hidden field every form carries the CSRF token in.
 CSRF_FIELD: Final = "csrf"
 _SESSION_LABEL: Final = b"actors web UI session v1"
+#: The headers of every page: nothing from elsewhere runs, nothing frames it.
+HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 class Guard:
