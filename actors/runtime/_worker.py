@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
@@ -41,7 +40,6 @@ from transport import (
     KeyValue,
     KVChange,
     KVOp,
-    TooLargeError,
     Transport,
     TransportClosedError,
     TransportError,
@@ -57,28 +55,21 @@ from ..wire import (
     CodecError,
     Layout,
     MessageError,
-    PayloadTooLargeError,
     Task,
     decode_activity_cancel,
     decode_task,
-    encode_result,
-    result_msg_id,
-    result_subject,
 )
-from ._activity import ActivityError, ActivityInfo, ActivitySpec, _Context, _current, bind
+from ._activity import ActivityInfo, ActivitySpec, _Context, _current, bind
 from ._asyncio_activities import AsyncioLoop, require_trio_asyncio, wrong_loop
 from ._counters import Counters
 from ._deadletters import deadletter
 from ._flow import Pacer
+from ._results import PUBLISH_RETRY, error_info, publish_result
 
 __all__ = ["Worker", "WorkerConfig"]
 
 log = logging.getLogger("actors.worker")
 
-_PUBLISH_RETRY: Final = 0.5
-#: The longest wait between two tries of a result's publish.
-_PUBLISH_RETRY_MAX: Final = 5.0
-_TRACEBACK_LIMIT: Final = 16 * 1024
 #: The longest a starting worker waits to have read the withdrawn tasks.
 _CATCH_UP: Final = 5.0
 
@@ -422,7 +413,7 @@ class Worker:
         except TransportError as exc:
             log.warning("could not reserve a rate turn (%s); handing the task back", exc)
             self.stats["handed_back"] += 1
-            await delivery.nak(_PUBLISH_RETRY)
+            await delivery.nak(PUBLISH_RETRY)
             return False
         keep_alive = self._config.ack_wait / 3
         while (wait := start - self._transport.now()) > 0:
@@ -495,7 +486,7 @@ class Worker:
             )
             return output, None
         except Exception as exc:
-            error = _error_info(sole(exc))
+            error = error_info(sole(exc))
             if spec.is_async and spec.loop == "trio":
                 # Asyncio code run on Trio fails the same way every time.
                 message = wrong_loop(spec.name, sole(exc))
@@ -526,53 +517,9 @@ class Worker:
         error: ErrorInfo | None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        try:
-            data = encode_result(
-                task.instance_id, task.work.step, task.work.attempt, output=output, error=error
-            )
-        except (CodecError, PayloadTooLargeError) as exc:
-            # The output itself cannot travel; running again would not help.
-            error = ErrorInfo(
-                type(exc).__name__, f"the activity's output: {exc}", non_retryable=True
-            )
-            data = encode_result(task.instance_id, task.work.step, task.work.attempt, error=error)
-        subject = result_subject(task.instance_id, task.work.step, ok=error is None)
-        msg_id = result_msg_id(task.instance_id, task.work.step, task.work.attempt)
-        # While the broker is away a publish fails at once: back off (to a
-        # third of the ack wait, so the keep-alives still come in time)
-        # rather than retry, and warn, twice a second.
-        retry = _PUBLISH_RETRY
-        longest = max(_PUBLISH_RETRY, min(_PUBLISH_RETRY_MAX, self._config.ack_wait / 3))
-        while True:
-            try:
-                await self._transport.publish(subject, data, msg_id=msg_id, headers=headers)
-                break
-            except TooLargeError as exc:
-                error = ErrorInfo(
-                    "PayloadTooLarge", f"the activity's output: {exc}", non_retryable=True
-                )
-                data = encode_result(
-                    task.instance_id, task.work.step, task.work.attempt, error=error
-                )
-                subject = result_subject(task.instance_id, task.work.step, ok=False)
-            except TransportClosedError:
-                raise
-            except TransportError as exc:
-                # Keep the result: the task stays in hand (and alive) until
-                # the broker takes it, or the drain deadline hands it back.
-                log.warning(
-                    "could not publish a result (%s); retrying",
-                    exc,
-                    extra={
-                        "instance": task.instance_id,
-                        "step": task.work.step,
-                        "attempt": task.work.attempt,
-                        "activity": task.work.activity,
-                    },
-                )
-                await delivery.in_progress()
-                await trio.sleep(retry)
-                retry = min(2 * retry, longest)
+        error = await publish_result(
+            self._transport, delivery, task, output, error, self._config.ack_wait, headers
+        )
         self.stats["completed" if error is None else "failed"] += 1
         self._metrics.reported(task.work.activity, error)
         await delivery.ack()
@@ -585,7 +532,7 @@ class Worker:
             reason,
             source="tasks",
             subject=delivery.subject,
-            retry_delay=_PUBLISH_RETRY,
+            retry_delay=PUBLISH_RETRY,
             log=log,
         )
 
@@ -611,12 +558,3 @@ def _observed(worker: Worker, metrics: Metrics, transport: Transport) -> None:
 
 def _attempt_of(task: Task) -> _Attempt:
     return (task.instance_id, task.work.step, task.work.attempt)
-
-
-def _error_info(exc: Exception) -> ErrorInfo:
-    if isinstance(exc, ActivityError):
-        kind, non_retryable = exc.type, exc.non_retryable
-    else:
-        kind, non_retryable = type(exc).__name__, False
-    text = "".join(traceback.format_exception(exc))
-    return ErrorInfo(kind, str(exc) or kind, text[-_TRACEBACK_LIMIT:], non_retryable)
