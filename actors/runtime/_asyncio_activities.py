@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final
 
@@ -129,7 +130,14 @@ def require_trio_asyncio(activities: Iterable[str]) -> None:
     not installed.
     """
     try:
-        import trio_asyncio  # noqa: F401
+        with warnings.catch_warnings():
+            # trio-asyncio subclasses asyncio's child watcher, which Python
+            # 3.12+ deprecates on subclassing (removed in 3.14): a warning
+            # about the library's insides, nothing a user of ours can act on.
+            warnings.filterwarnings(
+                "ignore", "'AbstractChildWatcher' is deprecated", DeprecationWarning
+            )
+            import trio_asyncio  # noqa: F401
     except ImportError as exc:
         names = ", ".join(sorted(activities))
         raise RuntimeError(
