@@ -323,3 +323,11 @@ def test_a_stored_schedule_reads_back_the_same_and_a_damaged_one_is_refused() ->
     damaged = encode(KIND_SCHEDULE, {"schedule": schedule_to_data(state.schedule)})
     with pytest.raises(MessageError, match="cursor"):
         decode_schedule(damaged)
+
+
+@pytest.mark.parametrize("t", [-5e-324, -1e-300, 5e-324, -0.0])
+def test_an_interval_is_exact_next_to_zero(t: float) -> None:
+    """Regression: a tiny negative time divided to -0.0, and the fire after it came one
+    interval late (2 instead of 0)."""
+    fire = IntervalSpec(2, 0).next_after(t)
+    assert fire == (0 if t < 0 else 2)

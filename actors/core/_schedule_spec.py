@@ -128,8 +128,16 @@ class IntervalSpec:
             )
 
     def next_after(self, t: float) -> float:
+        """The first fire strictly after ``t``: ``offset + k * every`` for the least such k."""
         k = math.floor((t - self.offset) / self.every) + 1
-        return self.offset + k * self.every
+        fire = self.offset + k * self.every
+        # The division can round across a multiple (a tiny negative ``t``
+        # divides to -0.0): settle on the least fire still after ``t``.
+        while fire - self.every > t:
+            fire -= self.every
+        while fire <= t:
+            fire += self.every
+        return fire
 
 
 @dataclass(frozen=True, slots=True)
