@@ -3,8 +3,8 @@
 An activity is an ordinary function of one argument (the step's input) that
 returns the step's output; ``async def`` functions run in the worker's Trio
 loop, plain functions in worker threads, and ``async def`` functions declared
-``@activity(loop="asyncio")`` as asyncio tasks on the worker's trio-asyncio
-loop (for libraries written for asyncio). Inside one, :func:`heartbeat` says
+for the other event loop on the worker's second loop (``_asyncio_activities``
+says which loops there are, and runs them). Inside one, :func:`heartbeat` says
 "still alive" and :func:`activity_info` tells which instance, step and
 attempt it is running for.
 """
@@ -17,12 +17,13 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import trio
 
 from ..core import check_name
 from ..errors import OutcomeError
+from ._asyncio_activities import Loop, check_loop
 
 __all__ = [
     "ActivityError",
@@ -35,8 +36,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: The event loops an ``async def`` activity can be written for.
-Loop = Literal["trio", "asyncio"]
 _ATTR = "__actors_activity__"
 
 
@@ -93,18 +92,17 @@ def activity(
 ) -> F | Callable[[F], F]:
     """Mark ``fn`` as an activity named ``name`` (default: the function's name).
 
-    ``loop="asyncio"`` says that ``fn`` (an ``async def`` function) is asyncio
-    code: the worker runs it as an asyncio task through trio-asyncio (the
-    ``actors[asyncio]`` extra), with timeouts, withdrawals and heartbeats as
-    for Trio activities.
+    ``loop`` names the event loop ``fn`` is written for (see
+    :data:`~._asyncio_activities.Loop`): an ``async def`` function for the
+    other loop runs as a task of it inside the worker, with timeouts,
+    withdrawals and heartbeats as for Trio activities.
 
     The function is returned unchanged, so it can still be called directly.
     Raises ``TypeError`` / ``ValueError`` at decoration time for something that
     cannot be an activity (not callable, a bad name, more than one required
-    argument, an unknown ``loop``, ``loop="asyncio"`` on a plain function).
+    argument, an unknown ``loop``, the other loop named for a plain function).
     """
-    if loop not in ("trio", "asyncio"):
-        raise ValueError(f'@activity(loop=...) is "trio" or "asyncio", not {loop!r}')
+    check_loop(loop)
 
     def mark(fn: F) -> F:
         if not callable(fn):
@@ -128,11 +126,7 @@ def activity(
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004
         )
-        if loop == "asyncio" and not is_async:
-            raise TypeError(
-                f'activity {activity_name!r} is declared loop="asyncio" but is not '
-                "an async def function"
-            )
+        check_loop(loop, activity_name, is_async=is_async)
         setattr(fn, _ATTR, ActivitySpec(activity_name, fn, is_async, loop))
         return fn
 
@@ -185,8 +179,8 @@ _current: contextvars.ContextVar[_Context] = contextvars.ContextVar("actors_acti
 
 def heartbeat() -> None:
     """Tell the worker this activity is alive; call it more often than its
-    heartbeat timeout. Safe from threads (sync activities), from Trio and
-    from asyncio activities.
+    heartbeat timeout. Safe from threads (sync activities), from Trio, and
+    from activities on the worker's second loop.
 
     Raises ``RuntimeError`` outside an activity.
     """

@@ -26,13 +26,30 @@ import asyncio
 import logging
 import warnings
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import trio
 
-from ._activity import ActivityError
+__all__ = ["AsyncioLoop", "Loop", "check_loop", "require_trio_asyncio", "wrong_loop"]
 
-__all__ = ["AsyncioLoop", "require_trio_asyncio", "wrong_loop"]
+#: The event loops an ``async def`` activity can be written for (``@activity(loop=...)``).
+Loop: TypeAlias = Literal["trio", "asyncio"]
+
+
+def check_loop(loop: str, activity: str | None = None, *, is_async: bool = True) -> None:
+    """Refuse what ``@activity(loop=...)`` cannot run.
+
+    Raises ``ValueError`` for a loop that is not one of :data:`Loop`, and
+    ``TypeError`` for ``loop="asyncio"`` on ``activity`` when it is not an
+    ``async def`` function (``is_async`` false).
+    """
+    if loop not in ("trio", "asyncio"):
+        raise ValueError(f'@activity(loop=...) is "trio" or "asyncio", not {loop!r}')
+    if loop == "asyncio" and not is_async:
+        raise TypeError(
+            f'activity {activity!r} is declared loop="asyncio" but is not an async def function'
+        )
+
 
 log = logging.getLogger("actors.worker")
 
@@ -117,6 +134,9 @@ class AsyncioLoop:
         try:
             return task.result()
         except asyncio.CancelledError:
+            # Imported here: the activity module imports this one for ``Loop``.
+            from ._activity import ActivityError
+
             raise ActivityError(
                 "the activity's asyncio task was cancelled by asyncio code, not by the worker",
                 type="CancelledError",
