@@ -20,6 +20,7 @@ from transport import (
     TransportError,
     open_transport,
 )
+from transport.jscore import ENSURE_PATIENCE
 
 pytestmark = [pytest.mark.jetstream, pytest.mark.usefixtures("nats_client")]
 
@@ -100,3 +101,41 @@ async def test_a_replicated_stream_and_bucket_survive_losing_the_leader(cluster)
                         await trio.sleep(0.2)
                 change = await watch.receive()
         assert (change.key, change.value, change.revision) == ("k", b"after", after)
+
+
+async def test_creating_streams_waits_for_a_cluster_short_of_a_quorum(cluster):
+    """A stream and a bucket ensured while two of three nodes are down (no meta
+    leader: requests time out, or are answered that JetStream is unavailable)
+    are made once the nodes return: ``ensure_stream`` asks again, it does not
+    give up at the first request's deadline. Every service of a deployment
+    provisions as it starts, often beside a cluster that is still forming."""
+    down = 7.0  # longer than one request's deadline (5 s)
+    for i in (1, 2):
+        await trio.to_thread.run_sync(cluster.kill, i)
+    stream = StreamSpec(name="LATE", subjects=("late.>",), replicas=3)
+
+    async def come_back() -> None:
+        await trio.sleep(down)
+        for i in (1, 2):
+            await trio.to_thread.run_sync(lambda i=i: cluster.restart(i, wait_healthy=False))
+
+    async with open_transport(cluster.urls) as transport:
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(come_back)
+            with trio.fail_after(ENSURE_PATIENCE):
+                await transport.ensure_stream(stream)
+                kv = await transport.ensure_kv(KVSpec(bucket="LATE", replicas=3))
+        assert trio.current_time() - began >= down, "made without a quorum?"
+        seq = await publish_until_stored(transport, "late.one", b"1", "late-1")
+        [stored] = await transport.read(stream.name, "late.>")
+        assert (stored.stream_seq, stored.data) == (seq, b"1")
+        revision = await kv.put("k", b"v")
+        assert (await kv.get("k")).revision == revision
+    replicas = {
+        detail["name"]: (detail.get("config") or {}).get("num_replicas")
+        for node in cluster.nodes
+        for account in node.monitor("/jsz?streams=true&config=true").get("account_details") or []
+        for detail in account.get("stream_detail") or []
+    }
+    assert replicas == {"LATE": 3, "KV_LATE": 3}, replicas

@@ -185,11 +185,20 @@ class Transport(Protocol):
         partitioning, if it has one, is kept: the messages it holds are filed
         by it. Returns ``spec`` as it is in effect, with those kept.
 
-        Raises :class:`InvalidSpecError` if the broker refuses the change.
+        A broker that does not answer in time, or answers that it cannot
+        serve streams for now (a cluster electing a leader, short of a
+        quorum, busy with other creations), is asked again for up to a
+        minute, waiting longer each time; then the
+        :class:`TransportTimeoutError` or :class:`ConnectionLostError` is
+        raised. Raises :class:`InvalidSpecError` if the broker refuses the
+        change.
         """
 
     async def ensure_kv(self, spec: KVSpec) -> KeyValue:
-        """Create the bucket or bring an existing one to ``spec`` (idempotent); its handle."""
+        """Create the bucket or bring an existing one to ``spec`` (idempotent); its handle.
+
+        A broker that cannot answer for now is asked again as by :meth:`ensure_stream`.
+        """
 
     async def kv(self, bucket: str) -> KeyValue:
         """A handle to an existing bucket. Raises :class:`NotFoundError`."""

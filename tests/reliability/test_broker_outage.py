@@ -52,7 +52,7 @@ from ledger_activities import read_ledger
 from processes import REPO_ROOT, Services, history_problems, read_history, read_states
 
 import actors
-from actors.testing import NatsServer
+from actors.testing import NatsServer, find_nats_server, free_port
 from transport import (
     ConnectionLostError,
     ConnectOptions,
@@ -638,3 +638,38 @@ def test_proc_port_lookup_finds_this_process_sockets() -> None:
             assert port not in _local_ports(os.getpid())
         finally:
             child.kill()
+
+
+async def test_a_server_without_jetstream_is_refused_at_once(tmp_path: Path) -> None:
+    """A service pointed at a nats-server started without ``-js`` exits 2 within
+    seconds, with a line that says what to change. Creating streams waits for
+    a cluster that cannot answer for now; a server without JetStream never will."""
+    port = free_port()
+    plain = await trio.lowlevel.open_process(
+        [find_nats_server(), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"nats://127.0.0.1:{port}"
+        with Services(url, tmp_path / "services", tmp_path / "ledger") as services:
+            with trio.fail_after(30):
+                while True:  # until the server takes connections
+                    try:
+                        await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                        break
+                    except OSError:
+                        await trio.sleep(0.05)
+            service = services.orchestrator("orchestrator")
+            began = time.monotonic()
+            with trio.fail_after(SLACK):
+                code = await trio.to_thread.run_sync(service.proc.wait, abandon_on_cancel=True)
+            last = service.log().strip().splitlines()[-1]
+            assert code == 2, service.log()
+            assert "JetStream is not enabled" in last, last
+            assert "-js" in last, last
+            print(f"exited 2 after {time.monotonic() - began:.1f}s: {last}")
+    finally:
+        plain.kill()
+        with trio.CancelScope(shield=True):
+            await plain.wait()

@@ -385,3 +385,39 @@ async def test_writes_during_a_leader_election_fail_as_transient(
     assert written, "no KV write failed: the election went unobserved"
     wrong = [exc for exc in published + written if isinstance(exc, NotFoundError)]
     assert not wrong, wrong
+
+
+async def test_services_started_beside_a_cluster_without_quorum_wait_for_it(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """An orchestrator and a worker started while two of the three nodes are down
+    (nothing can be provisioned: no meta leader) keep trying rather than exit,
+    and serve once the nodes are back: a ledger workflow then completes. A
+    deployment's services often start before, or beside, their cluster."""
+    for node in (1, 2):
+        await trio.to_thread.run_sync(cluster.kill, node)
+    with Services(cluster.urls, tmp_path / "services", tmp_path / "ledger") as services:
+        services.orchestrator("orchestrator", "--replicas", "3", "--ack-wait", ACK_WAIT)
+        services.worker("worker", "--replicas", "3", "--ack-wait", ACK_WAIT)
+        await trio.sleep(8.0)  # over one request's deadline (5 s): each service has waited
+        gone = {
+            name: code
+            for name, service in services.services.items()
+            if (code := service.proc.poll()) is not None
+        }
+        assert not gone, f"services gave up while the cluster had no quorum: {gone}"
+        for node in (1, 2):
+            restart = functools.partial(cluster.restart, node, wait_healthy=False)
+            await trio.to_thread.run_sync(restart)
+        await services.wait_ready("orchestrator", "worker")
+        async with (
+            open_transport(cluster.urls) as transport,
+            actors.Client(transport, layout=LAYOUT) as client,
+        ):
+            await through_failover(functools.partial(client.register, LEDGER_FLOW), "register")
+            await through_failover(
+                functools.partial(client.start, LEDGER_TYPE, ledger_input(1), id="late-1"), "start"
+            )
+            with trio.fail_after(60):
+                result = await client.wait("late-1")
+        assert result.status == "completed", result

@@ -14,6 +14,7 @@ from ._api import API as API
 from ._api import HEARTBEAT as HEARTBEAT
 from ._api import KV_HEADROOM as KV_HEADROOM
 from ._api import PULL_EXPIRES as PULL_EXPIRES
+from ._api import JetStreamDisabledError as JetStreamDisabledError
 from ._api import NoStreamAnswered as NoStreamAnswered
 from ._api import StreamExistsError as StreamExistsError
 from ._api import WireMsg as WireMsg
@@ -26,6 +27,7 @@ from ._api import parse_ack as parse_ack
 from ._api import reply_meta as reply_meta
 from ._api import rfc3339 as rfc3339
 from ._api import wall_clock as wall_clock
+from ._base import ENSURE_PATIENCE as ENSURE_PATIENCE
 from ._base import JetStreamBase as JetStreamBase
 from ._base import Prepared as Prepared
 from ._kv import KVCore as KVCore

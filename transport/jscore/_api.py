@@ -74,6 +74,11 @@ class NoStreamAnswered(NotFoundError):
     one that does has no leader right now (an election, a server recovering)."""
 
 
+class JetStreamDisabledError(ConnectionLostError):
+    """Nobody answers the JetStream API ("no responders"): the server runs without
+    JetStream (``-js``), or the account has none. Asking again will not help."""
+
+
 def api_error(err: Mapping[str, Any]) -> TransportError:
     """The transport error for a JetStream API error object."""
     code = int(err.get("code", 0))
@@ -115,7 +120,9 @@ def parse_ack(status: str | None, data: bytes, subject: str) -> PubAck:
 def api_reply(status: str | None, data: bytes) -> dict[str, Any]:
     """The body of an API reply; raises the translated error if it is one."""
     if status == "503":
-        raise ConnectionLostError("JetStream is not available")
+        raise JetStreamDisabledError(
+            "JetStream is not enabled on the server (start nats-server with -js)"
+        )
     resp: dict[str, Any] = json.loads(data)
     if "error" in resp:
         raise api_error(resp["error"])

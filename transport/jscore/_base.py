@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 import trio
 
@@ -55,6 +56,7 @@ from ._api import (
     API,
     KV_HEADROOM,
     NO_MESSAGE,
+    JetStreamDisabledError,
     NoStreamAnswered,
     WireMsg,
     api_reply,
@@ -67,7 +69,13 @@ from ._config import direct_reads, ensure_stream_config, kv_config, partitioning
 from ._kv import KVCore
 from ._pull import PullerCore
 
-__all__ = ["JetStreamBase", "Prepared"]
+__all__ = ["ENSURE_PATIENCE", "JetStreamBase", "Prepared"]
+
+log = logging.getLogger("transport.jetstream")
+
+#: Seconds that creating a stream or bucket keeps trying a cluster that does
+#: not answer in time or has JetStream unavailable (see ``ensure_stream``).
+ENSURE_PATIENCE: Final = 60.0
 
 #: A message as it is sent: (subject, data, headers).
 Prepared: TypeAlias = tuple[str, bytes, dict[str, str] | None]
@@ -203,7 +211,27 @@ class JetStreamBase(Transport):
         return spec
 
     async def _ensure_stream_config(self, config: dict[str, Any]) -> dict[str, Any]:
-        return await ensure_stream_config(self._api, config)
+        """:func:`ensure_stream_config`, tried again while the cluster cannot answer.
+
+        A cluster busy creating other streams (every service of a
+        deployment provisions at once on start), electing a leader or short
+        of a quorum lets a creation time out, or answers that JetStream is
+        unavailable. Creating is idempotent, and a creation that timed out
+        may have been made: the same call is made again, waiting longer each
+        time, for :data:`ENSURE_PATIENCE` seconds before the error is raised.
+        A server without JetStream is not asked again: it never will answer.
+        """
+        deadline = trio.current_time() + ENSURE_PATIENCE
+        wait = 0.25
+        while True:
+            try:
+                return await ensure_stream_config(self._api, config)
+            except (TransportTimeoutError, ConnectionLostError) as exc:
+                if isinstance(exc, JetStreamDisabledError) or trio.current_time() + wait > deadline:
+                    raise
+                log.warning("creating %s: %s; trying again in %.2fs", config["name"], exc, wait)
+                await trio.sleep(wait)
+                wait = min(wait * 2, 4.0)
 
     async def _stream_for_delayed(self, subject: str) -> StreamSpec:
         for spec in self._streams.values():
