@@ -39,10 +39,12 @@ from ._read import Request as Request
 
 __all__ = [
     "API",
+    "ENSURE_PATIENCE",
     "HEARTBEAT",
     "KV_HEADROOM",
     "PULL_EXPIRES",
     "JetStreamBase",
+    "JetStreamDisabledError",
     "JsDelivery",
     "KVCore",
     "NoStreamAnswered",
