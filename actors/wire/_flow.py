@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ._codec import encode
 from ._fields import _LIST, _NUMBER, _STR, MessageError, _body, _Fields
-from ._names import EVENT_ADMIT, INSTANCE_PREFIX
+from ._names import EVENT_ADMIT, event_subject
 
 __all__ = [
     "Slot",
@@ -202,7 +202,7 @@ def _holders(fields: _Fields, name: str) -> list[SlotHolder]:
 
 def admit_subject(instance_id: str) -> str:
     """Where an instance is told it was given a slot it waited for."""
-    return f"{INSTANCE_PREFIX}.{instance_id}.{EVENT_ADMIT}"
+    return event_subject(instance_id, EVENT_ADMIT)
 
 
 def admit_msg_id(instance_id: str, slot_key: str) -> str:

@@ -107,32 +107,36 @@ def plain_start_subject(workflow_type: str) -> str:
     return f"{START_PREFIX}.{workflow_type}"
 
 
-def _event(instance_id: str, *tokens: str) -> str:
+def event_subject(instance_id: str, *tokens: str) -> str:
+    """``instance.{id}.{tokens...}``: the one place an instance's event subjects are spelled.
+
+    Every event of an instance, whichever module names it, goes through here.
+    """
     return ".".join((INSTANCE_PREFIX, instance_id, *tokens))
 
 
 def start_subject(instance_id: str, workflow_type: str) -> str:
-    return _event(instance_id, EVENT_START, workflow_type)
+    return event_subject(instance_id, EVENT_START, workflow_type)
 
 
 def cancel_subject(instance_id: str) -> str:
-    return _event(instance_id, EVENT_CANCEL)
+    return event_subject(instance_id, EVENT_CANCEL)
 
 
 def terminate_subject(instance_id: str) -> str:
-    return _event(instance_id, EVENT_TERMINATE)
+    return event_subject(instance_id, EVENT_TERMINATE)
 
 
 def signal_subject(instance_id: str, name: str) -> str:
-    return _event(instance_id, EVENT_SIGNAL, name)
+    return event_subject(instance_id, EVENT_SIGNAL, name)
 
 
 def result_subject(instance_id: str, step: str, *, ok: bool) -> str:
-    return _event(instance_id, EVENT_COMPLETED if ok else EVENT_FAILED, step)
+    return event_subject(instance_id, EVENT_COMPLETED if ok else EVENT_FAILED, step)
 
 
 def timer_subject(instance_id: str) -> str:
-    return _event(instance_id, EVENT_TIMER)
+    return event_subject(instance_id, EVENT_TIMER)
 
 
 def task_subject(activity: str) -> str:

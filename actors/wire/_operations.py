@@ -24,7 +24,7 @@ from ..core import (
 )
 from ._codec import encode
 from ._fields import _BOOL, _INT, _STR, MessageError, _body, _Fields, _names
-from ._names import EXPIRE_PREFIX, INSTANCE_PREFIX, OPERATIONS_BUCKET
+from ._names import EXPIRE_PREFIX, OPERATIONS_BUCKET, event_subject
 
 __all__ = [
     "EVENT_PAUSE",
@@ -64,15 +64,15 @@ _TYPE_PAUSE_PREFIX: Final = "paused."
 
 
 def pause_subject(instance_id: str) -> str:
-    return f"{INSTANCE_PREFIX}.{instance_id}.{EVENT_PAUSE}"
+    return event_subject(instance_id, EVENT_PAUSE)
 
 
 def resume_subject(instance_id: str) -> str:
-    return f"{INSTANCE_PREFIX}.{instance_id}.{EVENT_RESUME}"
+    return event_subject(instance_id, EVENT_RESUME)
 
 
 def retry_subject(instance_id: str) -> str:
-    return f"{INSTANCE_PREFIX}.{instance_id}.{EVENT_RETRY}"
+    return event_subject(instance_id, EVENT_RETRY)
 
 
 def expire_subject(instance_id: str) -> str:
@@ -132,17 +132,21 @@ def encode_retry(by: str, reason: str, step: str | None) -> bytes:
 
 def decode_pause(data: bytes) -> PauseRequested:
     """A ``workflow.pause``: ``by``, ``reason`` (strings, ``""``), ``type`` (boolean, false)."""
-    fields = _Fields(_body(data, KIND_PAUSE))
-    return PauseRequested(
-        fields.get("by", _STR, ""), fields.get("reason", _STR, ""), fields.get("type", _BOOL, False)
-    )
+    return PauseRequested(*_pause_fields(data, KIND_PAUSE))
 
 
 def decode_resume(data: bytes) -> ResumeRequested:
     """A ``workflow.resume``, with the fields of a ``workflow.pause``."""
-    fields = _Fields(_body(data, KIND_RESUME))
-    return ResumeRequested(
-        fields.get("by", _STR, ""), fields.get("reason", _STR, ""), fields.get("type", _BOOL, False)
+    return ResumeRequested(*_pause_fields(data, KIND_RESUME))
+
+
+def _pause_fields(data: bytes, kind: str) -> tuple[str, str, bool]:
+    """``by``, ``reason`` and ``type`` of a pause or resume (one form for both)."""
+    fields = _Fields(_body(data, kind))
+    return (
+        fields.get("by", _STR, ""),
+        fields.get("reason", _STR, ""),
+        fields.get("type", _BOOL, False),
     )
 
 
