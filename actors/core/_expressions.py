@@ -35,6 +35,7 @@ __all__ = [
     "MAX_EXPRESSION_LENGTH",
     "Expression",
     "ExpressionError",
+    "kind_of",
 ]
 
 MAX_EXPRESSION_LENGTH: Final = 4096
@@ -246,3 +247,16 @@ class _MeteredFunctions(jmespath.functions.Functions):
                 )
             )
         return super().call_function(function_name, resolved_args)
+
+
+def kind_of(value: object) -> str:
+    """What a JSON value is, as an error message names it ("a list", "null")."""
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ._expressions import Expression, ExpressionError
+from ._expressions import Expression, ExpressionError, kind_of
 
 if TYPE_CHECKING:
     from ._definition import Definition
@@ -273,20 +273,10 @@ def key_values(definition: Definition, instance_id: str, input: Any) -> list[str
 def _checked(key: Expression, value: object, where: str) -> str | int | float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ExpressionError(
-            f"{where} {key.source!r} gave {_kind(value)}; a key must be a string or a number"
+            f"{where} {key.source!r} gave {kind_of(value)}; a key must be a string or a number"
         )
     if isinstance(value, str) and len(value) > MAX_KEY_LENGTH:
         raise ExpressionError(
             f"{where} gave a string of {len(value)} characters; the limit is {MAX_KEY_LENGTH}"
         )
     return value
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, list):
-        return "a list"
-    return "a mapping" if isinstance(value, dict) else type(value).__name__

@@ -25,7 +25,7 @@ from ._definition import (
     DefinitionError,
     FieldError,
 )
-from ._expressions import Expression, ExpressionError
+from ._expressions import Expression, ExpressionError, kind_of
 from ._flow import parse_concurrency
 from ._keys import InvalidNameError, check_name
 from ._steps import STEP_KEYS, Step, syntax
@@ -132,7 +132,7 @@ class Checker:
     def mapping(self, data: object, allowed: frozenset[str], what: str) -> dict[str, Any] | None:
         """``data`` as a mapping of its ``allowed`` fields; any other field is a problem."""
         if not isinstance(data, Mapping):
-            self.error(f"{what} must be a mapping, not {_kind(data)}")
+            self.error(f"{what} must be a mapping, not {kind_of(data)}")
             return None
         for key in data:
             if not isinstance(key, str) or key not in allowed:
@@ -200,7 +200,7 @@ class Checker:
         value = data.get(key, default)
         with self.at(key):
             if isinstance(value, bool) or not isinstance(value, int):
-                self.error(f"must be an integer, not {_kind(value)}")
+                self.error(f"must be an integer, not {kind_of(value)}")
                 return None
             if not low <= value <= high:
                 self.error(out_of_range)
@@ -214,7 +214,7 @@ class Checker:
         value = data.get(key, default)
         with self.at(key):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                self.error(f"must be a number, not {_kind(value)}")
+                self.error(f"must be a number, not {kind_of(value)}")
                 return None
             if not low <= value <= high:
                 self.error(f"must be from {low} to {high}")
@@ -335,7 +335,7 @@ class Checker:
 
     def _step(self, data: object, depth: int) -> Step | None:
         if not isinstance(data, Mapping):
-            self.error(f"a step must be a mapping, not {_kind(data)}")
+            self.error(f"a step must be a mapping, not {kind_of(data)}")
             return None
         keys = [key for key in STEP_KEYS if key in data]
         if len(keys) != 1:
@@ -369,15 +369,3 @@ def _key_text(key: object) -> str:
         return str(key)[:64]
     except ValueError:  # an int too large to print
         return f"<{type(key).__name__} key>"
-
-
-def _kind(value: object) -> str:
-    return {
-        type(None): "null",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "a mapping",
-    }.get(type(value), type(value).__name__)
