@@ -64,6 +64,7 @@ from ..core import (
     advance,
 )
 from ..wire import (
+    EVENTS_STREAM,
     MessageError,
     StartMessage,
     cancel_subject,
@@ -74,6 +75,7 @@ from ..wire import (
     encode_start,
     start_msg_id,
     start_subject,
+    stored_start_filter,
     terminate_subject,
 )
 from ._counters import Counters
@@ -289,12 +291,29 @@ class Scheduler:
         stats["schedule_missed"] += new.missed - old.missed
 
     async def _active(self, state: ScheduleState) -> bool:
-        """Whether the schedule's newest run is still going (or not stored yet)."""
+        """Whether the schedule's newest run is still going, or its start waits to be taken.
+
+        A run without a state is either not taken yet (its start is still in
+        the events stream) or never will be again: retention removed it after
+        it ended (a schedule that fires less often than its type's runs are
+        kept), or its start was refused (a dead letter). Only the first is
+        going: counting the others as going would make every policy but
+        ``allow_all`` skip or buffer the schedule's fires for ever.
+        """
         newest = state.newest
         if newest is None:
             return False
-        entry = await self._states.get(newest.instance_id)
-        return entry is None or not _terminal(entry.value)
+        instance_id = newest.instance_id
+        entry = await self._states.get(instance_id)
+        if entry is None:
+            if await self._transport.read(EVENTS_STREAM, stored_start_filter(instance_id), limit=1):
+                return True
+            # An orchestrator stores the state, then acks (removes) the start:
+            # one taken between the two reads is stored by now.
+            entry = await self._states.get(instance_id)
+            if entry is None:
+                return False
+        return not _terminal(entry.value)
 
     async def _carry_out(
         self, state: ScheduleState, effects: tuple[ScheduleEffect, ...] | list[ScheduleEffect]

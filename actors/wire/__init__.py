@@ -94,6 +94,7 @@ from ._names import result_subject as result_subject
 from ._names import signal_subject as signal_subject
 from ._names import start_msg_id as start_msg_id
 from ._names import start_subject as start_subject
+from ._names import stored_start_filter as stored_start_filter
 from ._names import task_msg_id as task_msg_id
 from ._names import task_subject as task_subject
 from ._names import terminate_subject as terminate_subject
@@ -249,6 +250,7 @@ __all__ = [
     "signal_subject",
     "start_msg_id",
     "start_subject",
+    "stored_start_filter",
     "state_to_data",
     "task_msg_id",
     "task_subject",

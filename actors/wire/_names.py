@@ -119,6 +119,12 @@ def start_subject(instance_id: str, workflow_type: str) -> str:
     return event_subject(instance_id, EVENT_START, workflow_type)
 
 
+def stored_start_filter(instance_id: str) -> str:
+    """The subjects the events stream stores a start of ``instance_id`` on, whatever
+    its partition (the filing adds the partition's number after the prefix)."""
+    return f"{INSTANCE_PREFIX}.*.{instance_id}.{EVENT_START}.*"
+
+
 def cancel_subject(instance_id: str) -> str:
     return event_subject(instance_id, EVENT_CANCEL)
 
