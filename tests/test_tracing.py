@@ -12,17 +12,18 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from in_memory import serving
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tracing_spans import by_name, one, spans
 
 import actors
 from actors.observability import tracing
-from transport import open_transport
 
 __all__ = ["spans"]  # the fixture, shared with the tests across processes
 
@@ -50,17 +51,10 @@ async def echo(value: Any) -> Any:
 
 @pytest.fixture
 async def client() -> AsyncIterator[actors.Client]:
-    async with open_transport("memory://") as transport, trio.open_nursery() as nursery:
-        orchestrator = actors.Orchestrator(transport)
-        worker = actors.Worker(transport, actors.collect_activities([sys.modules[__name__]]))
-        await nursery.start(orchestrator.run)
-        await nursery.start(worker.run)
-        async with actors.Client(transport) as client:
-            await client.register(CHILD)
-            await client.register(PARENT)
-            yield client
-        orchestrator.shutdown()
-        worker.shutdown()
+    async with serving(sys.modules[__name__]) as client:
+        await client.register(CHILD)
+        await client.register(PARENT)
+        yield client
 
 
 async def test_one_trace_per_instance_with_its_decisions_and_attempts(
@@ -170,9 +164,10 @@ def test_the_engine_imports_and_runs_without_opentelemetry() -> None:
     code = """
 import sys
 sys.modules["opentelemetry"] = None  # as if not installed: every import of it fails
+sys.path.insert(0, sys.argv[1])  # this folder, for its in_memory helper
 import trio, actors
 from actors.observability import tracing
-from transport import open_transport
+from in_memory import serving
 assert not tracing.tracing()
 
 @actors.activity
@@ -180,20 +175,17 @@ async def echo(value):
     return value
 
 async def main():
-    async with open_transport("memory://") as transport, trio.open_nursery() as nursery:
-        orchestrator = actors.Orchestrator(transport)
-        worker = actors.Worker(transport, actors.collect_activities([sys.modules[__name__]]))
-        await nursery.start(orchestrator.run)
-        await nursery.start(worker.run)
-        async with actors.Client(transport) as client:
-            await client.register("type: t\\nversion: 1\\nsteps: [{id: a, activity: echo}]")
-            print(await client.result(await client.start("t", 5)))
-        orchestrator.shutdown()
-        worker.shutdown()
+    async with serving(sys.modules[__name__]) as client:
+        await client.register("type: t\\nversion: 1\\nsteps: [{id: a, activity: echo}]")
+        print(await client.result(await client.start("t", 5)))
 
 trio.run(main)
 """
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, "5"), done.stderr

@@ -9,13 +9,16 @@ cost no real time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from flow import SEEN, history_to_the_end
+from natsserver import NatsServer
+from processes import Services
 
 import actors
 from actors.wire import decode_deadletter
@@ -60,6 +63,15 @@ class Engine:
 #: Fresh records of what the activities of ``flow``'s ``note`` did (modules
 #: whose activities note use it for every test: ``usefixtures("seen")``).
 seen = SEEN.fixture("seen")
+
+
+@pytest.fixture
+def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterator[Services]:
+    """The engine's services as subprocesses against a nats-server of the test's own
+    (none runs until the test spawns it). Leftovers are killed, and their logs
+    printed, when the test ends."""
+    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
+        yield running
 
 
 def worker_config(**options: Any) -> actors.WorkerConfig:

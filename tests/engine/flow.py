@@ -115,6 +115,18 @@ async def failure_of(engine: Engine, instance: str) -> actors.ErrorInfo:
     return caught.value.error
 
 
+async def terminate_and_retry(engine: Engine, instance: str) -> None:
+    """Terminate ``instance``, see its run end cancelled, retry it, and return
+    once the second run has begun."""
+    client = engine.client
+    await client.terminate(instance)
+    with pytest.raises(actors.WorkflowCancelledError):
+        await result_of(engine, instance)
+    await client.retry(instance)
+    with trio.fail_after(60):
+        await client.wait_for(instance, lambda info: info.run == 2)
+
+
 async def wait_until(
     orchestrators: Sequence[actors.Orchestrator], condition: Callable[[], bool]
 ) -> None:

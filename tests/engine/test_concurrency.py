@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +48,7 @@ class Ledger:
 LEDGER: Records[Ledger] = Records("ledger", Ledger)
 
 
-@pytest.fixture(autouse=True)
-def ledger() -> Iterator[Ledger]:
-    with LEDGER.fresh() as records:
-        yield records
+ledger = LEDGER.fixture("ledger", autouse=True)
 
 
 @actors.activity
@@ -497,20 +493,27 @@ async def test_a_queue_is_in_the_order_the_starts_were_stored(engine: Engine) ->
     assert [waiter.id for waiter in slot.queue] == ["early", "late", "unknown"]
 
 
+def fail_once(monkeypatch: pytest.MonkeyPatch, owner: type, method: str) -> list[Exception]:
+    """Make the async ``owner.method`` raise :class:`ConnectionLostError` on its
+    first call and work from then on; the failure still to come (none once raised)."""
+    failures: list[Exception] = [ConnectionLostError("injected: the broker went away")]
+    real = getattr(owner, method)
+
+    async def flaky(self: Any, *args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(self, *args)
+
+    monkeypatch.setattr(owner, method, flaky)
+    return failures
+
+
 async def test_a_broker_error_taking_a_slot_hands_the_start_back(
     engine: Engine, clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The broker failing as a start takes its slot is no failure of the instance:
     the start comes back and runs."""
-    failures = [ConnectionLostError("injected: the broker went away")]
-    admit = WorkflowSlots.admit
-
-    async def flaky_admit(self: WorkflowSlots, *args: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return await admit(self, *args)
-
-    monkeypatch.setattr(WorkflowSlots, "admit", flaky_admit)
+    failures = fail_once(monkeypatch, WorkflowSlots, "admit")
     await engine.client.register(per_customer(1))
     await engine.client.start("order", {"customer": "flaky", "for": 0}, id="flaky")
     assert await result_of(engine, "flaky") == "flaky"
@@ -523,15 +526,7 @@ async def test_a_broker_error_reserving_a_rate_turn_hands_the_task_back(
 ) -> None:
     """The broker failing a worker's rate reservation neither stops the worker nor
     fails the attempt: the task comes back and runs."""
-    failures = [ConnectionLostError("injected: the broker went away")]
-    reserve = Pacer.reserve
-
-    async def flaky_reserve(self: Pacer, *args: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return await reserve(self, *args)
-
-    monkeypatch.setattr(Pacer, "reserve", flaky_reserve)
+    failures = fail_once(monkeypatch, Pacer, "reserve")
     await engine.client.register(paced(10, "1s", 1))
     await engine.client.start("paced", {"customer": "flaky", "for": 0}, id="paced-flaky")
     assert await result_of(engine, "paced-flaky") == "paced-flaky"

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -61,12 +60,6 @@ KINDS = [
 
 def expected_output(n: int) -> dict[str, Any]:
     return next_value(next_value({"n": n, "count": 0}, "before"), "after")
-
-
-@pytest.fixture
-def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterator[Services]:
-    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
-        yield running
 
 
 async def wait_sleep_started(transport: Transport, ids: Iterable[str]) -> dict[str, float]:

@@ -353,19 +353,26 @@ async def _second_try(
     return output, failed
 
 
-async def test_start_to_close_timeout_retries(
-    engine: Engine, clock: trio.testing.MockClock | None
+@pytest.mark.parametrize(
+    ("activity", "limits", "outcome"),
+    [
+        ("slow_first_attempt", {"start_to_close": 1.0}, ("fast enough", ["StartToCloseTimeout"])),
+        (
+            "silent_first_attempt",
+            {"start_to_close": 30, "heartbeat": 1.0},
+            ("kept beating", ["HeartbeatTimeout"]),
+        ),
+    ],
+    ids=["start_to_close", "missed_heartbeat"],
+)
+async def test_a_timed_out_attempt_is_retried(
+    engine: Engine,
+    clock: trio.testing.MockClock | None,
+    activity: str,
+    limits: dict[str, Any],
+    outcome: tuple[Any, list[str]],
 ) -> None:
-    outcome = await _second_try(engine, "slow_first_attempt", {"start_to_close": 1.0})
-    assert outcome == ("fast enough", ["StartToCloseTimeout"])
-
-
-async def test_missed_heartbeat_retries(
-    engine: Engine, clock: trio.testing.MockClock | None
-) -> None:
-    timeout = {"start_to_close": 30, "heartbeat": 1.0}
-    outcome = await _second_try(engine, "silent_first_attempt", timeout)
-    assert outcome == ("kept beating", ["HeartbeatTimeout"])
+    assert await _second_try(engine, activity, limits) == outcome
 
 
 async def test_schedule_to_start_timeout_when_no_worker_serves(

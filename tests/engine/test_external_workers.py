@@ -22,14 +22,12 @@ import os
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 from flow import in_sequence
-from natsserver import NatsServer
 from processes import (
     Service,
     Services,
@@ -65,13 +63,6 @@ def _spread(workflow_type: str, steps: dict[str, str]) -> dict[str, Any]:
 
 MIX = _spread("spread_mix", MIX_STEPS)
 CHAIN = _spread("spread_chain", CHAIN_STEPS)
-
-
-@pytest.fixture
-def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterable[Services]:
-    # Services kills whatever is still running when the test ends, and prints logs.
-    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
-        yield running
 
 
 @pytest.fixture

@@ -9,15 +9,12 @@ and checks that what the services report is what ran.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from pathlib import Path
 
 import pytest
 import trio
 from metrics_samples import Samples, parse, value
-from natsserver import NatsServer
-from processes import Service, Services, wait_results
-from test_processes import COUNT, count_output, start_many
+from processes import Service, Services
+from test_processes import run_counts
 
 import actors
 from actors.testing import http_get
@@ -27,12 +24,6 @@ pytestmark = pytest.mark.jetstream
 
 N = 20
 _URL = re.compile(r"metrics, /healthz and /readyz on (http://\S+)")
-
-
-@pytest.fixture
-def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterable[Services]:
-    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
-        yield running
 
 
 async def probe_url(service: Service) -> str:
@@ -71,12 +62,7 @@ async def test_scraped_metrics_match_the_workload(services: Services) -> None:
         assert (await get(f"{url}/nothing"))[0] == 404
 
     async with open_transport(services.url) as transport, actors.Client(transport) as client:
-        await client.register(COUNT)
-        ids = await start_many(client, N)
-        results: dict[str, object] = {}
-        with trio.fail_after(120):
-            await wait_results(client, ids, results)
-    assert results == {instance_id: count_output(n) for instance_id, n in ids.items()}
+        await run_counts(client, N)
 
     o = await scrape(urls["o"])
     flow = {"type": "ledger_count"}

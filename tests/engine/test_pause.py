@@ -7,7 +7,6 @@ a signal are held (in the state, with a history record) and act on resume.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +35,7 @@ class Gates:
 GATES = Records("gates", Gates)
 
 
-@pytest.fixture(autouse=True)
-def gates() -> Iterator[Gates]:
-    with GATES.fresh() as records:
-        yield records
+gates = GATES.fixture("gates", autouse=True)
 
 
 @actors.activity
@@ -87,6 +83,14 @@ async def until(engine: Engine, instance: str, check: Any) -> InstanceInfo:
         return await engine.client.wait_for(instance, check)
 
 
+async def paused(
+    engine: Engine, instance: str, reason: str = "", by: str | None = None
+) -> InstanceInfo:
+    """Pause ``instance`` and return its state once the pause has been applied."""
+    await engine.client.pause(instance, reason, by=by)
+    return await until(engine, instance, lambda info: info.paused is not None)
+
+
 async def start_gated(engine: Engine, gates: Gates, instance: str, n: int) -> str:
     """Start ``two`` as ``instance``; return once its first (gated) activity runs."""
     await engine.client.start("two", {"n": n}, id=instance)
@@ -101,11 +105,10 @@ async def test_a_result_that_comes_while_paused_is_held_and_nothing_new_goes_out
     client = engine.client
     await client.register(TWO)
     instance = await start_gated(engine, gates, "p-1", 1)
-    await client.pause(instance, "downstream is down", by="ann")
-    paused = await until(engine, instance, lambda info: info.paused is not None)
-    assert paused.paused is not None
-    assert (paused.paused["by"], paused.paused["reason"]) == ("ann", "downstream is down")
-    assert paused.status is InstanceStatus.RUNNING
+    state = await paused(engine, instance, "downstream is down", by="ann")
+    assert state.paused is not None
+    assert (state.paused["by"], state.paused["reason"]) == ("ann", "downstream is down")
+    assert state.status is InstanceStatus.RUNNING
 
     gates.release[instance].set()
     held = await until(engine, instance, lambda info: info.held == 1)
@@ -133,8 +136,7 @@ async def test_a_timer_and_a_signal_that_come_while_paused_act_on_resume(
     await client.register(WAITS)
     instance = await client.start("waits", None, id="p-2")
     await wait_for_step(engine, instance, "nap", "waiting")
-    await client.pause(instance, by="ann")
-    await until(engine, instance, lambda info: info.paused is not None)
+    await paused(engine, instance, by="ann")
     await client.signal(instance, "go", "ready")
     # The sleep's timer comes due while paused: held with the signal.
     held = await until(engine, instance, lambda info: info.held == 2)
@@ -151,8 +153,7 @@ async def test_a_cancel_resumes_and_compensates_a_terminate_drops_what_was_held(
     await client.register(TWO)
     for instance in ("p-3", "p-4"):
         await start_gated(engine, gates, instance, 2)
-        await client.pause(instance)
-        await until(engine, instance, lambda info: info.paused is not None)
+        await paused(engine, instance)
         gates.release[instance].set()
         await until(engine, instance, lambda info: info.held == 1)
     await client.cancel("p-3", "not needed")
@@ -188,8 +189,7 @@ async def test_a_paused_type_stores_its_starts_and_begins_them_on_resume(
     await client.register(TWO)
     running = await start_gated(engine, gates, "t-0", 0)
     alone = await start_gated(engine, gates, "t-9", 9)
-    await client.pause(alone, "on its own")
-    await until(engine, alone, lambda info: info.paused is not None)
+    await paused(engine, alone, "on its own")
 
     assert await client.pause_type("two", "maintenance", by="ops", running=True) == 2
     assert set(await client.paused_types()) == {"two"}

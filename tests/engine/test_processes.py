@@ -25,7 +25,6 @@ import pytest
 import trio
 from flow import in_sequence
 from ledger_activities import duplicate_runs, read_ledger
-from natsserver import NatsServer
 from processes import (
     ACTIVITIES_MODULE,
     Services,
@@ -63,12 +62,6 @@ def count_output(n: int) -> dict[str, Any]:
     return {"n": n, "count": 3, "trail": ["first", "second", "third"]}
 
 
-@pytest.fixture
-def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterable[Services]:
-    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
-        yield running
-
-
 async def start_many(
     client: actors.Client, count: int, on_started: Callable[[str], None] | None = None
 ) -> dict[str, int]:
@@ -80,6 +73,18 @@ async def start_many(
             await client.start("ledger_count", {"n": n, "count": 0}, id=instance_id)
             if on_started is not None:
                 on_started(instance_id)
+    return ids
+
+
+async def run_counts(client: actors.Client, count: int) -> dict[str, int]:
+    """Register ``ledger_count``, run ``count`` instances of it to their end and check
+    that every output is right; id -> n."""
+    await client.register(COUNT)
+    ids = await start_many(client, count)
+    results: dict[str, Any] = {}
+    with trio.fail_after(120):
+        await wait_results(client, ids, results)
+    assert results == {instance_id: count_output(n) for instance_id, n in ids.items()}
     return ids
 
 
@@ -127,12 +132,7 @@ async def run_many_counts(services: Services) -> None:
     """Run :data:`MANY` ``ledger_count`` workflows on the running services: every output
     right, every step applied once, few run twice."""
     async with open_transport(services.url) as transport, actors.Client(transport) as client:
-        await client.register(COUNT)
-        ids = await start_many(client, MANY)
-        results: dict[str, Any] = {}
-        with trio.fail_after(120):
-            await wait_results(client, ids, results)
-        assert results == {instance_id: count_output(n) for instance_id, n in ids.items()}
+        ids = await run_counts(client, MANY)
         await check_history_and_ledger(
             transport, ids, COUNT_STEPS, services.ledger, max_duplicates=MANY // 100
         )

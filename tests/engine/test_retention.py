@@ -12,7 +12,7 @@ import ledger_activities
 import pytest
 import trio
 import trio.testing
-from flow import result_of, wait_for_step
+from flow import result_of, terminate_and_retry, wait_for_step
 
 import actors
 from actors import InstanceStatus
@@ -69,12 +69,7 @@ async def test_a_retried_instance_is_not_removed_by_its_first_ends_expiry(
     await client.register(GATE)
     await client.start("gate", None, id="e-3")
     await wait_for_step(engine, "e-3", "w", "waiting")
-    await client.terminate("e-3")
-    with pytest.raises(actors.WorkflowCancelledError):
-        await result_of(engine, "e-3")
-    await client.retry("e-3")
-    with trio.fail_after(60):
-        await client.wait_for("e-3", lambda info: info.run == 2)
+    await terminate_and_retry(engine, "e-3")
     # The expiry of run 1's end comes while run 2 waits: it changes nothing
     # (time itself is under test: sleep past it).
     await trio.sleep(2.5)

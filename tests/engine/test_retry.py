@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from flow import result_of, wait_for_step
+from flow import result_of, terminate_and_retry, wait_for_step
 from records import Records
 
 import actors
@@ -32,10 +31,7 @@ class Runs:
 RUNS = Records("runs", Runs)
 
 
-@pytest.fixture(autouse=True)
-def runs() -> Iterator[Runs]:
-    with RUNS.fresh() as records:
-        yield records
+runs = RUNS.fixture("runs", autouse=True)
 
 
 @actors.activity
@@ -170,12 +166,7 @@ async def test_a_terminated_instance_retried_waits_again_where_it_stopped(
     await wait_for_step(engine, "r-3", "w", "waiting")
     with pytest.raises(actors.OperationRefusedError):
         await client.retry("r-3")  # running
-    await client.terminate("r-3")
-    with pytest.raises(actors.WorkflowCancelledError):
-        await result_of(engine, "r-3")
-    await client.retry("r-3")
-    with trio.fail_after(60):
-        await client.wait_for("r-3", lambda info: info.run == 2)
+    await terminate_and_retry(engine, "r-3")
     await wait_for_step(engine, "r-3", "w", "waiting")
     await client.signal("r-3", "go", "now")
     assert await outcome_of_run(engine, "r-3") == "now"

@@ -13,8 +13,6 @@ from the fire time), none is missed, and the schedule counted each once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
@@ -36,12 +34,6 @@ steps:
   - {id: nap, sleep: 0.2}
 """
 WAIT = 120
-
-
-@pytest.fixture
-def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterator[Services]:
-    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
-        yield running
 
 
 async def test_a_schedule_fires_each_time_once_through_sigkills_of_orchestrators_and_server(

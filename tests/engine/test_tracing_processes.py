@@ -9,13 +9,11 @@ root is the client's start.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from natsserver import NatsServer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from processes import Services
 from test_processes import COUNT, count_output
@@ -27,12 +25,6 @@ from transport import open_transport
 __all__ = ["spans"]  # the fixture
 
 pytestmark = pytest.mark.jetstream
-
-
-@pytest.fixture
-def services(fresh_nats_server: NatsServer, tmp_path: Path) -> Iterable[Services]:
-    with Services(fresh_nats_server.url, tmp_path / "services", tmp_path / "ledger") as running:
-        yield running
 
 
 def read_spans(path: Path) -> list[dict[str, Any]]:

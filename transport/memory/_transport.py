@@ -192,6 +192,13 @@ class MemoryTransport(Transport):
         await trio.lowlevel.checkpoint()
         self._check_open()
 
+    def _stream(self, name: str) -> Stream:
+        """The stream ``name``; :class:`NotFoundError` if there is none."""
+        found = self._streams.get(name)
+        if found is None:
+            raise NotFoundError(f"no stream {name!r}")
+        return found
+
     @asynccontextmanager
     async def _feeding(
         self, start: Callable[..., Awaitable[object]], send: _Closeable
@@ -311,9 +318,7 @@ class MemoryTransport(Transport):
         await self._enter_op()
         if buffer < 1:
             raise InvalidSpecError(f"buffer must be at least 1, got {buffer}")
-        owner = self._streams.get(stream)
-        if owner is None:
-            raise NotFoundError(f"no stream {stream!r}")
+        owner = self._stream(stream)
         consumer = owner.ensure_consumer(spec)
         send, receive = trio.open_memory_channel[Delivery](buffer)
         session = Session()
@@ -325,9 +330,7 @@ class MemoryTransport(Transport):
 
     async def consumer_lag(self, stream: str, consumer: str) -> ConsumerLag:
         await self._enter_op()
-        owner = self._streams.get(stream)
-        if owner is None:
-            raise NotFoundError(f"no stream {stream!r}")
+        owner = self._stream(stream)
         found = owner.consumers.get(consumer)
         if found is None:
             raise NotFoundError(f"no consumer {consumer!r} on stream {stream!r}")
@@ -339,9 +342,7 @@ class MemoryTransport(Transport):
         """A delayed message is read, once due, at the sequence it was published with."""
         await self._enter_op()
         check_read(stream, subject, start_seq, limit)
-        owner = self._streams.get(stream)
-        if owner is None:
-            raise NotFoundError(f"no stream {stream!r}")
+        owner = self._stream(stream)
         now = trio.current_time()
         owner.expire(now)
         epoch = self._start_clock()
@@ -354,17 +355,12 @@ class MemoryTransport(Transport):
         """A scan of the stream (the broker keeps an index of subjects; this does not)."""
         await self._enter_op()
         check_purge(stream, subject)
-        owner = self._streams.get(stream)
-        if owner is None:
-            raise NotFoundError(f"no stream {stream!r}")
-        return owner.purge(subject)
+        return self._stream(stream).purge(subject)
 
     async def holds(self, stream: str, seq: int) -> bool:
         await self._enter_op()
         check_holds(stream, seq)
-        owner = self._streams.get(stream)
-        if owner is None:
-            raise NotFoundError(f"no stream {stream!r}")
+        owner = self._stream(stream)
         owner.expire(trio.current_time())
         return owner.holds(seq)
 

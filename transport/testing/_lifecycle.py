@@ -11,8 +11,10 @@ from .. import (
     ConnectionEvent,
     ConnectionState,
     ConsumerSpec,
+    KeyValue,
     KVSpec,
     OutMessage,
+    StreamSpec,
     Transport,
     TransportClosedError,
 )
@@ -21,6 +23,13 @@ from ._fixtures import Connect, Names, SuiteBase, own_transport
 
 class OwnersOwnError(Exception):
     """Raised inside a block to see whether it leaves the block unchanged."""
+
+
+async def stream_and_bucket(transport: Transport, names: Names) -> tuple[StreamSpec, KeyValue]:
+    """A new stream and a new bucket, named for the test."""
+    stream = await transport.ensure_stream(names.stream_spec())
+    kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
+    return stream, kv
 
 
 class LifecycleTests(SuiteBase):
@@ -45,8 +54,7 @@ class LifecycleTests(SuiteBase):
         self, connect: Connect, names: Names
     ) -> None:
         async with own_transport(connect) as transport:
-            stream = await transport.ensure_stream(names.stream_spec())
-            kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
+            stream, kv = await stream_and_bucket(transport, names)
             await transport.aclose()
             with pytest.raises(TransportClosedError):
                 await transport.publish(f"{names.space()}.a", b"")
@@ -96,8 +104,7 @@ class LifecycleTests(SuiteBase):
         self, connect: Connect, names: Names
     ) -> None:
         async with own_transport(connect) as transport:
-            stream = await transport.ensure_stream(names.stream_spec())
-            kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
+            stream, kv = await stream_and_bucket(transport, names)
             async with (
                 transport.consume(stream.name, ConsumerSpec(durable=names.durable())) as inbox,
                 kv.watch() as watch,
@@ -123,8 +130,7 @@ class LifecycleTests(SuiteBase):
     async def test_an_error_in_the_owners_block_leaves_consume_and_watch_unwrapped(
         self, transport: Transport, names: Names
     ) -> None:
-        stream = await transport.ensure_stream(names.stream_spec())
-        kv = await transport.ensure_kv(KVSpec(bucket=names.bucket()))
+        stream, kv = await stream_and_bucket(transport, names)
         with pytest.raises(OwnersOwnError):
             async with transport.consume(stream.name, ConsumerSpec(durable=names.durable())):
                 raise OwnersOwnError

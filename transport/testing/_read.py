@@ -15,6 +15,7 @@ from .. import (
     OutMessage,
     Retention,
     StoredMessage,
+    StreamSpec,
     Transport,
     TransportClosedError,
 )
@@ -47,6 +48,18 @@ async def read_all(
         start = got[-1].stream_seq + 1
 
 
+async def alternating_stream(
+    transport: Transport, make_stream: MakeStream, names: Names
+) -> tuple[StreamSpec, str]:
+    """A new stream holding ``b"0"`` to ``b"5"`` (sequences 1 to 6), published to
+    ``{space}.a`` and ``{space}.b`` in turn; its spec and its subject space."""
+    spec = await make_stream()
+    space = names.space()
+    for i in range(6):
+        await transport.publish(f"{space}.{'ab'[i % 2]}", b"%d" % i)
+    return spec, space
+
+
 class ReadTests(SuiteBase):
     """``read`` and ``holds``: stored messages looked up without a consumer."""
 
@@ -72,10 +85,7 @@ class ReadTests(SuiteBase):
     async def test_read_leaves_out_the_other_subjects(
         self, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
-        spec = await make_stream()
-        space = names.space()
-        for i in range(6):
-            await transport.publish(f"{space}.{'ab'[i % 2]}", b"%d" % i)
+        spec, space = await alternating_stream(transport, make_stream, names)
         await transport.publish(f"{space}.a.deeper", b"deeper")
         a = await transport.read(spec.name, f"{space}.a")
         b = await transport.read(spec.name, f"{space}.b")
@@ -257,10 +267,7 @@ class ReadTests(SuiteBase):
     async def test_purge_removes_the_messages_of_one_subject(
         self, transport: Transport, make_stream: MakeStream, names: Names
     ) -> None:
-        spec = await make_stream()
-        space = names.space()
-        for i in range(6):
-            await transport.publish(f"{space}.{'ab'[i % 2]}", b"%d" % i)
+        spec, space = await alternating_stream(transport, make_stream, names)
         assert await transport.purge(spec.name, f"{space}.a") == 3
         left = await transport.read(spec.name, f"{space}.>")
         assert [(m.subject, m.data) for m in left] == [
