@@ -60,6 +60,8 @@ async def test_a_cancelled_waiter_leaves_the_lock_to_the_next() -> None:
         release.set()
     assert order == ["first", "next"]
     # Nobody holds or waits: the key's lock is gone, and it is free again.
+    assert not locks.busy("k")
     with trio.fail_after(1):
         async with locks.hold("k"):
-            pass
+            assert locks.busy("k")
+    assert not locks.busy("k")

@@ -204,6 +204,10 @@ class _KeyLocks:
             if not lock.users:
                 del self._locks[key]
 
+    def busy(self, key: str) -> bool:
+        """Whether a task of this process holds ``key``'s lock (or waits for it)."""
+        return key in self._locks
+
 
 class _KeyLock:
     """A lock handed straight to its next waiter, urgent ones first, each kind in order."""
@@ -350,13 +354,15 @@ class WorkflowSlots:
             return True
         except ConflictError:
             pass
-        # Held or queued already (an admitted instance taking what it was
-        # given, a redelivered start): a look answers, with no change to wait for.
-        entry = await self._bucket.get(key)
-        if entry is not None:
-            standing = _standing(self._decode(key, entry.value), me.id)
-            if standing is not None:
-                return standing
+        if self._locks.busy(key):
+            # Held or queued already (an admitted instance taking what it
+            # was given, a redelivered start): a look answers, with no need
+            # to wait for the changes ahead. Worth a read only when some wait.
+            entry = await self._bucket.get(key)
+            if entry is not None:
+                standing = _standing(self._decode(key, entry.value), me.id)
+                if standing is not None:
+                    return standing
         async with self._locks.hold(key):
             return await self._hold_locked(key, fresh, me)
 
