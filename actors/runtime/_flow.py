@@ -15,6 +15,10 @@ orchestrators do them. What holds and what frees a slot
   any queue; a freed slot goes to the first instance queued for it, which
   is sent an admission event (``instance.{id}.admit``) that takes its next
   limits and starts it;
+* within one process, the changes to one entry are made one at a time
+  (:class:`_KeyLocks`): compare-and-set alone would let every start
+  queueing at once race every other, and the end that frees the slot
+  with them, each losing and reading again;
 * every step is idempotent (an instance holding or queued already is left
   as it is; a free re-sends the admissions it made), so that the event
   that did it, redelivered after a crash, does it again harmlessly;
@@ -27,9 +31,12 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Final
+
+import trio
 
 from transport import ConflictError, KeyValue, OutMessage, Transport, TransportError
 
@@ -155,12 +162,91 @@ class Admission:
         self.behind = behind
 
 
+class _KeyLocks:
+    """A lock per slot key, for the changes this process makes to that key's entry.
+
+    Every change is a read and a compare-and-set. Made concurrently by many
+    tasks of one process (a burst of starts queueing for one key value, and
+    the end that frees its slot), all but one meet a conflict and read
+    again, round after round: n changes cost about n²/2 writes, and the
+    free that hands the slot on waits its turn among them (seconds, for a
+    few hundred). One at a time, each change is one read and one write.
+
+    Frees are urgent: they go before the other changes waiting, so that a
+    slot is handed on without waiting for a burst of starts to queue
+    behind it. Otherwise first come first. Other processes can still
+    conflict: the compare-and-set keeps the entry right, the lock only
+    keeps this process from racing itself. A key's lock is dropped once
+    nobody holds it or waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, _KeyLock] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold ``key``'s lock for the block, waiting while another task of this process does.
+
+        ``urgent``: go before the waiters that are not.
+        """
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = _KeyLock()
+        lock.users += 1
+        try:
+            await lock.acquire(urgent)
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock.users -= 1
+            if not lock.users:
+                del self._locks[key]
+
+    def busy(self, key: str) -> bool:
+        """Whether a task of this process holds ``key``'s lock (or waits for it)."""
+        return key in self._locks
+
+
+class _KeyLock:
+    """A lock handed straight to its next waiter, urgent ones first, each kind in order."""
+
+    __slots__ = ("held", "others", "urgent", "users")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.urgent = trio.lowlevel.ParkingLot()
+        self.others = trio.lowlevel.ParkingLot()
+        #: Tasks holding the lock or waiting for it.
+        self.users = 0
+
+    async def acquire(self, urgent: bool) -> None:
+        if not self.held:
+            await trio.lowlevel.checkpoint()
+            # The checkpoint let others run: one may have taken it meanwhile.
+            if not self.held:
+                self.held = True
+                return
+        # Unparked by release with the lock already ours; cancelled while
+        # parked, the lot forgets us and the lock stays where it is.
+        await (self.urgent if urgent else self.others).park()
+
+    def release(self) -> None:
+        for lot in (self.urgent, self.others):
+            if lot:
+                lot.unpark()
+                return
+        self.held = False
+
+
 class WorkflowSlots:
     """The slots of workflow-level concurrency limits, in one bucket shared by all processes."""
 
     def __init__(self, transport: Transport, bucket: KeyValue) -> None:
         self._transport = transport
         self._bucket = bucket
+        self._locks = _KeyLocks()
         #: (key, holder) -> the revision of the entry this process created
         #: for that holder alone: if the entry is still at it when the holder
         #: frees its slot, nobody else came, and one delete frees it.
@@ -256,19 +342,35 @@ class WorkflowSlots:
         """Hold a slot of ``key`` as ``me`` (``True``) or wait in its queue (``False``).
 
         ``fresh``: the entry as it is written if nobody holds the key value
-        (its holders and queue are ignored).
+        (its holders and queue are ignored). Waits for this process's other
+        changes to ``key`` first (:class:`_KeyLocks`).
         """
         # A holder keeps no task: it is published at once.
         holding = replace(me, task=None)
         fresh = replace(fresh, holders=(holding,), queue=())
-        limit = fresh.limit
-        bucket = self._bucket
         try:
             # The common case when a limit does not bind: nobody holds this value.
-            self._remember(key, me.id, await bucket.create(key, encode_slot(fresh)))
+            self._remember(key, me.id, await self._bucket.create(key, encode_slot(fresh)))
             return True
         except ConflictError:
             pass
+        if self._locks.busy(key):
+            # Held or queued already (an admitted instance taking what it
+            # was given, a redelivered start): a look answers, with no need
+            # to wait for the changes ahead. Worth a read only when some wait.
+            entry = await self._bucket.get(key)
+            if entry is not None:
+                standing = _standing(self._decode(key, entry.value), me.id)
+                if standing is not None:
+                    return standing
+        async with self._locks.hold(key):
+            return await self._hold_locked(key, fresh, me)
+
+    async def _hold_locked(self, key: str, fresh: Slot, me: SlotHolder) -> bool:
+        """:meth:`_hold`'s changes, made with ``key``'s lock held; ``fresh`` holds ``me``."""
+        holding = fresh.holders[0]
+        limit = fresh.limit
+        bucket = self._bucket
         while True:
             entry = await bucket.get(key)
             if entry is None:
@@ -278,10 +380,9 @@ class WorkflowSlots:
                 except ConflictError:
                     continue
             slot = self._decode(key, entry.value)
-            if slot.holds(me.id):
-                return True
-            if slot.place(me.id):
-                return False
+            standing = _standing(slot, me.id)
+            if standing is not None:
+                return standing
             slot = replace(slot, limit=limit)
             # First come first: with others queued, a newcomer goes behind them.
             taken = len(slot.holders) < slot.limit and not slot.queue
@@ -325,8 +426,16 @@ class WorkflowSlots:
 
         ``instance_id`` is an attempt for a step's limit. Returns the holders
         admitted, now or before, by it: instances are sent their admission,
-        attempts' tasks are published.
+        attempts' tasks are published. Waits for this process's other
+        changes to ``key`` first (:class:`_KeyLocks`), not for the publishing.
         """
+        async with self._locks.hold(key, urgent=True):
+            given = await self._free_locked(key, instance_id)
+        await self._send_admissions(key, given)
+        return [holder.id for holder in given]
+
+    async def _free_locked(self, key: str, instance_id: str) -> list[SlotHolder]:
+        """Free as :meth:`free` does; who holds a slot given by ``instance_id``, to be told."""
         bucket = self._bucket
         alone = self._alone.pop((key, instance_id), None)
         if alone is not None:
@@ -349,7 +458,6 @@ class WorkflowSlots:
                     waiter = queue.pop(0)
                     holders.append(replace(waiter, at=now, by=instance_id))
             given = [h for h in holders if h.by == instance_id]
-            admitted = [h.id for h in given]
             try:
                 if changed and not holders and not queue:
                     # An empty entry is deleted, so that the bucket holds
@@ -360,8 +468,7 @@ class WorkflowSlots:
                     await bucket.update(key, encode_slot(updated), entry.revision)
             except ConflictError:
                 continue
-            await self._send_admissions(key, given)
-            return admitted
+            return given
 
     def _remember(self, key: str, holder: str, revision: int) -> None:
         self._alone[(key, holder)] = revision
@@ -490,6 +597,15 @@ class Pacer:
             except ConflictError:
                 continue
             return start
+
+
+def _standing(slot: Slot, holder: str) -> bool | None:
+    """``True`` if ``holder`` holds a slot of ``slot``, ``False`` if it is queued, else ``None``."""
+    if slot.holds(holder):
+        return True
+    if slot.place(holder):
+        return False
+    return None
 
 
 def _in_order(queue: tuple[SlotHolder, ...], me: SlotHolder) -> tuple[SlotHolder, ...]:
