@@ -5,13 +5,13 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from actors.runtime._flow import _KeyLocks
+from actors.runtime._key_locks import KeyLocks
 
 
 async def test_frees_go_first_then_first_come_first() -> None:
     """Waiting changes get the lock in the order they came, but urgent ones (frees)
     before all the others: a slot is handed on before a burst of starts queues."""
-    locks = _KeyLocks()
+    locks = KeyLocks()
     order: list[str] = []
     release = trio.Event()
 
@@ -34,7 +34,7 @@ async def test_frees_go_first_then_first_come_first() -> None:
 
 
 async def test_a_cancelled_waiter_leaves_the_lock_to_the_next() -> None:
-    locks = _KeyLocks()
+    locks = KeyLocks()
     order: list[str] = []
     release = trio.Event()
 

@@ -16,7 +16,7 @@ orchestrators do them. What holds and what frees a slot
   is sent an admission event (``instance.{id}.admit``) that takes its next
   limits and starts it;
 * within one process, the changes to one entry are made one at a time
-  (:class:`_KeyLocks`): compare-and-set alone would let every start
+  (:class:`~._key_locks.KeyLocks`): compare-and-set alone would let every start
   queueing at once race every other, and the end that frees the slot
   with them, each losing and reading again;
 * every step is idempotent (an instance holding or queued already is left
@@ -31,12 +31,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
-
-import trio
 
 from transport import ConflictError, KeyValue, OutMessage, Transport, TransportError
 
@@ -69,6 +66,7 @@ from ..wire import (
     rate_slot_key,
     workflow_slot_key,
 )
+from ._key_locks import KeyLocks
 
 __all__ = ["MAX_QUEUE", "Admission", "Pacer", "SlotInfo", "WorkflowSlots", "describe", "slot_infos"]
 
@@ -162,91 +160,13 @@ class Admission:
         self.behind = behind
 
 
-class _KeyLocks:
-    """A lock per slot key, for the changes this process makes to that key's entry.
-
-    Every change is a read and a compare-and-set. Made concurrently by many
-    tasks of one process (a burst of starts queueing for one key value, and
-    the end that frees its slot), all but one meet a conflict and read
-    again, round after round: n changes cost about n²/2 writes, and the
-    free that hands the slot on waits its turn among them (seconds, for a
-    few hundred). One at a time, each change is one read and one write.
-
-    Frees are urgent: they go before the other changes waiting, so that a
-    slot is handed on without waiting for a burst of starts to queue
-    behind it. Otherwise first come first. Other processes can still
-    conflict: the compare-and-set keeps the entry right, the lock only
-    keeps this process from racing itself. A key's lock is dropped once
-    nobody holds it or waits for it.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, _KeyLock] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str, *, urgent: bool = False) -> AsyncIterator[None]:
-        """Hold ``key``'s lock for the block, waiting while another task of this process does.
-
-        ``urgent``: go before the waiters that are not.
-        """
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = _KeyLock()
-        lock.users += 1
-        try:
-            await lock.acquire(urgent)
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            lock.users -= 1
-            if not lock.users:
-                del self._locks[key]
-
-    def busy(self, key: str) -> bool:
-        """Whether a task of this process holds ``key``'s lock (or waits for it)."""
-        return key in self._locks
-
-
-class _KeyLock:
-    """A lock handed straight to its next waiter, urgent ones first, each kind in order."""
-
-    __slots__ = ("held", "others", "urgent", "users")
-
-    def __init__(self) -> None:
-        self.held = False
-        self.urgent = trio.lowlevel.ParkingLot()
-        self.others = trio.lowlevel.ParkingLot()
-        #: Tasks holding the lock or waiting for it.
-        self.users = 0
-
-    async def acquire(self, urgent: bool) -> None:
-        if not self.held:
-            await trio.lowlevel.checkpoint()
-            # The checkpoint let others run: one may have taken it meanwhile.
-            if not self.held:
-                self.held = True
-                return
-        # Unparked by release with the lock already ours; cancelled while
-        # parked, the lot forgets us and the lock stays where it is.
-        await (self.urgent if urgent else self.others).park()
-
-    def release(self) -> None:
-        for lot in (self.urgent, self.others):
-            if lot:
-                lot.unpark()
-                return
-        self.held = False
-
-
 class WorkflowSlots:
     """The slots of workflow-level concurrency limits, in one bucket shared by all processes."""
 
     def __init__(self, transport: Transport, bucket: KeyValue) -> None:
         self._transport = transport
         self._bucket = bucket
-        self._locks = _KeyLocks()
+        self._locks = KeyLocks()
         #: (key, holder) -> the revision of the entry this process created
         #: for that holder alone: if the entry is still at it when the holder
         #: frees its slot, nobody else came, and one delete frees it.
@@ -343,7 +263,7 @@ class WorkflowSlots:
 
         ``fresh``: the entry as it is written if nobody holds the key value
         (its holders and queue are ignored). Waits for this process's other
-        changes to ``key`` first (:class:`_KeyLocks`).
+        changes to ``key`` first (:class:`~._key_locks.KeyLocks`).
         """
         # A holder keeps no task: it is published at once.
         holding = replace(me, task=None)
@@ -427,7 +347,7 @@ class WorkflowSlots:
         ``instance_id`` is an attempt for a step's limit. Returns the holders
         admitted, now or before, by it: instances are sent their admission,
         attempts' tasks are published. Waits for this process's other
-        changes to ``key`` first (:class:`_KeyLocks`), not for the publishing.
+        changes to ``key`` first (:class:`~._key_locks.KeyLocks`), not for the publishing.
         """
         async with self._locks.hold(key, urgent=True):
             given = await self._free_locked(key, instance_id)
