@@ -31,6 +31,7 @@ from ._schemas import (
     _content,
     _errors,
     _ok,
+    _optional_body,
     _param,
     _ref,
     _responses,
@@ -88,18 +89,13 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
 
     def stop(operation_id: str, summary: str) -> dict[str, Any]:
         """Cancel or terminate: the instance, an optional reason, and the same answers."""
-        reason_body = {
-            "required": False,
-            "description": "Optional; an empty body is the same as ``{}``.",
-            "content": _content(_ref("ReasonRequest")),
-        }
         return operation(
             operation_id,
             summary,
             published,
             errors=("400", "404", "413", "415", "422"),
             parameters=[_INSTANCE_ID],
-            requestBody=reason_body,
+            requestBody=_optional_body(_ref("ReasonRequest")),
         )
 
     definition = {"200": _ok("The definition.", _ref("Definition"))}

@@ -19,6 +19,15 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
     return {_JSON: {"schema": schema}}
 
 
+def _optional_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional JSON body of ``schema``: no body at all is the same as ``{}``."""
+    return {
+        "required": False,
+        "description": "Optional; an empty body is the same as ``{}``.",
+        "content": _content(schema),
+    }
+
+
 def _ok(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"description": description, "content": _content(schema), **extra}
 
