@@ -26,7 +26,9 @@ from ._schemas import (
     _ID,
     _INSTANCE_ID,
     _JSON,
+    _MISSING_ERRORS,
     _NAME,
+    _REFUSED_ERRORS,
     _VERSION,
     _content,
     _errors,
@@ -93,7 +95,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
             operation_id,
             summary,
             published,
-            errors=("400", "404", "413", "415", "422"),
+            errors=_MISSING_ERRORS,
             parameters=[_INSTANCE_ID],
             requestBody=_optional_body(_ref("ReasonRequest")),
         )
@@ -204,7 +206,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                         headers=location,
                     ),
                 },
-                errors=("400", "404", "409", "413", "415", "422"),
+                errors=_REFUSED_ERRORS,
                 description=(
                     "201 once the orchestrator has stored the instance (or an instance "
                     "of that type with that id already exists); 202 (pending) if it has "
@@ -258,7 +260,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "signalWorkflow",
                 "Send a signal (kept until the instance waits for it)",
                 published,
-                errors=("400", "404", "413", "415", "422"),
+                errors=_MISSING_ERRORS,
                 parameters=[_INSTANCE_ID, _param("path", "name", "The signal's name.", _NAME)],
                 requestBody={"required": True, "content": _content(_ref("SignalRequest"))},
             )

@@ -29,10 +29,13 @@ from ._requests import (
     _version,
 )
 from ._schemas import (
+    _BODY_ERRORS,
     _ID,
     _INSTANCE_ID,
+    _MISSING_ERRORS,
     _NAME,
     _NULL_IS_ABSENT,
+    _REFUSED_ERRORS,
     _VERSION,
     _content,
     _ok,
@@ -227,12 +230,6 @@ class Operations:
 
 
 _TYPE: Final = _param("path", "type", "The workflow type.", _NAME)
-#: The error answers of an operation with a JSON body (bad JSON, too large,
-#: not JSON, invalid), and of one on something that may not exist or may
-#: refuse the operation in its state.
-_BODY_ERRORS: Final = ("400", "413", "415", "422")
-_MISSING_ERRORS: Final = ("400", "404", "413", "415", "422")
-_REFUSED_ERRORS: Final = ("400", "404", "409", "413", "415", "422")
 
 
 def operation_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:

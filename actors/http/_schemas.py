@@ -32,6 +32,14 @@ def _ok(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any
     return {"description": description, "content": _content(schema), **extra}
 
 
+#: The error answers of an operation with a JSON body (bad JSON, too large,
+#: not JSON, invalid); with 404 for one on something that may not exist;
+#: with 409 too for one that may be refused in its state.
+_BODY_ERRORS: Final = ("400", "413", "415", "422")
+_MISSING_ERRORS: Final = ("400", "404", "413", "415", "422")
+_REFUSED_ERRORS: Final = ("400", "404", "409", "413", "415", "422")
+
+
 def _errors(*codes: str, auth: bool) -> dict[str, Any]:
     """References to the shared error responses, with 401 when a token is required."""
     names = {
