@@ -30,6 +30,7 @@ from ._schemas import (
     _NAME,
     _REFUSED_ERRORS,
     _VERSION,
+    _WORKFLOW_TYPE,
     _content,
     _errors,
     _ok,
@@ -143,7 +144,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "The newest version of a workflow type, in canonical plain form",
                 definition,
                 errors=("404", "422"),
-                parameters=[_param("path", "type", "The workflow type.", _NAME)],
+                parameters=[_WORKFLOW_TYPE],
             )
         },
         "/definitions/{type}/{version}": {
@@ -153,7 +154,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 definition,
                 errors=("404", "422"),
                 parameters=[
-                    _param("path", "type", "The workflow type.", _NAME),
+                    _WORKFLOW_TYPE,
                     _param("path", "version", "The version.", _VERSION),
                 ],
             )

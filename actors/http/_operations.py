@@ -37,11 +37,11 @@ from ._schemas import (
     _NULL_IS_ABSENT,
     _REFUSED_ERRORS,
     _VERSION,
+    _WORKFLOW_TYPE,
     _content,
     _ok,
     _optional_body,
     _or_null,
-    _param,
     _ref,
 )
 
@@ -229,9 +229,6 @@ class Operations:
         return _json({"id": instance_id, "existed": existed}, 202)
 
 
-_TYPE: Final = _param("path", "type", "The workflow type.", _NAME)
-
-
 def operation_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """The operations' paths, made with the document's ``operation`` (see ``_openapi.py``)."""
     accepted = {"202": _ok("Published.", _ref("Accepted"))}
@@ -326,7 +323,7 @@ def operation_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                 "With ``running``, its running instances are paused too; "
                 "``instances`` is how many were sent a pause."
             ),
-            target=_TYPE,
+            target=_WORKFLOW_TYPE,
         ),
         "/types/{type}/resume": post(
             "resumeType",
@@ -334,7 +331,7 @@ def operation_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
             {"200": _ok("Resumed.", _ref("TypeOperation"))},
             _BODY_ERRORS,
             _ref("WhoRequest"),
-            target=_TYPE,
+            target=_WORKFLOW_TYPE,
         ),
         "/workflows/{id}/delete": post(
             "deleteWorkflow",

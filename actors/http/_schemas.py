@@ -82,6 +82,7 @@ _INSTANCE_VERSION: Final = {
     ),
 }
 _INSTANCE_ID: Final = _param("path", "id", "The instance's id.", _ID)
+_WORKFLOW_TYPE: Final = _param("path", "type", "The workflow type.", _NAME)
 #: An optional field may also be ``null``, which means the same as leaving it out.
 _NULL_IS_ABSENT: Final = " ``null`` is the same as leaving it out."
 
