@@ -223,11 +223,10 @@ def signal(
         if info.status.terminal:
             app.warn(f"{instance_id} is {info.status}: the signal will not be used")
         await client.signal(instance_id, name, payload)
-        if app.json:
-            app.document({"id": instance_id, "signal": name, "status": str(info.status)})
-        else:
-            app.show(f"sent {name} to {instance_id}")
-        return ExitCode.OK
+        return app.result(
+            {"id": instance_id, "signal": name, "status": str(info.status)},
+            f"sent {name} to {instance_id}",
+        )
 
     return app.run(run)
 

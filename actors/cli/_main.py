@@ -26,7 +26,9 @@ from typing import Any, Final
 import click
 
 from .._groups import leaves
-from . import (
+
+# The command modules register their commands when imported: nothing else names them.
+from . import (  # noqa: F401
     _definitions,
     _demo,
     _dev,
@@ -46,18 +48,6 @@ __all__ = ["PROG", "SERVICES", "config_tables", "main", "run_service"]
 
 #: The command line's name when run as a module, and in messages of calls in this process.
 PROG: Final = "python -m actors"
-# The command modules register their commands when imported.
-_COMMAND_MODULES: Final = (
-    _definitions,
-    _demo,
-    _dev,
-    _flow,
-    _instances,
-    _operations,
-    _schedules,
-    _services,
-    _waiting,
-)
 #: The commands that run as services (see the module's docstring): orchestrator, worker.
 SERVICES: Final[Mapping[str, click.Command]] = {
     name: command for name, command in cli.commands.items() if is_service(command)

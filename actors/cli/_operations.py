@@ -63,11 +63,10 @@ def signal_with_start(
             version=version or 0,
             signal_id=signal_id,
         )
-        if app.json:
-            app.document({"id": instance_id, "signal": name, "started": not existed})
-        else:
-            app.show(f"sent {name} to {instance_id}" + ("" if existed else " (starting it)"))
-        return ExitCode.OK
+        return app.result(
+            {"id": instance_id, "signal": name, "started": not existed},
+            f"sent {name} to {instance_id}" + ("" if existed else " (starting it)"),
+        )
 
     return app.run(run)
 
@@ -139,12 +138,11 @@ def pause(
     async def run(client: Client) -> ExitCode:
         if workflow_type is not None:
             sent = await client.pause_type(workflow_type, reason, by=by, running=running)
-            if app.json:
-                app.document({"type": workflow_type, "paused": True, "instances": sent})
-            else:
-                more = f"; {sent} running instance(s) paused with it" if running else ""
-                app.show(f"paused {workflow_type}{more}")
-            return ExitCode.OK
+            more = f"; {sent} running instance(s) paused with it" if running else ""
+            return app.result(
+                {"type": workflow_type, "paused": True, "instances": sent},
+                f"paused {workflow_type}{more}",
+            )
         assert instance_id is not None
         info = await client.pause(instance_id, reason, by=by)
         unchanged = f"{instance_id} is already paused" if info.paused is not None else None
@@ -168,11 +166,10 @@ def resume(
     async def run(client: Client) -> ExitCode:
         if workflow_type is not None:
             sent = await client.resume_type(workflow_type, reason, by=by)
-            if app.json:
-                app.document({"type": workflow_type, "paused": False, "instances": sent})
-            else:
-                app.show(f"resumed {workflow_type}; {sent} instance(s) sent a resume")
-            return ExitCode.OK
+            return app.result(
+                {"type": workflow_type, "paused": False, "instances": sent},
+                f"resumed {workflow_type}; {sent} instance(s) sent a resume",
+            )
         assert instance_id is not None
         info = await client.resume(instance_id, reason, by=by)
         unchanged = (
@@ -259,11 +256,10 @@ def retry(
                 run_number = await client.retry(instance_id, step=step, reason=reason, by=by)
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint="'--from'") from None
-            if app.json:
-                app.document({"id": instance_id, "run": run_number})
-            else:
-                app.show(f"retry requested for {instance_id}: run {run_number}")
-            return ExitCode.OK
+            return app.result(
+                {"id": instance_id, "run": run_number},
+                f"retry requested for {instance_id}: run {run_number}",
+            )
 
         def confirm(count: int) -> bool:
             what = f"{count} {status_name or 'failed'} instance(s)"
@@ -286,11 +282,9 @@ def retry(
             rate=rate,
             chosen=confirm,
         )
-        if app.json:
-            app.document({"retried": retried, "count": len(retried)})
-        else:
-            app.show(f"retried {len(retried)} instance(s)")
-        return ExitCode.OK
+        return app.result(
+            {"retried": retried, "count": len(retried)}, f"retried {len(retried)} instance(s)"
+        )
 
     return app.run(run)
 
@@ -306,11 +300,7 @@ def rerun(app: App, instance_id: str, new_id: str | None) -> ExitCode:
 
     async def run(client: Client) -> ExitCode:
         started = await client.rerun(instance_id, id=new_id)
-        if app.json:
-            app.document({"id": started, "rerun_of": instance_id})
-        else:
-            app.show(started)
-        return ExitCode.OK
+        return app.result({"id": started, "rerun_of": instance_id}, started)
 
     return app.run(run)
 
@@ -327,10 +317,9 @@ def delete(app: App, instance_id: str, wait: bool) -> ExitCode:
         if wait:
             with trio.fail_after(60):
                 await client.wait_for_removal(instance_id)
-        if app.json:
-            app.document({"id": instance_id, "status": str(info.status), "removed": wait})
-        else:
-            app.show(f"{'removed' if wait else 'removal requested for'} {instance_id}")
-        return ExitCode.OK
+        return app.result(
+            {"id": instance_id, "status": str(info.status), "removed": wait},
+            f"{'removed' if wait else 'removal requested for'} {instance_id}",
+        )
 
     return app.run(run)

@@ -55,6 +55,18 @@ class Output:
         """Print human output on stdout."""
         self.out.print(*renderables)
 
+    def result(self, data: Any, text: RenderableType | str) -> ExitCode:
+        """Print a command's result, ``data`` with ``--json`` and ``text`` without; ``OK``.
+
+        For the commands whose result is one document or one line: the
+        caller returns what this returns.
+        """
+        if self.json:
+            self.document(data)
+        else:
+            self.show(text)
+        return ExitCode.OK
+
     def line(self, text: str) -> None:
         """Print one plain line on stdout (ids: no wrapping, nothing added)."""
         click.echo(text)

@@ -111,11 +111,10 @@ def schedules_create(app: App, /, file: str | None, **options: Any) -> ExitCode:
 
     async def create(client: Client) -> ExitCode:
         state = await client.schedules.create(schedule)
-        if app.json:
-            app.document(schedule_summary(state))
-        else:
-            app.show(f"created schedule {schedule.id}; next fire {_when(state.next_fire())}")
-        return ExitCode.OK
+        return app.result(
+            schedule_summary(state),
+            f"created schedule {schedule.id}; next fire {_when(state.next_fire())}",
+        )
 
     return app.run(create)
 
@@ -237,11 +236,9 @@ def schedules_backfill(app: App, schedule_id: str, start: str, end: str) -> Exit
 
     async def backfill(client: Client) -> ExitCode:
         count = await client.schedules.backfill(schedule_id, begin, finish)
-        if app.json:
-            app.document({"id": schedule_id, "fires": count})
-        else:
-            app.show(f"backfill of {count} fires asked for")
-        return ExitCode.OK
+        return app.result(
+            {"id": schedule_id, "fires": count}, f"backfill of {count} fires asked for"
+        )
 
     return app.run(backfill)
 

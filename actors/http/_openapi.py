@@ -26,11 +26,15 @@ from ._schemas import (
     _ID,
     _INSTANCE_ID,
     _JSON,
+    _MISSING_ERRORS,
     _NAME,
+    _REFUSED_ERRORS,
     _VERSION,
+    _WORKFLOW_TYPE,
     _content,
     _errors,
     _ok,
+    _optional_body,
     _param,
     _ref,
     _responses,
@@ -88,18 +92,13 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
 
     def stop(operation_id: str, summary: str) -> dict[str, Any]:
         """Cancel or terminate: the instance, an optional reason, and the same answers."""
-        reason_body = {
-            "required": False,
-            "description": "Optional; an empty body is the same as ``{}``.",
-            "content": _content(_ref("ReasonRequest")),
-        }
         return operation(
             operation_id,
             summary,
             published,
-            errors=("400", "404", "413", "415", "422"),
+            errors=_MISSING_ERRORS,
             parameters=[_INSTANCE_ID],
-            requestBody=reason_body,
+            requestBody=_optional_body(_ref("ReasonRequest")),
         )
 
     definition = {"200": _ok("The definition.", _ref("Definition"))}
@@ -145,7 +144,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "The newest version of a workflow type, in canonical plain form",
                 definition,
                 errors=("404", "422"),
-                parameters=[_param("path", "type", "The workflow type.", _NAME)],
+                parameters=[_WORKFLOW_TYPE],
             )
         },
         "/definitions/{type}/{version}": {
@@ -155,7 +154,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 definition,
                 errors=("404", "422"),
                 parameters=[
-                    _param("path", "type", "The workflow type.", _NAME),
+                    _WORKFLOW_TYPE,
                     _param("path", "version", "The version.", _VERSION),
                 ],
             )
@@ -208,7 +207,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                         headers=location,
                     ),
                 },
-                errors=("400", "404", "409", "413", "415", "422"),
+                errors=_REFUSED_ERRORS,
                 description=(
                     "201 once the orchestrator has stored the instance (or an instance "
                     "of that type with that id already exists); 202 (pending) if it has "
@@ -262,7 +261,7 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 "signalWorkflow",
                 "Send a signal (kept until the instance waits for it)",
                 published,
-                errors=("400", "404", "413", "415", "422"),
+                errors=_MISSING_ERRORS,
                 parameters=[_INSTANCE_ID, _param("path", "name", "The signal's name.", _NAME)],
                 requestBody={"required": True, "content": _content(_ref("SignalRequest"))},
             )

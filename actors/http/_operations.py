@@ -29,15 +29,19 @@ from ._requests import (
     _version,
 )
 from ._schemas import (
+    _BODY_ERRORS,
     _ID,
     _INSTANCE_ID,
+    _MISSING_ERRORS,
     _NAME,
     _NULL_IS_ABSENT,
+    _REFUSED_ERRORS,
     _VERSION,
+    _WORKFLOW_TYPE,
     _content,
     _ok,
+    _optional_body,
     _or_null,
-    _param,
     _ref,
 )
 
@@ -225,28 +229,42 @@ class Operations:
         return _json({"id": instance_id, "existed": existed}, 202)
 
 
-_TYPE: Final = _param("path", "type", "The workflow type.", _NAME)
-
-
-def optional(schema: dict[str, Any]) -> dict[str, Any]:
-    """An optional JSON body: no body at all is the same as ``{}``."""
-    return {
-        "required": False,
-        "description": "Optional; an empty body is the same as ``{}``.",
-        "content": _content(schema),
-    }
-
-
 def operation_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     """The operations' paths, made with the document's ``operation`` (see ``_openapi.py``)."""
     accepted = {"202": _ok("Published.", _ref("Accepted"))}
+
+    def post(
+        operation_id: str,
+        summary: str,
+        answers: dict[str, Any],
+        errors: tuple[str, ...],
+        body: dict[str, Any],
+        *,
+        description: str | None = None,
+        target: dict[str, Any] | None = _INSTANCE_ID,
+    ) -> dict[str, Any]:
+        """A POST with an optional JSON ``body`` on ``target`` (a path parameter, if any)."""
+        more: dict[str, Any] = {} if description is None else {"description": description}
+        if target is not None:
+            more["parameters"] = [target]
+        return {
+            "post": operation(
+                operation_id,
+                summary,
+                answers,
+                errors=errors,
+                **more,
+                requestBody=_optional_body(body),
+            )
+        }
+
     return {
         "/workflows/{id}/signal-with-start": {
             "post": operation(
                 "signalWithStart",
                 "Signal an instance, starting it first if it does not exist",
                 {"202": _ok("Published.", _ref("SignalWithStartAccepted"))},
-                errors=("400", "404", "409", "413", "415", "422"),
+                errors=_REFUSED_ERRORS,
                 description=(
                     "One message: the orchestrator starts the instance as ``type`` with "
                     "``input`` if it is not stored, then delivers the signal; if it is "
@@ -257,108 +275,88 @@ def operation_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                 requestBody={"required": True, "content": _content(_ref("SignalWithStart"))},
             )
         },
-        "/workflows/{id}/pause": {
-            "post": operation(
-                "pauseWorkflow",
-                "Pause: nothing new is dispatched until it is resumed",
-                accepted,
-                errors=("400", "404", "409", "413", "415", "422"),
-                description=(
-                    "Tasks already out run to their end; their results, timers that come "
-                    "due and signals that arrive are kept and act on resume. 409 for a "
-                    "finished instance; a no-op for one already paused."
-                ),
-                parameters=[_INSTANCE_ID],
-                requestBody=optional(_ref("WhoRequest")),
-            )
-        },
-        "/workflows/{id}/resume": {
-            "post": operation(
-                "resumeWorkflow",
-                "Resume a paused instance (a no-op if it is not paused)",
-                accepted,
-                errors=("400", "404", "413", "415", "422"),
-                parameters=[_INSTANCE_ID],
-                requestBody=optional(_ref("WhoRequest")),
-            )
-        },
-        "/workflows/{id}/retry": {
-            "post": operation(
-                "retryWorkflow",
-                "Run a failed, cancelled or terminated instance again, as its next run",
-                {"202": _ok("Published.", _ref("RetryAccepted"))},
-                errors=("400", "404", "409", "413", "415", "422"),
-                description=(
-                    "From the top-level step ``step``, or the first that did not complete; "
-                    "the steps before it are kept with their outputs. 409 for an instance "
-                    "in another status, or whose definition is gone."
-                ),
-                parameters=[_INSTANCE_ID],
-                requestBody=optional(_ref("RetryRequest")),
-            )
-        },
-        "/workflows/{id}/rerun": {
-            "post": operation(
-                "rerunWorkflow",
-                "Start a new instance with the same type, version and input",
-                {"202": _ok("Published.", _ref("Accepted"))},
-                errors=("400", "404", "409", "413", "415", "422"),
-                parameters=[_INSTANCE_ID],
-                requestBody=optional(_ref("RerunRequest")),
-            )
-        },
-        "/types/{type}/pause": {
-            "post": operation(
-                "pauseType",
-                "Pause a workflow type: its new starts are stored, and begin on resume",
-                {"200": _ok("Paused.", _ref("TypeOperation"))},
-                errors=("400", "404", "413", "415", "422"),
-                description=(
-                    "With ``running``, its running instances are paused too; "
-                    "``instances`` is how many were sent a pause."
-                ),
-                parameters=[_TYPE],
-                requestBody=optional(_ref("PauseTypeRequest")),
-            )
-        },
-        "/types/{type}/resume": {
-            "post": operation(
-                "resumeType",
-                "Resume a workflow type and every instance paused with it",
-                {"200": _ok("Resumed.", _ref("TypeOperation"))},
-                errors=("400", "413", "415", "422"),
-                parameters=[_TYPE],
-                requestBody=optional(_ref("WhoRequest")),
-            )
-        },
-        "/workflows/{id}/delete": {
-            "post": operation(
-                "deleteWorkflow",
-                "Remove a finished instance now: its state, history and index entries",
-                accepted,
-                errors=("400", "404", "409", "413", "415", "422"),
-                description=(
-                    "What its type's retention period does later, now. 409 for an "
-                    "instance that has not ended."
-                ),
-                parameters=[_INSTANCE_ID],
-                requestBody=optional({"type": "object", "additionalProperties": False}),
-            )
-        },
-        "/retries": {
-            "post": operation(
-                "retryMatching",
-                "Retry every instance that matches, paced",
-                {"200": _ok("Retried.", _ref("Retried"))},
-                errors=("400", "413", "415", "422"),
-                description=(
-                    "Instances of ``type`` (any, if left out) in ``status`` (default "
-                    "failed) that ended at most ``since`` seconds ago, at ``rate`` a "
-                    "second (default 50). Answers once every one is sent its retry."
-                ),
-                requestBody=optional(_ref("RetryMatching")),
-            )
-        },
+        "/workflows/{id}/pause": post(
+            "pauseWorkflow",
+            "Pause: nothing new is dispatched until it is resumed",
+            accepted,
+            _REFUSED_ERRORS,
+            _ref("WhoRequest"),
+            description=(
+                "Tasks already out run to their end; their results, timers that come "
+                "due and signals that arrive are kept and act on resume. 409 for a "
+                "finished instance; a no-op for one already paused."
+            ),
+        ),
+        "/workflows/{id}/resume": post(
+            "resumeWorkflow",
+            "Resume a paused instance (a no-op if it is not paused)",
+            accepted,
+            _MISSING_ERRORS,
+            _ref("WhoRequest"),
+        ),
+        "/workflows/{id}/retry": post(
+            "retryWorkflow",
+            "Run a failed, cancelled or terminated instance again, as its next run",
+            {"202": _ok("Published.", _ref("RetryAccepted"))},
+            _REFUSED_ERRORS,
+            _ref("RetryRequest"),
+            description=(
+                "From the top-level step ``step``, or the first that did not complete; "
+                "the steps before it are kept with their outputs. 409 for an instance "
+                "in another status, or whose definition is gone."
+            ),
+        ),
+        "/workflows/{id}/rerun": post(
+            "rerunWorkflow",
+            "Start a new instance with the same type, version and input",
+            accepted,
+            _REFUSED_ERRORS,
+            _ref("RerunRequest"),
+        ),
+        "/types/{type}/pause": post(
+            "pauseType",
+            "Pause a workflow type: its new starts are stored, and begin on resume",
+            {"200": _ok("Paused.", _ref("TypeOperation"))},
+            _MISSING_ERRORS,
+            _ref("PauseTypeRequest"),
+            description=(
+                "With ``running``, its running instances are paused too; "
+                "``instances`` is how many were sent a pause."
+            ),
+            target=_WORKFLOW_TYPE,
+        ),
+        "/types/{type}/resume": post(
+            "resumeType",
+            "Resume a workflow type and every instance paused with it",
+            {"200": _ok("Resumed.", _ref("TypeOperation"))},
+            _BODY_ERRORS,
+            _ref("WhoRequest"),
+            target=_WORKFLOW_TYPE,
+        ),
+        "/workflows/{id}/delete": post(
+            "deleteWorkflow",
+            "Remove a finished instance now: its state, history and index entries",
+            accepted,
+            _REFUSED_ERRORS,
+            {"type": "object", "additionalProperties": False},
+            description=(
+                "What its type's retention period does later, now. 409 for an "
+                "instance that has not ended."
+            ),
+        ),
+        "/retries": post(
+            "retryMatching",
+            "Retry every instance that matches, paced",
+            {"200": _ok("Retried.", _ref("Retried"))},
+            _BODY_ERRORS,
+            _ref("RetryMatching"),
+            description=(
+                "Instances of ``type`` (any, if left out) in ``status`` (default "
+                "failed) that ended at most ``since`` seconds ago, at ``rate`` a "
+                "second (default 50). Answers once every one is sent its retry."
+            ),
+            target=None,
+        ),
     }
 
 

@@ -18,7 +18,7 @@ from ..core import check_name, parse_time, schedule_from_data
 from ..runtime import Client, schedule_summary
 from ._bounds import MAX_REASON
 from ._requests import _fields, _json, _json_body, _optional, _string
-from ._schemas import _JSON, _NAME, _content, _ok, _param
+from ._schemas import _JSON, _MISSING_ERRORS, _NAME, _REFUSED_ERRORS, _content, _ok, _param
 
 __all__ = ["ScheduleEndpoints", "schedule_paths"]
 
@@ -171,14 +171,21 @@ def schedule_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     }
     one = _ok("The schedule.", _SCHEDULE)
 
-    def pausing(operation_id: str, summary: str) -> dict[str, Any]:
+    def on_schedule(
+        operation_id: str,
+        summary: str,
+        answers: dict[str, Any],
+        errors: tuple[str, ...] = ("404", "422"),
+        **more: Any,
+    ) -> dict[str, Any]:
+        """An operation on the schedule of the path's id (``more``: its other fields)."""
         return operation(
-            operation_id,
-            summary,
-            {"200": one},
-            errors=("400", "404", "413", "415", "422"),
-            parameters=[schedule_id],
-            requestBody=note_body,
+            operation_id, summary, answers, errors=errors, parameters=[schedule_id], **more
+        )
+
+    def pausing(operation_id: str, summary: str) -> dict[str, Any]:
+        return on_schedule(
+            operation_id, summary, {"200": one}, _MISSING_ERRORS, requestBody=note_body
         )
 
     return {
@@ -192,24 +199,20 @@ def schedule_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                 "createSchedule",
                 "Create a schedule (it fires from now on)",
                 {"201": _ok("Created.", _SCHEDULE)},
-                errors=("400", "404", "409", "413", "415", "422"),
+                errors=_REFUSED_ERRORS,
                 requestBody={"required": True, "content": {_JSON: {"schema": _NEW_SCHEDULE}}},
             ),
         },
         "/schedules/{id}": {
-            "get": operation(
+            "get": on_schedule(
                 "describeSchedule",
                 "A schedule, its next fire times and its recent runs with their status",
                 {"200": _ok("The schedule.", _DESCRIPTION)},
-                errors=("404", "422"),
-                parameters=[schedule_id],
             ),
-            "delete": operation(
+            "delete": on_schedule(
                 "deleteSchedule",
                 "Delete a schedule (the runs it started go on)",
                 {"200": _ok("Deleted.", {"type": "object"})},
-                errors=("404", "422"),
-                parameters=[schedule_id],
             ),
         },
         "/schedules/{id}/pause": {
@@ -223,21 +226,18 @@ def schedule_paths(operation: Callable[..., dict[str, Any]]) -> dict[str, Any]:
             )
         },
         "/schedules/{id}/trigger": {
-            "post": operation(
+            "post": on_schedule(
                 "triggerSchedule",
                 "Run it now, under its overlap policy",
                 {"202": _ok("Asked for; the instance it starts.", {"type": "object"})},
-                errors=("404", "422"),
-                parameters=[schedule_id],
             )
         },
         "/schedules/{id}/backfill": {
-            "post": operation(
+            "post": on_schedule(
                 "backfillSchedule",
                 "Run every fire of its spec in a time range",
                 {"202": _ok("Asked for; how many fires.", {"type": "object"})},
-                errors=("400", "404", "413", "415", "422"),
-                parameters=[schedule_id],
+                _MISSING_ERRORS,
                 requestBody={
                     "required": True,
                     "content": _content(

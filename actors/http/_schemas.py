@@ -19,8 +19,25 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
     return {_JSON: {"schema": schema}}
 
 
+def _optional_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional JSON body of ``schema``: no body at all is the same as ``{}``."""
+    return {
+        "required": False,
+        "description": "Optional; an empty body is the same as ``{}``.",
+        "content": _content(schema),
+    }
+
+
 def _ok(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"description": description, "content": _content(schema), **extra}
+
+
+#: The error answers of an operation with a JSON body (bad JSON, too large,
+#: not JSON, invalid); with 404 for one on something that may not exist;
+#: with 409 too for one that may be refused in its state.
+_BODY_ERRORS: Final = ("400", "413", "415", "422")
+_MISSING_ERRORS: Final = ("400", "404", "413", "415", "422")
+_REFUSED_ERRORS: Final = ("400", "404", "409", "413", "415", "422")
 
 
 def _errors(*codes: str, auth: bool) -> dict[str, Any]:
@@ -65,6 +82,7 @@ _INSTANCE_VERSION: Final = {
     ),
 }
 _INSTANCE_ID: Final = _param("path", "id", "The instance's id.", _ID)
+_WORKFLOW_TYPE: Final = _param("path", "type", "The workflow type.", _NAME)
 #: An optional field may also be ``null``, which means the same as leaving it out.
 _NULL_IS_ABSENT: Final = " ``null`` is the same as leaving it out."
 
