@@ -9,7 +9,8 @@ instances record which schedule and fire time started them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -305,6 +306,34 @@ async def test_two_schedulers_that_both_think_they_own_a_schedule_fire_each_time
     assert sum(counters["schedule_starts"] for counters in stats) == len(expected)
 
 
+@asynccontextmanager
+async def schedule_alone(
+    config: actors.OrchestratorConfig,
+    schedule: dict[str, Any],
+    *,
+    every: float,
+    lasting: float,
+    run_for: float,
+) -> AsyncIterator[tuple[actors.Client, ScheduleState, list[float]]]:
+    """An orchestrator of ``config`` on the memory transport firing ``schedule``
+    (of the QUICK workflow) ``every`` seconds for ``lasting`` seconds, run for
+    ``run_for`` seconds of the fake clock; then the client, the schedule's
+    state and the fire times it had."""
+    async with open_transport("memory://") as transport, trio.open_nursery() as nursery:
+        orchestrator = actors.Orchestrator(transport, config)
+        await nursery.start(orchestrator.run)
+        async with actors.Client(transport) as client:
+            await client.register(QUICK)
+            now = transport.now()
+            spec = {"intervals": [{"every": every}], "end_at": now + lasting}
+            await client.schedules.create({"workflow": "quick", "spec": spec, **schedule})
+            with trio.fail_after(run_for + 240):
+                await trio.sleep(run_for)
+            final = await client.schedules.get(schedule["id"])
+            yield client, final, list(final.schedule.spec.fires(now, now + lasting))
+        orchestrator.shutdown()
+
+
 async def test_a_run_removed_by_retention_does_not_hold_back_the_next_fire(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -312,34 +341,20 @@ async def test_a_run_removed_by_retention_does_not_hold_back_the_next_fire(
     finished runs kept a week): by the next fire, the last run's state is gone.
     A missing state must not count as a run still going, or the default policy
     (skip) would skip every fire after the first, for ever."""
-    async with open_transport("memory://") as transport, trio.open_nursery() as nursery:
-        # Minutes stand for days: a whole orchestrator on the fake clock wakes
-        # every few seconds (leases, sweeps), so weeks would take minutes.
-        config = actors.OrchestratorConfig(retention=60.0, drain_timeout=2.0)
-        orchestrator = actors.Orchestrator(transport, config)
-        await nursery.start(orchestrator.run)
-        async with actors.Client(transport) as client:
-            await client.register(QUICK)
-            now = transport.now()
-            await client.schedules.create(
-                {
-                    "id": "every-few-minutes",
-                    "workflow": "quick",
-                    "spec": {"intervals": [{"every": 180}], "end_at": now + 900},
-                }
-            )
-            with trio.fail_after(1200):
-                await trio.sleep(960)
-            final = await client.schedules.get("every-few-minutes")
-            expected = list(final.schedule.spec.fires(now, now + 900))
-            assert len(expected) == 5
-            assert (final.started, final.skipped) == (5, 0), final
-            # What the test is about: each earlier run was removed before the next fire.
-            removed = [run for run in final.runs if run.fire.at + 120 < transport.now()]
-            assert len(removed) >= 4
-            for run in removed:
-                assert await client.status(run.instance_id) is None
-        orchestrator.shutdown()
+    # Minutes stand for days: a whole orchestrator on the fake clock wakes
+    # every few seconds (leases, sweeps), so weeks would take minutes.
+    config = actors.OrchestratorConfig(retention=60.0, drain_timeout=2.0)
+    schedule = {"id": "every-few-minutes"}
+    async with schedule_alone(config, schedule, every=180, lasting=900, run_for=960) as (
+        client,
+        final,
+        fires,
+    ):
+        assert len(fires) == 5
+        assert (final.started, final.skipped) == (5, 0), final
+        # What the test is about: each earlier run was removed before the next fire.
+        for run in final.runs[:4]:
+            assert await client.status(run.instance_id) is None
 
 
 async def test_fires_over_the_orchestrators_input_limit_each_fail_and_none_is_skipped(
@@ -348,31 +363,17 @@ async def test_fires_over_the_orchestrators_input_limit_each_fail_and_none_is_sk
     """A schedule's input over the orchestrator's own limit (which the client
     that made the schedule did not know) fails each run at its start, saying
     why; a failed run is not going, so every fire starts, none is skipped."""
-    async with open_transport("memory://") as transport, trio.open_nursery() as nursery:
-        limits = actors.Limits(max_input=1024)
-        config = actors.OrchestratorConfig(limits=limits, drain_timeout=2.0)
-        orchestrator = actors.Orchestrator(transport, config)
-        await nursery.start(orchestrator.run)
-        async with actors.Client(transport) as client:
-            await client.register(QUICK)
-            now = transport.now()
-            await client.schedules.create(
-                {
-                    "id": "too-big",
-                    "workflow": "quick",
-                    "input": {"blob": "x" * 2000},
-                    "spec": {"intervals": [{"every": 60}], "end_at": now + 300},
-                }
-            )
-            with trio.fail_after(600):
-                await trio.sleep(330)
-            final = await client.schedules.get("too-big")
-            fires = list(final.schedule.spec.fires(now, now + 300))
-            assert (final.started, final.skipped) == (len(fires), 0), final
-            for run in final.runs:
-                info = await client.status(run.instance_id)
-                assert info is not None
-                assert info.status is actors.InstanceStatus.FAILED
-                assert info.error is not None
-                assert "over the 1024-byte limit" in info.error.message
-        orchestrator.shutdown()
+    config = actors.OrchestratorConfig(limits=actors.Limits(max_input=1024), drain_timeout=2.0)
+    schedule = {"id": "too-big", "input": {"blob": "x" * 2000}}
+    async with schedule_alone(config, schedule, every=60, lasting=300, run_for=330) as (
+        client,
+        final,
+        fires,
+    ):
+        assert (final.started, final.skipped) == (len(fires), 0), final
+        for run in final.runs:
+            info = await client.status(run.instance_id)
+            assert info is not None
+            assert info.status is actors.InstanceStatus.FAILED
+            assert info.error is not None
+            assert "over the 1024-byte limit" in info.error.message
