@@ -41,7 +41,11 @@ def test_schedules_create_describe_pause_trigger_backfill_delete(
     assert data["started"] >= 2
     assert len(data["next_fires"]) == 5
     assert all(r["kind"] == "scheduled" for r in data["runs"])
-    assert_ok(engine("schedules", "pause", "every-second", "--note", "downstream down"))
+    assert engine.json("schedules", "pause", "every-second", "--note", "downstream down") == {
+        "id": "every-second",
+        "paused": True,
+        "note": "downstream down",
+    }
     paused = engine.json("schedules", "describe", "every-second")
     assert (paused["paused"], paused["note"], paused["next_fires"]) == (
         True,
@@ -69,8 +73,15 @@ def test_schedules_create_describe_pause_trigger_backfill_delete(
     )
     assert backfill == {"id": "every-second", "fires": 3}
     assert_ok(engine("result", "every-second-20260101T000000Z", "--wait", "30"))
+    # With --json every command answers with a document a script can read.
+    again = engine.json("schedules", "trigger", "every-second")
+    assert again["id"] == "every-second"
+    assert again["instance"].startswith("every-second-")
     assert_ok(engine("schedules", "unpause", "every-second"), "unpaused")
-    assert_ok(engine("schedules", "delete", "every-second"), "deleted")
+    assert engine.json("schedules", "delete", "every-second") == {
+        "id": "every-second",
+        "deleted": True,
+    }
     assert_clean_error(
         engine("schedules", "describe", "every-second"), ExitCode.NOT_FOUND, "every-second"
     )

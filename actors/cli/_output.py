@@ -59,10 +59,13 @@ class Output:
         """Print a command's result, ``data`` with ``--json`` and ``text`` without; ``OK``.
 
         For the commands whose result is one document or one line: the
-        caller returns what this returns.
+        caller returns what this returns. A line (``str``) is printed as it
+        is, never wrapped (it may be an id a script reads).
         """
         if self.json:
             self.document(data)
+        elif isinstance(text, str):
+            self.line(text)
         else:
             self.show(text)
         return ExitCode.OK

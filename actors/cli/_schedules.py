@@ -199,8 +199,9 @@ def _pausing(name: str, paused: bool, doc: str) -> None:
         async def change(client: Client) -> ExitCode:
             operation = client.schedules.pause if paused else client.schedules.unpause
             await operation(schedule_id, note)
-            app.show(f"{name}d {schedule_id}")
-            return ExitCode.OK
+            return app.result(
+                {"id": schedule_id, "paused": paused, "note": note}, f"{name}d {schedule_id}"
+            )
 
         return app.run(change)
 
@@ -216,8 +217,8 @@ def schedules_trigger(app: App, schedule_id: str) -> ExitCode:
     """Run the schedule's workflow now (under its overlap policy); print the instance id."""
 
     async def trigger(client: Client) -> ExitCode:
-        app.line(await client.schedules.trigger(schedule_id))
-        return ExitCode.OK
+        started = await client.schedules.trigger(schedule_id)
+        return app.result({"id": schedule_id, "instance": started}, started)
 
     return app.run(trigger)
 
@@ -251,7 +252,6 @@ def schedules_delete(app: App, schedule_id: str) -> ExitCode:
 
     async def delete(client: Client) -> ExitCode:
         await client.schedules.delete(schedule_id)
-        app.show(f"deleted {schedule_id}")
-        return ExitCode.OK
+        return app.result({"id": schedule_id, "deleted": True}, f"deleted {schedule_id}")
 
     return app.run(delete)
