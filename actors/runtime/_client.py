@@ -319,8 +319,11 @@ class Client(Operations, Listing):
 
         Read from the instance's state if an orchestrator has stored it, else
         from the subject of that start, still in the events stream. Raises
-        :class:`WorkflowError` if the start was taken without an instance
-        being stored (the orchestrator refused it as malformed).
+        :class:`WorkflowError` if the start was taken and no instance is
+        stored: the orchestrator refused it, or its instance was removed
+        since. The id cannot be started again within the duplicate window:
+        an instance's messages have ids made of its id (rule 2), and the
+        broker would drop the new instance's as copies of the old one's.
         """
         kv = self._kv()
         for look in range(_FIRST_START_LOOKS):
@@ -339,8 +342,9 @@ class Client(Operations, Listing):
                     return decode_state(entry.value).type
                 raise WorkflowError(
                     f"the start of {instance_id!r} was dropped as a duplicate of an earlier "
-                    "start of that id, which the engine refused (see the dead letters): "
-                    "start it again once the broker's duplicate window has passed"
+                    "start of that id that left no instance (its instance was deleted or "
+                    "expired since, or the engine refused that start: see the dead letters): "
+                    "start it again once the broker's duplicate window (2 min) has passed"
                 )
             # Held, yet the read missed it: on a cluster a read may be answered
             # by a replica a moment behind the stream's leader. Nothing to

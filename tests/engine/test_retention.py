@@ -96,3 +96,24 @@ async def test_delete_removes_a_finished_instance_now(engine: Engine) -> None:
     assert await client.history("e-4") == []
     with pytest.raises(actors.InstanceNotFoundError):
         await client.delete("e-4")
+
+
+async def test_an_id_deleted_is_refused_again_within_the_duplicate_window(engine: Engine) -> None:
+    """A deleted id cannot be started again within the broker's duplicate window
+    (2 min): the new instance's messages (tasks, results, timers, history)
+    have ids made of the instance id and would be dropped as copies of the
+    old one's, so the start is refused with a reason and a remedy, never
+    dropped in silence."""
+    client = engine.client
+    await client.register(GATE)
+    await client.start("gate", None, id="e-5")
+    await wait_for_step(engine, "e-5", "w", "waiting")
+    await client.signal("e-5", "go", 1)
+    assert await result_of(engine, "e-5") == 1
+    await client.delete("e-5")
+    await removed(engine, "e-5")
+    with pytest.raises(actors.WorkflowError) as refused:
+        await client.start("gate", None, id="e-5")
+    assert "deleted or expired since" in str(refused.value)
+    assert "duplicate window (2 min)" in str(refused.value)
+    assert await client.status("e-5") is None
