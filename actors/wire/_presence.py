@@ -64,6 +64,21 @@ class WorkerPresence:
         """
         return now - self.seen <= self.ttl
 
+    def to_data(self) -> dict[str, Any]:
+        """The entry as plain data: its fields, as the bucket's JSON holds them."""
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "activities": list(self.activities),
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "version": self.version,
+            "seen": self.seen,
+            "ttl": self.ttl,
+        }
+
 
 def presence_key(worker_id: str) -> str:
     """The key of ``WORKER_PRESENCE`` for ``worker_id``; raises :class:`MessageError`
@@ -77,22 +92,7 @@ def presence_key(worker_id: str) -> str:
 
 def encode_presence(presence: WorkerPresence) -> bytes:
     """The entry's value: a compact JSON object (its fields as ``docs/wire.md`` lists them)."""
-    return json.dumps(
-        {
-            "id": presence.id,
-            "host": presence.host,
-            "pid": presence.pid,
-            "started_at": presence.started_at,
-            "activities": list(presence.activities),
-            "concurrency": presence.concurrency,
-            "running": presence.running,
-            "version": presence.version,
-            "seen": presence.seen,
-            "ttl": presence.ttl,
-        },
-        separators=(",", ":"),
-        allow_nan=False,
-    ).encode()
+    return json.dumps(presence.to_data(), separators=(",", ":"), allow_nan=False).encode()
 
 
 def decode_presence(key: str, data: bytes) -> WorkerPresence:
