@@ -87,8 +87,6 @@ class Announcer:
         self._lock = trio.Lock()
         self._closed = False
         self._wake = trio.Event()
-        #: Writes that failed, for tests and operators.
-        self.failures = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write the entry, then say started, then rewrite it every interval until closed.
@@ -106,7 +104,6 @@ class Announcer:
                 except TransportClosedError:
                     return
                 except TransportError as exc:
-                    self.failures += 1
                     log.warning("could not announce this worker (%s); trying again", exc)
             if not started:
                 started = True

@@ -13,6 +13,7 @@ import socket
 
 import pytest
 import trio
+from natsserver import NatsServer
 from processes import Services
 
 import actors
@@ -150,3 +151,35 @@ def test_a_worker_id_is_a_key_token_whatever_the_host_name(
     worker_id = member_id()
     assert presence_key(worker_id) == worker_id
     assert worker_id.startswith("h-te--n-code-example-")
+
+
+async def test_a_broker_outage_while_announcing_never_stops_the_worker(
+    fresh_nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    interval = 0.2
+    config = actors.WorkerConfig(presence_interval=interval, drain_timeout=1.0)
+    with caplog.at_level(logging.WARNING, logger="actors.worker"):
+        async with open_transport(fresh_nats_server.url) as transport:
+            async with trio.open_nursery() as nursery:
+                worker = actors.Worker(transport, actors.collect_activities([pack]), config)
+                await nursery.start(worker.run)
+                bucket = await transport.kv(PRESENCE_BUCKET)
+                since = await bucket.latest_revision()
+                # The watch resumes by itself once the broker is back.
+                async with bucket.watch(worker.id, since=since) as changes:
+                    fresh_nats_server.kill()
+                    # A few intervals' writes fail while the broker is away...
+                    await trio.sleep(3 * interval)
+                    assert "could not announce this worker" in caplog.text
+                    fresh_nats_server.restart()
+                    back = transport.now()
+                    # ...and the worker, still serving, writes again once it is back.
+                    with trio.fail_after(30):
+                        async for change in changes:
+                            assert change.op is KVOp.PUT
+                            rewritten = decode_presence(change.key, change.value)
+                            if rewritten.seen >= back:
+                                break
+                assert rewritten.activities == ("pack",)
+                worker.shutdown()
+            assert await bucket.get(worker.id) is None
