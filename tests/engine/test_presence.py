@@ -183,3 +183,41 @@ async def test_a_broker_outage_while_announcing_never_stops_the_worker(
                 assert rewritten.activities == ("pack",)
                 worker.shutdown()
             assert await bucket.get(worker.id) is None
+
+
+#: What ``hold`` waits for, and says it began: made afresh by the test that uses it.
+GATES: dict[str, trio.Event] = {}
+
+
+@actors.activity
+async def hold(value: object) -> object:
+    GATES["entered"].set()
+    await GATES["release"].wait()
+    return value
+
+
+async def test_the_entry_counts_the_tasks_running_now(
+    engine_url: str, clock: trio.testing.MockClock | None
+) -> None:
+    GATES.update(entered=trio.Event(), release=trio.Event())
+    config = actors.WorkerConfig(presence_interval=INTERVAL, drain_timeout=1.0)
+    async with open_transport(engine_url) as transport, trio.open_nursery() as nursery:
+        orchestrator = actors.Orchestrator(transport, actors.OrchestratorConfig(drain_timeout=1.0))
+        await nursery.start(orchestrator.run)
+        worker = actors.Worker(transport, actors.collect_activities([hold]), config)
+        await nursery.start(worker.run)
+        async with actors.Client(transport) as client:
+            await client.register("type: held\nsteps: [{id: h, activity: hold}]\n")
+            with trio.fail_after(30):
+                instance_id = await client.start("held", {"n": 1})
+                await GATES["entered"].wait()
+                busy = await _next_write(transport, worker.id)
+                assert busy is not None
+                assert busy.running == 1
+                GATES["release"].set()
+                assert await client.result(instance_id) == {"n": 1}
+                idle = await _next_write(transport, worker.id)
+                assert idle is not None
+                assert idle.running == 0
+        orchestrator.shutdown()
+        worker.shutdown()
