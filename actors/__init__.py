@@ -69,6 +69,7 @@ from .runtime import UnknownWorkflowTypeError as UnknownWorkflowTypeError
 from .runtime import VersionConflictError as VersionConflictError
 from .runtime import Worker as Worker
 from .runtime import WorkerConfig as WorkerConfig
+from .runtime import WorkerPresence as WorkerPresence
 from .runtime import WorkflowCancelledError as WorkflowCancelledError
 from .runtime import WorkflowError as WorkflowError
 from .runtime import WorkflowFailedError as WorkflowFailedError
@@ -118,6 +119,7 @@ __all__ = [
     "Orchestrator",
     "OrchestratorConfig",
     "SlotInfo",
+    "WorkerPresence",
     "OutcomeError",
     "PayloadTooLargeError",
     "RequestError",

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -628,7 +629,7 @@ def test_credentials_from_the_environment(tmp_path: Path) -> None:
 COMMANDS = ("definitions", "start", "status", "result", "list", "history", "signal", "cancel",
             "terminate", "slots", "orchestrator", "worker", "dev", "demo",
             "signal-with-start", "pause", "resume", "retry", "rerun", "delete",
-            "schedules")  # fmt: skip
+            "schedules", "workers")  # fmt: skip
 
 
 def _commands_in_help(text: str) -> set[str]:
@@ -801,6 +802,16 @@ def test_a_missing_creds_file_is_refused_though_this_server_needs_none(
     run = engine("--creds", str(missing), "list")
     assert_clean_error(run, ExitCode.INVALID, f"--creds {missing}: No such file or directory")
     assert engine("list").code == 0
+
+
+@jetstream
+def test_workers_lists_the_running_worker_and_what_it_serves(engine: Engine) -> None:
+    [worker] = engine.json("workers")
+    assert worker["host"] == socket.gethostname()
+    assert {"reserve_stock", "charge_card", "ship"} <= set(worker["activities"])
+    assert (worker["concurrency"], worker["running"]) == (16, 0)
+    assert worker["seen"] >= worker["started_at"]
+    assert_ok(engine("workers"), worker["id"], "reserve_stock", "live workers: 1")
 
 
 @jetstream

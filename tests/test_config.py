@@ -199,7 +199,8 @@ def test_each_table_holds_the_settings_of_its_commands() -> None:
         "cli": {*CONNECTION, "replicas", "connect_timeout", "log_level", "log_format"}
         | {"metrics_port"},
         "orchestrator": SERVICES_BOTH | ORCHESTRATOR_ONLY,
-        "worker": SERVICES_BOTH | {"activities", "only", "concurrency", "threads"},
+        "worker": SERVICES_BOTH
+        | {"activities", "only", "concurrency", "threads", "presence_interval"},
     }
     # Every setting is some command's ...
     assert set().union(*config_tables().values()) == set(SETTINGS)

@@ -38,6 +38,7 @@ from . import (  # noqa: F401
     _schedules,
     _services,
     _waiting,
+    _workers,
 )
 from ._app import App, cli
 from ._config import ConfigError, config_path, load_config

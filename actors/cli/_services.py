@@ -85,6 +85,7 @@ WORKER_FIELDS: Final[Mapping[str, str]] = {
     "threads": "threads",
     "ack_wait": "ack_wait",
     "drain_timeout": "drain_timeout",
+    "presence_interval": "presence_interval",
 }
 
 _Config = TypeVar("_Config")

@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 from transport import MAX_PARTITIONS
 
-from ..wire import Layout
+from ..wire import PRESENCE_TTL, Layout
 
 __all__ = [
     "CONFIG_ENV",
@@ -339,6 +339,13 @@ _ALL: Final = (
         "int",
         "Threads for sync activities.",
         bounds=_WORKERS,
+    ),
+    Setting(
+        "presence_interval",
+        "float",
+        "Seconds between rewrites of the worker's presence entry (who serves what); it is "
+        "taken for dead three intervals after the last.",
+        bounds=Bounds("float", 0, above=True, high=PRESENCE_TTL / 3),
     ),
 )
 

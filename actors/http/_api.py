@@ -179,6 +179,7 @@ class _Api:
             route("/workflows/{id}/cancel", POST=self.cancel),
             route("/workflows/{id}/terminate", POST=self.terminate),
             route("/slots", GET=self.list_slots),
+            route("/workers", GET=self.list_workers),
             *self._operation_routes(route),
             *(route(path, **handlers) for path, handlers in self._schedules.routes()),
         ]
@@ -351,6 +352,9 @@ class _Api:
 
     async def list_slots(self, request: Request) -> Response:
         return _json({"items": [info.to_data() for info in await self._client.slots()]})
+
+    async def list_workers(self, request: Request) -> Response:
+        return _json({"items": [worker.to_data() for worker in await self._client.workers()]})
 
     async def history(self, request: Request) -> Response:
         info = await self._existing(request.path_params["id"])

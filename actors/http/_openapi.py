@@ -284,6 +284,13 @@ def openapi_document(*, auth: bool) -> dict[str, Any]:
                 {"200": _ok("The key values.", _ref("Slots"))},
             )
         },
+        "/workers": {
+            "get": operation(
+                "listWorkers",
+                "The live worker processes: the activity types each serves, when it was last seen",
+                {"200": _ok("The live workers, sorted by id.", _ref("Workers"))},
+            )
+        },
     }
     paths.update(operation_paths(operation))
     paths.update(schedule_paths(operation))

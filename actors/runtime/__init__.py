@@ -25,6 +25,7 @@ from ._operations import InstanceNotFoundError as InstanceNotFoundError
 from ._operations import OperationRefusedError as OperationRefusedError
 from ._orchestrator import Orchestrator as Orchestrator
 from ._orchestrator import OrchestratorConfig as OrchestratorConfig
+from ._presence import WorkerPresence as WorkerPresence
 from ._registry import VersionConflictError as VersionConflictError
 from ._schedules import ScheduleDescription as ScheduleDescription
 from ._schedules import ScheduleExistsError as ScheduleExistsError
@@ -66,6 +67,7 @@ __all__ = [
     "VersionConflictError",
     "Worker",
     "WorkerConfig",
+    "WorkerPresence",
     "WorkflowCancelledError",
     "WorkflowError",
     "WorkflowFailedError",

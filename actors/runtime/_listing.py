@@ -1,11 +1,11 @@
-"""The client's listings: an instance's history, the concurrency slots, and
-the instances that match a query, with their counts.
+"""The client's listings: an instance's history, the concurrency slots, the
+live workers, and the instances that match a query, with their counts.
 
 They only read: the history stream (in pages, with no consumer), the
 ``FLOW_SLOTS`` bucket, and the client's instance index, built on the first
 listing from every stored state and kept current by a watch of the states
-bucket in the client's nursery. :class:`Listing` is a part of
-:class:`~actors.Client` (which inherits it).
+bucket in the client's nursery. The workers are read from ``WORKER_PRESENCE``.
+:class:`Listing` is a part of :class:`~actors.Client` (which inherits it).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import builtins
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ..core import InstanceStatus, check_instance_id
-from ..wire import SLOTS_BUCKET
+from ..wire import PRESENCE_BUCKET, SLOTS_BUCKET, WorkerPresence
 from ._flow import SlotInfo, slot_infos
 from ._history import HISTORY_LIMIT, read_history
+from ._presence import live_workers
 from ._visibility import InstanceFilters, InstanceIndex, InstanceQuery, InstanceSummary
 
 if TYPE_CHECKING:
@@ -70,6 +71,17 @@ class Listing:
         is not there. Costs one read per key value.
         """
         return await slot_infos(await self._transport.kv(SLOTS_BUCKET))
+
+    async def workers(self) -> builtins.list[WorkerPresence]:
+        """The live worker processes, sorted by id: what each serves, when it was last seen.
+
+        Live: its entry in ``WORKER_PRESENCE`` was rewritten within its
+        ``ttl`` (a few seconds) of this client's clock; a worker that stopped
+        cleanly deleted its entry. An entry that does not decode (a foreign
+        writer's mistake) is skipped and logged, never raised. Costs one read
+        per entry.
+        """
+        return await live_workers(self._transport, await self._transport.kv(PRESENCE_BUCKET))
 
     async def list(self, **query: Unpack[InstanceQuery]) -> builtins.list[InstanceSummary]:
         """Summaries of the instances that match ``query``, oldest first (one page of them).

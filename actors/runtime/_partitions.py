@@ -84,8 +84,11 @@ class _Seen:
 
 
 def member_id() -> str:
-    """A name for this process among the orchestrators: host, pid and a random part."""
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40]
+    """A name for this process among the orchestrators and the workers: host, pid and
+    a random part, a single key token (ASCII: a key with other letters is refused)."""
+    host = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in socket.gethostname()
+    )[:40]
     return f"{host or 'host'}-{os.getpid()}-{secrets.token_hex(3)}"
 
 

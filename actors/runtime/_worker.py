@@ -23,6 +23,10 @@ states.
 
 On shutdown the actors stop taking tasks, finish the ones in hand within
 ``drain_timeout``, and hand back (nak) whatever is left.
+
+While it runs, the process announces itself in ``WORKER_PRESENCE``
+(``_presence.py``): what it serves, how many tasks it runs, when it was
+last seen.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ from ..core import ErrorInfo
 from ..observability import NO_METRICS, Metrics, clock, tracing
 from ..wire import (
     CANCELS_BUCKET,
+    PRESENCE_BUCKET,
+    PRESENCE_INTERVAL,
+    PRESENCE_TTL,
     RATES_BUCKET,
     TASKS_STREAM,
     CodecError,
@@ -64,6 +71,8 @@ from ._asyncio_activities import AsyncioLoop, require_trio_asyncio, wrong_loop
 from ._counters import Counters
 from ._deadletters import deadletter
 from ._flow import Pacer
+from ._partitions import member_id
+from ._presence import Announcer
 from ._results import PUBLISH_RETRY, error_info, publish_result
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -91,12 +100,20 @@ class WorkerConfig:
     #: its attempt with ``WorkerLost`` instead of running again, so that a
     #: task that kills its worker cannot do so forever.
     max_deliveries: int = 5
+    #: Seconds between rewrites of the process's presence entry; readers take
+    #: it for dead three intervals after the last. At most ``PRESENCE_TTL / 3``,
+    #: so that the bucket keeps the entry between rewrites; shorter for tests.
+    presence_interval: float = PRESENCE_INTERVAL
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.threads < 1:
             raise ValueError("concurrency and threads must be at least 1")
         if self.ack_wait <= 0 or self.drain_timeout < 0:
             raise ValueError("ack_wait must be positive and drain_timeout not negative")
+        if not 0 < self.presence_interval <= PRESENCE_TTL / 3:
+            raise ValueError(
+                f"presence_interval must be above 0 and at most {PRESENCE_TTL / 3:g} seconds"
+            )
 
 
 #: One attempt of one step of one instance: what a withdrawal names.
@@ -155,6 +172,8 @@ class Worker:
         #: Attempts their instances withdrew, with why, and the Trio time
         #: they are forgotten (``Layout.cancel_ttl`` after they were seen).
         self._withdrawn: dict[_Attempt, tuple[str, float]] = {}
+        #: This process among the workers (its key in ``WORKER_PRESENCE``).
+        self.id = member_id()
         #: Counters for tests and operators (a ``dict``; see :meth:`wait_until`).
         self.stats = Counters(("completed", "failed", "handed_back", "cancelled"))
         _observed(self, self._metrics, transport)
@@ -198,6 +217,14 @@ class Worker:
         assets = await self._config.layout.provision(self._transport)
         self._cancels = assets.buckets[CANCELS_BUCKET]
         self._pacer = Pacer(self._transport, assets.buckets[RATES_BUCKET])
+        announcer = Announcer(
+            self._transport,
+            assets.buckets[PRESENCE_BUCKET],
+            self.id,
+            self.activity_names,
+            self._config,
+            running=lambda: len(self._running),
+        )
         async with trio.open_nursery() as upkeep:
             upkeep.start_soon(self._upkeep)
             await upkeep.start(self._watch_withdrawals)
@@ -207,8 +234,12 @@ class Worker:
             async with trio.open_nursery() as nursery:
                 for spec in self._activities.values():
                     await nursery.start(self._serve, spec)
+                # Announced once it takes tasks, so that a listed worker serves.
+                await upkeep.start(announcer.run)
                 task_status.started()
-            # Every activity has ended (or been handed back): nothing to keep alive.
+            # Every activity has ended (or been handed back): nothing to keep
+            # alive, and nothing served any more.
+            await announcer.close()
             upkeep.cancel_scope.cancel()
 
     async def _upkeep(self) -> None:

@@ -73,6 +73,9 @@ from ._names import EXPIRIES_STREAM as EXPIRIES_STREAM
 from ._names import HISTORY_STREAM as HISTORY_STREAM
 from ._names import INSTANCE_PREFIX as INSTANCE_PREFIX
 from ._names import PARTITIONS_BUCKET as PARTITIONS_BUCKET
+from ._names import PRESENCE_BUCKET as PRESENCE_BUCKET
+from ._names import PRESENCE_INTERVAL as PRESENCE_INTERVAL
+from ._names import PRESENCE_TTL as PRESENCE_TTL
 from ._names import RATES_BUCKET as RATES_BUCKET
 from ._names import SCHEDULES_BUCKET as SCHEDULES_BUCKET
 from ._names import SLOTS_BUCKET as SLOTS_BUCKET
@@ -123,6 +126,10 @@ from ._operations import paused_type as paused_type
 from ._operations import resume_subject as resume_subject
 from ._operations import retry_subject as retry_subject
 from ._operations import type_pause_key as type_pause_key
+from ._presence import WorkerPresence as WorkerPresence
+from ._presence import decode_presence as decode_presence
+from ._presence import encode_presence as encode_presence
+from ._presence import presence_key as presence_key
 from ._schedules import KIND_SCHEDULE as KIND_SCHEDULE
 from ._schedules import decode_schedule as decode_schedule
 from ._schedules import encode_schedule as encode_schedule
@@ -175,6 +182,13 @@ __all__ = [
     "MAX_PAYLOAD_DEPTH",
     "MIN_NUMBER",
     "PARTITIONS_BUCKET",
+    "PRESENCE_BUCKET",
+    "PRESENCE_INTERVAL",
+    "PRESENCE_TTL",
+    "WorkerPresence",
+    "decode_presence",
+    "encode_presence",
+    "presence_key",
     "RATES_BUCKET",
     "SLOTS_BUCKET",
     "START_PREFIX",

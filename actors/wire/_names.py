@@ -24,6 +24,8 @@ FLOW_SLOTS             KV         ``workflow.{type}.{digest}`` -> the slots
 FLOW_RATES             KV         ``rate.{activity}.{digest}`` -> when the
                                   next attempt of a rate limit is due
 WORKFLOW_SCHEDULES     KV         ``{schedule}`` -> schedule and its firing
+WORKER_PRESENCE        KV         ``{worker id}`` -> a live worker process
+                                  (JSON, rewritten every few seconds)
 =====================  =========  ===========================================
 
 Events of an instance are published on ``instance.{instance}.{event...}``;
@@ -74,6 +76,16 @@ RATES_TTL: Final = 2 * 86400.0
 OPERATIONS_BUCKET: Final = "WORKFLOW_OPERATIONS"
 #: Schedules by id (``actors.core.ScheduleState``), written by compare-and-set.
 SCHEDULES_BUCKET: Final = "WORKFLOW_SCHEDULES"
+#: The live worker processes, each under its id (``_presence.py``).
+PRESENCE_BUCKET: Final = "WORKER_PRESENCE"
+#: How often a worker rewrites its presence entry, by default.
+PRESENCE_INTERVAL: Final = 5.0
+#: How long the presence bucket keeps an entry not rewritten: three default
+#: intervals, so that a live worker's entry survives two lost writes, and a
+#: crashed worker's is gone soon after.
+PRESENCE_TTL: Final = 3 * PRESENCE_INTERVAL
+#: A presence entry is a few hundred bytes; this leaves room for many activity types.
+_PRESENCE_MAX_VALUE: Final = 64 * 1024
 #: The consumer of plain starts, shared by every orchestrator.
 INTAKE_CONSUMER: Final = "intake"
 
@@ -302,6 +314,15 @@ class Layout:
             KVSpec(bucket=OPERATIONS_BUCKET, replicas=self.replicas),
             KVSpec(
                 bucket=SCHEDULES_BUCKET, replicas=self.replicas, max_value_size=self.max_payload
+            ),
+            # A fixed TTL, not a setting: every process provisions the buckets,
+            # and one provisioning a longer TTL than another would set the
+            # bucket back and forth.
+            KVSpec(
+                bucket=PRESENCE_BUCKET,
+                replicas=self.replicas,
+                ttl=PRESENCE_TTL,
+                max_value_size=_PRESENCE_MAX_VALUE,
             ),
         )
 

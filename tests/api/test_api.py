@@ -18,6 +18,7 @@ import trio
 
 import actors
 from actors.http import create_app, serve_api
+from actors.wire import PRESENCE_BUCKET
 from transport import ConnectionLostError
 
 if TYPE_CHECKING:
@@ -735,6 +736,20 @@ async def test_a_port_in_use_raises(served: Served) -> None:
     port = int(served.url.rsplit(":", 1)[1])
     with pytest.raises(OSError, match="in use"):
         await serve_api(served.client, port=port)
+
+
+async def test_workers_lists_the_live_workers_and_skips_a_malformed_entry(served: Served) -> None:
+    [worker] = [s for s in served.running if isinstance(s, actors.Worker)]
+    presence = await served.transport.kv(PRESENCE_BUCKET)
+    await presence.put("garbled-1", b'{"id": "garbled-1", "activities": "greet"}')
+    listed = await served.http.get("/workers")
+    assert listed.status_code == 200
+    [item] = listed.json()["items"]
+    assert item["id"] == worker.id
+    assert item["activities"] == ["greet", "odd_values", "refuse"]
+    assert (item["concurrency"], item["running"]) == (8, 0)
+    # The same authentication as every other endpoint.
+    assert (await served.anonymous.get("/workers")).status_code == 401
 
 
 async def test_slots_list_holders_and_queues(served: Served) -> None:

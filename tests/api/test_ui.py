@@ -8,6 +8,7 @@ answers. ``tests/ui/`` drives them in a real browser against the dev server.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -17,8 +18,14 @@ import pytest
 import trio
 
 import actors
-from actors.wire import DEADLETTER_STREAM, PARTITIONS_BUCKET, TASKS_STREAM, Layout
-from transport import ConsumerSpec
+from actors.wire import (
+    DEADLETTER_STREAM,
+    PARTITIONS_BUCKET,
+    PRESENCE_BUCKET,
+    TASKS_STREAM,
+    Layout,
+)
+from transport import ConsumerSpec, KVOp
 
 if TYPE_CHECKING:
     from conftest import Served
@@ -330,10 +337,52 @@ async def test_an_activity_no_worker_serves_is_flagged(
                 await tasks.receive()
                 taken = (await client.get("/ui/workers")).text
                 assert "no worker has ever served it" not in row(taken)
+                # A consumer is no worker: none announces itself as serving the type.
+                assert "no live worker serves it: its tasks wait" in row(taken)
                 assert cells(taken)[:2] == ["0", "1"]  # none waiting, one running
             # ...and goes away, handing it back: the task is held on, and flagged.
         left = (await client.get("/ui/workers")).text
         assert "is no worker serving nobody_serves_this?" in row(left)
+
+
+async def test_the_live_workers_are_listed_under_the_types_they_serve(served: Served) -> None:
+    await served.register_examples()
+    await served.client.register("type: alone\nsteps: [{id: a, activity: nobody_runs_this}]\n")
+    [worker] = [s for s in served.running if isinstance(s, actors.Worker)]
+    # A foreign writer's mistake is skipped, not a broken page.
+    presence = await served.transport.kv(PRESENCE_BUCKET)
+    await presence.put("garbled-1", b"not json at all")
+    async with browser(served) as client:
+        page = (await client.get("/ui/workers")).text
+    greet = page[page.index("<code>greet</code>") :].split("</tr>")[0]
+    assert f"<code>{worker.id}</code> on {socket.gethostname()}, seen " in greet
+    assert re.search(r"seen \d+ s ago, 0 running", greet)
+    assert "no live worker serves it" not in greet
+    alone = page[page.index("<code>nobody_runs_this</code>") :].split("</tr>")[0]
+    assert 'class="flag unserved"' not in alone  # no consumer: the older flag says it
+    assert "no worker has ever served it" in alone
+    table = page[page.index('<table id="workers">') :].split("</table>")[0]
+    assert f"<code>{worker.id}</code>" in table
+    assert "<code>greet</code>, <code>odd_values</code>, <code>refuse</code>" in table
+    assert "garbled-1" not in page
+
+
+async def test_a_type_whose_workers_all_stopped_is_flagged(served: Served) -> None:
+    await served.register_examples()
+    [worker] = [s for s in served.running if isinstance(s, actors.Worker)]
+    presence = await served.transport.kv(PRESENCE_BUCKET)
+    since = await presence.latest_revision()
+    worker.shutdown()
+    with trio.fail_after(10):
+        async with presence.watch(worker.id, since=since) as changes:
+            async for change in changes:
+                if change.op is not KVOp.PUT:
+                    break  # its entry deleted on the way out
+    async with browser(served) as client:
+        page = (await client.get("/ui/workers")).text
+    greet = page[page.index("<code>greet</code>") :].split("</tr>")[0]
+    assert "no live worker serves it" in greet
+    assert 'id="no-worker"' in page
 
 
 async def test_an_orchestrator_that_stopped_renewing_is_flagged(

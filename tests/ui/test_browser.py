@@ -387,6 +387,7 @@ def test_dead_letters_workers_and_api_docs(browser: WebDriver, dev: Dev, shots: 
     sign_in(browser, dev, "/ui/workers")
     assert "1 running" in text_of(browser, "#orchestrators")
     assert "increment" in text_of(browser, "#queues")
+    assert "s ago" in text_of(browser, "#workers")  # the dev server's worker
     shoot(browser, shots, "workers")
     browser.find_element(By.LINK_TEXT, "Dead letters").click()
     wait_for(browser, expected_conditions.title_contains("Dead letters"), "no dead letters page")

@@ -4,8 +4,9 @@ Each reads what the engine stores, through the same client as the API:
 definitions from their bucket, dead letters and the oldest task of each
 activity type from their streams (read without a consumer, so reading
 changes nothing), the tasks waiting and running from the workers'
-consumers (``Transport.consumer_lag``), and the orchestrators from the
-partitions bucket.
+consumers (``Transport.consumer_lag``), the orchestrators from the
+partitions bucket, and the live workers from the presence bucket
+(``Client.workers``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ...wire import (
     TASKS_STREAM,
     Layout,
     MessageError,
+    WorkerPresence,
     decode_deadletter,
     task_subject,
 )
@@ -76,6 +78,8 @@ class Queue:
     running: int | None
     #: When the oldest task still held was stored.
     oldest: float | None
+    #: The live workers that serve the type (none: its tasks wait).
+    workers: list[WorkerPresence]
 
 
 class MorePages:
@@ -199,7 +203,11 @@ class MorePages:
                     for name in (node.label if node.kind == "activity" else None, node.compensate):
                         if name:
                             users.setdefault(name, set()).add(f"{workflow_type} v{version}")
-        queues = [await self._queue(name, sorted(used)) for name, used in sorted(users.items())]
+        workers = await self._client.workers()
+        queues = [
+            await self._queue(name, sorted(used), [w for w in workers if name in w.activities])
+            for name, used in sorted(users.items())
+        ]
         orchestrators, partitions = await self._orchestrators()
         now = self._client.transport.now()
         return self._ui.render(
@@ -209,11 +217,14 @@ class MorePages:
             queues=queues,
             orchestrators=orchestrators,
             partitions=partitions,
+            workers=workers,
             now=now,
             stuck_after=STUCK_AFTER,
         )
 
-    async def _queue(self, activity: str, used_by: list[str]) -> Queue:
+    async def _queue(
+        self, activity: str, used_by: list[str], workers: list[WorkerPresence]
+    ) -> Queue:
         """The tasks of ``activity``: waiting and running, as its workers' consumer counts them.
 
         Workers of a type share one durable consumer, made by the first
@@ -233,7 +244,8 @@ class MorePages:
             first = await transport.read(TASKS_STREAM, task_subject(activity), limit=1)
         except NotFoundError:
             first = []
-        return Queue(activity, used_by, waiting, running, first[0].time if first else None)
+        oldest = first[0].time if first else None
+        return Queue(activity, used_by, waiting, running, oldest, workers)
 
     async def _orchestrators(self) -> tuple[list[Member], int]:
         """The orchestrators announced, and how many partitions have an owner.
