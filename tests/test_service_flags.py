@@ -175,6 +175,10 @@ SERVICE_ROWS = [
     w("--activities", "os", message="module os has no @activity functions"),
     w("--activities", LOUD_MODULE, message="cannot import loud_module: RuntimeError: loud"),
     w("--only", "nope", message="no such activities: nope"),
+    w("--presence-interval", "0", message="must be a number above 0 and at most 5, not 0"),
+    w("--presence-interval", "6", message="must be a number above 0 and at most 5, not 6"),
+    w("--presence-interval", "nan", message="must be a number above 0 and at most 5, not nan"),
+    w("--presence-interval", "x", message="argument --presence-interval: invalid float value"),
     Row("worker", (), SERVICE, "the following arguments are required: --activities"),
 ]
 

@@ -390,8 +390,14 @@ async def test_a_frozen_owner_loses_its_partitions_and_its_late_writes_are_refus
 
 
 async def _duplicates(services: ServerServices, workflows: int) -> None:
-    services.worker("worker", "--ack-wait", ACK_WAIT)
-    services.orchestrator("orchestrator", "--ack-wait", ACK_WAIT)
+    # Nothing here needs a redelivery, and one would blur the "early" result
+    # below: a copy of it redelivered after its ack wait, once step four is
+    # scheduled, cannot be told from the step's own result (a result names
+    # its step and attempt, nothing more). The orchestrator under load may
+    # hold an event longer than the module's 2 s before acking it.
+    slow = "30"
+    services.worker("worker", "--ack-wait", slow)
+    services.orchestrator("orchestrator", "--ack-wait", slow)
     await services.wait_ready("worker", "orchestrator")
     async with (
         open_transport(services.url) as transport,
