@@ -27,7 +27,8 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 import jmespath
@@ -54,10 +55,13 @@ from actors.core import (
     Event,
     InstanceState,
     InstanceStatus,
+    Pause,
     PauseRequested,
     RecordHistory,
     ResumeRequested,
     ScheduleActivity,
+    SignalReceived,
+    SlotGranted,
     StartChild,
     StartRequested,
     StepState,
@@ -67,6 +71,7 @@ from actors.core import (
     TimerKind,
     decide,
     parse_definition,
+    queue_instance,
 )
 from actors.core._steps import ChildStep, ChoiceStep, MapStep, ParallelStep, Step
 from actors.wire import encode_state
@@ -79,6 +84,20 @@ FLAGS: Final[tuple[Any, ...]] = (True, False, None, 0, 2, "x", "", [], {"k": 1})
 CONDITIONS: Final = ("input.flag", "!input.flag", "input.flag == `2`", "index == `0`", "item > `1`")
 ACTIVITY_INPUT: Final = "{f: input.flag, i: index}"
 COMPENSATE_INPUT: Final = "{out: output, i: index}"
+#: The workflow-level limits of a run that starts queued (one or both), and
+#: how the runtime names each as the limit the instance waits behind.
+LIMITS: Final = ({"key": "'all'", "limit": 1}, {"key": "'tree'", "limit": 2})
+BEHIND: Final = (
+    "concurrency[0]: 'all' = \"all\" (limit 1)",
+    "concurrency[1]: 'tree' = \"tree\" (limit 2)",
+)
+#: The one signal name: the trees have no signal step, so signals are kept.
+SIGNAL: Final = "go"
+#: What the runtime puts on a start of a paused workflow type.
+TYPE_PAUSE: Final = Pause("ops", "type paused", 0.0, by_type=True)
+#: What ``decide`` (or the runtime's ``queue_instance`` in its place) does to
+#: the state as it stands.
+Decider = Callable[[InstanceState | None], tuple[InstanceState | None, list[Command]]]
 
 
 # -- what the workers "return" -----------------------------------------------------
@@ -370,20 +389,38 @@ class TreeMachine(RuleBasedStateMachine):
         self.fail_at_end = False
         #: Whether the decision under check resumes the instance.
         self.resuming = False
+        #: The start that created the instance; whether it was stored queued,
+        #: and the limits it may wait behind.
+        self.start_event = StartRequested(INSTANCE, "tree", 1, None)
+        self.queued = False
+        self.behind: tuple[str, ...] = ()
+        #: Payloads of the signals sent (each once), in order: no tree waits
+        #: for one, so a running instance keeps them all.
+        self.signals: list[Any] = []
+        #: How many ``workflow.started`` records; whether a command other than
+        #: a history record ever went out.
+        self.started = 0
+        self.dispatched_any = False
+        #: Set if it ended while queued: it never begins.
+        self.ended_queued = False
 
     # -- the one way events reach the core ------------------------------------------
 
-    def send(self, event: Event) -> None:
+    def send(self, event: Event, via: Decider | None = None) -> None:
+        """Decide ``event`` (or, with ``via``, make the decision the runtime makes
+        in its place) and check the result."""
         self.broken = True
         self.now += 1.0
         before = self.state
+        if via is None:
+            via = self.decided(event)
         # A resume (a cancel resumes too) decides what was held: several events at once.
         self.resuming = (
             isinstance(event, ResumeRequested | CancelRequested)
             and before is not None
             and before.paused is not None
         )
-        new, commands = decide(self.definition, before, event, self.now)  # never raises
+        new, commands = via(before)  # never raises
         self.log.append(event)
         assert new is not None
         if before is not None and before.status.terminal:
@@ -419,13 +456,17 @@ class TreeMachine(RuleBasedStateMachine):
             self.check_command(new, command)
         self.check_cancelled_children(before, new, commands)
         self.check_withdrawals(before, new, event, commands)
+        self.check_flow(before, new, event, commands)
         # The same event again, right away, changes nothing.
-        again, more = decide(self.definition, new, event, self.now)
+        again, more = via(new)
         assert again is new
         assert more == []
         self.state = new
         self.check_state(new)
         self.broken = False
+
+    def decided(self, event: Event) -> Decider:
+        return lambda state: decide(self.definition, state, event, self.now)
 
     def check_command(self, new: InstanceState, command: Command) -> None:
         if isinstance(command, RecordHistory):
@@ -608,6 +649,89 @@ class TreeMachine(RuleBasedStateMachine):
         assert len(withdrawn) == len(set(withdrawn)), withdrawn
         assert set(withdrawn) == expected
 
+    def check_flow(
+        self,
+        before: InstanceState | None,
+        new: InstanceState,
+        event: Event,
+        commands: list[Command],
+    ) -> None:
+        """Queued and type-paused starts: nothing but history goes out before the
+        instance begins, what its start carried is kept, and an admission
+        begins it exactly as a plain start would have."""
+        records = [c for c in commands if isinstance(c, RecordHistory)]
+        kinds = [record.kind for record in records]
+        dispatches = [c for c in commands if not isinstance(c, RecordHistory)]
+        self.started += kinds.count("workflow.started")
+        assert self.started <= 1, "workflow.started twice"
+        if "flow.queued" in kinds:
+            last = max(i for i, kind in enumerate(kinds) if kind == "flow.queued")
+            assert self.queued
+            assert not self.started, "queued after it began"
+            assert new.queued == records[last].detail["behind"]
+        if dispatches:
+            self.dispatched_any = True
+            assert new.paused is None, f"paused, yet {dispatches[0]} went out"
+            assert new.status is not InstanceStatus.QUEUED, f"queued, yet {dispatches[0]} went out"
+        if new.status is InstanceStatus.QUEUED:
+            assert self.queued
+            assert not self.started
+            assert (dict(new.steps), new.output) == ({}, None)
+            assert new.queued in self.behind
+        if before is None:
+            # What the start carried is kept, queued or not: its type's pause, its signal.
+            assert new.paused == self.start_event.pause
+        if new.status in (InstanceStatus.RUNNING, InstanceStatus.QUEUED) and new.paused is None:
+            assert dict(new.signals) == ({SIGNAL: tuple(self.signals)} if self.signals else {})
+        if before is not None and before.status is InstanceStatus.QUEUED:
+            if "workflow.started" in kinds:
+                # Only a grant admits (one that came while paused is held until resumed).
+                assert isinstance(event, SlotGranted) or any(
+                    isinstance(held, SlotGranted) for held in before.held
+                ), f"{event} began a queued instance"
+                self.check_admission(new, records, dispatches)
+            elif new.status is not InstanceStatus.QUEUED:
+                assert new.status in (InstanceStatus.CANCELLED, InstanceStatus.TERMINATED)
+                self.ended_queued = True
+        held_start = before is not None and before.paused is not None and not before.steps
+        if new.status.terminal and (self.ended_queued or held_start):
+            # Ended before its first step began (queued, or its start held).
+            assert not self.dispatched_any
+
+    def check_admission(
+        self, new: InstanceState, records: list[RecordHistory], dispatches: list[Command]
+    ) -> None:
+        """An admitted instance begins as the same start, decided plainly now, would."""
+        plain_start = replace(self.start_event, pause=None, signal=None)
+        plain, plain_commands = decide(self.definition, None, plain_start, self.now)
+        assert plain is not None
+
+        def described(commands: Sequence[Command]) -> list[tuple[str, dict[str, Any]]]:
+            # Kept signals aside: the plain start carries none.
+            return [
+                (c.kind, c.detail)
+                for c in commands
+                if isinstance(c, RecordHistory) and c.kind != "signal.received"
+            ]
+
+        begun = described(records)
+        begun = begun[[kind for kind, _ in begun].index("workflow.started") :]
+        assert begun == described(plain_commands)
+        assert dispatches == [c for c in plain_commands if not isinstance(c, RecordHistory)]
+        for field in ("status", "output", "error", "compensations"):
+            assert getattr(new, field) == getattr(plain, field), field
+        # ``done`` and ``dispatched`` are history seqs: the admitted instance's
+        # history has more records before its workflow.started.
+        offset = next(r.seq for r in records if r.kind == "workflow.started") - 1
+
+        def shifted(seq: int) -> int:
+            return seq + offset if seq else 0
+
+        assert new.steps == {
+            key: replace(step, done=shifted(step.done), dispatched=shifted(step.dispatched))
+            for key, step in plain.steps.items()
+        }
+
     def is_activity(self, key: str) -> bool:
         step_id, _, undo = parse_key(key)
         return undo or isinstance(self.definition.step(step_id), ActivityStep)
@@ -640,8 +764,11 @@ class TreeMachine(RuleBasedStateMachine):
         else:
             assert self.undo_order == []
         if state.status is InstanceStatus.RUNNING:
-            # Only activities and children wait here: something must be out.
-            assert any(step.status in PENDING for step in state.steps.values())
+            # Only activities and children wait here: something must be out
+            # (unless its start is held: its type was paused).
+            assert any(step.status in PENDING for step in state.steps.values()) or (
+                state.paused is not None and not state.steps
+            )
             assert state.error is None
         elif state.status is InstanceStatus.COMPENSATING:
             # A compensation runs, or the next one waits for its step's task.
@@ -706,7 +833,42 @@ class TreeMachine(RuleBasedStateMachine):
         items = workflow_input.get("items")
         self.width = width(self.definition.steps, len(items) if isinstance(items, list) else 0)
         self.fail_at_end = data.draw(st.integers(0, 2), label="fail at end") == 0
-        self.send(StartRequested(INSTANCE, "tree", 1, workflow_input))
+        # One run in four starts queued behind a workflow-level limit (one of
+        # one or two); some starts carry their type's pause or a signal.
+        self.queued = data.draw(st.integers(0, 3), label="queued") == 0
+        if self.queued:
+            limits = data.draw(st.integers(1, 2), label="limits")
+            self.definition = parse_definition({**plain, "concurrency": list(LIMITS[:limits])})
+            self.behind = BEHIND[:limits]
+        paused = data.draw(st.integers(0, 4), label="type paused") == 0
+        if data.draw(st.integers(0, 3), label="signal with start") == 0:
+            signal: SignalReceived | None = SignalReceived(SIGNAL, {"n": 0}, 1)
+            self.signals.append({"n": 0})
+        else:
+            signal = None
+        start = StartRequested(
+            INSTANCE,
+            "tree",
+            1,
+            workflow_input,
+            signal=signal,
+            pause=TYPE_PAUSE if paused else None,
+        )
+        self.start_event = start
+        if self.queued:
+            behind = data.draw(st.sampled_from(self.behind), label="behind")
+            self.send(start, lambda state: self.queue(state, start, behind))
+        else:
+            self.send(start)
+
+    def queue(
+        self, state: InstanceState | None, start: StartRequested | None, behind: str
+    ) -> tuple[InstanceState, list[Command]]:
+        """What the runtime decides in ``decide``'s place when a limit is full:
+        a start (``state`` is None) or a grant (``state`` is queued)."""
+        return queue_instance(
+            self.definition, state, start if state is None else None, behind, self.now
+        )
 
     def running(self) -> bool:
         return self.state is not None and not self.state.status.terminal
@@ -780,6 +942,9 @@ class TreeMachine(RuleBasedStateMachine):
         (less rarely once there is something to compensate)."""
         if self.compensable_done and dice < 6:
             dice = 0 if dice < 5 else 1
+        assert self.state is not None
+        if self.state.status is InstanceStatus.QUEUED and dice < 8:
+            dice %= 2  # while it waits: some queued instances never run
         if dice == 0:
             self.send(CancelRequested("user"))
         elif dice == 1:
@@ -791,9 +956,34 @@ class TreeMachine(RuleBasedStateMachine):
         """Sometimes pause the instance (what comes is then held), and resume it later."""
         assert self.state is not None
         if self.state.paused is None and dice < 2:
-            self.send(PauseRequested("ops", "a pause"))
+            self.send(PauseRequested("ops", "a pause", by_type=dice == 1))
         elif self.state.paused is not None and dice < 4:
-            self.send(ResumeRequested("ops"))
+            # Resuming the type resumes only an instance paused with it.
+            self.send(ResumeRequested("ops", by_type=dice == 3))
+
+    @precondition(lambda self: self.queued)
+    @rule(data=st.data(), again=st.integers(0, 3))
+    def grant(self, data: st.DataObject, again: int) -> None:
+        """A slot is granted: the runtime takes the instance's limits again and
+        finds it behind one (``again`` 0: queued anew, or unchanged) or admits
+        it. Also after it began or ended (a grant redelivered, or raced)."""
+        assert self.state is not None
+        event = SlotGranted(data.draw(st.sampled_from(self.behind), label="slot"))
+        if self.state.status is InstanceStatus.QUEUED and again == 0:
+            behind = data.draw(st.sampled_from(self.behind), label="behind")
+            self.send(event, lambda state: self.queue(state, None, behind))
+        else:
+            self.send(event)
+
+    @precondition(
+        lambda self: self.state is not None and self.state.status is InstanceStatus.QUEUED
+    )
+    @rule()
+    def signal(self) -> None:
+        """A signal for the queued instance: it is kept for when it runs."""
+        payload = {"n": len(self.signals) + 1}
+        self.signals.append(payload)
+        self.send(SignalReceived(SIGNAL, payload, 100 + len(self.signals)))
 
     def teardown(self) -> None:
         """Drain: complete whatever is out until the instance ends (in some runs,
@@ -802,6 +992,8 @@ class TreeMachine(RuleBasedStateMachine):
             return
         if self.state.paused is not None and not self.state.status.terminal:
             self.send(ResumeRequested("ops"))
+        if self.state.status is InstanceStatus.QUEUED:
+            self.send(SlotGranted(self.behind[0]))
         for _ in range(10_000):
             if self.state.status.terminal:
                 break
@@ -828,6 +1020,16 @@ class TreeMachine(RuleBasedStateMachine):
             self.send(TimerFired(TimerKind.RETRY, waiting[0], self.state.steps[waiting[0]].attempt))
         state = self.state
         assert state.status.terminal
+        kinds = [record.kind for record in self.history]
+        # Begun once (a queued instance: unless it ended waiting), after it was queued.
+        assert kinds.count("workflow.started") == (0 if self.ended_queued else 1)
+        if self.queued:
+            assert kinds[0] == "flow.queued"
+            if not self.ended_queued:
+                assert (
+                    kinds.index("workflow.started")
+                    > len(kinds) - kinds[::-1].index("flow.queued") - 1
+                )
         if not self.disrupted:
             if self.reference.result is FAIL:
                 assert state.status is InstanceStatus.FAILED
