@@ -5,9 +5,14 @@ workflows, parallel, map over ``input.items``, choice on ``input.flag``; up
 to three containers deep; random retries, concurrency and compensations),
 starts an instance and feeds it plausible events: results of the tasks it
 has out, failures, retry timers, late successes of earlier attempts,
-redeliveries, stale attempts, rare cancels and terminates. At the end it
-drains the instance (completes whatever is still out) so that every run
-reaches an end.
+redeliveries, stale attempts, pauses and resumes, rare cancels and
+terminates. At the end it drains the instance (completes whatever is still
+out) so that every run reaches an end.
+
+Some runs start queued behind workflow-level concurrency limits (and are
+sent signals, pauses, cancels and slot grants while they wait, as the
+runtime would), some with their type paused or with a signal; what the
+core owes those starts is checked by ``tree_flow.py``.
 
 Every activity (and child) returns a deterministic function of its step key
 and the input it was given, so a small reference interpreter here, which
@@ -27,8 +32,7 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any, Final
 
 import jmespath
@@ -41,6 +45,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from tree_flow import Decider, FlowRun
 
 from actors.core import (
     ActivityCompleted,
@@ -55,12 +60,10 @@ from actors.core import (
     Event,
     InstanceState,
     InstanceStatus,
-    Pause,
     PauseRequested,
     RecordHistory,
     ResumeRequested,
     ScheduleActivity,
-    SignalReceived,
     SlotGranted,
     StartChild,
     StartRequested,
@@ -71,7 +74,6 @@ from actors.core import (
     TimerKind,
     decide,
     parse_definition,
-    queue_instance,
 )
 from actors.core._steps import ChildStep, ChoiceStep, MapStep, ParallelStep, Step
 from actors.wire import encode_state
@@ -84,20 +86,6 @@ FLAGS: Final[tuple[Any, ...]] = (True, False, None, 0, 2, "x", "", [], {"k": 1})
 CONDITIONS: Final = ("input.flag", "!input.flag", "input.flag == `2`", "index == `0`", "item > `1`")
 ACTIVITY_INPUT: Final = "{f: input.flag, i: index}"
 COMPENSATE_INPUT: Final = "{out: output, i: index}"
-#: The workflow-level limits of a run that starts queued (one or both), and
-#: how the runtime names each as the limit the instance waits behind.
-LIMITS: Final = ({"key": "'all'", "limit": 1}, {"key": "'tree'", "limit": 2})
-BEHIND: Final = (
-    "concurrency[0]: 'all' = \"all\" (limit 1)",
-    "concurrency[1]: 'tree' = \"tree\" (limit 2)",
-)
-#: The one signal name: the trees have no signal step, so signals are kept.
-SIGNAL: Final = "go"
-#: What the runtime puts on a start of a paused workflow type.
-TYPE_PAUSE: Final = Pause("ops", "type paused", 0.0, by_type=True)
-#: What ``decide`` (or the runtime's ``queue_instance`` in its place) does to
-#: the state as it stands.
-Decider = Callable[[InstanceState | None], tuple[InstanceState | None, list[Command]]]
 
 
 # -- what the workers "return" -----------------------------------------------------
@@ -389,20 +377,9 @@ class TreeMachine(RuleBasedStateMachine):
         self.fail_at_end = False
         #: Whether the decision under check resumes the instance.
         self.resuming = False
-        #: The start that created the instance; whether it was stored queued,
-        #: and the limits it may wait behind.
-        self.start_event = StartRequested(INSTANCE, "tree", 1, None)
-        self.queued = False
-        self.behind: tuple[str, ...] = ()
-        #: Payloads of the signals sent (each once), in order: no tree waits
-        #: for one, so a running instance keeps them all.
-        self.signals: list[Any] = []
-        #: How many ``workflow.started`` records; whether a command other than
-        #: a history record ever went out.
-        self.started = 0
-        self.dispatched_any = False
-        #: Set if it ended while queued: it never begins.
-        self.ended_queued = False
+        #: How the instance was started (queued, of a paused type, with a
+        #: signal) and the checks on that (``tree_flow.py``).
+        self.flow = FlowRun(self.definition, StartRequested(INSTANCE, "tree", 1, None))
 
     # -- the one way events reach the core ------------------------------------------
 
@@ -456,7 +433,7 @@ class TreeMachine(RuleBasedStateMachine):
             self.check_command(new, command)
         self.check_cancelled_children(before, new, commands)
         self.check_withdrawals(before, new, event, commands)
-        self.check_flow(before, new, event, commands)
+        self.flow.check(before, new, event, commands, self.now)
         # The same event again, right away, changes nothing.
         again, more = via(new)
         assert again is new
@@ -649,89 +626,6 @@ class TreeMachine(RuleBasedStateMachine):
         assert len(withdrawn) == len(set(withdrawn)), withdrawn
         assert set(withdrawn) == expected
 
-    def check_flow(
-        self,
-        before: InstanceState | None,
-        new: InstanceState,
-        event: Event,
-        commands: list[Command],
-    ) -> None:
-        """Queued and type-paused starts: nothing but history goes out before the
-        instance begins, what its start carried is kept, and an admission
-        begins it exactly as a plain start would have."""
-        records = [c for c in commands if isinstance(c, RecordHistory)]
-        kinds = [record.kind for record in records]
-        dispatches = [c for c in commands if not isinstance(c, RecordHistory)]
-        self.started += kinds.count("workflow.started")
-        assert self.started <= 1, "workflow.started twice"
-        if "flow.queued" in kinds:
-            last = max(i for i, kind in enumerate(kinds) if kind == "flow.queued")
-            assert self.queued
-            assert not self.started, "queued after it began"
-            assert new.queued == records[last].detail["behind"]
-        if dispatches:
-            self.dispatched_any = True
-            assert new.paused is None, f"paused, yet {dispatches[0]} went out"
-            assert new.status is not InstanceStatus.QUEUED, f"queued, yet {dispatches[0]} went out"
-        if new.status is InstanceStatus.QUEUED:
-            assert self.queued
-            assert not self.started
-            assert (dict(new.steps), new.output) == ({}, None)
-            assert new.queued in self.behind
-        if before is None:
-            # What the start carried is kept, queued or not: its type's pause, its signal.
-            assert new.paused == self.start_event.pause
-        if new.status in (InstanceStatus.RUNNING, InstanceStatus.QUEUED) and new.paused is None:
-            assert dict(new.signals) == ({SIGNAL: tuple(self.signals)} if self.signals else {})
-        if before is not None and before.status is InstanceStatus.QUEUED:
-            if "workflow.started" in kinds:
-                # Only a grant admits (one that came while paused is held until resumed).
-                assert isinstance(event, SlotGranted) or any(
-                    isinstance(held, SlotGranted) for held in before.held
-                ), f"{event} began a queued instance"
-                self.check_admission(new, records, dispatches)
-            elif new.status is not InstanceStatus.QUEUED:
-                assert new.status in (InstanceStatus.CANCELLED, InstanceStatus.TERMINATED)
-                self.ended_queued = True
-        held_start = before is not None and before.paused is not None and not before.steps
-        if new.status.terminal and (self.ended_queued or held_start):
-            # Ended before its first step began (queued, or its start held).
-            assert not self.dispatched_any
-
-    def check_admission(
-        self, new: InstanceState, records: list[RecordHistory], dispatches: list[Command]
-    ) -> None:
-        """An admitted instance begins as the same start, decided plainly now, would."""
-        plain_start = replace(self.start_event, pause=None, signal=None)
-        plain, plain_commands = decide(self.definition, None, plain_start, self.now)
-        assert plain is not None
-
-        def described(commands: Sequence[Command]) -> list[tuple[str, dict[str, Any]]]:
-            # Kept signals aside: the plain start carries none.
-            return [
-                (c.kind, c.detail)
-                for c in commands
-                if isinstance(c, RecordHistory) and c.kind != "signal.received"
-            ]
-
-        begun = described(records)
-        begun = begun[[kind for kind, _ in begun].index("workflow.started") :]
-        assert begun == described(plain_commands)
-        assert dispatches == [c for c in plain_commands if not isinstance(c, RecordHistory)]
-        for field in ("status", "output", "error", "compensations"):
-            assert getattr(new, field) == getattr(plain, field), field
-        # ``done`` and ``dispatched`` are history seqs: the admitted instance's
-        # history has more records before its workflow.started.
-        offset = next(r.seq for r in records if r.kind == "workflow.started") - 1
-
-        def shifted(seq: int) -> int:
-            return seq + offset if seq else 0
-
-        assert new.steps == {
-            key: replace(step, done=shifted(step.done), dispatched=shifted(step.dispatched))
-            for key, step in plain.steps.items()
-        }
-
     def is_activity(self, key: str) -> bool:
         step_id, _, undo = parse_key(key)
         return undo or isinstance(self.definition.step(step_id), ActivityStep)
@@ -833,42 +727,15 @@ class TreeMachine(RuleBasedStateMachine):
         items = workflow_input.get("items")
         self.width = width(self.definition.steps, len(items) if isinstance(items, list) else 0)
         self.fail_at_end = data.draw(st.integers(0, 2), label="fail at end") == 0
-        # One run in four starts queued behind a workflow-level limit (one of
-        # one or two); some starts carry their type's pause or a signal.
-        self.queued = data.draw(st.integers(0, 3), label="queued") == 0
-        if self.queued:
-            limits = data.draw(st.integers(1, 2), label="limits")
-            self.definition = parse_definition({**plain, "concurrency": list(LIMITS[:limits])})
-            self.behind = BEHIND[:limits]
-        paused = data.draw(st.integers(0, 4), label="type paused") == 0
-        if data.draw(st.integers(0, 3), label="signal with start") == 0:
-            signal: SignalReceived | None = SignalReceived(SIGNAL, {"n": 0}, 1)
-            self.signals.append({"n": 0})
+        # Some runs start queued (the definition then has limits), some carry
+        # their type's pause or a signal.
+        self.flow = FlowRun.draw(data, plain, INSTANCE, workflow_input)
+        self.definition = self.flow.definition
+        if self.flow.queued:
+            behind = data.draw(st.sampled_from(self.flow.behind), label="behind")
+            self.send(self.flow.start, lambda state: self.flow.queue(state, behind, self.now))
         else:
-            signal = None
-        start = StartRequested(
-            INSTANCE,
-            "tree",
-            1,
-            workflow_input,
-            signal=signal,
-            pause=TYPE_PAUSE if paused else None,
-        )
-        self.start_event = start
-        if self.queued:
-            behind = data.draw(st.sampled_from(self.behind), label="behind")
-            self.send(start, lambda state: self.queue(state, start, behind))
-        else:
-            self.send(start)
-
-    def queue(
-        self, state: InstanceState | None, start: StartRequested | None, behind: str
-    ) -> tuple[InstanceState, list[Command]]:
-        """What the runtime decides in ``decide``'s place when a limit is full:
-        a start (``state`` is None) or a grant (``state`` is queued)."""
-        return queue_instance(
-            self.definition, state, start if state is None else None, behind, self.now
-        )
+            self.send(self.flow.start)
 
     def running(self) -> bool:
         return self.state is not None and not self.state.status.terminal
@@ -961,17 +828,17 @@ class TreeMachine(RuleBasedStateMachine):
             # Resuming the type resumes only an instance paused with it.
             self.send(ResumeRequested("ops", by_type=dice == 3))
 
-    @precondition(lambda self: self.queued)
+    @precondition(lambda self: self.flow.queued)
     @rule(data=st.data(), again=st.integers(0, 3))
     def grant(self, data: st.DataObject, again: int) -> None:
         """A slot is granted: the runtime takes the instance's limits again and
         finds it behind one (``again`` 0: queued anew, or unchanged) or admits
         it. Also after it began or ended (a grant redelivered, or raced)."""
         assert self.state is not None
-        event = SlotGranted(data.draw(st.sampled_from(self.behind), label="slot"))
+        event = SlotGranted(data.draw(st.sampled_from(self.flow.behind), label="slot"))
         if self.state.status is InstanceStatus.QUEUED and again == 0:
-            behind = data.draw(st.sampled_from(self.behind), label="behind")
-            self.send(event, lambda state: self.queue(state, None, behind))
+            behind = data.draw(st.sampled_from(self.flow.behind), label="behind")
+            self.send(event, lambda state: self.flow.queue(state, behind, self.now))
         else:
             self.send(event)
 
@@ -981,9 +848,7 @@ class TreeMachine(RuleBasedStateMachine):
     @rule()
     def signal(self) -> None:
         """A signal for the queued instance: it is kept for when it runs."""
-        payload = {"n": len(self.signals) + 1}
-        self.signals.append(payload)
-        self.send(SignalReceived(SIGNAL, payload, 100 + len(self.signals)))
+        self.send(self.flow.signal())
 
     def teardown(self) -> None:
         """Drain: complete whatever is out until the instance ends (in some runs,
@@ -993,7 +858,7 @@ class TreeMachine(RuleBasedStateMachine):
         if self.state.paused is not None and not self.state.status.terminal:
             self.send(ResumeRequested("ops"))
         if self.state.status is InstanceStatus.QUEUED:
-            self.send(SlotGranted(self.behind[0]))
+            self.send(SlotGranted(self.flow.behind[0]))
         for _ in range(10_000):
             if self.state.status.terminal:
                 break
@@ -1020,16 +885,7 @@ class TreeMachine(RuleBasedStateMachine):
             self.send(TimerFired(TimerKind.RETRY, waiting[0], self.state.steps[waiting[0]].attempt))
         state = self.state
         assert state.status.terminal
-        kinds = [record.kind for record in self.history]
-        # Begun once (a queued instance: unless it ended waiting), after it was queued.
-        assert kinds.count("workflow.started") == (0 if self.ended_queued else 1)
-        if self.queued:
-            assert kinds[0] == "flow.queued"
-            if not self.ended_queued:
-                assert (
-                    kinds.index("workflow.started")
-                    > len(kinds) - kinds[::-1].index("flow.queued") - 1
-                )
+        self.flow.check_history(self.history)
         if not self.disrupted:
             if self.reference.result is FAIL:
                 assert state.status is InstanceStatus.FAILED
