@@ -144,6 +144,8 @@ class FlowRun:
             self.dispatched_any = True
             assert new.paused is None, f"paused, yet {dispatches[0]} went out"
             assert new.status is not InstanceStatus.QUEUED, f"queued, yet {dispatches[0]} went out"
+        # What it waits behind is shown while it waits, and only then.
+        assert (new.queued is not None) == (new.status is InstanceStatus.QUEUED), new.queued
         if new.status is InstanceStatus.QUEUED:
             assert self.queued
             assert not self.started
@@ -165,7 +167,7 @@ class FlowRun:
                 assert new.status in ENDED_BY_REQUEST
                 self.ended_queued = True
         held_start = before is not None and before.paused is not None and not before.steps
-        if new.status.terminal and (self.ended_queued or held_start):
+        if new.status in ENDED_BY_REQUEST and (self.ended_queued or held_start):
             # Ended before its first step began (queued, or its start held).
             assert not self.dispatched_any
 
