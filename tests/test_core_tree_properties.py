@@ -5,9 +5,14 @@ workflows, parallel, map over ``input.items``, choice on ``input.flag``; up
 to three containers deep; random retries, concurrency and compensations),
 starts an instance and feeds it plausible events: results of the tasks it
 has out, failures, retry timers, late successes of earlier attempts,
-redeliveries, stale attempts, rare cancels and terminates. At the end it
-drains the instance (completes whatever is still out) so that every run
-reaches an end.
+redeliveries, stale attempts, pauses and resumes, rare cancels and
+terminates. At the end it drains the instance (completes whatever is still
+out) so that every run reaches an end.
+
+Some runs start queued behind workflow-level concurrency limits (and are
+sent signals, pauses, cancels and slot grants while they wait, as the
+runtime would), some with their type paused or with a signal; what the
+core owes those starts is checked by ``tree_flow.py``.
 
 Every activity (and child) returns a deterministic function of its step key
 and the input it was given, so a small reference interpreter here, which
@@ -40,6 +45,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from tree_flow import Decider, FlowRun
 
 from actors.core import (
     ActivityCompleted,
@@ -58,6 +64,7 @@ from actors.core import (
     RecordHistory,
     ResumeRequested,
     ScheduleActivity,
+    SlotGranted,
     StartChild,
     StartRequested,
     StepState,
@@ -370,20 +377,27 @@ class TreeMachine(RuleBasedStateMachine):
         self.fail_at_end = False
         #: Whether the decision under check resumes the instance.
         self.resuming = False
+        #: How the instance was started (queued, of a paused type, with a
+        #: signal) and the checks on that (``tree_flow.py``).
+        self.flow = FlowRun(self.definition, StartRequested(INSTANCE, "tree", 1, None))
 
     # -- the one way events reach the core ------------------------------------------
 
-    def send(self, event: Event) -> None:
+    def send(self, event: Event, via: Decider | None = None) -> None:
+        """Decide ``event`` (or, with ``via``, make the decision the runtime makes
+        in its place) and check the result."""
         self.broken = True
         self.now += 1.0
         before = self.state
+        if via is None:
+            via = self.decided(event)
         # A resume (a cancel resumes too) decides what was held: several events at once.
         self.resuming = (
             isinstance(event, ResumeRequested | CancelRequested)
             and before is not None
             and before.paused is not None
         )
-        new, commands = decide(self.definition, before, event, self.now)  # never raises
+        new, commands = via(before)  # never raises
         self.log.append(event)
         assert new is not None
         if before is not None and before.status.terminal:
@@ -419,13 +433,17 @@ class TreeMachine(RuleBasedStateMachine):
             self.check_command(new, command)
         self.check_cancelled_children(before, new, commands)
         self.check_withdrawals(before, new, event, commands)
+        self.flow.check(before, new, event, commands, self.now)
         # The same event again, right away, changes nothing.
-        again, more = decide(self.definition, new, event, self.now)
+        again, more = via(new)
         assert again is new
         assert more == []
         self.state = new
         self.check_state(new)
         self.broken = False
+
+    def decided(self, event: Event) -> Decider:
+        return lambda state: decide(self.definition, state, event, self.now)
 
     def check_command(self, new: InstanceState, command: Command) -> None:
         if isinstance(command, RecordHistory):
@@ -640,8 +658,11 @@ class TreeMachine(RuleBasedStateMachine):
         else:
             assert self.undo_order == []
         if state.status is InstanceStatus.RUNNING:
-            # Only activities and children wait here: something must be out.
-            assert any(step.status in PENDING for step in state.steps.values())
+            # Only activities and children wait here: something must be out
+            # (unless its start is held: its type was paused).
+            assert any(step.status in PENDING for step in state.steps.values()) or (
+                state.paused is not None and not state.steps
+            )
             assert state.error is None
         elif state.status is InstanceStatus.COMPENSATING:
             # A compensation runs, or the next one waits for its step's task.
@@ -706,7 +727,15 @@ class TreeMachine(RuleBasedStateMachine):
         items = workflow_input.get("items")
         self.width = width(self.definition.steps, len(items) if isinstance(items, list) else 0)
         self.fail_at_end = data.draw(st.integers(0, 2), label="fail at end") == 0
-        self.send(StartRequested(INSTANCE, "tree", 1, workflow_input))
+        # Some runs start queued (the definition then has limits), some carry
+        # their type's pause or a signal.
+        self.flow = FlowRun.draw(data, plain, INSTANCE, workflow_input)
+        self.definition = self.flow.definition
+        if self.flow.queued:
+            behind = data.draw(st.sampled_from(self.flow.behind), label="behind")
+            self.send(self.flow.start, lambda state: self.flow.queue(state, behind, self.now))
+        else:
+            self.send(self.flow.start)
 
     def running(self) -> bool:
         return self.state is not None and not self.state.status.terminal
@@ -780,6 +809,9 @@ class TreeMachine(RuleBasedStateMachine):
         (less rarely once there is something to compensate)."""
         if self.compensable_done and dice < 6:
             dice = 0 if dice < 5 else 1
+        assert self.state is not None
+        if self.state.status is InstanceStatus.QUEUED and dice < 8:
+            dice %= 2  # while it waits: some queued instances never run
         if dice == 0:
             self.send(CancelRequested("user"))
         elif dice == 1:
@@ -791,9 +823,32 @@ class TreeMachine(RuleBasedStateMachine):
         """Sometimes pause the instance (what comes is then held), and resume it later."""
         assert self.state is not None
         if self.state.paused is None and dice < 2:
-            self.send(PauseRequested("ops", "a pause"))
+            self.send(PauseRequested("ops", "a pause", by_type=dice == 1))
         elif self.state.paused is not None and dice < 4:
-            self.send(ResumeRequested("ops"))
+            # Resuming the type resumes only an instance paused with it.
+            self.send(ResumeRequested("ops", by_type=dice == 3))
+
+    @precondition(lambda self: self.flow.queued)
+    @rule(data=st.data(), again=st.integers(0, 3))
+    def grant(self, data: st.DataObject, again: int) -> None:
+        """A slot is granted: the runtime takes the instance's limits again and
+        finds it behind one (``again`` 0: queued anew, or unchanged) or admits
+        it. Also after it began or ended (a grant redelivered, or raced)."""
+        assert self.state is not None
+        event = SlotGranted(data.draw(st.sampled_from(self.flow.behind), label="slot"))
+        if self.state.status is InstanceStatus.QUEUED and again == 0:
+            behind = data.draw(st.sampled_from(self.flow.behind), label="behind")
+            self.send(event, lambda state: self.flow.queue(state, behind, self.now))
+        else:
+            self.send(event)
+
+    @precondition(
+        lambda self: self.state is not None and self.state.status is InstanceStatus.QUEUED
+    )
+    @rule()
+    def signal(self) -> None:
+        """A signal for the queued instance: it is kept for when it runs."""
+        self.send(self.flow.signal())
 
     def teardown(self) -> None:
         """Drain: complete whatever is out until the instance ends (in some runs,
@@ -802,6 +857,8 @@ class TreeMachine(RuleBasedStateMachine):
             return
         if self.state.paused is not None and not self.state.status.terminal:
             self.send(ResumeRequested("ops"))
+        if self.state.status is InstanceStatus.QUEUED:
+            self.send(SlotGranted(self.flow.behind[0]))
         for _ in range(10_000):
             if self.state.status.terminal:
                 break
@@ -828,6 +885,7 @@ class TreeMachine(RuleBasedStateMachine):
             self.send(TimerFired(TimerKind.RETRY, waiting[0], self.state.steps[waiting[0]].attempt))
         state = self.state
         assert state.status.terminal
+        self.flow.check_history(self.history)
         if not self.disrupted:
             if self.reference.result is FAIL:
                 assert state.status is InstanceStatus.FAILED

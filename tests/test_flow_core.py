@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from actors.core import (
@@ -9,6 +11,8 @@ from actors.core import (
     DefinitionError,
     ExpressionError,
     InstanceStatus,
+    Pause,
+    RecordHistory,
     ScheduleActivity,
     SignalReceived,
     SlotGranted,
@@ -22,7 +26,7 @@ from actors.core import (
     queue_instance,
     step_limit,
 )
-from actors.wire import decode_state, decode_task, encode_state, encode_task
+from actors.wire import decode_state, decode_task, encode_state, encode_task, state_to_data
 
 LIMITED = """
 type: order
@@ -115,6 +119,45 @@ def test_a_queued_instance_keeps_signals_starts_when_admitted_and_ends_unstarted
         assert ended is not None
         assert ended.status is status
         assert ended.steps == {}
+
+
+@pytest.mark.parametrize(
+    ("paused", "stop", "status"),
+    [
+        (False, CancelRequested("no"), InstanceStatus.CANCELLED),
+        (False, TerminateRequested("no"), InstanceStatus.TERMINATED),
+        # Paused, a cancel resumes it first; a terminate ends it as it is.
+        (True, CancelRequested("no"), InstanceStatus.CANCELLED),
+        (True, TerminateRequested("no"), InstanceStatus.TERMINATED),
+    ],
+)
+def test_an_instance_that_ends_while_queued_no_longer_waits_behind_a_limit(
+    paused: bool, stop: CancelRequested | TerminateRequested, status: InstanceStatus
+) -> None:
+    """What it waited behind was still shown (by status, the API and the CLI)
+    once it had ended."""
+    definition = load_definition(LIMITED)
+    start = StartRequested("o1", "order", 1, {"customer": "c"})
+    if paused:
+        start = replace(start, pause=Pause("ops", "type paused", 0.0, by_type=True))
+    queued, _ = queue_instance(definition, None, start, "behind c", 1.0)
+    assert (queued.paused is not None) == paused
+    ended, commands = decide(definition, queued, stop, 2.0)
+    assert ended is not None
+    assert ended.status is status
+    assert ended.queued is None
+    assert "queued" not in state_to_data(ended)
+    assert not [c for c in commands if not isinstance(c, RecordHistory)]
+
+
+def test_an_instance_failed_while_queued_no_longer_waits_behind_a_limit() -> None:
+    """Its definition gone when it is admitted: it fails, waiting for nothing."""
+    definition = load_definition(LIMITED)
+    start = StartRequested("o1", "order", 1, {"customer": "c"})
+    queued, _ = queue_instance(definition, None, start, "behind c", 1.0)
+    failed, _ = admit_instance(None, queued, 2.0)
+    assert failed.status is InstanceStatus.FAILED
+    assert failed.queued is None
 
 
 STEP_LIMIT = """

@@ -77,8 +77,12 @@ class Decision:
         state = self.state
         if state.status.terminal and not self.was_terminal and state.parent is not None:
             self.commands.append(_child.notice(state))
+        if state.queued is not None and state.status is not InstanceStatus.QUEUED:
+            # It no longer waits (admitted, or ended while it waited: cancelled,
+            # terminated, failed): status must not show a limit it waits behind.
+            state = replace(state, queued=None)
         commands = tuple(self.commands)
-        return replace(self.state, updated_at=self.now, outbox=commands), list(commands)
+        return replace(state, updated_at=self.now, outbox=commands), list(commands)
 
     # -- moves ---------------------------------------------------------------------------
 
