@@ -390,14 +390,8 @@ async def test_a_frozen_owner_loses_its_partitions_and_its_late_writes_are_refus
 
 
 async def _duplicates(services: ServerServices, workflows: int) -> None:
-    # Nothing here needs a redelivery, and one would blur the "early" result
-    # below: a copy of it redelivered after its ack wait, once step four is
-    # scheduled, cannot be told from the step's own result (a result names
-    # its step and attempt, nothing more). The orchestrator under load may
-    # hold an event longer than the module's 2 s before acking it.
-    slow = "30"
-    services.worker("worker", "--ack-wait", slow)
-    services.orchestrator("orchestrator", "--ack-wait", slow)
+    services.worker("worker", "--ack-wait", ACK_WAIT)
+    services.orchestrator("orchestrator", "--ack-wait", ACK_WAIT)
     await services.wait_ready("worker", "orchestrator")
     async with (
         open_transport(services.url) as transport,
@@ -409,6 +403,17 @@ async def _duplicates(services: ServerServices, workflows: int) -> None:
         ids = {f"dup-{n:04d}": n for n in range(workflows)}
 
         async def start_twice(instance_id: str, n: int) -> None:
+            # A result before its step was ever scheduled: not this step's yet.
+            # Sent before the starts, so that it is early whatever the timing:
+            # sent after them, it met step four scheduled once the starts took
+            # longer than the whole workflow (under load, the duplicate's
+            # start looks for the first one), and a result names only its
+            # step and attempt.
+            await transport.publish(
+                result_subject(instance_id, "four", ok=True),
+                encode_result(instance_id, "four", 1, output={"early": True}),
+                msg_id=f"early-{instance_id}",
+            )
             # Two clients (two connections) at once, then a raw start with a
             # message id of its own, which deduplication does not catch.
             async with trio.open_nursery() as both:
@@ -420,12 +425,6 @@ async def _duplicates(services: ServerServices, workflows: int) -> None:
                 plain_start_subject(LEDGER_TYPE),
                 encode_start(StartMessage(instance_id, ledger_input(n), 0, None, None)),
                 msg_id=f"again-{instance_id}",
-            )
-            # A result before its step was ever scheduled: not this step's yet.
-            await transport.publish(
-                result_subject(instance_id, "four", ok=True),
-                encode_result(instance_id, "four", 1, output={"early": True}),
-                msg_id=f"early-{instance_id}",
             )
 
         async with trio.open_nursery() as nursery:
