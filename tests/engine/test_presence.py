@@ -158,31 +158,47 @@ async def test_a_broker_outage_while_announcing_never_stops_the_worker(
 ) -> None:
     interval = 0.2
     config = actors.WorkerConfig(presence_interval=interval, drain_timeout=1.0)
-    with caplog.at_level(logging.WARNING, logger="actors.worker"):
-        async with open_transport(fresh_nats_server.url) as transport:
-            async with trio.open_nursery() as nursery:
-                worker = actors.Worker(transport, actors.collect_activities([pack]), config)
-                await nursery.start(worker.run)
-                bucket = await transport.kv(PRESENCE_BUCKET)
-                since = await bucket.latest_revision()
-                # The watch resumes by itself once the broker is back.
-                async with bucket.watch(worker.id, since=since) as changes:
-                    fresh_nats_server.kill()
-                    # A few intervals' writes fail while the broker is away...
-                    await trio.sleep(3 * interval)
-                    assert "could not announce this worker" in caplog.text
-                    fresh_nats_server.restart()
-                    back = transport.now()
-                    # ...and the worker, still serving, writes again once it is back.
-                    with trio.fail_after(30):
-                        async for change in changes:
-                            assert change.op is KVOp.PUT
-                            rewritten = decode_presence(change.key, change.value)
-                            if rewritten.seen >= back:
-                                break
-                assert rewritten.activities == ("pack",)
-                worker.shutdown()
-            assert await bucket.get(worker.id) is None
+    failed = trio.Event()
+
+    class OnFailure(logging.Handler):
+        """Sets ``failed`` at the warning of a failed write (logged in this thread)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "could not announce this worker" in record.getMessage():
+                failed.set()
+
+    watcher = OnFailure()
+    logging.getLogger("actors.worker").addHandler(watcher)
+    try:
+        with caplog.at_level(logging.WARNING, logger="actors.worker"):
+            async with open_transport(fresh_nats_server.url) as transport:
+                async with trio.open_nursery() as nursery:
+                    worker = actors.Worker(transport, actors.collect_activities([pack]), config)
+                    await nursery.start(worker.run)
+                    bucket = await transport.kv(PRESENCE_BUCKET)
+                    since = await bucket.latest_revision()
+                    # The watch resumes by itself once the broker is back.
+                    async with bucket.watch(worker.id, since=since) as changes:
+                        # In a thread: killing and restarting wait for the process.
+                        await trio.to_thread.run_sync(fresh_nats_server.kill)
+                        # Writes fail while the broker is away, each logged...
+                        with trio.fail_after(30):
+                            await failed.wait()
+                        assert "could not announce this worker" in caplog.text
+                        await trio.to_thread.run_sync(fresh_nats_server.restart)
+                        back = transport.now()
+                        # ...and the worker, still serving, writes again once it is back.
+                        with trio.fail_after(30):
+                            async for change in changes:
+                                assert change.op is KVOp.PUT
+                                rewritten = decode_presence(change.key, change.value)
+                                if rewritten.seen >= back:
+                                    break
+                    assert rewritten.activities == ("pack",)
+                    worker.shutdown()
+                assert await bucket.get(worker.id) is None
+    finally:
+        logging.getLogger("actors.worker").removeHandler(watcher)
 
 
 #: What ``hold`` waits for, and says it began: made afresh by the test that uses it.
